@@ -1,0 +1,230 @@
+//! The one error type of the crate.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::Kind;
+
+/// A specialized [`Result`](std::result::Result) for filemap operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in filemap.
+///
+/// Every variant carries enough context to print a one-line message that says what is
+/// wrong in plain words: `no mapping named Local\SampleMap`, not `ENOENT`.
+///
+/// The variants follow the Windows error codes that the model defines:
+///
+/// | Windows                      | filemap                    |
+/// |------------------------------|----------------------------|
+/// | `ERROR_FILE_NOT_FOUND`       | [`Error::NotFound`]        |
+/// | `ERROR_ALREADY_EXISTS`       | [`Error::AlreadyExists`]   |
+/// | `ERROR_INVALID_HANDLE`       | [`Error::KindMismatch`]    |
+/// | `ERROR_ACCESS_DENIED`        | [`Error::PermissionDenied`]|
+/// | `ERROR_INVALID_NAME`         | [`Error::InvalidName`]     |
+/// | `ERROR_FILENAME_EXCED_RANGE` | [`Error::NameTooLong`]     |
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name does not follow the grammar (`Local\NAME`, `Global\NAME` or `NAME`).
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The name is longer than the limit documented in [`Name`](crate::Name).
+    NameTooLong {
+        /// The name as given.
+        name: String,
+        /// Its length once encoded as a file name, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// No object of this name exists (or the last one was closed by every holder).
+    NotFound {
+        /// The full name, with its prefix.
+        name: String,
+        /// The kind that was asked for, if any.
+        kind: Option<Kind>,
+    },
+    /// An exclusive create found a live object of the same kind under this name.
+    AlreadyExists {
+        /// The full name, with its prefix.
+        name: String,
+        /// The kind of the existing object.
+        kind: Kind,
+    },
+    /// The name is held by an object of another kind (Windows' `ERROR_INVALID_HANDLE`).
+    KindMismatch {
+        /// The full name, with its prefix.
+        name: String,
+        /// The kind that was asked for.
+        expected: Kind,
+        /// The kind that holds the name.
+        found: Kind,
+    },
+    /// The operating system, the object's permissions or the mapping's protection do not
+    /// allow the requested access.
+    PermissionDenied {
+        /// What was refused, in plain words.
+        what: String,
+    },
+    /// A size of zero, or one that does not fit the address space.
+    InvalidSize {
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A view or an access that falls outside the mapping or the view.
+    OutOfRange {
+        /// Offset of the request.
+        offset: u64,
+        /// Length of the request.
+        len: u64,
+        /// Size of the mapping or view that it must fit in.
+        size: u64,
+    },
+    /// An atomic access at an offset that is not aligned for its type.
+    Unaligned {
+        /// The offset, relative to the start of the view.
+        offset: u64,
+        /// The alignment the type needs.
+        align: u64,
+    },
+    /// An argument other than a name, size or offset is wrong (for example a file mode).
+    InvalidArgument {
+        /// What is wrong.
+        what: String,
+    },
+    /// A namespace directory or an object file is not what filemap requires (owned by
+    /// another user, a symlink, writable by others...). It is never used.
+    Insecure {
+        /// The path that was refused.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// An object file exists but is damaged or was not made by filemap (bad record, or
+    /// truncated by a peer).
+    Corrupt {
+        /// The path of the object file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// There is not enough space to reserve the object's storage.
+    NoSpace {
+        /// The full name, or the path, of the object.
+        name: String,
+        /// The number of bytes that could not be reserved.
+        size: u64,
+    },
+    /// The operation is not available on this platform.
+    Unsupported {
+        /// What is not supported.
+        what: &'static str,
+    },
+    /// Any other operating-system error, with what filemap was doing.
+    Io {
+        /// What filemap was doing.
+        context: String,
+        /// The error from the operating system.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Error::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn denied(what: impl Into<String>) -> Self {
+        Error::PermissionDenied { what: what.into() }
+    }
+
+    /// The [`io::ErrorKind`] that best matches this error.
+    pub fn kind(&self) -> io::ErrorKind {
+        use io::ErrorKind as K;
+        match self {
+            Error::InvalidName { .. } | Error::NameTooLong { .. } => K::InvalidInput,
+            Error::NotFound { .. } => K::NotFound,
+            Error::AlreadyExists { .. } => K::AlreadyExists,
+            Error::KindMismatch { .. } => K::InvalidInput,
+            Error::PermissionDenied { .. } | Error::Insecure { .. } => K::PermissionDenied,
+            Error::InvalidSize { .. }
+            | Error::OutOfRange { .. }
+            | Error::Unaligned { .. }
+            | Error::InvalidArgument { .. } => K::InvalidInput,
+            Error::Corrupt { .. } => K::InvalidData,
+            Error::NoSpace { .. } => K::StorageFull,
+            Error::Unsupported { .. } => K::Unsupported,
+            Error::Io { source, .. } => source.kind(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
+            Error::NameTooLong { name, len, max } => write!(
+                f,
+                "name {name:?} is too long: {len} bytes once encoded, the limit is {max}"
+            ),
+            Error::NotFound {
+                name,
+                kind: Some(kind),
+            } => write!(f, "no {kind} named {name}"),
+            Error::NotFound { name, kind: None } => write!(f, "no object named {name}"),
+            Error::AlreadyExists { name, kind } => {
+                write!(f, "a {kind} named {name} already exists")
+            }
+            Error::KindMismatch {
+                name,
+                expected,
+                found,
+            } => write!(f, "{name} is a {found}, not a {expected}"),
+            Error::PermissionDenied { what } => write!(f, "permission denied: {what}"),
+            Error::InvalidSize { what } => write!(f, "invalid size: {what}"),
+            Error::OutOfRange { offset, len, size } => write!(
+                f,
+                "range of {len} bytes at offset {offset} does not fit in {size} bytes"
+            ),
+            Error::Unaligned { offset, align } => {
+                write!(f, "offset {offset} is not a multiple of {align}")
+            }
+            Error::InvalidArgument { what } => write!(f, "invalid argument: {what}"),
+            Error::Insecure { path, reason } => {
+                write!(f, "refusing to use {}: {reason}", path.display())
+            }
+            Error::Corrupt { path, reason } => {
+                write!(f, "{} is not a valid filemap object: {reason}", path.display())
+            }
+            Error::NoSpace { name, size } => {
+                write!(f, "not enough space to reserve {size} bytes for {name}")
+            }
+            Error::Unsupported { what } => write!(f, "{what} is not supported on this platform"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        io::Error::new(e.kind(), e)
+    }
+}

@@ -1,0 +1,72 @@
+//! Windows-style named file mappings for Rust: `CreateFileMapping` / `OpenFileMapping` /
+//! `MapViewOfFile` semantics, natively on Linux (Windows follows).
+//!
+//! - **Names** are `Local\NAME`, `Global\NAME` or a bare `NAME` (see [`Name`]). On Linux,
+//!   `Local\` is private to the current user and `Global\` is shared by the machine.
+//! - **One namespace** for every kind of object ([`Kind`]): a name held by one kind cannot be
+//!   taken by another ([`Error::KindMismatch`], Windows' `ERROR_INVALID_HANDLE`).
+//! - **create, open_or_create, open**: [`FileMapping::open_or_create`] reports whether the
+//!   object already existed ([`FileMapping::already_existed`]), like `ERROR_ALREADY_EXISTS`.
+//! - **Lifetime follows Windows**: a mapping exists while any process holds a handle or a
+//!   view, and is gone when the last one closes, also if every holder died by SIGKILL.
+//!   Persistent objects are an explicit opt-in ([`MappingOptions::persistent`]).
+//! - **Views** at any offset, read-only, read-write or copy-on-write ([`View`]). Memory that
+//!   another process can write is never handed out as a safe `&[u8]`: views offer
+//!   copy-in/copy-out, atomics, raw pointers and `unsafe` slices.
+//!
+//! # Example
+//!
+//! ```
+//! # fn main() -> filemap::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("filemap-doc-{}", std::process::id()));
+//! # let ns = filemap::Namespace::at(&dir);
+//! use filemap::{Access, FileMapping, MappingOptions};
+//!
+//! // The server: a 64 KiB mapping named Local\SampleMap, and a 1 KiB view at offset 0.
+//! let server = MappingOptions::new().namespace(ns.clone()).open_or_create("Local\\SampleMap", 65536)?;
+//! assert!(!server.already_existed());
+//! let view = server.map_view(Access::ReadWrite, 0, 1024)?;
+//! view.write_at(0, b"M\0e\0s\0s\0a\0g\0e\0\0\0")?;
+//!
+//! // The client (usually another process): open read-only and read it back.
+//! let client = MappingOptions::new().namespace(ns.clone()).open("Local\\SampleMap", Access::Read)?;
+//! assert_eq!(client.size(), 65536);
+//! let mut buf = [0u8; 16];
+//! client.map_view(Access::Read, 0, 0)?.read_at(0, &mut buf)?;
+//! assert_eq!(&buf[..4], b"M\0e\0");
+//!
+//! drop((view, server, client)); // the last handle closes: the mapping is gone
+//! assert!(matches!(
+//!     MappingOptions::new().namespace(ns.clone()).open("Local\\SampleMap", Access::Read),
+//!     Err(filemap::Error::NotFound { .. })
+//! ));
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Linux layout
+//!
+//! Objects are files on tmpfs under a root, `/dev/shm/filemap` unless the environment
+//! variable `FILEMAP_ROOT` names another absolute path:
+//! `<root>/local-<uid>/<file name>` for `Local\` and `<root>/global/<file name>` for
+//! `Global\`, with file names as described in [`Name`]. A mapping's bytes start at offset 0
+//! of its file ([`FileMapping::os_path`]), followed by a 4 KiB record (kind, exact size,
+//! flags). See the README for the full protocol, which other languages can follow.
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod layout;
+mod mapping;
+mod name;
+mod namespace;
+mod sys;
+mod view;
+
+pub use error::{Error, Result};
+pub use layout::Kind;
+pub use mapping::{Access, FileMapping, MappingOptions};
+pub use name::{Name, Scope};
+pub use namespace::{Namespace, ObjectInfo};
+pub use view::View;

@@ -1,0 +1,309 @@
+//! File mappings: named shared memory and mapped files.
+
+use std::fmt;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::sys::{self, CreateOptions, Disposition};
+use crate::{Error, Name, Namespace, Result, View};
+
+/// Access to a mapping or a view, like Windows' `FILE_MAP_READ`, `FILE_MAP_WRITE` and
+/// `FILE_MAP_COPY` (and the page protections `PAGE_READONLY`, `PAGE_READWRITE`,
+/// `PAGE_WRITECOPY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Read only. Views of a read-only mapping can be read-only or copy-on-write.
+    Read,
+    /// Read and write, shared with every other holder.
+    ReadWrite,
+    /// Reads see the shared bytes; writes go to private copies of the touched pages and are
+    /// never seen by anyone else (`MAP_PRIVATE`, `FILE_MAP_COPY`).
+    CopyOnWrite,
+}
+
+impl Access {
+    /// Whether a view with `view` access can be made from a mapping opened with `self`.
+    pub fn allows(self, view: Access) -> bool {
+        match view {
+            Access::Read | Access::CopyOnWrite => true,
+            Access::ReadWrite => self == Access::ReadWrite,
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read-only",
+            Access::ReadWrite => "read-write",
+            Access::CopyOnWrite => "copy-on-write",
+        })
+    }
+}
+
+/// Options for creating and opening mappings: the namespace, the permissions of new
+/// objects and persistence.
+///
+/// ```
+/// # fn main() -> filemap::Result<()> {
+/// # let dir = std::env::temp_dir().join(format!("filemap-doc-opts-{}", std::process::id()));
+/// use filemap::{MappingOptions, Namespace};
+///
+/// // A Global\ mapping that other users may read, and that outlives this process.
+/// let m = MappingOptions::new()
+///     .namespace(Namespace::at(&dir))
+///     .mode(0o644)
+///     .persistent(true)
+///     .create("Global\\telemetry", 4096)?;
+/// drop(m);
+/// Namespace::at(&dir).remove("Global\\telemetry")?; // persistent: removed by hand
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MappingOptions {
+    namespace: Namespace,
+    mode: u32,
+    persistent: bool,
+}
+
+impl Default for MappingOptions {
+    fn default() -> Self {
+        MappingOptions {
+            namespace: Namespace::new(),
+            mode: 0o600,
+            persistent: false,
+        }
+    }
+}
+
+impl MappingOptions {
+    /// Default options: the default namespace, owner-only (0600), not persistent.
+    pub fn new() -> MappingOptions {
+        MappingOptions::default()
+    }
+
+    /// The namespace to use.
+    pub fn namespace(&mut self, namespace: Namespace) -> &mut Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// The permission bits of new objects (Linux). The default, 0600, is owner-only.
+    /// `0o640`/`0o644` let the group/others open a `Global\` object read-only, and
+    /// `0o660`/`0o666` read-write. Only read and write bits are allowed, and the owner keeps
+    /// both. (A `Local\` namespace directory is owner-only, so these bits matter for
+    /// `Global\` objects.)
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether a new object outlives its holders. A persistent object is removed only by
+    /// [`Namespace::remove`] (`filemap rm`).
+    pub fn persistent(&mut self, persistent: bool) -> &mut Self {
+        self.persistent = persistent;
+        self
+    }
+
+    fn create_options(&self) -> Result<CreateOptions> {
+        if self.mode & !0o666 != 0 {
+            return Err(Error::InvalidArgument {
+                what: format!("mode {:o}: only read and write bits (666) are allowed", self.mode),
+            });
+        }
+        if self.mode & 0o600 != 0o600 {
+            return Err(Error::InvalidArgument {
+                what: format!("mode {:o}: the owner must keep read and write access (600)", self.mode),
+            });
+        }
+        Ok(CreateOptions {
+            mode: self.mode,
+            persistent: self.persistent,
+        })
+    }
+
+    fn new_shm(&self, name: &str, size: u64, disposition: Disposition) -> Result<FileMapping> {
+        let name = Name::parse(name)?;
+        if size == 0 {
+            return Err(Error::InvalidSize {
+                what: "a mapping's size must be greater than 0".into(),
+            });
+        }
+        let opts = self.create_options()?;
+        let inner = sys::Mapping::create(&self.namespace, &name, size, opts, disposition)?;
+        Ok(FileMapping { inner: Arc::new(inner) })
+    }
+
+    /// Creates a new mapping of `size` bytes, zero-filled, with its storage reserved now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`] if a live mapping has the name; [`Error::KindMismatch`] if
+    /// another kind has it; [`Error::InvalidSize`] for 0; [`Error::NoSpace`] if the storage
+    /// cannot be reserved; [`Error::InvalidName`], [`Error::InvalidArgument`] (mode).
+    #[doc(alias = "CreateFileMapping")]
+    pub fn create(&self, name: &str, size: u64) -> Result<FileMapping> {
+        self.new_shm(name, size, Disposition::CreateNew)
+    }
+
+    /// Opens the mapping if it exists, or creates it: `CreateFileMapping`'s real meaning.
+    /// [`FileMapping::already_existed`] tells which happened. If it existed, its size wins.
+    /// The mapping is read-write either way.
+    ///
+    /// When several processes race, exactly one creates the object and all the others open
+    /// that same object.
+    ///
+    /// # Errors
+    ///
+    /// As [`MappingOptions::create`], except that an existing mapping is not an error.
+    pub fn open_or_create(&self, name: &str, size: u64) -> Result<FileMapping> {
+        self.new_shm(name, size, Disposition::OpenOrCreate)
+    }
+
+    /// Opens an existing mapping with `access` (`OpenFileMapping`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if no live mapping has the name; [`Error::KindMismatch`];
+    /// [`Error::PermissionDenied`] if its permissions do not allow `access`.
+    #[doc(alias = "OpenFileMapping")]
+    pub fn open(&self, name: &str, access: Access) -> Result<FileMapping> {
+        let name = Name::parse(name)?;
+        let inner = sys::Mapping::open(&self.namespace, &name, access)?;
+        Ok(FileMapping { inner: Arc::new(inner) })
+    }
+
+    /// Maps the file at `path`, optionally under a name that other processes can open.
+    ///
+    /// `size` 0 means the file's current size; a larger size grows the file (which needs
+    /// [`Access::ReadWrite`]). With a name, the call has open-or-create semantics like
+    /// `CreateFileMapping(hFile, ..., name)`: if a live mapping already has the name, that
+    /// mapping is returned and the file is not used. The mapping object lives as long as
+    /// its holders; the file itself stays.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] if the file cannot be opened with `access`;
+    /// [`Error::InvalidSize`] for an empty file with size 0; naming errors as for
+    /// [`MappingOptions::create`].
+    pub fn map_path(&self, path: impl AsRef<Path>, size: u64, access: Access, name: Option<&str>) -> Result<FileMapping> {
+        let path = path.as_ref();
+        let name = name.map(Name::parse).transpose()?;
+        let opts = self.create_options()?;
+        let file = sys::open_for_mapping(path, access)?;
+        let named = name.as_ref().map(|n| (&self.namespace, n, opts));
+        let inner = sys::Mapping::from_file(file, Some(path), size, access, named)?;
+        Ok(FileMapping { inner: Arc::new(inner) })
+    }
+
+    /// Like [`MappingOptions::map_path`], for a file that is already open. Its open mode
+    /// bounds the access: a read-only `File` cannot give a read-write mapping.
+    pub fn map_file(&self, file: &File, size: u64, access: Access, name: Option<&str>) -> Result<FileMapping> {
+        let name = name.map(Name::parse).transpose()?;
+        let opts = self.create_options()?;
+        let fd = sys::dup_file(file)?;
+        let named = name.as_ref().map(|n| (&self.namespace, n, opts));
+        let inner = sys::Mapping::from_file(fd, None, size, access, named)?;
+        Ok(FileMapping { inner: Arc::new(inner) })
+    }
+}
+
+/// A handle to a file mapping object: named shared memory, or a mapped file.
+///
+/// The object lives while any process holds a handle or a [`View`] of it; views keep it
+/// alive after the handle is dropped. Cloning the handle is cheap and shares it.
+///
+/// See [`MappingOptions`] for every way to make one; the associated functions here use the
+/// default options.
+#[derive(Debug, Clone)]
+pub struct FileMapping {
+    inner: Arc<sys::Mapping>,
+}
+
+impl FileMapping {
+    /// [`MappingOptions::create`] with the default options.
+    pub fn create(name: &str, size: u64) -> Result<FileMapping> {
+        MappingOptions::new().create(name, size)
+    }
+
+    /// [`MappingOptions::open_or_create`] with the default options.
+    pub fn open_or_create(name: &str, size: u64) -> Result<FileMapping> {
+        MappingOptions::new().open_or_create(name, size)
+    }
+
+    /// [`MappingOptions::open`] with the default options.
+    pub fn open(name: &str, access: Access) -> Result<FileMapping> {
+        MappingOptions::new().open(name, access)
+    }
+
+    /// An unnamed mapping of the file at `path` ([`MappingOptions::map_path`]).
+    pub fn from_path(path: impl AsRef<Path>, size: u64, access: Access) -> Result<FileMapping> {
+        MappingOptions::new().map_path(path, size, access, None)
+    }
+
+    /// An unnamed mapping of an open file ([`MappingOptions::map_file`]).
+    pub fn from_file(file: &File, size: u64, access: Access) -> Result<FileMapping> {
+        MappingOptions::new().map_file(file, size, access, None)
+    }
+
+    /// The exact size in bytes, as the creator asked for it (not rounded to pages).
+    pub fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    /// The access this handle was opened with; it bounds the views.
+    pub fn access(&self) -> Access {
+        self.inner.access()
+    }
+
+    /// The name, for a named mapping.
+    pub fn name(&self) -> Option<&Name> {
+        self.inner.name()
+    }
+
+    /// `true` if `open_or_create` (or a named file mapping) found the object already there,
+    /// like Windows' `ERROR_ALREADY_EXISTS`; always `true` after `open`.
+    pub fn already_existed(&self) -> bool {
+        !self.inner.created()
+    }
+
+    /// The file that holds the mapping's bytes, from offset 0: the object file on tmpfs for
+    /// shared memory, or the mapped file. Other languages can map it (see the README for the
+    /// protocol that keeps them counted as holders).
+    pub fn os_path(&self) -> Option<&Path> {
+        self.inner.os_path()
+    }
+
+    /// Maps a view of `len` bytes at `offset` (`MapViewOfFile`). `len` 0 means "to the end".
+    ///
+    /// Any offset is allowed: the page alignment that the OS needs is hidden. The view keeps
+    /// the mapping alive after this handle is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if the range does not fit in the mapping;
+    /// [`Error::PermissionDenied`] if `access` is more than the handle's (a read-write view
+    /// of a read-only handle). Copy-on-write views are allowed on every handle.
+    #[doc(alias = "MapViewOfFile")]
+    pub fn map_view(&self, access: Access, offset: u64, len: u64) -> Result<View> {
+        let size = self.size();
+        if !self.access().allows(access) {
+            return Err(Error::denied(format!(
+                "a {access} view of a mapping opened {}",
+                self.access()
+            )));
+        }
+        let len = if len == 0 { size.saturating_sub(offset) } else { len };
+        if offset >= size || len == 0 || len > size - offset {
+            return Err(Error::OutOfRange { offset, len, size });
+        }
+        let len_usize = usize::try_from(len).map_err(|_| Error::InvalidSize {
+            what: format!("a view of {len} bytes does not fit in the address space"),
+        })?;
+        let region = self.inner.map(access, offset, len_usize)?;
+        Ok(View::new(region, self.inner.clone(), offset, access))
+    }
+}

@@ -1,0 +1,274 @@
+//! Object names: `Local\NAME`, `Global\NAME` or a bare `NAME`, and their file names.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// The namespace a name lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `Local\`: on Linux, private to the current user (one namespace per user, not per
+    /// session). On Windows, the session namespace.
+    Local,
+    /// `Global\`: one namespace for the whole machine.
+    Global,
+}
+
+impl Scope {
+    /// The prefix as written in names, with its backslash.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scope::Local => "Local\\",
+            Scope::Global => "Global\\",
+        }
+    }
+}
+
+/// A validated object name.
+///
+/// # Grammar
+///
+/// - `Local\NAME` or `Global\NAME` choose the namespace; a bare `NAME` means `Local\NAME`.
+///   The prefixes are case-sensitive, as is the rest of the name.
+/// - After the prefix, any character except `\` and NUL is allowed, including `/`, spaces,
+///   dots and non-ASCII text. The part after the prefix must not be empty.
+/// - Any other backslash (`Session\1\x`, `a\b`) is an error.
+///
+/// # Length
+///
+/// On Linux the part after the prefix becomes a file name (see below) of at most
+/// [`Name::MAX_ENCODED_LEN`] (255) bytes. ASCII letters, digits, `-`, `_` and `.` take one
+/// byte each; every other byte of the name's UTF-8 form takes three. So a name of up to 255
+/// plain ASCII characters always fits. On Windows the whole name is limited to `MAX_PATH`
+/// (260) characters by the kernel.
+///
+/// # File names on Linux
+///
+/// The part after the prefix is percent-encoded into one file name: ASCII letters, digits,
+/// `-`, `_` and `.` stay as they are, except a `.` in first position; every other byte is
+/// written `%XX` in upper-case hex. `Local\Sample Map` is stored as `Sample%20Map`,
+/// `Local\a/b` as `a%2Fb`, `Local\..` as `%2E.`. The encoding is one-to-one, so listings
+/// show the original names, and no name can become `.`, `..` or a hidden file.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name {
+    scope: Scope,
+    base: String,
+}
+
+impl Name {
+    /// The longest encoded file name, in bytes (Linux's `NAME_MAX`).
+    pub const MAX_ENCODED_LEN: usize = 255;
+
+    /// Parses and validates a name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for an empty name, an unknown prefix, a backslash or NUL
+    /// after the prefix; [`Error::NameTooLong`] past the length limit.
+    pub fn parse(name: &str) -> Result<Name> {
+        let invalid = |reason| {
+            Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason,
+            })
+        };
+        if name.is_empty() {
+            return invalid("the name is empty");
+        }
+        let (scope, base) = if let Some(rest) = name.strip_prefix("Local\\") {
+            (Scope::Local, rest)
+        } else if let Some(rest) = name.strip_prefix("Global\\") {
+            (Scope::Global, rest)
+        } else if name.contains('\\') {
+            return invalid("the only prefixes are Local\\ and Global\\");
+        } else {
+            (Scope::Local, name)
+        };
+        if base.is_empty() {
+            return invalid("nothing follows the prefix");
+        }
+        if base.contains('\\') {
+            return invalid("a backslash is only allowed after Local or Global");
+        }
+        if base.contains('\0') {
+            return invalid("the name contains a NUL character");
+        }
+        let len = encoded_len(base);
+        if len > Self::MAX_ENCODED_LEN {
+            return Err(Error::NameTooLong {
+                name: name.to_owned(),
+                len,
+                max: Self::MAX_ENCODED_LEN,
+            });
+        }
+        Ok(Name {
+            scope,
+            base: base.to_owned(),
+        })
+    }
+
+    /// The namespace.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// The part after the prefix.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The file name that stands for this name on Linux (see the type's documentation).
+    pub fn file_name(&self) -> String {
+        let mut out = String::with_capacity(self.base.len());
+        for (i, &b) in self.base.as_bytes().iter().enumerate() {
+            if is_plain(b) && !(i == 0 && b == b'.') {
+                out.push(b as char);
+            } else {
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+        }
+        out
+    }
+
+    /// The inverse of [`Name::file_name`]: the name that a file in a namespace directory
+    /// stands for, or `None` if the file name is not one that filemap makes.
+    pub fn from_file_name(scope: Scope, file_name: &str) -> Option<Name> {
+        let bytes = file_name.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == b'%' {
+                let hi = hex_value(*bytes.get(i + 1)?)?;
+                let lo = hex_value(*bytes.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            } else if is_plain(b) && !(i == 0 && b == b'.') {
+                out.push(b);
+                i += 1;
+            } else {
+                return None;
+            }
+        }
+        let base = String::from_utf8(out).ok()?;
+        let name = Name::parse(&format!("{}{base}", scope.prefix())).ok()?;
+        // Only the canonical encoding is ours: `%41` for `A` is somebody else's file.
+        (name.file_name() == file_name).then_some(name)
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn encoded_len(base: &str) -> usize {
+    base.bytes()
+        .enumerate()
+        .map(|(i, b)| if is_plain(b) && !(i == 0 && b == b'.') { 1 } else { 3 })
+        .sum()
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.scope.prefix(), self.base)
+    }
+}
+
+impl FromStr for Name {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Name> {
+        Name::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let n = Name::parse("Local\\SampleMap").unwrap();
+        assert_eq!((n.scope(), n.base()), (Scope::Local, "SampleMap"));
+        let n = Name::parse("Global\\x").unwrap();
+        assert_eq!((n.scope(), n.base()), (Scope::Global, "x"));
+        let n = Name::parse("bare").unwrap();
+        assert_eq!(n.to_string(), "Local\\bare");
+        // Prefixes are case-sensitive: `local\x` is not a prefix but a stray backslash.
+        assert!(matches!(
+            Name::parse("local\\x"),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_names() {
+        for (bad, reason) in [
+            ("", "the name is empty"),
+            ("Local\\", "nothing follows the prefix"),
+            ("Global\\", "nothing follows the prefix"),
+            ("Local\\a\\b", "a backslash is only allowed after Local or Global"),
+            ("Session\\1\\x", "the only prefixes are Local\\ and Global\\"),
+            ("a\0b", "the name contains a NUL character"),
+        ] {
+            match Name::parse(bad) {
+                Err(Error::InvalidName { reason: r, .. }) => assert_eq!(r, reason, "{bad:?}"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        let long = "x".repeat(256);
+        assert!(matches!(
+            Name::parse(&long),
+            Err(Error::NameTooLong { len: 256, max: 255, .. })
+        ));
+        assert!(Name::parse(&"x".repeat(255)).is_ok());
+        // 86 two-byte characters need 86 * 2 * 3 = 516 encoded bytes.
+        assert!(matches!(
+            Name::parse(&"é".repeat(86)),
+            Err(Error::NameTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        for base in [
+            "SampleMap",
+            "a/b",
+            ".",
+            "..",
+            ".hidden",
+            "a.b",
+            "100%",
+            "sp ace",
+            "ünïcødé ☃",
+            "tab\there",
+            "%41",
+        ] {
+            for scope in [Scope::Local, Scope::Global] {
+                let name = Name::parse(&format!("{}{base}", scope.prefix())).unwrap();
+                let file = name.file_name();
+                assert!(!file.contains('/') && !file.starts_with('.'), "{file}");
+                assert!(file.len() <= Name::MAX_ENCODED_LEN);
+                assert_eq!(Name::from_file_name(scope, &file), Some(name), "{base:?}");
+            }
+        }
+        assert_eq!(Name::parse("a/b").unwrap().file_name(), "a%2Fb");
+        assert_eq!(Name::parse("..").unwrap().file_name(), "%2E.");
+        // Files that filemap would never make are not names.
+        for foreign in ["%41", "a b", ".x", "%zz", "%4", "a%2f"] {
+            assert_eq!(Name::from_file_name(Scope::Local, foreign), None, "{foreign}");
+        }
+    }
+}

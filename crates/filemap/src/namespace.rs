@@ -1,0 +1,121 @@
+//! The namespace root, and listing, inspecting and cleaning up objects.
+
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use crate::{sys, Kind, Name, Result};
+
+/// Where objects live: the root of the `Local\` and `Global\` namespaces.
+///
+/// [`Namespace::new`] uses the environment variable `FILEMAP_ROOT` if it is set, and
+/// otherwise `/dev/shm/filemap` on Linux. [`Namespace::at`] picks a root explicitly, for
+/// containers and tests. On Windows (later) the kernel's object namespace is used and the
+/// root is ignored.
+#[derive(Debug, Clone, Default)]
+pub struct Namespace {
+    root: Option<PathBuf>,
+}
+
+impl Namespace {
+    /// The environment variable that overrides the default root.
+    pub const ROOT_ENV: &'static str = "FILEMAP_ROOT";
+
+    /// The default namespace (`FILEMAP_ROOT`, or the platform default).
+    pub fn new() -> Namespace {
+        Namespace { root: None }
+    }
+
+    /// A namespace rooted at `root`, an absolute path. The directory is created (mode 1777,
+    /// like `/tmp`) on first use if it does not exist.
+    pub fn at(root: impl Into<PathBuf>) -> Namespace {
+        Namespace {
+            root: Some(root.into()),
+        }
+    }
+
+    /// The root directory this namespace resolves to now.
+    pub fn root(&self) -> PathBuf {
+        if let Some(root) = &self.root {
+            return root.clone();
+        }
+        match std::env::var_os(Self::ROOT_ENV) {
+            Some(r) if !r.is_empty() => PathBuf::from(r),
+            _ => sys::default_root(),
+        }
+    }
+
+    /// Every object in your `Local\` namespace and in `Global\`, sorted by name within each.
+    /// Stale objects (every holder gone) are listed with `live: Some(false)` and left alone.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Insecure`] if a namespace directory fails its checks; I/O errors.
+    pub fn list(&self) -> Result<Vec<ObjectInfo>> {
+        sys::admin::list(&self.root())
+    }
+
+    /// What is known about one object.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::NotFound`] (with no kind) if nothing has that name.
+    pub fn info(&self, name: &str) -> Result<ObjectInfo> {
+        sys::admin::info(&self.root(), &Name::parse(name)?)
+    }
+
+    /// Removes a name, as `shm_unlink` does: new opens fail with `NotFound`, while current
+    /// holders keep their object until they close it. This is the only way to remove a
+    /// persistent object.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::NotFound`] if nothing has that name;
+    /// [`crate::Error::PermissionDenied`] for another user's `Global\` object.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        sys::admin::remove(&self.root(), &Name::parse(name)?)
+    }
+
+    /// Removes every stale object (one whose holders all closed or died) in your `Local\`
+    /// namespace and in `Global\`, and returns their names. Live and persistent objects
+    /// are left alone. Every open and create does this for its own name already.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Namespace::list`].
+    pub fn gc(&self) -> Result<Vec<Name>> {
+        sys::admin::gc(&self.root())
+    }
+}
+
+/// A description of one object, from [`Namespace::list`] or [`Namespace::info`].
+///
+/// Fields that could not be read (another user's object that you may not open) are `None`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// The object's name.
+    pub name: Name,
+    /// Its kind.
+    pub kind: Option<Kind>,
+    /// The exact size that openers see, in bytes.
+    pub size: Option<u64>,
+    /// The uid of the owner of its file.
+    pub owner_uid: u32,
+    /// The permission bits of its file.
+    pub mode: u32,
+    /// Whether any process holds it. `Some(false)` means stale: the next operation on the
+    /// name, or [`Namespace::gc`], removes it (unless it is persistent).
+    pub live: Option<bool>,
+    /// Whether it outlives its holders.
+    pub persistent: bool,
+    /// Whether it maps a file (its `os_path` is then that file).
+    pub file_backed: bool,
+    /// The process that created it.
+    pub creator_pid: Option<u32>,
+    /// When it was created.
+    pub created: Option<SystemTime>,
+    /// The processes that hold it now, as far as the OS tells (Linux: `/proc/locks`).
+    pub holders: Vec<u32>,
+    /// The file that stands for the object in the namespace.
+    pub os_path: PathBuf,
+}

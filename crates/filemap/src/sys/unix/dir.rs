@@ -1,0 +1,231 @@
+//! Namespace directories: one per user for `Local\`, one for `Global\`, under a root.
+//!
+//! ```text
+//! <root>/                 mode 1777 (like /tmp), owned by root or by the user who made it
+//! <root>/global/          mode 1777, owned by root or by you
+//! <root>/local-<uid>/     mode 0700, owned by <uid>
+//! ```
+//!
+//! Every directory is opened with `O_NOFOLLOW | O_DIRECTORY` and checked with `fstat`
+//! before use. A directory that fails a check is an [`Error::Insecure`] and is never used.
+//!
+//! The namespace lock is `flock(LOCK_EX)` on the namespace directory. Each process keeps
+//! one open directory per namespace, so threads of the same process are serialised by a
+//! `Mutex` first: `flock` locks belong to the open file description, which the threads
+//! share.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{self, FileType, FlockOperation, Mode, OFlags, CWD};
+use rustix::io::Errno;
+use rustix::process::geteuid;
+
+use crate::{Error, Result, Scope};
+
+/// An open, checked namespace directory.
+#[derive(Debug)]
+pub(crate) struct NsDir {
+    fd: OwnedFd,
+    path: PathBuf,
+    scope: Scope,
+    /// The uid that owns the objects in this directory (`Local\`), or `None` (`Global\`).
+    owner: Option<u32>,
+    lock: Mutex<()>,
+}
+
+/// Holds the namespace lock; releases it when dropped.
+#[derive(Debug)]
+pub(crate) struct NsGuard<'a> {
+    dir: &'a NsDir,
+    _local: MutexGuard<'a, ()>,
+}
+
+impl Drop for NsGuard<'_> {
+    fn drop(&mut self) {
+        let _ = fs::flock(&self.dir.fd, FlockOperation::Unlock);
+    }
+}
+
+type Cache = Mutex<HashMap<(PathBuf, Scope, u32), Arc<NsDir>>>;
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+impl NsDir {
+    /// The namespace directory for `scope` under `root`, created if `create` is set.
+    ///
+    /// Returns `Ok(None)` if it does not exist and `create` is not set.
+    pub(crate) fn get(root: &Path, scope: Scope, create: bool) -> Result<Option<Arc<NsDir>>> {
+        let uid = geteuid().as_raw();
+        let key = (root.to_path_buf(), scope, uid);
+        let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dir) = cache.get(&key) {
+            // A directory that was removed (by `rm -rf` of the root, say) would hide our
+            // objects from everybody else: open it again.
+            match fs::fstat(&dir.fd) {
+                Ok(st) if st.st_nlink > 0 => return Ok(Some(dir.clone())),
+                _ => {
+                    cache.remove(&key);
+                }
+            }
+        }
+        let Some(root_fd) = open_root(root, create)? else {
+            return Ok(None);
+        };
+        let (name, owner) = match scope {
+            Scope::Local => (format!("local-{uid}"), Some(uid)),
+            Scope::Global => ("global".to_owned(), None),
+        };
+        let path = root.join(&name);
+        let fd = match open_dir_at(&root_fd, &name, &path)? {
+            Some(fd) => fd,
+            None if !create => return Ok(None),
+            None => {
+                let mode = match scope {
+                    Scope::Local => 0o700,
+                    Scope::Global => 0o1777,
+                };
+                make_dir_at(&root_fd, &name, &path, mode)?
+            }
+        };
+        let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
+        match scope {
+            Scope::Local => {
+                if st.st_uid != uid {
+                    return Err(insecure(&path, format!("it is owned by uid {}, not by you (uid {uid})", st.st_uid)));
+                }
+                if st.st_mode & 0o077 != 0 {
+                    return Err(insecure(&path, format!("its mode is {:o}; a Local namespace must be 700", st.st_mode & 0o7777)));
+                }
+            }
+            Scope::Global => check_shared_dir(&path, &st, uid, false)?,
+        }
+        let dir = Arc::new(NsDir {
+            fd,
+            path,
+            scope,
+            owner,
+            lock: Mutex::new(()),
+        });
+        cache.insert(key, dir.clone());
+        Ok(Some(dir))
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// The uid that must own every object here, for a `Local\` namespace.
+    pub(crate) fn owner(&self) -> Option<u32> {
+        self.owner
+    }
+
+    /// Takes the namespace lock.
+    pub(crate) fn lock(&self) -> Result<NsGuard<'_>> {
+        let local = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match fs::flock(&self.fd, FlockOperation::LockExclusive) {
+                Ok(()) => break,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(Error::io(format!("locking {}", self.path.display()), e)),
+            }
+        }
+        Ok(NsGuard {
+            dir: self,
+            _local: local,
+        })
+    }
+}
+
+fn insecure(path: &Path, reason: String) -> Error {
+    Error::Insecure {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Opens (and with `create`, makes) the root directory and checks it.
+pub(crate) fn open_root(root: &Path, create: bool) -> Result<Option<OwnedFd>> {
+    if !root.is_absolute() {
+        return Err(Error::InvalidArgument {
+            what: format!("the namespace root {} is not an absolute path", root.display()),
+        });
+    }
+    let uid = geteuid().as_raw();
+    let fd = match open_dir_at(&CWD, root, root)? {
+        Some(fd) => fd,
+        None if !create => return Ok(None),
+        None => make_dir_at(&CWD, root, root, 0o1777)?,
+    };
+    let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", root.display()), e))?;
+    check_shared_dir(root, &st, uid, true)?;
+    Ok(Some(fd))
+}
+
+/// The rules for the root and the `Global\` directory, which several users share.
+fn check_shared_dir(path: &Path, st: &fs::Stat, uid: u32, is_root: bool) -> Result<()> {
+    let mode = st.st_mode & 0o7777;
+    let trusted_owner = st.st_uid == 0 || st.st_uid == uid;
+    let writable_by_others = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    if writable_by_others && !sticky {
+        return Err(insecure(path, format!("its mode {mode:o} lets others replace entries (it needs the sticky bit, like /tmp)")));
+    }
+    // Another user who owns the root can only rename our `local-<uid>` away, which we then
+    // notice; the owner of `global/` could delete other users' objects, so it must be root
+    // or you.
+    if !trusted_owner && !(is_root && sticky) {
+        return Err(insecure(path, format!("it is owned by uid {}, which is neither root nor you; ask root to create it", st.st_uid)));
+    }
+    Ok(())
+}
+
+fn open_dir_at<P: rustix::path::Arg>(at: &impl AsFd, name: P, path: &Path) -> Result<Option<OwnedFd>> {
+    match fs::openat(at, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(insecure(path, "it is not a directory (or it is a symlink)".into())),
+        Err(Errno::ACCESS) => Err(Error::denied(format!("cannot open {}", path.display()))),
+        Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
+    }
+}
+
+/// `mkdir` that tolerates losing a race, then sets the exact mode on a directory we made.
+fn make_dir_at<P: rustix::path::Arg + Copy>(at: &impl AsFd, name: P, path: &Path, mode: u32) -> Result<OwnedFd> {
+    let made = match fs::mkdirat(at, name, Mode::from_raw_mode(mode & 0o777)) {
+        Ok(()) => true,
+        Err(Errno::EXIST) => false,
+        Err(Errno::ACCESS) => return Err(Error::denied(format!("cannot create {}", path.display()))),
+        Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+    };
+    let fd = open_dir_at(at, name, path)?
+        .ok_or_else(|| Error::io(format!("opening {}", path.display()), Errno::NOENT))?;
+    if made {
+        let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
+        // The umask may have cleared bits; a directory that someone swapped in between
+        // mkdir and open is not ours and is left alone (the checks reject it if need be).
+        if st.st_uid == geteuid().as_raw() && FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
+        }
+    }
+    Ok(fd)
+}

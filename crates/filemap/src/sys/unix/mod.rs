@@ -1,0 +1,14 @@
+//! Linux: objects are files on tmpfs with `flock`-based lifetime; see `object.rs`.
+
+pub(crate) mod admin;
+mod dir;
+mod mapping;
+mod object;
+
+pub(crate) use mapping::{dup_file, open_for_mapping, CreateOptions, Mapping, Region};
+pub(crate) use object::Disposition;
+
+/// Where namespaces live unless `FILEMAP_ROOT` says otherwise.
+pub(crate) fn default_root() -> std::path::PathBuf {
+    "/dev/shm/filemap".into()
+}

@@ -1,0 +1,117 @@
+//! Platforms without a backend yet: every operation returns `Error::Unsupported`.
+//!
+//! The types are uninhabited (memmap2's `stub.rs` pattern), so the methods that would need
+//! a live object have no bodies to write.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::{Access, Error, Name, Namespace, ObjectInfo, Result};
+
+#[derive(Debug, Clone, Copy)]
+enum Never {}
+
+fn unsupported<T>() -> Result<T> {
+    Err(Error::Unsupported {
+        what: "named file mappings",
+    })
+}
+
+/// Stands for an open file.
+#[derive(Debug)]
+pub(crate) struct FileHandle(Never);
+
+#[derive(Debug)]
+pub(crate) struct Mapping(Never);
+
+#[derive(Debug)]
+pub(crate) struct Region(Never);
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateOptions {
+    pub(crate) mode: u32,
+    pub(crate) persistent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    CreateNew,
+    OpenOrCreate,
+}
+
+impl Mapping {
+    pub(crate) fn create(_: &Namespace, _: &Name, _: u64, _: CreateOptions, _: Disposition) -> Result<Mapping> {
+        unsupported()
+    }
+    pub(crate) fn open(_: &Namespace, _: &Name, _: Access) -> Result<Mapping> {
+        unsupported()
+    }
+    pub(crate) fn from_file(
+        file: FileHandle,
+        _: Option<&Path>,
+        _: u64,
+        _: Access,
+        _: Option<(&Namespace, &Name, CreateOptions)>,
+    ) -> Result<Mapping> {
+        match file.0 {}
+    }
+    pub(crate) fn size(&self) -> u64 {
+        match self.0 {}
+    }
+    pub(crate) fn access(&self) -> Access {
+        match self.0 {}
+    }
+    pub(crate) fn created(&self) -> bool {
+        match self.0 {}
+    }
+    pub(crate) fn os_path(&self) -> Option<&Path> {
+        match self.0 {}
+    }
+    pub(crate) fn name(&self) -> Option<&Name> {
+        match self.0 {}
+    }
+    pub(crate) fn map(&self, _: Access, _: u64, _: usize) -> Result<Region> {
+        match self.0 {}
+    }
+}
+
+impl Region {
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        match self.0 {}
+    }
+    pub(crate) fn len(&self) -> usize {
+        match self.0 {}
+    }
+    pub(crate) fn flush(&self, _: usize, _: usize) -> Result<()> {
+        match self.0 {}
+    }
+}
+
+pub(crate) fn open_for_mapping(_: &Path, _: Access) -> Result<FileHandle> {
+    unsupported()
+}
+
+pub(crate) fn dup_file(_: &File) -> Result<FileHandle> {
+    unsupported()
+}
+
+pub(crate) fn default_root() -> PathBuf {
+    std::env::temp_dir().join("filemap")
+}
+
+pub(crate) mod admin {
+    use super::*;
+
+    pub(crate) fn list(_: &Path) -> Result<Vec<ObjectInfo>> {
+        unsupported()
+    }
+    pub(crate) fn info(_: &Path, _: &Name) -> Result<ObjectInfo> {
+        unsupported()
+    }
+    pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
+        unsupported()
+    }
+    pub(crate) fn gc(_: &Path) -> Result<Vec<Name>> {
+        unsupported()
+    }
+}
