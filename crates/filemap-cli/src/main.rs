@@ -1,1 +1,225 @@
-fn main() {}
+//! `filemap`: named shared memory from the shell, and the CSFileMappingServer sample.
+#![deny(unsafe_code)]
+
+mod admin;
+mod sample;
+mod wait;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Named file mappings (Windows' CreateFileMapping model) for Linux and Windows.
+#[derive(Debug, Parser)]
+#[command(name = "filemap", version, about, max_term_width = 100)]
+struct Cli {
+    /// Namespace root directory (default: $FILEMAP_ROOT, or /dev/shm/filemap).
+    #[arg(long, global = true, value_name = "PATH")]
+    root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The sample's server: create a mapping, write a message, wait for ENTER.
+    Server(sample::ServerArgs),
+    /// The sample's client: open the mapping read-only, print the message, wait for ENTER.
+    Client(sample::ClientArgs),
+    /// Run the server and the client as two processes and show what they print.
+    Demo(sample::DemoArgs),
+    /// Create a mapping; it lives until ENTER, end of input, SIGINT or SIGTERM, unless --persistent.
+    Create(admin::CreateArgs),
+    /// Write bytes into a mapping, from DATA, --input or standard input.
+    Write(admin::WriteArgs),
+    /// Read bytes from a mapping.
+    Read(admin::ReadArgs),
+    /// List the objects in your Local\ namespace and in Global\.
+    Ls(admin::LsArgs),
+    /// Show everything known about one object.
+    Info(admin::InfoArgs),
+    /// Remove a name (holders keep the object until they close it).
+    Rm(admin::RmArgs),
+    /// Remove stale objects, whose holders all closed or died.
+    Gc,
+}
+
+/// Text encodings for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Encoding {
+    /// UTF-16LE, as .NET's Encoding.Unicode and Windows' wide strings.
+    Utf16,
+    /// UTF-8.
+    Utf8,
+}
+
+impl Encoding {
+    /// The text followed by a NUL terminator in this encoding.
+    pub(crate) fn encode_nul(self, text: &str) -> Vec<u8> {
+        let mut out = self.encode(text);
+        out.extend_from_slice(match self {
+            Encoding::Utf16 => &[0, 0],
+            Encoding::Utf8 => &[0],
+        });
+        out
+    }
+
+    pub(crate) fn encode(self, text: &str) -> Vec<u8> {
+        match self {
+            Encoding::Utf16 => text.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+            Encoding::Utf8 => text.as_bytes().to_vec(),
+        }
+    }
+
+    /// Decodes up to the first NUL (or the end), replacing invalid sequences.
+    pub(crate) fn decode_nul(self, bytes: &[u8]) -> String {
+        match self {
+            Encoding::Utf16 => {
+                let units: Vec<u16> = bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .take_while(|&u| u != 0)
+                    .collect();
+                String::from_utf16_lossy(&units)
+            }
+            Encoding::Utf8 => {
+                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                String::from_utf8_lossy(&bytes[..end]).into_owned()
+            }
+        }
+    }
+}
+
+/// Parses a byte count: decimal, `0x` hex, or with a K, M or G suffix (powers of 1024).
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&t[..t.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16)
+    } else {
+        digits.parse::<u64>()
+    }
+    .map_err(|_| format!("{s:?} is not a byte count (examples: 65536, 0x10000, 64K)"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses an octal file mode such as 600 or 0o644.
+pub(crate) fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim_start_matches("0o");
+    u32::from_str_radix(t, 8).map_err(|_| format!("{s:?} is not an octal mode (examples: 600, 644)"))
+}
+
+/// A failed command: the message to print, and the exit status.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) message: String,
+    pub(crate) code: u8,
+}
+
+impl From<filemap::Error> for Failure {
+    fn from(e: filemap::Error) -> Failure {
+        Failure {
+            message: e.to_string(),
+            code: 1,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure { message, code: 1 }
+    }
+}
+
+pub(crate) type CmdResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // The sample's two programs report every failure in the sample's words.
+    let sample_style = matches!(args.get(1).and_then(|a| a.to_str()), Some("server" | "client"));
+    let fail = |message: &str, code: u8| {
+        if sample_style {
+            eprintln!("The process throws the error: {message}");
+        } else {
+            eprintln!("filemap: {message}");
+        }
+        ExitCode::from(code)
+    };
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line, not clap's usage block.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            return fail(first.trim_start_matches("error: "), 2);
+        }
+    };
+    let ns = match &cli.root {
+        Some(root) => filemap::Namespace::at(root),
+        None => filemap::Namespace::new(),
+    };
+    let result = match cli.command {
+        Command::Server(a) => sample::server(&ns, a),
+        Command::Client(a) => sample::client(&ns, a),
+        Command::Demo(a) => sample::demo(&cli.root, a),
+        Command::Create(a) => admin::create(&ns, a),
+        Command::Write(a) => admin::write(&ns, a),
+        Command::Read(a) => admin::read(&ns, a),
+        Command::Ls(a) => admin::ls(&ns, a),
+        Command::Info(a) => admin::info(&ns, a),
+        Command::Rm(a) => admin::rm(&ns, a),
+        Command::Gc => admin::gc(&ns),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => fail(&f.message, f.code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("0x10000"), Ok(65536));
+        assert_eq!(parse_bytes("64K"), Ok(65536));
+        assert_eq!(parse_bytes("1m"), Ok(1 << 20));
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("12x").is_err());
+        assert!(parse_bytes("99999999999999999999G").is_err());
+        assert!(parse_bytes("17179869184G").is_err());
+        assert_eq!(parse_mode("644"), Ok(0o644));
+        assert!(parse_mode("9").is_err());
+    }
+
+    #[test]
+    fn encodings() {
+        let msg = "Message from the first process.";
+        let bytes = Encoding::Utf16.encode_nul(msg);
+        assert_eq!(bytes.len(), 64);
+        assert_eq!(Encoding::Utf16.decode_nul(&bytes), msg);
+        assert_eq!(Encoding::Utf8.decode_nul(b"abc\0def"), "abc");
+        assert_eq!(Encoding::Utf8.decode_nul(b"abc"), "abc");
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -171,10 +171,13 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
+            Error::InvalidName { name, reason } => {
+                write!(f, "invalid name '{}': {reason}", printable(name))
+            }
             Error::NameTooLong { name, len, max } => write!(
                 f,
-                "name {name:?} is too long: {len} bytes once encoded, the limit is {max}"
+                "name '{}' is too long: {len} bytes once encoded, the limit is {max}",
+                printable(name)
             ),
             Error::NotFound {
                 name,
@@ -212,6 +215,20 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
+}
+
+/// The name as typed, with control characters escaped so that a message stays on one line.
+fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 impl std::error::Error for Error {

@@ -1,0 +1,363 @@
+//! `create`, `write`, `read`, `ls`, `info`, `rm` and `gc`.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::UNIX_EPOCH;
+
+use clap::{Args, ValueEnum};
+use filemap::{Access, MappingOptions, Namespace, ObjectInfo};
+
+use crate::wait::{wait_for_enter_or_signal, Wake};
+use crate::{parse_bytes, parse_mode, CmdResult, Encoding};
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateArgs {
+    /// Name of the new mapping.
+    name: String,
+    /// Size in bytes (65536, 0x10000, 64K). With --file, 0 or absent means the file's size.
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    size: Option<u64>,
+    /// Map this file instead of shared memory (grown to --size if smaller).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// Keep the object after this process exits, until `filemap rm`.
+    #[arg(long)]
+    persistent: bool,
+    /// Permission bits, octal (default 600: owner only; 644 lets others read a Global\ object).
+    #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
+    mode: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WriteArgs {
+    /// Name of the mapping.
+    name: String,
+    /// Text to write; without it (and without --input), standard input is written.
+    data: Option<String>,
+    /// Offset in the mapping.
+    #[arg(long, default_value = "0", value_parser = parse_bytes, value_name = "N")]
+    offset: u64,
+    /// Write the bytes of this file.
+    #[arg(long, value_name = "PATH", conflicts_with = "data")]
+    input: Option<PathBuf>,
+    /// Encoding of DATA.
+    #[arg(long, value_enum, default_value = "utf8", requires = "data")]
+    encoding: Encoding,
+    /// Add a NUL terminator after DATA (two bytes in UTF-16).
+    #[arg(long, requires = "data")]
+    nul: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// The bytes as they are.
+    Raw,
+    /// A hex dump with offsets.
+    Hex,
+    /// UTF-8 text up to the first NUL.
+    Utf8,
+    /// UTF-16LE text up to the first NUL.
+    Utf16,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReadArgs {
+    /// Name of the mapping.
+    name: String,
+    /// Offset in the mapping.
+    #[arg(long, default_value = "0", value_parser = parse_bytes, value_name = "N")]
+    offset: u64,
+    /// Number of bytes; 0 means to the end.
+    #[arg(long, default_value = "0", value_parser = parse_bytes, value_name = "N")]
+    len: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "hex")]
+    format: Format,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// Name of the object.
+    name: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    /// Name of the object.
+    name: String,
+}
+
+pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
+    let mut opts = MappingOptions::new();
+    opts.namespace(ns.clone()).persistent(a.persistent);
+    if let Some(mode) = a.mode {
+        opts.mode(mode);
+    }
+    let mapping = match &a.file {
+        Some(path) => {
+            let m = opts.map_path(path, a.size.unwrap_or(0), Access::ReadWrite, Some(&a.name))?;
+            if m.already_existed() {
+                return Err(filemap::Error::AlreadyExists {
+                    name: m.name().map(|n| n.to_string()).unwrap_or(a.name),
+                    kind: filemap::Kind::Mapping,
+                }
+                .into());
+            }
+            m
+        }
+        None => {
+            let size = a.size.ok_or("--size is required for a shared-memory mapping".to_owned())?;
+            opts.create(&a.name, size)?
+        }
+    };
+    let name = mapping.name().map(|n| n.to_string()).unwrap_or_default();
+    let path = mapping.os_path().map(|p| p.display().to_string()).unwrap_or_default();
+    println!("created mapping {name} ({} bytes) at {path}", mapping.size());
+    if a.persistent {
+        return Ok(());
+    }
+    eprintln!("holding {name} open; press ENTER (or send SIGINT/SIGTERM, or close input) to close it");
+    let _ = std::io::stdout().flush();
+    let wake = wait_for_enter_or_signal();
+    if let Wake::Signal(sig) = wake {
+        eprintln!("closing {name} (signal {sig})");
+    }
+    Ok(())
+}
+
+pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
+    let data = match (&a.data, &a.input) {
+        (Some(text), _) => {
+            if a.nul {
+                a.encoding.encode_nul(text)
+            } else {
+                a.encoding.encode(text)
+            }
+        }
+        (None, Some(path)) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        (None, None) => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            buf
+        }
+    };
+    let mapping = MappingOptions::new().namespace(ns.clone()).open(&a.name, Access::ReadWrite)?;
+    if data.is_empty() {
+        return Ok(());
+    }
+    let view = mapping.map_view(Access::ReadWrite, a.offset, data.len() as u64)?;
+    view.write_at(0, &data)?;
+    Ok(())
+}
+
+pub(crate) fn read(ns: &Namespace, a: ReadArgs) -> CmdResult {
+    let mapping = MappingOptions::new().namespace(ns.clone()).open(&a.name, Access::Read)?;
+    let view = mapping.map_view(Access::Read, a.offset, a.len)?;
+    let mut bytes = vec![0u8; view.len()];
+    view.read_at(0, &mut bytes)?;
+    let mut out = std::io::stdout().lock();
+    let result = match a.format {
+        Format::Raw => out.write_all(&bytes),
+        Format::Hex => out.write_all(hex_dump(&bytes, a.offset).as_bytes()),
+        Format::Utf8 => writeln!(out, "{}", Encoding::Utf8.decode_nul(&bytes)),
+        Format::Utf16 => writeln!(out, "{}", Encoding::Utf16.decode_nul(&bytes)),
+    };
+    match result.and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("cannot write the output: {e}").into()),
+    }
+}
+
+fn hex_dump(bytes: &[u8], base: u64) -> String {
+    let mut s = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let _ = write!(s, "{:08x} ", base + (i * 16) as u64);
+        for j in 0..16 {
+            match chunk.get(j) {
+                Some(b) => {
+                    let _ = write!(s, " {b:02x}");
+                }
+                None => s.push_str("   "),
+            }
+        }
+        s.push_str("  |");
+        s.extend(chunk.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }));
+        s.push_str("|\n");
+    }
+    s
+}
+
+/// The user name for a uid, from /etc/passwd, or the number.
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let name = f.next()?;
+                let id: u32 = f.nth(1)?.parse().ok()?;
+                (id == uid).then(|| name.to_owned())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn state(info: &ObjectInfo) -> &'static str {
+    match (info.persistent, info.live) {
+        (true, _) => "persistent",
+        (false, Some(true)) => "live",
+        (false, Some(false)) => "stale",
+        (false, None) => "?",
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json_opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "null".into())
+}
+
+fn to_json(info: &ObjectInfo) -> String {
+    let created = info
+        .created
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    format!(
+        "{{\"name\":{},\"kind\":{},\"size\":{},\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":\"{:04o}\",\"live\":{},\"state\":\"{}\",\"persistent\":{},\"file_backed\":{},\"holders\":[{}],\"creator_pid\":{},\"created\":{}}}",
+        json_str(&info.name.to_string()),
+        json_opt(info.kind.map(|k| json_str(k.as_str()))),
+        json_opt(info.size),
+        json_str(&info.os_path.to_string_lossy()),
+        info.owner_uid,
+        json_str(&user_name(info.owner_uid)),
+        info.mode,
+        json_opt(info.live),
+        state(info),
+        info.persistent,
+        info.file_backed,
+        info.holders.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        json_opt(info.creator_pid),
+        json_opt(created),
+    )
+}
+
+pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
+    let list = ns.list()?;
+    let mut out = String::new();
+    if a.json {
+        out.push('[');
+        out.push_str(&list.iter().map(to_json).collect::<Vec<_>>().join(","));
+        out.push_str("]\n");
+    } else {
+        let rows: Vec<[String; 7]> = list
+            .iter()
+            .map(|i| {
+                [
+                    i.name.to_string(),
+                    i.kind.map(|k| k.as_str()).unwrap_or("?").to_owned(),
+                    json_opt(i.size).replace("null", "?"),
+                    user_name(i.owner_uid),
+                    format!("{:04o}", i.mode),
+                    state(i).to_owned(),
+                    i.os_path.display().to_string(),
+                ]
+            })
+            .collect();
+        let header = ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "PATH"].map(String::from);
+        let mut widths = header.clone().map(|h| h.len());
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for row in std::iter::once(&header).chain(&rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(())
+}
+
+pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
+    let i = ns.info(&a.name)?;
+    let text = if a.json {
+        to_json(&i) + "\n"
+    } else {
+        let created = i
+            .created
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| format!("{} (seconds since 1970)", d.as_secs()));
+        let holders = i.holders.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+        format!(
+            "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}\nowner:       {} (uid {})\nmode:        {:04o}\nfile-backed: {}\nholders:     {}\ncreator pid: {}\ncreated:     {}\nos path:     {}\n",
+            i.name,
+            i.kind.map(|k| k.as_str()).unwrap_or("?"),
+            json_opt(i.size).replace("null", "?"),
+            state(&i),
+            user_name(i.owner_uid),
+            i.owner_uid,
+            i.mode,
+            if i.file_backed { "yes" } else { "no" },
+            if holders.is_empty() { "none".to_owned() } else { holders },
+            json_opt(i.creator_pid).replace("null", "?"),
+            created.unwrap_or_else(|| "?".into()),
+            i.os_path.display(),
+        )
+    };
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    Ok(())
+}
+
+pub(crate) fn rm(ns: &Namespace, a: RmArgs) -> CmdResult {
+    ns.remove(&a.name)?;
+    Ok(())
+}
+
+pub(crate) fn gc(ns: &Namespace) -> CmdResult {
+    let removed = ns.gc()?;
+    for name in &removed {
+        println!("removed {name}");
+    }
+    println!("{} stale object(s) removed", removed.len());
+    Ok(())
+}

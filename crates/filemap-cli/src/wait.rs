@@ -1,0 +1,96 @@
+//! Waiting for ENTER, end of input, SIGINT, SIGTERM or SIGHUP, whichever comes first, so
+//! that the sample's programs clean up in every case, with or without a terminal.
+#![allow(unsafe_code)]
+
+use std::io::BufRead;
+use std::sync::mpsc;
+
+/// Why the wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    Enter,
+    EndOfInput,
+    Signal(i32),
+}
+
+/// Blocks until ENTER, end of input or a termination signal.
+///
+/// Must be called while the process has one thread: it blocks the termination signals in
+/// the calling thread so that the threads it starts inherit the mask, and one of them takes
+/// the signal with `sigwait`.
+pub(crate) fn wait_for_enter_or_signal() -> Wake {
+    let (tx, rx) = mpsc::channel();
+    signals::spawn_waiter(tx.clone());
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let wake = match std::io::stdin().lock().read_line(&mut line) {
+            Ok(0) | Err(_) => Wake::EndOfInput,
+            Ok(_) => Wake::Enter,
+        };
+        let _ = tx.send(wake);
+    });
+    rx.recv().unwrap_or(Wake::EndOfInput)
+}
+
+#[cfg(target_os = "linux")]
+mod signals {
+    use std::ffi::c_int;
+    use std::sync::mpsc::Sender;
+
+    use super::Wake;
+
+    /// glibc's and musl's `sigset_t`: 1024 bits.
+    #[repr(C)]
+    struct SigSet([u64; 16]);
+
+    extern "C" {
+        fn sigemptyset(set: *mut SigSet) -> c_int;
+        fn sigaddset(set: *mut SigSet, signum: c_int) -> c_int;
+        fn pthread_sigmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
+        fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
+    }
+
+    const SIG_BLOCK: c_int = 0;
+    const SIGHUP: c_int = 1;
+    const SIGINT: c_int = 2;
+    const SIGTERM: c_int = 15;
+
+    fn termination_set() -> SigSet {
+        let mut set = SigSet([0; 16]);
+        // SAFETY: `set` is a valid, writable sigset_t-sized buffer; the signal numbers are
+        // valid on Linux.
+        unsafe {
+            sigemptyset(&mut set);
+            for sig in [SIGHUP, SIGINT, SIGTERM] {
+                sigaddset(&mut set, sig);
+            }
+        }
+        set
+    }
+
+    pub(super) fn spawn_waiter(tx: Sender<Wake>) {
+        let set = termination_set();
+        // SAFETY: blocking signals in this thread only changes how they are delivered; the
+        // set is initialised and `old` may be null.
+        unsafe { pthread_sigmask(SIG_BLOCK, &set, std::ptr::null_mut()) };
+        std::thread::spawn(move || {
+            let mut sig: c_int = 0;
+            // SAFETY: `set` and `sig` are valid for the call; every thread has the signals
+            // blocked, so sigwait is the one that takes them.
+            let rc = unsafe { sigwait(&set, &mut sig) };
+            if rc == 0 {
+                let _ = tx.send(Wake::Signal(sig));
+            }
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod signals {
+    use std::sync::mpsc::Sender;
+
+    use super::Wake;
+
+    /// Without a backend for this platform, only ENTER and end of input end the wait.
+    pub(super) fn spawn_waiter(_tx: Sender<Wake>) {}
+}
