@@ -185,13 +185,18 @@ impl fmt::Display for Error {
             } => write!(f, "no {kind} named {name}"),
             Error::NotFound { name, kind: None } => write!(f, "no object named {name}"),
             Error::AlreadyExists { name, kind } => {
-                write!(f, "a {kind} named {name} already exists")
+                write!(f, "{} named {name} already exists", kind.with_article())
             }
             Error::KindMismatch {
                 name,
                 expected,
                 found,
-            } => write!(f, "{name} is a {found}, not a {expected}"),
+            } => write!(
+                f,
+                "{name} is {}, not {}",
+                found.with_article(),
+                expected.with_article()
+            ),
             Error::PermissionDenied { what } => write!(f, "permission denied: {what}"),
             Error::InvalidSize { what } => write!(f, "invalid size: {what}"),
             Error::OutOfRange { offset, len, size } => write!(

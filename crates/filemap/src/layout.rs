@@ -72,6 +72,16 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The word with its indefinite article: "a mapping", "an event".
+    pub(crate) fn with_article(self) -> String {
+        match self {
+            Kind::Event => "an event".to_owned(),
+            k => format!("a {k}"),
+        }
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -461,3 +461,54 @@ fn link_unnamed(fd: &OwnedFd, dir: &NsDir, file_name: &str) -> std::result::Resu
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Access, MappingOptions, Namespace, Scope};
+
+    /// The kind marker: a name held by another kind is refused both ways. (The other kinds
+    /// get public types with the synchronization objects; here one is made directly.)
+    #[test]
+    fn kind_collisions_both_ways() {
+        let root = std::path::PathBuf::from(format!("/dev/shm/filemap-unit-kinds-{}", std::process::id()));
+        let ns = Namespace::at(&root);
+        let dir = NsDir::get(&root, Scope::Local, true).unwrap().unwrap();
+        let name = Name::parse("Local\\held").unwrap();
+        let new = NewObject {
+            kind: Kind::Event,
+            flags: 0,
+            size: 8,
+            data_len: 8,
+            init: &[],
+            mode: 0o600,
+        };
+        let (event, created) = Entry::create(dir.clone(), &name, &new, Disposition::CreateNew).unwrap();
+        assert!(created);
+        let mut opts = MappingOptions::new();
+        opts.namespace(ns.clone());
+        for result in [
+            opts.open("Local\\held", Access::Read).map(|_| ()),
+            opts.create("Local\\held", 8).map(|_| ()),
+            opts.open_or_create("Local\\held", 8).map(|_| ()),
+        ] {
+            match result {
+                Err(e @ Error::KindMismatch { .. }) => assert_eq!(e.to_string(), "Local\\held is an event, not a mapping"),
+                other => panic!("{other:?}"),
+            }
+        }
+        drop(event);
+        // And the other way: a mapping's name cannot be taken by an event.
+        let mapping = opts.create("Local\\held", 8).unwrap();
+        match Entry::create(dir.clone(), &name, &new, Disposition::OpenOrCreate) {
+            Err(Error::KindMismatch { expected: Kind::Event, found: Kind::Mapping, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        match Entry::open(dir, &name, Kind::Event, true) {
+            Err(Error::KindMismatch { expected: Kind::Event, found: Kind::Mapping, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        drop(mapping);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

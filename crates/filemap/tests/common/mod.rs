@@ -1,0 +1,137 @@
+//! Helpers shared by the integration tests: a private namespace root per test, unique
+//! names, child processes that re-run this test binary in a role, and a watchdog.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use filemap::Namespace;
+
+/// A namespace root of its own under /dev/shm, removed when dropped.
+pub struct TestRoot {
+    pub path: PathBuf,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestRoot {
+    pub fn new(tag: &str) -> TestRoot {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = PathBuf::from(format!("/dev/shm/filemap-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        TestRoot { path }
+    }
+
+    pub fn ns(&self) -> Namespace {
+        Namespace::at(&self.path)
+    }
+
+    pub fn opts(&self) -> filemap::MappingOptions {
+        let mut o = filemap::MappingOptions::new();
+        o.namespace(self.ns());
+        o
+    }
+
+    /// The object files in the caller's Local\ namespace.
+    pub fn local_files(&self) -> Vec<String> {
+        let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
+        let dir = self.path.join(format!("local-{uid}"));
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TestRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The environment variable that tells a re-run test binary which role to play.
+pub const ROLE_ENV: &str = "FILEMAP_TEST_ROLE";
+
+/// Starts this test binary again, running only the test `entry`, with `role` and `args`
+/// in the environment. Its stdout is piped.
+pub fn spawn_role(entry: &str, role: &str, root: &Path, args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE_ENV, role)
+        .env("FILEMAP_TEST_ARGS", args.join("\u{1f}"))
+        .env("FILEMAP_ROOT", root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child role")
+}
+
+/// In a child: the role and its arguments, if this process is one.
+pub fn role() -> Option<(String, Vec<String>)> {
+    let role = std::env::var(ROLE_ENV).ok()?;
+    let args = std::env::var("FILEMAP_TEST_ARGS").unwrap_or_default();
+    Some((role, args.split('\u{1f}').map(String::from).collect()))
+}
+
+/// Reads one line from a child's stdout, failing the test after `timeout`.
+pub fn read_line_within(child: &mut Child, timeout: Duration) -> String {
+    use std::io::Read;
+    let pid = child.id();
+    let stdout = child.stdout.as_mut().expect("piped stdout");
+    let deadline = Instant::now() + timeout;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // The watchdog: the child prints promptly or the test fails rather than hangs.
+    let guard = Watchdog::new(timeout, move || {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    });
+    loop {
+        match stdout.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => line.push(byte[0]),
+            _ => break,
+        }
+    }
+    drop(guard);
+    assert!(Instant::now() <= deadline + Duration::from_millis(100), "child {pid} too slow");
+    String::from_utf8_lossy(&line).into_owned()
+}
+
+/// Runs `on_timeout` if not dropped within `after`.
+pub struct Watchdog {
+    cancel: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    pub fn new(after: Duration, on_timeout: impl FnOnce() + Send + 'static) -> Watchdog {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
+                on_timeout();
+            }
+        });
+        Watchdog { cancel: Some(tx) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.cancel.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Kills and reaps a child if the test panics before it does.
+pub struct Reap(pub Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,406 @@
+//! Mappings and views in one process: semantics, lifetime, access and bad input.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+
+use common::TestRoot;
+use filemap::{Access, Error, Kind};
+
+#[test]
+fn create_open_and_open_or_create() {
+    let root = TestRoot::new("coc");
+    let opts = root.opts();
+    let a = opts.open_or_create("Local\\m", 100).unwrap();
+    assert!(!a.already_existed());
+    assert_eq!(a.size(), 100, "exact size, not page-rounded");
+    // The existing object's size wins.
+    let b = opts.open_or_create("Local\\m", 5000).unwrap();
+    assert!(b.already_existed());
+    assert_eq!(b.size(), 100);
+    // A bare name means Local\.
+    let c = opts.open("m", Access::Read).unwrap();
+    assert_eq!(c.size(), 100);
+    assert_eq!(c.name().unwrap().to_string(), "Local\\m");
+    match opts.create("Local\\m", 100) {
+        Err(e @ Error::AlreadyExists { .. }) => assert_eq!(e.to_string(), "a mapping named Local\\m already exists"),
+        other => panic!("{other:?}"),
+    }
+    // The same bytes through every handle.
+    a.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(10, b"xyz").unwrap();
+    let mut buf = [0u8; 3];
+    c.map_view(Access::Read, 10, 3).unwrap().read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"xyz");
+}
+
+#[test]
+fn local_and_global_are_different_namespaces() {
+    let root = TestRoot::new("scopes");
+    let opts = root.opts();
+    let l = opts.create("Local\\same", 10).unwrap();
+    let g = opts.create("Global\\same", 20).unwrap();
+    assert_eq!((l.size(), g.size()), (10, 20));
+    assert!(g.os_path().unwrap().starts_with(root.path.join("global")));
+}
+
+#[test]
+fn names_are_case_sensitive_and_keep_any_character() {
+    let root = TestRoot::new("names");
+    let opts = root.opts();
+    let names = ["Local\\Case", "Local\\case", "Local\\a/b", "Local\\..", "Local\\ünï cødé", "Global\\x%41"];
+    let handles: Vec<_> = names.iter().map(|n| opts.create(n, 8).unwrap()).collect();
+    let mut listed: Vec<String> = root.ns().list().unwrap().into_iter().map(|i| i.name.to_string()).collect();
+    listed.sort();
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    drop(handles);
+}
+
+#[test]
+fn lifetime_follows_the_last_handle_or_view() {
+    let root = TestRoot::new("life");
+    let opts = root.opts();
+    let m = opts.create("Local\\life", 4096).unwrap();
+    let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+    v.write_at(0, b"kept").unwrap();
+    drop(m);
+    // The view keeps the mapping alive.
+    let again = opts.open("Local\\life", Access::Read).unwrap();
+    let mut buf = [0u8; 4];
+    again.map_view(Access::Read, 0, 4).unwrap().read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"kept");
+    drop(again);
+    drop(v);
+    match opts.open("Local\\life", Access::Read) {
+        Err(e @ Error::NotFound { .. }) => assert_eq!(e.to_string(), "no mapping named Local\\life"),
+        other => panic!("{other:?}"),
+    }
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
+    // A new create starts from zero.
+    let fresh = opts.create("Local\\life", 4096).unwrap();
+    fresh.map_view(Access::Read, 0, 4).unwrap().read_at(0, &mut buf).unwrap();
+    assert_eq!(buf, [0; 4]);
+}
+
+#[test]
+fn persistent_objects_outlive_their_holders_until_removed() {
+    let root = TestRoot::new("persist");
+    let mut opts = root.opts();
+    opts.persistent(true);
+    let m = opts.create("Local\\p", 64).unwrap();
+    m.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(0, b"stay").unwrap();
+    drop(m);
+    let m = root.opts().open("Local\\p", Access::Read).unwrap();
+    let mut buf = [0u8; 4];
+    m.map_view(Access::Read, 0, 4).unwrap().read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"stay");
+    assert!(root.ns().gc().unwrap().is_empty(), "gc leaves persistent objects alone");
+    drop(m);
+    root.ns().remove("Local\\p").unwrap();
+    assert!(matches!(root.opts().open("Local\\p", Access::Read), Err(Error::NotFound { .. })));
+    assert!(matches!(root.ns().remove("Local\\p"), Err(Error::NotFound { kind: None, .. })));
+}
+
+#[test]
+fn removing_a_live_name_lets_holders_keep_their_object() {
+    let root = TestRoot::new("rmlive");
+    let opts = root.opts();
+    let old = opts.create("Local\\r", 16).unwrap();
+    let oldv = old.map_view(Access::ReadWrite, 0, 0).unwrap();
+    oldv.write_at(0, b"old").unwrap();
+    root.ns().remove("Local\\r").unwrap();
+    let new = opts.create("Local\\r", 16).unwrap();
+    new.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(0, b"new").unwrap();
+    // The old holder closing must not unlink the new object.
+    drop(oldv);
+    drop(old);
+    let mut buf = [0u8; 3];
+    opts.open("Local\\r", Access::Read).unwrap().map_view(Access::Read, 0, 3).unwrap().read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"new");
+    drop(new);
+}
+
+#[test]
+fn views_at_any_offset() {
+    let root = TestRoot::new("views");
+    let m = root.opts().create("Local\\v", 3 * 4096 + 17).unwrap();
+    let whole = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+    assert_eq!(whole.len(), 3 * 4096 + 17);
+    for i in 0..whole.len() {
+        whole.write_at(i, &[(i % 251) as u8]).unwrap();
+    }
+    for offset in [1u64, 4095, 4096, 4097, 8191, 3 * 4096 + 16] {
+        let v = m.map_view(Access::Read, offset, 1).unwrap();
+        assert_eq!(v.offset(), offset);
+        let mut b = [0u8];
+        v.read_at(0, &mut b).unwrap();
+        assert_eq!(b[0], (offset % 251) as u8, "offset {offset}");
+    }
+    // len 0 means to the end.
+    let tail = m.map_view(Access::Read, 5000, 0).unwrap();
+    assert_eq!(tail.len(), 3 * 4096 + 17 - 5000);
+    // A write through an unaligned view lands where it should.
+    m.map_view(Access::ReadWrite, 4099, 2).unwrap().write_at(0, b"ab").unwrap();
+    let mut two = [0u8; 2];
+    whole.read_at(4099, &mut two).unwrap();
+    assert_eq!(&two, b"ab");
+}
+
+#[test]
+fn view_access_is_bounded_by_the_handle() {
+    let root = TestRoot::new("access");
+    let opts = root.opts();
+    let owner = opts.create("Local\\a", 4096).unwrap();
+    owner.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(0, b"base").unwrap();
+    let ro = opts.open("Local\\a", Access::Read).unwrap();
+    match ro.map_view(Access::ReadWrite, 0, 0) {
+        Err(e @ Error::PermissionDenied { .. }) => {
+            assert_eq!(e.to_string(), "permission denied: a read-write view of a mapping opened read-only")
+        }
+        other => panic!("{other:?}"),
+    }
+    let rov = ro.map_view(Access::Read, 0, 0).unwrap();
+    assert!(matches!(rov.write_at(0, b"x"), Err(Error::PermissionDenied { .. })));
+    assert!(matches!(rov.as_mut_ptr(), Err(Error::PermissionDenied { .. })));
+    assert!(matches!(rov.atomic_u32(0), Err(Error::PermissionDenied { .. })));
+    assert_eq!(rov.load_u32(0).unwrap(), u32::from_le_bytes(*b"base"));
+    // Copy-on-write is allowed on a read-only handle, and stays private.
+    let cow = ro.map_view(Access::CopyOnWrite, 0, 0).unwrap();
+    cow.write_at(0, b"COW!").unwrap();
+    let mut buf = [0u8; 4];
+    cow.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"COW!");
+    rov.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"base");
+    let cow_handle = opts.open("Local\\a", Access::CopyOnWrite).unwrap();
+    assert!(matches!(cow_handle.map_view(Access::ReadWrite, 0, 0), Err(Error::PermissionDenied { .. })));
+}
+
+#[test]
+fn atomics_need_alignment_and_are_shared() {
+    let root = TestRoot::new("atomics");
+    let m = root.opts().create("Local\\at", 64).unwrap();
+    let v1 = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+    let v2 = m.map_view(Access::ReadWrite, 8, 8).unwrap();
+    v1.atomic_u64(8).unwrap().fetch_add(5, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(v2.atomic_u64(0).unwrap().load(std::sync::atomic::Ordering::SeqCst), 5);
+    match v1.atomic_u32(2) {
+        Err(e @ Error::Unaligned { .. }) => assert_eq!(e.to_string(), "offset 2 is not a multiple of 4"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(v1.atomic_u64(60), Err(Error::OutOfRange { .. })));
+    // A view at an odd offset moves the alignment with it.
+    let odd = m.map_view(Access::ReadWrite, 1, 16).unwrap();
+    assert!(matches!(odd.atomic_u32(0), Err(Error::Unaligned { .. })));
+    assert!(odd.atomic_u32(3).is_ok());
+}
+
+#[test]
+fn out_of_range_views_and_accesses() {
+    let root = TestRoot::new("range");
+    let m = root.opts().create("Local\\or", 100).unwrap();
+    for (offset, len) in [(100u64, 0u64), (101, 1), (0, 101), (50, 51), (u64::MAX, 1)] {
+        match m.map_view(Access::Read, offset, len) {
+            Err(Error::OutOfRange { size: 100, .. }) => {}
+            other => panic!("({offset}, {len}): {other:?}"),
+        }
+    }
+    let e = m.map_view(Access::Read, 0, 101).unwrap_err();
+    assert_eq!(e.to_string(), "range of 101 bytes at offset 0 does not fit in 100 bytes");
+    let v = m.map_view(Access::ReadWrite, 10, 20).unwrap();
+    let mut big = [0u8; 21];
+    assert!(matches!(v.read_at(0, &mut big), Err(Error::OutOfRange { .. })));
+    assert!(matches!(v.write_at(usize::MAX, b"x"), Err(Error::OutOfRange { .. })));
+    assert!(matches!(v.flush_range(19, 2), Err(Error::OutOfRange { .. })));
+}
+
+#[test]
+fn bad_input_gets_typed_errors_and_leaves_nothing() {
+    let root = TestRoot::new("bad");
+    let opts = root.opts();
+    let cases: Vec<(filemap::Result<filemap::FileMapping>, &str)> = vec![
+        (opts.create("", 1), "invalid name '': the name is empty"),
+        (opts.create("Local\\", 1), "invalid name 'Local\\': nothing follows the prefix"),
+        (opts.create("Session\\1\\x", 1), "invalid name 'Session\\1\\x': the only prefixes are Local\\ and Global\\"),
+        (opts.create("Local\\a\\b", 1), "invalid name 'Local\\a\\b': a backslash is only allowed after Local or Global"),
+        (opts.create("a\0b", 1), "invalid name 'a\\u{0}b': the name contains a NUL character"),
+        (
+            opts.create(&"n".repeat(256), 1),
+            &*Box::leak(format!("name '{}' is too long: 256 bytes once encoded, the limit is 255", "n".repeat(256)).into_boxed_str()),
+        ),
+        (opts.create("zero", 0), "invalid size: a mapping's size must be greater than 0"),
+        (opts.open_or_create("zero", 0), "invalid size: a mapping's size must be greater than 0"),
+        (opts.open("missing", Access::Read), "no mapping named Local\\missing"),
+        (opts.clone().mode(0o755).create("m", 1), "invalid argument: mode 755: only read and write bits (666) are allowed"),
+        (opts.clone().mode(0o066).create("m", 1), "invalid argument: mode 66: the owner must keep read and write access (600)"),
+        (opts.create("huge", u64::MAX), "invalid size: 18446744073709551615 bytes is too large"),
+    ];
+    for (result, message) in cases {
+        match result {
+            Err(e) => assert_eq!(e.to_string(), message),
+            Ok(m) => panic!("expected {message:?}, got {m:?}"),
+        }
+    }
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
+}
+
+#[test]
+fn a_full_tmpfs_is_an_error_at_create_not_a_sigbus_later() {
+    let root = TestRoot::new("nospace");
+    // Far more than /dev/shm holds: posix_fallocate refuses it up front.
+    let size = 1u64 << 44;
+    match root.opts().create("Local\\big", size) {
+        Err(e @ Error::NoSpace { .. }) => {
+            assert_eq!(e.to_string(), format!("not enough space to reserve {size} bytes for Local\\big"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(root.local_files().is_empty());
+}
+
+#[test]
+fn file_backed_mappings_flush_to_the_file() {
+    let root = TestRoot::new("file");
+    let path = root.path.with_extension("data");
+    std::fs::write(&path, b"0123456789").unwrap();
+    let guard = RemoveFile(path.clone());
+    // Size 0 means the file's size.
+    let m = filemap::FileMapping::from_path(&path, 0, Access::ReadWrite).unwrap();
+    assert_eq!(m.size(), 10);
+    let v = m.map_view(Access::ReadWrite, 3, 4).unwrap();
+    v.write_at(0, b"abcd").unwrap();
+    v.flush().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"012abcd789");
+    // A larger size grows the file.
+    let grown = filemap::FileMapping::from_path(&path, 8192, Access::ReadWrite).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+    grown.map_view(Access::ReadWrite, 8190, 2).unwrap().write_at(0, b"!!").unwrap();
+    grown.map_view(Access::ReadWrite, 8190, 2).unwrap().flush_range(0, 2).unwrap();
+    assert_eq!(&std::fs::read(&path).unwrap()[8190..], b"!!");
+    // Copy-on-write views never reach the file.
+    let cow = filemap::FileMapping::from_path(&path, 0, Access::CopyOnWrite).unwrap();
+    let cv = cow.map_view(Access::CopyOnWrite, 0, 4).unwrap();
+    cv.write_at(0, b"XXXX").unwrap();
+    cv.flush().unwrap();
+    assert_eq!(&std::fs::read(&path).unwrap()[..4], b"012a");
+    drop(guard);
+}
+
+#[test]
+fn file_backed_access_errors() {
+    let root = TestRoot::new("fileerr");
+    let path = root.path.with_extension("ro");
+    std::fs::write(&path, b"abc").unwrap();
+    let guard = RemoveFile(path.clone());
+    let ro_file = std::fs::File::open(&path).unwrap();
+    match filemap::FileMapping::from_file(&ro_file, 0, Access::ReadWrite) {
+        Err(e @ Error::PermissionDenied { .. }) => {
+            assert_eq!(e.to_string(), "permission denied: the file is not open for writing, so it cannot be mapped read-write")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Growing needs write access.
+    assert!(matches!(filemap::FileMapping::from_file(&ro_file, 100, Access::Read), Err(Error::PermissionDenied { .. })));
+    let m = filemap::FileMapping::from_file(&ro_file, 0, Access::Read).unwrap();
+    assert_eq!(m.size(), 3);
+    let empty = root.path.with_extension("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let guard2 = RemoveFile(empty.clone());
+    assert!(matches!(filemap::FileMapping::from_path(&empty, 0, Access::Read), Err(Error::InvalidSize { .. })));
+    assert!(matches!(
+        filemap::FileMapping::from_path(root.path.with_extension("nope"), 0, Access::Read),
+        Err(Error::InvalidArgument { .. })
+    ));
+    drop((guard, guard2));
+}
+
+#[test]
+fn named_file_backed_mapping_opens_by_name() {
+    let root = TestRoot::new("namedfile");
+    let path = root.path.with_extension("named");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&[7u8; 100]).unwrap();
+    drop(f);
+    let guard = RemoveFile(path.clone());
+    let opts = root.opts();
+    let m = opts.map_path(&path, 0, Access::ReadWrite, Some("Local\\onfile")).unwrap();
+    assert!(!m.already_existed());
+    assert_eq!(m.os_path().unwrap(), std::fs::canonicalize(&path).unwrap());
+    let other = opts.open("Local\\onfile", Access::Read).unwrap();
+    assert_eq!(other.size(), 100);
+    let mut b = [0u8; 1];
+    other.map_view(Access::Read, 99, 1).unwrap().read_at(0, &mut b).unwrap();
+    assert_eq!(b[0], 7);
+    let info = root.ns().info("Local\\onfile").unwrap();
+    assert!(info.file_backed);
+    assert_eq!(info.kind, Some(Kind::Mapping));
+    drop((m, other));
+    // The mapping object is gone; the file stays.
+    assert!(matches!(opts.open("Local\\onfile", Access::Read), Err(Error::NotFound { .. })));
+    assert_eq!(std::fs::read(&path).unwrap().len(), 100);
+    drop(guard);
+}
+
+#[test]
+fn namespace_directories_and_files_are_checked() {
+    let root = TestRoot::new("secure");
+    let opts = root.opts();
+    drop(opts.create("Local\\x", 8).unwrap());
+    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    let local = root.path.join(format!("local-{uid}"));
+    // A symlink where an object should be is refused, not followed.
+    std::os::unix::fs::symlink("/etc/passwd", local.join("link")).unwrap();
+    match opts.open("Local\\link", Access::Read) {
+        Err(Error::Insecure { reason, .. }) => assert_eq!(reason, "it is a symlink"),
+        other => panic!("{other:?}"),
+    }
+    // A FIFO is refused without blocking.
+    assert!(std::process::Command::new("mkfifo").arg(local.join("fifo")).status().unwrap().success());
+    assert!(matches!(opts.open("Local\\fifo", Access::Read), Err(Error::Insecure { .. })));
+    // A file that filemap did not make is not an object.
+    std::fs::write(local.join("foreign"), b"hello").unwrap();
+    assert!(matches!(opts.open("Local\\foreign", Access::Read), Err(Error::Corrupt { .. })));
+    // A Local namespace directory that others can enter is refused, never used.
+    let fresh = TestRoot::new("secure2");
+    std::fs::create_dir(&fresh.path).unwrap();
+    std::fs::set_permissions(&fresh.path, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = fresh.path.join(format!("local-{uid}"));
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    match fresh.opts().create("Local\\y", 8) {
+        Err(e @ Error::Insecure { .. }) => assert_eq!(
+            e.to_string(),
+            format!("refusing to use {}: its mode is 755; a Local namespace must be 700", planted.display())
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_dir(&planted).unwrap().count(), 0);
+    // A shared root that others can write without the sticky bit is refused too.
+    let open_root = TestRoot::new("secure3");
+    std::fs::create_dir(&open_root.path).unwrap();
+    std::fs::set_permissions(&open_root.path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(matches!(open_root.opts().create("Local\\z", 8), Err(Error::Insecure { .. })));
+}
+
+#[test]
+fn stale_objects_are_listed_then_collected() {
+    let root = TestRoot::new("gcstale");
+    let m = root.opts().create("Local\\s", 8).unwrap();
+    let info = root.ns().info("Local\\s").unwrap();
+    assert_eq!(info.live, Some(true));
+    assert_eq!(info.holders, vec![std::process::id()]);
+    assert_eq!(info.size, Some(8));
+    drop(m);
+    assert!(root.ns().list().unwrap().is_empty());
+    assert!(root.ns().gc().unwrap().is_empty());
+}
+
+struct RemoveFile(std::path::PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
