@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
-use common::TestRoot;
+use common::{RemoveFile, TestRoot};
 use filemap::{Access, Error, Kind};
 
 #[test]
@@ -395,12 +395,4 @@ fn stale_objects_are_listed_then_collected() {
     drop(m);
     assert!(root.ns().list().unwrap().is_empty());
     assert!(root.ns().gc().unwrap().is_empty());
-}
-
-struct RemoveFile(std::path::PathBuf);
-
-impl Drop for RemoveFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }

@@ -77,8 +77,24 @@ pub fn role() -> Option<(String, Vec<String>)> {
     Some((role, args.split('\u{1f}').map(String::from).collect()))
 }
 
-/// Reads one line from a child's stdout, failing the test after `timeout`.
+/// The prefix of the lines a child reports; the test harness prints other lines too.
+pub const REPORT: &str = "@@ ";
+
+/// Reads the next report line (see [`REPORT`]) from a child's stdout, without the prefix;
+/// kills the child after `timeout` so that the test fails rather than hangs.
 pub fn read_line_within(child: &mut Child, timeout: Duration) -> String {
+    loop {
+        let line = read_raw_line(child, timeout);
+        if let Some(report) = line.strip_prefix(REPORT) {
+            return report.to_owned();
+        }
+        if line.is_empty() && child.try_wait().map(|s| s.is_some()).unwrap_or(true) {
+            return String::new();
+        }
+    }
+}
+
+fn read_raw_line(child: &mut Child, timeout: Duration) -> String {
     use std::io::Read;
     let pid = child.id();
     let stdout = child.stdout.as_mut().expect("piped stdout");
@@ -133,5 +149,14 @@ impl Drop for Reap {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Removes a file when dropped.
+pub struct RemoveFile(pub PathBuf);
+
+impl Drop for RemoveFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
