@@ -83,18 +83,17 @@ pub const REPORT: &str = "@@ ";
 /// Reads the next report line (see [`REPORT`]) from a child's stdout, without the prefix;
 /// kills the child after `timeout` so that the test fails rather than hangs.
 pub fn read_line_within(child: &mut Child, timeout: Duration) -> String {
-    loop {
-        let line = read_raw_line(child, timeout);
+    // End of output before a report gives "", which the caller's assertion reports.
+    while let Some(line) = read_raw_line(child, timeout) {
         if let Some(report) = line.strip_prefix(REPORT) {
             return report.to_owned();
         }
-        if line.is_empty() && child.try_wait().map(|s| s.is_some()).unwrap_or(true) {
-            return String::new();
-        }
     }
+    String::new()
 }
 
-fn read_raw_line(child: &mut Child, timeout: Duration) -> String {
+/// One line, or `None` at end of output.
+fn read_raw_line(child: &mut Child, timeout: Duration) -> Option<String> {
     use std::io::Read;
     let pid = child.id();
     let stdout = child.stdout.as_mut().expect("piped stdout");
@@ -105,16 +104,23 @@ fn read_raw_line(child: &mut Child, timeout: Duration) -> String {
     let guard = Watchdog::new(timeout, move || {
         let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     });
+    let mut eof = false;
     loop {
         match stdout.read(&mut byte) {
             Ok(1) if byte[0] == b'\n' => break,
             Ok(1) => line.push(byte[0]),
-            _ => break,
+            _ => {
+                eof = true;
+                break;
+            }
         }
     }
     drop(guard);
     assert!(Instant::now() <= deadline + Duration::from_millis(100), "child {pid} too slow");
-    String::from_utf8_lossy(&line).into_owned()
+    if eof && line.is_empty() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&line).into_owned())
 }
 
 /// Runs `on_timeout` if not dropped within `after`.

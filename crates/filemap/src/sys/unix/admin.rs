@@ -107,11 +107,25 @@ pub(crate) fn gc(root: &Path) -> Result<Vec<Name>> {
 /// The pids holding a `flock` on the file, from `/proc/locks` (empty if unavailable).
 ///
 /// The pid is the one that took the lock; a holder's child that inherited the fd is not
-/// listed. Only flock locks count: filemap takes no other kind.
+/// listed. Only flock locks count: filemap takes no other kind. `/proc/locks` is read
+/// piecewise by the kernel, so a read can miss entries while other locks come and go; it
+/// is read until two reads agree (at most five times).
 fn holders_of(dev: u64, ino: u64) -> Vec<u32> {
-    let Ok(text) = std::fs::read_to_string("/proc/locks") else {
-        return Vec::new();
-    };
+    let mut last = None;
+    for _ in 0..5 {
+        let Ok(text) = std::fs::read_to_string("/proc/locks") else {
+            return Vec::new();
+        };
+        let pids = parse_locks(&text, dev, ino);
+        if last.as_ref() == Some(&pids) {
+            break;
+        }
+        last = Some(pids);
+    }
+    last.unwrap_or_default()
+}
+
+fn parse_locks(text: &str, dev: u64, ino: u64) -> Vec<u32> {
     let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     let mut pids: Vec<u32> = text
         .lines()
