@@ -361,3 +361,9 @@ pub(crate) fn gc(ns: &Namespace) -> CmdResult {
     println!("{} stale object(s) removed", removed.len());
     Ok(())
 }
+
+pub(crate) fn init(ns: &Namespace) -> CmdResult {
+    let global = ns.init()?;
+    println!("namespace root {} is ready (Global\\ in {})", ns.root().display(), global.display());
+    Ok(())
+}

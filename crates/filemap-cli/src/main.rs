@@ -45,6 +45,8 @@ enum Command {
     Rm(admin::RmArgs),
     /// Remove stale objects, whose holders all closed or died.
     Gc,
+    /// Create the shared namespace directories (run once as root on multi-user machines).
+    Init,
 }
 
 /// Text encodings for messages.
@@ -182,6 +184,7 @@ fn main() -> ExitCode {
         Command::Info(a) => admin::info(&ns, a),
         Command::Rm(a) => admin::rm(&ns, a),
         Command::Gc => admin::gc(&ns),
+        Command::Init => admin::init(&ns),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

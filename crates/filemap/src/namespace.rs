@@ -44,6 +44,21 @@ impl Namespace {
         }
     }
 
+    /// Creates the shared directories: the root and the `Global\` namespace (mode 1777,
+    /// like `/tmp`), and returns the path of the latter. Your `Local\` directory is made
+    /// on first use.
+    ///
+    /// On a machine with several users, let root run this once (`sudo filemap init`, or at
+    /// boot, since `/dev/shm` is emptied on reboot): filemap refuses a `Global\` directory
+    /// owned by another ordinary user, who could delete other users' objects in it.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Insecure`] if existing directories fail their checks.
+    pub fn init(&self) -> Result<PathBuf> {
+        sys::admin::init(&self.root())
+    }
+
     /// Every object in your `Local\` namespace and in `Global\`, sorted by name within each.
     /// Stale objects (every holder gone) are listed with `live: Some(false)` and left alone.
     ///

@@ -102,6 +102,9 @@ pub(crate) fn default_root() -> PathBuf {
 pub(crate) mod admin {
     use super::*;
 
+    pub(crate) fn init(_: &Path) -> Result<PathBuf> {
+        unsupported()
+    }
     pub(crate) fn list(_: &Path) -> Result<Vec<ObjectInfo>> {
         unsupported()
     }

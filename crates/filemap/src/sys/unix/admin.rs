@@ -1,6 +1,6 @@
 //! Listing, inspecting, removing and collecting objects.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -58,6 +58,11 @@ fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInf
         holders,
         os_path,
     }))
+}
+
+pub(crate) fn init(root: &Path) -> Result<PathBuf> {
+    let dir = NsDir::get(root, Scope::Global, true)?.expect("created");
+    Ok(dir.path().to_path_buf())
 }
 
 pub(crate) fn list(root: &Path) -> Result<Vec<ObjectInfo>> {

@@ -193,7 +193,7 @@ fn check_shared_dir(path: &Path, st: &fs::Stat, uid: u32, is_root: bool) -> Resu
     // notice; the owner of `global/` could delete other users' objects, so it must be root
     // or you.
     if !trusted_owner && !(is_root && sticky) {
-        return Err(insecure(path, format!("it is owned by uid {}, which is neither root nor you; ask root to create it", st.st_uid)));
+        return Err(insecure(path, format!("it is owned by uid {}, which is neither root nor you; root can create it with `filemap init`", st.st_uid)));
     }
     Ok(())
 }

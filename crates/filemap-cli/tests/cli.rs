@@ -1,0 +1,557 @@
+//! The `filemap` command, run as real processes: the sample's server and client, the demo,
+//! signals, SIGKILL, Python attaching by path, other users, and bad input.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const EXE: &str = env!("CARGO_BIN_EXE_filemap");
+const PROMPT: &str = "Press ENTER to clean up resources and quit";
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A namespace root of the test's own, removed at the end.
+struct Root(PathBuf);
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+impl Root {
+    fn new(tag: &str) -> Root {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = PathBuf::from(format!("/dev/shm/filemap-clitest-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Root(p)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(EXE);
+        c.args(args).env("FILEMAP_ROOT", &self.0);
+        c
+    }
+
+    /// Runs to completion with empty stdin, under a watchdog.
+    fn run(&self, args: &[&str]) -> Output {
+        run_with_timeout(self.cmd(args).stdin(Stdio::null()))
+    }
+
+    fn spawn(&self, args: &[&str]) -> Proc {
+        Proc::spawn(self.cmd(args))
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run_with_timeout(cmd: &mut Command) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(TIMEOUT).is_err() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = tx.send(());
+    out
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A long-running filemap process (server, client, create) with piped stdio.
+struct Proc {
+    child: Child,
+    out: mpsc::Receiver<u8>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, out) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut b = [0u8; 1];
+            while let Ok(1) = stdout.read(&mut b) {
+                if tx.send(b[0]).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, out }
+    }
+
+    /// Everything printed up to and including `marker`; fails after the timeout.
+    fn read_until(&mut self, marker: &str) -> String {
+        let mut text = Vec::new();
+        while !text.ends_with(marker.as_bytes()) {
+            match self.out.recv_timeout(TIMEOUT) {
+                Ok(b) => text.push(b),
+                Err(_) => panic!(
+                    "no {marker:?} from pid {} (got {:?})",
+                    self.child.id(),
+                    String::from_utf8_lossy(&text)
+                ),
+            }
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    fn press_enter(&mut self) {
+        self.child.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    }
+
+    /// Waits for exit under the watchdog; returns the status and what was on stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id();
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if rx.recv_timeout(TIMEOUT).is_err() {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        });
+        let status = self.child.wait().unwrap();
+        let _ = tx.send(());
+        let mut err = String::new();
+        let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+        (status, err)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SERVER_OUT: &str = "The file mapping (Local\\SampleMap) is created\n\
+The file view is mapped\n\
+This message is written to the view:\n\
+\"Message from the first process.\"\n\
+Press ENTER to clean up resources and quit";
+
+const CLIENT_OUT: &str = "The file mapping (Local\\SampleMap) is opened\n\
+The file view is mapped\n\
+Read from the file mapping:\n\
+\"Message from the first process.\"\n\
+Press ENTER to clean up resources and quit";
+
+#[test]
+fn server_and_client_print_the_samples_lines() {
+    let root = Root::new("pair");
+    let mut server = root.spawn(&["server"]);
+    assert_eq!(server.read_until(PROMPT), SERVER_OUT);
+    let mut client = root.spawn(&["client"]);
+    assert_eq!(client.read_until(PROMPT), CLIENT_OUT);
+    // The mapping is 64 KiB and holds the UTF-16LE message with its NUL: 64 bytes.
+    let hex = root.run(&["read", "Local\\SampleMap", "--len", "66", "--format", "raw"]);
+    let mut expected: Vec<u8> = "Message from the first process.".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    expected.extend_from_slice(&[0, 0, 0, 0]);
+    assert_eq!(hex.stdout, expected);
+    let info = stdout(&root.run(&["info", "Local\\SampleMap", "--json"]));
+    assert!(info.contains("\"size\":65536"), "{info}");
+    client.press_enter();
+    let (status, err) = client.finish();
+    assert!(status.success(), "{err}");
+    server.press_enter();
+    let (status, err) = server.finish();
+    assert!(status.success(), "{err}");
+    let after = root.run(&["client"]);
+    assert_eq!(stderr(&after), "The process throws the error: no mapping named Local\\SampleMap\n");
+    assert_eq!(after.status.code(), Some(1));
+}
+
+#[test]
+fn client_without_a_server_fails_in_plain_words() {
+    let root = Root::new("noserver");
+    let out = root.run(&["client"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "The process throws the error: no mapping named Local\\SampleMap\n");
+}
+
+#[test]
+fn server_and_client_clean_up_on_enter_eof_and_signals() {
+    let root = Root::new("stops");
+    for (i, how) in ["enter", "eof", "-INT", "-TERM", "-HUP"].into_iter().enumerate() {
+        let name = format!("Local\\stop{i}");
+        let mut server = root.spawn(&["server", "--name", &name]);
+        server.read_until(PROMPT);
+        let mut client = root.spawn(&["client", "--name", &name]);
+        client.read_until(PROMPT);
+        for p in [&mut client, &mut server] {
+            match how {
+                "enter" => p.press_enter(),
+                "eof" => drop(p.child.stdin.take()),
+                sig => p.signal(sig),
+            }
+        }
+        for p in [client, server] {
+            let (status, err) = p.finish();
+            assert_eq!(status.code(), Some(0), "{how}: {status} {err}");
+        }
+        let out = root.run(&["read", &name]);
+        assert_eq!(stderr(&out), format!("filemap: no mapping named {name}\n"), "{how}");
+    }
+    // Nothing stale either: every holder closed properly.
+    assert_eq!(stdout(&root.run(&["gc"])), "0 stale object(s) removed\n");
+}
+
+#[test]
+fn demo_runs_the_server_and_the_client_as_two_processes() {
+    let root = Root::new("demo");
+    let out = root.run(&["demo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in SERVER_OUT.lines() {
+        assert!(text.contains(&format!("[server] {line}\n")), "{text}");
+    }
+    for line in CLIENT_OUT.lines() {
+        assert!(text.contains(&format!("[client] {line}\n")), "{text}");
+    }
+    assert!(text.ends_with("[demo] both processes closed Local\\SampleMap, so it no longer exists\n"), "{text}");
+}
+
+#[test]
+fn sigkill_of_server_and_client_leaves_nothing_behind() {
+    let root = Root::new("kill9");
+    let mut server = root.spawn(&["server", "--name", "k"]);
+    server.read_until(PROMPT);
+    let mut client = root.spawn(&["client", "--name", "k"]);
+    client.read_until(PROMPT);
+    let ls = stdout(&root.run(&["ls"]));
+    assert!(ls.contains("Local\\k ") && ls.contains(" live "), "{ls}");
+    for p in [&client, &server] {
+        p.signal("-KILL");
+    }
+    for p in [client, server] {
+        let (status, _) = p.finish();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    }
+    let ls = stdout(&root.run(&["ls", "--json"]));
+    assert!(ls.contains("\"state\":\"stale\""), "{ls}");
+    let out = root.run(&["client", "--name", "k"]);
+    assert_eq!(stderr(&out), "The process throws the error: no mapping named Local\\k\n");
+    assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
+}
+
+/// Attaches the way the README tells other languages to: namespace lock, open, check the
+/// holder lock, shared lock, mmap.
+const PYTHON_ATTACH: &str = r#"
+import fcntl, json, mmap, os, subprocess, sys
+exe, name = sys.argv[1], sys.argv[2]
+info = json.loads(subprocess.check_output([exe, "info", name, "--json"]))
+path, size = info["os_path"], info["size"]
+nsdir = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(nsdir, fcntl.LOCK_EX)
+fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    sys.exit("stale: nobody holds it")
+except BlockingIOError:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+fcntl.flock(nsdir, fcntl.LOCK_UN)
+m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+raw = m[:1024]
+end = next(i for i in range(0, len(raw), 2) if raw[i:i+2] == b"\0\0")
+print(raw[:end].decode("utf-16-le"))
+"#;
+
+#[test]
+fn python_attaches_by_os_path_and_reads_the_message() {
+    let root = Root::new("python");
+    let mut server = root.spawn(&["server", "--name", "Local\\py map"]);
+    server.read_until(PROMPT);
+    let out = run_with_timeout(
+        Command::new("python3")
+            .args(["-c", PYTHON_ATTACH, EXE, "Local\\py map"])
+            .env("FILEMAP_ROOT", &root.0)
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(stderr(&out), "");
+    assert_eq!(stdout(&out), "Message from the first process.\n");
+    server.press_enter();
+    assert!(server.finish().0.success());
+}
+
+#[test]
+fn create_write_read_ls_info_rm() {
+    let root = Root::new("admin");
+    let out = root.run(&["create", "Local\\p", "--size", "100", "--persistent", "--mode", "640"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = root.0.join(format!("local-{}/p", unsafe_free_uid()));
+    assert_eq!(stdout(&out), format!("created mapping Local\\p (100 bytes) at {}\n", path.display()));
+    assert!(root.run(&["write", "p", "--offset", "2", "--encoding", "utf16", "--nul", "hé"]).status.success());
+    assert_eq!(stdout(&root.run(&["read", "p", "--offset", "2", "--format", "utf16"])), "hé\n");
+    let out = root.run(&["read", "p", "--len", "8"]);
+    assert_eq!(stdout(&out), "00000000  00 00 68 00 e9 00 00 00                          |..h.....|\n");
+    // Data from standard input and from a file.
+    let mut w = root.cmd(&["write", "p", "--offset", "50"]);
+    w.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = w.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    assert!(child.wait().unwrap().success());
+    let input = root.0.with_extension("input");
+    std::fs::write(&input, b"from file").unwrap();
+    assert!(root.run(&["write", "p", "--offset", "80", "--input", input.to_str().unwrap()]).status.success());
+    std::fs::remove_file(&input).unwrap();
+    assert_eq!(root.run(&["read", "p", "--offset", "50", "--len", "10", "--format", "raw"]).stdout, b"from stdin");
+    assert_eq!(stdout(&root.run(&["read", "p", "--offset", "80", "--format", "utf8"])), "from file\n");
+    // ls and info, as a table and as JSON.
+    let ls = stdout(&root.run(&["ls"]));
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "PATH"]);
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>()[..6], ["Local\\p", "mapping", "100", "root", "0640", "persistent"]);
+    let json = stdout(&root.run(&["ls", "--json"]));
+    for field in ["\"name\":\"Local\\\\p\"", "\"kind\":\"mapping\"", "\"size\":100", &format!("\"os_path\":\"{}\"", path.display()), "\"mode\":\"0640\""] {
+        assert!(json.contains(field), "{field} in {json}");
+    }
+    let info = stdout(&root.run(&["info", "p"]));
+    assert!(info.contains("kind:        mapping\nsize:        100\nstate:       persistent\n"), "{info}");
+    assert!(stdout(&root.run(&["info", "p", "--json"])).starts_with("{\"name\":\"Local\\\\p\",\"kind\":\"mapping\",\"size\":100,"));
+    // A mapping made by `create` without --persistent lives while the command runs.
+    let mut holder = root.spawn(&["create", "Global\\held", "--size", "4K"]);
+    holder.read_until("\n");
+    assert!(stdout(&root.run(&["ls"])).contains("Global\\held"));
+    holder.signal("-TERM");
+    assert!(holder.finish().0.success());
+    assert!(!stdout(&root.run(&["ls"])).contains("Global\\held"));
+    // rm removes the persistent one.
+    assert!(root.run(&["rm", "p"]).status.success());
+    assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
+}
+
+fn unsafe_free_uid() -> u32 {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap())
+}
+
+#[test]
+fn file_backed_create_from_the_cli() {
+    let root = Root::new("filecli");
+    let file = root.0.with_extension("backing");
+    std::fs::write(&file, b"").unwrap();
+    let mut holder = root.spawn(&["create", "Local\\f", "--file", file.to_str().unwrap(), "--size", "32"]);
+    holder.read_until("\n");
+    assert!(root.run(&["write", "f", "--offset", "4", "on disk"]).status.success());
+    holder.press_enter();
+    assert!(holder.finish().0.success());
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(bytes.len(), 32);
+    assert_eq!(&bytes[4..11], b"on disk");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_nonzero_exit() {
+    let root = Root::new("badcli");
+    assert!(root.run(&["create", "P", "--size", "100", "--persistent"]).status.success());
+    let table: &[(&[&str], &str, i32)] = &[
+        (&["read", "Bad\\x"], "filemap: invalid name 'Bad\\x': the only prefixes are Local\\ and Global\\", 1),
+        (&["read", "Local\\"], "filemap: invalid name 'Local\\': nothing follows the prefix", 1),
+        (&["read", "missing"], "filemap: no mapping named Local\\missing", 1),
+        (&["rm", "missing"], "filemap: no object named Local\\missing", 1),
+        (&["create", "x", "--size", "0"], "filemap: invalid size: a mapping's size must be greater than 0", 1),
+        (&["create", "x"], "filemap: --size is required for a shared-memory mapping", 1),
+        (
+            &["create", "x", "--size", "abc"],
+            "filemap: invalid value 'abc' for '--size <BYTES>': \"abc\" is not a byte count (examples: 65536, 0x10000, 64K)",
+            2,
+        ),
+        (&["create", "x", "--size", "10", "--mode", "755"], "filemap: invalid argument: mode 755: only read and write bits (666) are allowed", 1),
+        (&["create", "P", "--size", "10"], "filemap: a mapping named Local\\P already exists", 1),
+        (&["read", "P", "--offset", "200"], "filemap: range of 0 bytes at offset 200 does not fit in 100 bytes", 1),
+        (&["write", "P", "--offset", "99", "ab"], "filemap: range of 2 bytes at offset 99 does not fit in 100 bytes", 1),
+        (&["read", "P", "--format", "base64"], "filemap: invalid value 'base64' for '--format <FORMAT>'", 2),
+        (
+            &["server", "--view-size", "8"],
+            "The process throws the error: the message needs 64 bytes but the view holds only 8",
+            1,
+        ),
+        (
+            &["server", "--view-offset", "70000"],
+            "The process throws the error: range of 1024 bytes at offset 70000 does not fit in 65536 bytes",
+            1,
+        ),
+        (&["server", "--size", "0"], "The process throws the error: invalid size: a mapping's size must be greater than 0", 1),
+        (&["client", "--name", "Session\\1\\x"], "The process throws the error: invalid name 'Session\\1\\x': the only prefixes are Local\\ and Global\\", 1),
+        (&["client", "--encoding", "utf32"], "The process throws the error: invalid value 'utf32' for '--encoding <ENCODING>'", 2),
+    ];
+    for (args, message, code) in table {
+        let out = root.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with(message), "{args:?}:\n got: {err}\nwant: {message}");
+    }
+    // Nothing was left behind by any of them.
+    let ls = stdout(&root.run(&["ls", "--json"]));
+    assert_eq!(ls.matches("\"name\"").count(), 1, "{ls}");
+    assert!(root.run(&["rm", "P"]).status.success());
+}
+
+/// Runs filemap as another user, from a copy of the binary that user can execute.
+struct OtherUser {
+    dir: PathBuf,
+}
+
+impl OtherUser {
+    fn new() -> Option<OtherUser> {
+        if unsafe_free_uid() != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/filemap-otheruser-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(EXE, dir.join("filemap")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join("filemap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Some(OtherUser { dir })
+    }
+
+    fn cmd(&self, uid: u32, root: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"])
+            .arg(self.dir.join("filemap"))
+            .args(args)
+            .env("FILEMAP_ROOT", root)
+            .current_dir("/");
+        c
+    }
+
+    fn run(&self, uid: u32, root: &Path, args: &[&str]) -> Output {
+        run_with_timeout(self.cmd(uid, root, args).stdin(Stdio::null()))
+    }
+}
+
+impl Drop for OtherUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const NOBODY: u32 = 65534;
+const OTHER: u32 = 65533;
+
+#[test]
+fn another_user_can_neither_open_nor_squat_a_local_object() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("users");
+    let mut server = root.spawn(&["server", "--name", "Local\\secret"]);
+    server.read_until(PROMPT);
+    // Root's namespace is not nobody's to use, even when it makes the shared root.
+    let nobody_first = Root::new("nobodyfirst");
+    let out = other.run(NOBODY, &nobody_first.0, &["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = nobody_first.run(&["create", "Global\\g", "--size", "1", "--persistent"]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "filemap: refusing to use {}/global: it is owned by uid {NOBODY}, which is neither root nor you; root can create it with `filemap init`\n",
+            nobody_first.0.display()
+        )
+    );
+    // Nobody's Local\ is their own: the name does not exist there.
+    let out = other.run(NOBODY, &root.0, &["client", "--name", "Local\\secret"]);
+    assert_eq!(stderr(&out), "The process throws the error: no mapping named Local\\secret\n");
+    // Going around the name to the file fails too.
+    let file = root.0.join("local-0/secret");
+    let direct = run_with_timeout(
+        Command::new("setpriv")
+            .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "cat"])
+            .arg(&file)
+            .stdin(Stdio::null()),
+    );
+    assert!(!direct.status.success());
+    assert!(stderr(&direct).contains("Permission denied"), "{}", stderr(&direct));
+    // Nor can they put an object into root's namespace.
+    let touch = run_with_timeout(
+        Command::new("setpriv")
+            .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "touch"])
+            .arg(root.0.join("local-0/planted"))
+            .stdin(Stdio::null()),
+    );
+    assert!(!touch.status.success());
+    server.press_enter();
+    assert!(server.finish().0.success());
+
+    // Squatting: another user makes root's Local\ directory before root does. Root refuses
+    // to use it and creates nothing.
+    let fresh = Root::new("squat");
+    let init = fresh.run(&["init"]); // makes the shared root and Global\, not local-0
+    assert_eq!(stdout(&init), format!("namespace root {} is ready (Global\\ in {}/global)\n", fresh.0.display(), fresh.0.display()));
+    let mkdir = run_with_timeout(
+        Command::new("setpriv")
+            .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "mkdir", "-m", "700"])
+            .arg(fresh.0.join("local-0"))
+            .stdin(Stdio::null()),
+    );
+    assert!(mkdir.status.success(), "{}", stderr(&mkdir));
+    let out = fresh.run(&["create", "Local\\mine", "--size", "10", "--persistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "filemap: refusing to use {}: it is owned by uid {NOBODY}, not by you (uid 0)\n",
+            fresh.0.join("local-0").display()
+        )
+    );
+    assert_eq!(std::fs::read_dir(fresh.0.join("local-0")).unwrap().count(), 0);
+}
+
+#[test]
+fn global_objects_follow_their_mode_across_users() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("global");
+    assert!(root.run(&["init"]).status.success());
+    // Nobody creates an owner-only Global\ object and one that others may read.
+    let mut private = Proc::spawn(other.cmd(NOBODY, &root.0, &["create", "Global\\private", "--size", "16"]));
+    private.read_until("\n");
+    let mut shared = Proc::spawn(other.cmd(NOBODY, &root.0, &["create", "Global\\shared", "--size", "16", "--mode", "644"]));
+    shared.read_until("\n");
+    assert!(other.run(NOBODY, &root.0, &["write", "Global\\shared", "hello"]).status.success());
+
+    let out = other.run(OTHER, &root.0, &["read", "Global\\private"]);
+    assert_eq!(
+        stderr(&out),
+        "filemap: permission denied: Global\\private exists, but its permissions do not allow opening it for reading\n"
+    );
+    let out = other.run(OTHER, &root.0, &["read", "Global\\shared", "--format", "utf8"]);
+    assert_eq!(stdout(&out), "hello\n", "{}", stderr(&out));
+    let out = other.run(OTHER, &root.0, &["write", "Global\\shared", "evil"]);
+    assert_eq!(
+        stderr(&out),
+        "filemap: permission denied: Global\\shared exists, but its permissions do not allow opening it for read-write\n"
+    );
+    // Nobody else can take the name, or remove it.
+    let out = other.run(OTHER, &root.0, &["create", "Global\\shared", "--size", "16", "--persistent"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = other.run(OTHER, &root.0, &["rm", "Global\\shared"]);
+    assert_eq!(stderr(&out), "filemap: permission denied: Global\\shared belongs to another user\n");
+    for p in [&mut private, &mut shared] {
+        p.press_enter();
+    }
+    assert!(private.finish().0.success());
+    assert!(shared.finish().0.success());
+    assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
+}
