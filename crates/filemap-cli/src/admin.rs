@@ -117,17 +117,27 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
             m
         }
         None => {
-            let size = a.size.ok_or("--size is required for a shared-memory mapping".to_owned())?;
+            let size = a
+                .size
+                .ok_or("--size is required for a shared-memory mapping".to_owned())?;
             opts.create(&a.name, size)?
         }
     };
     let name = mapping.name().map(|n| n.to_string()).unwrap_or_default();
-    let path = mapping.os_path().map(|p| p.display().to_string()).unwrap_or_default();
-    println!("created mapping {name} ({} bytes) at {path}", mapping.size());
+    let path = mapping
+        .os_path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!(
+        "created mapping {name} ({} bytes) at {path}",
+        mapping.size()
+    );
     if a.persistent {
         return Ok(());
     }
-    eprintln!("holding {name} open; press ENTER (or send SIGINT/SIGTERM, or close input) to close it");
+    eprintln!(
+        "holding {name} open; press ENTER (or send SIGINT/SIGTERM, or close input) to close it"
+    );
     let _ = std::io::stdout().flush();
     let wake = wait_for_enter_or_signal();
     if let Wake::Signal(sig) = wake {
@@ -145,7 +155,9 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
                 a.encoding.encode(text)
             }
         }
-        (None, Some(path)) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        (None, Some(path)) => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        }
         (None, None) => {
             let mut buf = Vec::new();
             std::io::stdin()
@@ -154,7 +166,9 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
             buf
         }
     };
-    let mapping = MappingOptions::new().namespace(ns.clone()).open(&a.name, Access::ReadWrite)?;
+    let mapping = MappingOptions::new()
+        .namespace(ns.clone())
+        .open(&a.name, Access::ReadWrite)?;
     if data.is_empty() {
         return Ok(());
     }
@@ -164,7 +178,9 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
 }
 
 pub(crate) fn read(ns: &Namespace, a: ReadArgs) -> CmdResult {
-    let mapping = MappingOptions::new().namespace(ns.clone()).open(&a.name, Access::Read)?;
+    let mapping = MappingOptions::new()
+        .namespace(ns.clone())
+        .open(&a.name, Access::Read)?;
     let view = mapping.map_view(Access::Read, a.offset, a.len)?;
     let mut bytes = vec![0u8; view.len()];
     view.read_at(0, &mut bytes)?;
@@ -195,7 +211,13 @@ fn hex_dump(bytes: &[u8], base: u64) -> String {
             }
         }
         s.push_str("  |");
-        s.extend(chunk.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }));
+        s.extend(chunk.iter().map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        }));
         s.push_str("|\n");
     }
     s
@@ -327,7 +349,12 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
             .created
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| format!("{} (seconds since 1970)", d.as_secs()));
-        let holders = i.holders.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+        let holders = i
+            .holders
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
         format!(
             "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}\nowner:       {} (uid {})\nmode:        {:04o}\nfile-backed: {}\nholders:     {}\ncreator pid: {}\ncreated:     {}\nos path:     {}\n",
             i.name,
@@ -364,6 +391,10 @@ pub(crate) fn gc(ns: &Namespace) -> CmdResult {
 
 pub(crate) fn init(ns: &Namespace) -> CmdResult {
     let global = ns.init()?;
-    println!("namespace root {} is ready (Global\\ in {})", ns.root().display(), global.display());
+    println!(
+        "namespace root {} is ready (Global\\ in {})",
+        ns.root().display(),
+        global.display()
+    );
     Ok(())
 }

@@ -104,19 +104,24 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
         Some(b'g' | b'G') => (&t[..t.len() - 1], 1 << 30),
         _ => (t, 1),
     };
-    let n = if let Some(hex) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let n = if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         u64::from_str_radix(hex, 16)
     } else {
         digits.parse::<u64>()
     }
     .map_err(|_| format!("{s:?} is not a byte count (examples: 65536, 0x10000, 64K)"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Parses an octal file mode such as 600 or 0o644.
 pub(crate) fn parse_mode(s: &str) -> Result<u32, String> {
     let t = s.trim_start_matches("0o");
-    u32::from_str_radix(t, 8).map_err(|_| format!("{s:?} is not an octal mode (examples: 600, 644)"))
+    u32::from_str_radix(t, 8)
+        .map_err(|_| format!("{s:?} is not an octal mode (examples: 600, 644)"))
 }
 
 /// A failed command: the message to print, and the exit status.
@@ -146,7 +151,10 @@ pub(crate) type CmdResult = Result<(), Failure>;
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
     // The sample's two programs report every failure in the sample's words.
-    let sample_style = matches!(args.get(1).and_then(|a| a.to_str()), Some("server" | "client"));
+    let sample_style = matches!(
+        args.get(1).and_then(|a| a.to_str()),
+        Some("server" | "client")
+    );
     let fail = |message: &str, code: u8| {
         if sample_style {
             eprintln!("The process throws the error: {message}");

@@ -72,10 +72,14 @@ fn say(text: &str) {
 }
 
 pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
-    let mapping = MappingOptions::new().namespace(ns.clone()).open_or_create(&a.name, a.size)?;
+    let mapping = MappingOptions::new()
+        .namespace(ns.clone())
+        .open_or_create(&a.name, a.size)?;
     let name = mapping.name().map(|n| n.to_string()).unwrap_or(a.name);
     if mapping.already_existed() {
-        say(&format!("The file mapping ({name}) already exists and is opened\n"));
+        say(&format!(
+            "The file mapping ({name}) already exists and is opened\n"
+        ));
     } else {
         say(&format!("The file mapping ({name}) is created\n"));
     }
@@ -91,7 +95,10 @@ pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
         .into());
     }
     view.write_at(0, &bytes)?;
-    say(&format!("This message is written to the view:\n\"{}\"\n", a.message));
+    say(&format!(
+        "This message is written to the view:\n\"{}\"\n",
+        a.message
+    ));
     say(PROMPT);
     wait_for_enter_or_signal();
     drop(view);
@@ -100,7 +107,9 @@ pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
 }
 
 pub(crate) fn client(ns: &Namespace, a: ClientArgs) -> CmdResult {
-    let mapping = MappingOptions::new().namespace(ns.clone()).open(&a.name, Access::Read)?;
+    let mapping = MappingOptions::new()
+        .namespace(ns.clone())
+        .open(&a.name, Access::Read)?;
     let name = mapping.name().map(|n| n.to_string()).unwrap_or(a.name);
     say(&format!("The file mapping ({name}) is opened\n"));
     let view = mapping.map_view(Access::Read, a.view_offset, a.view_size)?;
@@ -128,7 +137,8 @@ const DEMO_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Peer {
     fn spawn(label: &'static str, root: &Option<PathBuf>, args: &[&str]) -> Result<Peer, Failure> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the filemap executable: {e}"))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the filemap executable: {e}"))?;
         let mut cmd = Command::new(exe);
         if let Some(root) = root {
             cmd.arg("--root").arg(root);
@@ -188,7 +198,11 @@ impl Peer {
                         return Ok(());
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => return Err(format!("the {} did not reach its prompt in time", self.label).into()),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(
+                        format!("the {} did not reach its prompt in time", self.label).into(),
+                    )
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().map_err(|e| e.to_string())?;
                     return Err(format!("the {} stopped early ({status})", self.label).into());
@@ -233,10 +247,16 @@ impl Drop for Peer {
 }
 
 pub(crate) fn demo(root: &Option<PathBuf>, a: DemoArgs) -> CmdResult {
-    println!("[demo] starting the server: filemap server --name {}", a.name);
+    println!(
+        "[demo] starting the server: filemap server --name {}",
+        a.name
+    );
     let mut server = Peer::spawn("server", root, &["server", "--name", &a.name])?;
     server.show_until_prompt()?;
-    println!("[demo] starting the client: filemap client --name {}", a.name);
+    println!(
+        "[demo] starting the client: filemap client --name {}",
+        a.name
+    );
     let mut client = Peer::spawn("client", root, &["client", "--name", &a.name])?;
     client.show_until_prompt()?;
     client.press_enter()?;
@@ -245,12 +265,22 @@ pub(crate) fn demo(root: &Option<PathBuf>, a: DemoArgs) -> CmdResult {
         Some(r) => Namespace::at(r),
         None => Namespace::new(),
     };
-    match MappingOptions::new().namespace(ns).open(&a.name, Access::Read) {
+    match MappingOptions::new()
+        .namespace(ns)
+        .open(&a.name, Access::Read)
+    {
         Err(filemap::Error::NotFound { .. }) => {
-            println!("[demo] both processes closed {}, so it no longer exists", a.name);
+            println!(
+                "[demo] both processes closed {}, so it no longer exists",
+                a.name
+            );
             Ok(())
         }
-        Ok(_) => Err(format!("{} still exists after both processes closed it (is another server running?)", a.name).into()),
+        Ok(_) => Err(format!(
+            "{} still exists after both processes closed it (is another server running?)",
+            a.name
+        )
+        .into()),
         Err(e) => Err(e.into()),
     }
 }

@@ -10,6 +10,9 @@ use std::sync::mpsc;
 pub(crate) enum Wake {
     Enter,
     EndOfInput,
+    /// A termination signal (Linux; on Windows, console control events come with the
+    /// Windows backend).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Signal(i32),
 }
 

@@ -1,5 +1,7 @@
 //! The `filemap` command, run as real processes: the sample's server and client, the demo,
 //! signals, SIGKILL, Python attaching by path, other users, and bad input.
+// The Linux backend; the Windows suite comes with the Windows backend.
+#![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,7 +22,10 @@ static N: AtomicUsize = AtomicUsize::new(0);
 impl Root {
     fn new(tag: &str) -> Root {
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let p = PathBuf::from(format!("/dev/shm/filemap-clitest-{tag}-{}-{n}", std::process::id()));
+        let p = PathBuf::from(format!(
+            "/dev/shm/filemap-clitest-{tag}-{}-{n}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&p);
         Root(p)
     }
@@ -48,12 +53,18 @@ impl Drop for Root {
 }
 
 fn run_with_timeout(cmd: &mut Command) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let (tx, rx) = mpsc::channel::<()>();
     std::thread::spawn(move || {
         if rx.recv_timeout(TIMEOUT).is_err() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     });
     let out = child.wait_with_output().unwrap();
@@ -77,7 +88,12 @@ struct Proc {
 
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let (tx, out) = mpsc::channel();
         std::thread::spawn(move || {
@@ -108,7 +124,11 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
     }
 
     fn press_enter(&mut self) {
@@ -121,7 +141,9 @@ impl Proc {
         let (tx, rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             if rx.recv_timeout(TIMEOUT).is_err() {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
             }
         });
         let status = self.child.wait().unwrap();
@@ -160,7 +182,10 @@ fn server_and_client_print_the_samples_lines() {
     assert_eq!(client.read_until(PROMPT), CLIENT_OUT);
     // The mapping is 64 KiB and holds the UTF-16LE message with its NUL: 64 bytes.
     let hex = root.run(&["read", "Local\\SampleMap", "--len", "66", "--format", "raw"]);
-    let mut expected: Vec<u8> = "Message from the first process.".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let mut expected: Vec<u8> = "Message from the first process."
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
     expected.extend_from_slice(&[0, 0, 0, 0]);
     assert_eq!(hex.stdout, expected);
     let info = stdout(&root.run(&["info", "Local\\SampleMap", "--json"]));
@@ -172,7 +197,10 @@ fn server_and_client_print_the_samples_lines() {
     let (status, err) = server.finish();
     assert!(status.success(), "{err}");
     let after = root.run(&["client"]);
-    assert_eq!(stderr(&after), "The process throws the error: no mapping named Local\\SampleMap\n");
+    assert_eq!(
+        stderr(&after),
+        "The process throws the error: no mapping named Local\\SampleMap\n"
+    );
     assert_eq!(after.status.code(), Some(1));
 }
 
@@ -182,13 +210,19 @@ fn client_without_a_server_fails_in_plain_words() {
     let out = root.run(&["client"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout(&out), "");
-    assert_eq!(stderr(&out), "The process throws the error: no mapping named Local\\SampleMap\n");
+    assert_eq!(
+        stderr(&out),
+        "The process throws the error: no mapping named Local\\SampleMap\n"
+    );
 }
 
 #[test]
 fn server_and_client_clean_up_on_enter_eof_and_signals() {
     let root = Root::new("stops");
-    for (i, how) in ["enter", "eof", "-INT", "-TERM", "-HUP"].into_iter().enumerate() {
+    for (i, how) in ["enter", "eof", "-INT", "-TERM", "-HUP"]
+        .into_iter()
+        .enumerate()
+    {
         let name = format!("Local\\stop{i}");
         let mut server = root.spawn(&["server", "--name", &name]);
         server.read_until(PROMPT);
@@ -206,7 +240,11 @@ fn server_and_client_clean_up_on_enter_eof_and_signals() {
             assert_eq!(status.code(), Some(0), "{how}: {status} {err}");
         }
         let out = root.run(&["read", &name]);
-        assert_eq!(stderr(&out), format!("filemap: no mapping named {name}\n"), "{how}");
+        assert_eq!(
+            stderr(&out),
+            format!("filemap: no mapping named {name}\n"),
+            "{how}"
+        );
     }
     // Nothing stale either: every holder closed properly.
     assert_eq!(stdout(&root.run(&["gc"])), "0 stale object(s) removed\n");
@@ -224,7 +262,10 @@ fn demo_runs_the_server_and_the_client_as_two_processes() {
     for line in CLIENT_OUT.lines() {
         assert!(text.contains(&format!("[client] {line}\n")), "{text}");
     }
-    assert!(text.ends_with("[demo] both processes closed Local\\SampleMap, so it no longer exists\n"), "{text}");
+    assert!(
+        text.ends_with("[demo] both processes closed Local\\SampleMap, so it no longer exists\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -241,12 +282,18 @@ fn sigkill_of_server_and_client_leaves_nothing_behind() {
     }
     for p in [client, server] {
         let (status, _) = p.finish();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
     }
     let ls = stdout(&root.run(&["ls", "--json"]));
     assert!(ls.contains("\"state\":\"stale\""), "{ls}");
     let out = root.run(&["client", "--name", "k"]);
-    assert_eq!(stderr(&out), "The process throws the error: no mapping named Local\\k\n");
+    assert_eq!(
+        stderr(&out),
+        "The process throws the error: no mapping named Local\\k\n"
+    );
     assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
 }
 
@@ -292,38 +339,108 @@ fn python_attaches_by_os_path_and_reads_the_message() {
 #[test]
 fn create_write_read_ls_info_rm() {
     let root = Root::new("admin");
-    let out = root.run(&["create", "Local\\p", "--size", "100", "--persistent", "--mode", "640"]);
+    let out = root.run(&[
+        "create",
+        "Local\\p",
+        "--size",
+        "100",
+        "--persistent",
+        "--mode",
+        "640",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let path = root.0.join(format!("local-{}/p", unsafe_free_uid()));
-    assert_eq!(stdout(&out), format!("created mapping Local\\p (100 bytes) at {}\n", path.display()));
-    assert!(root.run(&["write", "p", "--offset", "2", "--encoding", "utf16", "--nul", "hé"]).status.success());
-    assert_eq!(stdout(&root.run(&["read", "p", "--offset", "2", "--format", "utf16"])), "hé\n");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "created mapping Local\\p (100 bytes) at {}\n",
+            path.display()
+        )
+    );
+    assert!(root
+        .run(&[
+            "write",
+            "p",
+            "--offset",
+            "2",
+            "--encoding",
+            "utf16",
+            "--nul",
+            "hé"
+        ])
+        .status
+        .success());
+    assert_eq!(
+        stdout(&root.run(&["read", "p", "--offset", "2", "--format", "utf16"])),
+        "hé\n"
+    );
     let out = root.run(&["read", "p", "--len", "8"]);
-    assert_eq!(stdout(&out), "00000000  00 00 68 00 e9 00 00 00                          |..h.....|\n");
+    assert_eq!(
+        stdout(&out),
+        "00000000  00 00 68 00 e9 00 00 00                          |..h.....|\n"
+    );
     // Data from standard input and from a file.
     let mut w = root.cmd(&["write", "p", "--offset", "50"]);
     w.stdin(Stdio::piped()).stdout(Stdio::null());
     let mut child = w.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let input = root.0.with_extension("input");
     std::fs::write(&input, b"from file").unwrap();
-    assert!(root.run(&["write", "p", "--offset", "80", "--input", input.to_str().unwrap()]).status.success());
+    assert!(root
+        .run(&[
+            "write",
+            "p",
+            "--offset",
+            "80",
+            "--input",
+            input.to_str().unwrap()
+        ])
+        .status
+        .success());
     std::fs::remove_file(&input).unwrap();
-    assert_eq!(root.run(&["read", "p", "--offset", "50", "--len", "10", "--format", "raw"]).stdout, b"from stdin");
-    assert_eq!(stdout(&root.run(&["read", "p", "--offset", "80", "--format", "utf8"])), "from file\n");
+    assert_eq!(
+        root.run(&["read", "p", "--offset", "50", "--len", "10", "--format", "raw"])
+            .stdout,
+        b"from stdin"
+    );
+    assert_eq!(
+        stdout(&root.run(&["read", "p", "--offset", "80", "--format", "utf8"])),
+        "from file\n"
+    );
     // ls and info, as a table and as JSON.
     let ls = stdout(&root.run(&["ls"]));
     let lines: Vec<&str> = ls.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "PATH"]);
-    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>()[..6], ["Local\\p", "mapping", "100", "root", "0640", "persistent"]);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "PATH"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>()[..6],
+        ["Local\\p", "mapping", "100", "root", "0640", "persistent"]
+    );
     let json = stdout(&root.run(&["ls", "--json"]));
-    for field in ["\"name\":\"Local\\\\p\"", "\"kind\":\"mapping\"", "\"size\":100", &format!("\"os_path\":\"{}\"", path.display()), "\"mode\":\"0640\""] {
+    for field in [
+        "\"name\":\"Local\\\\p\"",
+        "\"kind\":\"mapping\"",
+        "\"size\":100",
+        &format!("\"os_path\":\"{}\"", path.display()),
+        "\"mode\":\"0640\"",
+    ] {
         assert!(json.contains(field), "{field} in {json}");
     }
     let info = stdout(&root.run(&["info", "p"]));
-    assert!(info.contains("kind:        mapping\nsize:        100\nstate:       persistent\n"), "{info}");
-    assert!(stdout(&root.run(&["info", "p", "--json"])).starts_with("{\"name\":\"Local\\\\p\",\"kind\":\"mapping\",\"size\":100,"));
+    assert!(
+        info.contains("kind:        mapping\nsize:        100\nstate:       persistent\n"),
+        "{info}"
+    );
+    assert!(stdout(&root.run(&["info", "p", "--json"]))
+        .starts_with("{\"name\":\"Local\\\\p\",\"kind\":\"mapping\",\"size\":100,"));
     // A mapping made by `create` without --persistent lives while the command runs.
     let mut holder = root.spawn(&["create", "Global\\held", "--size", "4K"]);
     holder.read_until("\n");
@@ -345,9 +462,19 @@ fn file_backed_create_from_the_cli() {
     let root = Root::new("filecli");
     let file = root.0.with_extension("backing");
     std::fs::write(&file, b"").unwrap();
-    let mut holder = root.spawn(&["create", "Local\\f", "--file", file.to_str().unwrap(), "--size", "32"]);
+    let mut holder = root.spawn(&[
+        "create",
+        "Local\\f",
+        "--file",
+        file.to_str().unwrap(),
+        "--size",
+        "32",
+    ]);
     holder.read_until("\n");
-    assert!(root.run(&["write", "f", "--offset", "4", "on disk"]).status.success());
+    assert!(root
+        .run(&["write", "f", "--offset", "4", "on disk"])
+        .status
+        .success());
     holder.press_enter();
     assert!(holder.finish().0.success());
     let bytes = std::fs::read(&file).unwrap();
@@ -359,7 +486,10 @@ fn file_backed_create_from_the_cli() {
 #[test]
 fn bad_input_gets_one_line_and_a_nonzero_exit() {
     let root = Root::new("badcli");
-    assert!(root.run(&["create", "P", "--size", "100", "--persistent"]).status.success());
+    assert!(root
+        .run(&["create", "P", "--size", "100", "--persistent"])
+        .status
+        .success());
     let table: &[(&[&str], &str, i32)] = &[
         (&["read", "Bad\\x"], "filemap: invalid name 'Bad\\x': the only prefixes are Local\\ and Global\\", 1),
         (&["read", "Local\\"], "filemap: invalid name 'Local\\': nothing follows the prefix", 1),
@@ -396,7 +526,10 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.starts_with(message), "{args:?}:\n got: {err}\nwant: {message}");
+        assert!(
+            err.starts_with(message),
+            "{args:?}:\n got: {err}\nwant: {message}"
+        );
     }
     // Nothing was left behind by any of them.
     let ls = stdout(&root.run(&["ls", "--json"]));
@@ -414,22 +547,31 @@ impl OtherUser {
         if unsafe_free_uid() != 0 || Command::new("setpriv").arg("--version").output().is_err() {
             return None;
         }
-        let dir = PathBuf::from(format!("/tmp/filemap-otheruser-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = PathBuf::from(format!(
+            "/tmp/filemap-otheruser-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::copy(EXE, dir.join("filemap")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(dir.join("filemap"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join("filemap"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         Some(OtherUser { dir })
     }
 
     fn cmd(&self, uid: u32, root: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("setpriv");
-        c.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"])
-            .arg(self.dir.join("filemap"))
-            .args(args)
-            .env("FILEMAP_ROOT", root)
-            .current_dir("/");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(self.dir.join("filemap"))
+        .args(args)
+        .env("FILEMAP_ROOT", root)
+        .current_dir("/");
         c
     }
 
@@ -470,21 +612,38 @@ fn another_user_can_neither_open_nor_squat_a_local_object() {
     );
     // Nobody's Local\ is their own: the name does not exist there.
     let out = other.run(NOBODY, &root.0, &["client", "--name", "Local\\secret"]);
-    assert_eq!(stderr(&out), "The process throws the error: no mapping named Local\\secret\n");
+    assert_eq!(
+        stderr(&out),
+        "The process throws the error: no mapping named Local\\secret\n"
+    );
     // Going around the name to the file fails too.
     let file = root.0.join("local-0/secret");
     let direct = run_with_timeout(
         Command::new("setpriv")
-            .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "cat"])
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "cat",
+            ])
             .arg(&file)
             .stdin(Stdio::null()),
     );
     assert!(!direct.status.success());
-    assert!(stderr(&direct).contains("Permission denied"), "{}", stderr(&direct));
+    assert!(
+        stderr(&direct).contains("Permission denied"),
+        "{}",
+        stderr(&direct)
+    );
     // Nor can they put an object into root's namespace.
     let touch = run_with_timeout(
         Command::new("setpriv")
-            .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "touch"])
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "touch",
+            ])
             .arg(root.0.join("local-0/planted"))
             .stdin(Stdio::null()),
     );
@@ -496,10 +655,24 @@ fn another_user_can_neither_open_nor_squat_a_local_object() {
     // to use it and creates nothing.
     let fresh = Root::new("squat");
     let init = fresh.run(&["init"]); // makes the shared root and Global\, not local-0
-    assert_eq!(stdout(&init), format!("namespace root {} is ready (Global\\ in {}/global)\n", fresh.0.display(), fresh.0.display()));
+    assert_eq!(
+        stdout(&init),
+        format!(
+            "namespace root {} is ready (Global\\ in {}/global)\n",
+            fresh.0.display(),
+            fresh.0.display()
+        )
+    );
     let mkdir = run_with_timeout(
         Command::new("setpriv")
-            .args([&format!("--reuid={NOBODY}"), &format!("--regid={NOBODY}"), "--clear-groups", "mkdir", "-m", "700"])
+            .args([
+                &format!("--reuid={NOBODY}"),
+                &format!("--regid={NOBODY}"),
+                "--clear-groups",
+                "mkdir",
+                "-m",
+                "700",
+            ])
             .arg(fresh.0.join("local-0"))
             .stdin(Stdio::null()),
     );
@@ -513,7 +686,10 @@ fn another_user_can_neither_open_nor_squat_a_local_object() {
             fresh.0.join("local-0").display()
         )
     );
-    assert_eq!(std::fs::read_dir(fresh.0.join("local-0")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(fresh.0.join("local-0")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
@@ -525,18 +701,33 @@ fn global_objects_follow_their_mode_across_users() {
     let root = Root::new("global");
     assert!(root.run(&["init"]).status.success());
     // Nobody creates an owner-only Global\ object and one that others may read.
-    let mut private = Proc::spawn(other.cmd(NOBODY, &root.0, &["create", "Global\\private", "--size", "16"]));
+    let mut private = Proc::spawn(other.cmd(
+        NOBODY,
+        &root.0,
+        &["create", "Global\\private", "--size", "16"],
+    ));
     private.read_until("\n");
-    let mut shared = Proc::spawn(other.cmd(NOBODY, &root.0, &["create", "Global\\shared", "--size", "16", "--mode", "644"]));
+    let mut shared = Proc::spawn(other.cmd(
+        NOBODY,
+        &root.0,
+        &["create", "Global\\shared", "--size", "16", "--mode", "644"],
+    ));
     shared.read_until("\n");
-    assert!(other.run(NOBODY, &root.0, &["write", "Global\\shared", "hello"]).status.success());
+    assert!(other
+        .run(NOBODY, &root.0, &["write", "Global\\shared", "hello"])
+        .status
+        .success());
 
     let out = other.run(OTHER, &root.0, &["read", "Global\\private"]);
     assert_eq!(
         stderr(&out),
         "filemap: permission denied: Global\\private exists, but its permissions do not allow opening it for reading\n"
     );
-    let out = other.run(OTHER, &root.0, &["read", "Global\\shared", "--format", "utf8"]);
+    let out = other.run(
+        OTHER,
+        &root.0,
+        &["read", "Global\\shared", "--format", "utf8"],
+    );
     assert_eq!(stdout(&out), "hello\n", "{}", stderr(&out));
     let out = other.run(OTHER, &root.0, &["write", "Global\\shared", "evil"]);
     assert_eq!(
@@ -544,10 +735,17 @@ fn global_objects_follow_their_mode_across_users() {
         "filemap: permission denied: Global\\shared exists, but its permissions do not allow opening it for read-write\n"
     );
     // Nobody else can take the name, or remove it.
-    let out = other.run(OTHER, &root.0, &["create", "Global\\shared", "--size", "16", "--persistent"]);
+    let out = other.run(
+        OTHER,
+        &root.0,
+        &["create", "Global\\shared", "--size", "16", "--persistent"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let out = other.run(OTHER, &root.0, &["rm", "Global\\shared"]);
-    assert_eq!(stderr(&out), "filemap: permission denied: Global\\shared belongs to another user\n");
+    assert_eq!(
+        stderr(&out),
+        "filemap: permission denied: Global\\shared belongs to another user\n"
+    );
     for p in [&mut private, &mut shared] {
         p.press_enter();
     }

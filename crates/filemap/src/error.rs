@@ -136,6 +136,7 @@ pub enum Error {
 }
 
 impl Error {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn io(context: impl Into<String>, source: impl Into<io::Error>) -> Self {
         Error::Io {
             context: context.into(),
@@ -211,7 +212,11 @@ impl fmt::Display for Error {
                 write!(f, "refusing to use {}: {reason}", path.display())
             }
             Error::Corrupt { path, reason } => {
-                write!(f, "{} is not a valid filemap object: {reason}", path.display())
+                write!(
+                    f,
+                    "{} is not a valid filemap object: {reason}",
+                    path.display()
+                )
             }
             Error::NoSpace { name, size } => {
                 write!(f, "not enough space to reserve {size} bytes for {name}")

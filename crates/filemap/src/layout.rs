@@ -127,7 +127,8 @@ impl Record {
 
     /// The data length for `size` bytes of data: `size` rounded up to [`DATA_ALIGN`].
     pub(crate) fn data_len_for(size: u64) -> Option<u64> {
-        size.checked_add(DATA_ALIGN - 1).map(|n| n & !(DATA_ALIGN - 1))
+        size.checked_add(DATA_ALIGN - 1)
+            .map(|n| n & !(DATA_ALIGN - 1))
     }
 
     pub(crate) fn encode(&self) -> [u8; RECORD_USED] {
@@ -153,7 +154,8 @@ impl Record {
         if u32_at(8) != VERSION {
             return Err(format!("unknown layout version {}", u32_at(8)));
         }
-        let kind = Kind::from_code(u32_at(12)).ok_or_else(|| format!("unknown kind {}", u32_at(12)))?;
+        let kind =
+            Kind::from_code(u32_at(12)).ok_or_else(|| format!("unknown kind {}", u32_at(12)))?;
         let rec = Record {
             kind,
             flags: u32_at(16),
@@ -162,14 +164,20 @@ impl Record {
             data_len: u64_at(32),
             created_ns: u64_at(40),
         };
-        if rec.data_len.checked_add(RECORD_LEN) != Some(file_len) || rec.data_len % DATA_ALIGN != 0 {
+        if rec.data_len.checked_add(RECORD_LEN) != Some(file_len) || rec.data_len % DATA_ALIGN != 0
+        {
             return Err(format!(
                 "its length is {file_len} bytes but its record says {}: it was truncated or resized",
                 rec.data_len.saturating_add(RECORD_LEN)
             ));
         }
-        if !rec.file_backed() && (rec.size == 0 || Record::data_len_for(rec.size) != Some(rec.data_len)) {
-            return Err(format!("its size {} does not match its data length {}", rec.size, rec.data_len));
+        if !rec.file_backed()
+            && (rec.size == 0 || Record::data_len_for(rec.size) != Some(rec.data_len))
+        {
+            return Err(format!(
+                "its size {} does not match its data length {}",
+                rec.size, rec.data_len
+            ));
         }
         Ok(rec)
     }

@@ -111,12 +111,18 @@ impl MappingOptions {
     fn create_options(&self) -> Result<CreateOptions> {
         if self.mode & !0o666 != 0 {
             return Err(Error::InvalidArgument {
-                what: format!("mode {:o}: only read and write bits (666) are allowed", self.mode),
+                what: format!(
+                    "mode {:o}: only read and write bits (666) are allowed",
+                    self.mode
+                ),
             });
         }
         if self.mode & 0o600 != 0o600 {
             return Err(Error::InvalidArgument {
-                what: format!("mode {:o}: the owner must keep read and write access (600)", self.mode),
+                what: format!(
+                    "mode {:o}: the owner must keep read and write access (600)",
+                    self.mode
+                ),
             });
         }
         Ok(CreateOptions {
@@ -134,7 +140,9 @@ impl MappingOptions {
         }
         let opts = self.create_options()?;
         let inner = sys::Mapping::create(&self.namespace, &name, size, opts, disposition)?;
-        Ok(FileMapping { inner: Arc::new(inner) })
+        Ok(FileMapping {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Creates a new mapping of `size` bytes, zero-filled, with its storage reserved now.
@@ -173,7 +181,9 @@ impl MappingOptions {
     pub fn open(&self, name: &str, access: Access) -> Result<FileMapping> {
         let name = Name::parse(name)?;
         let inner = sys::Mapping::open(&self.namespace, &name, access)?;
-        Ok(FileMapping { inner: Arc::new(inner) })
+        Ok(FileMapping {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Maps the file at `path`, optionally under a name that other processes can open.
@@ -189,25 +199,41 @@ impl MappingOptions {
     /// [`Error::PermissionDenied`] if the file cannot be opened with `access`;
     /// [`Error::InvalidSize`] for an empty file with size 0; naming errors as for
     /// [`MappingOptions::create`].
-    pub fn map_path(&self, path: impl AsRef<Path>, size: u64, access: Access, name: Option<&str>) -> Result<FileMapping> {
+    pub fn map_path(
+        &self,
+        path: impl AsRef<Path>,
+        size: u64,
+        access: Access,
+        name: Option<&str>,
+    ) -> Result<FileMapping> {
         let path = path.as_ref();
         let name = name.map(Name::parse).transpose()?;
         let opts = self.create_options()?;
         let file = sys::open_for_mapping(path, access)?;
         let named = name.as_ref().map(|n| (&self.namespace, n, opts));
         let inner = sys::Mapping::from_file(file, Some(path), size, access, named)?;
-        Ok(FileMapping { inner: Arc::new(inner) })
+        Ok(FileMapping {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Like [`MappingOptions::map_path`], for a file that is already open. Its open mode
     /// bounds the access: a read-only `File` cannot give a read-write mapping.
-    pub fn map_file(&self, file: &File, size: u64, access: Access, name: Option<&str>) -> Result<FileMapping> {
+    pub fn map_file(
+        &self,
+        file: &File,
+        size: u64,
+        access: Access,
+        name: Option<&str>,
+    ) -> Result<FileMapping> {
         let name = name.map(Name::parse).transpose()?;
         let opts = self.create_options()?;
         let fd = sys::dup_file(file)?;
         let named = name.as_ref().map(|n| (&self.namespace, n, opts));
         let inner = sys::Mapping::from_file(fd, None, size, access, named)?;
-        Ok(FileMapping { inner: Arc::new(inner) })
+        Ok(FileMapping {
+            inner: Arc::new(inner),
+        })
     }
 }
 
@@ -296,7 +322,11 @@ impl FileMapping {
                 self.access()
             )));
         }
-        let len = if len == 0 { size.saturating_sub(offset) } else { len };
+        let len = if len == 0 {
+            size.saturating_sub(offset)
+        } else {
+            len
+        };
         if offset >= size || len == 0 || len > size - offset {
             return Err(Error::OutOfRange { offset, len, size });
         }

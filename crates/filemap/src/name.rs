@@ -177,7 +177,13 @@ fn hex_value(b: u8) -> Option<u8> {
 fn encoded_len(base: &str) -> usize {
     base.bytes()
         .enumerate()
-        .map(|(i, b)| if is_plain(b) && !(i == 0 && b == b'.') { 1 } else { 3 })
+        .map(|(i, b)| {
+            if is_plain(b) && !(i == 0 && b == b'.') {
+                1
+            } else {
+                3
+            }
+        })
         .sum()
 }
 
@@ -219,8 +225,14 @@ mod tests {
             ("", "the name is empty"),
             ("Local\\", "nothing follows the prefix"),
             ("Global\\", "nothing follows the prefix"),
-            ("Local\\a\\b", "a backslash is only allowed after Local or Global"),
-            ("Session\\1\\x", "the only prefixes are Local\\ and Global\\"),
+            (
+                "Local\\a\\b",
+                "a backslash is only allowed after Local or Global",
+            ),
+            (
+                "Session\\1\\x",
+                "the only prefixes are Local\\ and Global\\",
+            ),
             ("a\0b", "the name contains a NUL character"),
         ] {
             match Name::parse(bad) {
@@ -231,7 +243,11 @@ mod tests {
         let long = "x".repeat(256);
         assert!(matches!(
             Name::parse(&long),
-            Err(Error::NameTooLong { len: 256, max: 255, .. })
+            Err(Error::NameTooLong {
+                len: 256,
+                max: 255,
+                ..
+            })
         ));
         assert!(Name::parse(&"x".repeat(255)).is_ok());
         // 86 two-byte characters need 86 * 2 * 3 = 516 encoded bytes.
@@ -268,7 +284,11 @@ mod tests {
         assert_eq!(Name::parse("..").unwrap().file_name(), "%2E.");
         // Files that filemap would never make are not names.
         for foreign in ["%41", "a b", ".x", "%zz", "%4", "a%2f"] {
-            assert_eq!(Name::from_file_name(Scope::Local, foreign), None, "{foreign}");
+            assert_eq!(
+                Name::from_file_name(Scope::Local, foreign),
+                None,
+                "{foreign}"
+            );
         }
     }
 }

@@ -45,7 +45,12 @@ impl fmt::Debug for View {
 }
 
 impl View {
-    pub(crate) fn new(region: sys::Region, mapping: Arc<sys::Mapping>, offset: u64, access: Access) -> View {
+    pub(crate) fn new(
+        region: sys::Region,
+        mapping: Arc<sys::Mapping>,
+        offset: u64,
+        access: Access,
+    ) -> View {
         View {
             region,
             _mapping: mapping,
@@ -102,7 +107,13 @@ impl View {
         // SAFETY: the range is inside the live mapping (checked above) and cannot overlap
         // `buf`, which is ordinary Rust memory. The copy goes through raw pointers, so no
         // reference to the shared bytes is ever made.
-        unsafe { std::ptr::copy_nonoverlapping(self.region.ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.region.ptr().add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
         Ok(())
     }
 
@@ -115,7 +126,9 @@ impl View {
         self.check_writable()?;
         self.check(offset, data.len())?;
         // SAFETY: as in `read_at`; the pages are writable because the view is not read-only.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.region.ptr().add(offset), data.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.region.ptr().add(offset), data.len())
+        };
         Ok(())
     }
 

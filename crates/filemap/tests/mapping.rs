@@ -1,4 +1,6 @@
 //! Mappings and views in one process: semantics, lifetime, access and bad input.
+// The Linux backend; the Windows suite comes with the Windows backend.
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -24,13 +26,21 @@ fn create_open_and_open_or_create() {
     assert_eq!(c.size(), 100);
     assert_eq!(c.name().unwrap().to_string(), "Local\\m");
     match opts.create("Local\\m", 100) {
-        Err(e @ Error::AlreadyExists { .. }) => assert_eq!(e.to_string(), "a mapping named Local\\m already exists"),
+        Err(e @ Error::AlreadyExists { .. }) => {
+            assert_eq!(e.to_string(), "a mapping named Local\\m already exists")
+        }
         other => panic!("{other:?}"),
     }
     // The same bytes through every handle.
-    a.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(10, b"xyz").unwrap();
+    a.map_view(Access::ReadWrite, 0, 0)
+        .unwrap()
+        .write_at(10, b"xyz")
+        .unwrap();
     let mut buf = [0u8; 3];
-    c.map_view(Access::Read, 10, 3).unwrap().read_at(0, &mut buf).unwrap();
+    c.map_view(Access::Read, 10, 3)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
     assert_eq!(&buf, b"xyz");
 }
 
@@ -48,9 +58,22 @@ fn local_and_global_are_different_namespaces() {
 fn names_are_case_sensitive_and_keep_any_character() {
     let root = TestRoot::new("names");
     let opts = root.opts();
-    let names = ["Local\\Case", "Local\\case", "Local\\a/b", "Local\\..", "Local\\ünï cødé", "Global\\x%41"];
+    let names = [
+        "Local\\Case",
+        "Local\\case",
+        "Local\\a/b",
+        "Local\\..",
+        "Local\\ünï cødé",
+        "Global\\x%41",
+    ];
     let handles: Vec<_> = names.iter().map(|n| opts.create(n, 8).unwrap()).collect();
-    let mut listed: Vec<String> = root.ns().list().unwrap().into_iter().map(|i| i.name.to_string()).collect();
+    let mut listed: Vec<String> = root
+        .ns()
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name.to_string())
+        .collect();
     listed.sort();
     let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     expected.sort();
@@ -69,18 +92,28 @@ fn lifetime_follows_the_last_handle_or_view() {
     // The view keeps the mapping alive.
     let again = opts.open("Local\\life", Access::Read).unwrap();
     let mut buf = [0u8; 4];
-    again.map_view(Access::Read, 0, 4).unwrap().read_at(0, &mut buf).unwrap();
+    again
+        .map_view(Access::Read, 0, 4)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
     assert_eq!(&buf, b"kept");
     drop(again);
     drop(v);
     match opts.open("Local\\life", Access::Read) {
-        Err(e @ Error::NotFound { .. }) => assert_eq!(e.to_string(), "no mapping named Local\\life"),
+        Err(e @ Error::NotFound { .. }) => {
+            assert_eq!(e.to_string(), "no mapping named Local\\life")
+        }
         other => panic!("{other:?}"),
     }
     assert!(root.local_files().is_empty(), "{:?}", root.local_files());
     // A new create starts from zero.
     let fresh = opts.create("Local\\life", 4096).unwrap();
-    fresh.map_view(Access::Read, 0, 4).unwrap().read_at(0, &mut buf).unwrap();
+    fresh
+        .map_view(Access::Read, 0, 4)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
     assert_eq!(buf, [0; 4]);
 }
 
@@ -90,17 +123,32 @@ fn persistent_objects_outlive_their_holders_until_removed() {
     let mut opts = root.opts();
     opts.persistent(true);
     let m = opts.create("Local\\p", 64).unwrap();
-    m.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(0, b"stay").unwrap();
+    m.map_view(Access::ReadWrite, 0, 0)
+        .unwrap()
+        .write_at(0, b"stay")
+        .unwrap();
     drop(m);
     let m = root.opts().open("Local\\p", Access::Read).unwrap();
     let mut buf = [0u8; 4];
-    m.map_view(Access::Read, 0, 4).unwrap().read_at(0, &mut buf).unwrap();
+    m.map_view(Access::Read, 0, 4)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
     assert_eq!(&buf, b"stay");
-    assert!(root.ns().gc().unwrap().is_empty(), "gc leaves persistent objects alone");
+    assert!(
+        root.ns().gc().unwrap().is_empty(),
+        "gc leaves persistent objects alone"
+    );
     drop(m);
     root.ns().remove("Local\\p").unwrap();
-    assert!(matches!(root.opts().open("Local\\p", Access::Read), Err(Error::NotFound { .. })));
-    assert!(matches!(root.ns().remove("Local\\p"), Err(Error::NotFound { kind: None, .. })));
+    assert!(matches!(
+        root.opts().open("Local\\p", Access::Read),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        root.ns().remove("Local\\p"),
+        Err(Error::NotFound { kind: None, .. })
+    ));
 }
 
 #[test]
@@ -112,12 +160,20 @@ fn removing_a_live_name_lets_holders_keep_their_object() {
     oldv.write_at(0, b"old").unwrap();
     root.ns().remove("Local\\r").unwrap();
     let new = opts.create("Local\\r", 16).unwrap();
-    new.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(0, b"new").unwrap();
+    new.map_view(Access::ReadWrite, 0, 0)
+        .unwrap()
+        .write_at(0, b"new")
+        .unwrap();
     // The old holder closing must not unlink the new object.
     drop(oldv);
     drop(old);
     let mut buf = [0u8; 3];
-    opts.open("Local\\r", Access::Read).unwrap().map_view(Access::Read, 0, 3).unwrap().read_at(0, &mut buf).unwrap();
+    opts.open("Local\\r", Access::Read)
+        .unwrap()
+        .map_view(Access::Read, 0, 3)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
     assert_eq!(&buf, b"new");
     drop(new);
 }
@@ -142,7 +198,10 @@ fn views_at_any_offset() {
     let tail = m.map_view(Access::Read, 5000, 0).unwrap();
     assert_eq!(tail.len(), 3 * 4096 + 17 - 5000);
     // A write through an unaligned view lands where it should.
-    m.map_view(Access::ReadWrite, 4099, 2).unwrap().write_at(0, b"ab").unwrap();
+    m.map_view(Access::ReadWrite, 4099, 2)
+        .unwrap()
+        .write_at(0, b"ab")
+        .unwrap();
     let mut two = [0u8; 2];
     whole.read_at(4099, &mut two).unwrap();
     assert_eq!(&two, b"ab");
@@ -153,18 +212,34 @@ fn view_access_is_bounded_by_the_handle() {
     let root = TestRoot::new("access");
     let opts = root.opts();
     let owner = opts.create("Local\\a", 4096).unwrap();
-    owner.map_view(Access::ReadWrite, 0, 0).unwrap().write_at(0, b"base").unwrap();
+    owner
+        .map_view(Access::ReadWrite, 0, 0)
+        .unwrap()
+        .write_at(0, b"base")
+        .unwrap();
     let ro = opts.open("Local\\a", Access::Read).unwrap();
     match ro.map_view(Access::ReadWrite, 0, 0) {
         Err(e @ Error::PermissionDenied { .. }) => {
-            assert_eq!(e.to_string(), "permission denied: a read-write view of a mapping opened read-only")
+            assert_eq!(
+                e.to_string(),
+                "permission denied: a read-write view of a mapping opened read-only"
+            )
         }
         other => panic!("{other:?}"),
     }
     let rov = ro.map_view(Access::Read, 0, 0).unwrap();
-    assert!(matches!(rov.write_at(0, b"x"), Err(Error::PermissionDenied { .. })));
-    assert!(matches!(rov.as_mut_ptr(), Err(Error::PermissionDenied { .. })));
-    assert!(matches!(rov.atomic_u32(0), Err(Error::PermissionDenied { .. })));
+    assert!(matches!(
+        rov.write_at(0, b"x"),
+        Err(Error::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        rov.as_mut_ptr(),
+        Err(Error::PermissionDenied { .. })
+    ));
+    assert!(matches!(
+        rov.atomic_u32(0),
+        Err(Error::PermissionDenied { .. })
+    ));
     assert_eq!(rov.load_u32(0).unwrap(), u32::from_le_bytes(*b"base"));
     // Copy-on-write is allowed on a read-only handle, and stays private.
     let cow = ro.map_view(Access::CopyOnWrite, 0, 0).unwrap();
@@ -175,7 +250,10 @@ fn view_access_is_bounded_by_the_handle() {
     rov.read_at(0, &mut buf).unwrap();
     assert_eq!(&buf, b"base");
     let cow_handle = opts.open("Local\\a", Access::CopyOnWrite).unwrap();
-    assert!(matches!(cow_handle.map_view(Access::ReadWrite, 0, 0), Err(Error::PermissionDenied { .. })));
+    assert!(matches!(
+        cow_handle.map_view(Access::ReadWrite, 0, 0),
+        Err(Error::PermissionDenied { .. })
+    ));
 }
 
 #[test]
@@ -184,10 +262,19 @@ fn atomics_need_alignment_and_are_shared() {
     let m = root.opts().create("Local\\at", 64).unwrap();
     let v1 = m.map_view(Access::ReadWrite, 0, 0).unwrap();
     let v2 = m.map_view(Access::ReadWrite, 8, 8).unwrap();
-    v1.atomic_u64(8).unwrap().fetch_add(5, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(v2.atomic_u64(0).unwrap().load(std::sync::atomic::Ordering::SeqCst), 5);
+    v1.atomic_u64(8)
+        .unwrap()
+        .fetch_add(5, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        v2.atomic_u64(0)
+            .unwrap()
+            .load(std::sync::atomic::Ordering::SeqCst),
+        5
+    );
     match v1.atomic_u32(2) {
-        Err(e @ Error::Unaligned { .. }) => assert_eq!(e.to_string(), "offset 2 is not a multiple of 4"),
+        Err(e @ Error::Unaligned { .. }) => {
+            assert_eq!(e.to_string(), "offset 2 is not a multiple of 4")
+        }
         other => panic!("{other:?}"),
     }
     assert!(matches!(v1.atomic_u64(60), Err(Error::OutOfRange { .. })));
@@ -208,12 +295,24 @@ fn out_of_range_views_and_accesses() {
         }
     }
     let e = m.map_view(Access::Read, 0, 101).unwrap_err();
-    assert_eq!(e.to_string(), "range of 101 bytes at offset 0 does not fit in 100 bytes");
+    assert_eq!(
+        e.to_string(),
+        "range of 101 bytes at offset 0 does not fit in 100 bytes"
+    );
     let v = m.map_view(Access::ReadWrite, 10, 20).unwrap();
     let mut big = [0u8; 21];
-    assert!(matches!(v.read_at(0, &mut big), Err(Error::OutOfRange { .. })));
-    assert!(matches!(v.write_at(usize::MAX, b"x"), Err(Error::OutOfRange { .. })));
-    assert!(matches!(v.flush_range(19, 2), Err(Error::OutOfRange { .. })));
+    assert!(matches!(
+        v.read_at(0, &mut big),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        v.write_at(usize::MAX, b"x"),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        v.flush_range(19, 2),
+        Err(Error::OutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -222,20 +321,56 @@ fn bad_input_gets_typed_errors_and_leaves_nothing() {
     let opts = root.opts();
     let cases: Vec<(filemap::Result<filemap::FileMapping>, &str)> = vec![
         (opts.create("", 1), "invalid name '': the name is empty"),
-        (opts.create("Local\\", 1), "invalid name 'Local\\': nothing follows the prefix"),
-        (opts.create("Session\\1\\x", 1), "invalid name 'Session\\1\\x': the only prefixes are Local\\ and Global\\"),
-        (opts.create("Local\\a\\b", 1), "invalid name 'Local\\a\\b': a backslash is only allowed after Local or Global"),
-        (opts.create("a\0b", 1), "invalid name 'a\\u{0}b': the name contains a NUL character"),
+        (
+            opts.create("Local\\", 1),
+            "invalid name 'Local\\': nothing follows the prefix",
+        ),
+        (
+            opts.create("Session\\1\\x", 1),
+            "invalid name 'Session\\1\\x': the only prefixes are Local\\ and Global\\",
+        ),
+        (
+            opts.create("Local\\a\\b", 1),
+            "invalid name 'Local\\a\\b': a backslash is only allowed after Local or Global",
+        ),
+        (
+            opts.create("a\0b", 1),
+            "invalid name 'a\\u{0}b': the name contains a NUL character",
+        ),
         (
             opts.create(&"n".repeat(256), 1),
-            &*Box::leak(format!("name '{}' is too long: 256 bytes once encoded, the limit is 255", "n".repeat(256)).into_boxed_str()),
+            &*Box::leak(
+                format!(
+                    "name '{}' is too long: 256 bytes once encoded, the limit is 255",
+                    "n".repeat(256)
+                )
+                .into_boxed_str(),
+            ),
         ),
-        (opts.create("zero", 0), "invalid size: a mapping's size must be greater than 0"),
-        (opts.open_or_create("zero", 0), "invalid size: a mapping's size must be greater than 0"),
-        (opts.open("missing", Access::Read), "no mapping named Local\\missing"),
-        (opts.clone().mode(0o755).create("m", 1), "invalid argument: mode 755: only read and write bits (666) are allowed"),
-        (opts.clone().mode(0o066).create("m", 1), "invalid argument: mode 66: the owner must keep read and write access (600)"),
-        (opts.create("huge", u64::MAX), "invalid size: 18446744073709551615 bytes is too large"),
+        (
+            opts.create("zero", 0),
+            "invalid size: a mapping's size must be greater than 0",
+        ),
+        (
+            opts.open_or_create("zero", 0),
+            "invalid size: a mapping's size must be greater than 0",
+        ),
+        (
+            opts.open("missing", Access::Read),
+            "no mapping named Local\\missing",
+        ),
+        (
+            opts.clone().mode(0o755).create("m", 1),
+            "invalid argument: mode 755: only read and write bits (666) are allowed",
+        ),
+        (
+            opts.clone().mode(0o066).create("m", 1),
+            "invalid argument: mode 66: the owner must keep read and write access (600)",
+        ),
+        (
+            opts.create("huge", u64::MAX),
+            "invalid size: 18446744073709551615 bytes is too large",
+        ),
     ];
     for (result, message) in cases {
         match result {
@@ -253,7 +388,10 @@ fn a_full_tmpfs_is_an_error_at_create_not_a_sigbus_later() {
     let size = 1u64 << 44;
     match root.opts().create("Local\\big", size) {
         Err(e @ Error::NoSpace { .. }) => {
-            assert_eq!(e.to_string(), format!("not enough space to reserve {size} bytes for Local\\big"))
+            assert_eq!(
+                e.to_string(),
+                format!("not enough space to reserve {size} bytes for Local\\big")
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -276,8 +414,16 @@ fn file_backed_mappings_flush_to_the_file() {
     // A larger size grows the file.
     let grown = filemap::FileMapping::from_path(&path, 8192, Access::ReadWrite).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
-    grown.map_view(Access::ReadWrite, 8190, 2).unwrap().write_at(0, b"!!").unwrap();
-    grown.map_view(Access::ReadWrite, 8190, 2).unwrap().flush_range(0, 2).unwrap();
+    grown
+        .map_view(Access::ReadWrite, 8190, 2)
+        .unwrap()
+        .write_at(0, b"!!")
+        .unwrap();
+    grown
+        .map_view(Access::ReadWrite, 8190, 2)
+        .unwrap()
+        .flush_range(0, 2)
+        .unwrap();
     assert_eq!(&std::fs::read(&path).unwrap()[8190..], b"!!");
     // Copy-on-write views never reach the file.
     let cow = filemap::FileMapping::from_path(&path, 0, Access::CopyOnWrite).unwrap();
@@ -302,13 +448,19 @@ fn file_backed_access_errors() {
         other => panic!("{other:?}"),
     }
     // Growing needs write access.
-    assert!(matches!(filemap::FileMapping::from_file(&ro_file, 100, Access::Read), Err(Error::PermissionDenied { .. })));
+    assert!(matches!(
+        filemap::FileMapping::from_file(&ro_file, 100, Access::Read),
+        Err(Error::PermissionDenied { .. })
+    ));
     let m = filemap::FileMapping::from_file(&ro_file, 0, Access::Read).unwrap();
     assert_eq!(m.size(), 3);
     let empty = root.path.with_extension("empty");
     std::fs::write(&empty, b"").unwrap();
     let guard2 = RemoveFile(empty.clone());
-    assert!(matches!(filemap::FileMapping::from_path(&empty, 0, Access::Read), Err(Error::InvalidSize { .. })));
+    assert!(matches!(
+        filemap::FileMapping::from_path(&empty, 0, Access::Read),
+        Err(Error::InvalidSize { .. })
+    ));
     assert!(matches!(
         filemap::FileMapping::from_path(root.path.with_extension("nope"), 0, Access::Read),
         Err(Error::InvalidArgument { .. })
@@ -325,20 +477,29 @@ fn named_file_backed_mapping_opens_by_name() {
     drop(f);
     let guard = RemoveFile(path.clone());
     let opts = root.opts();
-    let m = opts.map_path(&path, 0, Access::ReadWrite, Some("Local\\onfile")).unwrap();
+    let m = opts
+        .map_path(&path, 0, Access::ReadWrite, Some("Local\\onfile"))
+        .unwrap();
     assert!(!m.already_existed());
     assert_eq!(m.os_path().unwrap(), std::fs::canonicalize(&path).unwrap());
     let other = opts.open("Local\\onfile", Access::Read).unwrap();
     assert_eq!(other.size(), 100);
     let mut b = [0u8; 1];
-    other.map_view(Access::Read, 99, 1).unwrap().read_at(0, &mut b).unwrap();
+    other
+        .map_view(Access::Read, 99, 1)
+        .unwrap()
+        .read_at(0, &mut b)
+        .unwrap();
     assert_eq!(b[0], 7);
     let info = root.ns().info("Local\\onfile").unwrap();
     assert!(info.file_backed);
     assert_eq!(info.kind, Some(Kind::Mapping));
     drop((m, other));
     // The mapping object is gone; the file stays.
-    assert!(matches!(opts.open("Local\\onfile", Access::Read), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        opts.open("Local\\onfile", Access::Read),
+        Err(Error::NotFound { .. })
+    ));
     assert_eq!(std::fs::read(&path).unwrap().len(), 100);
     drop(guard);
 }
@@ -348,7 +509,9 @@ fn namespace_directories_and_files_are_checked() {
     let root = TestRoot::new("secure");
     let opts = root.opts();
     drop(opts.create("Local\\x", 8).unwrap());
-    let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap();
     let local = root.path.join(format!("local-{uid}"));
     // A symlink where an object should be is refused, not followed.
     std::os::unix::fs::symlink("/etc/passwd", local.join("link")).unwrap();
@@ -357,11 +520,21 @@ fn namespace_directories_and_files_are_checked() {
         other => panic!("{other:?}"),
     }
     // A FIFO is refused without blocking.
-    assert!(std::process::Command::new("mkfifo").arg(local.join("fifo")).status().unwrap().success());
-    assert!(matches!(opts.open("Local\\fifo", Access::Read), Err(Error::Insecure { .. })));
+    assert!(std::process::Command::new("mkfifo")
+        .arg(local.join("fifo"))
+        .status()
+        .unwrap()
+        .success());
+    assert!(matches!(
+        opts.open("Local\\fifo", Access::Read),
+        Err(Error::Insecure { .. })
+    ));
     // A file that filemap did not make is not an object.
     std::fs::write(local.join("foreign"), b"hello").unwrap();
-    assert!(matches!(opts.open("Local\\foreign", Access::Read), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        opts.open("Local\\foreign", Access::Read),
+        Err(Error::Corrupt { .. })
+    ));
     // A Local namespace directory that others can enter is refused, never used.
     let fresh = TestRoot::new("secure2");
     std::fs::create_dir(&fresh.path).unwrap();
@@ -372,7 +545,10 @@ fn namespace_directories_and_files_are_checked() {
     match fresh.opts().create("Local\\y", 8) {
         Err(e @ Error::Insecure { .. }) => assert_eq!(
             e.to_string(),
-            format!("refusing to use {}: its mode is 755; a Local namespace must be 700", planted.display())
+            format!(
+                "refusing to use {}: its mode is 755; a Local namespace must be 700",
+                planted.display()
+            )
         ),
         other => panic!("{other:?}"),
     }
@@ -381,7 +557,10 @@ fn namespace_directories_and_files_are_checked() {
     let open_root = TestRoot::new("secure3");
     std::fs::create_dir(&open_root.path).unwrap();
     std::fs::set_permissions(&open_root.path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    assert!(matches!(open_root.opts().create("Local\\z", 8), Err(Error::Insecure { .. })));
+    assert!(matches!(
+        open_root.opts().create("Local\\z", 8),
+        Err(Error::Insecure { .. })
+    ));
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Behaviour across real processes: racing creators, SIGKILL of every holder, sharing and
 //! copy-on-write privacy. Children are this test binary, re-run in a role (see `child`).
+// The Linux backend; the Windows suite comes with the Windows backend.
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -22,7 +24,12 @@ fn opts() -> MappingOptions {
 
 fn wait_for_stdin_eof() {
     let mut line = String::new();
-    while std::io::stdin().lock().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
         line.clear();
     }
 }
@@ -45,7 +52,11 @@ fn child() {
             let m = opts().open_or_create(name, 4096).unwrap();
             let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
             v.atomic_u32(0).unwrap().fetch_add(1, Ordering::SeqCst);
-            out(if m.already_existed() { "opened".into() } else { "created".into() });
+            out(if m.already_existed() {
+                "opened".into()
+            } else {
+                "created".into()
+            });
             wait_for_stdin_eof();
         }
         // Hold a handle and a view until killed.
@@ -67,7 +78,11 @@ fn child() {
             let (mut a, mut b) = ([0u8; 13], [0u8; 13]);
             cow.read_at(0, &mut a).unwrap();
             shared.read_at(0, &mut b).unwrap();
-            out(format!("{}|{}", String::from_utf8_lossy(&a), String::from_utf8_lossy(&b)));
+            out(format!(
+                "{}|{}",
+                String::from_utf8_lossy(&a),
+                String::from_utf8_lossy(&b)
+            ));
             wait_for_stdin_eof();
         }
         // Open a named file-backed mapping by name and write into it.
@@ -88,40 +103,69 @@ fn eight_racing_creators_make_one_object() {
     let root = TestRoot::new("race");
     for round in 0..5 {
         let name = format!("Local\\race-{round}");
-        let mut kids: Vec<Reap> = (0..8).map(|_| Reap(spawn_role("child", "race", &root.path, &[&name]))).collect();
+        let mut kids: Vec<Reap> = (0..8)
+            .map(|_| Reap(spawn_role("child", "race", &root.path, &[&name])))
+            .collect();
         // Release them together.
         for k in &mut kids {
             k.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
         }
-        let reports: Vec<String> = kids.iter_mut().map(|k| read_line_within(&mut k.0, LINE_TIMEOUT)).collect();
-        assert_eq!(reports.iter().filter(|r| *r == "created").count(), 1, "round {round}: {reports:?}");
-        assert_eq!(reports.iter().filter(|r| *r == "opened").count(), 7, "round {round}: {reports:?}");
+        let reports: Vec<String> = kids
+            .iter_mut()
+            .map(|k| read_line_within(&mut k.0, LINE_TIMEOUT))
+            .collect();
+        assert_eq!(
+            reports.iter().filter(|r| *r == "created").count(),
+            1,
+            "round {round}: {reports:?}"
+        );
+        assert_eq!(
+            reports.iter().filter(|r| *r == "opened").count(),
+            7,
+            "round {round}: {reports:?}"
+        );
         // All eight counted themselves into the one object that the name points to.
         let m = root.opts().open(&name, Access::Read).unwrap();
-        assert_eq!(m.map_view(Access::Read, 0, 4).unwrap().load_u32(0).unwrap(), 8, "round {round}");
+        assert_eq!(
+            m.map_view(Access::Read, 0, 4).unwrap().load_u32(0).unwrap(),
+            8,
+            "round {round}"
+        );
         assert_eq!(root.ns().info(&name).unwrap().holders.len(), 9);
         drop(m);
         for mut k in kids {
             drop(k.0.stdin.take());
             assert!(k.0.wait().unwrap().success());
         }
-        assert!(matches!(root.opts().open(&name, Access::Read), Err(Error::NotFound { .. })));
+        assert!(matches!(
+            root.opts().open(&name, Access::Read),
+            Err(Error::NotFound { .. })
+        ));
     }
     assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
 fn sigkill(kid: &mut Reap) {
     let pid = kid.0.id().to_string();
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = kid.0.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
 }
 
 #[test]
 fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
     let root = TestRoot::new("kill");
     let name = "Local\\killed";
-    let mut kids: Vec<Reap> = (0..3).map(|_| Reap(spawn_role("child", "hold", &root.path, &[name]))).collect();
+    let mut kids: Vec<Reap> = (0..3)
+        .map(|_| Reap(spawn_role("child", "hold", &root.path, &[name])))
+        .collect();
     for k in &mut kids {
         assert_eq!(read_line_within(&mut k.0, LINE_TIMEOUT), "ready");
     }
@@ -135,7 +179,9 @@ fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
     }
     // Not usable: the next open says NotFound, and reclaims the storage on the way.
     match root.opts().open(name, Access::Read) {
-        Err(e @ Error::NotFound { .. }) => assert_eq!(e.to_string(), "no mapping named Local\\killed"),
+        Err(e @ Error::NotFound { .. }) => {
+            assert_eq!(e.to_string(), "no mapping named Local\\killed")
+        }
         other => panic!("{other:?}"),
     }
     assert!(root.local_files().is_empty(), "{:?}", root.local_files());
@@ -143,7 +189,10 @@ fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
     // The next create starts a fresh, zeroed object.
     let m = root.opts().create(name, 4096).unwrap();
     let mut buf = [0xffu8; 8];
-    m.map_view(Access::Read, 100, 8).unwrap().read_at(0, &mut buf).unwrap();
+    m.map_view(Access::Read, 100, 8)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
     assert_eq!(buf, [0; 8]);
 }
 
@@ -151,7 +200,10 @@ fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
 fn gc_collects_what_killed_processes_left() {
     let root = TestRoot::new("killgc");
     let names = ["Local\\k1", "Global\\k2"];
-    let mut kids: Vec<Reap> = names.iter().map(|n| Reap(spawn_role("child", "hold", &root.path, &[n]))).collect();
+    let mut kids: Vec<Reap> = names
+        .iter()
+        .map(|n| Reap(spawn_role("child", "hold", &root.path, &[n])))
+        .collect();
     for k in &mut kids {
         assert_eq!(read_line_within(&mut k.0, LINE_TIMEOUT), "ready");
         sigkill(k);
@@ -159,9 +211,17 @@ fn gc_collects_what_killed_processes_left() {
     // Stale entries are visible as such until collected...
     let listed = root.ns().list().unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|i| i.live == Some(false) && i.holders.is_empty()));
+    assert!(listed
+        .iter()
+        .all(|i| i.live == Some(false) && i.holders.is_empty()));
     // ...and gc removes every one of them.
-    let mut removed: Vec<String> = root.ns().gc().unwrap().iter().map(|n| n.to_string()).collect();
+    let mut removed: Vec<String> = root
+        .ns()
+        .gc()
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     removed.sort();
     assert_eq!(removed, ["Global\\k2", "Local\\k1"]);
     assert!(root.ns().list().unwrap().is_empty());
@@ -175,7 +235,10 @@ fn copy_on_write_stays_private_across_processes() {
     let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
     v.write_at(0, b"shared-bytes!").unwrap();
     let mut kid = Reap(spawn_role("child", "cow", &root.path, &[name]));
-    assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "child-private|shared-bytes!");
+    assert_eq!(
+        read_line_within(&mut kid.0, LINE_TIMEOUT),
+        "child-private|shared-bytes!"
+    );
     let mut buf = [0u8; 13];
     v.read_at(0, &mut buf).unwrap();
     assert_eq!(&buf, b"shared-bytes!");
@@ -190,13 +253,19 @@ fn named_file_mapping_is_opened_by_name_from_another_process() {
     std::fs::write(&path, b"0123456789abcdef").unwrap();
     let _cleanup = common::RemoveFile(path.clone());
     let name = "Local\\on-a-file";
-    let m = root.opts().map_path(&path, 0, Access::ReadWrite, Some(name)).unwrap();
+    let m = root
+        .opts()
+        .map_path(&path, 0, Access::ReadWrite, Some(name))
+        .unwrap();
     let mut kid = Reap(spawn_role("child", "file", &root.path, &[name]));
     assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "size 16");
     assert!(kid.0.wait().unwrap().success());
     assert_eq!(std::fs::read(&path).unwrap(), b"01234CHILDabcdef");
     let mut buf = [0u8; 5];
-    m.map_view(Access::Read, 5, 5).unwrap().read_at(0, &mut buf).unwrap();
+    m.map_view(Access::Read, 5, 5)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
     assert_eq!(&buf, b"CHILD");
     drop(m);
 }

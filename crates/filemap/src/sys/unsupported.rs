@@ -28,6 +28,7 @@ pub(crate) struct Mapping(Never);
 pub(crate) struct Region(Never);
 
 #[derive(Debug, Clone, Copy)]
+#[allow(dead_code)]
 pub(crate) struct CreateOptions {
     pub(crate) mode: u32,
     pub(crate) persistent: bool,
@@ -40,7 +41,13 @@ pub(crate) enum Disposition {
 }
 
 impl Mapping {
-    pub(crate) fn create(_: &Namespace, _: &Name, _: u64, _: CreateOptions, _: Disposition) -> Result<Mapping> {
+    pub(crate) fn create(
+        _: &Namespace,
+        _: &Name,
+        _: u64,
+        _: CreateOptions,
+        _: Disposition,
+    ) -> Result<Mapping> {
         unsupported()
     }
     pub(crate) fn open(_: &Namespace, _: &Name, _: Access) -> Result<Mapping> {

@@ -19,7 +19,10 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TestRoot {
     pub fn new(tag: &str) -> TestRoot {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(format!("/dev/shm/filemap-test-{tag}-{}-{n}", std::process::id()));
+        let path = PathBuf::from(format!(
+            "/dev/shm/filemap-test-{tag}-{}-{n}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&path);
         TestRoot { path }
     }
@@ -36,10 +39,16 @@ impl TestRoot {
 
     /// The object files in the caller's Local\ namespace.
     pub fn local_files(&self) -> Vec<String> {
-        let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
+        let uid = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap_or(0);
         let dir = self.path.join(format!("local-{uid}"));
         let mut v: Vec<String> = std::fs::read_dir(dir)
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -102,7 +111,9 @@ fn read_raw_line(child: &mut Child, timeout: Duration) -> Option<String> {
     let mut byte = [0u8; 1];
     // The watchdog: the child prints promptly or the test fails rather than hangs.
     let guard = Watchdog::new(timeout, move || {
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     });
     let mut eof = false;
     loop {
@@ -116,7 +127,10 @@ fn read_raw_line(child: &mut Child, timeout: Duration) -> Option<String> {
         }
     }
     drop(guard);
-    assert!(Instant::now() <= deadline + Duration::from_millis(100), "child {pid} too slow");
+    assert!(
+        Instant::now() <= deadline + Duration::from_millis(100),
+        "child {pid} too slow"
+    );
     if eof && line.is_empty() {
         return None;
     }

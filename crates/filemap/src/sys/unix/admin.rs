@@ -23,13 +23,16 @@ fn dirs(root: &Path) -> Result<Vec<Arc<NsDir>>> {
 /// The names in one namespace directory, in order.
 fn names_in(dir: &NsDir) -> Result<Vec<(Name, String)>> {
     let mut names = Vec::new();
-    let entries = Dir::read_from(dir.fd()).map_err(|e| Error::io(format!("listing {}", dir.path().display()), e))?;
+    let entries = Dir::read_from(dir.fd())
+        .map_err(|e| Error::io(format!("listing {}", dir.path().display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.path().display()), e))?;
         if entry.file_type() == FileType::Directory {
             continue;
         }
-        let Ok(file_name) = entry.file_name().to_str() else { continue };
+        let Ok(file_name) = entry.file_name().to_str() else {
+            continue;
+        };
         if let Some(name) = Name::from_file_name(dir.scope(), file_name) {
             names.push((name, file_name.to_owned()));
         }

@@ -98,14 +98,24 @@ impl NsDir {
                 make_dir_at(&root_fd, &name, &path, mode)?
             }
         };
-        let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
+        let st =
+            fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
         match scope {
             Scope::Local => {
                 if st.st_uid != uid {
-                    return Err(insecure(&path, format!("it is owned by uid {}, not by you (uid {uid})", st.st_uid)));
+                    return Err(insecure(
+                        &path,
+                        format!("it is owned by uid {}, not by you (uid {uid})", st.st_uid),
+                    ));
                 }
                 if st.st_mode & 0o077 != 0 {
-                    return Err(insecure(&path, format!("its mode is {:o}; a Local namespace must be 700", st.st_mode & 0o7777)));
+                    return Err(insecure(
+                        &path,
+                        format!(
+                            "its mode is {:o}; a Local namespace must be 700",
+                            st.st_mode & 0o7777
+                        ),
+                    ));
                 }
             }
             Scope::Global => check_shared_dir(&path, &st, uid, false)?,
@@ -166,7 +176,10 @@ fn insecure(path: &Path, reason: String) -> Error {
 pub(crate) fn open_root(root: &Path, create: bool) -> Result<Option<OwnedFd>> {
     if !root.is_absolute() {
         return Err(Error::InvalidArgument {
-            what: format!("the namespace root {} is not an absolute path", root.display()),
+            what: format!(
+                "the namespace root {} is not an absolute path",
+                root.display()
+            ),
         });
     }
     let uid = geteuid().as_raw();
@@ -192,37 +205,54 @@ fn check_shared_dir(path: &Path, st: &fs::Stat, uid: u32, is_root: bool) -> Resu
     // Another user who owns the root can only rename our `local-<uid>` away, which we then
     // notice; the owner of `global/` could delete other users' objects, so it must be root
     // or you.
-    if !trusted_owner && !(is_root && sticky) {
+    if !(trusted_owner || is_root && sticky) {
         return Err(insecure(path, format!("it is owned by uid {}, which is neither root nor you; root can create it with `filemap init`", st.st_uid)));
     }
     Ok(())
 }
 
-fn open_dir_at<P: rustix::path::Arg>(at: &impl AsFd, name: P, path: &Path) -> Result<Option<OwnedFd>> {
+fn open_dir_at<P: rustix::path::Arg>(
+    at: &impl AsFd,
+    name: P,
+    path: &Path,
+) -> Result<Option<OwnedFd>> {
     match fs::openat(at, name, DIR_FLAGS, Mode::empty()) {
         Ok(fd) => Ok(Some(fd)),
         Err(Errno::NOENT) => Ok(None),
-        Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(insecure(path, "it is not a directory (or it is a symlink)".into())),
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(insecure(
+            path,
+            "it is not a directory (or it is a symlink)".into(),
+        )),
         Err(Errno::ACCESS) => Err(Error::denied(format!("cannot open {}", path.display()))),
         Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
     }
 }
 
 /// `mkdir` that tolerates losing a race, then sets the exact mode on a directory we made.
-fn make_dir_at<P: rustix::path::Arg + Copy>(at: &impl AsFd, name: P, path: &Path, mode: u32) -> Result<OwnedFd> {
+fn make_dir_at<P: rustix::path::Arg + Copy>(
+    at: &impl AsFd,
+    name: P,
+    path: &Path,
+    mode: u32,
+) -> Result<OwnedFd> {
     let made = match fs::mkdirat(at, name, Mode::from_raw_mode(mode & 0o777)) {
         Ok(()) => true,
         Err(Errno::EXIST) => false,
-        Err(Errno::ACCESS) => return Err(Error::denied(format!("cannot create {}", path.display()))),
+        Err(Errno::ACCESS) => {
+            return Err(Error::denied(format!("cannot create {}", path.display())))
+        }
         Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
     };
     let fd = open_dir_at(at, name, path)?
         .ok_or_else(|| Error::io(format!("opening {}", path.display()), Errno::NOENT))?;
     if made {
-        let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
+        let st =
+            fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
         // The umask may have cleared bits; a directory that someone swapped in between
         // mkdir and open is not ours and is left alone (the checks reject it if need be).
-        if st.st_uid == geteuid().as_raw() && FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        if st.st_uid == geteuid().as_raw()
+            && FileType::from_raw_mode(st.st_mode) == FileType::Directory
+        {
             fs::fchmod(&fd, Mode::from_raw_mode(mode))
                 .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
         }

@@ -49,11 +49,22 @@ impl CreateOptions {
 
 fn ns_dir(ns: &Namespace, name: &Name) -> Result<std::sync::Arc<NsDir>> {
     let root = ns.root();
-    NsDir::get(&root, name.scope(), true)?.ok_or_else(|| Error::io(format!("opening the namespace under {}", root.display()), Errno::NOENT))
+    NsDir::get(&root, name.scope(), true)?.ok_or_else(|| {
+        Error::io(
+            format!("opening the namespace under {}", root.display()),
+            Errno::NOENT,
+        )
+    })
 }
 
 impl Mapping {
-    pub(crate) fn create(ns: &Namespace, name: &Name, size: u64, opts: CreateOptions, disposition: Disposition) -> Result<Mapping> {
+    pub(crate) fn create(
+        ns: &Namespace,
+        name: &Name,
+        size: u64,
+        opts: CreateOptions,
+        disposition: Disposition,
+    ) -> Result<Mapping> {
         let dir = ns_dir(ns, name)?;
         let new = NewObject {
             kind: Kind::Mapping,
@@ -111,13 +122,20 @@ impl Mapping {
             Some(p) => p.display().to_string(),
             None => "the file".to_owned(),
         };
-        let fl = fs::fcntl_getfl(&file).map_err(|e| Error::io(format!("checking {}", what()), e))?;
+        let fl =
+            fs::fcntl_getfl(&file).map_err(|e| Error::io(format!("checking {}", what()), e))?;
         let mode = fl & OFlags::RWMODE;
         if mode == OFlags::WRONLY {
-            return Err(Error::denied(format!("{} is open write-only; a mapping needs read access", what())));
+            return Err(Error::denied(format!(
+                "{} is open write-only; a mapping needs read access",
+                what()
+            )));
         }
         if access == Access::ReadWrite && mode != OFlags::RDWR {
-            return Err(Error::denied(format!("{} is not open for writing, so it cannot be mapped read-write", what())));
+            return Err(Error::denied(format!(
+                "{} is not open for writing, so it cannot be mapped read-write",
+                what()
+            )));
         }
         let st = fs::fstat(&file).map_err(|e| Error::io(format!("checking {}", what()), e))?;
         if fs::FileType::from_raw_mode(st.st_mode) != fs::FileType::RegularFile {
@@ -144,9 +162,12 @@ impl Mapping {
                 e => Error::io(format!("growing {} to {size} bytes", what()), e),
             })?;
         }
-        let real_path = fs::readlink(format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&file)), Vec::new())
-            .ok()
-            .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p.as_bytes())));
+        let real_path = fs::readlink(
+            format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&file)),
+            Vec::new(),
+        )
+        .ok()
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p.as_bytes())));
         let Some((ns, name, opts)) = name else {
             return Ok(Mapping {
                 entry: None,
@@ -178,7 +199,8 @@ impl Mapping {
             init: &record,
             mode: opts.mode,
         };
-        let (entry, created) = Entry::create(ns_dir(ns, name)?, name, &new, Disposition::OpenOrCreate)?;
+        let (entry, created) =
+            Entry::create(ns_dir(ns, name)?, name, &new, Disposition::OpenOrCreate)?;
         if !created {
             // Windows returns the existing object and ignores the new file; so do we.
             if !entry.record().file_backed() {
@@ -212,7 +234,8 @@ impl Mapping {
         };
         let data_len = entry.record().data_len as usize;
         let mut buf = vec![0u8; data_len];
-        let n = rio::pread(entry.fd(), &mut buf, 0).map_err(|e| Error::io(format!("reading {name}"), e))?;
+        let n = rio::pread(entry.fd(), &mut buf, 0)
+            .map_err(|e| Error::io(format!("reading {name}"), e))?;
         let buf = &buf[..n];
         if buf.len() < 20 {
             return Err(corrupt("its file record is too short"));
@@ -220,13 +243,27 @@ impl Mapping {
         let dev = u64::from_le_bytes(buf[0..8].try_into().unwrap());
         let ino = u64::from_le_bytes(buf[8..16].try_into().unwrap());
         let plen = u32::from_le_bytes(buf[16..20].try_into().unwrap()) as usize;
-        let path_bytes = buf.get(20..20 + plen).ok_or_else(|| corrupt("its file record is cut short"))?;
+        let path_bytes = buf
+            .get(20..20 + plen)
+            .ok_or_else(|| corrupt("its file record is cut short"))?;
         let path = PathBuf::from(std::ffi::OsStr::from_bytes(path_bytes));
-        let flags = if access == Access::ReadWrite { OFlags::RDWR } else { OFlags::RDONLY };
-        let file = match fs::open(&path, flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK, Mode::empty()) {
+        let flags = if access == Access::ReadWrite {
+            OFlags::RDWR
+        } else {
+            OFlags::RDONLY
+        };
+        let file = match fs::open(
+            &path,
+            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+        ) {
             Ok(f) => f,
             Err(Errno::ACCESS) | Err(Errno::PERM) => {
-                return Err(Error::denied(format!("{name} maps {}, which you cannot open for {}", path.display(), access)))
+                return Err(Error::denied(format!(
+                    "{name} maps {}, which you cannot open for {}",
+                    path.display(),
+                    access
+                )))
             }
             Err(Errno::NOENT) => {
                 return Err(Error::NotFound {
@@ -234,9 +271,15 @@ impl Mapping {
                     kind: Some(Kind::Mapping),
                 })
             }
-            Err(e) => return Err(Error::io(format!("opening {} for {name}", path.display()), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("opening {} for {name}", path.display()),
+                    e,
+                ))
+            }
         };
-        let st = fs::fstat(&file).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
+        let st =
+            fs::fstat(&file).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
         if st.st_dev != dev || st.st_ino != ino {
             return Err(Error::Insecure {
                 path,
@@ -247,7 +290,10 @@ impl Mapping {
         if (st.st_size as u64) < size {
             return Err(Error::Corrupt {
                 path,
-                reason: format!("{name} maps {size} bytes of it, but it shrank to {}", st.st_size),
+                reason: format!(
+                    "{name} maps {size} bytes of it, but it shrank to {}",
+                    st.st_size
+                ),
             });
         }
         Ok(Mapping {
@@ -294,9 +340,12 @@ impl Mapping {
         let page = rustix::param::page_size() as u64;
         let aligned = offset & !(page - 1);
         let delta = (offset - aligned) as usize;
-        let map_len = len.checked_add(delta).filter(|&n| n <= isize::MAX as usize).ok_or_else(|| Error::InvalidSize {
-            what: format!("a view of {len} bytes does not fit in the address space"),
-        })?;
+        let map_len = len
+            .checked_add(delta)
+            .filter(|&n| n <= isize::MAX as usize)
+            .ok_or_else(|| Error::InvalidSize {
+                what: format!("a view of {len} bytes does not fit in the address space"),
+            })?;
         let (prot, flags) = match access {
             Access::Read => (ProtFlags::READ, MapFlags::SHARED),
             Access::ReadWrite => (ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED),
@@ -305,15 +354,34 @@ impl Mapping {
         // SAFETY: a new mapping at an address of the kernel's choosing (null hint) cannot
         // overlap any memory Rust knows about; the fd is open and `aligned` is a multiple
         // of the page size.
-        let base = unsafe { mm::mmap(std::ptr::null_mut(), map_len, prot, flags, self.data_fd().as_fd(), aligned) }.map_err(|e| match e {
+        let base = unsafe {
+            mm::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                prot,
+                flags,
+                self.data_fd().as_fd(),
+                aligned,
+            )
+        }
+        .map_err(|e| match e {
             Errno::ACCESS | Errno::PERM => Error::denied(format!("mapping a {access} view")),
             Errno::NOMEM => Error::InvalidSize {
                 what: format!("no address space left for a view of {len} bytes"),
             },
-            e => Error::io(format!("mapping a view of {len} bytes at offset {offset}"), e),
+            e => Error::io(
+                format!("mapping a view of {len} bytes at offset {offset}"),
+                e,
+            ),
         })?;
-        let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| Error::io("mapping a view", Errno::NOMEM))?;
-        Ok(Region { base, map_len, delta, len })
+        let base = NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| Error::io("mapping a view", Errno::NOMEM))?;
+        Ok(Region {
+            base,
+            map_len,
+            delta,
+            len,
+        })
     }
 }
 
@@ -353,8 +421,14 @@ impl Region {
         }
         // SAFETY: [aligned, aligned + sync_len) lies inside our mapping, which is alive,
         // and msync does not change what the memory holds.
-        unsafe { mm::msync(self.base.as_ptr().add(aligned).cast::<c_void>(), sync_len, MsyncFlags::SYNC) }
-            .map_err(|e| Error::io("flushing a view", e))
+        unsafe {
+            mm::msync(
+                self.base.as_ptr().add(aligned).cast::<c_void>(),
+                sync_len,
+                MsyncFlags::SYNC,
+            )
+        }
+        .map_err(|e| Error::io("flushing a view", e))
     }
 }
 
@@ -368,17 +442,29 @@ impl Drop for Region {
 
 /// Opens `path` for a file-backed mapping with `access`.
 pub(crate) fn open_for_mapping(path: &Path, access: Access) -> Result<OwnedFd> {
-    let flags = if access == Access::ReadWrite { OFlags::RDWR } else { OFlags::RDONLY };
-    fs::open(path, flags | OFlags::CLOEXEC | OFlags::NONBLOCK, Mode::empty()).map_err(|e| match e {
+    let flags = if access == Access::ReadWrite {
+        OFlags::RDWR
+    } else {
+        OFlags::RDONLY
+    };
+    fs::open(
+        path,
+        flags | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
         Errno::NOENT => Error::InvalidArgument {
             what: format!("no file at {}", path.display()),
         },
-        Errno::ACCESS | Errno::PERM | Errno::ROFS => Error::denied(format!("cannot open {} for {access}", path.display())),
+        Errno::ACCESS | Errno::PERM | Errno::ROFS => {
+            Error::denied(format!("cannot open {} for {access}", path.display()))
+        }
         e => Error::io(format!("opening {}", path.display()), e),
     })
 }
 
 /// Duplicates an open file's descriptor (close-on-exec).
 pub(crate) fn dup_file(file: &File) -> Result<OwnedFd> {
-    rustix::io::fcntl_dupfd_cloexec(file, 0).map_err(|e| Error::io("duplicating the file descriptor", e))
+    rustix::io::fcntl_dupfd_cloexec(file, 0)
+        .map_err(|e| Error::io("duplicating the file descriptor", e))
 }

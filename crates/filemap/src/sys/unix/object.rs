@@ -106,9 +106,11 @@ impl Entry {
         let data_len = Record::data_len_for(new.data_len).ok_or_else(|| Error::InvalidSize {
             what: format!("{} bytes is too large", new.data_len),
         })?;
-        let total = data_len.checked_add(RECORD_LEN).ok_or_else(|| Error::InvalidSize {
-            what: format!("{} bytes is too large", new.data_len),
-        })?;
+        let total = data_len
+            .checked_add(RECORD_LEN)
+            .ok_or_else(|| Error::InvalidSize {
+                what: format!("{} bytes is too large", new.data_len),
+            })?;
         if total > i64::MAX as u64 {
             return Err(Error::InvalidSize {
                 what: format!("{} bytes is too large", new.data_len),
@@ -123,8 +125,18 @@ impl Entry {
             Mode::from_raw_mode(0o600),
         ) {
             Ok(fd) => fd,
-            Err(Errno::ACCESS) => return Err(Error::denied(format!("cannot create objects in {}", dir.path().display()))),
-            Err(e) => return Err(Error::io(format!("creating an object file in {}", dir.path().display()), e)),
+            Err(Errno::ACCESS) => {
+                return Err(Error::denied(format!(
+                    "cannot create objects in {}",
+                    dir.path().display()
+                )))
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("creating an object file in {}", dir.path().display()),
+                    e,
+                ))
+            }
         };
         fs::fchmod(&fd, Mode::from_raw_mode(new.mode))
             .map_err(|e| Error::io("setting the mode of a new object", e))?;
@@ -143,9 +155,12 @@ impl Entry {
             data_len,
             created_ns: now_ns(),
         };
-        write_all_at(&fd, new.init, 0).map_err(|e| Error::io(format!("initialising {display}"), e))?;
-        write_all_at(&fd, &record.encode(), data_len).map_err(|e| Error::io(format!("initialising {display}"), e))?;
-        fs::flock(&fd, FlockOperation::NonBlockingLockShared).map_err(|e| Error::io(format!("locking {display}"), e))?;
+        write_all_at(&fd, new.init, 0)
+            .map_err(|e| Error::io(format!("initialising {display}"), e))?;
+        write_all_at(&fd, &record.encode(), data_len)
+            .map_err(|e| Error::io(format!("initialising {display}"), e))?;
+        fs::flock(&fd, FlockOperation::NonBlockingLockShared)
+            .map_err(|e| Error::io(format!("locking {display}"), e))?;
         let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {display}"), e))?;
 
         // 2. Publish it under the namespace lock, unless a live object holds the name.
@@ -188,7 +203,11 @@ impl Entry {
     /// Opens a live object of `kind`, read-only or read-write.
     pub(crate) fn open(dir: Arc<NsDir>, name: &Name, kind: Kind, writable: bool) -> Result<Entry> {
         let file_name = name.file_name();
-        let flags = if writable { OFlags::RDWR } else { OFlags::RDONLY };
+        let flags = if writable {
+            OFlags::RDWR
+        } else {
+            OFlags::RDONLY
+        };
         let guard = dir.lock()?;
         match find_live(&dir, &guard, name, &file_name, flags, Some(kind))? {
             Some(found) => {
@@ -209,7 +228,9 @@ impl Drop for Entry {
         // If the lock cannot be taken there is nothing safe to do but close: the object
         // then looks stale to the next opener, who removes it.
         let Ok(guard) = self.dir.lock() else { return };
-        if !self.record.persistent() && fs::flock(&self.fd, FlockOperation::NonBlockingLockExclusive).is_ok() {
+        if !self.record.persistent()
+            && fs::flock(&self.fd, FlockOperation::NonBlockingLockExclusive).is_ok()
+        {
             // We were the last holder. Unlink the name only if it is still ours: `rm` may
             // have removed it and someone may have created a new object since.
             if let Ok(st) = fs::statat(self.dir.fd(), &self.file_name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -236,7 +257,9 @@ impl Found {
             Ok(()) => {}
             Err(Errno::WOULDBLOCK) => {
                 return Err(Error::io(
-                    format!("opening {name}: a process outside the filemap protocol locks it exclusively"),
+                    format!(
+                    "opening {name}: a process outside the filemap protocol locks it exclusively"
+                ),
                     Errno::WOULDBLOCK,
                 ))
             }
@@ -268,7 +291,12 @@ pub(crate) enum Inspect {
 
 /// Opens the object file of a name and checks that it is a regular file, owned as the
 /// namespace requires, with a valid record.
-pub(crate) fn open_checked(dir: &NsDir, name: &Name, file_name: &str, flags: OFlags) -> Result<Option<(OwnedFd, fs::Stat, Record)>> {
+pub(crate) fn open_checked(
+    dir: &NsDir,
+    name: &Name,
+    file_name: &str,
+    flags: OFlags,
+) -> Result<Option<(OwnedFd, fs::Stat, Record)>> {
     let path = || dir.path().join(file_name);
     let fd = match fs::openat(
         dir.fd(),
@@ -285,8 +313,14 @@ pub(crate) fn open_checked(dir: &NsDir, name: &Name, file_name: &str, flags: OFl
             })
         }
         Err(Errno::ACCESS) | Err(Errno::PERM) => {
-            let how = if flags.contains(OFlags::RDWR) { "read-write" } else { "reading" };
-            return Err(Error::denied(format!("{name} exists, but its permissions do not allow opening it for {how}")));
+            let how = if flags.contains(OFlags::RDWR) {
+                "read-write"
+            } else {
+                "reading"
+            };
+            return Err(Error::denied(format!(
+                "{name} exists, but its permissions do not allow opening it for {how}"
+            )));
         }
         Err(e) => return Err(Error::io(format!("opening {name}"), e)),
     };
@@ -305,7 +339,10 @@ pub(crate) fn open_checked(dir: &NsDir, name: &Name, file_name: &str, flags: OFl
             });
         }
     }
-    let record = read_record(&fd, st.st_size as u64).map_err(|reason| Error::Corrupt { path: path(), reason })?;
+    let record = read_record(&fd, st.st_size as u64).map_err(|reason| Error::Corrupt {
+        path: path(),
+        reason,
+    })?;
     Ok(Some((fd, st, record)))
 }
 
@@ -420,7 +457,9 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
             name: name.to_string(),
             kind: None,
         }),
-        Err(Errno::ACCESS) | Err(Errno::PERM) => Err(Error::denied(format!("{name} belongs to another user"))),
+        Err(Errno::ACCESS) | Err(Errno::PERM) => {
+            Err(Error::denied(format!("{name} belongs to another user")))
+        }
         Err(e) => Err(Error::io(format!("removing {name}"), e)),
     }
 }
@@ -438,7 +477,11 @@ pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> std::result::Result<(), Errno> 
     }
 }
 
-pub(crate) fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut offset: u64) -> std::result::Result<(), Errno> {
+pub(crate) fn write_all_at(
+    fd: &OwnedFd,
+    mut data: &[u8],
+    mut offset: u64,
+) -> std::result::Result<(), Errno> {
     while !data.is_empty() {
         match rio::pwrite(fd, data, offset) {
             Ok(n) => {
@@ -455,7 +498,13 @@ pub(crate) fn write_all_at(fd: &OwnedFd, mut data: &[u8], mut offset: u64) -> st
 /// Gives an `O_TMPFILE` file a name; fails with `EEXIST` if the name is taken.
 fn link_unnamed(fd: &OwnedFd, dir: &NsDir, file_name: &str) -> std::result::Result<(), Errno> {
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    match fs::linkat(CWD, proc_path.as_str(), dir.fd(), file_name, AtFlags::SYMLINK_FOLLOW) {
+    match fs::linkat(
+        CWD,
+        proc_path.as_str(),
+        dir.fd(),
+        file_name,
+        AtFlags::SYMLINK_FOLLOW,
+    ) {
         // Without /proc, AT_EMPTY_PATH does the same (it needs CAP_DAC_READ_SEARCH).
         Err(Errno::NOENT) => fs::linkat(fd.as_fd(), "", dir.fd(), file_name, AtFlags::EMPTY_PATH),
         other => other,
@@ -471,7 +520,10 @@ mod tests {
     /// get public types with the synchronization objects; here one is made directly.)
     #[test]
     fn kind_collisions_both_ways() {
-        let root = std::path::PathBuf::from(format!("/dev/shm/filemap-unit-kinds-{}", std::process::id()));
+        let root = std::path::PathBuf::from(format!(
+            "/dev/shm/filemap-unit-kinds-{}",
+            std::process::id()
+        ));
         let ns = Namespace::at(&root);
         let dir = NsDir::get(&root, Scope::Local, true).unwrap().unwrap();
         let name = Name::parse("Local\\held").unwrap();
@@ -483,7 +535,8 @@ mod tests {
             init: &[],
             mode: 0o600,
         };
-        let (event, created) = Entry::create(dir.clone(), &name, &new, Disposition::CreateNew).unwrap();
+        let (event, created) =
+            Entry::create(dir.clone(), &name, &new, Disposition::CreateNew).unwrap();
         assert!(created);
         let mut opts = MappingOptions::new();
         opts.namespace(ns.clone());
@@ -493,7 +546,9 @@ mod tests {
             opts.open_or_create("Local\\held", 8).map(|_| ()),
         ] {
             match result {
-                Err(e @ Error::KindMismatch { .. }) => assert_eq!(e.to_string(), "Local\\held is an event, not a mapping"),
+                Err(e @ Error::KindMismatch { .. }) => {
+                    assert_eq!(e.to_string(), "Local\\held is an event, not a mapping")
+                }
                 other => panic!("{other:?}"),
             }
         }
@@ -501,11 +556,19 @@ mod tests {
         // And the other way: a mapping's name cannot be taken by an event.
         let mapping = opts.create("Local\\held", 8).unwrap();
         match Entry::create(dir.clone(), &name, &new, Disposition::OpenOrCreate) {
-            Err(Error::KindMismatch { expected: Kind::Event, found: Kind::Mapping, .. }) => {}
+            Err(Error::KindMismatch {
+                expected: Kind::Event,
+                found: Kind::Mapping,
+                ..
+            }) => {}
             other => panic!("{other:?}"),
         }
         match Entry::open(dir, &name, Kind::Event, true) {
-            Err(Error::KindMismatch { expected: Kind::Event, found: Kind::Mapping, .. }) => {}
+            Err(Error::KindMismatch {
+                expected: Kind::Event,
+                found: Kind::Mapping,
+                ..
+            }) => {}
             other => panic!("{other:?}"),
         }
         drop(mapping);
