@@ -1,1 +1,199 @@
-fn main() {}
+//! Benchmarks with their baselines, measured side by side in one run.
+//!
+//! `cargo bench -p filemap --bench cycle` prints a Markdown table for docs/BENCHMARKS.md.
+//!
+//! 1. Lifecycle: create + map + unmap + close of a 64 KiB mapping, against raw
+//!    `shm_open`/`ftruncate`/`mmap`/`munmap`/`close`/`shm_unlink`, and against the same
+//!    raw sequence with `posix_fallocate` instead of `ftruncate` (filemap reserves the
+//!    storage, so this is the like-for-like baseline).
+//! 2. Copies: `View::read_at`/`write_at` against `memcpy` (`ptr::copy_nonoverlapping`)
+//!    on the same mapped memory.
+//!
+//! Rounds alternate between the contenders, and medians over rounds are reported, because
+//! these machines are noisy.
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the benchmarks need the Linux backend");
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod linux {
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    use filemap::{Access, MappingOptions, Namespace};
+    use rustix::fs::{FallocateFlags, Mode};
+    use rustix::mm::{MapFlags, ProtFlags};
+    use rustix::shm;
+
+    const SIZE: usize = 64 * 1024;
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    }
+
+    /// Nanoseconds per iteration of `f`, over `iters` iterations.
+    fn time_per_iter(iters: u32, mut f: impl FnMut(u32)) -> f64 {
+        let start = Instant::now();
+        for i in 0..iters {
+            f(i);
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(iters)
+    }
+
+    fn raw_cycle(name: &str, reserve: bool) {
+        let fd = shm::open(
+            name,
+            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+            Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        if reserve {
+            rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, SIZE as u64).unwrap();
+        } else {
+            rustix::fs::ftruncate(&fd, SIZE as u64).unwrap();
+        }
+        // SAFETY: a fresh shared mapping of a file we just sized; unmapped right away.
+        unsafe {
+            let p = rustix::mm::mmap(
+                std::ptr::null_mut(),
+                SIZE,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )
+            .unwrap();
+            black_box(p);
+            rustix::mm::munmap(p, SIZE).unwrap();
+        }
+        drop(fd);
+        shm::unlink(name).unwrap();
+    }
+
+    fn filemap_cycle(opts: &MappingOptions, name: &str) {
+        let m = opts.create(name, SIZE as u64).unwrap();
+        let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+        black_box(v.as_ptr());
+        drop(v);
+        drop(m);
+    }
+
+    pub(super) fn main() {
+        let root =
+            std::path::PathBuf::from(format!("/dev/shm/filemap-bench-{}", std::process::id()));
+        let mut opts = MappingOptions::new();
+        opts.namespace(Namespace::at(&root));
+        let raw_name = format!("/filemap-bench-raw-{}", std::process::id());
+        let rounds = 21;
+        let iters = 1000;
+
+        // Warm up every path (namespace directories, page cache, CPU frequency).
+        for _ in 0..500 {
+            raw_cycle(&raw_name, false);
+            raw_cycle(&raw_name, true);
+            filemap_cycle(&opts, "Local\\bench");
+        }
+        let (mut raw, mut raw_res, mut fm) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            raw.push(time_per_iter(iters, |_| raw_cycle(&raw_name, false)));
+            raw_res.push(time_per_iter(iters, |_| raw_cycle(&raw_name, true)));
+            fm.push(time_per_iter(iters, |_| {
+                filemap_cycle(&opts, "Local\\bench")
+            }));
+        }
+        let (raw, raw_res, fm) = (median(raw), median(raw_res), median(fm));
+
+        println!("### Lifecycle: create + map + unmap + close, 64 KiB ({rounds} rounds x {iters}, median)\n");
+        println!("| contender | µs per cycle | filemap / contender |");
+        println!("|---|---:|---:|");
+        println!(
+            "| raw shm_open + ftruncate + mmap + munmap + close + shm_unlink | {:.2} | {:.2}x |",
+            raw / 1e3,
+            fm / raw
+        );
+        println!(
+            "| raw, with posix_fallocate instead of ftruncate | {:.2} | {:.2}x |",
+            raw_res / 1e3,
+            fm / raw_res
+        );
+        println!(
+            "| filemap create + map_view + drop view + drop mapping | {:.2} | 1.00x |",
+            fm / 1e3
+        );
+
+        // Copies through a view against memcpy on the same mapping.
+        let big = 4 << 20;
+        let m = opts.create("Local\\bench-copy", big as u64).unwrap();
+        let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+        let p = v.as_mut_ptr().unwrap();
+        println!("\n### Copies: View::read_at / write_at against memcpy on the same mapped memory ({rounds} rounds, median)\n");
+        println!("| size | memcpy in GB/s | write_at GB/s | write_at / memcpy | memcpy out GB/s | read_at GB/s | read_at / memcpy |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        for size in [64usize, 4096, 1 << 20] {
+            let src = vec![0xa5u8; size];
+            let mut dst = vec![0u8; size];
+            let n = ((64 << 20) / size).clamp(16, 200_000) as u32;
+            let span = big / size;
+            let (mut mi, mut wa, mut mo, mut ra) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                // SAFETY: every offset is inside the 4 MiB view; nobody else uses it.
+                mi.push(time_per_iter(n, |i| unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        p.add((i as usize % span) * size),
+                        size,
+                    )
+                }));
+                wa.push(time_per_iter(n, |i| {
+                    v.write_at((i as usize % span) * size, &src).unwrap()
+                }));
+                // SAFETY: as above.
+                mo.push(time_per_iter(n, |i| unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        p.add((i as usize % span) * size),
+                        dst.as_mut_ptr(),
+                        size,
+                    )
+                }));
+                black_box(&dst);
+                ra.push(time_per_iter(n, |i| {
+                    v.read_at((i as usize % span) * size, &mut dst).unwrap()
+                }));
+                black_box(&dst);
+            }
+            let gbps = |ns: f64| size as f64 / ns;
+            let (mi, wa, mo, ra) = (median(mi), median(wa), median(mo), median(ra));
+            println!(
+                "| {} | {:.2} | {:.2} | {:.0}% | {:.2} | {:.2} | {:.0}% |",
+                human(size),
+                gbps(mi),
+                gbps(wa),
+                100.0 * mi / wa,
+                gbps(mo),
+                gbps(ra),
+                100.0 * mo / ra
+            );
+        }
+        drop(v);
+        drop(m);
+        let _ = std::fs::remove_dir_all(&root);
+        let _ = Duration::ZERO;
+    }
+
+    fn human(n: usize) -> String {
+        match n {
+            n if n >= 1 << 20 => format!("{} MiB", n >> 20),
+            n if n >= 1 << 10 => format!("{} KiB", n >> 10),
+            n => format!("{n} B"),
+        }
+    }
+}

@@ -60,6 +60,7 @@ impl View {
     }
 
     /// The length of the view in bytes, exactly as asked for.
+    #[inline]
     pub fn len(&self) -> usize {
         self.region.len()
     }
@@ -79,6 +80,7 @@ impl View {
         self.access
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len() => Ok(()),
@@ -90,6 +92,7 @@ impl View {
         }
     }
 
+    #[inline]
     fn check_writable(&self) -> Result<()> {
         if self.access == Access::Read {
             return Err(Error::denied("the view is read-only"));
@@ -102,6 +105,7 @@ impl View {
     /// # Errors
     ///
     /// [`Error::OutOfRange`] if the range is not inside the view.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
         // SAFETY: the range is inside the live mapping (checked above) and cannot overlap
@@ -122,6 +126,7 @@ impl View {
     /// # Errors
     ///
     /// [`Error::PermissionDenied`] on a read-only view; [`Error::OutOfRange`].
+    #[inline]
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.check(offset, data.len())?;

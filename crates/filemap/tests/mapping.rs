@@ -152,6 +152,40 @@ fn persistent_objects_outlive_their_holders_until_removed() {
 }
 
 #[test]
+fn modes_are_exact_whatever_the_umask() {
+    let root = TestRoot::new("modes");
+    for mode in [0o600, 0o640, 0o644, 0o660, 0o666] {
+        let m = root
+            .opts()
+            .mode(mode)
+            .create(&format!("Global\\m{mode:o}"), 8)
+            .unwrap();
+        let meta = std::fs::metadata(m.os_path().unwrap()).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, mode);
+    }
+    // Global\ is like /tmp, and Local\ is owner-only.
+    let mode = |p: &str| {
+        std::fs::metadata(root.path.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("global"), 0o1777);
+    assert_eq!(mode(""), 0o1777);
+    drop(root.opts().create("Local\\l", 1).unwrap());
+    assert_eq!(
+        mode(&format!(
+            "local-{}",
+            std::fs::metadata("/proc/self")
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                .unwrap()
+        )),
+        0o700
+    );
+}
+
+#[test]
 fn removing_a_live_name_lets_holders_keep_their_object() {
     let root = TestRoot::new("rmlive");
     let opts = root.opts();

@@ -401,11 +401,13 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 impl Region {
+    #[inline]
     pub(crate) fn ptr(&self) -> *mut u8 {
         // SAFETY: `delta` < page size <= `map_len`, so the result stays inside the mapping.
         unsafe { self.base.as_ptr().add(self.delta) }
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -122,7 +122,7 @@ impl Entry {
             dir.fd(),
             ".",
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(new.mode),
         ) {
             Ok(fd) => fd,
             Err(Errno::ACCESS) => {
@@ -138,8 +138,6 @@ impl Entry {
                 ))
             }
         };
-        fs::fchmod(&fd, Mode::from_raw_mode(new.mode))
-            .map_err(|e| Error::io("setting the mode of a new object", e))?;
         reserve(&fd, total).map_err(|e| match e {
             Errno::NOSPC | Errno::FBIG => Error::NoSpace {
                 name: display.clone(),
@@ -162,29 +160,46 @@ impl Entry {
         fs::flock(&fd, FlockOperation::NonBlockingLockShared)
             .map_err(|e| Error::io(format!("locking {display}"), e))?;
         let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {display}"), e))?;
+        // The umask may have cleared bits that were asked for.
+        if st.st_mode & 0o7777 != new.mode {
+            fs::fchmod(&fd, Mode::from_raw_mode(new.mode))
+                .map_err(|e| Error::io("setting the mode of a new object", e))?;
+        }
 
         // 2. Publish it under the namespace lock, unless a live object holds the name.
+        //    The link is tried first: it fails if the name is taken, and then the holder
+        //    of the name is examined (and removed if stale, after which we try again).
         let file_name = name.file_name();
         let guard = dir.lock()?;
-        let flags = OFlags::RDWR;
-        if let Some(existing) = find_live(&dir, &guard, name, &file_name, flags, Some(new.kind))? {
-            if disposition == Disposition::CreateNew {
-                return Err(Error::AlreadyExists {
-                    name: display,
-                    kind: new.kind,
-                });
+        // Under the lock nobody following the protocol can take the name between our tries;
+        // the bound only guards against processes that do not.
+        for attempt in 0.. {
+            match link_unnamed(&fd, &dir, &file_name) {
+                Ok(()) => break,
+                Err(Errno::EXIST) if attempt < 3 => {}
+                Err(Errno::EXIST) => {
+                    return Err(Error::io(
+                        format!("publishing {display}: the name keeps reappearing"),
+                        Errno::EXIST,
+                    ))
+                }
+                Err(e) => return Err(Error::io(format!("publishing {display}"), e)),
             }
-            let entry = existing.into_entry(dir.clone(), name.clone(), file_name)?;
-            drop(guard);
-            return Ok((entry, false));
+            if let Some(existing) =
+                find_live(&dir, &guard, name, &file_name, OFlags::RDWR, Some(new.kind))?
+            {
+                if disposition == Disposition::CreateNew {
+                    return Err(Error::AlreadyExists {
+                        name: display,
+                        kind: new.kind,
+                    });
+                }
+                let entry = existing.into_entry(dir.clone(), name.clone(), file_name)?;
+                drop(guard);
+                return Ok((entry, false));
+            }
+            // The name was stale (now removed) or vanished: link again.
         }
-        link_unnamed(&fd, &dir, &file_name).map_err(|e| match e {
-            Errno::EXIST => Error::AlreadyExists {
-                name: display.clone(),
-                kind: new.kind,
-            },
-            e => Error::io(format!("publishing {display}"), e),
-        })?;
         drop(guard);
         Ok((
             Entry {
