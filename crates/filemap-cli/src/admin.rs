@@ -128,20 +128,18 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
         .os_path()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
-    println!(
+    outln!(
         "created mapping {name} ({} bytes) at {path}",
         mapping.size()
     );
     if a.persistent {
         return Ok(());
     }
-    eprintln!(
-        "holding {name} open; press ENTER (or send SIGINT/SIGTERM, or close input) to close it"
-    );
+    errln!("holding {name} open; press ENTER (or send SIGINT/SIGTERM, or close input) to close it");
     let _ = std::io::stdout().flush();
     let wake = wait_for_enter_or_signal();
     if let Wake::Signal(sig) = wake {
-        eprintln!("closing {name} (signal {sig})");
+        errln!("closing {name} (signal {sig})");
     }
     Ok(())
 }
@@ -383,15 +381,15 @@ pub(crate) fn rm(ns: &Namespace, a: RmArgs) -> CmdResult {
 pub(crate) fn gc(ns: &Namespace) -> CmdResult {
     let removed = ns.gc()?;
     for name in &removed {
-        println!("removed {name}");
+        outln!("removed {name}");
     }
-    println!("{} stale object(s) removed", removed.len());
+    outln!("{} stale object(s) removed", removed.len());
     Ok(())
 }
 
 pub(crate) fn init(ns: &Namespace) -> CmdResult {
     let global = ns.init()?;
-    println!(
+    outln!(
         "namespace root {} is ready (Global\\ in {})",
         ns.root().display(),
         global.display()

@@ -1,5 +1,23 @@
 //! `filemap`: named shared memory from the shell, and the CSFileMappingServer sample.
 #![deny(unsafe_code)]
+// Printing must not panic when stdout is a closed pipe (`filemap ls | head -1`).
+#![deny(clippy::disallowed_macros)]
+
+/// `println!` that ignores write errors: a closed stdout must not stop the cleanup.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores write errors, for the same reason.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 mod admin;
 mod sample;
@@ -157,9 +175,9 @@ fn main() -> ExitCode {
     );
     let fail = |message: &str, code: u8| {
         if sample_style {
-            eprintln!("The process throws the error: {message}");
+            errln!("The process throws the error: {message}");
         } else {
-            eprintln!("filemap: {message}");
+            errln!("filemap: {message}");
         }
         ExitCode::from(code)
     };

@@ -193,7 +193,7 @@ impl Peer {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    println!("[{}] {line}", self.label);
+                    outln!("[{}] {line}", self.label);
                     if line == PROMPT {
                         return Ok(());
                     }
@@ -213,20 +213,20 @@ impl Peer {
 
     /// Presses ENTER and waits for a clean exit.
     fn press_enter(&mut self) -> CmdResult {
-        println!("[demo] pressing ENTER in the {}", self.label);
+        outln!("[demo] pressing ENTER in the {}", self.label);
         if let Some(mut stdin) = self.stdin.take() {
             let _ = stdin.write_all(b"\n");
         }
         let deadline = Instant::now() + DEMO_TIMEOUT;
         loop {
             while let Ok(line) = self.lines.try_recv() {
-                println!("[{}] {line}", self.label);
+                outln!("[{}] {line}", self.label);
             }
             if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
                 if !status.success() {
                     return Err(format!("the {} failed ({status})", self.label).into());
                 }
-                println!("[demo] the {} exited cleanly", self.label);
+                outln!("[demo] the {} exited cleanly", self.label);
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -247,13 +247,13 @@ impl Drop for Peer {
 }
 
 pub(crate) fn demo(root: &Option<PathBuf>, a: DemoArgs) -> CmdResult {
-    println!(
+    outln!(
         "[demo] starting the server: filemap server --name {}",
         a.name
     );
     let mut server = Peer::spawn("server", root, &["server", "--name", &a.name])?;
     server.show_until_prompt()?;
-    println!(
+    outln!(
         "[demo] starting the client: filemap client --name {}",
         a.name
     );
@@ -270,7 +270,7 @@ pub(crate) fn demo(root: &Option<PathBuf>, a: DemoArgs) -> CmdResult {
         .open(&a.name, Access::Read)
     {
         Err(filemap::Error::NotFound { .. }) => {
-            println!(
+            outln!(
                 "[demo] both processes closed {}, so it no longer exists",
                 a.name
             );

@@ -2,6 +2,8 @@
 //! signals, SIGKILL, Python attaching by path, other users, and bad input.
 // The Linux backend; the Windows suite comes with the Windows backend.
 #![cfg(target_os = "linux")]
+// Test output may panic on a closed pipe; only the command itself must not.
+#![allow(clippy::disallowed_macros)]
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -535,6 +537,28 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
     let ls = stdout(&root.run(&["ls", "--json"]));
     assert_eq!(ls.matches("\"name\"").count(), 1, "{ls}");
     assert!(root.run(&["rm", "P"]).status.success());
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_work() {
+    let root = Root::new("epipe");
+    for args in [&["demo"][..], &["gc"], &["ls"], &["init"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = run_with_timeout(root.cmd(args).stdin(Stdio::null()).stdout(writer));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+    // Errors too, with stderr closed as well.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = run_with_timeout(
+        root.cmd(&["read", "missing"])
+            .stdin(Stdio::null())
+            .stderr(writer),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
 }
 
 /// Runs filemap as another user, from a copy of the binary that user can execute.
