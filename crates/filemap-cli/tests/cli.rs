@@ -207,6 +207,77 @@ fn server_and_client_print_the_samples_lines() {
 }
 
 #[test]
+fn server_and_client_options() {
+    let root = Root::new("options");
+    let mut server = root.spawn(&[
+        "server",
+        "--name",
+        "Global\\custom map",
+        "--size",
+        "8K",
+        "--view-offset",
+        "5000",
+        "--view-size",
+        "0",
+        "--message",
+        "héllo wörld",
+        "--encoding",
+        "utf8",
+    ]);
+    let out = server.read_until(PROMPT);
+    assert!(
+        out.starts_with("The file mapping (Global\\custom map) is created\n"),
+        "{out}"
+    );
+    assert!(out.contains("\"héllo wörld\"\n"), "{out}");
+    let mut client = root.spawn(&[
+        "client",
+        "--name",
+        "Global\\custom map",
+        "--view-offset",
+        "5000",
+        "--encoding",
+        "utf8",
+    ]);
+    let out = client.read_until(PROMPT);
+    assert!(
+        out.contains("Read from the file mapping:\n\"héllo wörld\"\n"),
+        "{out}"
+    );
+    // The bytes are at offset 5000 of an 8 KiB mapping, NUL-terminated.
+    assert_eq!(
+        root.run(&[
+            "read",
+            "Global\\custom map",
+            "--offset",
+            "5000",
+            "--len",
+            "14",
+            "--format",
+            "raw"
+        ])
+        .stdout,
+        "héllo wörld\0".as_bytes()
+    );
+    assert!(stdout(&root.run(&["info", "Global\\custom map", "--json"])).contains("\"size\":8192"));
+    // A client with the default encoding reads the same bytes as UTF-16: not our message.
+    let mut wrong = root.spawn(&[
+        "client",
+        "--name",
+        "Global\\custom map",
+        "--view-offset",
+        "5000",
+    ]);
+    assert!(!wrong.read_until(PROMPT).contains("héllo"));
+    for p in [&mut wrong, &mut client, &mut server] {
+        p.press_enter();
+    }
+    for p in [wrong, client, server] {
+        assert!(p.finish().0.success());
+    }
+}
+
+#[test]
 fn client_without_a_server_fails_in_plain_words() {
     let root = Root::new("noserver");
     let out = root.run(&["client"]);
@@ -497,6 +568,7 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         (&["read", "Local\\"], "filemap: invalid name 'Local\\': nothing follows the prefix", 1),
         (&["read", "missing"], "filemap: no mapping named Local\\missing", 1),
         (&["rm", "missing"], "filemap: no object named Local\\missing", 1),
+        (&["--root", "relative/dir", "ls"], "filemap: invalid argument: the namespace root relative/dir is not an absolute path", 1),
         (&["create", "x", "--size", "0"], "filemap: invalid size: a mapping's size must be greater than 0", 1),
         (&["create", "x"], "filemap: --size is required for a shared-memory mapping", 1),
         (
