@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use clap::{Args, ValueEnum};
-use filemap::{Access, MappingOptions, Namespace, ObjectInfo};
+use filemap::{Access, Namespace, ObjectInfo, Options};
 
 use crate::wait::{wait_for_enter_or_signal, Wake};
 use crate::{parse_bytes, parse_mode, CmdResult, Encoding};
@@ -99,7 +99,7 @@ pub(crate) struct RmArgs {
 }
 
 pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
-    let mut opts = MappingOptions::new();
+    let mut opts = Options::new();
     opts.namespace(ns.clone()).persistent(a.persistent);
     if let Some(mode) = a.mode {
         opts.mode(mode);
@@ -164,7 +164,7 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
             buf
         }
     };
-    let mapping = MappingOptions::new()
+    let mapping = Options::new()
         .namespace(ns.clone())
         .open(&a.name, Access::ReadWrite)?;
     if data.is_empty() {
@@ -176,7 +176,7 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
 }
 
 pub(crate) fn read(ns: &Namespace, a: ReadArgs) -> CmdResult {
-    let mapping = MappingOptions::new()
+    let mapping = Options::new()
         .namespace(ns.clone())
         .open(&a.name, Access::Read)?;
     let view = mapping.map_view(Access::Read, a.offset, a.len)?;

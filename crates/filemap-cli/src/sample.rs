@@ -7,7 +7,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use filemap::{Access, MappingOptions, Namespace};
+use filemap::{Access, Namespace, Options};
 
 use crate::wait::wait_for_enter_or_signal;
 use crate::{parse_bytes, CmdResult, Encoding, Failure};
@@ -72,7 +72,7 @@ fn say(text: &str) {
 }
 
 pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
-    let mapping = MappingOptions::new()
+    let mapping = Options::new()
         .namespace(ns.clone())
         .open_or_create(&a.name, a.size)?;
     let name = mapping.name().map(|n| n.to_string()).unwrap_or(a.name);
@@ -107,7 +107,7 @@ pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
 }
 
 pub(crate) fn client(ns: &Namespace, a: ClientArgs) -> CmdResult {
-    let mapping = MappingOptions::new()
+    let mapping = Options::new()
         .namespace(ns.clone())
         .open(&a.name, Access::Read)?;
     let name = mapping.name().map(|n| n.to_string()).unwrap_or(a.name);
@@ -265,10 +265,7 @@ pub(crate) fn demo(root: &Option<PathBuf>, a: DemoArgs) -> CmdResult {
         Some(r) => Namespace::at(r),
         None => Namespace::new(),
     };
-    match MappingOptions::new()
-        .namespace(ns)
-        .open(&a.name, Access::Read)
-    {
+    match Options::new().namespace(ns).open(&a.name, Access::Read) {
         Err(filemap::Error::NotFound { .. }) => {
             outln!(
                 "[demo] both processes closed {}, so it no longer exists",

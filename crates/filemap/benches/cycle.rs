@@ -30,7 +30,7 @@ mod linux {
     use std::hint::black_box;
     use std::time::{Duration, Instant};
 
-    use filemap::{Access, MappingOptions, Namespace};
+    use filemap::{Access, Namespace, Options};
     use rustix::fs::{FallocateFlags, Mode};
     use rustix::mm::{MapFlags, ProtFlags};
     use rustix::shm;
@@ -81,7 +81,7 @@ mod linux {
         shm::unlink(name).unwrap();
     }
 
-    fn filemap_cycle(opts: &MappingOptions, name: &str) {
+    fn filemap_cycle(opts: &Options, name: &str) {
         let m = opts.create(name, SIZE as u64).unwrap();
         let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
         black_box(v.as_ptr());
@@ -92,7 +92,7 @@ mod linux {
     pub(super) fn main() {
         let root =
             std::path::PathBuf::from(format!("/dev/shm/filemap-bench-{}", std::process::id()));
-        let mut opts = MappingOptions::new();
+        let mut opts = Options::new();
         opts.namespace(Namespace::at(&root));
         let raw_name = format!("/filemap-bench-raw-{}", std::process::id());
         let rounds = 21;

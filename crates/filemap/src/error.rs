@@ -24,6 +24,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `ERROR_ACCESS_DENIED`        | [`Error::PermissionDenied`]|
 /// | `ERROR_INVALID_NAME`         | [`Error::InvalidName`]     |
 /// | `ERROR_FILENAME_EXCED_RANGE` | [`Error::NameTooLong`]     |
+/// | `WAIT_TIMEOUT`               | [`Error::Timeout`]         |
+/// | `ERROR_TOO_MANY_POSTS`       | [`Error::TooManyPosts`]    |
+/// | `ERROR_NOT_OWNER`            | [`Error::NotOwner`]        |
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -121,6 +124,29 @@ pub enum Error {
         /// The number of bytes that could not be reserved.
         size: u64,
     },
+    /// A wait ended because its timeout passed (Windows' `WAIT_TIMEOUT`). A "try" is a wait
+    /// with a zero timeout.
+    Timeout {
+        /// What was waited for.
+        what: String,
+    },
+    /// Releasing a semaphore would pass its maximum count; nothing changed (Windows'
+    /// `ERROR_TOO_MANY_POSTS`).
+    TooManyPosts {
+        /// The semaphore.
+        name: String,
+        /// Its count when the release was refused.
+        count: u32,
+        /// Its maximum count.
+        max: u32,
+        /// How much was to be released.
+        release: u32,
+    },
+    /// Releasing a mutex that this thread does not own (Windows' `ERROR_NOT_OWNER`).
+    NotOwner {
+        /// The mutex.
+        name: String,
+    },
     /// The operation is not available on this platform.
     Unsupported {
         /// What is not supported.
@@ -163,6 +189,9 @@ impl Error {
             | Error::InvalidArgument { .. } => K::InvalidInput,
             Error::Corrupt { .. } => K::InvalidData,
             Error::NoSpace { .. } => K::StorageFull,
+            Error::Timeout { .. } => K::TimedOut,
+            Error::TooManyPosts { .. } => K::InvalidInput,
+            Error::NotOwner { .. } => K::PermissionDenied,
             Error::Unsupported { .. } => K::Unsupported,
             Error::Io { source, .. } => source.kind(),
         }
@@ -221,6 +250,17 @@ impl fmt::Display for Error {
             Error::NoSpace { name, size } => {
                 write!(f, "not enough space to reserve {size} bytes for {name}")
             }
+            Error::Timeout { what } => write!(f, "timed out waiting for {what}"),
+            Error::TooManyPosts {
+                name,
+                count,
+                max,
+                release,
+            } => write!(
+                f,
+                "releasing {name} by {release} would pass its maximum count of {max} (it is {count}); nothing changed"
+            ),
+            Error::NotOwner { name } => write!(f, "this thread does not own the mutex {name}"),
             Error::Unsupported { what } => write!(f, "{what} is not supported on this platform"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }

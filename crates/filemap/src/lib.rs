@@ -9,7 +9,7 @@
 //!   object already existed ([`FileMapping::already_existed`]), like `ERROR_ALREADY_EXISTS`.
 //! - **Lifetime follows Windows**: a mapping exists while any process holds a handle or a
 //!   view, and is gone when the last one closes, also if every holder died by SIGKILL.
-//!   Persistent objects are an explicit opt-in ([`MappingOptions::persistent`]).
+//!   Persistent objects are an explicit opt-in ([`Options::persistent`]).
 //! - **Views** at any offset, read-only, read-write or copy-on-write ([`View`]). Memory that
 //!   another process can write is never handed out as a safe `&[u8]`: views offer
 //!   copy-in/copy-out, atomics, raw pointers and `unsafe` slices.
@@ -20,16 +20,16 @@
 //! # fn main() -> filemap::Result<()> {
 //! # let dir = std::env::temp_dir().join(format!("filemap-doc-{}", std::process::id()));
 //! # let ns = filemap::Namespace::at(&dir);
-//! use filemap::{Access, FileMapping, MappingOptions};
+//! use filemap::{Access, FileMapping, Options};
 //!
 //! // The server: a 64 KiB mapping named Local\SampleMap, and a 1 KiB view at offset 0.
-//! let server = MappingOptions::new().namespace(ns.clone()).open_or_create("Local\\SampleMap", 65536)?;
+//! let server = Options::new().namespace(ns.clone()).open_or_create("Local\\SampleMap", 65536)?;
 //! assert!(!server.already_existed());
 //! let view = server.map_view(Access::ReadWrite, 0, 1024)?;
 //! view.write_at(0, b"M\0e\0s\0s\0a\0g\0e\0\0\0")?;
 //!
 //! // The client (usually another process): open read-only and read it back.
-//! let client = MappingOptions::new().namespace(ns.clone()).open("Local\\SampleMap", Access::Read)?;
+//! let client = Options::new().namespace(ns.clone()).open("Local\\SampleMap", Access::Read)?;
 //! assert_eq!(client.size(), 65536);
 //! let mut buf = [0u8; 16];
 //! client.map_view(Access::Read, 0, 0)?.read_at(0, &mut buf)?;
@@ -37,7 +37,7 @@
 //!
 //! drop((view, server, client)); // the last handle closes: the mapping is gone
 //! assert!(matches!(
-//!     MappingOptions::new().namespace(ns.clone()).open("Local\\SampleMap", Access::Read),
+//!     Options::new().namespace(ns.clone()).open("Local\\SampleMap", Access::Read),
 //!     Err(filemap::Error::NotFound { .. })
 //! ));
 //! # std::fs::remove_dir_all(&dir).ok();
@@ -61,12 +61,14 @@ mod layout;
 mod mapping;
 mod name;
 mod namespace;
+mod sync;
 mod sys;
 mod view;
 
 pub use error::{Error, Result};
 pub use layout::Kind;
-pub use mapping::{Access, FileMapping, MappingOptions};
+pub use mapping::{Access, FileMapping, Options};
 pub use name::{Name, Scope};
-pub use namespace::{Namespace, ObjectInfo};
+pub use namespace::{Namespace, ObjectInfo, SyncState};
+pub use sync::{wait_any, Event, Lock, Mutex, MutexGuard, Semaphore, Waitable, MAX_WAIT_OBJECTS};
 pub use view::View;

@@ -48,10 +48,10 @@ impl fmt::Display for Access {
 /// ```
 /// # fn main() -> filemap::Result<()> {
 /// # let dir = std::env::temp_dir().join(format!("filemap-doc-opts-{}", std::process::id()));
-/// use filemap::{MappingOptions, Namespace};
+/// use filemap::{Options, Namespace};
 ///
 /// // A Global\ mapping that other users may read, and that outlives this process.
-/// let m = MappingOptions::new()
+/// let m = Options::new()
 ///     .namespace(Namespace::at(&dir))
 ///     .mode(0o644)
 ///     .persistent(true)
@@ -63,15 +63,15 @@ impl fmt::Display for Access {
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct MappingOptions {
+pub struct Options {
     namespace: Namespace,
     mode: u32,
     persistent: bool,
 }
 
-impl Default for MappingOptions {
+impl Default for Options {
     fn default() -> Self {
-        MappingOptions {
+        Options {
             namespace: Namespace::new(),
             mode: 0o600,
             persistent: false,
@@ -79,10 +79,10 @@ impl Default for MappingOptions {
     }
 }
 
-impl MappingOptions {
+impl Options {
     /// Default options: the default namespace, owner-only (0600), not persistent.
-    pub fn new() -> MappingOptions {
-        MappingOptions::default()
+    pub fn new() -> Options {
+        Options::default()
     }
 
     /// The namespace to use.
@@ -108,7 +108,11 @@ impl MappingOptions {
         self
     }
 
-    fn create_options(&self) -> Result<CreateOptions> {
+    pub(crate) fn namespace_ref(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    pub(crate) fn create_options(&self) -> Result<CreateOptions> {
         if self.mode & !0o666 != 0 {
             return Err(Error::InvalidArgument {
                 what: format!(
@@ -166,7 +170,7 @@ impl MappingOptions {
     ///
     /// # Errors
     ///
-    /// As [`MappingOptions::create`], except that an existing mapping is not an error.
+    /// As [`Options::create`], except that an existing mapping is not an error.
     pub fn open_or_create(&self, name: &str, size: u64) -> Result<FileMapping> {
         self.new_shm(name, size, Disposition::OpenOrCreate)
     }
@@ -198,7 +202,7 @@ impl MappingOptions {
     ///
     /// [`Error::PermissionDenied`] if the file cannot be opened with `access`;
     /// [`Error::InvalidSize`] for an empty file with size 0; naming errors as for
-    /// [`MappingOptions::create`].
+    /// [`Options::create`].
     pub fn map_path(
         &self,
         path: impl AsRef<Path>,
@@ -217,7 +221,7 @@ impl MappingOptions {
         })
     }
 
-    /// Like [`MappingOptions::map_path`], for a file that is already open. Its open mode
+    /// Like [`Options::map_path`], for a file that is already open. Its open mode
     /// bounds the access: a read-only `File` cannot give a read-write mapping.
     pub fn map_file(
         &self,
@@ -242,7 +246,7 @@ impl MappingOptions {
 /// The object lives while any process holds a handle or a [`View`] of it; views keep it
 /// alive after the handle is dropped. Cloning the handle is cheap and shares it.
 ///
-/// See [`MappingOptions`] for every way to make one; the associated functions here use the
+/// See [`Options`] for every way to make one; the associated functions here use the
 /// default options.
 #[derive(Debug, Clone)]
 pub struct FileMapping {
@@ -250,29 +254,29 @@ pub struct FileMapping {
 }
 
 impl FileMapping {
-    /// [`MappingOptions::create`] with the default options.
+    /// [`Options::create`] with the default options.
     pub fn create(name: &str, size: u64) -> Result<FileMapping> {
-        MappingOptions::new().create(name, size)
+        Options::new().create(name, size)
     }
 
-    /// [`MappingOptions::open_or_create`] with the default options.
+    /// [`Options::open_or_create`] with the default options.
     pub fn open_or_create(name: &str, size: u64) -> Result<FileMapping> {
-        MappingOptions::new().open_or_create(name, size)
+        Options::new().open_or_create(name, size)
     }
 
-    /// [`MappingOptions::open`] with the default options.
+    /// [`Options::open`] with the default options.
     pub fn open(name: &str, access: Access) -> Result<FileMapping> {
-        MappingOptions::new().open(name, access)
+        Options::new().open(name, access)
     }
 
-    /// An unnamed mapping of the file at `path` ([`MappingOptions::map_path`]).
+    /// An unnamed mapping of the file at `path` ([`Options::map_path`]).
     pub fn from_path(path: impl AsRef<Path>, size: u64, access: Access) -> Result<FileMapping> {
-        MappingOptions::new().map_path(path, size, access, None)
+        Options::new().map_path(path, size, access, None)
     }
 
-    /// An unnamed mapping of an open file ([`MappingOptions::map_file`]).
+    /// An unnamed mapping of an open file ([`Options::map_file`]).
     pub fn from_file(file: &File, size: u64, access: Access) -> Result<FileMapping> {
-        MappingOptions::new().map_file(file, size, access, None)
+        Options::new().map_file(file, size, access, None)
     }
 
     /// The exact size in bytes, as the creator asked for it (not rounded to pages).

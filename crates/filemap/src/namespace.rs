@@ -133,4 +133,33 @@ pub struct ObjectInfo {
     pub holders: Vec<u32>,
     /// The file that stands for the object in the namespace.
     pub os_path: PathBuf,
+    /// The state of a mutex, semaphore or event, when it could be read.
+    pub state: Option<SyncState>,
+}
+
+/// The state of a synchronization object, as `ls` and `info` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncState {
+    /// A mutex.
+    Mutex {
+        /// The process whose thread owns it, if any.
+        owner_pid: Option<u32>,
+        /// Whether that process is gone: the next locker gets the mutex as abandoned.
+        abandoned: bool,
+    },
+    /// A semaphore.
+    Semaphore {
+        /// The current count.
+        count: u32,
+        /// The maximum count.
+        max: u32,
+    },
+    /// An event.
+    Event {
+        /// Whether it is signalled.
+        set: bool,
+        /// Whether it stays signalled until reset (otherwise one waiter resets it).
+        manual_reset: bool,
+    },
 }

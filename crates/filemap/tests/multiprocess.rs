@@ -11,13 +11,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{read_line_within, role, spawn_role, Reap, TestRoot};
-use filemap::{Access, Error, MappingOptions, Namespace};
+use filemap::{Access, Error, Namespace, Options};
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn opts() -> MappingOptions {
+fn opts() -> Options {
     // Children get their root from FILEMAP_ROOT, as every filemap user would.
-    let mut o = MappingOptions::new();
+    let mut o = Options::new();
     o.namespace(Namespace::new());
     o
 }

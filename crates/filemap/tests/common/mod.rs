@@ -31,8 +31,8 @@ impl TestRoot {
         Namespace::at(&self.path)
     }
 
-    pub fn opts(&self) -> filemap::MappingOptions {
-        let mut o = filemap::MappingOptions::new();
+    pub fn opts(&self) -> filemap::Options {
+        let mut o = filemap::Options::new();
         o.namespace(self.ns());
         o
     }

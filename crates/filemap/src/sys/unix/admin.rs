@@ -42,7 +42,13 @@ fn names_in(dir: &NsDir) -> Result<Vec<(Name, String)>> {
 }
 
 fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInfo>> {
-    let Inspect::Present { st, record, live } = object::inspect(dir, name, file_name)? else {
+    let Inspect::Present {
+        st,
+        record,
+        live,
+        state,
+    } = object::inspect(dir, name, file_name)?
+    else {
         return Ok(None);
     };
     let holders = holders_of(st.st_dev, st.st_ino);
@@ -60,6 +66,7 @@ fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInf
         created: record.map(|r| UNIX_EPOCH + Duration::from_nanos(r.created_ns)),
         holders,
         os_path,
+        state,
     }))
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct Mapping {
     created: bool,
 }
 
-/// Options for a new object, from [`MappingOptions`](crate::MappingOptions).
+/// Options for a new object, from [`Options`](crate::Options).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CreateOptions {
     pub(crate) mode: u32,
@@ -74,7 +74,7 @@ impl Mapping {
             init: &[],
             mode: opts.mode,
         };
-        let (entry, created) = Entry::create(dir, name, &new, disposition)?;
+        let (entry, created) = Entry::create(dir, name, &new, disposition, &mut |_| Ok(()))?;
         if !created && entry.record().file_backed() {
             return Self::attach_file_backed(entry, Access::ReadWrite, false);
         }
@@ -199,8 +199,13 @@ impl Mapping {
             init: &record,
             mode: opts.mode,
         };
-        let (entry, created) =
-            Entry::create(ns_dir(ns, name)?, name, &new, Disposition::OpenOrCreate)?;
+        let (entry, created) = Entry::create(
+            ns_dir(ns, name)?,
+            name,
+            &new,
+            Disposition::OpenOrCreate,
+            &mut |_| Ok(()),
+        )?;
         if !created {
             // Windows returns the existing object and ignores the new file; so do we.
             if !entry.record().file_backed() {
@@ -469,4 +474,37 @@ pub(crate) fn open_for_mapping(path: &Path, access: Access) -> Result<OwnedFd> {
 pub(crate) fn dup_file(file: &File) -> Result<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(file, 0)
         .map_err(|e| Error::io("duplicating the file descriptor", e))
+}
+
+/// Maps the first page of an object file: its state. With `shared`, writes reach every
+/// holder (`MAP_SHARED`); without, the mapping is private but still shows the file's
+/// current bytes until written (which the caller does not do), so a read-only fd suffices.
+pub(crate) fn map_state(fd: &OwnedFd, shared: bool) -> Result<Region> {
+    let len = rustix::param::page_size();
+    let flags = if shared {
+        MapFlags::SHARED
+    } else {
+        MapFlags::PRIVATE
+    };
+    // SAFETY: a new mapping at an address of the kernel's choosing cannot overlap memory
+    // that Rust knows about; the fd is open and offset 0 is page-aligned.
+    let base = unsafe {
+        mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            flags,
+            fd.as_fd(),
+            0,
+        )
+    }
+    .map_err(|e| Error::io("mapping an object's state", e))?;
+    let base = NonNull::new(base.cast::<u8>())
+        .ok_or_else(|| Error::io("mapping an object's state", Errno::NOMEM))?;
+    Ok(Region {
+        base,
+        map_len: len,
+        delta: 0,
+        len,
+    })
 }

@@ -96,11 +96,15 @@ impl Entry {
 
     /// Creates an object, or with [`Disposition::OpenOrCreate`] opens a live one of the same
     /// kind. Returns the entry and whether it was created.
+    ///
+    /// `prepare` runs on the new, still unnamed file after its storage is reserved and
+    /// before anyone can open it: synchronization objects initialise their state there.
     pub(crate) fn create(
         dir: Arc<NsDir>,
         name: &Name,
         new: &NewObject<'_>,
         disposition: Disposition,
+        prepare: &mut dyn FnMut(&OwnedFd) -> Result<()>,
     ) -> Result<(Entry, bool)> {
         let display = name.to_string();
         let data_len = Record::data_len_for(new.data_len).ok_or_else(|| Error::InvalidSize {
@@ -155,6 +159,7 @@ impl Entry {
         };
         write_all_at(&fd, new.init, 0)
             .map_err(|e| Error::io(format!("initialising {display}"), e))?;
+        prepare(&fd)?;
         write_all_at(&fd, &record.encode(), data_len)
             .map_err(|e| Error::io(format!("initialising {display}"), e))?;
         fs::flock(&fd, FlockOperation::NonBlockingLockShared)
@@ -301,6 +306,7 @@ pub(crate) enum Inspect {
         st: fs::Stat,
         record: Option<Record>,
         live: Option<bool>,
+        state: Option<crate::SyncState>,
     },
 }
 
@@ -432,10 +438,12 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
         Ok(None) => Ok(Inspect::Missing),
         Ok(Some((fd, st, record))) => {
             let live = is_held(&fd)?;
+            let state = super::sync::read_state(&fd, record.kind);
             Ok(Inspect::Present {
                 st,
                 record: Some(record),
                 live: Some(live),
+                state,
             })
         }
         Err(Error::PermissionDenied { .. }) | Err(Error::Corrupt { .. }) => {
@@ -444,6 +452,7 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
                     st,
                     record: None,
                     live: None,
+                    state: None,
                 }),
                 Err(Errno::NOENT) => Ok(Inspect::Missing),
                 Err(e) => Err(Error::io(format!("checking {name}"), e)),
@@ -529,7 +538,7 @@ fn link_unnamed(fd: &OwnedFd, dir: &NsDir, file_name: &str) -> std::result::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Access, MappingOptions, Namespace, Scope};
+    use crate::{Access, Namespace, Options, Scope};
 
     /// The kind marker: a name held by another kind is refused both ways. (The other kinds
     /// get public types with the synchronization objects; here one is made directly.)
@@ -550,10 +559,16 @@ mod tests {
             init: &[],
             mode: 0o600,
         };
-        let (event, created) =
-            Entry::create(dir.clone(), &name, &new, Disposition::CreateNew).unwrap();
+        let (event, created) = Entry::create(
+            dir.clone(),
+            &name,
+            &new,
+            Disposition::CreateNew,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
         assert!(created);
-        let mut opts = MappingOptions::new();
+        let mut opts = Options::new();
         opts.namespace(ns.clone());
         for result in [
             opts.open("Local\\held", Access::Read).map(|_| ()),
@@ -570,7 +585,13 @@ mod tests {
         drop(event);
         // And the other way: a mapping's name cannot be taken by an event.
         let mapping = opts.create("Local\\held", 8).unwrap();
-        match Entry::create(dir.clone(), &name, &new, Disposition::OpenOrCreate) {
+        match Entry::create(
+            dir.clone(),
+            &name,
+            &new,
+            Disposition::OpenOrCreate,
+            &mut |_| Ok(()),
+        ) {
             Err(Error::KindMismatch {
                 expected: Kind::Event,
                 found: Kind::Mapping,

@@ -1,0 +1,595 @@
+//! Named mutexes, semaphores and events, and waiting for any of several.
+//!
+//! They share the one namespace with mappings (a name held by one kind cannot be taken by
+//! another), and follow the same lifetime: an object lives while any process holds a
+//! handle, also after SIGKILL of every holder, unless it was created persistent.
+//!
+//! Waiting takes no CPU: on Linux, threads sleep on shared futexes (`futex_waitv` for
+//! [`wait_any`]), and the mutex is glibc's robust pthread mutex, whose owner's death the
+//! kernel reports.
+
+pub(crate) mod algo;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::sys::{self, Disposition};
+use crate::{Error, Name, Options, Result};
+
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+fn timed_out(what: &Name) -> Error {
+    Error::Timeout {
+        what: what.to_string(),
+    }
+}
+
+impl Options {
+    /// Creates a mutex (`CreateMutex`), failing if a live one has the name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`], [`Error::KindMismatch`], naming and mode errors.
+    pub fn create_mutex(&self, name: &str) -> Result<Mutex> {
+        self.mutex(name, Disposition::CreateNew)
+    }
+
+    /// Opens the mutex or creates it; [`Mutex::already_existed`] tells which.
+    pub fn open_or_create_mutex(&self, name: &str) -> Result<Mutex> {
+        self.mutex(name, Disposition::OpenOrCreate)
+    }
+
+    /// Opens an existing mutex (`OpenMutex`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::PermissionDenied`] (waiting
+    /// needs read-write access to the object).
+    pub fn open_mutex(&self, name: &str) -> Result<Mutex> {
+        let name = Name::parse(name)?;
+        Ok(Mutex {
+            inner: sys::Mutex::open(self.namespace_ref(), &name)?,
+        })
+    }
+
+    fn mutex(&self, name: &str, disposition: Disposition) -> Result<Mutex> {
+        let name = Name::parse(name)?;
+        let opts = self.create_options()?;
+        Ok(Mutex {
+            inner: sys::Mutex::create(self.namespace_ref(), &name, opts, disposition)?,
+        })
+    }
+
+    /// Creates a semaphore with an initial and a maximum count (`CreateSemaphore`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `max` is 0 or `initial > max`; as for
+    /// [`Options::create_mutex`].
+    pub fn create_semaphore(&self, name: &str, initial: u32, max: u32) -> Result<Semaphore> {
+        self.semaphore(name, initial, max, Disposition::CreateNew)
+    }
+
+    /// Opens the semaphore or creates it; an existing one keeps its counts.
+    pub fn open_or_create_semaphore(
+        &self,
+        name: &str,
+        initial: u32,
+        max: u32,
+    ) -> Result<Semaphore> {
+        self.semaphore(name, initial, max, Disposition::OpenOrCreate)
+    }
+
+    /// Opens an existing semaphore (`OpenSemaphore`).
+    pub fn open_semaphore(&self, name: &str) -> Result<Semaphore> {
+        let name = Name::parse(name)?;
+        Ok(Semaphore {
+            inner: sys::Semaphore::open(self.namespace_ref(), &name)?,
+        })
+    }
+
+    fn semaphore(
+        &self,
+        name: &str,
+        initial: u32,
+        max: u32,
+        disposition: Disposition,
+    ) -> Result<Semaphore> {
+        let name = Name::parse(name)?;
+        if max == 0 {
+            return Err(Error::InvalidArgument {
+                what: "a semaphore's maximum count must be at least 1".into(),
+            });
+        }
+        if initial > max {
+            return Err(Error::InvalidArgument {
+                what: format!("the initial count {initial} is above the maximum count {max}"),
+            });
+        }
+        let opts = self.create_options()?;
+        Ok(Semaphore {
+            inner: sys::Semaphore::create(
+                self.namespace_ref(),
+                &name,
+                opts,
+                disposition,
+                initial,
+                max,
+            )?,
+        })
+    }
+
+    /// Creates an event (`CreateEvent`): manual-reset or auto-reset, set or not.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_mutex`].
+    pub fn create_event(
+        &self,
+        name: &str,
+        manual_reset: bool,
+        initially_set: bool,
+    ) -> Result<Event> {
+        self.event(name, manual_reset, initially_set, Disposition::CreateNew)
+    }
+
+    /// Opens the event or creates it; an existing one keeps its kind and state.
+    pub fn open_or_create_event(
+        &self,
+        name: &str,
+        manual_reset: bool,
+        initially_set: bool,
+    ) -> Result<Event> {
+        self.event(name, manual_reset, initially_set, Disposition::OpenOrCreate)
+    }
+
+    /// Opens an existing event (`OpenEvent`).
+    pub fn open_event(&self, name: &str) -> Result<Event> {
+        let name = Name::parse(name)?;
+        Ok(Event {
+            inner: sys::Event::open(self.namespace_ref(), &name)?,
+        })
+    }
+
+    fn event(
+        &self,
+        name: &str,
+        manual_reset: bool,
+        initially_set: bool,
+        disposition: Disposition,
+    ) -> Result<Event> {
+        let name = Name::parse(name)?;
+        let opts = self.create_options()?;
+        Ok(Event {
+            inner: sys::Event::create(
+                self.namespace_ref(),
+                &name,
+                opts,
+                disposition,
+                manual_reset,
+                initially_set,
+            )?,
+        })
+    }
+}
+
+/// A named, cross-process, recursive mutex (`CreateMutex`), robust to its owner's death.
+///
+/// If the thread that owns it dies (its process killed by SIGKILL, say), the next thread
+/// to lock it gets it as [`Lock::Abandoned`], like Windows' `WAIT_ABANDONED`, and can
+/// repair the data it guards. The owning thread may lock it again; it must release it as
+/// many times.
+///
+/// ```
+/// # fn main() -> filemap::Result<()> {
+/// # let dir = std::env::temp_dir().join(format!("filemap-doc-mutex-{}", std::process::id()));
+/// let opts = filemap::Options::new().namespace(filemap::Namespace::at(&dir)).clone();
+/// let mutex = opts.open_or_create_mutex("Local\\counter-lock")?;
+/// let lock = mutex.lock()?;
+/// if lock.is_abandoned() {
+///     // The previous owner died while holding it: check the data it guards.
+/// }
+/// drop(lock); // released
+/// # drop(mutex); std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Mutex {
+    inner: sys::Mutex,
+}
+
+/// The outcome of a successful lock.
+#[must_use = "an abandoned mutex means the data it guards may be inconsistent"]
+#[derive(Debug)]
+pub enum Lock<'a> {
+    /// Acquired normally.
+    Acquired(MutexGuard<'a>),
+    /// Acquired, but its previous owner died holding it (`WAIT_ABANDONED`).
+    Abandoned(MutexGuard<'a>),
+}
+
+impl<'a> Lock<'a> {
+    /// Whether the previous owner died holding the mutex.
+    pub fn is_abandoned(&self) -> bool {
+        matches!(self, Lock::Abandoned(_))
+    }
+
+    /// The guard, whichever way the lock was acquired.
+    pub fn guard(self) -> MutexGuard<'a> {
+        match self {
+            Lock::Acquired(g) | Lock::Abandoned(g) => g,
+        }
+    }
+}
+
+/// Holds a [`Mutex`]; releases it when dropped. It cannot move to another thread: a mutex
+/// is released by the thread that owns it.
+pub struct MutexGuard<'a> {
+    mutex: &'a Mutex,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for MutexGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MutexGuard")
+            .field("mutex", self.mutex.name())
+            .finish()
+    }
+}
+
+impl Drop for MutexGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.mutex.inner.release();
+    }
+}
+
+impl Mutex {
+    /// [`Options::create_mutex`] with the default options.
+    pub fn create(name: &str) -> Result<Mutex> {
+        Options::new().create_mutex(name)
+    }
+
+    /// [`Options::open_or_create_mutex`] with the default options.
+    pub fn open_or_create(name: &str) -> Result<Mutex> {
+        Options::new().open_or_create_mutex(name)
+    }
+
+    /// [`Options::open_mutex`] with the default options.
+    pub fn open(name: &str) -> Result<Mutex> {
+        Options::new().open_mutex(name)
+    }
+
+    /// The name.
+    pub fn name(&self) -> &Name {
+        self.inner.name()
+    }
+
+    /// Whether `open_or_create` found it already there (`ERROR_ALREADY_EXISTS`).
+    pub fn already_existed(&self) -> bool {
+        !self.inner.created()
+    }
+
+    /// The object's file in the namespace.
+    pub fn os_path(&self) -> PathBuf {
+        self.inner.os_path()
+    }
+
+    /// Waits for the mutex, up to `timeout` (`None`: forever), and takes one level of
+    /// ownership without a guard, like `WaitForSingleObject`. Returns whether it was
+    /// abandoned. Release it with [`Mutex::release`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`].
+    pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
+        match self.inner.lock(deadline(timeout))? {
+            sys::Locked::Acquired => Ok(false),
+            sys::Locked::Abandoned => Ok(true),
+            sys::Locked::TimedOut => Err(timed_out(self.name())),
+        }
+    }
+
+    /// Releases one level of ownership (`ReleaseMutex`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwner`] if this thread does not own the mutex.
+    pub fn release(&self) -> Result<()> {
+        self.inner.release()
+    }
+
+    fn lock_within(&self, timeout: Option<Duration>) -> Result<Lock<'_>> {
+        let abandoned = self.acquire(timeout)?;
+        let guard = MutexGuard {
+            mutex: self,
+            _not_send: PhantomData,
+        };
+        Ok(if abandoned {
+            Lock::Abandoned(guard)
+        } else {
+            Lock::Acquired(guard)
+        })
+    }
+
+    /// Waits as long as it takes and locks.
+    pub fn lock(&self) -> Result<Lock<'_>> {
+        self.lock_within(None)
+    }
+
+    /// Locks if that is possible at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if another thread owns it.
+    pub fn try_lock(&self) -> Result<Lock<'_>> {
+        self.lock_within(Some(Duration::ZERO))
+    }
+
+    /// Waits up to `timeout` and locks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`].
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Lock<'_>> {
+        self.lock_within(Some(timeout))
+    }
+}
+
+/// A named, cross-process counting semaphore (`CreateSemaphore`).
+#[derive(Debug)]
+pub struct Semaphore {
+    inner: sys::Semaphore,
+}
+
+impl Semaphore {
+    /// [`Options::create_semaphore`] with the default options.
+    pub fn create(name: &str, initial: u32, max: u32) -> Result<Semaphore> {
+        Options::new().create_semaphore(name, initial, max)
+    }
+
+    /// [`Options::open_or_create_semaphore`] with the default options.
+    pub fn open_or_create(name: &str, initial: u32, max: u32) -> Result<Semaphore> {
+        Options::new().open_or_create_semaphore(name, initial, max)
+    }
+
+    /// [`Options::open_semaphore`] with the default options.
+    pub fn open(name: &str) -> Result<Semaphore> {
+        Options::new().open_semaphore(name)
+    }
+
+    /// The name.
+    pub fn name(&self) -> &Name {
+        self.inner.name()
+    }
+
+    /// Whether `open_or_create` found it already there.
+    pub fn already_existed(&self) -> bool {
+        !self.inner.created()
+    }
+
+    /// The object's file in the namespace.
+    pub fn os_path(&self) -> PathBuf {
+        self.inner.os_path()
+    }
+
+    /// The current count (a snapshot).
+    pub fn count(&self) -> u32 {
+        self.inner.count()
+    }
+
+    /// The maximum count.
+    pub fn max(&self) -> u32 {
+        self.inner.max()
+    }
+
+    /// Adds `n` to the count (`ReleaseSemaphore`) and returns the previous count.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyPosts`] if the count would pass the maximum; the count is unchanged.
+    pub fn release(&self, n: u32) -> Result<u32> {
+        self.inner.release(n)
+    }
+
+    fn wait_within(&self, timeout: Option<Duration>) -> Result<()> {
+        match sys::wait_any(&[sys::WaitRef::Semaphore(&self.inner)], deadline(timeout)) {
+            Some(_) => Ok(()),
+            None => Err(timed_out(self.name())),
+        }
+    }
+
+    /// Waits until the count is above 0 and decrements it.
+    pub fn acquire(&self) -> Result<()> {
+        self.wait_within(None)
+    }
+
+    /// Decrements the count if it is above 0.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the count is 0.
+    pub fn try_acquire(&self) -> Result<()> {
+        self.wait_within(Some(Duration::ZERO))
+    }
+
+    /// Waits up to `timeout` to decrement the count.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`].
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_within(Some(timeout))
+    }
+}
+
+/// A named, cross-process event (`CreateEvent`), manual-reset or auto-reset.
+///
+/// A manual-reset event, once set, releases every waiter until it is reset. An auto-reset
+/// event releases exactly one waiter per [`Event::set`], and that waiter resets it.
+#[derive(Debug)]
+pub struct Event {
+    inner: sys::Event,
+}
+
+impl Event {
+    /// [`Options::create_event`] with the default options.
+    pub fn create(name: &str, manual_reset: bool, initially_set: bool) -> Result<Event> {
+        Options::new().create_event(name, manual_reset, initially_set)
+    }
+
+    /// [`Options::open_or_create_event`] with the default options.
+    pub fn open_or_create(name: &str, manual_reset: bool, initially_set: bool) -> Result<Event> {
+        Options::new().open_or_create_event(name, manual_reset, initially_set)
+    }
+
+    /// [`Options::open_event`] with the default options.
+    pub fn open(name: &str) -> Result<Event> {
+        Options::new().open_event(name)
+    }
+
+    /// The name.
+    pub fn name(&self) -> &Name {
+        self.inner.name()
+    }
+
+    /// Whether `open_or_create` found it already there.
+    pub fn already_existed(&self) -> bool {
+        !self.inner.created()
+    }
+
+    /// The object's file in the namespace.
+    pub fn os_path(&self) -> PathBuf {
+        self.inner.os_path()
+    }
+
+    /// Signals it (`SetEvent`).
+    pub fn set(&self) {
+        self.inner.set();
+    }
+
+    /// Clears it (`ResetEvent`).
+    pub fn reset(&self) {
+        self.inner.reset();
+    }
+
+    /// Whether it is signalled now (a snapshot).
+    pub fn is_set(&self) -> bool {
+        self.inner.is_set()
+    }
+
+    /// Whether it is a manual-reset event.
+    pub fn is_manual_reset(&self) -> bool {
+        self.inner.manual_reset()
+    }
+
+    fn wait_within(&self, timeout: Option<Duration>) -> Result<()> {
+        match sys::wait_any(&[sys::WaitRef::Event(&self.inner)], deadline(timeout)) {
+            Some(_) => Ok(()),
+            None => Err(timed_out(self.name())),
+        }
+    }
+
+    /// Waits until it is signalled (and resets it, if it is auto-reset).
+    pub fn wait(&self) -> Result<()> {
+        self.wait_within(None)
+    }
+
+    /// Takes it if it is signalled now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if it is not.
+    pub fn try_wait(&self) -> Result<()> {
+        self.wait_within(Some(Duration::ZERO))
+    }
+
+    /// Waits up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        self.wait_within(Some(timeout))
+    }
+}
+
+mod sealed {
+    use crate::sys;
+
+    pub trait Sealed {
+        fn wait_ref(&self) -> sys::WaitRef<'_>;
+    }
+
+    impl Sealed for super::Event {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Event(&self.inner)
+        }
+    }
+
+    impl Sealed for super::Semaphore {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Semaphore(&self.inner)
+        }
+    }
+}
+
+/// Objects that [`wait_any`] can wait for: [`Event`] and [`Semaphore`].
+///
+/// Mutexes are not among them: on Linux a mutex is glibc's robust pthread mutex, and
+/// waiting for its futex word outside glibc would depend on glibc's private locking
+/// protocol. Wait for a mutex on its own with [`Mutex::lock`].
+pub trait Waitable: sealed::Sealed {}
+
+impl Waitable for Event {}
+impl Waitable for Semaphore {}
+
+/// The most objects [`wait_any`] takes, as Windows' `MAXIMUM_WAIT_OBJECTS`.
+pub const MAX_WAIT_OBJECTS: usize = 64;
+
+/// Waits until any of `objects` is signalled, takes it (decrements a semaphore, resets an
+/// auto-reset event) and returns its index, like `WaitForMultipleObjects` with
+/// `bWaitAll = FALSE`. When several are signalled, the lowest index wins.
+///
+/// On Linux this is one `futex_waitv` call (Linux 5.16 and later): no threads and no
+/// polling.
+///
+/// ```
+/// # fn main() -> filemap::Result<()> {
+/// # let dir = std::env::temp_dir().join(format!("filemap-doc-any-{}", std::process::id()));
+/// use std::time::Duration;
+/// let opts = filemap::Options::new().namespace(filemap::Namespace::at(&dir)).clone();
+/// let quit = opts.create_event("Local\\quit", true, false)?;
+/// let jobs = opts.create_semaphore("Local\\jobs", 0, 100)?;
+/// jobs.release(1)?;
+/// assert_eq!(filemap::wait_any(&[&quit, &jobs], Some(Duration::from_secs(1)))?, 1);
+/// # drop((quit, jobs)); std::fs::remove_dir_all(&dir).ok();
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Timeout`]; [`Error::InvalidArgument`] for no objects or more than
+/// [`MAX_WAIT_OBJECTS`].
+pub fn wait_any(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<usize> {
+    if objects.is_empty() || objects.len() > MAX_WAIT_OBJECTS {
+        return Err(Error::InvalidArgument {
+            what: format!(
+                "wait_any takes 1 to {MAX_WAIT_OBJECTS} objects, not {}",
+                objects.len()
+            ),
+        });
+    }
+    let refs: Vec<sys::WaitRef<'_>> = objects
+        .iter()
+        .map(|o| sealed::Sealed::wait_ref(*o))
+        .collect();
+    sys::wait_any(&refs, deadline(timeout)).ok_or_else(|| Error::Timeout {
+        what: format!("any of {} objects", objects.len()),
+    })
+}
