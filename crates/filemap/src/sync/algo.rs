@@ -52,13 +52,22 @@ pub(crate) trait Parker {
 
 /// Something a thread can wait for.
 pub(crate) trait Waitable {
-    /// The futex word; 0 means "sleep".
-    fn word(&self) -> &AtomicU32;
+    /// Starts a wait; the token goes to the other calls of the same wait.
+    fn begin(&self) -> u32;
+    /// Takes the object if it is signalled, or was signalled since `begin` for kinds that
+    /// release every waiter (consuming what an acquire consumes).
+    fn try_take(&self, token: u32) -> bool;
+    /// The word to sleep on, and the value it has while the waiter must sleep.
+    fn sleep_word(&self, token: u32) -> (&AtomicU32, u32);
     /// The number of sleepers that may need a wake.
     fn waiters(&self) -> &AtomicU32;
-    /// Takes the object if it is signalled (consuming what an acquire consumes).
-    fn try_take(&self) -> bool;
+    /// After a wait-for-any took another object: wake one sleeper here if this object is
+    /// still signalled, since the wake we absorbed may have been meant for it.
+    fn pass_on(&self, parker: &dyn Parker);
 }
+
+/// The most that `FUTEX_WAKE` takes for "everyone" (the count is a C `int`).
+pub(crate) const WAKE_ALL: u32 = i32::MAX as u32;
 
 /// Waits until one of `objects` can be taken, takes it and returns its index; the lowest
 /// index wins when several are signalled, as in `WaitForMultipleObjects`. `None` means the
@@ -68,9 +77,16 @@ pub(crate) fn wait_any(
     parker: &dyn Parker,
     deadline: Option<Instant>,
 ) -> Option<usize> {
+    let tokens: Vec<u32> = objects.iter().map(|o| o.begin()).collect();
+    let take = || {
+        objects
+            .iter()
+            .zip(&tokens)
+            .position(|(o, &t)| o.try_take(t))
+    };
     loop {
         // 1. Take the first one that is signalled.
-        if let Some(i) = objects.iter().position(|o| o.try_take()) {
+        if let Some(i) = take() {
             return Some(i);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -80,41 +96,38 @@ pub(crate) fn wait_any(
         for o in objects {
             o.waiters().fetch_add(1, SeqCst);
         }
-        let taken = objects.iter().position(|o| o.try_take());
+        let mut taken = take();
         let parked = match taken {
             Some(_) => Parked::Woken,
-            None if objects.len() == 1 => parker.park(objects[0].word(), 0, deadline),
+            None if objects.len() == 1 => {
+                let (word, val) = objects[0].sleep_word(tokens[0]);
+                parker.park(word, val, deadline)
+            }
             None => {
-                let words: Vec<(&AtomicU32, u32)> = objects.iter().map(|o| (o.word(), 0)).collect();
+                let words: Vec<(&AtomicU32, u32)> = objects
+                    .iter()
+                    .zip(&tokens)
+                    .map(|(o, &t)| o.sleep_word(t))
+                    .collect();
                 parker.park_any(&words, deadline)
             }
         };
-        // 3. Leave.
+        // 3. Leave, and look again if woken.
         for o in objects {
             o.waiters().fetch_sub(1, SeqCst);
         }
+        if taken.is_none() && parked == Parked::Woken {
+            taken = take();
+        }
         if let Some(i) = taken {
-            pass_on_wakes(objects, i, parker);
-            return Some(i);
-        }
-        if parked == Parked::Woken {
-            if let Some(i) = objects.iter().position(|o| o.try_take()) {
-                pass_on_wakes(objects, i, parker);
-                return Some(i);
+            if objects.len() > 1 {
+                for (j, o) in objects.iter().enumerate() {
+                    if j != i {
+                        o.pass_on(parker);
+                    }
+                }
             }
-        }
-    }
-}
-
-/// We may have absorbed a wake meant for another of the objects: hand one on to each that
-/// is still signalled and has sleepers.
-fn pass_on_wakes(objects: &[&dyn Waitable], taken: usize, parker: &dyn Parker) {
-    if objects.len() == 1 {
-        return;
-    }
-    for (j, o) in objects.iter().enumerate() {
-        if j != taken && o.word().load(SeqCst) != 0 && o.waiters().load(SeqCst) != 0 {
-            parker.unpark(o.word(), 1);
+            return Some(i);
         }
     }
 }
@@ -179,15 +192,25 @@ impl SemaphoreState {
 }
 
 impl Waitable for SemaphoreState {
-    fn word(&self) -> &AtomicU32 {
-        &self.count
+    fn begin(&self) -> u32 {
+        0
+    }
+
+    fn sleep_word(&self, _: u32) -> (&AtomicU32, u32) {
+        (&self.count, 0)
     }
 
     fn waiters(&self) -> &AtomicU32 {
         &self.waiters
     }
 
-    fn try_take(&self) -> bool {
+    fn pass_on(&self, parker: &dyn Parker) {
+        if self.count.load(SeqCst) != 0 && self.waiters.load(SeqCst) != 0 {
+            parker.unpark(&self.count, 1);
+        }
+    }
+
+    fn try_take(&self, _: u32) -> bool {
         let mut count = self.count.load(SeqCst);
         while count > 0 {
             match self
@@ -203,16 +226,23 @@ impl Waitable for SemaphoreState {
 }
 
 /// The shared state of an event: 64 bytes.
+///
+/// Waiters of an auto-reset event sleep on `signalled`, and each set wakes one of them.
+/// Waiters of a manual-reset event sleep on `generation`, which every set advances: a
+/// waiter that was asleep when the event was set is released even if the event is reset
+/// before it runs, as Windows releases every thread waiting at the time of `SetEvent`.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub(crate) struct EventState {
-    /// 1 when signalled; the futex word.
+    /// 1 when signalled.
     signalled: AtomicU32,
     /// 1 for a manual-reset event, fixed at creation.
     manual: AtomicU32,
     /// Sleepers (see the module documentation).
     waiters: AtomicU32,
-    reserved: [AtomicU32; 13],
+    /// Advanced by every set of a manual-reset event (wrapping).
+    generation: AtomicU32,
+    reserved: [AtomicU32; 12],
 }
 
 const _: () = assert!(std::mem::size_of::<EventState>() == 64);
@@ -236,9 +266,13 @@ impl EventState {
     /// an auto-reset event wakes one, and the first waiter to take it resets it.
     pub(crate) fn set(&self, parker: &dyn Parker) {
         self.signalled.store(1, SeqCst);
-        if self.waiters.load(SeqCst) != 0 {
-            let n = if self.manual_reset() { u32::MAX } else { 1 };
-            parker.unpark(&self.signalled, n);
+        if self.manual_reset() {
+            self.generation.fetch_add(1, SeqCst);
+            if self.waiters.load(SeqCst) != 0 {
+                parker.unpark(&self.generation, WAKE_ALL);
+            }
+        } else if self.waiters.load(SeqCst) != 0 {
+            parker.unpark(&self.signalled, 1);
         }
     }
 
@@ -248,17 +282,35 @@ impl EventState {
 }
 
 impl Waitable for EventState {
-    fn word(&self) -> &AtomicU32 {
-        &self.signalled
+    fn begin(&self) -> u32 {
+        self.generation.load(SeqCst)
+    }
+
+    fn sleep_word(&self, token: u32) -> (&AtomicU32, u32) {
+        if self.manual_reset() {
+            (&self.generation, token)
+        } else {
+            (&self.signalled, 0)
+        }
     }
 
     fn waiters(&self) -> &AtomicU32 {
         &self.waiters
     }
 
-    fn try_take(&self) -> bool {
+    fn pass_on(&self, parker: &dyn Parker) {
+        // A manual-reset set wakes everyone; only auto-reset wakes can be absorbed.
+        if !self.manual_reset()
+            && self.signalled.load(SeqCst) != 0
+            && self.waiters.load(SeqCst) != 0
+        {
+            parker.unpark(&self.signalled, 1);
+        }
+    }
+
+    fn try_take(&self, token: u32) -> bool {
         if self.manual_reset() {
-            self.signalled.load(SeqCst) != 0
+            self.signalled.load(SeqCst) != 0 || self.generation.load(SeqCst) != token
         } else {
             self.signalled
                 .compare_exchange(1, 0, SeqCst, SeqCst)
@@ -314,9 +366,9 @@ mod tests {
             Err(TooManyPosts { count: 3, max: 3 })
         );
         for _ in 0..3 {
-            assert!(s.try_take());
+            assert!(s.try_take(0));
         }
-        assert!(!s.try_take());
+        assert!(!s.try_take(0));
         let start = Instant::now();
         assert_eq!(
             wait_any(&[&*s], &Yield, Some(start + Duration::from_millis(20))),
@@ -390,13 +442,46 @@ mod tests {
     fn manual_reset_event_releases_everyone_until_reset() {
         let e = zeroed::<EventState>();
         e.init(true, false);
-        assert!(!e.try_take());
+        let token = e.begin();
+        assert!(!e.try_take(token));
         e.set(&Yield);
         for _ in 0..5 {
-            assert!(e.try_take(), "stays signalled");
+            assert!(e.try_take(e.begin()), "stays signalled");
         }
         e.reset();
-        assert!(!e.try_take());
+        assert!(!e.try_take(e.begin()));
+        // A wait that began before the set is released even after the reset.
+        assert!(e.try_take(token));
+    }
+
+    #[test]
+    fn manual_reset_releases_every_waiter_of_a_set_even_if_reset_at_once() {
+        let e: Arc<EventState> = Arc::from(zeroed::<EventState>());
+        e.init(true, false);
+        let started = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (e, started) = (e.clone(), started.clone());
+                std::thread::spawn(move || {
+                    let token = e.begin();
+                    started.fetch_add(1, SeqCst);
+                    // The same steps as wait_any, with the token taken before the set.
+                    while !e.try_take(token) {
+                        let (word, val) = e.sleep_word(token);
+                        Yield.park(word, val, None);
+                    }
+                })
+            })
+            .collect();
+        while started.load(SeqCst) < THREADS {
+            std::thread::yield_now();
+        }
+        e.set(&Yield);
+        e.reset();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(!e.is_set());
     }
 
     #[test]
