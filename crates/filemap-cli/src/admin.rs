@@ -6,15 +6,30 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use clap::{Args, ValueEnum};
-use filemap::{Access, Namespace, ObjectInfo, Options};
+use filemap::{Access, Namespace, ObjectInfo, Options, SyncState};
 
 use crate::wait::{wait_for_enter_or_signal, Wake};
 use crate::{parse_bytes, parse_mode, CmdResult, Encoding};
 
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
-    /// Name of the new mapping.
+    /// Name of the new object.
     name: String,
+    /// What to create.
+    #[arg(long, value_enum, default_value = "mapping")]
+    kind: KindArg,
+    /// Semaphore: the initial count.
+    #[arg(long, value_name = "N")]
+    initial: Option<u32>,
+    /// Semaphore: the maximum count (default 2147483647, as Windows' LONG).
+    #[arg(long, value_name = "N")]
+    max: Option<u32>,
+    /// Event: stay signalled until reset (default: auto-reset, one waiter per signal).
+    #[arg(long)]
+    manual_reset: bool,
+    /// Event: start signalled.
+    #[arg(long)]
+    set: bool,
     /// Size in bytes (65536, 0x10000, 64K). With --file, 0 or absent means the file's size.
     #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
     size: Option<u64>,
@@ -27,6 +42,27 @@ pub(crate) struct CreateArgs {
     /// Permission bits, octal (default 600: owner only; 644 lets others read a Global\ object).
     #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
     mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum KindArg {
+    /// Shared memory, or a mapped file (--file).
+    Mapping,
+    /// A robust, recursive mutex.
+    Mutex,
+    /// A counting semaphore.
+    Semaphore,
+    /// An auto-reset or manual-reset event.
+    Event,
+}
+
+/// An object that `create` keeps alive until it is told to stop.
+#[allow(dead_code)]
+enum Held {
+    Mapping(filemap::FileMapping),
+    Mutex(filemap::Mutex),
+    Semaphore(filemap::Semaphore),
+    Event(filemap::Event),
 }
 
 #[derive(Debug, Args)]
@@ -104,34 +140,108 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
     if let Some(mode) = a.mode {
         opts.mode(mode);
     }
-    let mapping = match &a.file {
-        Some(path) => {
-            let m = opts.map_path(path, a.size.unwrap_or(0), Access::ReadWrite, Some(&a.name))?;
-            if m.already_existed() {
-                return Err(filemap::Error::AlreadyExists {
-                    name: m.name().map(|n| n.to_string()).unwrap_or(a.name),
-                    kind: filemap::Kind::Mapping,
-                }
-                .into());
-            }
-            m
+    // Each option belongs to some kinds only.
+    let only = |given: bool, flag: &str, kinds: &str| -> CmdResult {
+        if given {
+            let kind = a
+                .kind
+                .to_possible_value()
+                .map(|v| v.get_name().to_owned())
+                .unwrap_or_default();
+            return Err(format!("{flag} applies to {kinds} only, not to --kind {kind}").into());
         }
-        None => {
-            let size = a
-                .size
-                .ok_or("--size is required for a shared-memory mapping".to_owned())?;
-            opts.create(&a.name, size)?
+        Ok(())
+    };
+    let k = a.kind;
+    only(
+        a.size.is_some() && k != KindArg::Mapping,
+        "--size",
+        "mappings",
+    )?;
+    only(
+        a.file.is_some() && k != KindArg::Mapping,
+        "--file",
+        "mappings",
+    )?;
+    only(
+        a.initial.is_some() && k != KindArg::Semaphore,
+        "--initial",
+        "semaphores",
+    )?;
+    only(
+        a.max.is_some() && k != KindArg::Semaphore,
+        "--max",
+        "semaphores",
+    )?;
+    only(
+        a.manual_reset && k != KindArg::Event,
+        "--manual-reset",
+        "events",
+    )?;
+    only(a.set && k != KindArg::Event, "--set", "events")?;
+    let (held, what, path) = match k {
+        KindArg::Mapping => {
+            let mapping = match &a.file {
+                Some(path) => {
+                    let m =
+                        opts.map_path(path, a.size.unwrap_or(0), Access::ReadWrite, Some(&a.name))?;
+                    if m.already_existed() {
+                        return Err(filemap::Error::AlreadyExists {
+                            name: m.name().map(|n| n.to_string()).unwrap_or(a.name),
+                            kind: filemap::Kind::Mapping,
+                        }
+                        .into());
+                    }
+                    m
+                }
+                None => {
+                    let size = a
+                        .size
+                        .ok_or("--size is required for a shared-memory mapping".to_owned())?;
+                    opts.create(&a.name, size)?
+                }
+            };
+            let name = mapping.name().map(|n| n.to_string()).unwrap_or_default();
+            let what = format!("mapping {name} ({} bytes)", mapping.size());
+            let path = mapping
+                .os_path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            (Held::Mapping(mapping), what, path)
+        }
+        KindArg::Mutex => {
+            let m = opts.create_mutex(&a.name)?;
+            let what = format!("mutex {}", m.name());
+            let path = m.os_path().display().to_string();
+            (Held::Mutex(m), what, path)
+        }
+        KindArg::Semaphore => {
+            let (initial, max) = (a.initial.unwrap_or(0), a.max.unwrap_or(i32::MAX as u32));
+            let s = opts.create_semaphore(&a.name, initial, max)?;
+            let what = format!("semaphore {} (count {initial}, max {max})", s.name());
+            let path = s.os_path().display().to_string();
+            (Held::Semaphore(s), what, path)
+        }
+        KindArg::Event => {
+            let e = opts.create_event(&a.name, a.manual_reset, a.set)?;
+            let what = format!(
+                "event {} ({}, {})",
+                e.name(),
+                if a.manual_reset {
+                    "manual-reset"
+                } else {
+                    "auto-reset"
+                },
+                if a.set { "set" } else { "not set" }
+            );
+            let path = e.os_path().display().to_string();
+            (Held::Event(e), what, path)
         }
     };
-    let name = mapping.name().map(|n| n.to_string()).unwrap_or_default();
-    let path = mapping
-        .os_path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    outln!(
-        "created mapping {name} ({} bytes) at {path}",
-        mapping.size()
-    );
+    outln!("created {what} at {path}");
+    let name = filemap::Name::parse(&a.name)
+        .map(|n| n.to_string())
+        .unwrap_or(a.name);
     if a.persistent {
         return Ok(());
     }
@@ -141,6 +251,7 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
     if let Wake::Signal(sig) = wake {
         errln!("closing {name} (signal {sig})");
     }
+    drop(held);
     Ok(())
 }
 
@@ -245,6 +356,44 @@ fn state(info: &ObjectInfo) -> &'static str {
     }
 }
 
+/// What `ls` and `info` say about a synchronization object's state.
+fn detail(info: &ObjectInfo) -> String {
+    match info.state {
+        Some(SyncState::Mutex { owner_pid: None, .. }) => "free".into(),
+        Some(SyncState::Mutex {
+            owner_pid: Some(pid),
+            abandoned: false,
+        }) => format!("owned by pid {pid}"),
+        Some(SyncState::Mutex {
+            owner_pid: Some(pid),
+            abandoned: true,
+        }) => format!("abandoned by pid {pid}"),
+        Some(SyncState::Semaphore { count, max }) => format!("count {count} of {max}"),
+        Some(SyncState::Event { set, manual_reset }) => format!(
+            "{}, {}",
+            if set { "set" } else { "not set" },
+            if manual_reset { "manual-reset" } else { "auto-reset" }
+        ),
+        Some(_) => String::new(),
+        None if info.file_backed => "file-backed".into(),
+        None => String::new(),
+    }
+}
+
+/// The state fields of a synchronization object, for JSON (with a leading comma).
+fn state_json(info: &ObjectInfo) -> String {
+    match info.state {
+        Some(SyncState::Mutex { owner_pid, abandoned }) => {
+            format!(",\"owner_pid\":{},\"abandoned\":{abandoned}", json_opt(owner_pid))
+        }
+        Some(SyncState::Semaphore { count, max }) => format!(",\"count\":{count},\"max\":{max}"),
+        Some(SyncState::Event { set, manual_reset }) => {
+            format!(",\"signalled\":{set},\"manual_reset\":{manual_reset}")
+        }
+        _ => String::new(),
+    }
+}
+
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -274,7 +423,7 @@ fn to_json(info: &ObjectInfo) -> String {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64());
     format!(
-        "{{\"name\":{},\"kind\":{},\"size\":{},\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":\"{:04o}\",\"live\":{},\"state\":\"{}\",\"persistent\":{},\"file_backed\":{},\"holders\":[{}],\"creator_pid\":{},\"created\":{}}}",
+        "{{\"name\":{},\"kind\":{},\"size\":{},\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":\"{:04o}\",\"live\":{},\"state\":\"{}\",\"persistent\":{},\"file_backed\":{},\"holders\":[{}],\"creator_pid\":{},\"created\":{}{}}}",
         json_str(&info.name.to_string()),
         json_opt(info.kind.map(|k| json_str(k.as_str()))),
         json_opt(info.size),
@@ -289,6 +438,7 @@ fn to_json(info: &ObjectInfo) -> String {
         info.holders.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
         json_opt(info.creator_pid),
         json_opt(created),
+        state_json(info),
     )
 }
 
@@ -300,21 +450,26 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
         out.push_str(&list.iter().map(to_json).collect::<Vec<_>>().join(","));
         out.push_str("]\n");
     } else {
-        let rows: Vec<[String; 7]> = list
+        let rows: Vec<[String; 8]> = list
             .iter()
             .map(|i| {
                 [
                     i.name.to_string(),
                     i.kind.map(|k| k.as_str()).unwrap_or("?").to_owned(),
-                    json_opt(i.size).replace("null", "?"),
+                    match (i.kind, i.size) {
+                        (Some(filemap::Kind::Mapping), Some(size)) => size.to_string(),
+                        (Some(_), _) => "-".into(),
+                        (None, _) => "?".into(),
+                    },
                     user_name(i.owner_uid),
                     format!("{:04o}", i.mode),
                     state(i).to_owned(),
+                    detail(i),
                     i.os_path.display().to_string(),
                 ]
             })
             .collect();
-        let header = ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "PATH"].map(String::from);
+        let header = ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "DETAIL", "PATH"].map(String::from);
         let mut widths = header.clone().map(|h| h.len());
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -354,11 +509,15 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
             .collect::<Vec<_>>()
             .join(" ");
         format!(
-            "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}\nowner:       {} (uid {})\nmode:        {:04o}\nfile-backed: {}\nholders:     {}\ncreator pid: {}\ncreated:     {}\nos path:     {}\n",
+            "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}{}\nowner:       {} (uid {})\nmode:        {:04o}\nfile-backed: {}\nholders:     {}\ncreator pid: {}\ncreated:     {}\nos path:     {}\n",
             i.name,
             i.kind.map(|k| k.as_str()).unwrap_or("?"),
             json_opt(i.size).replace("null", "?"),
             state(&i),
+            match detail(&i) {
+                d if d.is_empty() => d,
+                d => format!(" ({d})"),
+            },
             user_name(i.owner_uid),
             i.owner_uid,
             i.mode,

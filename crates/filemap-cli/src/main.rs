@@ -21,6 +21,7 @@ macro_rules! errln {
 
 mod admin;
 mod sample;
+mod sync;
 mod wait;
 
 use std::ffi::OsString;
@@ -65,6 +66,14 @@ enum Command {
     Gc,
     /// Create the shared namespace directories (run once as root on multi-user machines).
     Init,
+    /// Set an event, or release a semaphore by one.
+    Signal(sync::NameArg),
+    /// Reset a (manual-reset) event.
+    Reset(sync::NameArg),
+    /// Wait for any of the named events or semaphores (or one mutex); print the one that fired.
+    Wait(sync::WaitArgs),
+    /// Run a command while holding a named mutex, in the manner of flock(1).
+    Lock(sync::LockArgs),
 }
 
 /// Text encodings for messages.
@@ -211,9 +220,15 @@ fn main() -> ExitCode {
         Command::Rm(a) => admin::rm(&ns, a),
         Command::Gc => admin::gc(&ns),
         Command::Init => admin::init(&ns),
+        Command::Signal(a) => sync::signal(&ns, a),
+        Command::Reset(a) => sync::reset(&ns, a),
+        Command::Wait(a) => sync::wait(&ns, a),
+        Command::Lock(a) => sync::lock(&ns, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A command run by `lock` failed: its status is ours, and it spoke for itself.
+        Err(f) if f.message.is_empty() => ExitCode::from(f.code),
         Err(f) => fail(&f.message, f.code),
     }
 }

@@ -46,6 +46,12 @@ pub(crate) struct ClientArgs {
     /// Name of the mapping.
     #[arg(long, default_value = MAP_NAME)]
     name: String,
+    /// If the server is not there yet, wait for it (for the event NAME.ready that it sets).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds (exit status 124).
+    #[arg(long, requires = "wait", value_parser = crate::sync::parse_secs, value_name = "SECS")]
+    timeout: Option<std::time::Duration>,
     /// Offset of the view in the mapping.
     #[arg(long, default_value = "0", value_parser = parse_bytes, value_name = "N")]
     view_offset: u64,
@@ -62,6 +68,15 @@ pub(crate) struct DemoArgs {
     /// Name of the mapping the two processes share.
     #[arg(long, default_value = MAP_NAME)]
     name: String,
+}
+
+/// The manual-reset event that a server sets once its message is in place: the mapping's
+/// name with `.ready` appended (`Local\SampleMap.ready`).
+fn ready_event_name(mapping: &str) -> String {
+    let canonical = filemap::Name::parse(mapping)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| mapping.to_owned());
+    format!("{canonical}.ready")
 }
 
 /// Prints to stdout and flushes; a closed stdout must not stop the cleanup.
@@ -95,18 +110,56 @@ pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
         .into());
     }
     view.write_at(0, &bytes)?;
+    // Tell clients started with --wait that the mapping is ready. A name too long for the
+    // suffix just has no ready event.
+    let ready = match Options::new().namespace(ns.clone()).open_or_create_event(
+        &ready_event_name(&name),
+        true,
+        false,
+    ) {
+        Ok(event) => Some(event),
+        Err(filemap::Error::NameTooLong { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(ready) = &ready {
+        ready.set();
+    }
     say(&format!(
         "This message is written to the view:\n\"{}\"\n",
         a.message
     ));
     say(PROMPT);
     wait_for_enter_or_signal();
+    if let Some(ready) = ready {
+        ready.reset();
+    }
     drop(view);
     drop(mapping);
     Ok(())
 }
 
 pub(crate) fn client(ns: &Namespace, a: ClientArgs) -> CmdResult {
+    if a.wait {
+        let ready_name = ready_event_name(&a.name);
+        let ready =
+            Options::new()
+                .namespace(ns.clone())
+                .open_or_create_event(&ready_name, true, false)?;
+        let waited = match a.timeout {
+            Some(t) => ready.wait_timeout(t),
+            None => ready.wait(),
+        };
+        if let Err(filemap::Error::Timeout { .. }) = waited {
+            return Err(Failure {
+                message: format!(
+                    "no server for {} appeared in time (waited for {ready_name})",
+                    a.name
+                ),
+                code: crate::sync::EXIT_TIMEOUT,
+            });
+        }
+        waited?;
+    }
     let mapping = Options::new()
         .namespace(ns.clone())
         .open(&a.name, Access::Read)?;
