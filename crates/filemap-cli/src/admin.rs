@@ -359,7 +359,9 @@ fn state(info: &ObjectInfo) -> &'static str {
 /// What `ls` and `info` say about a synchronization object's state.
 fn detail(info: &ObjectInfo) -> String {
     match info.state {
-        Some(SyncState::Mutex { owner_pid: None, .. }) => "free".into(),
+        Some(SyncState::Mutex {
+            owner_pid: None, ..
+        }) => "free".into(),
         Some(SyncState::Mutex {
             owner_pid: Some(pid),
             abandoned: false,
@@ -372,7 +374,11 @@ fn detail(info: &ObjectInfo) -> String {
         Some(SyncState::Event { set, manual_reset }) => format!(
             "{}, {}",
             if set { "set" } else { "not set" },
-            if manual_reset { "manual-reset" } else { "auto-reset" }
+            if manual_reset {
+                "manual-reset"
+            } else {
+                "auto-reset"
+            }
         ),
         Some(_) => String::new(),
         None if info.file_backed => "file-backed".into(),
@@ -383,8 +389,14 @@ fn detail(info: &ObjectInfo) -> String {
 /// The state fields of a synchronization object, for JSON (with a leading comma).
 fn state_json(info: &ObjectInfo) -> String {
     match info.state {
-        Some(SyncState::Mutex { owner_pid, abandoned }) => {
-            format!(",\"owner_pid\":{},\"abandoned\":{abandoned}", json_opt(owner_pid))
+        Some(SyncState::Mutex {
+            owner_pid,
+            abandoned,
+        }) => {
+            format!(
+                ",\"owner_pid\":{},\"abandoned\":{abandoned}",
+                json_opt(owner_pid)
+            )
         }
         Some(SyncState::Semaphore { count, max }) => format!(",\"count\":{count},\"max\":{max}"),
         Some(SyncState::Event { set, manual_reset }) => {
@@ -469,7 +481,10 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
                 ]
             })
             .collect();
-        let header = ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "DETAIL", "PATH"].map(String::from);
+        let header = [
+            "NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "DETAIL", "PATH",
+        ]
+        .map(String::from);
         let mut widths = header.clone().map(|h| h.len());
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {

@@ -130,7 +130,11 @@ pub(crate) fn wait(ns: &Namespace, a: WaitArgs) -> CmdResult {
     let canonical: Vec<String> = a
         .names
         .iter()
-        .map(|n| filemap::Name::parse(n).map(|n| n.to_string()).unwrap_or_else(|_| n.clone()))
+        .map(|n| {
+            filemap::Name::parse(n)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| n.clone())
+        })
         .collect();
     let timed_out = |e: Error| match e {
         Error::Timeout { .. } => Failure {

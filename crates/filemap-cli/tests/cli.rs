@@ -367,6 +367,17 @@ fn sigkill_of_server_and_client_leaves_nothing_behind() {
         stderr(&out),
         "The process throws the error: no mapping named Local\\k\n"
     );
+    // The open reclaimed the mapping; the server's ready event goes with the next gc.
+    let ls = stdout(&root.run(&["ls", "--json"]));
+    assert!(
+        ls.starts_with("[{\"name\":\"Local\\\\k.ready\",\"kind\":\"event\""),
+        "{ls}"
+    );
+    assert!(ls.contains("\"state\":\"stale\""), "{ls}");
+    assert_eq!(
+        stdout(&root.run(&["gc"])),
+        "removed Local\\k.ready\n1 stale object(s) removed\n"
+    );
     assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
 }
 
@@ -491,7 +502,7 @@ fn create_write_read_ls_info_rm() {
     let lines: Vec<&str> = ls.lines().collect();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "PATH"]
+        ["NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "DETAIL", "PATH"]
     );
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>()[..6],
@@ -848,4 +859,349 @@ fn global_objects_follow_their_mode_across_users() {
     assert!(private.finish().0.success());
     assert!(shared.finish().0.success());
     assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
+}
+
+#[test]
+fn sync_objects_from_the_shell() {
+    let root = Root::new("synccli");
+    for args in [
+        &[
+            "create",
+            "Local\\jobs",
+            "--kind",
+            "semaphore",
+            "--initial",
+            "1",
+            "--max",
+            "2",
+            "--persistent",
+        ][..],
+        &[
+            "create",
+            "Local\\go",
+            "--kind",
+            "event",
+            "--manual-reset",
+            "--persistent",
+        ],
+        &["create", "Local\\once", "--kind", "event", "--persistent"],
+        &["create", "Local\\m", "--kind", "mutex", "--persistent"],
+    ] {
+        let out = root.run(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let ls = stdout(&root.run(&["ls"]));
+    for row in [
+        "Local\\go    event      -     root   0600  persistent  not set, manual-reset",
+        "Local\\jobs  semaphore  -     root   0600  persistent  count 1 of 2",
+        "Local\\m     mutex      -     root   0600  persistent  free",
+        "Local\\once  event      -     root   0600  persistent  not set, auto-reset",
+    ] {
+        assert!(ls.contains(row), "{row:?} in\n{ls}");
+    }
+    // signal releases a semaphore by one, past its maximum is an error.
+    assert!(root.run(&["signal", "jobs"]).status.success());
+    let out = root.run(&["signal", "jobs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "filemap: releasing Local\\jobs by 1 would pass its maximum count of 2 (it is 2); nothing changed\n"
+    );
+    // wait prints what fired, lowest first; an auto-reset event fires once per signal.
+    assert!(root.run(&["signal", "once"]).status.success());
+    assert_eq!(
+        stdout(&root.run(&["wait", "once", "jobs"])),
+        "Local\\once\n"
+    );
+    assert_eq!(
+        stdout(&root.run(&["wait", "once", "jobs"])),
+        "Local\\jobs\n"
+    );
+    assert_eq!(
+        stdout(&root.run(&["wait", "once", "jobs"])),
+        "Local\\jobs\n"
+    );
+    let start = std::time::Instant::now();
+    let out = root.run(&["wait", "once", "jobs", "--timeout", "0.3"]);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(out.status.code(), Some(124));
+    assert_eq!(
+        stderr(&out),
+        "filemap: timed out waiting for Local\\once, Local\\jobs\n"
+    );
+    // A manual-reset event stays set until reset.
+    assert!(root.run(&["signal", "go"]).status.success());
+    for _ in 0..2 {
+        assert_eq!(stdout(&root.run(&["wait", "go"])), "Local\\go\n");
+    }
+    assert!(root.run(&["reset", "go"]).status.success());
+    assert_eq!(
+        root.run(&["wait", "go", "--timeout", "0"]).status.code(),
+        Some(124)
+    );
+    // A waiter in another process is woken by a signal.
+    let mut waiter = root.spawn(&["wait", "go", "jobs"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(root.run(&["signal", "go"]).status.success());
+    assert_eq!(waiter.read_until("\n"), "Local\\go\n");
+    assert!(waiter.finish().0.success());
+    // Wrong kinds, in plain words.
+    for (args, message) in [
+        (
+            &["signal", "m"][..],
+            "filemap: Local\\m is a mutex; signal sets events and releases semaphores\n",
+        ),
+        (
+            &["reset", "jobs"],
+            "filemap: Local\\jobs is a semaphore; reset works on events\n",
+        ),
+        (
+            &["wait", "m", "go"],
+            "filemap: Local\\m is a mutex; a mutex can only be waited for on its own\n",
+        ),
+        (
+            &["create", "x", "--kind", "event", "--size", "10"],
+            "filemap: --size applies to mappings only, not to --kind event\n",
+        ),
+        (
+            &["create", "x", "--kind", "mutex", "--initial", "1"],
+            "filemap: --initial applies to semaphores only, not to --kind mutex\n",
+        ),
+        (
+            &[
+                "create",
+                "x",
+                "--kind",
+                "semaphore",
+                "--initial",
+                "3",
+                "--max",
+                "2",
+            ],
+            "filemap: invalid argument: the initial count 3 is above the maximum count 2\n",
+        ),
+        (
+            &["create", "m", "--kind", "event"],
+            "filemap: Local\\m is a mutex, not an event\n",
+        ),
+        (
+            &["read", "go"],
+            "filemap: Local\\go is an event, not a mapping\n",
+        ),
+        (
+            &["wait", "nothing"],
+            "filemap: no object named Local\\nothing\n",
+        ),
+    ] {
+        let out = root.run(args);
+        assert_eq!(stderr(&out), message, "{args:?}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+    for name in ["jobs", "go", "once", "m"] {
+        assert!(root.run(&["rm", name]).status.success());
+    }
+}
+
+#[test]
+fn lock_runs_a_command_under_the_mutex() {
+    let root = Root::new("lock");
+    // The command's status is ours.
+    let out = root.run(&["lock", "Local\\l", "--", "sh", "-c", "echo inside; exit 7"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out)),
+        (Some(7), "inside\n".to_owned())
+    );
+    assert_eq!(
+        root.run(&["lock", "l", "--", "nonexistent-command-xyz"])
+            .status
+            .code(),
+        Some(127)
+    );
+    // Several concurrent `lock` runs serialise a read-modify-write of a file.
+    let counter = root.0.with_extension("counter");
+    std::fs::write(&counter, "0").unwrap();
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do {} lock l -- sh -c 'n=$(cat {p}); sleep 0.002; echo $((n+1)) > {p}'; done",
+        EXE,
+        p = counter.display()
+    );
+    let runners: Vec<Child> = (0..4)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", &script])
+                .env("FILEMAP_ROOT", &root.0)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in runners {
+        assert!(r.wait().unwrap().success());
+    }
+    let total = std::fs::read_to_string(&counter).unwrap();
+    std::fs::remove_file(&counter).unwrap();
+    assert_eq!(total.trim(), "40");
+    // While someone holds it, a timed lock gives up with 124, no sooner than asked.
+    let mut holder = root.spawn(&["lock", "l", "--", "sh", "-c", "echo held; read line"]);
+    assert_eq!(holder.read_until("\n"), "held\n");
+    let start = std::time::Instant::now();
+    let out = root.run(&["lock", "l", "--timeout", "0.3", "--", "true"]);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(out.status.code(), Some(124));
+    assert_eq!(stderr(&out), "filemap: timed out waiting for Local\\l\n");
+    holder.press_enter();
+    assert!(holder.finish().0.success());
+}
+
+#[test]
+fn lock_reports_an_abandoned_mutex() {
+    let root = Root::new("abandoned");
+    // Abandonment is seen by whoever else holds the mutex; here that holder is the
+    // namespace itself (a persistent mutex). Without one, the mutex would simply be gone.
+    assert!(root
+        .run(&["create", "Local\\a", "--kind", "mutex", "--persistent"])
+        .status
+        .success());
+    for round in 0..3 {
+        // The holder is killed by SIGKILL, together with its command (one process group).
+        let mut cmd = root.cmd(&[
+            "lock",
+            "Local\\a",
+            "--",
+            "sh",
+            "-c",
+            "echo held; exec sleep 100",
+        ]);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut holder = Proc::spawn(cmd);
+        assert_eq!(holder.read_until("\n"), "held\n");
+        assert!(Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", holder.child.id())])
+            .status()
+            .unwrap()
+            .success());
+        let _ = holder.child.wait();
+        if round == 0 {
+            // `wait` tells an abandoned mutex apart by its status.
+            let out = root.run(&["wait", "a", "--timeout", "10"]);
+            assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+            assert_eq!(stdout(&out), "Local\\a\n");
+            assert_eq!(
+                stderr(&out),
+                "filemap: the mutex Local\\a was abandoned: its owner died holding it\n"
+            );
+            continue;
+        }
+        let out = root.run(&["lock", "a", "--timeout", "10", "--", "echo", "recovered"]);
+        assert_eq!(out.status.code(), Some(0), "round {round}");
+        assert_eq!(stdout(&out), "recovered\n");
+        assert_eq!(
+            stderr(&out),
+            "filemap: the mutex Local\\a was abandoned by its previous owner; running anyway\n"
+        );
+    }
+    assert!(stdout(&root.run(&["info", "a"])).contains("state:       persistent (free)"));
+    assert!(root.run(&["rm", "a"]).status.success());
+    assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
+}
+
+#[test]
+fn client_waits_for_a_server_that_starts_later() {
+    let root = Root::new("clientwait");
+    let mut client = root.spawn(&["client", "--wait", "--timeout", "20"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut server = root.spawn(&["server"]);
+    assert_eq!(server.read_until(PROMPT), SERVER_OUT);
+    assert_eq!(client.read_until(PROMPT), CLIENT_OUT);
+    for p in [&mut client, &mut server] {
+        p.press_enter();
+    }
+    assert!(client.finish().0.success());
+    assert!(server.finish().0.success());
+    // Without a server, --wait gives up after its timeout with status 124.
+    let start = std::time::Instant::now();
+    let out = root.run(&["client", "--wait", "--timeout", "0.3"]);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(out.status.code(), Some(124));
+    assert_eq!(
+        stderr(&out),
+        "The process throws the error: no server for Local\\SampleMap appeared in time (waited for Local\\SampleMap.ready)\n"
+    );
+    assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
+}
+
+#[test]
+fn another_user_can_neither_reach_nor_take_sync_objects() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("syncusers");
+    assert!(root.run(&["init"]).status.success());
+    for args in [
+        &["create", "Local\\ev", "--kind", "event", "--persistent"][..],
+        &[
+            "create",
+            "Global\\private-ev",
+            "--kind",
+            "event",
+            "--persistent",
+        ],
+        &[
+            "create",
+            "Global\\shared-sem",
+            "--kind",
+            "semaphore",
+            "--max",
+            "5",
+            "--mode",
+            "666",
+            "--persistent",
+        ],
+    ] {
+        assert!(root.run(args).status.success());
+    }
+    // Root's Local\ objects do not exist for nobody.
+    let out = other.run(NOBODY, &root.0, &["signal", "Local\\ev"]);
+    assert_eq!(stderr(&out), "filemap: no object named Local\\ev\n");
+    // An owner-only Global\ object can be neither used nor taken over.
+    let out = other.run(
+        NOBODY,
+        &root.0,
+        &["wait", "Global\\private-ev", "--timeout", "0"],
+    );
+    assert_eq!(
+        stderr(&out),
+        "filemap: permission denied: Global\\private-ev exists, but its permissions do not allow reading it\n"
+    );
+    assert_eq!(
+        other
+            .run(
+                NOBODY,
+                &root.0,
+                &["create", "Global\\private-ev", "--kind", "event"]
+            )
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        other
+            .run(NOBODY, &root.0, &["rm", "Global\\private-ev"])
+            .status
+            .code(),
+        Some(1)
+    );
+    // One shared with mode 666 works for everyone.
+    assert!(other
+        .run(NOBODY, &root.0, &["signal", "Global\\shared-sem"])
+        .status
+        .success());
+    assert_eq!(
+        stdout(&root.run(&["wait", "Global\\shared-sem"])),
+        "Global\\shared-sem\n"
+    );
+    for name in ["Local\\ev", "Global\\private-ev", "Global\\shared-sem"] {
+        assert!(root.run(&["rm", name]).status.success());
+    }
 }
