@@ -279,7 +279,8 @@ fn timeouts_are_lower_bounds() {
         .unwrap();
     let s = root.opts().create_semaphore("Local\\empty", 0, 1).unwrap();
     let t = Duration::from_millis(150);
-    let checks: Vec<(&str, Box<dyn Fn() -> filemap::Result<()>>)> = vec![
+    type Check<'a> = (&'a str, Box<dyn Fn() -> filemap::Result<()> + 'a>);
+    let checks: Vec<Check<'_>> = vec![
         ("mutex", Box::new(|| m.lock_timeout(t).map(drop))),
         ("event", Box::new(|| e.wait_timeout(t))),
         ("semaphore", Box::new(|| s.acquire_timeout(t))),
