@@ -12,7 +12,10 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicU32,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::{Duration, Instant};
 
 use rustix::fd::OwnedFd;
@@ -435,6 +438,48 @@ fn check(rc: c_int, what: &str) -> Result<()> {
     }
 }
 
+/// Incremented in the child after every `fork`, so that cached ids are refreshed.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORKS.fetch_add(1, Relaxed);
+}
+
+extern "C" {
+    fn pthread_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+    ) -> c_int;
+}
+
+thread_local! {
+    /// (fork generation, pid, tid) of this thread, computed once.
+    static IDS: std::cell::Cell<(u32, u32, u32)> = const { std::cell::Cell::new((u32::MAX, 0, 0)) };
+}
+
+/// This process's pid and this thread's tid, without a system call after the first use
+/// (both are needed on every lock and release).
+fn ids() -> (u32, u32) {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registering a handler that only increments an atomic, which is
+    // async-signal-safe as a child-side fork handler must be.
+    REGISTER.call_once(|| unsafe {
+        pthread_atfork(None, None, Some(after_fork_in_child));
+    });
+    let generation = FORKS.load(Relaxed);
+    IDS.with(|cell| {
+        let (g, pid, tid) = cell.get();
+        if g == generation {
+            return (pid, tid);
+        }
+        let pid = rustix::process::getpid().as_raw_pid() as u32;
+        let tid = rustix::thread::gettid().as_raw_pid() as u32;
+        cell.set((generation, pid, tid));
+        (pid, tid)
+    })
+}
+
 /// How a lock attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Locked {
@@ -550,17 +595,18 @@ impl Mutex {
                 e => return Err(Error::io(format!("locking {}", self.name()), e)),
             },
         };
+        // The owner fields are written only by the owner, under the mutex, which orders
+        // them; other readers (ls, info) only need a recent value.
         let depth = if abandoned {
             1
         } else {
-            s.depth.load(SeqCst) + 1
+            s.depth.load(Relaxed) + 1
         };
-        s.depth.store(depth, SeqCst);
+        s.depth.store(depth, Relaxed);
         if depth == 1 {
-            s.owner_pid
-                .store(rustix::process::getpid().as_raw_pid() as u32, SeqCst);
-            s.owner_tid
-                .store(rustix::thread::gettid().as_raw_pid() as u32, SeqCst);
+            let (pid, tid) = ids();
+            s.owner_pid.store(pid, Relaxed);
+            s.owner_tid.store(tid, Relaxed);
         }
         Ok(if abandoned {
             Locked::Abandoned
@@ -572,18 +618,17 @@ impl Mutex {
     /// Releases one level of ownership (`ReleaseMutex`).
     pub(crate) fn release(&self) -> Result<()> {
         let s = self.state();
-        let me = rustix::thread::gettid().as_raw_pid() as u32;
-        let pid = rustix::process::getpid().as_raw_pid() as u32;
-        let depth = s.depth.load(SeqCst);
-        if s.owner_tid.load(SeqCst) != me || s.owner_pid.load(SeqCst) != pid || depth == 0 {
+        let (pid, me) = ids();
+        let depth = s.depth.load(Relaxed);
+        if s.owner_tid.load(Relaxed) != me || s.owner_pid.load(Relaxed) != pid || depth == 0 {
             return Err(Error::NotOwner {
                 name: self.name().to_string(),
             });
         }
-        s.depth.store(depth - 1, SeqCst);
+        s.depth.store(depth - 1, Relaxed);
         if depth == 1 {
-            s.owner_tid.store(0, SeqCst);
-            s.owner_pid.store(0, SeqCst);
+            s.owner_tid.store(0, Relaxed);
+            s.owner_pid.store(0, Relaxed);
         }
         // SAFETY: `raw` is an initialised mutex in our live mapping, owned by this thread.
         match unsafe { pthread_mutex_unlock(s.raw.get()) } {

@@ -1,0 +1,406 @@
+//! Synchronization benchmarks with their baselines, measured side by side in one run.
+//!
+//! `cargo bench -p filemap --bench sync` prints Markdown tables for docs/BENCHMARKS.md.
+//!
+//! 1. Uncontended lock + unlock in one process: filemap's `Mutex` against a raw
+//!    process-shared pthread mutex (robust, as filemap's, and plain).
+//! 2. Cross-process round trips between two processes (this binary re-run as the peer):
+//!    a raw futex ping-pong (the baseline), an auto-reset event ping-pong, a semaphore
+//!    ping-pong, and a mutex hand-off (filemap's and a raw robust pthread mutex, with the
+//!    same protocol).
+//!
+//! Round trips are measured with both processes on one core, on two different cores, and
+//! where the scheduler puts them, each against its own futex baseline: on virtual machines
+//! a cross-core wake-up can cost several times a same-core one, and varies a lot.
+//!
+//! Medians over alternating rounds; ratios against the baseline of the same run.
+// A benchmark's report may panic on a closed stdout.
+#![allow(clippy::disallowed_macros)]
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the benchmarks need the Linux backend");
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod linux {
+    use std::ffi::c_int;
+    use std::hint::black_box;
+    use std::process::{Child, Command};
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::time::Instant;
+
+    use filemap::{Access, Namespace, Options, View};
+    use rustix::thread::futex;
+
+    const ROLE: &str = "FILEMAP_BENCH_ROLE";
+    const ROUND_TRIPS: u32 = 5_000;
+    const ROUNDS: usize = 11;
+
+    // Offsets in the shared control page.
+    const READY: usize = 0;
+    const GO: usize = 4;
+    const WORD: usize = 8;
+    const QUEUED_A: usize = 12;
+    const QUEUED_B: usize = 16;
+    const ACQUIRED: usize = 20;
+    const RAW_MUTEX: usize = 64;
+
+    #[repr(C, align(8))]
+    struct RawAttr([u8; 16]);
+
+    extern "C" {
+        fn pthread_mutexattr_init(a: *mut RawAttr) -> c_int;
+        fn pthread_mutexattr_setpshared(a: *mut RawAttr, v: c_int) -> c_int;
+        fn pthread_mutexattr_setrobust(a: *mut RawAttr, v: c_int) -> c_int;
+        fn pthread_mutex_init(m: *mut u8, a: *const RawAttr) -> c_int;
+        fn pthread_mutex_lock(m: *mut u8) -> c_int;
+        fn pthread_mutex_unlock(m: *mut u8) -> c_int;
+    }
+
+    fn opts() -> Options {
+        let mut o = Options::new();
+        o.namespace(Namespace::new());
+        o
+    }
+
+    fn word(v: &View, offset: usize) -> &AtomicU32 {
+        v.atomic_u32(offset).unwrap()
+    }
+
+    /// Spins briefly, then yields, so that a peer on the same core gets to run.
+    fn spin_until(w: &AtomicU32, value: u32) {
+        let mut spins = 0u32;
+        while w.load(SeqCst) != value {
+            if spins < 100 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// A raw process-shared pthread mutex at RAW_MUTEX in the control page.
+    fn raw_mutex_init(v: &View, robust: bool) -> *mut u8 {
+        // SAFETY: RAW_MUTEX + 64 is inside the 4096-byte view.
+        let m = unsafe { v.as_mut_ptr().unwrap().add(RAW_MUTEX) };
+        let mut attr = RawAttr([0; 16]);
+        // SAFETY: attr is writable and large enough; m points at 64 unused, 8-aligned bytes
+        // of the shared page that no one else touches before the peer starts.
+        unsafe {
+            assert_eq!(pthread_mutexattr_init(&mut attr), 0);
+            assert_eq!(pthread_mutexattr_setpshared(&mut attr, 1), 0);
+            if robust {
+                assert_eq!(pthread_mutexattr_setrobust(&mut attr, 1), 0);
+            }
+            assert_eq!(pthread_mutex_init(m, &attr), 0);
+        }
+        m
+    }
+
+    fn raw_lock(m: *mut u8) {
+        // SAFETY: an initialised process-shared mutex in a live shared mapping.
+        assert_eq!(unsafe { pthread_mutex_lock(m) }, 0);
+    }
+
+    fn raw_unlock(m: *mut u8) {
+        // SAFETY: as above; held by this thread.
+        assert_eq!(unsafe { pthread_mutex_unlock(m) }, 0);
+    }
+
+    fn futex_wait_for(w: &AtomicU32, value: u32) {
+        loop {
+            let cur = w.load(SeqCst);
+            if cur == value {
+                return;
+            }
+            let _ = futex::wait(w, futex::Flags::empty(), cur, None);
+        }
+    }
+
+    fn futex_set(w: &AtomicU32, value: u32) {
+        w.store(value, SeqCst);
+        let _ = futex::wake(w, futex::Flags::empty(), 1);
+    }
+
+    /// One side of a cross-process contender; `a` is the measuring parent.
+    fn run_side(contender: &str, a: bool, ctl: &View, n: u32) {
+        let w = word(ctl, WORD);
+        match contender {
+            "futex" => {
+                for i in 0..n {
+                    if a {
+                        futex_set(w, 2 * i + 1);
+                        futex_wait_for(w, 2 * i + 2);
+                    } else {
+                        futex_wait_for(w, 2 * i + 1);
+                        futex_set(w, 2 * i + 2);
+                    }
+                }
+            }
+            "event" => {
+                let (ping, pong) = (
+                    opts().open_event("Local\\bench-ping").unwrap(),
+                    opts().open_event("Local\\bench-pong").unwrap(),
+                );
+                for _ in 0..n {
+                    if a {
+                        ping.set();
+                        pong.wait().unwrap();
+                    } else {
+                        ping.wait().unwrap();
+                        pong.set();
+                    }
+                }
+            }
+            "semaphore" => {
+                let (ping, pong) = (
+                    opts().open_semaphore("Local\\bench-sping").unwrap(),
+                    opts().open_semaphore("Local\\bench-spong").unwrap(),
+                );
+                for _ in 0..n {
+                    if a {
+                        ping.release(1).unwrap();
+                        pong.acquire().unwrap();
+                    } else {
+                        ping.acquire().unwrap();
+                        pong.release(1).unwrap();
+                    }
+                }
+            }
+            "mutex" | "raw-mutex" => {
+                // Strict alternation: the holder releases only once the other side has
+                // said it is about to block on the mutex, and waits until it has taken it.
+                let m = opts().open_mutex("Local\\bench-mutex").unwrap();
+                // SAFETY: RAW_MUTEX + 64 is inside the 4096-byte view.
+                let raw = unsafe { ctl.as_mut_ptr().unwrap().add(RAW_MUTEX) };
+                let filemap_mutex = contender == "mutex";
+                let lock = || {
+                    if filemap_mutex {
+                        assert!(!m.acquire(None).unwrap());
+                    } else {
+                        raw_lock(raw);
+                    }
+                };
+                let unlock = || {
+                    if filemap_mutex {
+                        m.release().unwrap();
+                    } else {
+                        raw_unlock(raw);
+                    }
+                };
+                let (mine, theirs) = if a {
+                    (QUEUED_A, QUEUED_B)
+                } else {
+                    (QUEUED_B, QUEUED_A)
+                };
+                let acquired = word(ctl, ACQUIRED);
+                if a {
+                    lock();
+                    acquired.store(1, SeqCst);
+                } else {
+                    // A holds it first.
+                    spin_until(acquired, 1);
+                }
+                for i in 0..n {
+                    // Acquisitions so far: A starts with 1; each round trip adds B's and A's.
+                    if a {
+                        spin_until(word(ctl, theirs), i + 1);
+                        unlock();
+                        spin_until(acquired, 2 * i + 2);
+                        word(ctl, mine).store(i + 1, SeqCst);
+                        lock();
+                        acquired.store(2 * i + 3, SeqCst);
+                    } else {
+                        word(ctl, mine).store(i + 1, SeqCst);
+                        lock();
+                        acquired.store(2 * i + 2, SeqCst);
+                        spin_until(word(ctl, theirs), i + 1);
+                        unlock();
+                        // Let A take it before queueing again, or we could barge in.
+                        spin_until(acquired, 2 * i + 3);
+                    }
+                }
+                if a {
+                    unlock();
+                }
+            }
+            other => panic!("unknown contender {other}"),
+        }
+    }
+
+    /// Pins the calling process to one CPU.
+    fn pin(cpu: usize) {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+    }
+
+    /// Allows the calling process on every CPU again.
+    fn unpin() {
+        let mut set = rustix::thread::CpuSet::new();
+        for cpu in 0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+            set.set(cpu);
+        }
+        let _ = rustix::thread::sched_setaffinity(None, &set);
+    }
+
+    fn child_main(contender: String) {
+        if let Ok(cpu) = std::env::var("FILEMAP_BENCH_CPU") {
+            pin(cpu.parse().unwrap());
+        }
+        let ctl_map = opts().open("Local\\bench-ctl", Access::ReadWrite).unwrap();
+        let ctl = ctl_map.map_view(Access::ReadWrite, 0, 0).unwrap();
+        let n: u32 = std::env::var("FILEMAP_BENCH_N").unwrap().parse().unwrap();
+        word(&ctl, READY).store(1, SeqCst);
+        spin_until(word(&ctl, GO), 1);
+        run_side(&contender, false, &ctl, n);
+    }
+
+    /// Nanoseconds per round trip of `contender`, measured in the parent.
+    fn round_trip(contender: &str, ctl: &View, n: u32, child_cpu: Option<usize>) -> f64 {
+        for off in [READY, GO, WORD, QUEUED_A, QUEUED_B, ACQUIRED] {
+            word(ctl, off).store(0, SeqCst);
+        }
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.env(ROLE, contender).env("FILEMAP_BENCH_N", n.to_string());
+        if let Some(cpu) = child_cpu {
+            cmd.env("FILEMAP_BENCH_CPU", cpu.to_string());
+        }
+        let mut child = Reap(cmd.spawn().unwrap());
+        spin_until(word(ctl, READY), 1);
+        let start = Instant::now();
+        word(ctl, GO).store(1, SeqCst);
+        run_side(contender, true, ctl, n);
+        let elapsed = start.elapsed();
+        assert!(child.0.wait().unwrap().success());
+        elapsed.as_nanos() as f64 / f64::from(n)
+    }
+
+    struct Reap(Child);
+
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            if let Ok(None) = self.0.try_wait() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    }
+
+    pub(super) fn main() {
+        if let Ok(contender) = std::env::var(ROLE) {
+            return child_main(contender);
+        }
+        let root = std::path::PathBuf::from(format!(
+            "/dev/shm/filemap-bench-sync-{}",
+            std::process::id()
+        ));
+        // The peer process finds the namespace through the environment.
+        std::env::set_var("FILEMAP_ROOT", &root);
+        let o = opts();
+        let ctl_map = o.create("Local\\bench-ctl", 4096).unwrap();
+        let ctl = ctl_map.map_view(Access::ReadWrite, 0, 0).unwrap();
+        let _objects = (
+            o.create_event("Local\\bench-ping", false, false).unwrap(),
+            o.create_event("Local\\bench-pong", false, false).unwrap(),
+            o.create_semaphore("Local\\bench-sping", 0, 1).unwrap(),
+            o.create_semaphore("Local\\bench-spong", 0, 1).unwrap(),
+        );
+        let mutex = o.create_mutex("Local\\bench-mutex").unwrap();
+
+        // 1. Uncontended lock + unlock.
+        let iters = 1_000_000u32;
+        let time = |f: &mut dyn FnMut()| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(iters)
+        };
+        let (mut fm, mut robust, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            fm.push(time(&mut || drop(black_box(mutex.lock().unwrap()))));
+            let m = raw_mutex_init(&ctl, true);
+            robust.push(time(&mut || {
+                raw_lock(m);
+                raw_unlock(m);
+            }));
+            let m = raw_mutex_init(&ctl, false);
+            plain.push(time(&mut || {
+                raw_lock(m);
+                raw_unlock(m);
+            }));
+        }
+        let (fm, robust, plain) = (median(fm), median(robust), median(plain));
+        println!(
+            "### Uncontended lock + unlock, one process ({ROUNDS} rounds x {iters}, median)\n"
+        );
+        println!("| contender | ns per lock + unlock | filemap / contender |");
+        println!("|---|---:|---:|");
+        println!(
+            "| raw pthread mutex, process-shared, robust | {robust:.1} | {:.2}x |",
+            fm / robust
+        );
+        println!(
+            "| raw pthread mutex, process-shared | {plain:.1} | {:.2}x |",
+            fm / plain
+        );
+        println!("| filemap `Mutex::lock` + drop of the guard | {fm:.1} | 1.00x |");
+
+        // 2. Cross-process round trips, in three placements.
+        let contenders = ["futex", "event", "semaphore", "mutex", "raw-mutex"];
+        let labels = [
+            "raw futex ping-pong (baseline)",
+            "filemap auto-reset `Event`: set, then wait for the reply",
+            "filemap `Semaphore`: release, then acquire the reply",
+            "filemap `Mutex` hand-off there and back (both sides spin until the other queues)",
+            "raw robust pthread mutex, same hand-off protocol",
+        ];
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let mut placements: Vec<(&str, Option<(usize, usize)>)> = vec![("both processes on one core", Some((0, 0)))];
+        if cpus > 1 {
+            placements.push(("each process on its own core", Some((0, 1))));
+        }
+        placements.push(("unpinned", None));
+        raw_mutex_init(&ctl, true);
+        for (placement, cpus) in placements {
+            match cpus {
+                Some((parent, _)) => pin(parent),
+                None => unpin(),
+            }
+            let mut results: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+            for _ in 0..ROUNDS {
+                for (i, c) in contenders.iter().enumerate() {
+                    results[i].push(round_trip(c, &ctl, ROUND_TRIPS, cpus.map(|c| c.1)));
+                }
+            }
+            let med: Vec<f64> = results.into_iter().map(median).collect();
+            let base = med[0];
+            println!("\n### Cross-process round trips, {placement} ({ROUNDS} rounds x {ROUND_TRIPS}, median)\n");
+            println!("| contender | µs per round trip | contender / futex ping-pong |");
+            println!("|---|---:|---:|");
+            for (label, v) in labels.iter().zip(&med) {
+                println!("| {label} | {:.2} | {:.2}x |", v / 1e3, v / base);
+            }
+        }
+        unpin();
+        drop(_objects);
+        drop(mutex);
+        drop(ctl);
+        drop(ctl_map);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
