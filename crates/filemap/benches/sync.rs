@@ -246,7 +246,10 @@ mod linux {
     /// Allows the calling process on every CPU again.
     fn unpin() {
         let mut set = rustix::thread::CpuSet::new();
-        for cpu in 0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+        for cpu in 0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+        {
             set.set(cpu);
         }
         let _ = rustix::thread::sched_setaffinity(None, &set);
@@ -270,7 +273,8 @@ mod linux {
             word(ctl, off).store(0, SeqCst);
         }
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.env(ROLE, contender).env("FILEMAP_BENCH_N", n.to_string());
+        cmd.env(ROLE, contender)
+            .env("FILEMAP_BENCH_N", n.to_string());
         if let Some(cpu) = child_cpu {
             cmd.env("FILEMAP_BENCH_CPU", cpu.to_string());
         }
@@ -369,8 +373,11 @@ mod linux {
             "filemap `Mutex` hand-off there and back (both sides spin until the other queues)",
             "raw robust pthread mutex, same hand-off protocol",
         ];
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let mut placements: Vec<(&str, Option<(usize, usize)>)> = vec![("both processes on one core", Some((0, 0)))];
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut placements: Vec<(&str, Option<(usize, usize)>)> =
+            vec![("both processes on one core", Some((0, 0)))];
         if cpus > 1 {
             placements.push(("each process on its own core", Some((0, 1))));
         }
