@@ -145,6 +145,34 @@ mod linux {
                     }
                 }
             }
+            "futex-2files" => {
+                // The same, with the two words in two tmpfs files, as two named objects
+                // have them.
+                let m1 = opts()
+                    .open("Local\\bench-word1", Access::ReadWrite)
+                    .unwrap();
+                let m2 = opts()
+                    .open("Local\\bench-word2", Access::ReadWrite)
+                    .unwrap();
+                let (v1, v2) = (
+                    m1.map_view(Access::ReadWrite, 0, 0).unwrap(),
+                    m2.map_view(Access::ReadWrite, 0, 0).unwrap(),
+                );
+                let (ping, pong) = (word(&v1, 0), word(&v2, 0));
+                if a {
+                    ping.store(0, SeqCst);
+                    pong.store(0, SeqCst);
+                }
+                for i in 0..n {
+                    if a {
+                        futex_set(ping, i + 1);
+                        futex_wait_for(pong, i + 1);
+                    } else {
+                        futex_wait_for(ping, i + 1);
+                        futex_set(pong, i + 1);
+                    }
+                }
+            }
             "event" => {
                 let (ping, pong) = (
                     opts().open_event("Local\\bench-ping").unwrap(),
@@ -324,6 +352,10 @@ mod linux {
             o.create_semaphore("Local\\bench-spong", 0, 1).unwrap(),
         );
         let mutex = o.create_mutex("Local\\bench-mutex").unwrap();
+        let _words = (
+            o.create("Local\\bench-word1", 4096).unwrap(),
+            o.create("Local\\bench-word2", 4096).unwrap(),
+        );
 
         // 1. Uncontended lock + unlock.
         let iters = 1_000_000u32;
@@ -365,9 +397,17 @@ mod linux {
         println!("| filemap `Mutex::lock` + drop of the guard | {fm:.1} | 1.00x |");
 
         // 2. Cross-process round trips, in three placements.
-        let contenders = ["futex", "event", "semaphore", "mutex", "raw-mutex"];
+        let contenders = [
+            "futex",
+            "futex-2files",
+            "event",
+            "semaphore",
+            "mutex",
+            "raw-mutex",
+        ];
         let labels = [
-            "raw futex ping-pong (baseline)",
+            "raw futex ping-pong, one word (baseline)",
+            "raw futex ping-pong, two words in two tmpfs files (baseline 2)",
             "filemap auto-reset `Event`: set, then wait for the reply",
             "filemap `Semaphore`: release, then acquire the reply",
             "filemap `Mutex` hand-off there and back (both sides spin until the other queues)",
@@ -395,12 +435,17 @@ mod linux {
                 }
             }
             let med: Vec<f64> = results.into_iter().map(median).collect();
-            let base = med[0];
+            let (base, base2) = (med[0], med[1]);
             println!("\n### Cross-process round trips, {placement} ({ROUNDS} rounds x {ROUND_TRIPS}, median)\n");
-            println!("| contender | µs per round trip | contender / futex ping-pong |");
-            println!("|---|---:|---:|");
+            println!("| contender | µs per round trip | / baseline | / baseline 2 |");
+            println!("|---|---:|---:|---:|");
             for (label, v) in labels.iter().zip(&med) {
-                println!("| {label} | {:.2} | {:.2}x |", v / 1e3, v / base);
+                println!(
+                    "| {label} | {:.2} | {:.2}x | {:.2}x |",
+                    v / 1e3,
+                    v / base,
+                    v / base2
+                );
             }
         }
         unpin();
