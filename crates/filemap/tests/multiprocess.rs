@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{read_line_within, role, spawn_role, Reap, TestRoot};
+use common::{read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot};
 use filemap::{Access, Error, Namespace, Options};
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -20,18 +20,6 @@ fn opts() -> Options {
     let mut o = Options::new();
     o.namespace(Namespace::new());
     o
-}
-
-fn wait_for_stdin_eof() {
-    let mut line = String::new();
-    while std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {
-        line.clear();
-    }
 }
 
 /// The entry point of every child role. In the parent test run it does nothing.

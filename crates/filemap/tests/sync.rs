@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{read_line_within, role, spawn_role, Reap, TestRoot, Watchdog};
+use common::{read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot, Watchdog};
 use filemap::{wait_any, Access, Error, Kind, Namespace, Options};
 
 const LINE: Duration = Duration::from_secs(20);
@@ -24,18 +24,6 @@ fn report(s: impl std::fmt::Display) {
     let mut o = std::io::stdout().lock();
     writeln!(o, "{}{s}", common::REPORT).unwrap();
     o.flush().unwrap();
-}
-
-fn wait_for_stdin_eof() {
-    let mut line = String::new();
-    while std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map(|n| n > 0)
-        .unwrap_or(false)
-    {
-        line.clear();
-    }
 }
 
 /// Kills the whole test process if a test hangs.

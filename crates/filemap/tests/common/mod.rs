@@ -180,3 +180,17 @@ impl Drop for RemoveFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// In a child: blocks until the parent closes our stdin (the signal to let go).
+pub fn wait_for_stdin_eof() {
+    use std::io::BufRead;
+    let mut line = String::new();
+    while std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
+        line.clear();
+    }
+}

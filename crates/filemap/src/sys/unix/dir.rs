@@ -23,7 +23,7 @@ use rustix::fs::{self, FileType, FlockOperation, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use rustix::process::geteuid;
 
-use crate::{Error, Result, Scope};
+use crate::{Error, Kind, Name, Namespace, Result, Scope};
 
 /// An open, checked namespace directory.
 #[derive(Debug)]
@@ -129,6 +129,25 @@ impl NsDir {
         });
         cache.insert(key, dir.clone());
         Ok(Some(dir))
+    }
+
+    /// The directory in which to create `name`, made if need be.
+    pub(crate) fn for_create(ns: &Namespace, name: &Name) -> Result<Arc<NsDir>> {
+        let root = ns.root();
+        NsDir::get(&root, name.scope(), true)?.ok_or_else(|| {
+            Error::io(
+                format!("opening the namespace under {}", root.display()),
+                Errno::NOENT,
+            )
+        })
+    }
+
+    /// The directory in which to open `name`; if it does not exist, neither does the name.
+    pub(crate) fn for_open(ns: &Namespace, name: &Name, kind: Kind) -> Result<Arc<NsDir>> {
+        NsDir::get(&ns.root(), name.scope(), false)?.ok_or_else(|| Error::NotFound {
+            name: name.to_string(),
+            kind: Some(kind),
+        })
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {

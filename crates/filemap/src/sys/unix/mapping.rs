@@ -47,16 +47,6 @@ impl CreateOptions {
     }
 }
 
-fn ns_dir(ns: &Namespace, name: &Name) -> Result<std::sync::Arc<NsDir>> {
-    let root = ns.root();
-    NsDir::get(&root, name.scope(), true)?.ok_or_else(|| {
-        Error::io(
-            format!("opening the namespace under {}", root.display()),
-            Errno::NOENT,
-        )
-    })
-}
-
 impl Mapping {
     pub(crate) fn create(
         ns: &Namespace,
@@ -65,7 +55,7 @@ impl Mapping {
         opts: CreateOptions,
         disposition: Disposition,
     ) -> Result<Mapping> {
-        let dir = ns_dir(ns, name)?;
+        let dir = NsDir::for_create(ns, name)?;
         let new = NewObject {
             kind: Kind::Mapping,
             flags: opts.flags(),
@@ -89,11 +79,7 @@ impl Mapping {
     }
 
     pub(crate) fn open(ns: &Namespace, name: &Name, access: Access) -> Result<Mapping> {
-        let root = ns.root();
-        let dir = NsDir::get(&root, name.scope(), false)?.ok_or_else(|| Error::NotFound {
-            name: name.to_string(),
-            kind: Some(Kind::Mapping),
-        })?;
+        let dir = NsDir::for_open(ns, name, Kind::Mapping)?;
         let writable = access == Access::ReadWrite;
         // The entry of a file-backed mapping only holds a record; its data is elsewhere.
         let entry = Entry::open(dir, name, Kind::Mapping, writable)?;
@@ -200,7 +186,7 @@ impl Mapping {
             mode: opts.mode,
         };
         let (entry, created) = Entry::create(
-            ns_dir(ns, name)?,
+            NsDir::for_create(ns, name)?,
             name,
             &new,
             Disposition::OpenOrCreate,

@@ -145,7 +145,7 @@ impl Shared {
         disposition: Disposition,
         init: impl FnOnce(&T) -> Result<()>,
     ) -> Result<Shared> {
-        let dir = ns_dir(ns, name)?;
+        let dir = NsDir::for_create(ns, name)?;
         let size = std::mem::size_of::<T>() as u64;
         let new = NewObject {
             kind,
@@ -177,12 +177,7 @@ impl Shared {
     }
 
     fn open<T: SharedState>(ns: &Namespace, name: &Name, kind: Kind) -> Result<Shared> {
-        let root = ns.root();
-        let not_found = || Error::NotFound {
-            name: name.to_string(),
-            kind: Some(kind),
-        };
-        let dir = NsDir::get(&root, name.scope(), false)?.ok_or_else(not_found)?;
+        let dir = NsDir::for_open(ns, name, kind)?;
         let entry = Entry::open(dir, name, kind, true)?;
         let region = Self::check_and_map::<T>(&entry)?;
         Ok(Shared {
@@ -221,16 +216,6 @@ fn state_of<T: SharedState>(region: &Region) -> &T {
     // is page-aligned), it lives as long as `region`, and SharedState guarantees that
     // every bit pattern is a valid T and that all access goes through atomics or pthread.
     unsafe { &*region.ptr().cast::<T>() }
-}
-
-fn ns_dir(ns: &Namespace, name: &Name) -> Result<std::sync::Arc<NsDir>> {
-    let root = ns.root();
-    NsDir::get(&root, name.scope(), true)?.ok_or_else(|| {
-        Error::io(
-            format!("opening the namespace under {}", root.display()),
-            Errno::NOENT,
-        )
-    })
 }
 
 macro_rules! common_methods {
