@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
