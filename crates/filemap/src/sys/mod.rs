@@ -10,15 +10,21 @@
 //! - `admin::{list, info, remove, gc}` over a namespace root;
 //! - `default_root()`.
 //!
-//! `unix` is the Linux implementation. `windows` and `unsupported` are stubs that return
-//! [`Error::Unsupported`](crate::Error::Unsupported) until the Windows backend lands.
+//! `unix` is the Linux implementation and `windows` the Windows one (kernel objects).
+//! `unsupported` serves every other target and returns
+//! [`Error::Unsupported`](crate::Error::Unsupported).
 
 #[cfg(target_os = "linux")]
 mod unix;
 #[cfg(target_os = "linux")]
 pub(crate) use unix::*;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::*;
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod unsupported;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) use unsupported::*;
