@@ -1,0 +1,93 @@
+//! The sample's server and client as two Windows processes (run under Wine in CI).
+#![cfg(windows)]
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+
+const EXE: &str = env!("CARGO_BIN_EXE_filemap");
+const PROMPT: &str = "Press ENTER to clean up resources and quit";
+
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Reap {
+    Reap(
+        Command::new(EXE)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Output up to and including the prompt (the prompt has no newline).
+fn until_prompt(p: &mut Reap) -> String {
+    let out = p.0.stdout.as_mut().unwrap();
+    let mut text = Vec::new();
+    let mut b = [0u8; 1];
+    while !text.ends_with(PROMPT.as_bytes()) {
+        if out.read(&mut b).unwrap() == 0 {
+            break;
+        }
+        text.push(b[0]);
+    }
+    String::from_utf8_lossy(&text).replace("\r\n", "\n")
+}
+
+#[test]
+fn server_and_client_as_two_windows_processes() {
+    let name = format!("Local\\filemap-cli-test-{}", std::process::id());
+    let mut server = spawn(&["server", "--name", &name]);
+    assert_eq!(
+        until_prompt(&mut server),
+        format!(
+            "The file mapping ({name}) is created\nThe file view is mapped\nThis message is written to the view:\n\"Message from the first process.\"\n{PROMPT}"
+        )
+    );
+    let mut client = spawn(&["client", "--name", &name]);
+    assert_eq!(
+        until_prompt(&mut client),
+        format!(
+            "The file mapping ({name}) is opened\nThe file view is mapped\nRead from the file mapping:\n\"Message from the first process.\"\n{PROMPT}"
+        )
+    );
+    for p in [&mut client, &mut server] {
+        p.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    }
+    assert!(client.0.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
+    // Both closed it: the client now fails in the sample's words.
+    let out = Command::new(EXE)
+        .args(["client", "--name", &name])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).replace("\r\n", "\n"),
+        format!("The process throws the error: no mapping named {name}\n")
+    );
+}
+
+#[test]
+fn client_waits_for_a_later_server() {
+    let name = format!("Local\\filemap-cli-wait-{}", std::process::id());
+    let mut client = spawn(&["client", "--name", &name, "--wait", "--timeout", "20"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut server = spawn(&["server", "--name", &name]);
+    until_prompt(&mut server);
+    assert!(until_prompt(&mut client).contains("\"Message from the first process.\""));
+    for p in [&mut client, &mut server] {
+        p.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    }
+    assert!(client.0.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
+}
