@@ -91,3 +91,48 @@ fn client_waits_for_a_later_server() {
     assert!(client.0.wait().unwrap().success());
     assert!(server.0.wait().unwrap().success());
 }
+
+fn read_line(p: &mut Reap) -> String {
+    let out = p.0.stdout.as_mut().unwrap();
+    let mut text = Vec::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        text.push(b[0]);
+    }
+    String::from_utf8_lossy(&text).trim_end().to_owned()
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(EXE)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn signal_wait_and_lock_on_windows() {
+    let name = format!("Local\\filemap-cli-ev-{}", std::process::id());
+    let mut holder = spawn(&["create", &name, "--kind", "event"]);
+    assert!(
+        read_line(&mut holder).starts_with(&format!("created event {name} (auto-reset, not set)"))
+    );
+    assert!(run(&["signal", &name]).status.success());
+    let out = run(&["wait", &name, "--timeout", "5"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), name);
+    let start = std::time::Instant::now();
+    assert_eq!(
+        run(&["wait", &name, "--timeout", "0.3"]).status.code(),
+        Some(124)
+    );
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    let mutex = format!("Local\\filemap-cli-lock-{}", std::process::id());
+    assert_eq!(
+        run(&["lock", &mutex, "--", "cmd", "/c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.0.wait().unwrap().success());
+}
