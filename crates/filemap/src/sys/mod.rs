@@ -14,6 +14,45 @@
 //! `unsupported` serves every other target and returns
 //! [`Error::Unsupported`](crate::Error::Unsupported).
 
+use crate::layout::FLAG_PERSISTENT;
+
+/// Options for a new object, from [`Options`](crate::Options).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CreateOptions {
+    /// Unix permission bits; Windows objects get the creator's default security.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) mode: u32,
+    pub(crate) persistent: bool,
+}
+
+impl CreateOptions {
+    /// The flags of the object record.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn record_flags(&self) -> u32 {
+        if self.persistent {
+            FLAG_PERSISTENT
+        } else {
+            0
+        }
+    }
+}
+
+/// Whether an existing live object may be opened instead of creating one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    CreateNew,
+    OpenOrCreate,
+}
+
+/// How a lock attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+pub(crate) enum Locked {
+    Acquired,
+    Abandoned,
+    TimedOut,
+}
+
 #[cfg(target_os = "linux")]
 mod unix;
 #[cfg(target_os = "linux")]

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use super::{CreateOptions, Disposition, Locked};
 use crate::{Access, Error, Name, Namespace, ObjectInfo, Result};
 
 #[derive(Debug, Clone, Copy)]
@@ -26,19 +27,6 @@ pub(crate) struct Mapping(Never);
 
 #[derive(Debug)]
 pub(crate) struct Region(Never);
-
-#[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
-pub(crate) struct CreateOptions {
-    pub(crate) mode: u32,
-    pub(crate) persistent: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Disposition {
-    CreateNew,
-    OpenOrCreate,
-}
 
 impl Mapping {
     pub(crate) fn create(
@@ -124,15 +112,6 @@ pub(crate) mod admin {
     pub(crate) fn gc(_: &Path) -> Result<Vec<Name>> {
         unsupported()
     }
-}
-
-/// How a lock attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)]
-pub(crate) enum Locked {
-    Acquired,
-    Abandoned,
-    TimedOut,
 }
 
 macro_rules! stub_object {

@@ -33,6 +33,7 @@ use windows_sys::Win32::System::Threading::{
     WaitForSingleObject, EVENT_ALL_ACCESS, INFINITE, MUTEX_ALL_ACCESS, SEMAPHORE_ALL_ACCESS,
 };
 
+use super::{CreateOptions, Disposition, Locked};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
 use crate::{Access, Error, Kind, Name, Namespace, ObjectInfo, Result};
 
@@ -132,20 +133,6 @@ fn no_persistence(opts: &CreateOptions) -> Result<()> {
         });
     }
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CreateOptions {
-    /// Unix permission bits; Windows objects get the default security of the creator.
-    #[allow(dead_code)]
-    pub(crate) mode: u32,
-    pub(crate) persistent: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Disposition {
-    CreateNew,
-    OpenOrCreate,
 }
 
 fn granularity() -> u64 {
@@ -564,14 +551,6 @@ fn opened_handle(h: HANDLE, name: &Name, kind: Kind) -> Result<Handle> {
         return Err(object_error(last_error(), name, kind, "opening"));
     }
     Ok(Handle(h))
-}
-
-/// How a lock attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Locked {
-    Acquired,
-    Abandoned,
-    TimedOut,
 }
 
 #[derive(Debug)]

@@ -13,8 +13,9 @@ use rustix::io::{self as rio, Errno};
 use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
 
 use super::dir::NsDir;
-use super::object::{reserve, Disposition, Entry, NewObject};
-use crate::layout::{FLAG_FILE_BACKED, FLAG_PERSISTENT};
+use super::object::{reserve, Entry, NewObject};
+use crate::layout::FLAG_FILE_BACKED;
+use crate::sys::{CreateOptions, Disposition};
 use crate::{Access, Error, Kind, Name, Namespace, Result};
 
 /// The platform half of a [`FileMapping`](crate::FileMapping).
@@ -30,23 +31,6 @@ pub(crate) struct Mapping {
     created: bool,
 }
 
-/// Options for a new object, from [`Options`](crate::Options).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct CreateOptions {
-    pub(crate) mode: u32,
-    pub(crate) persistent: bool,
-}
-
-impl CreateOptions {
-    fn flags(&self) -> u32 {
-        if self.persistent {
-            FLAG_PERSISTENT
-        } else {
-            0
-        }
-    }
-}
-
 impl Mapping {
     pub(crate) fn create(
         ns: &Namespace,
@@ -58,7 +42,7 @@ impl Mapping {
         let dir = NsDir::for_create(ns, name)?;
         let new = NewObject {
             kind: Kind::Mapping,
-            flags: opts.flags(),
+            flags: opts.record_flags(),
             size,
             data_len: size,
             init: &[],
@@ -179,7 +163,7 @@ impl Mapping {
         record.extend_from_slice(path_bytes);
         let new = NewObject {
             kind: Kind::Mapping,
-            flags: opts.flags() | FLAG_FILE_BACKED,
+            flags: opts.record_flags() | FLAG_FILE_BACKED,
             size,
             data_len: record.len() as u64,
             init: &record,

@@ -6,9 +6,8 @@ mod mapping;
 mod object;
 mod sync;
 
-pub(crate) use mapping::{dup_file, open_for_mapping, CreateOptions, Mapping, Region};
-pub(crate) use object::Disposition;
-pub(crate) use sync::{wait_any, Event, Locked, Mutex, Semaphore, WaitRef};
+pub(crate) use mapping::{dup_file, open_for_mapping, Mapping, Region};
+pub(crate) use sync::{wait_any, Event, Mutex, Semaphore, WaitRef};
 
 /// Where namespaces live unless `FILEMAP_ROOT` says otherwise.
 pub(crate) fn default_root() -> std::path::PathBuf {

@@ -33,6 +33,7 @@ use rustix::process::getpid;
 
 use super::dir::{NsDir, NsGuard};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
+use crate::sys::Disposition;
 use crate::{Error, Kind, Name, Result};
 
 /// A holder's reference to a named object: its file, open and share-locked.
@@ -60,13 +61,6 @@ pub(crate) struct NewObject<'a> {
     pub(crate) init: &'a [u8],
     /// File mode bits (owner, group and others).
     pub(crate) mode: u32,
-}
-
-/// Whether an existing live object may be opened instead of creating one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Disposition {
-    CreateNew,
-    OpenOrCreate,
 }
 
 fn now_ns() -> u64 {

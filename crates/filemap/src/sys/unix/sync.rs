@@ -23,10 +23,10 @@ use rustix::io::Errno;
 use rustix::thread::futex;
 
 use super::dir::NsDir;
-use super::mapping::{map_state, CreateOptions, Region};
-use super::object::{Disposition, Entry, NewObject};
-use crate::layout::FLAG_PERSISTENT;
+use super::mapping::{map_state, Region};
+use super::object::{Entry, NewObject};
 use crate::sync::algo::{self, EventState, Parked, Parker, SemaphoreState, Waitable};
+use crate::sys::{CreateOptions, Disposition, Locked};
 use crate::{Error, Kind, Name, Namespace, Result, SyncState};
 
 /// Shared futexes: no `FUTEX_PRIVATE_FLAG`, so they work across processes.
@@ -149,7 +149,7 @@ impl Shared {
         let size = std::mem::size_of::<T>() as u64;
         let new = NewObject {
             kind,
-            flags: if opts.persistent { FLAG_PERSISTENT } else { 0 },
+            flags: opts.record_flags(),
             size,
             data_len: size,
             init: &[],
@@ -463,14 +463,6 @@ fn ids() -> (u32, u32) {
         cell.set((generation, pid, tid));
         (pid, tid)
     })
-}
-
-/// How a lock attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Locked {
-    Acquired,
-    Abandoned,
-    TimedOut,
 }
 
 /// A named mutex.
