@@ -58,36 +58,7 @@ fn opts(ns: &Namespace) -> Options {
 
 /// The kind of an existing object, so that `signal`/`reset`/`wait` can open it.
 fn kind_of(ns: &Namespace, name: &str) -> Result<Kind, Failure> {
-    let info = match ns.info(name) {
-        // Windows cannot inspect its namespace: find the kind by opening the name as each.
-        Err(Error::Unsupported { .. }) => {
-            let o = opts(ns);
-            return if o.open_event(name).is_ok() {
-                Ok(Kind::Event)
-            } else if o.open_semaphore(name).is_ok() {
-                Ok(Kind::Semaphore)
-            } else if o.open_mutex(name).is_ok() {
-                Ok(Kind::Mutex)
-            } else if o.open(name, filemap::Access::Read).is_ok() {
-                Ok(Kind::Mapping)
-            } else {
-                Err(Error::NotFound {
-                    name: filemap::Name::parse(name)?.to_string(),
-                    kind: None,
-                }
-                .into())
-            };
-        }
-        other => other?,
-    };
-    info.kind.ok_or_else(|| {
-        Failure::from(Error::PermissionDenied {
-            what: format!(
-                "{} exists, but its permissions do not allow reading it",
-                info.name
-            ),
-        })
-    })
+    Ok(ns.kind(name)?)
 }
 
 fn wrong_kind(name: &str, found: Kind, wanted: &str) -> Failure {

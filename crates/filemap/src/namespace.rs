@@ -78,6 +78,17 @@ impl Namespace {
         sys::admin::info(&self.root(), &Name::parse(name)?)
     }
 
+    /// The kind of the object that holds `name`. Works on every platform, Windows included,
+    /// where [`Namespace::info`] is not available.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::NotFound`] if nothing has that name;
+    /// [`crate::Error::PermissionDenied`] if the object cannot be read.
+    pub fn kind(&self, name: &str) -> Result<Kind> {
+        sys::admin::kind(&self.root(), &Name::parse(name)?)
+    }
+
     /// Removes a name, as `shm_unlink` does: new opens fail with `NotFound`, while current
     /// holders keep their object until they close it. This is the only way to remove a
     /// persistent object.

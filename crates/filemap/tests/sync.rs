@@ -500,6 +500,13 @@ fn kinds_collide_in_both_directions() {
     let _sem = o.create_semaphore(names[2], 0, 1).unwrap();
     let _event = o.create_event(names[3], false, false).unwrap();
     let kinds = [Kind::Mapping, Kind::Mutex, Kind::Semaphore, Kind::Event];
+    for (name, kind) in names.iter().zip(kinds) {
+        assert_eq!(root.ns().kind(name).unwrap(), kind);
+    }
+    assert!(matches!(
+        root.ns().kind("Local\\nothing"),
+        Err(Error::NotFound { kind: None, .. })
+    ));
     for (i, name) in names.iter().enumerate() {
         let attempts: [(Kind, filemap::Result<()>); 8] = [
             (Kind::Mapping, o.open(name, Access::Read).map(drop)),

@@ -173,6 +173,13 @@ fn kinds_collide_in_both_directions() {
     ));
     let map_name = unique("kind-map");
     let _map = FileMapping::create(&map_name, 10).unwrap();
+    let ns = filemap::Namespace::new();
+    assert_eq!(ns.kind(&name).unwrap(), Kind::Event);
+    assert_eq!(ns.kind(&map_name).unwrap(), Kind::Mapping);
+    assert!(matches!(
+        ns.kind(&unique("none")),
+        Err(Error::NotFound { .. })
+    ));
     assert!(matches!(
         Semaphore::open_or_create(&map_name, 0, 1),
         Err(Error::KindMismatch {

@@ -106,6 +106,9 @@ pub(crate) mod admin {
     pub(crate) fn info(_: &Path, _: &Name) -> Result<ObjectInfo> {
         unsupported()
     }
+    pub(crate) fn kind(_: &Path, _: &Name) -> Result<crate::Kind> {
+        unsupported()
+    }
     pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
         unsupported()
     }

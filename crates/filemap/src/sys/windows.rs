@@ -879,6 +879,12 @@ pub(crate) mod admin {
     pub(crate) fn info(_: &Path, _: &Name) -> Result<ObjectInfo> {
         no_listing()
     }
+    pub(crate) fn kind(_: &Path, name: &Name) -> Result<Kind> {
+        kind_holding(name).ok_or_else(|| Error::NotFound {
+            name: name.to_string(),
+            kind: None,
+        })
+    }
     pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
         no_listing()
     }

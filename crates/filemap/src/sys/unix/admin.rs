@@ -96,6 +96,16 @@ pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
     info_of(&dir, name, &name.file_name())?.ok_or_else(not_found)
 }
 
+pub(crate) fn kind(root: &Path, name: &Name) -> Result<crate::Kind> {
+    let info = info(root, name)?;
+    info.kind.ok_or_else(|| {
+        Error::denied(format!(
+            "{} exists, but its permissions do not allow reading it",
+            info.name
+        ))
+    })
+}
+
 pub(crate) fn remove(root: &Path, name: &Name) -> Result<()> {
     let dir = NsDir::get(root, name.scope(), false)?.ok_or_else(|| Error::NotFound {
         name: name.to_string(),
