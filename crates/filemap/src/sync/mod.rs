@@ -177,6 +177,40 @@ impl Options {
     }
 }
 
+/// The accessors that every synchronization object has.
+macro_rules! named_object {
+    ($t:ident) => {
+        impl $t {
+            /// The name.
+            pub fn name(&self) -> &Name {
+                self.inner.name()
+            }
+
+            /// Whether `open_or_create` found it already there (`ERROR_ALREADY_EXISTS`).
+            pub fn already_existed(&self) -> bool {
+                !self.inner.created()
+            }
+
+            /// The object's file in the namespace (on Windows, its kernel name).
+            pub fn os_path(&self) -> PathBuf {
+                self.inner.os_path()
+            }
+        }
+    };
+}
+
+named_object!(Mutex);
+named_object!(Semaphore);
+named_object!(Event);
+
+/// Waits for one event or semaphore, and takes it.
+fn wait_one(object: &dyn Waitable, timeout: Option<Duration>) -> Result<()> {
+    match sys::wait_any(&[sealed::Sealed::wait_ref(object)], deadline(timeout)) {
+        Some(_) => Ok(()),
+        None => Err(timed_out(sealed::Sealed::name(object))),
+    }
+}
+
 /// A named, cross-process, recursive mutex (`CreateMutex`), robust to its owner's death.
 ///
 /// If the thread that owns it dies (its process killed by SIGKILL, say), the next thread
@@ -264,21 +298,6 @@ impl Mutex {
         Options::new().open_mutex(name)
     }
 
-    /// The name.
-    pub fn name(&self) -> &Name {
-        self.inner.name()
-    }
-
-    /// Whether `open_or_create` found it already there (`ERROR_ALREADY_EXISTS`).
-    pub fn already_existed(&self) -> bool {
-        !self.inner.created()
-    }
-
-    /// The object's file in the namespace.
-    pub fn os_path(&self) -> PathBuf {
-        self.inner.os_path()
-    }
-
     /// Waits for the mutex, up to `timeout` (`None`: forever), and takes one level of
     /// ownership without a guard, like `WaitForSingleObject`. Returns whether it was
     /// abandoned. Release it with [`Mutex::release`].
@@ -362,21 +381,6 @@ impl Semaphore {
         Options::new().open_semaphore(name)
     }
 
-    /// The name.
-    pub fn name(&self) -> &Name {
-        self.inner.name()
-    }
-
-    /// Whether `open_or_create` found it already there.
-    pub fn already_existed(&self) -> bool {
-        !self.inner.created()
-    }
-
-    /// The object's file in the namespace.
-    pub fn os_path(&self) -> PathBuf {
-        self.inner.os_path()
-    }
-
     /// The current count (a snapshot).
     pub fn count(&self) -> u32 {
         self.inner.count()
@@ -396,16 +400,9 @@ impl Semaphore {
         self.inner.release(n)
     }
 
-    fn wait_within(&self, timeout: Option<Duration>) -> Result<()> {
-        match sys::wait_any(&[sys::WaitRef::Semaphore(&self.inner)], deadline(timeout)) {
-            Some(_) => Ok(()),
-            None => Err(timed_out(self.name())),
-        }
-    }
-
     /// Waits until the count is above 0 and decrements it.
     pub fn acquire(&self) -> Result<()> {
-        self.wait_within(None)
+        wait_one(self, None)
     }
 
     /// Decrements the count if it is above 0.
@@ -414,7 +411,7 @@ impl Semaphore {
     ///
     /// [`Error::Timeout`] if the count is 0.
     pub fn try_acquire(&self) -> Result<()> {
-        self.wait_within(Some(Duration::ZERO))
+        wait_one(self, Some(Duration::ZERO))
     }
 
     /// Waits up to `timeout` to decrement the count.
@@ -423,7 +420,7 @@ impl Semaphore {
     ///
     /// [`Error::Timeout`].
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
-        self.wait_within(Some(timeout))
+        wait_one(self, Some(timeout))
     }
 }
 
@@ -452,21 +449,6 @@ impl Event {
         Options::new().open_event(name)
     }
 
-    /// The name.
-    pub fn name(&self) -> &Name {
-        self.inner.name()
-    }
-
-    /// Whether `open_or_create` found it already there.
-    pub fn already_existed(&self) -> bool {
-        !self.inner.created()
-    }
-
-    /// The object's file in the namespace.
-    pub fn os_path(&self) -> PathBuf {
-        self.inner.os_path()
-    }
-
     /// Signals it (`SetEvent`).
     pub fn set(&self) {
         self.inner.set();
@@ -487,16 +469,9 @@ impl Event {
         self.inner.manual_reset()
     }
 
-    fn wait_within(&self, timeout: Option<Duration>) -> Result<()> {
-        match sys::wait_any(&[sys::WaitRef::Event(&self.inner)], deadline(timeout)) {
-            Some(_) => Ok(()),
-            None => Err(timed_out(self.name())),
-        }
-    }
-
     /// Waits until it is signalled (and resets it, if it is auto-reset).
     pub fn wait(&self) -> Result<()> {
-        self.wait_within(None)
+        wait_one(self, None)
     }
 
     /// Takes it if it is signalled now.
@@ -505,7 +480,7 @@ impl Event {
     ///
     /// [`Error::Timeout`] if it is not.
     pub fn try_wait(&self) -> Result<()> {
-        self.wait_within(Some(Duration::ZERO))
+        wait_one(self, Some(Duration::ZERO))
     }
 
     /// Waits up to `timeout`.
@@ -514,7 +489,7 @@ impl Event {
     ///
     /// [`Error::Timeout`].
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
-        self.wait_within(Some(timeout))
+        wait_one(self, Some(timeout))
     }
 }
 
@@ -523,17 +498,24 @@ mod sealed {
 
     pub trait Sealed {
         fn wait_ref(&self) -> sys::WaitRef<'_>;
+        fn name(&self) -> &crate::Name;
     }
 
     impl Sealed for super::Event {
         fn wait_ref(&self) -> sys::WaitRef<'_> {
             sys::WaitRef::Event(&self.inner)
         }
+        fn name(&self) -> &crate::Name {
+            self.inner.name()
+        }
     }
 
     impl Sealed for super::Semaphore {
         fn wait_ref(&self) -> sys::WaitRef<'_> {
             sys::WaitRef::Semaphore(&self.inner)
+        }
+        fn name(&self) -> &crate::Name {
+            self.inner.name()
         }
     }
 }
