@@ -1,5 +1,5 @@
 //! Windows-style named file mappings for Rust: `CreateFileMapping` / `OpenFileMapping` /
-//! `MapViewOfFile` semantics, natively on Linux (Windows follows).
+//! `MapViewOfFile` semantics, natively on Linux and on Windows.
 //!
 //! - **Names** are `Local\NAME`, `Global\NAME` or a bare `NAME` (see [`Name`]). On Linux,
 //!   `Local\` is private to the current user and `Global\` is shared by the machine.
@@ -61,6 +61,7 @@ mod layout;
 mod mapping;
 mod name;
 mod namespace;
+mod sha256;
 mod sync;
 mod sys;
 mod view;

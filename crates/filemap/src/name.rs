@@ -50,6 +50,30 @@ impl Scope {
 /// written `%XX` in upper-case hex. `Local\Sample Map` is stored as `Sample%20Map`,
 /// `Local\a/b` as `a%2Fb`, `Local\..` as `%2E.`. The encoding is one-to-one, so listings
 /// show the original names, and no name can become `.`, `..` or a hidden file.
+///
+/// # Short names, for 31-character limits
+///
+/// macOS limits POSIX shared-memory names to 31 bytes (`PSHMNAMLEN`), counting the leading
+/// `/`. [`Name::short_name`] maps every name, long or short, to a 30-byte name of that form:
+/// `/fm`, then `l` for `Local\` or `g` for `Global\`, then 26 characters of lower-case
+/// base32 (RFC 4648 alphabet `a`–`z`, `2`–`7`), which are the first 130 bits of
+/// `SHA-256("filemap short name v1" NUL scope uid NUL base)`:
+///
+/// - *scope* is the byte `L` or `G`;
+/// - *uid* is the user id in decimal for `Local\` (which is per user on Unix, while macOS's
+///   shared-memory names are machine-wide), and empty for `Global\`;
+/// - *base* is the part of the name after the prefix, in UTF-8.
+///
+/// Every name is hashed, even a short one, so there is one rule and a hashed name can never
+/// be mistaken for a literal one. The scheme is collision-safe in two ways: 130 bits of
+/// SHA-256 make an accidental collision unlikely beyond practical concern (about 2^-65
+/// among 2^32 names) and a deliberate one infeasible; and the object's record keeps the
+/// full name, so a backend that finds another full name behind the short one refuses the
+/// object instead of sharing it. The scheme is fixed by the `v1` in the hashed text and by
+/// a test vector; other languages can compute it with a SHA-256 library.
+///
+/// macOS has no filemap backend yet (see the README); the scheme is defined, tested and
+/// public so that the backend and programs in other languages agree on it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Name {
     scope: Scope,
@@ -133,6 +157,53 @@ impl Name {
         out
     }
 
+    /// The length of every [`Name::short_name`], in bytes: within macOS's 31-byte limit.
+    pub const SHORT_NAME_LEN: usize = 30;
+
+    /// The short POSIX shared-memory name that stands for this name for user `uid` (see
+    /// "Short names" in the type's documentation). `uid` only matters for `Local\` names.
+    ///
+    /// ```
+    /// let name = filemap::Name::parse("Global\\SampleMap").unwrap();
+    /// assert_eq!(name.short_name(0), "/fmg3xaok3dh4bjmhczpfnnmpb5gq7");
+    /// ```
+    pub fn short_name(&self, uid: u32) -> String {
+        let uid = match self.scope {
+            Scope::Local => uid.to_string(),
+            Scope::Global => String::new(),
+        };
+        let scope: &[u8] = match self.scope {
+            Scope::Local => b"L",
+            Scope::Global => b"G",
+        };
+        let digest = crate::sha256::digest(&[
+            b"filemap short name v1\0",
+            scope,
+            uid.as_bytes(),
+            b"\0",
+            self.base.as_bytes(),
+        ]);
+        let mut out = String::with_capacity(Self::SHORT_NAME_LEN);
+        out.push_str(match self.scope {
+            Scope::Local => "/fml",
+            Scope::Global => "/fmg",
+        });
+        // 26 base32 characters from the digest's leading bits, most significant first.
+        let mut acc: u32 = 0;
+        let mut bits = 0;
+        let mut bytes = digest.iter();
+        while out.len() < Self::SHORT_NAME_LEN {
+            if bits < 5 {
+                let next = bytes.next().copied().unwrap_or(0);
+                acc = (acc << 8) | u32::from(next);
+                bits += 8;
+            }
+            bits -= 5;
+            out.push(BASE32[((acc >> bits) & 31) as usize] as char);
+        }
+        out
+    }
+
     /// The inverse of [`Name::file_name`]: the name that a file in a namespace directory
     /// stands for, or `None` if the file name is not one that filemap makes.
     pub fn from_file_name(scope: Scope, file_name: &str) -> Option<Name> {
@@ -159,6 +230,8 @@ impl Name {
         (name.file_name() == file_name).then_some(name)
     }
 }
+
+const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
@@ -255,6 +328,50 @@ mod tests {
             Name::parse(&"é".repeat(86)),
             Err(Error::NameTooLong { .. })
         ));
+    }
+
+    /// The scheme is pinned: these values come from Python's `hashlib` and `base64` with
+    /// the recipe in the documentation, so a change to the scheme fails here.
+    #[test]
+    fn short_names_are_pinned() {
+        for (name, uid, want) in [
+            ("Global\\SampleMap", 0, "/fmg3xaok3dh4bjmhczpfnnmpb5gq7"),
+            ("Global\\SampleMap", 1000, "/fmg3xaok3dh4bjmhczpfnnmpb5gq7"),
+            ("Local\\SampleMap", 0, "/fmlsrui7ojms66vieamtl3alqxjmb"),
+            ("SampleMap", 1000, "/fml34gpw62bonxnbiww2tz57zsfol"),
+            ("Local\\ünïcødé ☃", 501, "/fml3zrvzhydmtdcnvxsmffggnpx7k"),
+        ] {
+            assert_eq!(Name::parse(name).unwrap().short_name(uid), want, "{name}");
+        }
+    }
+
+    /// Short names fit macOS's limit and are distinct across scopes, users and many names,
+    /// including names that differ only past the 31st character.
+    #[test]
+    fn short_names_fit_and_differ() {
+        let mut seen = std::collections::HashSet::new();
+        let long = "x".repeat(250);
+        for i in 0..20_000u32 {
+            for (scope, uid) in [("Local\\", 0), ("Local\\", 1), ("Global\\", 0)] {
+                let name = Name::parse(&format!("{scope}{long}{i}")).unwrap();
+                let short = name.short_name(uid);
+                assert_eq!(short.len(), Name::SHORT_NAME_LEN);
+                assert!(short.len() <= 31);
+                assert!(short.starts_with(if scope == "Global\\" { "/fmg" } else { "/fml" }));
+                assert!(short[4..]
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+                assert!(seen.insert(short), "{name} collides");
+            }
+        }
+        // Only a Local name depends on the user.
+        let global = Name::parse("Global\\g").unwrap();
+        assert_eq!(global.short_name(0), global.short_name(7));
+        let local = Name::parse("Local\\g").unwrap();
+        assert_ne!(local.short_name(0), local.short_name(7));
+        // The longest names are hashed like any other.
+        let longest = Name::parse(&"é".repeat(42)).unwrap();
+        assert_eq!(longest.short_name(0).len(), Name::SHORT_NAME_LEN);
     }
 
     #[test]
