@@ -1,5 +1,6 @@
-//! Waiting for ENTER, end of input, SIGINT, SIGTERM or SIGHUP, whichever comes first, so
-//! that the sample's programs clean up in every case, with or without a terminal.
+//! Waiting for ENTER, end of input, SIGINT, SIGTERM or SIGHUP (on Windows: Ctrl-C,
+//! Ctrl-Break or closing the console), whichever comes first, so that the sample's programs
+//! clean up in every case, with or without a terminal.
 #![allow(unsafe_code)]
 
 use std::io::BufRead;
@@ -10,9 +11,9 @@ use std::sync::mpsc;
 pub(crate) enum Wake {
     Enter,
     EndOfInput,
-    /// A termination signal (Linux; on Windows, console control events come with the
-    /// Windows backend).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    /// A termination signal on Linux, or a console control event on Windows
+    /// (`CTRL_C_EVENT` = 0, `CTRL_BREAK_EVENT` = 1, `CTRL_CLOSE_EVENT` = 2, ...).
+    #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
     Signal(i32),
 }
 
@@ -88,7 +89,48 @@ mod signals {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+mod signals {
+    use std::sync::mpsc::Sender;
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Duration;
+
+    use windows_sys::core::BOOL;
+    use windows_sys::Win32::Foundation::TRUE;
+    use windows_sys::Win32::System::Console::{
+        SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_C_EVENT,
+    };
+
+    use super::Wake;
+
+    static WAITER: OnceLock<Mutex<Sender<Wake>>> = OnceLock::new();
+
+    /// Runs on a thread that Windows starts for each console control event.
+    unsafe extern "system" fn handler(ctrl: u32) -> BOOL {
+        let Some(tx) = WAITER.get() else {
+            return 0;
+        };
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(Wake::Signal(ctrl as i32));
+        }
+        if ctrl != CTRL_C_EVENT && ctrl != CTRL_BREAK_EVENT {
+            // Close, logoff and shutdown end the process as soon as this returns: give the
+            // main thread the few seconds Windows allows to clean up and exit by itself.
+            std::thread::sleep(Duration::from_secs(4));
+        }
+        TRUE
+    }
+
+    pub(super) fn spawn_waiter(tx: Sender<Wake>) {
+        if WAITER.set(Mutex::new(tx)).is_ok() {
+            // SAFETY: `handler` has the signature of PHANDLER_ROUTINE and, being a plain
+            // function, stays valid for the life of the process.
+            unsafe { SetConsoleCtrlHandler(Some(handler), TRUE) };
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 mod signals {
     use std::sync::mpsc::Sender;
 

@@ -1,6 +1,6 @@
 //! The `filemap` command, run as real processes: the sample's server and client, the demo,
 //! signals, SIGKILL, Python attaching by path, other users, and bad input.
-// The Linux backend; the Windows suite comes with the Windows backend.
+// The Linux backend; tests/windows.rs is the Windows suite, run under Wine in CI.
 #![cfg(target_os = "linux")]
 // Test output may panic on a closed pipe; only the command itself must not.
 #![allow(clippy::disallowed_macros)]

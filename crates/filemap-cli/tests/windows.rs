@@ -1,5 +1,6 @@
 //! The sample's server and client as two Windows processes (run under Wine in CI).
 #![cfg(windows)]
+#![allow(clippy::disallowed_macros)] // tests may print; only the CLI itself must not
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -135,4 +136,78 @@ fn signal_wait_and_lock_on_windows() {
     );
     holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     assert!(holder.0.wait().unwrap().success());
+}
+
+/// Not a test by itself: in the child role that `server_cleans_up_on_ctrl_c` starts, it
+/// attaches to the server's console and sends Ctrl-C there, the way a user's keypress
+/// would arrive. A child does it because attaching changes the process's console.
+#[test]
+fn child() {
+    use windows_sys::Win32::Foundation::TRUE;
+    use windows_sys::Win32::System::Console::{
+        AttachConsole, FreeConsole, GenerateConsoleCtrlEvent, SetConsoleCtrlHandler, CTRL_C_EVENT,
+    };
+    let Ok(pid) = std::env::var("FILEMAP_TEST_CTRL_C_TO") else {
+        return;
+    };
+    let pid: u32 = pid.parse().unwrap();
+    // SAFETY: plain calls with a process id; ignoring Ctrl-C here keeps this process alive
+    // while the event goes to every process of the console it attached to.
+    let ok = unsafe {
+        FreeConsole();
+        AttachConsole(pid) != 0
+            && SetConsoleCtrlHandler(None, TRUE) != 0
+            && GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0) != 0
+    };
+    if !ok {
+        eprintln!("@@ {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+}
+
+/// Ctrl-C ends the server cleanly: it unmaps, closes and exits 0, and the mapping is gone.
+#[test]
+fn server_cleans_up_on_ctrl_c() {
+    use std::os::windows::process::CommandExt;
+    use windows_sys::Win32::System::Threading::{CREATE_NEW_CONSOLE, CREATE_NEW_PROCESS_GROUP};
+
+    let name = format!("Local\\filemap-cli-ctrl-c-{}", std::process::id());
+    // The server gets a console of its own, so that the Ctrl-C reaches it alone.
+    let mut server = Reap(
+        Command::new(EXE)
+            .args(["server", "--name", &name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .creation_flags(CREATE_NEW_CONSOLE)
+            .spawn()
+            .unwrap(),
+    );
+    until_prompt(&mut server);
+    let sender = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture"])
+        .env("FILEMAP_TEST_CTRL_C_TO", server.0.id().to_string())
+        .creation_flags(CREATE_NEW_PROCESS_GROUP)
+        .output()
+        .unwrap();
+    assert!(
+        sender.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sender.stderr)
+    );
+    // The server keeps its stdin open, so only the Ctrl-C can end it; a watchdog bounds
+    // the wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Ctrl-C did not end the server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(run(&["client", "--name", &name]).status.code(), Some(1));
 }
