@@ -8,7 +8,7 @@ use std::time::UNIX_EPOCH;
 use clap::{Args, ValueEnum};
 use filemap::{Access, Namespace, ObjectInfo, Options, SyncState};
 
-use crate::wait::{wait_for_enter_or_signal, Wake};
+use crate::wait::{wait_for_enter_or_signal, Wake, HOW_TO_STOP};
 use crate::{parse_bytes, parse_mode, CmdResult, Encoding};
 
 #[derive(Debug, Args)]
@@ -245,11 +245,11 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
     if a.persistent {
         return Ok(());
     }
-    errln!("holding {name} open; press ENTER (or send SIGINT/SIGTERM, or close input) to close it");
+    errln!("holding {name} open; {HOW_TO_STOP} to close it");
     let _ = std::io::stdout().flush();
     let wake = wait_for_enter_or_signal();
-    if let Wake::Signal(sig) = wake {
-        errln!("closing {name} (signal {sig})");
+    if let Wake::Signal(_) = wake {
+        errln!("closing {name} ({})", wake.describe());
     }
     drop(held);
     Ok(())

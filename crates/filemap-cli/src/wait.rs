@@ -17,6 +17,20 @@ pub(crate) enum Wake {
     Signal(i32),
 }
 
+impl Wake {
+    /// What ended the wait, for messages: `SIGTERM`, `Ctrl-C`, ...
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Wake::Enter => "ENTER".to_owned(),
+            Wake::EndOfInput => "end of input".to_owned(),
+            Wake::Signal(n) => signals::describe(n),
+        }
+    }
+}
+
+/// How to end the wait, for prompts.
+pub(crate) const HOW_TO_STOP: &str = signals::HOW_TO_STOP;
+
 /// Blocks until ENTER, end of input or a termination signal.
 ///
 /// Must be called while the process has one thread: it blocks the termination signals in
@@ -72,6 +86,17 @@ mod signals {
         set
     }
 
+    pub(super) const HOW_TO_STOP: &str = "press ENTER (or send SIGINT/SIGTERM, or close input)";
+
+    pub(super) fn describe(sig: i32) -> String {
+        match sig {
+            SIGHUP => "SIGHUP".to_owned(),
+            SIGINT => "SIGINT".to_owned(),
+            SIGTERM => "SIGTERM".to_owned(),
+            n => format!("signal {n}"),
+        }
+    }
+
     pub(super) fn spawn_waiter(tx: Sender<Wake>) {
         let set = termination_set();
         // SAFETY: blocking signals in this thread only changes how they are delivered; the
@@ -98,7 +123,8 @@ mod signals {
     use windows_sys::core::BOOL;
     use windows_sys::Win32::Foundation::TRUE;
     use windows_sys::Win32::System::Console::{
-        SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_C_EVENT,
+        SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT, CTRL_LOGOFF_EVENT,
+        CTRL_SHUTDOWN_EVENT,
     };
 
     use super::Wake;
@@ -121,6 +147,19 @@ mod signals {
         TRUE
     }
 
+    pub(super) const HOW_TO_STOP: &str = "press ENTER (or Ctrl-C, or close input)";
+
+    pub(super) fn describe(ctrl: i32) -> String {
+        match ctrl as u32 {
+            CTRL_C_EVENT => "Ctrl-C".to_owned(),
+            CTRL_BREAK_EVENT => "Ctrl-Break".to_owned(),
+            CTRL_CLOSE_EVENT => "console closed".to_owned(),
+            CTRL_LOGOFF_EVENT => "logoff".to_owned(),
+            CTRL_SHUTDOWN_EVENT => "shutdown".to_owned(),
+            n => format!("console event {n}"),
+        }
+    }
+
     pub(super) fn spawn_waiter(tx: Sender<Wake>) {
         if WAITER.set(Mutex::new(tx)).is_ok() {
             // SAFETY: `handler` has the signature of PHANDLER_ROUTINE and, being a plain
@@ -135,6 +174,12 @@ mod signals {
     use std::sync::mpsc::Sender;
 
     use super::Wake;
+
+    pub(super) const HOW_TO_STOP: &str = "press ENTER (or close input)";
+
+    pub(super) fn describe(sig: i32) -> String {
+        format!("signal {sig}")
+    }
 
     /// Without a backend for this platform, only ENTER and end of input end the wait.
     pub(super) fn spawn_waiter(_tx: Sender<Wake>) {}

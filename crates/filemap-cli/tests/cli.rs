@@ -530,7 +530,13 @@ fn create_write_read_ls_info_rm() {
     holder.read_until("\n");
     assert!(stdout(&root.run(&["ls"])).contains("Global\\held"));
     holder.signal("-TERM");
-    assert!(holder.finish().0.success());
+    let (status, err) = holder.finish();
+    assert!(status.success());
+    assert_eq!(
+        err,
+        "holding Global\\held open; press ENTER (or send SIGINT/SIGTERM, or close input) to close it\n\
+         closing Global\\held (SIGTERM)\n"
+    );
     assert!(!stdout(&root.run(&["ls"])).contains("Global\\held"));
     // rm removes the persistent one.
     assert!(root.run(&["rm", "p"]).status.success());

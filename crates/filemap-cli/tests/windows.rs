@@ -138,7 +138,7 @@ fn signal_wait_and_lock_on_windows() {
     assert!(holder.0.wait().unwrap().success());
 }
 
-/// Not a test by itself: in the child role that `server_cleans_up_on_ctrl_c` starts, it
+/// Not a test by itself: in the child role that `ctrl_c_cleans_up` starts, it
 /// attaches to the server's console and sends Ctrl-C there, the way a user's keypress
 /// would arrive. A child does it because attaching changes the process's console.
 #[test]
@@ -151,8 +151,9 @@ fn child() {
         return;
     };
     let pid: u32 = pid.parse().unwrap();
-    // SAFETY: plain calls with a process id; ignoring Ctrl-C here keeps this process alive
-    // while the event goes to every process of the console it attached to.
+    // SAFETY: plain calls with a process id. Ignoring Ctrl-C here keeps this process alive
+    // while the event goes to every process of the console it attached to, which is the
+    // server alone.
     let ok = unsafe {
         FreeConsole();
         AttachConsole(pid) != 0
@@ -165,29 +166,28 @@ fn child() {
     }
 }
 
-/// Ctrl-C ends the server cleanly: it unmaps, closes and exits 0, and the mapping is gone.
-#[test]
-fn server_cleans_up_on_ctrl_c() {
+/// Starts the CLI in a console of its own, so that a Ctrl-C sent there reaches it alone.
+fn spawn_in_own_console(args: &[&str]) -> Reap {
     use std::os::windows::process::CommandExt;
-    use windows_sys::Win32::System::Threading::{CREATE_NEW_CONSOLE, CREATE_NEW_PROCESS_GROUP};
-
-    let name = format!("Local\\filemap-cli-ctrl-c-{}", std::process::id());
-    // The server gets a console of its own, so that the Ctrl-C reaches it alone.
-    let mut server = Reap(
+    use windows_sys::Win32::System::Threading::CREATE_NEW_CONSOLE;
+    Reap(
         Command::new(EXE)
-            .args(["server", "--name", &name])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .creation_flags(CREATE_NEW_CONSOLE)
             .spawn()
             .unwrap(),
-    );
-    until_prompt(&mut server);
+    )
+}
+
+/// Presses Ctrl-C in `p`'s console (through the `child` role) and waits, under a watchdog,
+/// for `p` to exit. `p` keeps its stdin open, so only the Ctrl-C can end it.
+fn ctrl_c(p: &mut Reap) -> std::process::ExitStatus {
     let sender = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child", "--nocapture"])
-        .env("FILEMAP_TEST_CTRL_C_TO", server.0.id().to_string())
-        .creation_flags(CREATE_NEW_PROCESS_GROUP)
+        .env("FILEMAP_TEST_CTRL_C_TO", p.0.id().to_string())
         .output()
         .unwrap();
     assert!(
@@ -195,19 +195,49 @@ fn server_cleans_up_on_ctrl_c() {
         "{}",
         String::from_utf8_lossy(&sender.stderr)
     );
-    // The server keeps its stdin open, so only the Ctrl-C can end it; a watchdog bounds
-    // the wait.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            return status;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "Ctrl-C did not end the server"
+            "Ctrl-C did not end pid {}",
+            p.0.id()
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    }
+}
+
+/// Ctrl-C ends `create` and the server cleanly: they say why (`create`), close, exit 0, and
+/// their objects are gone.
+#[test]
+fn ctrl_c_cleans_up() {
+    let name = format!("Local\\filemap-cli-ctrl-c-{}", std::process::id());
+    let mut holder = spawn_in_own_console(&["create", &name, "--kind", "event"]);
+    assert!(read_line(&mut holder).starts_with("created event"));
+    let status = ctrl_c(&mut holder);
+    assert!(status.success(), "{status:?}");
+    let mut err = String::new();
+    holder
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        err.replace("\r\n", "\n"),
+        format!(
+            "holding {name} open; press ENTER (or Ctrl-C, or close input) to close it\n\
+             closing {name} (Ctrl-C)\n"
+        )
+    );
+    assert_eq!(run(&["signal", &name]).status.code(), Some(1));
+
+    let mut server = spawn_in_own_console(&["server", "--name", &name]);
+    until_prompt(&mut server);
+    let status = ctrl_c(&mut server);
     assert!(status.success(), "{status:?}");
     assert_eq!(run(&["client", "--name", &name]).status.code(), Some(1));
 }
