@@ -394,15 +394,46 @@ impl Mapping {
         if let Some((_, _, opts)) = &name {
             no_persistence(opts)?;
         }
-        let len = file
+        // The same checks, in the same words, as on Linux: CreateFileMappingW would only
+        // say "access denied" for any of them.
+        let what = || match path_hint {
+            Some(p) => p.display().to_string(),
+            None => "the file".to_owned(),
+        };
+        if let Some(granted) = granted_access(file.as_raw_handle() as HANDLE) {
+            if granted & FILE_READ_DATA == 0 {
+                return Err(Error::denied(format!(
+                    "{} is open write-only; a mapping needs read access",
+                    what()
+                )));
+            }
+            if access == Access::ReadWrite && granted & FILE_WRITE_DATA == 0 {
+                return Err(Error::denied(format!(
+                    "{} is not open for writing, so it cannot be mapped read-write",
+                    what()
+                )));
+            }
+        }
+        let meta = file
             .metadata()
-            .map_err(|e| Error::io("checking the file", e))?
-            .len();
+            .map_err(|e| Error::io(format!("checking {}", what()), e))?;
+        if !meta.is_file() {
+            return Err(Error::InvalidArgument {
+                what: format!("{} is not a regular file", what()),
+            });
+        }
+        let len = meta.len();
         let size = if size == 0 { len } else { size };
         if size == 0 {
             return Err(Error::InvalidSize {
-                what: "the file is empty; give a size to grow it".into(),
+                what: format!("{} is empty; give a size to grow it", what()),
             });
+        }
+        if size > len && access != Access::ReadWrite {
+            return Err(Error::denied(format!(
+                "{} is {len} bytes; growing it to {size} needs read-write access",
+                what()
+            )));
         }
         let protect = match access {
             Access::Read => PAGE_READONLY,
@@ -642,8 +673,51 @@ struct EventBasicInformation {
     state: i32,
 }
 
+/// `NtQueryObject`'s `PUBLIC_OBJECT_BASIC_INFORMATION`.
+#[repr(C)]
+struct ObjectBasicInformation {
+    attributes: u32,
+    granted_access: u32,
+    handle_count: u32,
+    pointer_count: u32,
+    reserved: [u32; 10],
+}
+
+const FILE_READ_DATA: u32 = 0x1;
+const FILE_WRITE_DATA: u32 = 0x2;
+
+/// The access rights a handle was opened with, if the kernel tells.
+fn granted_access(h: HANDLE) -> Option<u32> {
+    let mut info = ObjectBasicInformation {
+        attributes: 0,
+        granted_access: 0,
+        handle_count: 0,
+        pointer_count: 0,
+        reserved: [0; 10],
+    };
+    // SAFETY: `info` is writable and of the size given; class 0 is ObjectBasicInformation,
+    // which any handle can be asked for.
+    let status = unsafe {
+        NtQueryObject(
+            h,
+            0,
+            &mut info,
+            std::mem::size_of::<ObjectBasicInformation>() as u32,
+            std::ptr::null_mut(),
+        )
+    };
+    (status >= 0).then_some(info.granted_access)
+}
+
 #[link(name = "ntdll")]
 extern "system" {
+    fn NtQueryObject(
+        h: HANDLE,
+        class: u32,
+        info: *mut ObjectBasicInformation,
+        len: u32,
+        ret: *mut u32,
+    ) -> i32;
     fn NtQuerySemaphore(
         h: HANDLE,
         class: u32,

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use filemap::Namespace;
 
-/// A namespace root of its own under /dev/shm, removed when dropped.
+/// A test's own objects: on Linux a namespace root of its own under /dev/shm, removed when
+/// dropped; on Windows, where objects live in the kernel's session namespace, a tag that
+/// [`TestRoot::name`] adds to every name.
 pub struct TestRoot {
     pub path: PathBuf,
+    tag: String,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -19,12 +22,24 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TestRoot {
     pub fn new(tag: &str) -> TestRoot {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(format!(
-            "/dev/shm/filemap-test-{tag}-{}-{n}",
-            std::process::id()
-        ));
+        let tag = format!("filemap-test-{tag}-{}-{n}", std::process::id());
+        let path = if cfg!(windows) {
+            std::env::temp_dir().join(&tag)
+        } else {
+            PathBuf::from("/dev/shm").join(&tag)
+        };
         let _ = std::fs::remove_dir_all(&path);
-        TestRoot { path }
+        TestRoot { path, tag }
+    }
+
+    /// The name `name` for this test: unchanged on Linux, where the root is the test's own;
+    /// with the test's tag appended on Windows.
+    pub fn name(&self, name: &str) -> String {
+        if cfg!(windows) {
+            format!("{name}-{}", self.tag)
+        } else {
+            name.to_owned()
+        }
     }
 
     pub fn ns(&self) -> Namespace {
@@ -38,6 +53,7 @@ impl TestRoot {
     }
 
     /// The object files in the caller's Local\ namespace.
+    #[cfg(target_os = "linux")]
     pub fn local_files(&self) -> Vec<String> {
         let uid = std::fs::metadata("/proc/self")
             .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
@@ -110,11 +126,7 @@ fn read_raw_line(child: &mut Child, timeout: Duration) -> Option<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     // The watchdog: the child prints promptly or the test fails rather than hangs.
-    let guard = Watchdog::new(timeout, move || {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    });
+    let guard = Watchdog::new(timeout, move || kill_pid(pid));
     let mut eof = false;
     loop {
         match stdout.read(&mut byte) {
@@ -160,6 +172,23 @@ impl Drop for Watchdog {
             let _ = tx.send(());
         }
     }
+}
+
+/// Kills a process by id, as hard as the OS allows (a watchdog's last resort).
+fn kill_pid(pid: u32) {
+    let pid = pid.to_string();
+    let _ = if cfg!(windows) {
+        Command::new("taskkill").args(["/F", "/PID", &pid]).status()
+    } else {
+        Command::new("kill").args(["-KILL", &pid]).status()
+    };
+}
+
+/// Kills a child the hard way (SIGKILL on Unix, TerminateProcess on Windows: no clean-up
+/// code runs) and reaps it.
+pub fn kill_hard(kid: &mut Reap) {
+    kid.0.kill().unwrap();
+    kid.0.wait().unwrap();
 }
 
 /// Kills and reaps a child if the test panics before it does.
