@@ -1,13 +1,13 @@
-//! The Windows backend, run under Wine in CI: mappings, kinds, mutexes, semaphores, events
-//! and wait_any, across real Windows processes (this test binary re-run in a role).
+//! What only Windows has: sizes and offsets past the 64 KiB allocation granularity, across
+//! real Windows processes (this test binary re-run in a role). The shared suites
+//! (mapping.rs, multiprocess.rs, sync.rs) run on Windows too; CI runs them under Wine.
 #![cfg(windows)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
-use filemap::{wait_any, Access, Error, Event, FileMapping, Kind, Mutex, Options, Semaphore};
+use filemap::{Access, Error, FileMapping};
 
 static N: AtomicUsize = AtomicUsize::new(0);
 
@@ -78,22 +78,6 @@ fn child() {
                 .unwrap();
             say(&format!("{} {}", m.size(), String::from_utf8_lossy(&buf)));
         }
-        "own" => {
-            let m = Mutex::open(&name).unwrap();
-            let lock = m.lock().unwrap();
-            say("owner");
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-            drop(lock);
-        }
-        "any" => {
-            let e = Event::open(&format!("{name}-e")).unwrap();
-            let s = Semaphore::open(&format!("{name}-s")).unwrap();
-            say("ready");
-            say(&wait_any(&[&e, &s], Some(Duration::from_secs(20)))
-                .unwrap()
-                .to_string());
-        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -152,107 +136,4 @@ fn mappings_across_processes_with_exact_sizes() {
         Err(Error::NotFound { .. }) => {}
         other => panic!("{other:?}"),
     }
-}
-
-#[test]
-fn kinds_collide_in_both_directions() {
-    let name = unique("kind");
-    let _event = Event::create(&name, false, false).unwrap();
-    match FileMapping::open_or_create(&name, 10) {
-        Err(Error::KindMismatch {
-            expected, found, ..
-        }) => assert_eq!((expected, found), (Kind::Mapping, Kind::Event)),
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(
-        Mutex::open_or_create(&name),
-        Err(Error::KindMismatch {
-            found: Kind::Event,
-            ..
-        })
-    ));
-    let map_name = unique("kind-map");
-    let _map = FileMapping::create(&map_name, 10).unwrap();
-    let ns = filemap::Namespace::new();
-    assert_eq!(ns.kind(&name).unwrap(), Kind::Event);
-    assert_eq!(ns.kind(&map_name).unwrap(), Kind::Mapping);
-    assert!(matches!(
-        ns.kind(&unique("none")),
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        Semaphore::open_or_create(&map_name, 0, 1),
-        Err(Error::KindMismatch {
-            found: Kind::Mapping,
-            ..
-        })
-    ));
-    assert!(matches!(
-        Event::open(&map_name),
-        Err(Error::KindMismatch { .. }) | Err(Error::NotFound { .. })
-    ));
-}
-
-#[test]
-fn a_killed_owner_leaves_the_mutex_abandoned() {
-    let name = unique("abandon");
-    let m = Mutex::create(&name).unwrap();
-    for round in 0..3 {
-        let mut kid = spawn_role("own", &name);
-        assert_eq!(report(&mut kid), "owner", "round {round}");
-        assert!(matches!(m.try_lock(), Err(Error::Timeout { .. })));
-        kid.0.kill().unwrap(); // TerminateProcess
-        kid.0.wait().unwrap();
-        let lock = m.lock_timeout(Duration::from_secs(10)).unwrap();
-        assert!(lock.is_abandoned(), "round {round}");
-    }
-    assert!(matches!(m.release(), Err(Error::NotOwner { .. })));
-}
-
-#[test]
-fn semaphores_events_and_wait_any() {
-    let name = unique("sync");
-    let s = Semaphore::create(&format!("{name}-s"), 1, 2).unwrap();
-    assert_eq!((s.count(), s.max()), (1, 2));
-    assert_eq!(s.release(1).unwrap(), 1);
-    assert!(matches!(
-        s.release(1),
-        Err(Error::TooManyPosts {
-            count: 2,
-            max: 2,
-            ..
-        })
-    ));
-    assert_eq!(s.count(), 2);
-    s.try_acquire().unwrap();
-    s.try_acquire().unwrap();
-    let e = Event::create(&format!("{name}-e"), false, false).unwrap();
-    assert!(!e.is_manual_reset() && !e.is_set());
-    let start = Instant::now();
-    assert!(matches!(
-        wait_any(&[&e, &s], Some(Duration::from_millis(200))),
-        Err(Error::Timeout { .. })
-    ));
-    assert!(start.elapsed() >= Duration::from_millis(200));
-    // Across processes: the child waits for either, the parent fires one.
-    for (fire_event, expected) in [(false, "1"), (true, "0")] {
-        let mut kid = spawn_role("any", &name);
-        assert_eq!(report(&mut kid), "ready");
-        std::thread::sleep(Duration::from_millis(100));
-        if fire_event {
-            e.set();
-        } else {
-            s.release(1).unwrap();
-        }
-        assert_eq!(report(&mut kid), expected);
-        assert!(kid.0.wait().unwrap().success());
-    }
-    let manual = Options::new()
-        .create_event(&format!("{name}-m"), true, true)
-        .unwrap();
-    assert!(manual.is_manual_reset() && manual.is_set());
-    manual.wait().unwrap();
-    assert!(manual.is_set(), "manual-reset stays set");
-    manual.reset();
-    assert!(matches!(manual.try_wait(), Err(Error::Timeout { .. })));
 }
