@@ -18,12 +18,19 @@ impl Drop for Reap {
 }
 
 fn spawn(args: &[&str]) -> Reap {
+    spawn_with_flags(args, 0)
+}
+
+/// `spawn` with process creation flags (`CREATE_NEW_CONSOLE`, ...).
+fn spawn_with_flags(args: &[&str], flags: u32) -> Reap {
+    use std::os::windows::process::CommandExt;
     Reap(
         Command::new(EXE)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .creation_flags(flags)
             .spawn()
             .unwrap(),
     )
@@ -168,17 +175,9 @@ fn child() {
 
 /// Starts the CLI in a console of its own, so that a Ctrl-C sent there reaches it alone.
 fn spawn_in_own_console(args: &[&str]) -> Reap {
-    use std::os::windows::process::CommandExt;
-    use windows_sys::Win32::System::Threading::CREATE_NEW_CONSOLE;
-    Reap(
-        Command::new(EXE)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .creation_flags(CREATE_NEW_CONSOLE)
-            .spawn()
-            .unwrap(),
+    spawn_with_flags(
+        args,
+        windows_sys::Win32::System::Threading::CREATE_NEW_CONSOLE,
     )
 }
 
