@@ -89,12 +89,28 @@ mod linux {
         drop(m);
     }
 
+    /// Removes files and folders when dropped.
+    struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+            }
+        }
+    }
+
     pub(super) fn main() {
         let root =
             std::path::PathBuf::from(format!("/dev/shm/filemap-bench-{}", std::process::id()));
         let mut opts = Options::new();
         opts.namespace(Namespace::at(&root));
         let raw_name = format!("/filemap-bench-raw-{}", std::process::id());
+        // Removed last, also when a panic (a closed stdout, say) unwinds.
+        let _cleanup = RemoveOnDrop(vec![
+            root.clone(),
+            std::path::PathBuf::from(format!("/dev/shm{raw_name}")),
+        ]);
         let rounds = 21;
         let iters = 1000;
 

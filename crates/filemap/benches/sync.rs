@@ -173,6 +173,52 @@ mod linux {
                     }
                 }
             }
+            "futex-protocol" => {
+                // filemap's waiting protocol (sync::algo) for an auto-reset event, written
+                // with raw atomics and futex calls, on two words in two files: what the
+                // library's layers add shows as the gap between this and `event`.
+                let m1 = opts()
+                    .open("Local\\bench-word1", Access::ReadWrite)
+                    .unwrap();
+                let m2 = opts()
+                    .open("Local\\bench-word2", Access::ReadWrite)
+                    .unwrap();
+                let (v1, v2) = (
+                    m1.map_view(Access::ReadWrite, 0, 0).unwrap(),
+                    m2.map_view(Access::ReadWrite, 0, 0).unwrap(),
+                );
+                // (signalled, waiters) in each file, zeroed by `round_trip`.
+                let ping = (word(&v1, 0), word(&v1, 8));
+                let pong = (word(&v2, 0), word(&v2, 8));
+                let set = |(sig, waiters): (&AtomicU32, &AtomicU32)| {
+                    sig.store(1, SeqCst);
+                    if waiters.load(SeqCst) != 0 {
+                        let _ = futex::wake(sig, futex::Flags::empty(), 1);
+                    }
+                };
+                let take = |sig: &AtomicU32| sig.compare_exchange(1, 0, SeqCst, SeqCst).is_ok();
+                let wait = |(sig, waiters): (&AtomicU32, &AtomicU32)| {
+                    while !take(sig) {
+                        waiters.fetch_add(1, SeqCst);
+                        if !take(sig) {
+                            let _ = futex::wait(sig, futex::Flags::empty(), 0, None);
+                            waiters.fetch_sub(1, SeqCst);
+                            continue;
+                        }
+                        waiters.fetch_sub(1, SeqCst);
+                        return;
+                    }
+                };
+                for _ in 0..n {
+                    if a {
+                        set(ping);
+                        wait(pong);
+                    } else {
+                        wait(ping);
+                        set(pong);
+                    }
+                }
+            }
             "event" => {
                 let (ping, pong) = (
                     opts().open_event("Local\\bench-ping").unwrap(),
@@ -300,6 +346,14 @@ mod linux {
         for off in [READY, GO, WORD, QUEUED_A, QUEUED_B, ACQUIRED] {
             word(ctl, off).store(0, SeqCst);
         }
+        // The words of the file-based contenders start at 0 before the peer runs.
+        for file in ["Local\\bench-word1", "Local\\bench-word2"] {
+            let m = opts().open(file, Access::ReadWrite).unwrap();
+            m.map_view(Access::ReadWrite, 0, 16)
+                .unwrap()
+                .write_at(0, &[0; 16])
+                .unwrap();
+        }
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.env(ROLE, contender)
             .env("FILEMAP_BENCH_N", n.to_string());
@@ -327,9 +381,29 @@ mod linux {
         }
     }
 
+    /// `FILEMAP_BENCH_ONLY=event,semaphore` runs only those contenders, besides the two
+    /// baselines (the first two), which every table needs.
+    fn selected(index: usize, contender: &str) -> bool {
+        match std::env::var("FILEMAP_BENCH_ONLY") {
+            Ok(only) => index < 2 || only.split(',').any(|c| c.trim() == contender),
+            Err(_) => true,
+        }
+    }
+
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
+    }
+
+    /// Removes files and folders when dropped.
+    struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+            }
+        }
     }
 
     pub(super) fn main() {
@@ -340,6 +414,8 @@ mod linux {
             "/dev/shm/filemap-bench-sync-{}",
             std::process::id()
         ));
+        // Removed last, also when a panic (a closed stdout, say) unwinds.
+        let _cleanup = RemoveOnDrop(vec![root.clone()]);
         // The peer process finds the namespace through the environment.
         std::env::set_var("FILEMAP_ROOT", &root);
         let o = opts();
@@ -400,6 +476,7 @@ mod linux {
         let contenders = [
             "futex",
             "futex-2files",
+            "futex-protocol",
             "event",
             "semaphore",
             "mutex",
@@ -408,6 +485,7 @@ mod linux {
         let labels = [
             "raw futex ping-pong, one word (baseline)",
             "raw futex ping-pong, two words in two tmpfs files (baseline 2)",
+            "raw atomics running filemap's event protocol, two files (baseline 3)",
             "filemap auto-reset `Event`: set, then wait for the reply",
             "filemap `Semaphore`: release, then acquire the reply",
             "filemap `Mutex` hand-off there and back (both sides spin until the other queues)",
@@ -431,15 +509,24 @@ mod linux {
             let mut results: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
             for _ in 0..ROUNDS {
                 for (i, c) in contenders.iter().enumerate() {
-                    results[i].push(round_trip(c, &ctl, ROUND_TRIPS, cpus.map(|c| c.1)));
+                    if selected(i, c) {
+                        results[i].push(round_trip(c, &ctl, ROUND_TRIPS, cpus.map(|c| c.1)));
+                    }
                 }
             }
-            let med: Vec<f64> = results.into_iter().map(median).collect();
+            // Contenders left out by FILEMAP_BENCH_ONLY have no rounds (and no row).
+            let med: Vec<f64> = results
+                .into_iter()
+                .map(|v| if v.is_empty() { f64::NAN } else { median(v) })
+                .collect();
             let (base, base2) = (med[0], med[1]);
             println!("\n### Cross-process round trips, {placement} ({ROUNDS} rounds x {ROUND_TRIPS}, median)\n");
             println!("| contender | µs per round trip | / baseline | / baseline 2 |");
             println!("|---|---:|---:|---:|");
-            for (label, v) in labels.iter().zip(&med) {
+            for (i, (label, v)) in labels.iter().zip(&med).enumerate() {
+                if !selected(i, contenders[i]) {
+                    continue;
+                }
                 println!(
                     "| {label} | {:.2} | {:.2}x | {:.2}x |",
                     v / 1e3,
