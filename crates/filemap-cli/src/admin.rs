@@ -360,16 +360,20 @@ fn state(info: &ObjectInfo) -> &'static str {
 fn detail(info: &ObjectInfo) -> String {
     match info.state {
         Some(SyncState::Mutex {
-            owner_pid: None, ..
-        }) => "free".into(),
-        Some(SyncState::Mutex {
-            owner_pid: Some(pid),
-            abandoned: false,
-        }) => format!("owned by pid {pid}"),
-        Some(SyncState::Mutex {
             owner_pid: Some(pid),
             abandoned: true,
+            ..
         }) => format!("abandoned by pid {pid}"),
+        // Windows tells that a mutex was abandoned, not by whom.
+        Some(SyncState::Mutex {
+            abandoned: true, ..
+        }) => "abandoned".into(),
+        Some(SyncState::Mutex {
+            owner_pid: Some(pid),
+            ..
+        }) => format!("owned by pid {pid}"),
+        Some(SyncState::Mutex { owned: true, .. }) => "owned".into(),
+        Some(SyncState::Mutex { owned: false, .. }) => "free".into(),
         Some(SyncState::Semaphore { count, max }) => format!("count {count} of {max}"),
         Some(SyncState::Event { set, manual_reset }) => format!(
             "{}, {}",
@@ -390,11 +394,12 @@ fn detail(info: &ObjectInfo) -> String {
 fn state_json(info: &ObjectInfo) -> String {
     match info.state {
         Some(SyncState::Mutex {
+            owned,
             owner_pid,
             abandoned,
         }) => {
             format!(
-                ",\"owner_pid\":{},\"abandoned\":{abandoned}",
+                ",\"owned\":{owned},\"owner_pid\":{},\"abandoned\":{abandoned}",
                 json_opt(owner_pid)
             )
         }
@@ -435,19 +440,20 @@ fn to_json(info: &ObjectInfo) -> String {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs_f64());
     format!(
-        "{{\"name\":{},\"kind\":{},\"size\":{},\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":\"{:04o}\",\"live\":{},\"state\":\"{}\",\"persistent\":{},\"file_backed\":{},\"holders\":[{}],\"creator_pid\":{},\"created\":{}{}}}",
+        "{{\"name\":{},\"kind\":{},\"size\":{},\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":{},\"live\":{},\"state\":\"{}\",\"persistent\":{},\"file_backed\":{},\"holders\":[{}],\"handles\":{},\"creator_pid\":{},\"created\":{}{}}}",
         json_str(&info.name.to_string()),
         json_opt(info.kind.map(|k| json_str(k.as_str()))),
         json_opt(info.size),
-        json_str(&info.os_path.to_string_lossy()),
-        info.owner_uid,
-        json_str(&user_name(info.owner_uid)),
-        info.mode,
+        json_opt(info.os_path.as_ref().map(|p| json_str(&p.to_string_lossy()))),
+        json_opt(info.owner_uid),
+        json_opt(info.owner_uid.map(|uid| json_str(&user_name(uid)))),
+        json_opt(info.mode.map(|m| format!("\"{m:04o}\""))),
         json_opt(info.live),
         state(info),
         info.persistent,
         info.file_backed,
         info.holders.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        json_opt(info.handles),
         json_opt(info.creator_pid),
         json_opt(created),
         state_json(info),
@@ -473,11 +479,13 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
                         (Some(_), _) => "-".into(),
                         (None, _) => "?".into(),
                     },
-                    user_name(i.owner_uid),
-                    format!("{:04o}", i.mode),
+                    i.owner_uid.map_or("?".into(), user_name),
+                    i.mode.map_or("?".into(), |m| format!("{m:04o}")),
                     state(i).to_owned(),
                     detail(i),
-                    i.os_path.display().to_string(),
+                    i.os_path
+                        .as_ref()
+                        .map_or("?".into(), |p| p.display().to_string()),
                 ]
             })
             .collect();
@@ -523,25 +531,52 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
             .map(u32::to_string)
             .collect::<Vec<_>>()
             .join(" ");
-        format!(
-            "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}{}\nowner:       {} (uid {})\nmode:        {:04o}\nfile-backed: {}\nholders:     {}\ncreator pid: {}\ncreated:     {}\nos path:     {}\n",
+        let detail = match detail(&i) {
+            d if d.is_empty() => d,
+            d => format!(" ({d})"),
+        };
+        // Lines for what this platform has: Windows objects have no owner uid, mode or
+        // file, and Windows counts handles rather than naming holders.
+        let mut t = format!(
+            "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}{detail}\n",
             i.name,
             i.kind.map(|k| k.as_str()).unwrap_or("?"),
             json_opt(i.size).replace("null", "?"),
             state(&i),
-            match detail(&i) {
-                d if d.is_empty() => d,
-                d => format!(" ({d})"),
-            },
-            user_name(i.owner_uid),
-            i.owner_uid,
-            i.mode,
-            if i.file_backed { "yes" } else { "no" },
-            if holders.is_empty() { "none".to_owned() } else { holders },
-            json_opt(i.creator_pid).replace("null", "?"),
-            created.unwrap_or_else(|| "?".into()),
-            i.os_path.display(),
-        )
+        );
+        if let Some(uid) = i.owner_uid {
+            let _ = writeln!(t, "owner:       {} (uid {uid})", user_name(uid));
+        }
+        if let Some(mode) = i.mode {
+            let _ = writeln!(t, "mode:        {mode:04o}");
+        }
+        let _ = writeln!(
+            t,
+            "file-backed: {}",
+            if i.file_backed { "yes" } else { "no" }
+        );
+        match i.handles {
+            Some(n) => {
+                let _ = writeln!(t, "handles:     {n} (besides this one)");
+            }
+            None => {
+                let _ = writeln!(
+                    t,
+                    "holders:     {}",
+                    if holders.is_empty() { "none" } else { &holders }
+                );
+            }
+        }
+        let _ = writeln!(
+            t,
+            "creator pid: {}",
+            json_opt(i.creator_pid).replace("null", "?")
+        );
+        let _ = writeln!(t, "created:     {}", created.unwrap_or_else(|| "?".into()));
+        if let Some(path) = &i.os_path {
+            let _ = writeln!(t, "os path:     {}", path.display());
+        }
+        t
     };
     let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())

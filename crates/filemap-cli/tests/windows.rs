@@ -125,6 +125,13 @@ fn signal_wait_and_lock_on_windows() {
     assert!(
         read_line(&mut holder).starts_with(&format!("created event {name} (auto-reset, not set)"))
     );
+    let info = String::from_utf8_lossy(&run(&["info", &name]).stdout).replace("\r\n", "\n");
+    assert!(
+        info.starts_with(&format!(
+            "name:        {name}\nkind:        event\nsize:        ?\nstate:       live (not set, auto-reset)\nfile-backed: no\nhandles:     1 (besides this one)\n"
+        )),
+        "{info}"
+    );
     assert!(run(&["signal", &name]).status.success());
     let out = run(&["wait", &name, "--timeout", "5"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), name);

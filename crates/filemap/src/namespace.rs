@@ -69,7 +69,9 @@ impl Namespace {
         sys::admin::list(&self.root())
     }
 
-    /// What is known about one object.
+    /// What is known about one object. On Windows: its kind, a mapping's exact size (and
+    /// creator and creation time, if filemap made it), a synchronization object's state,
+    /// and the number of open handles; no owner, mode, path or holders' pids.
     ///
     /// # Errors
     ///
@@ -78,8 +80,7 @@ impl Namespace {
         sys::admin::info(&self.root(), &Name::parse(name)?)
     }
 
-    /// The kind of the object that holds `name`. Works on every platform, Windows included,
-    /// where [`Namespace::info`] is not available.
+    /// The kind of the object that holds `name`; cheaper than [`Namespace::info`].
     ///
     /// # Errors
     ///
@@ -115,7 +116,8 @@ impl Namespace {
 
 /// A description of one object, from [`Namespace::list`] or [`Namespace::info`].
 ///
-/// Fields that could not be read (another user's object that you may not open) are `None`.
+/// Fields that could not be read (another user's object that you may not open), or that
+/// the platform does not have (Windows objects have no uid, mode or file), are `None`.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ObjectInfo {
@@ -125,10 +127,10 @@ pub struct ObjectInfo {
     pub kind: Option<Kind>,
     /// The exact size that openers see, in bytes.
     pub size: Option<u64>,
-    /// The uid of the owner of its file.
-    pub owner_uid: u32,
-    /// The permission bits of its file.
-    pub mode: u32,
+    /// The uid of the owner of its file (Linux).
+    pub owner_uid: Option<u32>,
+    /// The permission bits of its file (Linux).
+    pub mode: Option<u32>,
     /// Whether any process holds it. `Some(false)` means stale: the next operation on the
     /// name, or [`Namespace::gc`], removes it (unless it is persistent).
     pub live: Option<bool>,
@@ -140,10 +142,14 @@ pub struct ObjectInfo {
     pub creator_pid: Option<u32>,
     /// When it was created.
     pub created: Option<SystemTime>,
-    /// The processes that hold it now, as far as the OS tells (Linux: `/proc/locks`).
+    /// The processes that hold it now, as far as the OS tells (Linux: `/proc/locks`;
+    /// Windows does not tell, see `handles`).
     pub holders: Vec<u32>,
-    /// The file that stands for the object in the namespace.
-    pub os_path: PathBuf,
+    /// How many handles to it are open in all processes, not counting the one `info`
+    /// opened to look (Windows).
+    pub handles: Option<u32>,
+    /// The file that stands for the object in the namespace (Linux).
+    pub os_path: Option<PathBuf>,
     /// The state of a mutex, semaphore or event, when it could be read.
     pub state: Option<SyncState>,
 }
@@ -154,7 +160,9 @@ pub struct ObjectInfo {
 pub enum SyncState {
     /// A mutex.
     Mutex {
-        /// The process whose thread owns it, if any.
+        /// Whether a thread owns it.
+        owned: bool,
+        /// The process whose thread owns it, when the OS tells (Linux).
         owner_pid: Option<u32>,
         /// Whether that process is gone: the next locker gets the mutex as abandoned.
         abandoned: bool,

@@ -97,6 +97,17 @@ fn mappings_across_processes_with_exact_sizes() {
     let again = FileMapping::open_or_create(&name, 5).unwrap();
     assert!(again.already_existed());
     assert_eq!(again.size(), 100_000, "the existing size wins");
+    // info: the exact size and the creator from the record, and the two handles.
+    let info = filemap::Namespace::new().info(&name).unwrap();
+    assert_eq!(info.kind, Some(filemap::Kind::Mapping));
+    assert_eq!(info.size, Some(100_000));
+    assert_eq!(info.creator_pid, Some(std::process::id()));
+    assert!(info.created.is_some());
+    assert_eq!(info.handles, Some(2));
+    assert_eq!(
+        (info.owner_uid, info.mode, info.os_path),
+        (None, None, None)
+    );
     assert!(matches!(
         FileMapping::create(&name, 10),
         Err(Error::AlreadyExists { .. })

@@ -35,7 +35,7 @@ use windows_sys::Win32::System::Threading::{
 
 use super::{CreateOptions, Disposition, Locked};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
-use crate::{Access, Error, Kind, Name, Namespace, ObjectInfo, Result};
+use crate::{Access, Error, Kind, Name, Namespace, ObjectInfo, Result, SyncState};
 
 /// The file a file-backed mapping is made from.
 pub(crate) type FileHandle = File;
@@ -237,7 +237,9 @@ pub(crate) struct Mapping {
 
 /// Reads the record of a section: its exact size, or `None` for a foreign section
 /// (whose page-rounded size is returned instead).
-fn read_size(handle: HANDLE) -> std::result::Result<(u64, bool), u32> {
+/// The size of a section, and its record if filemap made it (and has finished writing it):
+/// the exact size is then the record's.
+fn read_record(handle: HANDLE) -> std::result::Result<(u64, Option<Record>), u32> {
     // Map it all to learn its size, then read the last page.
     let whole = Region::map(handle, Access::Read, 0, 0)?;
     let mut info: MEMORY_BASIC_INFORMATION = zeroed_mbi();
@@ -264,10 +266,10 @@ fn read_size(handle: HANDLE) -> std::result::Result<(u64, bool), u32> {
             )
         };
         if let Ok(rec) = Record::decode(&buf, total) {
-            return Ok((rec.size, true));
+            return Ok((rec.size, Some(rec)));
         }
     }
-    Ok((total, false))
+    Ok((total, None))
 }
 
 fn zeroed_mbi() -> MEMORY_BASIC_INFORMATION {
@@ -346,9 +348,9 @@ impl Mapping {
     fn wait_for_record(handle: &Handle, name: &Name) -> Result<u64> {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
-            match read_size(handle.0) {
-                Ok((size, true)) => return Ok(size),
-                Ok((size, false)) if Instant::now() >= deadline => return Ok(size),
+            match read_record(handle.0) {
+                Ok((size, Some(_))) => return Ok(size),
+                Ok((size, None)) if Instant::now() >= deadline => return Ok(size),
                 Ok(_) => std::thread::sleep(Duration::from_millis(1)),
                 Err(code) => return Err(object_error(code, name, Kind::Mapping, "reading")),
             }
@@ -666,6 +668,15 @@ struct SemaphoreBasicInformation {
     maximum: i32,
 }
 
+/// `NtQueryMutant`'s basic information.
+#[repr(C)]
+struct MutantBasicInformation {
+    /// 1 when free; 0 or less while owned (minus the recursion depth).
+    current_count: i32,
+    owned_by_caller: u8,
+    abandoned: u8,
+}
+
 /// `NtQueryEvent`'s basic information.
 #[repr(C)]
 struct EventBasicInformation {
@@ -683,11 +694,22 @@ struct ObjectBasicInformation {
     reserved: [u32; 10],
 }
 
+// Access rights from winnt.h that windows-sys spreads over features this crate does not
+// otherwise need.
+const SYNCHRONIZE: u32 = 0x0010_0000;
+const MUTANT_QUERY_STATE: u32 = 0x1;
+const SEMAPHORE_QUERY_STATE: u32 = 0x1;
+const EVENT_QUERY_STATE: u32 = 0x1;
 const FILE_READ_DATA: u32 = 0x1;
 const FILE_WRITE_DATA: u32 = 0x2;
 
 /// The access rights a handle was opened with, if the kernel tells.
 fn granted_access(h: HANDLE) -> Option<u32> {
+    basic_information(h).map(|i| i.granted_access)
+}
+
+/// What `NtQueryObject` says of any handle.
+fn basic_information(h: HANDLE) -> Option<ObjectBasicInformation> {
     let mut info = ObjectBasicInformation {
         attributes: 0,
         granted_access: 0,
@@ -706,7 +728,7 @@ fn granted_access(h: HANDLE) -> Option<u32> {
             std::ptr::null_mut(),
         )
     };
-    (status >= 0).then_some(info.granted_access)
+    (status >= 0).then_some(info)
 }
 
 #[link(name = "ntdll")]
@@ -725,6 +747,13 @@ extern "system" {
         len: u32,
         ret: *mut u32,
     ) -> i32;
+    fn NtQueryMutant(
+        h: HANDLE,
+        class: u32,
+        info: *mut MutantBasicInformation,
+        len: u32,
+        ret: *mut u32,
+    ) -> i32;
     fn NtQueryEvent(
         h: HANDLE,
         class: u32,
@@ -732,6 +761,44 @@ extern "system" {
         len: u32,
         ret: *mut u32,
     ) -> i32;
+}
+
+/// A semaphore's count and maximum; (0, 0) if the handle lacks SEMAPHORE_QUERY_STATE.
+fn query_semaphore(h: HANDLE) -> (u32, u32) {
+    let mut info = SemaphoreBasicInformation {
+        current: 0,
+        maximum: 0,
+    };
+    // SAFETY: `info` is writable and of the size given; a failure leaves it zeroed.
+    let status = unsafe {
+        NtQuerySemaphore(
+            h,
+            0,
+            &mut info,
+            std::mem::size_of::<SemaphoreBasicInformation>() as u32,
+            std::ptr::null_mut(),
+        )
+    };
+    if status < 0 {
+        return (0, 0);
+    }
+    (info.current.max(0) as u32, info.maximum.max(0) as u32)
+}
+
+/// An event's type (0: notification, i.e. manual-reset) and state.
+fn query_event(h: HANDLE) -> EventBasicInformation {
+    let mut info = EventBasicInformation { kind: 0, state: 0 };
+    // SAFETY: `info` is writable and of the size given; a failure leaves it zeroed.
+    unsafe {
+        NtQueryEvent(
+            h,
+            0,
+            &mut info,
+            std::mem::size_of::<EventBasicInformation>() as u32,
+            std::ptr::null_mut(),
+        )
+    };
+    info
 }
 
 impl Semaphore {
@@ -771,25 +838,7 @@ impl Semaphore {
     common_methods!();
 
     fn query(&self) -> (u32, u32) {
-        let mut info = SemaphoreBasicInformation {
-            current: 0,
-            maximum: 0,
-        };
-        // SAFETY: `info` is writable and of the size given; SEMAPHORE_ALL_ACCESS includes
-        // SEMAPHORE_QUERY_STATE.
-        let status = unsafe {
-            NtQuerySemaphore(
-                self.handle.0,
-                0,
-                &mut info,
-                std::mem::size_of::<SemaphoreBasicInformation>() as u32,
-                std::ptr::null_mut(),
-            )
-        };
-        if status < 0 {
-            return (0, 0);
-        }
-        (info.current.max(0) as u32, info.maximum.max(0) as u32)
+        query_semaphore(self.handle.0)
     }
 
     pub(crate) fn release(&self, n: u32) -> Result<u32> {
@@ -870,19 +919,7 @@ impl Event {
     common_methods!();
 
     fn query(&self) -> EventBasicInformation {
-        let mut info = EventBasicInformation { kind: 0, state: 0 };
-        // SAFETY: `info` is writable and of the size given; EVENT_ALL_ACCESS includes
-        // EVENT_QUERY_STATE.
-        unsafe {
-            NtQueryEvent(
-                self.handle.0,
-                0,
-                &mut info,
-                std::mem::size_of::<EventBasicInformation>() as u32,
-                std::ptr::null_mut(),
-            )
-        };
-        info
+        query_event(self.handle.0)
     }
 
     pub(crate) fn set(&self) {
@@ -950,8 +987,92 @@ pub(crate) mod admin {
     pub(crate) fn list(_: &Path) -> Result<Vec<ObjectInfo>> {
         no_listing()
     }
-    pub(crate) fn info(_: &Path, _: &Name) -> Result<ObjectInfo> {
-        no_listing()
+    /// What Windows tells of a named object: its kind, a mapping's size (and, for one
+    /// that filemap made, its creator and creation time), a synchronization object's
+    /// state, and how many handles are open to it.
+    pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
+        let kind = kind(root, name)?;
+        let w = wide(name);
+        // SAFETY: `w` is NUL-terminated; every desired access is a query right.
+        let h = unsafe {
+            match kind {
+                Kind::Mapping => OpenFileMappingW(FILE_MAP_READ, 0, w.as_ptr()),
+                Kind::Mutex => OpenMutexW(SYNCHRONIZE | MUTANT_QUERY_STATE, 0, w.as_ptr()),
+                Kind::Semaphore => {
+                    OpenSemaphoreW(SYNCHRONIZE | SEMAPHORE_QUERY_STATE, 0, w.as_ptr())
+                }
+                Kind::Event => OpenEventW(SYNCHRONIZE | EVENT_QUERY_STATE, 0, w.as_ptr()),
+            }
+        };
+        if h.is_null() {
+            return Err(object_error(last_error(), name, kind, "inspecting"));
+        }
+        let handle = Handle(h);
+        let mut info = ObjectInfo {
+            name: name.clone(),
+            kind: Some(kind),
+            size: None,
+            owner_uid: None,
+            mode: None,
+            live: Some(true),
+            persistent: false,
+            file_backed: false,
+            creator_pid: None,
+            created: None,
+            holders: Vec::new(),
+            handles: basic_information(handle.0).map(|i| i.handle_count.saturating_sub(1)),
+            os_path: None,
+            state: None,
+        };
+        match kind {
+            Kind::Mapping => {
+                let (size, record) = read_record(handle.0)
+                    .map_err(|code| object_error(code, name, kind, "reading"))?;
+                info.size = Some(size);
+                if let Some(r) = record {
+                    info.file_backed = r.file_backed();
+                    info.creator_pid = Some(r.creator_pid);
+                    info.created = Some(std::time::UNIX_EPOCH + Duration::from_nanos(r.created_ns));
+                }
+            }
+            Kind::Mutex => {
+                let mut m = MutantBasicInformation {
+                    current_count: 1,
+                    owned_by_caller: 0,
+                    abandoned: 0,
+                };
+                // SAFETY: `m` is writable and of the size given; the handle has
+                // MUTANT_QUERY_STATE.
+                let status = unsafe {
+                    NtQueryMutant(
+                        handle.0,
+                        0,
+                        &mut m,
+                        std::mem::size_of::<MutantBasicInformation>() as u32,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if status >= 0 {
+                    info.state = Some(SyncState::Mutex {
+                        owned: m.current_count <= 0,
+                        owner_pid: None,
+                        abandoned: m.abandoned != 0,
+                    });
+                }
+            }
+            Kind::Semaphore => {
+                let (count, max) = query_semaphore(handle.0);
+                info.state = Some(SyncState::Semaphore { count, max });
+            }
+            Kind::Event => {
+                let e = query_event(handle.0);
+                info.state = Some(SyncState::Event {
+                    set: e.state != 0,
+                    manual_reset: e.kind == 0,
+                });
+            }
+        }
+        Ok(info)
     }
     pub(crate) fn kind(_: &Path, name: &Name) -> Result<Kind> {
         kind_holding(name).ok_or_else(|| Error::NotFound {

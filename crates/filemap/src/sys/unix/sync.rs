@@ -644,6 +644,7 @@ pub(crate) fn read_state(fd: &OwnedFd, kind: Kind) -> Option<SyncState> {
                     .is_some_and(|p| rustix::process::test_kill_process(p) != Err(Errno::SRCH))
             });
             SyncState::Mutex {
+                owned: owner.is_some(),
                 owner_pid: owner,
                 abandoned: owner.is_some() && !alive,
             }
