@@ -54,7 +54,8 @@ impl Namespace {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Insecure`] if existing directories fail their checks.
+    /// [`crate::Error::Insecure`] if existing directories fail their checks;
+    /// [`crate::Error::Unsupported`] on Windows, which has no namespace directories.
     pub fn init(&self) -> Result<PathBuf> {
         sys::admin::init(&self.root())
     }
@@ -64,7 +65,8 @@ impl Namespace {
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Insecure`] if a namespace directory fails its checks; I/O errors.
+    /// [`crate::Error::Insecure`] if a namespace directory fails its checks; I/O errors;
+    /// [`crate::Error::Unsupported`] on Windows, which cannot list a session's objects.
     pub fn list(&self) -> Result<Vec<ObjectInfo>> {
         sys::admin::list(&self.root())
     }
@@ -97,7 +99,8 @@ impl Namespace {
     /// # Errors
     ///
     /// [`crate::Error::NotFound`] if nothing has that name;
-    /// [`crate::Error::PermissionDenied`] for another user's `Global\` object.
+    /// [`crate::Error::PermissionDenied`] for another user's `Global\` object;
+    /// [`crate::Error::Unsupported`] on Windows, where only the kernel deletes objects.
     pub fn remove(&self, name: &str) -> Result<()> {
         sys::admin::remove(&self.root(), &Name::parse(name)?)
     }
