@@ -247,3 +247,23 @@ fn ctrl_c_cleans_up() {
     assert!(status.success(), "{status:?}");
     assert_eq!(run(&["client", "--name", &name]).status.code(), Some(1));
 }
+
+/// The README's main command works on Windows: the demo runs the server and the client as
+/// two Windows processes and checks that the mapping is gone afterwards.
+#[test]
+fn demo_runs_on_windows() {
+    let name = format!("Local\\filemap-cli-demo-{}", std::process::id());
+    let out = run(&["demo", "--name", &name]);
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("[client] \"Message from the first process.\"\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "[demo] both processes closed {name}, so it no longer exists\n"
+        )),
+        "{text}"
+    );
+}
