@@ -115,6 +115,17 @@ fn object_error(code: u32, name: &Name, kind: Kind, doing: &str) -> Error {
                 .filter(|k| *k != kind)
                 .unwrap_or(Kind::Mapping),
         },
+        // Creating a section in Global\ needs SeCreateGlobalPrivilege; without it the
+        // kernel says "access denied" whether or not the name exists.
+        ERROR_ACCESS_DENIED
+            if kind == Kind::Mapping
+                && doing == "creating"
+                && name.scope() == crate::Scope::Global =>
+        {
+            Error::denied(format!(
+                "creating a Global\\ mapping needs SeCreateGlobalPrivilege (administrators and services have it), or {name} exists and its security does not allow opening it"
+            ))
+        }
         ERROR_ACCESS_DENIED => Error::denied(format!(
             "{name} exists, but its security does not allow {doing} it"
         )),
