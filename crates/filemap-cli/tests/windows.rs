@@ -267,3 +267,79 @@ fn demo_runs_on_windows() {
         "{text}"
     );
 }
+
+/// Bad input on Windows gets one line on stderr and a non-zero exit, as on Linux, and what
+/// Windows cannot do is said plainly.
+#[test]
+fn bad_input_gets_one_line_and_a_nonzero_exit_on_windows() {
+    let pid = std::process::id();
+    let held = format!("Local\\filemap-cli-bad-{pid}");
+    let missing = format!("Local\\filemap-cli-missing-{pid}");
+    let mut holder = spawn(&["create", &held, "--size", "100"]);
+    assert!(read_line(&mut holder).starts_with("created mapping"));
+    let unsupported = "filemap: not supported on this platform: listing or removing named objects (Windows cannot list a session's objects)";
+    let table: &[(&[&str], String, i32)] = &[
+        (
+            &["read", "Bad\\x"],
+            "filemap: invalid name 'Bad\\x': the only prefixes are Local\\ and Global\\".into(),
+            1,
+        ),
+        (
+            &["read", &missing],
+            format!("filemap: no mapping named {missing}"),
+            1,
+        ),
+        (
+            &["info", &missing],
+            format!("filemap: no object named {missing}"),
+            1,
+        ),
+        (
+            &["create", &missing, "--size", "0"],
+            "filemap: invalid size: a mapping's size must be greater than 0".into(),
+            1,
+        ),
+        (
+            &["create", &held, "--size", "10"],
+            format!("filemap: a mapping named {held} already exists"),
+            1,
+        ),
+        (
+            &["read", &held, "--offset", "200"],
+            "filemap: range of 0 bytes at offset 200 does not fit in 100 bytes".into(),
+            1,
+        ),
+        (
+            &["create", &missing, "--size", "1", "--persistent"],
+            "filemap: not supported on this platform: persistent objects (Windows destroys an object with its last handle)".into(),
+            1,
+        ),
+        (
+            &["signal", &held],
+            format!("filemap: {held} is a mapping; signal sets events and releases semaphores"),
+            1,
+        ),
+        (&["ls"], unsupported.into(), 1),
+        (&["rm", &held], unsupported.into(), 1),
+        (
+            &["read", &held, "--format", "base64"],
+            "filemap: invalid value 'base64' for '--format <FORMAT>'".into(),
+            2,
+        ),
+    ];
+    for (args, message, code) in table {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr).replace("\r\n", "\n");
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with(message.as_str()),
+            "{args:?}:\n got: {err}\nwant: {message}"
+        );
+    }
+    // Nothing was made by any of them, and the held mapping is intact.
+    assert_eq!(run(&["read", &missing]).status.code(), Some(1));
+    assert!(run(&["read", &held]).status.success());
+    holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.0.wait().unwrap().success());
+}

@@ -261,7 +261,7 @@ impl fmt::Display for Error {
                 "releasing {name} by {release} would pass its maximum count of {max} (it is {count}); nothing changed"
             ),
             Error::NotOwner { name } => write!(f, "this thread does not own the mutex {name}"),
-            Error::Unsupported { what } => write!(f, "{what} is not supported on this platform"),
+            Error::Unsupported { what } => write!(f, "not supported on this platform: {what}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
