@@ -343,3 +343,54 @@ fn bad_input_gets_one_line_and_a_nonzero_exit_on_windows() {
     holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     assert!(holder.0.wait().unwrap().success());
 }
+
+/// The client reads a mapping that another program made with plain `CreateFileMappingW`,
+/// as Microsoft's C# server does: no filemap record, so after a short wait for one it takes
+/// the section's page-rounded size and reads the message.
+#[test]
+fn client_reads_a_mapping_made_by_another_program() {
+    use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Memory::{
+        CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, FILE_MAP_ALL_ACCESS, PAGE_READWRITE,
+    };
+    let name = format!("Local\\filemap-cli-foreign-{}", std::process::id());
+    let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    // SAFETY: a pagefile-backed section of 64 KiB; `wide` is NUL-terminated.
+    let section = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            0,
+            65536,
+            wide.as_ptr(),
+        )
+    };
+    assert!(!section.is_null(), "{}", std::io::Error::last_os_error());
+    // SAFETY: maps the first 1 KiB of the live section read-write.
+    let view = unsafe { MapViewOfFile(section, FILE_MAP_ALL_ACCESS, 0, 0, 1024) };
+    assert!(!view.Value.is_null(), "{}", std::io::Error::last_os_error());
+    let message: Vec<u16> = "Message from the first process."
+        .encode_utf16()
+        .chain([0])
+        .collect();
+    // SAFETY: 64 bytes into a private, live, writable 1 KiB view; nothing else writes it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(message.as_ptr(), view.Value.cast::<u16>(), message.len())
+    };
+    let start = std::time::Instant::now();
+    let out = run(&["client", "--name", &name]);
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("Read from the file mapping:\n\"Message from the first process.\"\n"),
+        "{text}"
+    );
+    // It waited for a record that never came (a lower bound only).
+    assert!(start.elapsed() >= std::time::Duration::from_millis(250));
+    // SAFETY: the view and the handle are ours and still live.
+    unsafe {
+        UnmapViewOfFile(view);
+        CloseHandle(section);
+    }
+}

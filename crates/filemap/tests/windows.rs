@@ -1,4 +1,5 @@
-//! What only Windows has: sizes and offsets past the 64 KiB allocation granularity, across
+//! What only Windows has: sizes and offsets past the 64 KiB allocation granularity, and
+//! sections made by other programs, across
 //! real Windows processes (this test binary re-run in a role). The shared suites
 //! (mapping.rs, multiprocess.rs, sync.rs) run on Windows too; CI runs them under Wine.
 #![cfg(windows)]
@@ -147,4 +148,34 @@ fn mappings_across_processes_with_exact_sizes() {
         Err(Error::NotFound { .. }) => {}
         other => panic!("{other:?}"),
     }
+}
+
+/// A section that another program made has no record: openers see its page-rounded size
+/// (Windows keeps no other), and `info` knows no creator.
+#[test]
+fn sections_made_by_other_programs_open_with_their_page_rounded_size() {
+    use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Memory::{CreateFileMappingW, PAGE_READWRITE};
+    let name = unique("foreign");
+    let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    // SAFETY: a pagefile-backed section of 10000 bytes; `wide` is NUL-terminated.
+    let section = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            0,
+            10_000,
+            wide.as_ptr(),
+        )
+    };
+    assert!(!section.is_null(), "{}", std::io::Error::last_os_error());
+    let m = FileMapping::open(&name, Access::Read).unwrap();
+    assert_eq!(m.size(), 12_288);
+    let info = filemap::Namespace::new().info(&name).unwrap();
+    assert_eq!((info.size, info.creator_pid), (Some(12_288), None));
+    assert_eq!(info.handles, Some(2));
+    drop(m);
+    // SAFETY: the handle is ours and still live.
+    unsafe { CloseHandle(section) };
 }

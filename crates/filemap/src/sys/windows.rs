@@ -283,6 +283,11 @@ fn read_record(handle: HANDLE) -> std::result::Result<(u64, Option<Record>), u32
     Ok((total, None))
 }
 
+/// How long an opener waits for the record of a section that has none yet. Thousands of
+/// times what a creator needs to write it, yet short enough that opening a section made by
+/// another program (the C# sample, say) is not a noticeable stall.
+pub(crate) const RECORD_WAIT: Duration = Duration::from_millis(250);
+
 fn zeroed_mbi() -> MEMORY_BASIC_INFORMATION {
     // SAFETY: a plain C struct of integers and pointers; all-zero is valid.
     unsafe { std::mem::zeroed() }
@@ -354,10 +359,12 @@ impl Mapping {
         })
     }
 
-    /// The creator writes the record right after creating the section; an opener that
-    /// comes in between waits for it briefly rather than see a half-made object.
+    /// The creator writes the record right after creating the section (tens of
+    /// microseconds); an opener that comes in between waits for it rather than see a
+    /// half-made object. A section that another program made has no record: after
+    /// [`RECORD_WAIT`] the opener takes its page-rounded size.
     fn wait_for_record(handle: &Handle, name: &Name) -> Result<u64> {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + RECORD_WAIT;
         loop {
             match read_record(handle.0) {
                 Ok((size, Some(_))) => return Ok(size),
