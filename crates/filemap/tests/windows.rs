@@ -1,7 +1,7 @@
-//! What only Windows has: sizes and offsets past the 64 KiB allocation granularity, and
-//! sections made by other programs, across
-//! real Windows processes (this test binary re-run in a role). The shared suites
-//! (mapping.rs, multiprocess.rs, sync.rs) run on Windows too; CI runs them under Wine.
+//! What only Windows has: sizes and offsets past the 64 KiB allocation granularity across
+//! real Windows processes (this test binary re-run in a role), `info`, and sections made by
+//! other programs. The shared suites (mapping.rs, multiprocess.rs, sync.rs) run on Windows
+//! too; CI runs them under Wine.
 #![cfg(windows)]
 
 use std::io::{BufRead, BufReader, Write};
