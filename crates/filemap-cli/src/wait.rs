@@ -117,7 +117,7 @@ mod signals {
 #[cfg(windows)]
 mod signals {
     use std::sync::mpsc::Sender;
-    use std::sync::{Mutex, OnceLock};
+    use std::sync::{Mutex, Once};
     use std::time::Duration;
 
     use windows_sys::core::BOOL;
@@ -129,15 +129,16 @@ mod signals {
 
     use super::Wake;
 
-    static WAITER: OnceLock<Mutex<Sender<Wake>>> = OnceLock::new();
+    /// The current wait's channel; each wait replaces it.
+    static WAITER: Mutex<Option<Sender<Wake>>> = Mutex::new(None);
+    static INSTALL: Once = Once::new();
 
     /// Runs on a thread that Windows starts for each console control event.
     unsafe extern "system" fn handler(ctrl: u32) -> BOOL {
-        let Some(tx) = WAITER.get() else {
-            return 0;
-        };
-        if let Ok(tx) = tx.lock() {
-            let _ = tx.send(Wake::Signal(ctrl as i32));
+        if let Ok(waiter) = WAITER.lock() {
+            if let Some(tx) = waiter.as_ref() {
+                let _ = tx.send(Wake::Signal(ctrl as i32));
+            }
         }
         if ctrl != CTRL_C_EVENT && ctrl != CTRL_BREAK_EVENT {
             // Close, logoff and shutdown end the process as soon as this returns: give the
@@ -161,11 +162,14 @@ mod signals {
     }
 
     pub(super) fn spawn_waiter(tx: Sender<Wake>) {
-        if WAITER.set(Mutex::new(tx)).is_ok() {
+        if let Ok(mut waiter) = WAITER.lock() {
+            *waiter = Some(tx);
+        }
+        INSTALL.call_once(|| {
             // SAFETY: `handler` has the signature of PHANDLER_ROUTINE and, being a plain
             // function, stays valid for the life of the process.
             unsafe { SetConsoleCtrlHandler(Some(handler), TRUE) };
-        }
+        });
     }
 }
 
