@@ -394,3 +394,43 @@ fn client_reads_a_mapping_made_by_another_program() {
         CloseHandle(section);
     }
 }
+
+/// write, read and reset on Windows.
+#[test]
+fn write_read_and_reset_on_windows() {
+    let pid = std::process::id();
+    let map = format!("Local\\filemap-cli-rw-{pid}");
+    let mut holder = spawn(&["create", &map, "--size", "70000"]);
+    assert!(read_line(&mut holder).starts_with("created mapping"));
+    // Past the 64 KiB allocation granularity, from another process.
+    assert!(run(&["write", &map, "--offset", "65540", "hello"])
+        .status
+        .success());
+    let out = run(&[
+        "read", &map, "--offset", "65540", "--len", "5", "--format", "raw",
+    ]);
+    assert_eq!(out.stdout, b"hello");
+    // A manual-reset event stays set until `reset`.
+    let event = format!("Local\\filemap-cli-reset-{pid}");
+    let mut ev = spawn(&[
+        "create",
+        &event,
+        "--kind",
+        "event",
+        "--manual-reset",
+        "--set",
+    ]);
+    assert!(read_line(&mut ev).starts_with("created event"));
+    for _ in 0..2 {
+        assert!(run(&["wait", &event, "--timeout", "1"]).status.success());
+    }
+    assert!(run(&["reset", &event]).status.success());
+    assert_eq!(
+        run(&["wait", &event, "--timeout", "0.2"]).status.code(),
+        Some(124)
+    );
+    for p in [&mut holder, &mut ev] {
+        p.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+        assert!(p.0.wait().unwrap().success());
+    }
+}
