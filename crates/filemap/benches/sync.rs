@@ -59,6 +59,7 @@ mod linux {
         fn pthread_mutexattr_init(a: *mut RawAttr) -> c_int;
         fn pthread_mutexattr_setpshared(a: *mut RawAttr, v: c_int) -> c_int;
         fn pthread_mutexattr_setrobust(a: *mut RawAttr, v: c_int) -> c_int;
+        fn pthread_mutexattr_settype(a: *mut RawAttr, v: c_int) -> c_int;
         fn pthread_mutex_init(m: *mut u8, a: *const RawAttr) -> c_int;
         fn pthread_mutex_lock(m: *mut u8) -> c_int;
         fn pthread_mutex_unlock(m: *mut u8) -> c_int;
@@ -88,7 +89,7 @@ mod linux {
     }
 
     /// A raw process-shared pthread mutex at RAW_MUTEX in the control page.
-    fn raw_mutex_init(v: &View, robust: bool) -> *mut u8 {
+    fn raw_mutex_init(v: &View, robust: bool, recursive: bool) -> *mut u8 {
         // SAFETY: RAW_MUTEX + 64 is inside the 4096-byte view.
         let m = unsafe { v.as_mut_ptr().unwrap().add(RAW_MUTEX) };
         let mut attr = RawAttr([0; 16]);
@@ -99,6 +100,10 @@ mod linux {
             assert_eq!(pthread_mutexattr_setpshared(&mut attr, 1), 0);
             if robust {
                 assert_eq!(pthread_mutexattr_setrobust(&mut attr, 1), 0);
+            }
+            if recursive {
+                // PTHREAD_MUTEX_RECURSIVE
+                assert_eq!(pthread_mutexattr_settype(&mut attr, 1), 0);
             }
             assert_eq!(pthread_mutex_init(m, &attr), 0);
         }
@@ -442,26 +447,37 @@ mod linux {
             }
             start.elapsed().as_nanos() as f64 / f64::from(iters)
         };
-        let (mut fm, mut robust, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut fm, mut recursive, mut robust, mut plain) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             fm.push(time(&mut || drop(black_box(mutex.lock().unwrap()))));
-            let m = raw_mutex_init(&ctl, true);
+            let m = raw_mutex_init(&ctl, true, true);
+            recursive.push(time(&mut || {
+                raw_lock(m);
+                raw_unlock(m);
+            }));
+            let m = raw_mutex_init(&ctl, true, false);
             robust.push(time(&mut || {
                 raw_lock(m);
                 raw_unlock(m);
             }));
-            let m = raw_mutex_init(&ctl, false);
+            let m = raw_mutex_init(&ctl, false, false);
             plain.push(time(&mut || {
                 raw_lock(m);
                 raw_unlock(m);
             }));
         }
-        let (fm, robust, plain) = (median(fm), median(robust), median(plain));
+        let (fm, recursive, robust, plain) =
+            (median(fm), median(recursive), median(robust), median(plain));
         println!(
             "### Uncontended lock + unlock, one process ({ROUNDS} rounds x {iters}, median)\n"
         );
         println!("| contender | ns per lock + unlock | filemap / contender |");
         println!("|---|---:|---:|");
+        println!(
+            "| raw pthread mutex, process-shared, robust, recursive (filemap's kind) | {recursive:.1} | {:.2}x |",
+            fm / recursive
+        );
         println!(
             "| raw pthread mutex, process-shared, robust | {robust:.1} | {:.2}x |",
             fm / robust
@@ -500,7 +516,7 @@ mod linux {
             placements.push(("each process on its own core", Some((0, 1))));
         }
         placements.push(("unpinned", None));
-        raw_mutex_init(&ctl, true);
+        raw_mutex_init(&ctl, true, false);
         for (placement, cpus) in placements {
             match cpus {
                 Some((parent, _)) => pin(parent),
