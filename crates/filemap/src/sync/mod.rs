@@ -277,6 +277,7 @@ impl fmt::Debug for MutexGuard<'_> {
 }
 
 impl Drop for MutexGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         let _ = self.mutex.inner.release();
     }
@@ -305,6 +306,7 @@ impl Mutex {
     /// # Errors
     ///
     /// [`Error::Timeout`].
+    #[inline]
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
         match self.inner.lock(deadline(timeout))? {
             sys::Locked::Acquired => Ok(false),
@@ -318,10 +320,12 @@ impl Mutex {
     /// # Errors
     ///
     /// [`Error::NotOwner`] if this thread does not own the mutex.
+    #[inline]
     pub fn release(&self) -> Result<()> {
         self.inner.release()
     }
 
+    #[inline]
     fn lock_within(&self, timeout: Option<Duration>) -> Result<Lock<'_>> {
         let abandoned = self.acquire(timeout)?;
         let guard = MutexGuard {
@@ -336,6 +340,7 @@ impl Mutex {
     }
 
     /// Waits as long as it takes and locks.
+    #[inline]
     pub fn lock(&self) -> Result<Lock<'_>> {
         self.lock_within(None)
     }
