@@ -156,6 +156,7 @@ impl View {
     ///
     /// [`Error::PermissionDenied`] on a read-only view (use [`View::load_u32`]);
     /// [`Error::Unaligned`] unless the address is a multiple of 4; [`Error::OutOfRange`].
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Result<&AtomicU32> {
         self.check_writable()?;
         let p = self.aligned_ptr(offset, 4)?;
@@ -165,6 +166,7 @@ impl View {
     }
 
     /// An atomic `u64` at `offset`. As [`View::atomic_u32`], with 8-byte alignment.
+    #[inline]
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check_writable()?;
         let p = self.aligned_ptr(offset, 8)?;
@@ -178,6 +180,7 @@ impl View {
     /// # Errors
     ///
     /// [`Error::Unaligned`] unless the address is a multiple of 4; [`Error::OutOfRange`].
+    #[inline]
     pub fn load_u32(&self, offset: usize) -> Result<u32> {
         let p = self.aligned_ptr(offset, 4)?;
         // SAFETY: aligned and in bounds. A relaxed load of at most pointer size is allowed
@@ -188,6 +191,7 @@ impl View {
     }
 
     /// Atomically loads the `u64` at `offset` with acquire ordering. As [`View::load_u32`].
+    #[inline]
     pub fn load_u64(&self, offset: usize) -> Result<u64> {
         let p = self.aligned_ptr(offset, 8)?;
         // SAFETY: as in `load_u32`; 8 bytes is pointer size on 64-bit targets.
@@ -197,6 +201,7 @@ impl View {
     }
 
     /// The first byte of the view.
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.region.ptr()
     }
@@ -206,6 +211,7 @@ impl View {
     /// # Errors
     ///
     /// [`Error::PermissionDenied`] on a read-only view.
+    #[inline]
     pub fn as_mut_ptr(&self) -> Result<*mut u8> {
         self.check_writable()?;
         Ok(self.region.ptr())
