@@ -246,10 +246,9 @@ pub(crate) struct Mapping {
     path: Option<PathBuf>,
 }
 
-/// Reads the record of a section: its exact size, or `None` for a foreign section
-/// (whose page-rounded size is returned instead).
-/// The size of a section, and its record if filemap made it (and has finished writing it):
-/// the exact size is then the record's.
+/// The size of a section, and its record if filemap made it and has finished writing it.
+/// With a record, the size is the record's exact one; without, the page-rounded size of
+/// the section (all that Windows keeps).
 fn read_record(handle: HANDLE) -> std::result::Result<(u64, Option<Record>), u32> {
     // Map it all to learn its size, then read the last page.
     let whole = Region::map(handle, Access::Read, 0, 0)?;
@@ -286,7 +285,7 @@ fn read_record(handle: HANDLE) -> std::result::Result<(u64, Option<Record>), u32
 /// How long an opener waits for the record of a section that has none yet. Thousands of
 /// times what a creator needs to write it, yet short enough that opening a section made by
 /// another program (the C# sample, say) is not a noticeable stall.
-pub(crate) const RECORD_WAIT: Duration = Duration::from_millis(250);
+const RECORD_WAIT: Duration = Duration::from_millis(250);
 
 fn zeroed_mbi() -> MEMORY_BASIC_INFORMATION {
     // SAFETY: a plain C struct of integers and pointers; all-zero is valid.
