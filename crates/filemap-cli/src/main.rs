@@ -34,7 +34,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "filemap", version, about, max_term_width = 100)]
 struct Cli {
-    /// Namespace root directory (default: $FILEMAP_ROOT, or /dev/shm/filemap).
+    /// Namespace root directory (default: $FILEMAP_ROOT, or /dev/shm/filemap). Linux only.
     #[arg(long, global = true, value_name = "PATH")]
     root: Option<PathBuf>,
 
@@ -50,21 +50,21 @@ enum Command {
     Client(sample::ClientArgs),
     /// Run the server and the client as two processes and show what they print.
     Demo(sample::DemoArgs),
-    /// Create a mapping; it lives until ENTER, end of input, SIGINT or SIGTERM, unless --persistent.
+    /// Create an object and hold it until ENTER, end of input, SIGINT/SIGTERM or Ctrl-C, unless --persistent.
     Create(admin::CreateArgs),
     /// Write bytes into a mapping, from DATA, --input or standard input.
     Write(admin::WriteArgs),
     /// Read bytes from a mapping.
     Read(admin::ReadArgs),
-    /// List the objects in your Local\ namespace and in Global\.
+    /// List the objects in your Local\ namespace and in Global\ (Linux).
     Ls(admin::LsArgs),
     /// Show everything known about one object.
     Info(admin::InfoArgs),
-    /// Remove a name (holders keep the object until they close it).
+    /// Remove a name (holders keep the object until they close it) (Linux).
     Rm(admin::RmArgs),
     /// Remove stale objects, whose holders all closed or died.
     Gc,
-    /// Create the shared namespace directories (run once as root on multi-user machines).
+    /// Create the shared namespace directories (run once as root on multi-user machines) (Linux).
     Init,
     /// Set an event, or release a semaphore by one.
     Signal(sync::NameArg),
