@@ -137,6 +137,7 @@ impl View {
         Ok(())
     }
 
+    #[inline]
     fn aligned_ptr(&self, offset: usize, size: usize) -> Result<*mut u8> {
         self.check(offset, size)?;
         // SAFETY: in bounds, checked above.
