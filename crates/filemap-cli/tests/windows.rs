@@ -24,16 +24,31 @@ fn spawn(args: &[&str]) -> Reap {
 /// `spawn` with process creation flags (`CREATE_NEW_CONSOLE`, ...).
 fn spawn_with_flags(args: &[&str], flags: u32) -> Reap {
     use std::os::windows::process::CommandExt;
-    Reap(
-        Command::new(EXE)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .creation_flags(flags)
-            .spawn()
-            .unwrap(),
-    )
+    let mut cmd = Command::new(EXE);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .creation_flags(flags);
+    Reap(retry_wine(|| cmd.spawn()))
+}
+
+/// Runs `start` again, a few times, when Wine's `CreateProcess` fails with
+/// `ERROR_INTERNAL_ERROR` (1359), which it does about once in a few hundred spawns under a
+/// burst of process creation. Any other error fails at once.
+fn retry_wine<T>(mut start: impl FnMut() -> std::io::Result<T>) -> T {
+    const ERROR_INTERNAL_ERROR: i32 = 1359;
+    let mut tries = 0;
+    loop {
+        match start() {
+            Err(e) if e.raw_os_error() == Some(ERROR_INTERNAL_ERROR) && tries < 5 => {
+                tries += 1;
+                eprintln!("CreateProcess failed with ERROR_INTERNAL_ERROR (Wine); retry {tries}");
+                std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+            }
+            result => return result.unwrap(),
+        }
+    }
 }
 
 /// Output up to and including the prompt (the prompt has no newline).
@@ -73,11 +88,7 @@ fn server_and_client_as_two_windows_processes() {
     assert!(client.0.wait().unwrap().success());
     assert!(server.0.wait().unwrap().success());
     // Both closed it: the client now fails in the sample's words.
-    let out = Command::new(EXE)
-        .args(["client", "--name", &name])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(&["client", "--name", &name]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).replace("\r\n", "\n"),
@@ -111,11 +122,9 @@ fn read_line(p: &mut Reap) -> String {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(EXE)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    let mut cmd = Command::new(EXE);
+    cmd.args(args).stdin(Stdio::null());
+    retry_wine(|| cmd.output())
 }
 
 #[test]
@@ -191,11 +200,10 @@ fn spawn_in_own_console(args: &[&str]) -> Reap {
 /// Presses Ctrl-C in `p`'s console (through the `child` role) and waits, under a watchdog,
 /// for `p` to exit. `p` keeps its stdin open, so only the Ctrl-C can end it.
 fn ctrl_c(p: &mut Reap) -> std::process::ExitStatus {
-    let sender = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture"])
-        .env("FILEMAP_TEST_CTRL_C_TO", p.0.id().to_string())
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child", "--nocapture"])
+        .env("FILEMAP_TEST_CTRL_C_TO", p.0.id().to_string());
+    let sender = retry_wine(|| cmd.output());
     assert!(
         sender.status.success(),
         "{}",

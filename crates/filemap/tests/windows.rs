@@ -4,6 +4,8 @@
 //! too; CI runs them under Wine.
 #![cfg(windows)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,14 +34,15 @@ impl Drop for Reap {
 
 fn spawn_role(role: &str, name: &str) -> Reap {
     Reap(
-        Command::new(std::env::current_exe().unwrap())
-            .args(["child", "--exact", "--nocapture", "--test-threads=1", "-q"])
-            .env("FILEMAP_TEST_ROLE", role)
-            .env("FILEMAP_TEST_NAME", name)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+        common::spawn(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["child", "--exact", "--nocapture", "--test-threads=1", "-q"])
+                .env("FILEMAP_TEST_ROLE", role)
+                .env("FILEMAP_TEST_NAME", name)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+        )
+        .unwrap(),
     )
 }
 
@@ -103,7 +106,10 @@ fn mappings_across_processes_with_exact_sizes() {
     assert_eq!(info.kind, Some(filemap::Kind::Mapping));
     assert_eq!(info.size, Some(100_000));
     assert_eq!(info.creator_pid, Some(std::process::id()));
-    assert!(info.created.is_some());
+    let age = std::time::SystemTime::now()
+        .duration_since(info.created.unwrap())
+        .unwrap();
+    assert!(age < std::time::Duration::from_secs(60), "{age:?}");
     assert_eq!(info.handles, Some(2));
     assert_eq!(
         (info.owner_uid, info.mode, info.os_path),

@@ -13,7 +13,7 @@ use std::ffi::c_void;
 use std::fs::File;
 use std::os::windows::io::AsRawHandle;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT,
@@ -339,7 +339,9 @@ impl Mapping {
                 creator_pid: std::process::id(),
                 size,
                 data_len,
-                created_ns: 0,
+                created_ns: std::time::SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
             };
             let view = Region::map(handle.0, Access::ReadWrite, data_len, RECORD_LEN as usize)
                 .map_err(|c| object_error(c, name, Kind::Mapping, "initialising"))?;
@@ -1049,7 +1051,8 @@ pub(crate) mod admin {
                 if let Some(r) = record {
                     info.file_backed = r.file_backed();
                     info.creator_pid = Some(r.creator_pid);
-                    info.created = Some(std::time::UNIX_EPOCH + Duration::from_nanos(r.created_ns));
+                    let since_epoch = Duration::from_nanos(r.created_ns);
+                    info.created = (r.created_ns != 0).then(|| UNIX_EPOCH + since_epoch);
                 }
             }
             Kind::Mutex => {

@@ -83,16 +83,37 @@ pub const ROLE_ENV: &str = "FILEMAP_TEST_ROLE";
 /// Starts this test binary again, running only the test `entry`, with `role` and `args`
 /// in the environment. Its stdout is piped.
 pub fn spawn_role(entry: &str, role: &str, root: &Path, args: &[&str]) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE_ENV, role)
-        .env("FILEMAP_TEST_ARGS", args.join("\u{1f}"))
-        .env("FILEMAP_ROOT", root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child role")
+    spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+            .env(ROLE_ENV, role)
+            .env("FILEMAP_TEST_ARGS", args.join("\u{1f}"))
+            .env("FILEMAP_ROOT", root)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("spawn child role")
+}
+
+/// `Command::spawn`, retried a few times when Wine's `CreateProcess` fails with
+/// `ERROR_INTERNAL_ERROR` (1359), which it does about once in a few hundred spawns under a
+/// burst of process creation (8 racing children, say). Any other error fails at once.
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    const ERROR_INTERNAL_ERROR: i32 = 1359;
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if cfg!(windows) && e.raw_os_error() == Some(ERROR_INTERNAL_ERROR) && tries < 5 =>
+            {
+                tries += 1;
+                eprintln!("CreateProcess failed with ERROR_INTERNAL_ERROR (Wine); retry {tries}");
+                std::thread::sleep(Duration::from_millis(50 * tries));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// In a child: the role and its arguments, if this process is one.
