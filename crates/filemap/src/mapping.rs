@@ -43,10 +43,12 @@ impl fmt::Display for Access {
 }
 
 /// Options for creating and opening mappings: the namespace, the permissions of new
-/// objects and persistence.
+/// objects and persistence. Modes, namespace roots and persistence are Linux's; on
+/// Windows, modes and roots are ignored and persistence is `Unsupported`.
 ///
 /// ```
 /// # fn main() -> filemap::Result<()> {
+/// # if cfg!(target_os = "linux") {
 /// # let dir = std::env::temp_dir().join(format!("filemap-doc-opts-{}", std::process::id()));
 /// use filemap::{Options, Namespace};
 ///
@@ -59,6 +61,7 @@ impl fmt::Display for Access {
 /// drop(m);
 /// Namespace::at(&dir).remove("Global\\telemetry")?; // persistent: removed by hand
 /// # std::fs::remove_dir_all(&dir).ok();
+/// # }
 /// # Ok(())
 /// # }
 /// ```
@@ -102,7 +105,9 @@ impl Options {
     }
 
     /// Whether a new object outlives its holders. A persistent object is removed only by
-    /// [`Namespace::remove`] (`filemap rm`).
+    /// [`Namespace::remove`] (`filemap rm`). Linux only: on Windows, creating a persistent
+    /// object gives [`crate::Error::Unsupported`], since the kernel destroys an object with
+    /// its last handle.
     pub fn persistent(&mut self, persistent: bool) -> &mut Self {
         self.persistent = persistent;
         self
