@@ -72,33 +72,40 @@ fn os_error(context: String, code: u32) -> Error {
     Error::io(context, std::io::Error::from_raw_os_error(code as i32))
 }
 
-/// Opens `w` as an object of `kind` (null on failure).
+/// Opens `w` as an object of `kind`, with no more rights than reading or querying it
+/// takes (null on failure).
 fn open_as(kind: Kind, w: &[u16]) -> HANDLE {
     // SAFETY: `w` is a NUL-terminated UTF-16 string that outlives the call.
     unsafe {
         match kind {
             Kind::Mapping => OpenFileMappingW(FILE_MAP_READ, 0, w.as_ptr()),
-            Kind::Event => OpenEventW(EVENT_ALL_ACCESS, 0, w.as_ptr()),
-            Kind::Mutex => OpenMutexW(MUTEX_ALL_ACCESS, 0, w.as_ptr()),
-            Kind::Semaphore => OpenSemaphoreW(SEMAPHORE_ALL_ACCESS, 0, w.as_ptr()),
+            Kind::Event => OpenEventW(SYNCHRONIZE | EVENT_QUERY_STATE, 0, w.as_ptr()),
+            Kind::Mutex => OpenMutexW(SYNCHRONIZE | MUTANT_QUERY_STATE, 0, w.as_ptr()),
+            Kind::Semaphore => OpenSemaphoreW(SYNCHRONIZE | SEMAPHORE_QUERY_STATE, 0, w.as_ptr()),
         }
     }
 }
 
-/// Which kind holds `name`, found by opening it as each kind in turn.
-fn kind_holding(name: &Name) -> Option<Kind> {
+/// Which kind holds `name`, found by opening it as each kind in turn, with the handle
+/// that the probe opened; `None` for the handle when the kind is known only from an
+/// access-denied error.
+fn probe(name: &Name) -> Option<(Kind, Option<Handle>)> {
     let w = wide(name);
     for kind in [Kind::Mapping, Kind::Event, Kind::Mutex, Kind::Semaphore] {
         let h = open_as(kind, &w);
         if !h.is_null() {
-            drop(Handle(h));
-            return Some(kind);
+            return Some((kind, Some(Handle(h))));
         }
         if last_error() == ERROR_ACCESS_DENIED {
-            return Some(kind);
+            return Some((kind, None));
         }
     }
     None
+}
+
+/// Which kind holds `name`.
+fn kind_holding(name: &Name) -> Option<Kind> {
+    probe(name).map(|(kind, _)| kind)
 }
 
 /// Maps a failed create or open to the error that Linux would give.
@@ -246,40 +253,61 @@ pub(crate) struct Mapping {
     path: Option<PathBuf>,
 }
 
-/// The size of a section, and its record if filemap made it and has finished writing it.
-/// With a record, the size is the record's exact one; without, the page-rounded size of
-/// the section (all that Windows keeps).
-fn read_record(handle: HANDLE) -> std::result::Result<(u64, Option<Record>), u32> {
-    // Map it all to learn its size, then read the last page.
-    let whole = Region::map(handle, Access::Read, 0, 0)?;
-    let mut info: MEMORY_BASIC_INFORMATION = zeroed_mbi();
-    // SAFETY: `info` is writable and the address is our live view.
-    let n = unsafe {
-        VirtualQuery(
-            whole.base,
-            &mut info,
-            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-        )
-    };
-    if n == 0 {
-        return Err(last_error());
+/// A whole section mapped read-only, to learn its size and read its record.
+struct Section {
+    whole: Region,
+    /// The size of the view: the section's page-rounded size, all that Windows keeps.
+    total: u64,
+}
+
+impl Section {
+    fn map(handle: HANDLE) -> std::result::Result<Section, u32> {
+        let whole = Region::map(handle, Access::Read, 0, 0)?;
+        let mut info: MEMORY_BASIC_INFORMATION = zeroed_mbi();
+        // SAFETY: `info` is writable and the address is our live view.
+        let n = unsafe {
+            VirtualQuery(
+                whole.base,
+                &mut info,
+                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+            )
+        };
+        if n == 0 {
+            return Err(last_error());
+        }
+        Ok(Section {
+            whole,
+            total: info.RegionSize as u64,
+        })
     }
-    let total = info.RegionSize as u64;
-    if total >= RECORD_LEN {
+
+    /// The record in the last page, if filemap made the section and has finished writing
+    /// the record (a half-written one fails its checks). The view is shared, so a later
+    /// call sees what the creator has written since.
+    fn record(&self) -> Option<Record> {
+        if self.total < RECORD_LEN {
+            return None;
+        }
         let mut buf = [0u8; RECORD_USED];
-        // SAFETY: the last page of the region is inside the view.
+        // SAFETY: the last page of the region is inside the live view; the copy goes
+        // through raw pointers, so no reference to memory another process writes is made.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                whole.base.cast::<u8>().add((total - RECORD_LEN) as usize),
+                self.whole
+                    .base
+                    .cast::<u8>()
+                    .add((self.total - RECORD_LEN) as usize),
                 buf.as_mut_ptr(),
                 RECORD_USED,
             )
         };
-        if let Ok(rec) = Record::decode(&buf, total) {
-            return Ok((rec.size, Some(rec)));
-        }
+        Record::decode(&buf, self.total).ok()
     }
-    Ok((total, None))
+
+    /// The exact size from the record, or else the page-rounded size.
+    fn size(&self, record: Option<&Record>) -> u64 {
+        record.map_or(self.total, |r| r.size)
+    }
 }
 
 /// How long an opener waits for the record of a section that has none yet. Thousands of
@@ -365,14 +393,15 @@ impl Mapping {
     /// half-made object. A section that another program made has no record: after
     /// [`RECORD_WAIT`] the opener takes its page-rounded size.
     fn wait_for_record(handle: &Handle, name: &Name) -> Result<u64> {
+        let section = Section::map(handle.0)
+            .map_err(|code| object_error(code, name, Kind::Mapping, "reading"))?;
         let deadline = Instant::now() + RECORD_WAIT;
         loop {
-            match read_record(handle.0) {
-                Ok((size, Some(_))) => return Ok(size),
-                Ok((size, None)) if Instant::now() >= deadline => return Ok(size),
-                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
-                Err(code) => return Err(object_error(code, name, Kind::Mapping, "reading")),
+            let record = section.record();
+            if record.is_some() || Instant::now() >= deadline {
+                return Ok(section.size(record.as_ref()));
             }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -994,6 +1023,13 @@ pub(crate) fn wait_any(objects: &[WaitRef<'_>], deadline: Option<Instant>) -> Op
 pub(crate) mod admin {
     use super::*;
 
+    fn not_found(name: &Name) -> Error {
+        Error::NotFound {
+            name: name.to_string(),
+            kind: None,
+        }
+    }
+
     fn no_listing<T>() -> Result<T> {
         Err(Error::Unsupported {
             what: "listing or removing named objects (Windows cannot list a session's objects)",
@@ -1009,24 +1045,14 @@ pub(crate) mod admin {
     /// What Windows tells of a named object: its kind, a mapping's size (and, for one
     /// that filemap made, its creator and creation time), a synchronization object's
     /// state, and how many handles are open to it.
-    pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
-        let kind = kind(root, name)?;
-        let w = wide(name);
-        // SAFETY: `w` is NUL-terminated; every desired access is a query right.
-        let h = unsafe {
-            match kind {
-                Kind::Mapping => OpenFileMappingW(FILE_MAP_READ, 0, w.as_ptr()),
-                Kind::Mutex => OpenMutexW(SYNCHRONIZE | MUTANT_QUERY_STATE, 0, w.as_ptr()),
-                Kind::Semaphore => {
-                    OpenSemaphoreW(SYNCHRONIZE | SEMAPHORE_QUERY_STATE, 0, w.as_ptr())
-                }
-                Kind::Event => OpenEventW(SYNCHRONIZE | EVENT_QUERY_STATE, 0, w.as_ptr()),
-            }
-        };
-        if h.is_null() {
-            return Err(object_error(last_error(), name, kind, "inspecting"));
-        }
-        let handle = Handle(h);
+    pub(crate) fn info(_: &Path, name: &Name) -> Result<ObjectInfo> {
+        // The probe that finds the kind also opens the handle to inspect it with.
+        let (kind, handle) = probe(name).ok_or_else(|| not_found(name))?;
+        let handle = handle.ok_or_else(|| {
+            Error::denied(format!(
+                "{name} exists, but its security does not allow inspecting it"
+            ))
+        })?;
         let mut info = ObjectInfo {
             name: name.clone(),
             kind: Some(kind),
@@ -1045,9 +1071,10 @@ pub(crate) mod admin {
         };
         match kind {
             Kind::Mapping => {
-                let (size, record) = read_record(handle.0)
+                let section = Section::map(handle.0)
                     .map_err(|code| object_error(code, name, kind, "reading"))?;
-                info.size = Some(size);
+                let record = section.record();
+                info.size = Some(section.size(record.as_ref()));
                 if let Some(r) = record {
                     info.file_backed = r.file_backed();
                     info.creator_pid = Some(r.creator_pid);
@@ -1095,10 +1122,7 @@ pub(crate) mod admin {
         Ok(info)
     }
     pub(crate) fn kind(_: &Path, name: &Name) -> Result<Kind> {
-        kind_holding(name).ok_or_else(|| Error::NotFound {
-            name: name.to_string(),
-            kind: None,
-        })
+        kind_holding(name).ok_or_else(|| not_found(name))
     }
     pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
         no_listing()
