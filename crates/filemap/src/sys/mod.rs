@@ -15,6 +15,7 @@
 //! [`Error::Unsupported`](crate::Error::Unsupported).
 
 use crate::layout::FLAG_PERSISTENT;
+use crate::{Access, Error, Result};
 
 /// Options for a new object, from [`Options`](crate::Options).
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +52,56 @@ pub(crate) enum Locked {
     Acquired,
     Abandoned,
     TimedOut,
+}
+
+/// What both backends check before mapping a file, in the same words on every platform.
+/// `what` names the file (its path, or "the file").
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+pub(crate) struct FileChecks {
+    pub(crate) what: String,
+}
+
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+impl FileChecks {
+    /// The file's open mode against the access asked for.
+    pub(crate) fn open_mode(&self, readable: bool, writable: bool, access: Access) -> Result<()> {
+        if !readable {
+            return Err(Error::denied(format!(
+                "{} is open write-only; a mapping needs read access",
+                self.what
+            )));
+        }
+        if access == Access::ReadWrite && !writable {
+            return Err(Error::denied(format!(
+                "{} is not open for writing, so it cannot be mapped read-write",
+                self.what
+            )));
+        }
+        Ok(())
+    }
+
+    /// The size to map: `size`, or the file's length `len` for 0. Mapping past the end
+    /// grows the file, which needs read-write access.
+    pub(crate) fn size(&self, regular: bool, len: u64, size: u64, access: Access) -> Result<u64> {
+        if !regular {
+            return Err(Error::InvalidArgument {
+                what: format!("{} is not a regular file", self.what),
+            });
+        }
+        let size = if size == 0 { len } else { size };
+        if size == 0 {
+            return Err(Error::InvalidSize {
+                what: format!("{} is empty; give a size to grow it", self.what),
+            });
+        }
+        if size > len && access != Access::ReadWrite {
+            return Err(Error::denied(format!(
+                "{} is {len} bytes; growing it to {size} needs read-write access",
+                self.what
+            )));
+        }
+        Ok(size)
+    }
 }
 
 #[cfg(target_os = "linux")]

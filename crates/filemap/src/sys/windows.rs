@@ -33,7 +33,7 @@ use windows_sys::Win32::System::Threading::{
     WaitForSingleObject, EVENT_ALL_ACCESS, INFINITE, MUTEX_ALL_ACCESS, SEMAPHORE_ALL_ACCESS,
 };
 
-use super::{CreateOptions, Disposition, Locked};
+use super::{CreateOptions, Disposition, FileChecks, Locked};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
 use crate::{Access, Error, Kind, Name, Namespace, ObjectInfo, Result, SyncState};
 
@@ -446,45 +446,20 @@ impl Mapping {
         }
         // The same checks, in the same words, as on Linux: CreateFileMappingW would only
         // say "access denied" for any of them.
-        let what = || match path_hint {
-            Some(p) => p.display().to_string(),
-            None => "the file".to_owned(),
+        let checks = FileChecks {
+            what: match path_hint {
+                Some(p) => p.display().to_string(),
+                None => "the file".to_owned(),
+            },
         };
         if let Some(granted) = granted_access(file.as_raw_handle() as HANDLE) {
-            if granted & FILE_READ_DATA == 0 {
-                return Err(Error::denied(format!(
-                    "{} is open write-only; a mapping needs read access",
-                    what()
-                )));
-            }
-            if access == Access::ReadWrite && granted & FILE_WRITE_DATA == 0 {
-                return Err(Error::denied(format!(
-                    "{} is not open for writing, so it cannot be mapped read-write",
-                    what()
-                )));
-            }
+            let readable = granted & FILE_READ_DATA != 0;
+            checks.open_mode(readable, granted & FILE_WRITE_DATA != 0, access)?;
         }
         let meta = file
             .metadata()
-            .map_err(|e| Error::io(format!("checking {}", what()), e))?;
-        if !meta.is_file() {
-            return Err(Error::InvalidArgument {
-                what: format!("{} is not a regular file", what()),
-            });
-        }
-        let len = meta.len();
-        let size = if size == 0 { len } else { size };
-        if size == 0 {
-            return Err(Error::InvalidSize {
-                what: format!("{} is empty; give a size to grow it", what()),
-            });
-        }
-        if size > len && access != Access::ReadWrite {
-            return Err(Error::denied(format!(
-                "{} is {len} bytes; growing it to {size} needs read-write access",
-                what()
-            )));
-        }
+            .map_err(|e| Error::io(format!("checking {}", checks.what), e))?;
+        let size = checks.size(meta.is_file(), meta.len(), size, access)?;
         let protect = match access {
             Access::Read => PAGE_READONLY,
             Access::ReadWrite => PAGE_READWRITE,

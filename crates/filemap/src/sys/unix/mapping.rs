@@ -15,7 +15,7 @@ use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
 use super::dir::NsDir;
 use super::object::{reserve, Entry, NewObject};
 use crate::layout::FLAG_FILE_BACKED;
-use crate::sys::{CreateOptions, Disposition};
+use crate::sys::{CreateOptions, Disposition, FileChecks};
 use crate::{Access, Error, Kind, Name, Namespace, Result};
 
 /// The platform half of a [`FileMapping`](crate::FileMapping).
@@ -92,41 +92,16 @@ impl Mapping {
             Some(p) => p.display().to_string(),
             None => "the file".to_owned(),
         };
+        let checks = FileChecks { what: what() };
         let fl =
             fs::fcntl_getfl(&file).map_err(|e| Error::io(format!("checking {}", what()), e))?;
         let mode = fl & OFlags::RWMODE;
-        if mode == OFlags::WRONLY {
-            return Err(Error::denied(format!(
-                "{} is open write-only; a mapping needs read access",
-                what()
-            )));
-        }
-        if access == Access::ReadWrite && mode != OFlags::RDWR {
-            return Err(Error::denied(format!(
-                "{} is not open for writing, so it cannot be mapped read-write",
-                what()
-            )));
-        }
+        checks.open_mode(mode != OFlags::WRONLY, mode == OFlags::RDWR, access)?;
         let st = fs::fstat(&file).map_err(|e| Error::io(format!("checking {}", what()), e))?;
-        if fs::FileType::from_raw_mode(st.st_mode) != fs::FileType::RegularFile {
-            return Err(Error::InvalidArgument {
-                what: format!("{} is not a regular file", what()),
-            });
-        }
+        let regular = fs::FileType::from_raw_mode(st.st_mode) == fs::FileType::RegularFile;
         let len = st.st_size as u64;
-        let size = if size == 0 { len } else { size };
-        if size == 0 {
-            return Err(Error::InvalidSize {
-                what: format!("{} is empty; give a size to grow it", what()),
-            });
-        }
+        let size = checks.size(regular, len, size, access)?;
         if size > len {
-            if access != Access::ReadWrite {
-                return Err(Error::denied(format!(
-                    "{} is {len} bytes; growing it to {size} needs read-write access",
-                    what()
-                )));
-            }
             reserve(&file, size).map_err(|e| match e {
                 Errno::NOSPC | Errno::FBIG => Error::NoSpace { name: what(), size },
                 e => Error::io(format!("growing {} to {size} bytes", what()), e),
