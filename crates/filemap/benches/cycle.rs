@@ -18,6 +18,9 @@
 #![allow(clippy::disallowed_macros)]
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 fn main() {
     linux::main();
 }
@@ -30,6 +33,7 @@ fn main() {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod linux {
+    use super::common::{median, RemoveOnDrop};
     use std::hint::black_box;
     use std::time::{Duration, Instant};
 
@@ -39,11 +43,6 @@ mod linux {
     use rustix::shm;
 
     const SIZE: usize = 64 * 1024;
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    }
 
     /// Nanoseconds per iteration of `f`, over `iters` iterations.
     fn time_per_iter(iters: u32, mut f: impl FnMut(u32)) -> f64 {
@@ -100,17 +99,6 @@ mod linux {
         }
         drop(v);
         drop(m);
-    }
-
-    /// Removes files and folders when dropped.
-    struct RemoveOnDrop(Vec<std::path::PathBuf>);
-
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            for p in &self.0 {
-                let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
-            }
-        }
     }
 
     pub(super) fn main() {

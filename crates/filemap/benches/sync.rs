@@ -18,6 +18,9 @@
 #![allow(clippy::disallowed_macros)]
 
 #[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
 fn main() {
     linux::main();
 }
@@ -30,6 +33,7 @@ fn main() {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod linux {
+    use super::common::{median, RemoveOnDrop};
     use std::ffi::c_int;
     use std::hint::black_box;
     use std::process::{Child, Command};
@@ -135,6 +139,16 @@ mod linux {
         let _ = futex::wake(w, futex::Flags::empty(), 1);
     }
 
+    /// Whole views of the two one-page files of the file-based contenders, as two named
+    /// objects would have their states.
+    fn word_views() -> (View, View) {
+        let view = |name| {
+            let m = opts().open(name, Access::ReadWrite).unwrap();
+            m.map_view(Access::ReadWrite, 0, 0).unwrap()
+        };
+        (view("Local\\bench-word1"), view("Local\\bench-word2"))
+    }
+
     /// One side of a cross-process contender; `a` is the measuring parent.
     fn run_side(contender: &str, a: bool, ctl: &View, n: u32) {
         let w = word(ctl, WORD);
@@ -153,21 +167,9 @@ mod linux {
             "futex-2files" => {
                 // The same, with the two words in two tmpfs files, as two named objects
                 // have them.
-                let m1 = opts()
-                    .open("Local\\bench-word1", Access::ReadWrite)
-                    .unwrap();
-                let m2 = opts()
-                    .open("Local\\bench-word2", Access::ReadWrite)
-                    .unwrap();
-                let (v1, v2) = (
-                    m1.map_view(Access::ReadWrite, 0, 0).unwrap(),
-                    m2.map_view(Access::ReadWrite, 0, 0).unwrap(),
-                );
+                // Zeroed by `round_trip` before the peer starts.
+                let (v1, v2) = word_views();
                 let (ping, pong) = (word(&v1, 0), word(&v2, 0));
-                if a {
-                    ping.store(0, SeqCst);
-                    pong.store(0, SeqCst);
-                }
                 for i in 0..n {
                     if a {
                         futex_set(ping, i + 1);
@@ -182,16 +184,7 @@ mod linux {
                 // filemap's waiting protocol (sync::algo) for an auto-reset event, written
                 // with raw atomics and futex calls, on two words in two files: what the
                 // library's layers add shows as the gap between this and `event`.
-                let m1 = opts()
-                    .open("Local\\bench-word1", Access::ReadWrite)
-                    .unwrap();
-                let m2 = opts()
-                    .open("Local\\bench-word2", Access::ReadWrite)
-                    .unwrap();
-                let (v1, v2) = (
-                    m1.map_view(Access::ReadWrite, 0, 0).unwrap(),
-                    m2.map_view(Access::ReadWrite, 0, 0).unwrap(),
-                );
+                let (v1, v2) = word_views();
                 // (signalled, waiters) in each file, zeroed by `round_trip`.
                 let ping = (word(&v1, 0), word(&v1, 8));
                 let pong = (word(&v2, 0), word(&v2, 8));
@@ -352,12 +345,9 @@ mod linux {
             word(ctl, off).store(0, SeqCst);
         }
         // The words of the file-based contenders start at 0 before the peer runs.
-        for file in ["Local\\bench-word1", "Local\\bench-word2"] {
-            let m = opts().open(file, Access::ReadWrite).unwrap();
-            m.map_view(Access::ReadWrite, 0, 16)
-                .unwrap()
-                .write_at(0, &[0; 16])
-                .unwrap();
+        let (v1, v2) = word_views();
+        for v in [v1, v2] {
+            v.write_at(0, &[0; 16]).unwrap();
         }
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.env(ROLE, contender)
@@ -392,22 +382,6 @@ mod linux {
         match std::env::var("FILEMAP_BENCH_ONLY") {
             Ok(only) => index < 2 || only.split(',').any(|c| c.trim() == contender),
             Err(_) => true,
-        }
-    }
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    }
-
-    /// Removes files and folders when dropped.
-    struct RemoveOnDrop(Vec<std::path::PathBuf>);
-
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            for p in &self.0 {
-                let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
-            }
         }
     }
 
