@@ -70,9 +70,9 @@ enum Command {
     Signal(sync::NameArg),
     /// Reset a (manual-reset) event.
     Reset(sync::NameArg),
-    /// Wait for any of the named events or semaphores (or one mutex); print the one that fired.
+    /// Wait for any of the named events, semaphores or mutexes; print the one that fired.
     Wait(sync::WaitArgs),
-    /// Run a command while holding a named mutex, in the manner of flock(1).
+    /// Run a command while holding a named mutex, in the manner of flock(1); signals go to the command.
     Lock(sync::LockArgs),
 }
 

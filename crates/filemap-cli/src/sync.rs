@@ -30,7 +30,7 @@ pub(crate) struct NameArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct WaitArgs {
-    /// Events and semaphores to wait for (any one), or one mutex.
+    /// Events, semaphores and mutexes to wait for (any one).
     #[arg(required = true, num_args = 1..)]
     names: Vec<String>,
     /// Give up after this many seconds (exit status 124).
@@ -103,6 +103,24 @@ enum Waited {
     Mutex(Mutex),
 }
 
+impl Waited {
+    fn waitable(&self) -> &dyn filemap::Waitable {
+        match self {
+            Waited::Event(e) => e,
+            Waited::Semaphore(s) => s,
+            Waited::Mutex(m) => m,
+        }
+    }
+
+    fn name(&self) -> &filemap::Name {
+        match self {
+            Waited::Event(e) => e.name(),
+            Waited::Semaphore(s) => s.name(),
+            Waited::Mutex(m) => m.name(),
+        }
+    }
+}
+
 pub(crate) fn wait(ns: &Namespace, a: WaitArgs) -> CmdResult {
     let mut objects = Vec::new();
     for name in &a.names {
@@ -114,64 +132,41 @@ pub(crate) fn wait(ns: &Namespace, a: WaitArgs) -> CmdResult {
                 return Err(wrong_kind(
                     name,
                     k,
-                    "wait takes events, semaphores or one mutex",
+                    "wait takes events, semaphores and mutexes",
                 ))
             }
         });
     }
-    let canonical: Vec<String> = a
-        .names
-        .iter()
-        .map(|n| {
-            filemap::Name::parse(n)
-                .map(|n| n.to_string())
-                .unwrap_or_else(|_| n.clone())
-        })
-        .collect();
-    let timed_out = |e: Error| match e {
+    let waitables: Vec<&dyn filemap::Waitable> = objects.iter().map(Waited::waitable).collect();
+    let outcome = filemap::wait_any(&waitables, a.timeout).map_err(|e| match e {
         Error::Timeout { .. } => Failure {
-            message: format!("timed out waiting for {}", canonical.join(", ")),
+            message: format!(
+                "timed out waiting for {}",
+                objects
+                    .iter()
+                    .map(|o| o.name().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             code: EXIT_TIMEOUT,
         },
         e => e.into(),
-    };
-    if let [Waited::Mutex(m)] = &objects[..] {
-        // Take it and give it back: the mutex was free (or abandoned) at this moment.
-        let abandoned = m.acquire(a.timeout).map_err(timed_out)?;
+    })?;
+    let fired = &objects[outcome.index()];
+    if let Waited::Mutex(m) = fired {
+        // Taken and given back: the mutex was free (or abandoned) at this moment.
         m.release()?;
-        outln!("{}", m.name());
-        if abandoned {
-            return Err(Failure {
-                message: format!(
-                    "the mutex {} was abandoned: its owner died holding it",
-                    m.name()
-                ),
-                code: EXIT_ABANDONED,
-            });
-        }
-        return Ok(());
     }
-    let mut waitables: Vec<&dyn filemap::Waitable> = Vec::new();
-    for o in &objects {
-        match o {
-            Waited::Event(e) => waitables.push(e),
-            Waited::Semaphore(s) => waitables.push(s),
-            Waited::Mutex(m) => {
-                return Err(format!(
-                    "{} is a mutex; a mutex can only be waited for on its own",
-                    m.name()
-                )
-                .into())
-            }
-        }
+    outln!("{}", fired.name());
+    if outcome.is_abandoned() {
+        return Err(Failure {
+            message: format!(
+                "the mutex {} was abandoned: its owner died holding it",
+                fired.name()
+            ),
+            code: EXIT_ABANDONED,
+        });
     }
-    let i = filemap::wait_any(&waitables, a.timeout).map_err(timed_out)?;
-    let name = match &objects[i] {
-        Waited::Event(e) => e.name(),
-        Waited::Semaphore(s) => s.name(),
-        Waited::Mutex(m) => m.name(),
-    };
-    outln!("{name}");
     Ok(())
 }
 
@@ -194,7 +189,8 @@ pub(crate) fn lock(ns: &Namespace, a: LockArgs) -> CmdResult {
             mutex.name()
         );
     }
-    let status = Command::new(&a.command[0]).args(&a.command[1..]).status();
+    // The command runs to its end before the mutex is released, whatever signals come.
+    let status = crate::wait::run_guarded(Command::new(&a.command[0]).args(&a.command[1..]));
     drop(lock);
     let status = status.map_err(|e| Failure {
         message: format!("cannot run {}: {e}", a.command[0]),

@@ -1,9 +1,14 @@
-//! Waiting for ENTER, end of input, SIGINT, SIGTERM or SIGHUP (on Windows: Ctrl-C,
-//! Ctrl-Break or closing the console), whichever comes first, so that the sample's programs
-//! clean up in every case, with or without a terminal.
+//! Signals and console events:
+//!
+//! - waiting for ENTER, end of input, SIGINT, SIGTERM or SIGHUP (on Windows: Ctrl-C,
+//!   Ctrl-Break or closing the console), whichever comes first, so that the sample's
+//!   programs clean up in every case, with or without a terminal;
+//! - running `lock`'s command so that it never outlives `lock`, which holds the mutex for it
+//!   ([`run_guarded`]).
 #![allow(unsafe_code)]
 
 use std::io::BufRead;
+use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
 
 /// Why the wait ended.
@@ -50,63 +55,205 @@ pub(crate) fn wait_for_enter_or_signal() -> Wake {
     rx.recv().unwrap_or(Wake::EndOfInput)
 }
 
+/// Runs `cmd` to its end as a child that cannot outlive this process, and returns its
+/// status.
+///
+/// - Linux: the termination signals (SIGINT, SIGTERM, SIGHUP) sent to this process are
+///   passed on to the child instead of ending this process; the ones a terminal sends to
+///   the whole foreground group reach the child by themselves and are not sent twice. If
+///   this process dies anyway (SIGKILL), the kernel kills the child with SIGKILL
+///   (`PR_SET_PDEATHSIG`).
+/// - Windows: Ctrl-C and Ctrl-Break reach the child through the console and no longer end
+///   this process; the child is in a job that is killed when this process ends.
+pub(crate) fn run_guarded(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    guard::run(cmd)
+}
+
+#[cfg(target_os = "linux")]
+mod guard {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, ExitStatus};
+    use std::sync::{Arc, Mutex};
+
+    use super::signals;
+
+    /// The child's pid once it runs, and the signals that came before.
+    #[derive(Default)]
+    struct Forward {
+        pid: Option<libc::pid_t>,
+        pending: Vec<libc::c_int>,
+    }
+
+    fn send(pid: libc::pid_t, sig: libc::c_int) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    pub(super) fn run(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+        let set = signals::termination_set();
+        // From here on, no thread of ours dies of these signals: one thread takes them.
+        signals::block(&set);
+        let forward = Arc::new(Mutex::new(Forward::default()));
+        let f = forward.clone();
+        std::thread::spawn(move || loop {
+            // SAFETY: an all-zero siginfo_t is a valid buffer for sigwaitinfo to fill.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: `set` and `info` are valid for the call.
+            let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+            if sig < 0 {
+                continue; // EINTR
+            }
+            // A terminal sends SIGINT/SIGHUP to its whole foreground group, the child
+            // included: those come from the kernel and need no forwarding.
+            if info.si_code == libc::SI_KERNEL {
+                continue;
+            }
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            match f.pid {
+                Some(pid) => send(pid, sig),
+                None => f.pending.push(sig),
+            }
+        });
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure only makes system calls (prctl, getppid), which are
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before the line above: then nobody would kill
+                // us, so do not start at all.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        {
+            let mut f = forward.lock().unwrap_or_else(|e| e.into_inner());
+            let pid = child.id() as libc::pid_t;
+            f.pid = Some(pid);
+            for sig in std::mem::take(&mut f.pending) {
+                send(pid, sig);
+            }
+        }
+        child.wait()
+    }
+}
+
+#[cfg(windows)]
+mod guard {
+    use std::os::windows::io::AsRawHandle;
+    use std::process::{Command, ExitStatus};
+
+    use windows_sys::core::BOOL;
+    use windows_sys::Win32::Foundation::{FALSE, TRUE};
+    use windows_sys::Win32::System::Console::{
+        SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_C_EVENT,
+    };
+    use windows_sys::Win32::System::JobObjects::{
+        AssignProcessToJobObject, CreateJobObjectW, JobObjectExtendedLimitInformation,
+        SetInformationJobObject, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+        JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    };
+
+    /// Ctrl-C and Ctrl-Break are the child's to handle: it shares our console.
+    unsafe extern "system" fn leave_to_child(ctrl: u32) -> BOOL {
+        if ctrl == CTRL_C_EVENT || ctrl == CTRL_BREAK_EVENT {
+            TRUE
+        } else {
+            FALSE
+        }
+    }
+
+    pub(super) fn run(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+        // SAFETY: `leave_to_child` has the signature of PHANDLER_ROUTINE and lives for the
+        // whole process.
+        unsafe { SetConsoleCtrlHandler(Some(leave_to_child), TRUE) };
+        // SAFETY: null attributes and name make an anonymous job.
+        let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+        if !job.is_null() {
+            let mut info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION::default();
+            info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+            // SAFETY: `info` is the structure this information class takes, of its size.
+            unsafe {
+                SetInformationJobObject(
+                    job,
+                    JobObjectExtendedLimitInformation,
+                    (&info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
+                    std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+                )
+            };
+        }
+        let mut child = cmd.spawn()?;
+        if !job.is_null() {
+            // The job handle stays open until this process ends, and its end kills the
+            // child if it still runs.
+            // SAFETY: both handles are live.
+            unsafe { AssignProcessToJobObject(job, child.as_raw_handle()) };
+        }
+        child.wait()
+    }
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
+mod guard {
+    use std::process::{Command, ExitStatus};
+
+    pub(super) fn run(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+        cmd.status()
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod signals {
-    use std::ffi::c_int;
     use std::sync::mpsc::Sender;
 
     use super::Wake;
 
-    /// glibc's and musl's `sigset_t`: 1024 bits.
-    #[repr(C)]
-    struct SigSet([u64; 16]);
+    /// The signals that end a wait (and that `lock` forwards to its command).
+    pub(super) const TERMINATION: [i32; 3] = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM];
 
-    extern "C" {
-        fn sigemptyset(set: *mut SigSet) -> c_int;
-        fn sigaddset(set: *mut SigSet, signum: c_int) -> c_int;
-        fn pthread_sigmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
-        fn sigwait(set: *const SigSet, sig: *mut c_int) -> c_int;
+    pub(super) fn termination_set() -> libc::sigset_t {
+        // SAFETY: sigemptyset initialises the zeroed set; the signal numbers are valid.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in TERMINATION {
+                libc::sigaddset(&mut set, sig);
+            }
+            set
+        }
     }
 
-    const SIG_BLOCK: c_int = 0;
-    const SIGHUP: c_int = 1;
-    const SIGINT: c_int = 2;
-    const SIGTERM: c_int = 15;
-
-    fn termination_set() -> SigSet {
-        let mut set = SigSet([0; 16]);
-        // SAFETY: `set` is a valid, writable sigset_t-sized buffer; the signal numbers are
-        // valid on Linux.
-        unsafe {
-            sigemptyset(&mut set);
-            for sig in [SIGHUP, SIGINT, SIGTERM] {
-                sigaddset(&mut set, sig);
-            }
-        }
-        set
+    /// Blocks the termination signals in the calling thread (and the threads it starts
+    /// later), so that one thread can take them with `sigwait`.
+    pub(super) fn block(set: &libc::sigset_t) {
+        // SAFETY: `set` is initialised; `old` may be null.
+        unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, set, std::ptr::null_mut()) };
     }
 
     pub(super) const HOW_TO_STOP: &str = "press ENTER (or send SIGINT/SIGTERM, or close input)";
 
     pub(super) fn describe(sig: i32) -> String {
         match sig {
-            SIGHUP => "SIGHUP".to_owned(),
-            SIGINT => "SIGINT".to_owned(),
-            SIGTERM => "SIGTERM".to_owned(),
+            libc::SIGHUP => "SIGHUP".to_owned(),
+            libc::SIGINT => "SIGINT".to_owned(),
+            libc::SIGTERM => "SIGTERM".to_owned(),
             n => format!("signal {n}"),
         }
     }
 
     pub(super) fn spawn_waiter(tx: Sender<Wake>) {
         let set = termination_set();
-        // SAFETY: blocking signals in this thread only changes how they are delivered; the
-        // set is initialised and `old` may be null.
-        unsafe { pthread_sigmask(SIG_BLOCK, &set, std::ptr::null_mut()) };
+        block(&set);
         std::thread::spawn(move || {
-            let mut sig: c_int = 0;
+            let mut sig: libc::c_int = 0;
             // SAFETY: `set` and `sig` are valid for the call; every thread has the signals
             // blocked, so sigwait is the one that takes them.
-            let rc = unsafe { sigwait(&set, &mut sig) };
+            let rc = unsafe { libc::sigwait(&set, &mut sig) };
             if rc == 0 {
                 let _ = tx.send(Wake::Signal(sig));
             }

@@ -71,5 +71,7 @@ pub use layout::Kind;
 pub use mapping::{Access, FileMapping, Options};
 pub use name::{Name, Scope};
 pub use namespace::{Namespace, ObjectInfo, SyncState};
-pub use sync::{wait_any, Event, Lock, Mutex, MutexGuard, Semaphore, Waitable, MAX_WAIT_OBJECTS};
+pub use sync::{
+    wait_any, Event, Lock, Mutex, MutexGuard, Semaphore, WaitOutcome, Waitable, MAX_WAIT_OBJECTS,
+};
 pub use view::View;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{
     kill_hard, read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot, Watchdog,
 };
-use filemap::{wait_any, Access, Error, Kind, Namespace, Options};
+use filemap::{wait_any, Access, Error, Kind, Namespace, Options, WaitOutcome};
 
 const LINE: Duration = Duration::from_secs(20);
 
@@ -99,7 +99,7 @@ fn child() {
             let s = opts().open_semaphore(&args[1]).unwrap();
             report("ready");
             let i = wait_any(&[&e, &s], Some(Duration::from_secs(10))).unwrap();
-            report(i);
+            report(i.index());
         }
         // Create an object of a kind, hold it until killed.
         "hold-event" => {
@@ -467,8 +467,14 @@ fn wait_any_over_mixed_kinds_across_processes() {
     // The lowest signalled index wins.
     s.release(1).unwrap();
     e.set();
-    assert_eq!(wait_any(&[&s, &e], None).unwrap(), 0);
-    assert_eq!(wait_any(&[&s, &e], None).unwrap(), 1);
+    assert_eq!(
+        wait_any(&[&s, &e], None).unwrap(),
+        WaitOutcome::Signalled(0)
+    );
+    assert_eq!(
+        wait_any(&[&s, &e], None).unwrap(),
+        WaitOutcome::Signalled(1)
+    );
     assert!(matches!(
         wait_any(&[], None),
         Err(Error::InvalidArgument { .. })

@@ -5,8 +5,8 @@
 //! handle, also after SIGKILL of every holder, unless it was created persistent.
 //!
 //! Waiting takes no CPU: on Linux, threads sleep on shared futexes (`futex_waitv` for
-//! [`wait_any`]), and the mutex is glibc's robust pthread mutex, whose owner's death the
-//! kernel reports.
+//! [`wait_any`]). The mutex is filemap's own robust mutex, whose owner's death the kernel
+//! reports through a robust list kept in private memory (see `docs/mutex.md`).
 
 pub(crate) mod algo;
 
@@ -205,7 +205,7 @@ named_object!(Event);
 
 /// Waits for one event or semaphore, and takes it.
 fn wait_one(object: &dyn Waitable, timeout: Option<Duration>) -> Result<()> {
-    match sys::wait_any(&[sealed::Sealed::wait_ref(object)], deadline(timeout)) {
+    match sys::wait_any(&[sealed::Sealed::wait_ref(object)], deadline(timeout))? {
         Some(_) => Ok(()),
         None => Err(timed_out(sealed::Sealed::name(object))),
     }
@@ -213,10 +213,14 @@ fn wait_one(object: &dyn Waitable, timeout: Option<Duration>) -> Result<()> {
 
 /// A named, cross-process, recursive mutex (`CreateMutex`), robust to its owner's death.
 ///
-/// If the thread that owns it dies (its process killed by SIGKILL, say), the next thread
-/// to lock it gets it as [`Lock::Abandoned`], like Windows' `WAIT_ABANDONED`, and can
-/// repair the data it guards. The owning thread may lock it again; it must release it as
-/// many times.
+/// If the thread that owns it dies (its process killed by SIGKILL, say, or the thread
+/// exiting), the next thread to lock it gets it as [`Lock::Abandoned`], like Windows'
+/// `WAIT_ABANDONED`, and can repair the data it guards. The owning thread may lock it again;
+/// it must release it as many times.
+///
+/// As on Windows, ownership belongs to the thread, not to the handle: dropping the handle
+/// (or forgetting the guard) does not release the mutex. The thread keeps it until it
+/// releases it through another handle, or exits, which abandons it.
 ///
 /// ```
 /// # fn main() -> filemap::Result<()> {
@@ -523,24 +527,62 @@ mod sealed {
             self.inner.name()
         }
     }
+
+    impl Sealed for super::Mutex {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Mutex(&self.inner)
+        }
+        fn name(&self) -> &crate::Name {
+            self.inner.name()
+        }
+    }
 }
 
-/// Objects that [`wait_any`] can wait for: [`Event`] and [`Semaphore`].
-///
-/// Mutexes are not among them: on Linux a mutex is glibc's robust pthread mutex, and
-/// waiting for its futex word outside glibc would depend on glibc's private locking
-/// protocol. Wait for a mutex on its own with [`Mutex::lock`].
+/// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`] and [`Mutex`].
 pub trait Waitable: sealed::Sealed {}
 
 impl Waitable for Event {}
 impl Waitable for Semaphore {}
+impl Waitable for Mutex {}
+
+/// Which object [`wait_any`] took, like the `WAIT_OBJECT_0 + i` and `WAIT_ABANDONED_0 + i`
+/// results of `WaitForMultipleObjects`.
+#[must_use = "a mutex that wait_any took is owned by this thread until it is released, and an abandoned one may guard inconsistent data"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WaitOutcome {
+    /// The object at this index was signalled and taken: a semaphore decremented, an
+    /// auto-reset event reset, or a mutex acquired (`WAIT_OBJECT_0 + i`).
+    Signalled(usize),
+    /// The mutex at this index was acquired, but its previous owner died holding it
+    /// (`WAIT_ABANDONED_0 + i`).
+    Abandoned(usize),
+}
+
+impl WaitOutcome {
+    /// The index of the object that was taken.
+    pub fn index(self) -> usize {
+        match self {
+            WaitOutcome::Signalled(i) | WaitOutcome::Abandoned(i) => i,
+        }
+    }
+
+    /// Whether it was a mutex whose previous owner died holding it.
+    pub fn is_abandoned(self) -> bool {
+        matches!(self, WaitOutcome::Abandoned(_))
+    }
+}
 
 /// The most objects [`wait_any`] takes, as Windows' `MAXIMUM_WAIT_OBJECTS`.
 pub const MAX_WAIT_OBJECTS: usize = 64;
 
-/// Waits until any of `objects` is signalled, takes it (decrements a semaphore, resets an
-/// auto-reset event) and returns its index, like `WaitForMultipleObjects` with
-/// `bWaitAll = FALSE`. When several are signalled, the lowest index wins.
+/// Waits until any of `objects` is signalled, takes it and says which, like
+/// `WaitForMultipleObjects` with `bWaitAll = FALSE`: a semaphore is decremented, an
+/// auto-reset event reset, and a mutex acquired (it is then owned by the calling thread,
+/// which releases it with [`Mutex::release`]; a mutex it owns already is taken again at
+/// once). When several are signalled, the lowest index wins.
+///
+/// A mutex whose owner died holding it is reported as [`WaitOutcome::Abandoned`] with its
+/// index, and is owned by the caller as well.
 ///
 /// On Linux this is one `futex_waitv` call (Linux 5.16 and later): no threads and no
 /// polling.
@@ -549,12 +591,25 @@ pub const MAX_WAIT_OBJECTS: usize = 64;
 /// # fn main() -> filemap::Result<()> {
 /// # let dir = std::env::temp_dir().join(format!("filemap-doc-any-{}", std::process::id()));
 /// use std::time::Duration;
+/// use filemap::WaitOutcome;
 /// let opts = filemap::Options::new().namespace(filemap::Namespace::at(&dir)).clone();
 /// let quit = opts.create_event("Local\\quit", true, false)?;
 /// let jobs = opts.create_semaphore("Local\\jobs", 0, 100)?;
 /// jobs.release(1)?;
-/// assert_eq!(filemap::wait_any(&[&quit, &jobs], Some(Duration::from_secs(1)))?, 1);
-/// # drop((quit, jobs)); std::fs::remove_dir_all(&dir).ok();
+/// assert_eq!(filemap::wait_any(&[&quit, &jobs], Some(Duration::from_secs(1)))?, WaitOutcome::Signalled(1));
+///
+/// // Lock a mutex, or stop when quit is set.
+/// let lock = opts.create_mutex("Local\\lock")?;
+/// match filemap::wait_any(&[&quit, &lock], None)? {
+///     WaitOutcome::Signalled(0) => println!("quit"),
+///     outcome => {
+///         if outcome.is_abandoned() {
+///             // The previous owner died holding it: repair what it guards.
+///         }
+///         lock.release()?;
+///     }
+/// }
+/// # drop((quit, jobs, lock)); std::fs::remove_dir_all(&dir).ok();
 /// # Ok(())
 /// # }
 /// ```
@@ -563,7 +618,7 @@ pub const MAX_WAIT_OBJECTS: usize = 64;
 ///
 /// [`Error::Timeout`]; [`Error::InvalidArgument`] for no objects or more than
 /// [`MAX_WAIT_OBJECTS`].
-pub fn wait_any(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<usize> {
+pub fn wait_any(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<WaitOutcome> {
     if objects.is_empty() || objects.len() > MAX_WAIT_OBJECTS {
         return Err(Error::InvalidArgument {
             what: format!(
@@ -576,7 +631,11 @@ pub fn wait_any(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<
         .iter()
         .map(|o| sealed::Sealed::wait_ref(*o))
         .collect();
-    sys::wait_any(&refs, deadline(timeout)).ok_or_else(|| Error::Timeout {
-        what: format!("any of {} objects", objects.len()),
-    })
+    match sys::wait_any(&refs, deadline(timeout))? {
+        Some((i, false)) => Ok(WaitOutcome::Signalled(i)),
+        Some((i, true)) => Ok(WaitOutcome::Abandoned(i)),
+        None => Err(Error::Timeout {
+            what: format!("any of {} objects", objects.len()),
+        }),
+    }
 }

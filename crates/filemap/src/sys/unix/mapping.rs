@@ -453,3 +453,81 @@ pub(crate) fn map_state(fd: &OwnedFd, shared: bool) -> Result<Region> {
         len,
     })
 }
+
+/// The first page of an object file mapped shared, right after a private, zeroed page of
+/// the same size: the *shadow*. A word at offset `x` of the state has the address
+/// `shadow + page + x`, so a robust-list entry at `shadow + x` names it with a constant
+/// `futex_offset` of one page (see `robust.rs`). The list's pointers live in the shadow,
+/// in this process's own memory, where no other process can read or change them.
+#[derive(Debug)]
+pub(crate) struct ShadowedState {
+    base: NonNull<u8>,
+    page: usize,
+}
+
+// SAFETY: the mapping is owned by this value and tied to no thread; shared references only
+// hand out raw pointers.
+unsafe impl Send for ShadowedState {}
+// SAFETY: as above; all access to the memory is through atomics or raw pointers whose users
+// synchronise.
+unsafe impl Sync for ShadowedState {}
+
+impl ShadowedState {
+    pub(crate) fn map(fd: &OwnedFd) -> Result<ShadowedState> {
+        let page = rustix::param::page_size();
+        let failed = |e| Error::io("mapping an object's state", e);
+        // 1. Reserve two pages of private, zeroed memory.
+        // SAFETY: a new anonymous mapping at an address of the kernel's choosing cannot
+        // overlap memory that Rust knows about.
+        let base = unsafe {
+            mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                2 * page,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+        }
+        .map_err(failed)?;
+        let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| failed(Errno::NOMEM))?;
+        let shadowed = ShadowedState { base, page };
+        // 2. Put the state over the second page. From here on, dropping `shadowed` unmaps
+        //    both pages, whatever happens.
+        // SAFETY: MAP_FIXED replaces the second page of our own reservation, which nothing
+        // else uses; the fd is open and offset 0 is page-aligned.
+        unsafe {
+            mm::mmap(
+                shadowed.state().cast(),
+                page,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::FIXED,
+                fd.as_fd(),
+                0,
+            )
+        }
+        .map_err(failed)?;
+        Ok(shadowed)
+    }
+
+    /// The private page.
+    pub(crate) fn shadow(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// The shared state: one page.
+    pub(crate) fn state(&self) -> *mut u8 {
+        // SAFETY: the reservation is two pages long.
+        unsafe { self.base.as_ptr().add(self.page) }
+    }
+
+    pub(crate) fn page(&self) -> usize {
+        self.page
+    }
+}
+
+impl Drop for ShadowedState {
+    fn drop(&mut self) {
+        // SAFETY: we own both pages; the owner unlinks every robust-list entry in the shadow
+        // before dropping us (see `robust.rs`).
+        let _ = unsafe { mm::munmap(self.base.as_ptr().cast::<c_void>(), 2 * self.page) };
+    }
+}

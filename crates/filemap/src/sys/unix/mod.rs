@@ -4,6 +4,7 @@ pub(crate) mod admin;
 mod dir;
 mod mapping;
 mod object;
+mod robust;
 mod sync;
 
 pub(crate) use mapping::{dup_file, open_for_mapping, Mapping, Region};

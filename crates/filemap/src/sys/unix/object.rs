@@ -83,6 +83,11 @@ impl Entry {
         &self.name
     }
 
+    /// The object file's device and inode: the object's identity in this process.
+    pub(crate) fn key(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
     /// The object's file.
     pub(crate) fn path(&self) -> PathBuf {
         self.dir.path().join(&self.file_name)

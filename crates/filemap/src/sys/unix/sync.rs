@@ -5,17 +5,15 @@
 //!
 //! - events and semaphores: the pure state machines of `sync/algo.rs`, parked on shared
 //!   futexes (`futex_wait`, and `futex_waitv` for wait-for-any);
-//! - mutexes: glibc's robust, recursive, process-shared pthread mutex. The kernel's robust
-//!   futex list marks it when its owner dies, even by SIGKILL, and the next locker gets
-//!   `EOWNERDEAD`, which is reported as abandoned. No one polls.
+//! - mutexes: filemap's own robust mutex (`sync/algo.rs` for the shared word protocol,
+//!   `robust.rs` for owner death and the private bookkeeping; `docs/mutex.md`). The shared
+//!   state holds numbers only. When an owner dies, even by SIGKILL, the kernel marks the
+//!   mutex through a robust list in private memory, and the next locker gets it as
+//!   abandoned. No one polls.
 #![allow(unsafe_code)]
 
-use std::cell::UnsafeCell;
-use std::ffi::c_int;
-use std::sync::atomic::{
-    AtomicU32,
-    Ordering::{Relaxed, SeqCst},
-};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::fd::OwnedFd;
@@ -25,7 +23,11 @@ use rustix::thread::futex;
 use super::dir::NsDir;
 use super::mapping::{map_state, Region};
 use super::object::{Entry, NewObject};
-use crate::sync::algo::{self, EventState, Parked, Parker, SemaphoreState, Waitable};
+use super::robust::{self, Core, Me};
+use crate::sync::algo::{
+    self, EventState, MutexState, MutexWait, Parked, Parker, SemaphoreState, Taken, Waitable,
+    ID_MASK, OWNER_DIED,
+};
 use crate::sys::{CreateOptions, Disposition, Locked};
 use crate::{Error, Kind, Name, Namespace, Result, SyncState};
 
@@ -113,7 +115,7 @@ impl Parker for Futex {
 }
 
 /// State types that may be viewed in shared memory: `#[repr(C)]`, every byte inside an
-/// atomic or an `UnsafeCell`, every bit pattern valid.
+/// atomic, every bit pattern valid.
 ///
 /// # Safety
 ///
@@ -124,7 +126,7 @@ unsafe trait SharedState: Sync {}
 unsafe impl SharedState for SemaphoreState {}
 // SAFETY: only AtomicU32 fields.
 unsafe impl SharedState for EventState {}
-// SAFETY: AtomicU32 fields and an UnsafeCell of plain bytes, used only through pthread.
+// SAFETY: only AtomicU32 fields (in `Cell`s).
 unsafe impl SharedState for MutexState {}
 
 /// The part every synchronization object has: its entry and its mapped state page.
@@ -136,6 +138,57 @@ struct Shared {
     created: bool,
 }
 
+/// Creates (or opens) the entry of a synchronization object whose state is a `T`.
+/// `prepare` runs on a new object's file before anyone can open it.
+fn create_entry<T: SharedState>(
+    ns: &Namespace,
+    name: &Name,
+    kind: Kind,
+    opts: CreateOptions,
+    disposition: Disposition,
+    prepare: &mut dyn FnMut(&OwnedFd) -> Result<()>,
+) -> Result<(Entry, bool)> {
+    let dir = NsDir::for_create(ns, name)?;
+    let size = std::mem::size_of::<T>() as u64;
+    let new = NewObject {
+        kind,
+        flags: opts.record_flags(),
+        size,
+        data_len: size,
+        init: &[],
+        mode: opts.mode,
+    };
+    let (entry, created) = Entry::create(dir, name, &new, disposition, prepare)?;
+    if !created {
+        check_size::<T>(&entry)?;
+    }
+    Ok((entry, created))
+}
+
+/// Opens the entry of an existing synchronization object whose state is a `T`.
+fn open_entry<T: SharedState>(ns: &Namespace, name: &Name, kind: Kind) -> Result<Entry> {
+    let dir = NsDir::for_open(ns, name, kind)?;
+    let entry = Entry::open(dir, name, kind, true)?;
+    check_size::<T>(&entry)?;
+    Ok(entry)
+}
+
+/// An object of the right kind made by another version of filemap has another size.
+fn check_size<T: SharedState>(entry: &Entry) -> Result<()> {
+    if entry.record().size != std::mem::size_of::<T>() as u64 {
+        return Err(Error::Corrupt {
+            path: entry.path(),
+            reason: format!(
+                "its state is {} bytes, but a {} has {}",
+                entry.record().size,
+                entry.record().kind,
+                std::mem::size_of::<T>()
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Shared {
     fn create<T: SharedState>(
         ns: &Namespace,
@@ -145,29 +198,20 @@ impl Shared {
         disposition: Disposition,
         init: impl FnOnce(&T) -> Result<()>,
     ) -> Result<Shared> {
-        let dir = NsDir::for_create(ns, name)?;
-        let size = std::mem::size_of::<T>() as u64;
-        let new = NewObject {
-            kind,
-            flags: opts.record_flags(),
-            size,
-            data_len: size,
-            init: &[],
-            mode: opts.mode,
-        };
         let mut init = Some(init);
         let mut mapped = None;
-        let (entry, created) = Entry::create(dir, name, &new, disposition, &mut |fd: &OwnedFd| {
-            let region = map_state(fd, true)?;
-            if let Some(init) = init.take() {
-                init(state_of(&region))?;
-            }
-            mapped = Some(region);
-            Ok(())
-        })?;
+        let (entry, created) =
+            create_entry::<T>(ns, name, kind, opts, disposition, &mut |fd: &OwnedFd| {
+                let region = map_state(fd, true)?;
+                if let Some(init) = init.take() {
+                    init(state_of(&region))?;
+                }
+                mapped = Some(region);
+                Ok(())
+            })?;
         let region = match mapped.filter(|_| created) {
             Some(region) => region,
-            None => Self::check_and_map::<T>(&entry)?,
+            None => map_state(entry.fd(), true)?,
         };
         Ok(Shared {
             region,
@@ -177,29 +221,13 @@ impl Shared {
     }
 
     fn open<T: SharedState>(ns: &Namespace, name: &Name, kind: Kind) -> Result<Shared> {
-        let dir = NsDir::for_open(ns, name, kind)?;
-        let entry = Entry::open(dir, name, kind, true)?;
-        let region = Self::check_and_map::<T>(&entry)?;
+        let entry = open_entry::<T>(ns, name, kind)?;
+        let region = map_state(entry.fd(), true)?;
         Ok(Shared {
             region,
             entry,
             created: false,
         })
-    }
-
-    fn check_and_map<T: SharedState>(entry: &Entry) -> Result<Region> {
-        if entry.record().size != std::mem::size_of::<T>() as u64 {
-            return Err(Error::Corrupt {
-                path: entry.path(),
-                reason: format!(
-                    "its state is {} bytes, but a {} has {}",
-                    entry.record().size,
-                    entry.record().kind,
-                    std::mem::size_of::<T>()
-                ),
-            });
-        }
-        map_state(entry.fd(), true)
     }
 
     fn state<T: SharedState>(&self) -> &T {
@@ -336,138 +364,56 @@ impl Semaphore {
 pub enum WaitRef<'a> {
     Event(&'a Event),
     Semaphore(&'a Semaphore),
+    Mutex(&'a Mutex),
 }
 
-/// Waits for any of `objects`; `None` on timeout.
-pub(crate) fn wait_any(objects: &[WaitRef<'_>], deadline: Option<Instant>) -> Option<usize> {
-    let states: Vec<&dyn Waitable> = objects
-        .iter()
-        .map(|o| match o {
-            WaitRef::Event(e) => e.state() as &dyn Waitable,
-            WaitRef::Semaphore(s) => s.state() as &dyn Waitable,
-        })
-        .collect();
-    algo::wait_any(&states, &Futex, deadline)
-}
-
-// ---------------------------------------------------------------------------------------
-// The mutex: glibc's robust, recursive, process-shared pthread mutex.
-
-/// Room for a `pthread_mutex_t` (40 bytes on x86_64, 48 on aarch64 glibc).
-#[repr(C, align(8))]
-struct RawMutex([u8; 64]);
-
-#[repr(C, align(8))]
-struct RawMutexAttr([u8; 16]);
-
-#[repr(C)]
-struct CTimespec {
-    tv_sec: std::ffi::c_long,
-    tv_nsec: std::ffi::c_long,
-}
-
-extern "C" {
-    fn pthread_mutexattr_init(attr: *mut RawMutexAttr) -> c_int;
-    fn pthread_mutexattr_settype(attr: *mut RawMutexAttr, kind: c_int) -> c_int;
-    fn pthread_mutexattr_setpshared(attr: *mut RawMutexAttr, pshared: c_int) -> c_int;
-    fn pthread_mutexattr_setrobust(attr: *mut RawMutexAttr, robust: c_int) -> c_int;
-    fn pthread_mutexattr_destroy(attr: *mut RawMutexAttr) -> c_int;
-    fn pthread_mutex_init(m: *mut RawMutex, attr: *const RawMutexAttr) -> c_int;
-    fn pthread_mutex_lock(m: *mut RawMutex) -> c_int;
-    fn pthread_mutex_trylock(m: *mut RawMutex) -> c_int;
-    #[cfg(target_env = "gnu")]
-    fn pthread_mutex_clocklock(m: *mut RawMutex, clock: c_int, abstime: *const CTimespec) -> c_int;
-    #[cfg(not(target_env = "gnu"))]
-    fn pthread_mutex_timedlock(m: *mut RawMutex, abstime: *const CTimespec) -> c_int;
-    fn pthread_mutex_unlock(m: *mut RawMutex) -> c_int;
-    fn pthread_mutex_consistent(m: *mut RawMutex) -> c_int;
-}
-
-const PTHREAD_MUTEX_RECURSIVE: c_int = 1;
-const PTHREAD_PROCESS_SHARED: c_int = 1;
-const PTHREAD_MUTEX_ROBUST: c_int = 1;
-#[cfg(target_env = "gnu")]
-const CLOCK_MONOTONIC: c_int = 1;
-
-/// The shared state of a mutex: 80 bytes.
-#[repr(C)]
-pub(crate) struct MutexState {
-    /// The owner's pid and thread id, for `ls`/`info` and for `release` checks. Written only
-    /// by the owner while it holds the lock; a dead owner's values stay until the next lock.
-    owner_pid: AtomicU32,
-    owner_tid: AtomicU32,
-    /// Recursion depth of the owner.
-    depth: AtomicU32,
-    reserved: AtomicU32,
-    raw: UnsafeCell<RawMutex>,
-}
-
-const _: () = assert!(std::mem::size_of::<MutexState>() == 80);
-
-// SAFETY: the raw mutex is only touched through pthread calls, which synchronise.
-unsafe impl Sync for MutexState {}
-
-impl std::fmt::Debug for MutexState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MutexState")
-            .field("owner_pid", &self.owner_pid)
-            .field("depth", &self.depth)
-            .finish_non_exhaustive()
-    }
-}
-
-fn check(rc: c_int, what: &str) -> Result<()> {
-    match rc {
-        0 => Ok(()),
-        e => Err(Error::io(what.to_owned(), Errno::from_raw_os_error(e))),
-    }
-}
-
-/// Incremented in the child after every `fork`, so that cached ids are refreshed.
-static FORKS: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn after_fork_in_child() {
-    FORKS.fetch_add(1, Relaxed);
-}
-
-extern "C" {
-    fn pthread_atfork(
-        prepare: Option<extern "C" fn()>,
-        parent: Option<extern "C" fn()>,
-        child: Option<extern "C" fn()>,
-    ) -> c_int;
-}
-
-thread_local! {
-    /// (fork generation, pid, tid) of this thread, computed once.
-    static IDS: std::cell::Cell<(u32, u32, u32)> = const { std::cell::Cell::new((u32::MAX, 0, 0)) };
-}
-
-/// This process's pid and this thread's tid, without a system call after the first use
-/// (both are needed on every lock and release).
-fn ids() -> (u32, u32) {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    // SAFETY: registering a handler that only increments an atomic, which is
-    // async-signal-safe as a child-side fork handler must be.
-    REGISTER.call_once(|| unsafe {
-        pthread_atfork(None, None, Some(after_fork_in_child));
-    });
-    let generation = FORKS.load(Relaxed);
-    IDS.with(|cell| {
-        let (g, pid, tid) = cell.get();
-        if g == generation {
-            return (pid, tid);
+/// Waits for any of `objects` and takes it; `None` on timeout. A mutex that is taken is
+/// owned by the calling thread, as after [`Mutex::lock`].
+/// The flag says whether the object was a mutex whose owner had died.
+pub(crate) fn wait_any(
+    objects: &[WaitRef<'_>],
+    deadline: Option<Instant>,
+) -> Result<Option<(usize, bool)>> {
+    robust::with_thread(|me| {
+        let mut mutexes = Vec::new();
+        for o in objects {
+            mutexes.push(match o {
+                WaitRef::Mutex(m) => Some(m.waiter(me)?),
+                _ => None,
+            });
         }
-        let pid = rustix::process::getpid().as_raw_pid() as u32;
-        let tid = rustix::thread::gettid().as_raw_pid() as u32;
-        cell.set((generation, pid, tid));
-        (pid, tid)
+        let states: Vec<&dyn Waitable> = objects
+            .iter()
+            .zip(&mutexes)
+            .map(|(o, w)| match (o, w) {
+                (_, Some(w)) => w as &dyn Waitable,
+                (WaitRef::Event(e), _) => e.state() as &dyn Waitable,
+                (WaitRef::Semaphore(s), _) => s.state() as &dyn Waitable,
+                (WaitRef::Mutex(_), None) => unreachable!("every mutex has a waiter"),
+            })
+            .collect();
+        let Some((i, how)) = algo::wait_any(&states, &Futex, deadline) else {
+            return Ok(None);
+        };
+        if let (WaitRef::Mutex(m), Some(w)) = (&objects[i], &mutexes[i]) {
+            m.owned_now(me, w.recursive)?;
+        }
+        Ok(Some((i, how == Taken::Abandoned)))
     })
 }
 
-/// A named mutex.
+// ---------------------------------------------------------------------------------------
+// The mutex.
+
+/// A named mutex: this handle's namespace entry, and the process's core of the object.
 #[derive(Debug)]
-pub(crate) struct Mutex(Shared);
+pub struct Mutex {
+    /// `Some` until dropped.
+    core: Option<Arc<Core>>,
+    // After the core, which may live on (ownership outlives the handle).
+    entry: Entry,
+    created: bool,
+}
 
 impl Mutex {
     pub(crate) fn create(
@@ -476,143 +422,149 @@ impl Mutex {
         opts: CreateOptions,
         disposition: Disposition,
     ) -> Result<Mutex> {
-        Shared::create::<MutexState>(ns, name, Kind::Mutex, opts, disposition, |s| {
-            let mut attr = RawMutexAttr([0; 16]);
-            // SAFETY: `attr` is writable and large enough for glibc's and musl's
-            // pthread_mutexattr_t; `s.raw` is a fresh mutex in memory that no one else
-            // can reach yet (the object has no name), large and aligned enough.
-            unsafe {
-                check(pthread_mutexattr_init(&mut attr), "initialising a mutex")?;
-                let r = (|| {
-                    check(
-                        pthread_mutexattr_settype(&mut attr, PTHREAD_MUTEX_RECURSIVE),
-                        "making a mutex recursive",
-                    )?;
-                    check(
-                        pthread_mutexattr_setpshared(&mut attr, PTHREAD_PROCESS_SHARED),
-                        "sharing a mutex",
-                    )?;
-                    check(
-                        pthread_mutexattr_setrobust(&mut attr, PTHREAD_MUTEX_ROBUST),
-                        "making a mutex robust",
-                    )?;
-                    check(
-                        pthread_mutex_init(s.raw.get(), &attr),
-                        "initialising a mutex",
-                    )
-                })();
-                pthread_mutexattr_destroy(&mut attr);
-                r
-            }
-        })
-        .map(Mutex)
+        // A new state is all zeros: free, no slot claimed.
+        let (entry, created) =
+            create_entry::<MutexState>(ns, name, Kind::Mutex, opts, disposition, &mut |_| Ok(()))?;
+        Self::attach(entry, created)
     }
 
     pub(crate) fn open(ns: &Namespace, name: &Name) -> Result<Mutex> {
-        Shared::open::<MutexState>(ns, name, Kind::Mutex).map(Mutex)
+        Self::attach(open_entry::<MutexState>(ns, name, Kind::Mutex)?, false)
     }
 
-    common_methods!();
-
-    fn state(&self) -> &MutexState {
-        self.0.state()
-    }
-
-    /// Locks, waiting until `deadline` (`None`: forever).
-    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Locked> {
-        let s = self.state();
-        let raw = s.raw.get();
-        let rc = match remaining(deadline) {
-            // SAFETY: `raw` is an initialised process-shared mutex in our live mapping.
-            Some(None) => unsafe { pthread_mutex_lock(raw) },
-            // SAFETY: as above.
-            None => unsafe { pthread_mutex_trylock(raw) },
-            Some(Some(left)) => {
-                let abs = monotonic_after(left);
-                let abs = CTimespec {
-                    tv_sec: abs.tv_sec as std::ffi::c_long,
-                    tv_nsec: abs.tv_nsec as std::ffi::c_long,
-                };
-                #[cfg(target_env = "gnu")]
-                // SAFETY: as above; `abs` is a valid timespec for the call.
-                let rc = unsafe { pthread_mutex_clocklock(raw, CLOCK_MONOTONIC, &abs) };
-                #[cfg(not(target_env = "gnu"))]
-                // SAFETY: as above; other libcs time out on CLOCK_REALTIME.
-                let rc = unsafe {
-                    let real = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-                    let real = Duration::new(real.tv_sec as u64, real.tv_nsec as u32) + left;
-                    let abs = CTimespec {
-                        tv_sec: real.as_secs() as _,
-                        tv_nsec: real.subsec_nanos() as _,
-                    };
-                    pthread_mutex_timedlock(raw, &abs)
-                };
-                rc
-            }
-        };
-        let abandoned = match rc {
-            0 => false,
-            rc => match Errno::from_raw_os_error(rc) {
-                Errno::OWNERDEAD => {
-                    // The owner died holding it. Mark it consistent: Windows hands an abandoned
-                    // mutex to the next waiter in working order.
-                    // SAFETY: we own the mutex now (EOWNERDEAD means acquired).
-                    let rc = unsafe { pthread_mutex_consistent(raw) };
-                    check(rc, "recovering an abandoned mutex")?;
-                    true
-                }
-                Errno::BUSY | Errno::TIMEDOUT => return Ok(Locked::TimedOut),
-                Errno::NOTRECOVERABLE => {
-                    return Err(Error::Corrupt {
-                        path: self.os_path(),
-                        reason: "the mutex was left unrecoverable by a process outside filemap"
-                            .into(),
-                    })
-                }
-                e => return Err(Error::io(format!("locking {}", self.name()), e)),
-            },
-        };
-        // The owner fields are written only by the owner, under the mutex, which orders
-        // them; other readers (ls, info) only need a recent value.
-        let depth = if abandoned {
-            1
-        } else {
-            s.depth.load(Relaxed) + 1
-        };
-        s.depth.store(depth, Relaxed);
-        if depth == 1 {
-            let (pid, tid) = ids();
-            s.owner_pid.store(pid, Relaxed);
-            s.owner_tid.store(tid, Relaxed);
-        }
-        Ok(if abandoned {
-            Locked::Abandoned
-        } else {
-            Locked::Acquired
+    fn attach(entry: Entry, created: bool) -> Result<Mutex> {
+        let core = robust::attach(entry.fd(), entry.key())?;
+        Ok(Mutex {
+            core: Some(core),
+            entry,
+            created,
         })
     }
 
-    /// Releases one level of ownership (`ReleaseMutex`).
-    pub(crate) fn release(&self) -> Result<()> {
-        let s = self.state();
-        let (pid, me) = ids();
-        let depth = s.depth.load(Relaxed);
-        if s.owner_tid.load(Relaxed) != me || s.owner_pid.load(Relaxed) != pid || depth == 0 {
-            return Err(Error::NotOwner {
-                name: self.name().to_string(),
+    pub(crate) fn name(&self) -> &Name {
+        self.entry.name()
+    }
+
+    pub(crate) fn created(&self) -> bool {
+        self.created
+    }
+
+    pub(crate) fn os_path(&self) -> std::path::PathBuf {
+        self.entry.path()
+    }
+
+    #[inline]
+    fn core(&self) -> &Core {
+        self.core.as_deref().expect("a live mutex has its core")
+    }
+
+    /// The core, unless it was opened before this process (a fork child) was forked.
+    #[inline]
+    fn usable_core(&self) -> Result<&Core> {
+        let core = self.core();
+        if core.check_fork() {
+            Ok(core)
+        } else {
+            Err(Error::InvalidArgument {
+                what: format!(
+                    "the handle of {} was opened before this process forked; open the mutex again in the child",
+                    self.name()
+                ),
+            })
+        }
+    }
+
+    fn waiter<'a>(&'a self, me: &Me<'_>) -> Result<MutexWait<'a>> {
+        let core = self.usable_core()?;
+        Ok(MutexWait {
+            state: core.state(),
+            me: core.id(),
+            slot: core.slot(),
+            recursive: core.owned_by(me),
+        })
+    }
+
+    /// Books the calling thread as the owner once it took the lock word (or one more level
+    /// if it already owned the mutex).
+    #[inline]
+    fn owned_now(&self, me: &Me<'_>, recursive: bool) -> Result<()> {
+        let core = self.core();
+        if !recursive {
+            core.took(me);
+        } else if !core.enter() {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "this thread holds {} {} times, the most there can be",
+                    self.name(),
+                    u32::MAX
+                ),
             });
         }
-        s.depth.store(depth - 1, Relaxed);
-        if depth == 1 {
-            s.owner_tid.store(0, Relaxed);
-            s.owner_pid.store(0, Relaxed);
-        }
-        // SAFETY: `raw` is an initialised mutex in our live mapping, owned by this thread.
-        match unsafe { pthread_mutex_unlock(s.raw.get()) } {
-            0 => Ok(()),
-            _ => Err(Error::NotOwner {
-                name: self.name().to_string(),
-            }),
+        Ok(())
+    }
+
+    /// Locks, waiting until `deadline` (`None`: forever).
+    #[inline]
+    pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Locked> {
+        robust::with_thread(|me| {
+            let core = self.usable_core()?;
+            if core.owned_by(me) {
+                self.owned_now(me, true)?;
+                return Ok(Locked::Acquired);
+            }
+            let abandoned = match core.state().try_lock(core.id()) {
+                Some(abandoned) => abandoned,
+                None => match self.lock_slow(me, deadline)? {
+                    Some(abandoned) => abandoned,
+                    None => return Ok(Locked::TimedOut),
+                },
+            };
+            core.took(me);
+            Ok(if abandoned {
+                Locked::Abandoned
+            } else {
+                Locked::Acquired
+            })
+        })
+    }
+
+    #[cold]
+    fn lock_slow(&self, me: &Me<'_>, deadline: Option<Instant>) -> Result<Option<bool>> {
+        let w = self.waiter(me)?;
+        Ok(algo::wait_any(&[&w], &Futex, deadline).map(|(_, how)| how == Taken::Abandoned))
+    }
+
+    /// Releases one level of ownership (`ReleaseMutex`).
+    #[inline]
+    pub(crate) fn release(&self) -> Result<()> {
+        robust::with_thread(|me| {
+            let core = self.usable_core()?;
+            if !core.owned_by(me) {
+                return Err(Error::NotOwner {
+                    name: self.name().to_string(),
+                });
+            }
+            if core.leave(me) {
+                core.state()
+                    .unlock(core.id(), &Futex)
+                    .map_err(|f| Error::Corrupt {
+                        path: self.os_path(),
+                        reason: format!(
+                            "while this thread owned the mutex {}, something outside filemap changed its lock word to {:#010x}; it was released here and may now have another owner",
+                            self.name(),
+                            f.word
+                        ),
+                    })?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Drop for Mutex {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            robust::closing(core);
         }
     }
 }
@@ -637,16 +589,19 @@ pub(crate) fn read_state(fd: &OwnedFd, kind: Kind) -> Option<SyncState> {
         }
         Kind::Mutex => {
             let s: &MutexState = state_of(&region);
-            let pid = s.owner_pid.load(SeqCst);
-            let owner = (pid != 0).then_some(pid);
-            let alive = owner.is_some_and(|p| {
+            let word = s.lock.word.load(SeqCst);
+            let owned = word & ID_MASK != 0;
+            // Its owner died and nobody has taken it since: the next locker is told.
+            let marked = !owned && word & OWNER_DIED != 0;
+            let pid = s.owner_pid().filter(|_| owned || marked);
+            let gone = pid.is_some_and(|p| {
                 rustix::process::Pid::from_raw(p as i32)
-                    .is_some_and(|p| rustix::process::test_kill_process(p) != Err(Errno::SRCH))
+                    .is_none_or(|p| rustix::process::test_kill_process(p) == Err(Errno::SRCH))
             });
             SyncState::Mutex {
-                owned: owner.is_some(),
-                owner_pid: owner,
-                abandoned: owner.is_some() && !alive,
+                owned,
+                owner_pid: pid,
+                abandoned: marked || (owned && gone),
             }
         }
         _ => return None,
