@@ -1075,6 +1075,82 @@ fn lock_runs_a_command_under_the_mutex() {
     assert!(holder.finish().0.success());
 }
 
+/// Issue 8: a TERM for `lock` goes to its command, and the mutex is released only when the
+/// command has ended, so a second `lock` never runs beside it.
+#[test]
+fn lock_passes_signals_to_its_command_and_releases_only_after_it_ends() {
+    let root = Root::new("lockterm");
+    assert!(root.run(&["init"]).status.success());
+    let log = root.0.join("log");
+    let script = format!(
+        "trap 'echo got-term >> {log}; sleep 0.5; echo cleaned >> {log}; exit 3' TERM; \
+         echo held >> {log}; echo held; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    let mut first = root.spawn(&["lock", "m", "--", "sh", "-c", &script]);
+    assert_eq!(first.read_until("\n"), "held\n");
+    let second_script = format!("echo second >> {}", log.display());
+    let second = root.spawn(&["lock", "m", "--", "sh", "-c", &second_script]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Only to `lock`, not to its process group: `lock` passes it on.
+    first.signal("-TERM");
+    let (status, err) = first.finish();
+    assert_eq!(status.code(), Some(3), "the command's own status: {err}");
+    assert!(second.finish().0.success());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "held\ngot-term\ncleaned\nsecond\n"
+    );
+    assert!(!stdout(&root.run(&["info", "m"])).contains("abandoned"));
+    // INT and HUP are passed on too.
+    for (sig, code) in [("INT", 4), ("HUP", 5)] {
+        let script = format!("trap 'exit {code}' {sig}; echo held; while :; do sleep 0.05; done");
+        let mut p = root.spawn(&["lock", "m", "--", "sh", "-c", &script]);
+        assert_eq!(p.read_until("\n"), "held\n");
+        p.signal(&format!("-{sig}"));
+        assert_eq!(p.finish().0.code(), Some(code), "{sig}");
+    }
+}
+
+/// Issue 8: if `lock` itself is killed, its command does not go on without the mutex.
+#[test]
+fn lock_killed_takes_its_command_with_it() {
+    let root = Root::new("lockkill");
+    assert!(root
+        .run(&["create", "m", "--kind", "mutex", "--persistent"])
+        .status
+        .success());
+    let mut holder = root.spawn(&["lock", "m", "--", "sh", "-c", "echo $$; exec sleep 100"]);
+    let pid: u32 = holder.read_until("\n").trim().parse().unwrap();
+    holder.signal("-KILL");
+    let _ = holder.finish();
+    // The command (`sleep`, which replaced the shell) is killed too.
+    let start = std::time::Instant::now();
+    loop {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => break,
+            // A zombie that its new parent has not reaped yet is dead too.
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap()
+                    .trim_start()
+                    .starts_with('Z') =>
+            {
+                break
+            }
+            Ok(_) => {
+                assert!(start.elapsed() < TIMEOUT, "the command {pid} outlived lock");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let out = root.run(&["wait", "m", "--timeout", "10"]);
+    assert_eq!(out.status.code(), Some(3), "abandoned: {}", stderr(&out));
+    assert!(root.run(&["rm", "m"]).status.success());
+}
+
 #[test]
 fn lock_reports_an_abandoned_mutex() {
     let root = Root::new("abandoned");
@@ -1224,6 +1300,108 @@ fn another_user_can_neither_reach_nor_take_sync_objects() {
         "Global\\shared-sem\n"
     );
     for name in ["Local\\ev", "Global\\private-ev", "Global\\shared-sem"] {
+        assert!(root.run(&["rm", name]).status.success());
+    }
+}
+
+/// Issue 8: another user with write access to a shared mutex (mode 666) overwrites its
+/// state while root holds it. Root's `lock` reports the damage; nobody dies of a signal.
+#[test]
+fn another_user_who_may_write_a_mutex_can_break_it_but_never_crash_its_owner() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("mutexwriter");
+    assert!(root.run(&["init"]).status.success());
+    for (name, mode) in [("Global\\shared-m", "666"), ("Global\\readable-m", "644")] {
+        let out = root.run(&[
+            "create",
+            name,
+            "--kind",
+            "mutex",
+            "--mode",
+            mode,
+            "--persistent",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let as_nobody = |script: &str| {
+        run_with_timeout(
+            Command::new("setpriv")
+                .args([
+                    &format!("--reuid={NOBODY}"),
+                    &format!("--regid={NOBODY}"),
+                    "--clear-groups",
+                    "sh",
+                    "-c",
+                    script,
+                ])
+                .stdin(Stdio::null()),
+        )
+    };
+    // A reader may look (and sees numbers only, see the library's tests), not write.
+    let readable = root.0.join("global/readable-m");
+    let out = as_nobody(&format!(
+        "printf 'XXXXXXXX' | dd of={} conv=notrunc 2>&1",
+        readable.display()
+    ));
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("Permission denied"),
+        "{}",
+        stdout(&out)
+    );
+    // A writer overwrites the whole state with garbage while root holds the mutex.
+    let shared = root.0.join("global/shared-m");
+    for round in 0..5 {
+        let mut holder = root.spawn(&[
+            "lock",
+            "Global\\shared-m",
+            "--timeout",
+            "5",
+            "--",
+            "sh",
+            "-c",
+            "echo held; read line",
+        ]);
+        let held = holder.read_until("\n");
+        let out = as_nobody(&format!(
+            "head -c 520 /dev/urandom | dd of={} conv=notrunc 2>/dev/null",
+            shared.display()
+        ));
+        assert!(out.status.success(), "{}", stderr(&out));
+        // Nobody uses the broken mutex too: an error or a timeout, never a signal.
+        let out = other.run(
+            NOBODY,
+            &root.0,
+            &["lock", "Global\\shared-m", "--timeout", "0.2", "--", "true"],
+        );
+        assert!(
+            out.status.code().is_some(),
+            "round {round}: {:?}",
+            out.status
+        );
+        holder.press_enter();
+        let (status, err) = holder.finish();
+        assert!(
+            status.code().is_some(),
+            "round {round}: lock died of {status:?} ({held:?}, {err})"
+        );
+        assert!(
+            status.success() || err.contains("is not a valid filemap object"),
+            "round {round}: {status:?}, {err}"
+        );
+        // Zeros make it a working mutex again (a writer can also repair it).
+        let out = as_nobody(&format!(
+            "head -c 520 /dev/zero | dd of={} conv=notrunc 2>/dev/null",
+            shared.display()
+        ));
+        assert!(out.status.success());
+        let out = root.run(&["lock", "Global\\shared-m", "--timeout", "5", "--", "true"]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+    }
+    for name in ["Global\\shared-m", "Global\\readable-m"] {
         assert!(root.run(&["rm", name]).status.success());
     }
 }

@@ -220,12 +220,17 @@ impl Event {
 pub enum WaitRef<'a> {
     Event(&'a Event),
     Semaphore(&'a Semaphore),
+    Mutex(&'a Mutex),
 }
 
-pub(crate) fn wait_any(objects: &[WaitRef<'_>], _: Option<std::time::Instant>) -> Option<usize> {
+pub(crate) fn wait_any(
+    objects: &[WaitRef<'_>],
+    _: Option<std::time::Instant>,
+) -> Result<Option<(usize, bool)>> {
     match objects.first() {
         Some(WaitRef::Event(e)) => match e.0 {},
         Some(WaitRef::Semaphore(s)) => match s.0 {},
-        None => None,
+        Some(WaitRef::Mutex(m)) => match m.0 {},
+        None => Ok(None),
     }
 }

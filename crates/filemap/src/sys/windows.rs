@@ -970,28 +970,43 @@ impl Event {
 pub enum WaitRef<'a> {
     Event(&'a Event),
     Semaphore(&'a Semaphore),
+    Mutex(&'a Mutex),
 }
 
-pub(crate) fn wait_any(objects: &[WaitRef<'_>], deadline: Option<Instant>) -> Option<usize> {
+/// `WaitForMultipleObjects`: the index of the object taken, and whether it was a mutex
+/// whose owner had died (`WAIT_ABANDONED_0 + i`); `None` on timeout.
+pub(crate) fn wait_any(
+    objects: &[WaitRef<'_>],
+    deadline: Option<Instant>,
+) -> Result<Option<(usize, bool)>> {
     let handles: Vec<HANDLE> = objects
         .iter()
         .map(|o| match o {
             WaitRef::Event(e) => e.handle.0,
             WaitRef::Semaphore(s) => s.handle.0,
+            WaitRef::Mutex(m) => m.handle.0,
         })
         .collect();
+    let n = handles.len() as u32;
     loop {
         // SAFETY: live handles, at most MAXIMUM_WAIT_OBJECTS (checked by the caller).
-        let r = unsafe {
-            WaitForMultipleObjects(handles.len() as u32, handles.as_ptr(), 0, millis(deadline))
-        };
-        if (WAIT_OBJECT_0..WAIT_OBJECT_0 + handles.len() as u32).contains(&r) {
-            return Some((r - WAIT_OBJECT_0) as usize);
+        let r = unsafe { WaitForMultipleObjects(n, handles.as_ptr(), 0, millis(deadline)) };
+        if (WAIT_OBJECT_0..WAIT_OBJECT_0 + n).contains(&r) {
+            return Ok(Some(((r - WAIT_OBJECT_0) as usize, false)));
         }
-        if r == WAIT_TIMEOUT && deadline.is_some_and(|d| Instant::now() < d) {
-            continue;
+        if (WAIT_ABANDONED_0..WAIT_ABANDONED_0 + n).contains(&r) {
+            return Ok(Some(((r - WAIT_ABANDONED_0) as usize, true)));
         }
-        return None;
+        if r == WAIT_TIMEOUT {
+            if deadline.is_some_and(|d| Instant::now() < d) {
+                continue;
+            }
+            return Ok(None);
+        }
+        return Err(os_error(
+            format!("waiting for any of {n} objects"),
+            last_error(),
+        ));
     }
 }
 
