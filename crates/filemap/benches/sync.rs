@@ -3,11 +3,16 @@
 //! `cargo bench -p filemap --bench sync` prints Markdown tables for docs/BENCHMARKS.md.
 //!
 //! 1. Uncontended lock + unlock in one process: filemap's `Mutex` against a raw
-//!    process-shared pthread mutex (robust, as filemap's, and plain).
+//!    process-shared pthread mutex (robust and recursive, robust, and plain).
 //! 2. Cross-process round trips between two processes (this binary re-run as the peer):
 //!    a raw futex ping-pong (the baseline), an auto-reset event ping-pong, a semaphore
 //!    ping-pong, and a mutex hand-off (filemap's and a raw robust pthread mutex, with the
 //!    same protocol).
+//! 3. Two processes contending: both lock, bump a shared counter and unlock as fast as
+//!    they can, filemap's `Mutex` against a raw robust pthread mutex.
+//! 4. Owner death: the time from `kill(owner, SIGKILL)` to a waiter in another process
+//!    holding the mutex as abandoned, filemap's against a raw robust pthread mutex's
+//!    `EOWNERDEAD`.
 //!
 //! Round trips are measured with both processes on one core, on two different cores, and
 //! where the scheduler puts them, each against its own futex baseline: on virtual machines
@@ -34,10 +39,12 @@ fn main() {
 #[allow(unsafe_code)]
 mod linux {
     use super::common::{median, RemoveOnDrop};
-    use std::ffi::c_int;
     use std::hint::black_box;
     use std::process::{Child, Command};
-    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::sync::atomic::{
+        AtomicU32,
+        Ordering::{Relaxed, SeqCst},
+    };
     use std::time::Instant;
 
     use filemap::{Access, Namespace, Options, View};
@@ -54,20 +61,11 @@ mod linux {
     const QUEUED_A: usize = 12;
     const QUEUED_B: usize = 16;
     const ACQUIRED: usize = 20;
+    const COUNTER: usize = 24;
+    const DONE_A: usize = 28;
+    const DONE_B: usize = 32;
+    const OWNER_PID: usize = 36;
     const RAW_MUTEX: usize = 64;
-
-    #[repr(C, align(8))]
-    struct RawAttr([u8; 16]);
-
-    extern "C" {
-        fn pthread_mutexattr_init(a: *mut RawAttr) -> c_int;
-        fn pthread_mutexattr_setpshared(a: *mut RawAttr, v: c_int) -> c_int;
-        fn pthread_mutexattr_setrobust(a: *mut RawAttr, v: c_int) -> c_int;
-        fn pthread_mutexattr_settype(a: *mut RawAttr, v: c_int) -> c_int;
-        fn pthread_mutex_init(m: *mut u8, a: *const RawAttr) -> c_int;
-        fn pthread_mutex_lock(m: *mut u8) -> c_int;
-        fn pthread_mutex_unlock(m: *mut u8) -> c_int;
-    }
 
     fn opts() -> Options {
         let mut o = Options::new();
@@ -93,35 +91,58 @@ mod linux {
     }
 
     /// A raw process-shared pthread mutex at RAW_MUTEX in the control page.
-    fn raw_mutex_init(v: &View, robust: bool, recursive: bool) -> *mut u8 {
-        // SAFETY: RAW_MUTEX + 64 is inside the 4096-byte view.
-        let m = unsafe { v.as_mut_ptr().unwrap().add(RAW_MUTEX) };
-        let mut attr = RawAttr([0; 16]);
-        // SAFETY: attr is writable and large enough; m points at 64 unused, 8-aligned bytes
-        // of the shared page that no one else touches before the peer starts.
+    fn raw_mutex_init(v: &View, robust: bool, recursive: bool) -> *mut libc::pthread_mutex_t {
+        const _: () = assert!(std::mem::size_of::<libc::pthread_mutex_t>() <= 64);
+        // SAFETY: RAW_MUTEX + 64 is inside the 4096-byte view, and 8-aligned.
+        let m = unsafe { v.as_mut_ptr().unwrap().add(RAW_MUTEX) }.cast();
+        // SAFETY: attr is initialised by pthread_mutexattr_init before use; m points at 64
+        // unused, aligned bytes of the shared page that no one else touches before the peer
+        // starts.
         unsafe {
-            assert_eq!(pthread_mutexattr_init(&mut attr), 0);
-            assert_eq!(pthread_mutexattr_setpshared(&mut attr, 1), 0);
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            assert_eq!(libc::pthread_mutexattr_init(&mut attr), 0);
+            assert_eq!(
+                libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED),
+                0
+            );
             if robust {
-                assert_eq!(pthread_mutexattr_setrobust(&mut attr, 1), 0);
+                assert_eq!(
+                    libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST),
+                    0
+                );
             }
             if recursive {
-                // PTHREAD_MUTEX_RECURSIVE
-                assert_eq!(pthread_mutexattr_settype(&mut attr, 1), 0);
+                assert_eq!(
+                    libc::pthread_mutexattr_settype(&mut attr, libc::PTHREAD_MUTEX_RECURSIVE),
+                    0
+                );
             }
-            assert_eq!(pthread_mutex_init(m, &attr), 0);
+            assert_eq!(libc::pthread_mutex_init(m, &attr), 0);
+            libc::pthread_mutexattr_destroy(&mut attr);
         }
         m
     }
 
-    fn raw_lock(m: *mut u8) {
-        // SAFETY: an initialised process-shared mutex in a live shared mapping.
-        assert_eq!(unsafe { pthread_mutex_lock(m) }, 0);
+    fn raw_mutex(v: &View) -> *mut libc::pthread_mutex_t {
+        // SAFETY: RAW_MUTEX + 64 is inside the 4096-byte view.
+        unsafe { v.as_mut_ptr().unwrap().add(RAW_MUTEX) }.cast()
     }
 
-    fn raw_unlock(m: *mut u8) {
+    /// Locks a raw robust mutex; `true` if its owner had died (and it was made
+    /// consistent).
+    fn raw_lock(m: *mut libc::pthread_mutex_t) -> bool {
+        // SAFETY: an initialised process-shared mutex in a live shared mapping.
+        match unsafe { libc::pthread_mutex_lock(m) } {
+            0 => false,
+            // SAFETY: as above; EOWNERDEAD means we hold it.
+            libc::EOWNERDEAD => unsafe { libc::pthread_mutex_consistent(m) == 0 },
+            e => panic!("pthread_mutex_lock: {e}"),
+        }
+    }
+
+    fn raw_unlock(m: *mut libc::pthread_mutex_t) {
         // SAFETY: as above; held by this thread.
-        assert_eq!(unsafe { pthread_mutex_unlock(m) }, 0);
+        assert_eq!(unsafe { libc::pthread_mutex_unlock(m) }, 0);
     }
 
     fn futex_wait_for(w: &AtomicU32, value: u32) {
@@ -251,14 +272,13 @@ mod linux {
                 // Strict alternation: the holder releases only once the other side has
                 // said it is about to block on the mutex, and waits until it has taken it.
                 let m = opts().open_mutex("Local\\bench-mutex").unwrap();
-                // SAFETY: RAW_MUTEX + 64 is inside the 4096-byte view.
-                let raw = unsafe { ctl.as_mut_ptr().unwrap().add(RAW_MUTEX) };
+                let raw = raw_mutex(ctl);
                 let filemap_mutex = contender == "mutex";
                 let lock = || {
                     if filemap_mutex {
                         assert!(!m.acquire(None).unwrap());
                     } else {
-                        raw_lock(raw);
+                        assert!(!raw_lock(raw));
                     }
                 };
                 let unlock = || {
@@ -304,6 +324,29 @@ mod linux {
                     unlock();
                 }
             }
+            "contend" | "raw-contend" => {
+                // Both sides lock, bump the counter and unlock n times; the parent's time
+                // ends when both are done.
+                let m = opts().open_mutex("Local\\bench-mutex").unwrap();
+                let raw = raw_mutex(ctl);
+                let counter = word(ctl, COUNTER);
+                for _ in 0..n {
+                    if contender == "contend" {
+                        let lock = m.lock().unwrap();
+                        counter.store(counter.load(Relaxed) + 1, Relaxed);
+                        drop(lock);
+                    } else {
+                        raw_lock(raw);
+                        counter.store(counter.load(Relaxed) + 1, Relaxed);
+                        raw_unlock(raw);
+                    }
+                }
+                word(ctl, if a { DONE_A } else { DONE_B }).store(1, SeqCst);
+                if a {
+                    spin_until(word(ctl, DONE_B), 1);
+                    assert_eq!(counter.load(SeqCst), 2 * n, "{contender} lost updates");
+                }
+            }
             other => panic!("unknown contender {other}"),
         }
     }
@@ -341,7 +384,9 @@ mod linux {
 
     /// Nanoseconds per round trip of `contender`, measured in the parent.
     fn round_trip(contender: &str, ctl: &View, n: u32, child_cpu: Option<usize>) -> f64 {
-        for off in [READY, GO, WORD, QUEUED_A, QUEUED_B, ACQUIRED] {
+        for off in [
+            READY, GO, WORD, QUEUED_A, QUEUED_B, ACQUIRED, COUNTER, DONE_A, DONE_B,
+        ] {
             word(ctl, off).store(0, SeqCst);
         }
         // The words of the file-based contenders start at 0 before the peer runs.
@@ -376,6 +421,15 @@ mod linux {
         }
     }
 
+    /// `FILEMAP_BENCH_SECTIONS=uncontended,round-trips,contended,abandoned` runs only those
+    /// sections (default: all).
+    fn section(name: &str) -> bool {
+        match std::env::var("FILEMAP_BENCH_SECTIONS") {
+            Ok(only) => only.split(',').any(|c| c.trim() == name),
+            Err(_) => true,
+        }
+    }
+
     /// `FILEMAP_BENCH_ONLY=event,semaphore` runs only those contenders, besides the two
     /// baselines (the first two), which every table needs.
     fn selected(index: usize, contender: &str) -> bool {
@@ -387,6 +441,9 @@ mod linux {
 
     pub(super) fn main() {
         if let Ok(contender) = std::env::var(ROLE) {
+            if contender == "own" || contender == "raw-own" {
+                return owner_main(&contender);
+            }
             return child_main(contender);
         }
         let root = std::path::PathBuf::from(format!(
@@ -413,6 +470,26 @@ mod linux {
         );
 
         // 1. Uncontended lock + unlock.
+        if section("uncontended") {
+            uncontended(&mutex, &ctl);
+        }
+        if section("round-trips") {
+            round_trips(&ctl);
+        }
+        if section("contended") {
+            contended(&ctl);
+        }
+        if section("abandoned") {
+            abandoned(&mutex, &ctl);
+        }
+        drop(_objects);
+        drop(mutex);
+        drop(ctl);
+        drop(ctl_map);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    fn uncontended(mutex: &filemap::Mutex, ctl: &View) {
         let iters = 1_000_000u32;
         let time = |f: &mut dyn FnMut()| {
             let start = Instant::now();
@@ -425,17 +502,17 @@ mod linux {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             fm.push(time(&mut || drop(black_box(mutex.lock().unwrap()))));
-            let m = raw_mutex_init(&ctl, true, true);
+            let m = raw_mutex_init(ctl, true, true);
             recursive.push(time(&mut || {
                 raw_lock(m);
                 raw_unlock(m);
             }));
-            let m = raw_mutex_init(&ctl, true, false);
+            let m = raw_mutex_init(ctl, true, false);
             robust.push(time(&mut || {
                 raw_lock(m);
                 raw_unlock(m);
             }));
-            let m = raw_mutex_init(&ctl, false, false);
+            let m = raw_mutex_init(ctl, false, false);
             plain.push(time(&mut || {
                 raw_lock(m);
                 raw_unlock(m);
@@ -461,8 +538,22 @@ mod linux {
             fm / plain
         );
         println!("| filemap `Mutex::lock` + drop of the guard | {fm:.1} | 1.00x |");
+    }
 
-        // 2. Cross-process round trips, in three placements.
+    /// The placements of the peer process: (label, (parent CPU, child CPU) or unpinned).
+    fn placements() -> Vec<(&'static str, Option<(usize, usize)>)> {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut placements = vec![("both processes on one core", Some((0, 0)))];
+        if cpus > 1 {
+            placements.push(("each process on its own core", Some((0, 1))));
+        }
+        placements.push(("unpinned", None));
+        placements
+    }
+
+    fn round_trips(ctl: &View) {
         let contenders = [
             "futex",
             "futex-2files",
@@ -481,17 +572,8 @@ mod linux {
             "filemap `Mutex` hand-off there and back (both sides spin until the other queues)",
             "raw robust pthread mutex, same hand-off protocol",
         ];
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let mut placements: Vec<(&str, Option<(usize, usize)>)> =
-            vec![("both processes on one core", Some((0, 0)))];
-        if cpus > 1 {
-            placements.push(("each process on its own core", Some((0, 1))));
-        }
-        placements.push(("unpinned", None));
-        raw_mutex_init(&ctl, true, false);
-        for (placement, cpus) in placements {
+        raw_mutex_init(ctl, true, false);
+        for (placement, cpus) in placements() {
             match cpus {
                 Some((parent, _)) => pin(parent),
                 None => unpin(),
@@ -500,7 +582,7 @@ mod linux {
             for _ in 0..ROUNDS {
                 for (i, c) in contenders.iter().enumerate() {
                     if selected(i, c) {
-                        results[i].push(round_trip(c, &ctl, ROUND_TRIPS, cpus.map(|c| c.1)));
+                        results[i].push(round_trip(c, ctl, ROUND_TRIPS, cpus.map(|c| c.1)));
                     }
                 }
             }
@@ -526,10 +608,97 @@ mod linux {
             }
         }
         unpin();
-        drop(_objects);
-        drop(mutex);
-        drop(ctl);
-        drop(ctl_map);
-        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// 3. Both processes lock, bump a counter and unlock as fast as they can.
+    fn contended(ctl: &View) {
+        const OPS: u32 = 200_000;
+        println!("\n### Two processes contending: lock, bump a shared counter, unlock ({ROUNDS} rounds x {OPS} per process, median)\n");
+        println!("| placement | raw robust pthread mutex, ns per lock + unlock | filemap `Mutex`, ns | filemap / raw |");
+        println!("|---|---:|---:|---:|");
+        raw_mutex_init(ctl, true, false);
+        for (placement, cpus) in placements() {
+            match cpus {
+                Some((parent, _)) => pin(parent),
+                None => unpin(),
+            }
+            let (mut raw, mut fm) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                // Per lock + unlock: the round's time over both processes' operations.
+                raw.push(round_trip("raw-contend", ctl, OPS, cpus.map(|c| c.1)) / 2.0);
+                fm.push(round_trip("contend", ctl, OPS, cpus.map(|c| c.1)) / 2.0);
+            }
+            let (raw, fm) = (median(raw), median(fm));
+            println!("| {placement} | {raw:.1} | {fm:.1} | {:.2}x |", fm / raw);
+        }
+        unpin();
+    }
+
+    /// The peer that owns the mutex until it is killed.
+    fn owner_main(kind: &str) {
+        let ctl_map = opts().open("Local\\bench-ctl", Access::ReadWrite).unwrap();
+        let ctl = ctl_map.map_view(Access::ReadWrite, 0, 0).unwrap();
+        let m = opts().open_mutex("Local\\bench-mutex").unwrap();
+        if kind == "own" {
+            std::mem::forget(m.lock().unwrap());
+        } else {
+            raw_lock(raw_mutex(&ctl));
+        }
+        word(&ctl, OWNER_PID).store(std::process::id(), SeqCst);
+        word(&ctl, READY).store(1, SeqCst);
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// 4. From `kill(owner, SIGKILL)` to a waiter in another process holding the mutex as
+    ///    abandoned: microseconds, one sample per round.
+    fn abandoned(mutex: &filemap::Mutex, ctl: &View) {
+        const SAMPLES: usize = 31;
+        let raw = raw_mutex_init(ctl, true, false) as usize;
+        let sample = |kind: &str| -> f64 {
+            word(ctl, READY).store(0, SeqCst);
+            let mut child = Reap(
+                Command::new(std::env::current_exe().unwrap())
+                    .env(ROLE, kind)
+                    .spawn()
+                    .unwrap(),
+            );
+            spin_until(word(ctl, READY), 1);
+            std::thread::scope(|s| {
+                let waiter = s.spawn(|| {
+                    let abandoned = if kind == "own" {
+                        let a = mutex.acquire(None).unwrap();
+                        mutex.release().unwrap();
+                        a
+                    } else {
+                        let m = raw as *mut libc::pthread_mutex_t;
+                        let a = raw_lock(m);
+                        raw_unlock(m);
+                        a
+                    };
+                    (Instant::now(), abandoned)
+                });
+                // Let the waiter fall asleep on the mutex.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let start = Instant::now();
+                child.0.kill().unwrap();
+                let (end, abandoned) = waiter.join().unwrap();
+                assert!(abandoned, "{kind}: the waiter was not told");
+                let _ = child.0.wait();
+                end.duration_since(start).as_nanos() as f64 / 1e3
+            })
+        };
+        let (mut raw_t, mut fm_t) = (Vec::new(), Vec::new());
+        for _ in 0..SAMPLES {
+            raw_t.push(sample("raw-own"));
+            fm_t.push(sample("own"));
+        }
+        let (raw_t, fm_t) = (median(raw_t), median(fm_t));
+        println!("\n### Owner killed: from kill(owner, SIGKILL) to the waiter holding the mutex as abandoned ({SAMPLES} samples, median)\n");
+        println!("| contender | µs | filemap / raw |");
+        println!("|---|---:|---:|");
+        println!("| raw robust pthread mutex (`EOWNERDEAD`) | {raw_t:.1} | |");
+        println!("| filemap `Mutex` (`Lock::Abandoned`) | {fm_t:.1} | {:.2}x |", fm_t / raw_t);
     }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::sys::{self, Disposition};
 use crate::{Error, Name, Options, Result};
 
+#[inline]
 fn deadline(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }

@@ -157,6 +157,14 @@ impl Sentinel {
     }
 }
 
+/// How a fast path ended (see [`Core::lock_fast`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fast {
+    Done,
+    Unlock,
+    Slow,
+}
+
 /// This process's view of one mutex object, shared by all its handles to it.
 #[derive(Debug)]
 pub(crate) struct Core {
@@ -204,6 +212,76 @@ impl Core {
     #[inline]
     pub(crate) fn check_fork(&self) -> bool {
         self.gen == generation()
+    }
+
+    /// The uncontended lock: one more level for the owning thread, or a free mutex taken
+    /// with one compare-and-swap. `Fast::Slow` (changing nothing) for everything else,
+    /// which [`with_thread`] and the full path handle.
+    #[inline]
+    pub(crate) fn lock_fast(&self) -> Fast {
+        THREAD
+            .try_with(|t| {
+                if t.gen.get() != self.gen || self.gen != generation() {
+                    return Fast::Slow;
+                }
+                let token = t.token.get();
+                if self.owner.load(Relaxed) == token {
+                    let d = self.depth.load(Relaxed);
+                    if d == u32::MAX {
+                        return Fast::Slow;
+                    }
+                    self.depth.store(d + 1, Relaxed);
+                    return Fast::Done;
+                }
+                let s = self.state();
+                if s.lock
+                    .word
+                    .compare_exchange(0, self.id, Acquire, Relaxed)
+                    .is_err()
+                {
+                    return Fast::Slow;
+                }
+                self.owner.store(token, Relaxed);
+                self.depth.store(1, Relaxed);
+                s.lock.extra.store(t.pid.get(), Relaxed);
+                t.owned.set(t.owned.get() + 1);
+                Fast::Done
+            })
+            .unwrap_or(Fast::Slow)
+    }
+
+    /// The common release: one level less, or the last level given up with one
+    /// compare-and-swap. `Fast::Unlock`: the bookkeeping is done but the lock word needs
+    /// the full unlock (sleepers to wake, or a foreign word). `Fast::Slow`: nothing changed
+    /// (not the owner, a new thread, a fork child).
+    #[inline]
+    pub(crate) fn release_fast(&self) -> Fast {
+        THREAD
+            .try_with(|t| {
+                if t.gen.get() != self.gen
+                    || self.gen != generation()
+                    || self.owner.load(Relaxed) != t.token.get()
+                {
+                    return Fast::Slow;
+                }
+                let d = self.depth.load(Relaxed);
+                if d > 1 {
+                    self.depth.store(d - 1, Relaxed);
+                    return Fast::Done;
+                }
+                // Private bookkeeping first: once the word is free, another of our threads
+                // may take it and write its own.
+                self.depth.store(0, Relaxed);
+                self.owner.store(0, Relaxed);
+                t.owned.set(t.owned.get().saturating_sub(1));
+                let s = self.state();
+                s.lock.extra.store(0, Relaxed);
+                match s.lock.word.compare_exchange(self.id, 0, Release, Relaxed) {
+                    Ok(_) => Fast::Done,
+                    Err(_) => Fast::Unlock,
+                }
+            })
+            .unwrap_or(Fast::Slow)
     }
 
     /// One more level for the owning thread. `false` at the limit.

@@ -23,7 +23,7 @@ use rustix::thread::futex;
 use super::dir::NsDir;
 use super::mapping::{map_state, Region};
 use super::object::{Entry, NewObject};
-use super::robust::{self, Core, Me};
+use super::robust::{self, Core, Fast, Me};
 use crate::sync::algo::{
     self, EventState, MutexState, MutexWait, Parked, Parker, SemaphoreState, Taken, Waitable,
     ID_MASK, OWNER_DIED,
@@ -506,6 +506,15 @@ impl Mutex {
     /// Locks, waiting until `deadline` (`None`: forever).
     #[inline]
     pub(crate) fn lock(&self, deadline: Option<Instant>) -> Result<Locked> {
+        if self.core().lock_fast() == Fast::Done {
+            return Ok(Locked::Acquired);
+        }
+        self.lock_full(deadline)
+    }
+
+    /// Everything that the fast path leaves: a new thread, contention, errors.
+    #[inline(never)]
+    fn lock_full(&self, deadline: Option<Instant>) -> Result<Locked> {
         robust::with_thread(|me| {
             let core = self.usable_core()?;
             if core.owned_by(me) {
@@ -514,10 +523,13 @@ impl Mutex {
             }
             let abandoned = match core.state().try_lock(core.id()) {
                 Some(abandoned) => abandoned,
-                None => match self.lock_slow(me, deadline)? {
-                    Some(abandoned) => abandoned,
-                    None => return Ok(Locked::TimedOut),
-                },
+                None => {
+                    let w = self.waiter(me)?;
+                    match algo::wait_any(&[&w], &Futex, deadline) {
+                        Some((_, how)) => how == Taken::Abandoned,
+                        None => return Ok(Locked::TimedOut),
+                    }
+                }
             };
             core.took(me);
             Ok(if abandoned {
@@ -528,15 +540,18 @@ impl Mutex {
         })
     }
 
-    #[cold]
-    fn lock_slow(&self, me: &Me<'_>, deadline: Option<Instant>) -> Result<Option<bool>> {
-        let w = self.waiter(me)?;
-        Ok(algo::wait_any(&[&w], &Futex, deadline).map(|(_, how)| how == Taken::Abandoned))
-    }
-
     /// Releases one level of ownership (`ReleaseMutex`).
     #[inline]
     pub(crate) fn release(&self) -> Result<()> {
+        match self.core().release_fast() {
+            Fast::Done => Ok(()),
+            Fast::Unlock => self.unlock_word(),
+            Fast::Slow => self.release_full(),
+        }
+    }
+
+    #[inline(never)]
+    fn release_full(&self) -> Result<()> {
         robust::with_thread(|me| {
             let core = self.usable_core()?;
             if !core.owned_by(me) {
@@ -545,19 +560,26 @@ impl Mutex {
                 });
             }
             if core.leave(me) {
-                core.state()
-                    .unlock(core.id(), &Futex)
-                    .map_err(|f| Error::Corrupt {
-                        path: self.os_path(),
-                        reason: format!(
-                            "while this thread owned the mutex {}, something outside filemap changed its lock word to {:#010x}; it was released here and may now have another owner",
-                            self.name(),
-                            f.word
-                        ),
-                    })?;
+                self.unlock_word()?;
             }
             Ok(())
         })
+    }
+
+    /// Frees the lock word once this thread gave up the last level, waking the sleepers.
+    #[inline(never)]
+    fn unlock_word(&self) -> Result<()> {
+        let core = self.core();
+        core.state()
+            .unlock(core.id(), &Futex)
+            .map_err(|f| Error::Corrupt {
+                path: self.os_path(),
+                reason: format!(
+                    "while this thread owned the mutex {}, something outside filemap changed its lock word to {:#010x}; it was released here and may now have another owner",
+                    self.name(),
+                    f.word
+                ),
+            })
     }
 }
 
