@@ -699,6 +699,9 @@ mod linux {
         println!("| contender | µs | filemap / raw |");
         println!("|---|---:|---:|");
         println!("| raw robust pthread mutex (`EOWNERDEAD`) | {raw_t:.1} | |");
-        println!("| filemap `Mutex` (`Lock::Abandoned`) | {fm_t:.1} | {:.2}x |", fm_t / raw_t);
+        println!(
+            "| filemap `Mutex` (`Lock::Abandoned`) | {fm_t:.1} | {:.2}x |",
+            fm_t / raw_t
+        );
     }
 }

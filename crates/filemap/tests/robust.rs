@@ -135,6 +135,23 @@ fn child() {
             drop(lock);
             report("released");
         }
+        // Lock, bump a counter and unlock n times as fast as possible, pinned to a CPU.
+        "hammer" => {
+            if let Some(cpu) = args.get(3).filter(|a| !a.is_empty()) {
+                pin_to(cpu.parse().unwrap());
+            }
+            let m = opts().open_mutex(&args[0]).unwrap();
+            let map = opts().open(&args[1], Access::ReadWrite).unwrap();
+            let v = map.map_view(Access::ReadWrite, 0, 8).unwrap();
+            let counter = v.atomic_u64(0).unwrap();
+            report("ready");
+            for _ in 0..args[2].parse::<u64>().unwrap() {
+                let lock = m.lock().unwrap();
+                counter.store(counter.load(SeqCst) + 1, SeqCst);
+                drop(lock);
+            }
+            report("done");
+        }
         // Lock and unlock as fast as possible until killed.
         "contend" => {
             let m = opts().open_mutex(&args[0]).unwrap();
@@ -456,6 +473,40 @@ fn contenders_killed_at_random_never_leave_a_waiter_asleep_on_a_free_mutex() {
             .collect()
     });
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Two processes on two CPUs lock and unlock in tight loops: every hand-off race between
+/// a waiter's last look and its sleep happens many times (a waiter once slept on a free
+/// mutex that it had seen free a moment before).
+#[test]
+fn two_processes_hammering_the_mutex_both_finish() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("hammer");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (mutex, counter) = (root.name("Local\\m"), root.name("Local\\c"));
+    let _m = root.opts().create_mutex(&mutex).unwrap();
+    let map = root.opts().create(&counter, 8).unwrap();
+    let n = 200_000u64;
+    for round in 0..3 {
+        let mut kids: Vec<Reap> = (0..2)
+            .map(|i| {
+                let cpu = if cpus > 1 {
+                    i.to_string()
+                } else {
+                    String::new()
+                };
+                spawn(&root, "hammer", &[&mutex, &counter, &n.to_string(), &cpu])
+            })
+            .collect();
+        assert_eq!(next_reports(&mut kids), ["ready", "ready"]);
+        assert_eq!(next_reports(&mut kids), ["done", "done"], "round {round}");
+    }
+    let mut b = [0u8; 8];
+    map.map_view(Access::Read, 0, 8)
+        .unwrap()
+        .read_at(0, &mut b)
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(b), 3 * 2 * n);
 }
 
 // ---------------------------------------------------------------------------------------

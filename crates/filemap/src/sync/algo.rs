@@ -95,8 +95,9 @@ pub(crate) trait Waitable {
     /// release every waiter (consuming what an acquire consumes).
     fn try_take(&self, token: u32) -> Option<Taken>;
     /// Announces a sleeper, and adds the words to sleep on, with the values they have
-    /// while the waiter must sleep, to `words`.
-    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Vec<(&'a AtomicU32, u32)>);
+    /// while the waiter must sleep, to `words`. `false` if there is no value to sleep on
+    /// (a mutex found free): the waiter then looks again instead of sleeping.
+    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool;
     /// Withdraws what `prepare_sleep` announced.
     fn finish_sleep(&self);
     /// Whether every wake-up that this object needs reaches its sleepers. A mutex waiter
@@ -137,11 +138,12 @@ pub(crate) fn wait_any(
         }
         // 2. Announce ourselves, then look once more before sleeping.
         words.clear();
+        let mut sleep = true;
         for (o, &t) in objects.iter().zip(&tokens) {
-            o.prepare_sleep(t, &mut words);
+            sleep &= o.prepare_sleep(t, &mut words);
         }
         let taken = take();
-        if taken.is_none() {
+        if taken.is_none() && sleep {
             let until = if unwatched {
                 let recheck = Instant::now() + Duration::from_millis(UNWATCHED_RECHECK_MS);
                 Some(deadline.map_or(recheck, |d| d.min(recheck)))
@@ -242,9 +244,10 @@ impl Waitable for SemaphoreState {
         None
     }
 
-    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) {
+    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
         self.waiters.fetch_add(1, SeqCst);
         words.push((&self.count, 0));
+        true
     }
 
     fn finish_sleep(&self) {
@@ -325,13 +328,14 @@ impl Waitable for EventState {
         taken.then_some(Taken::Signalled)
     }
 
-    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Vec<(&'a AtomicU32, u32)>) {
+    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
         self.waiters.fetch_add(1, SeqCst);
         words.push(if self.manual_reset() {
             (&self.generation, token)
         } else {
             (&self.signalled, 0)
         });
+        true
     }
 
     fn finish_sleep(&self) {
@@ -552,12 +556,19 @@ impl Waitable for MutexWait<'_> {
         }
     }
 
-    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) {
+    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
         let lock = &self.state.lock.word;
+        // Only ever sleep on an owned word with WAITERS set: the unlock of exactly that
+        // word wakes us. (A free value would be wrong: the word may go from free to owned
+        // and back to free before the kernel compares it, and then nobody wakes us.)
         let mut v = lock.load(Relaxed);
-        // Owned: make sure the unlock will wake us. (Free: `wait_any` looks again before
-        // sleeping, and a word that changed ends the sleep at once.)
-        while v & ID_MASK != 0 && v & WAITERS == 0 {
+        loop {
+            if v & ID_MASK == 0 {
+                return false;
+            }
+            if v & WAITERS != 0 {
+                break;
+            }
             match lock.compare_exchange(v, v | WAITERS, Relaxed, Relaxed) {
                 Ok(_) => v |= WAITERS,
                 Err(actual) => v = actual,
@@ -574,6 +585,7 @@ impl Waitable for MutexWait<'_> {
             watch.store(d, SeqCst);
             words.push((watch, d));
         }
+        true
     }
 
     fn finish_sleep(&self) {}
@@ -720,7 +732,7 @@ mod tests {
         let mut words = Vec::new();
         for o in [&*s as &dyn Waitable, &*auto, &*manual] {
             for _ in 0..3 {
-                o.prepare_sleep(o.begin(), &mut words);
+                assert!(o.prepare_sleep(o.begin(), &mut words));
             }
         }
         s.release(1, &rec).unwrap();
@@ -802,7 +814,7 @@ mod tests {
                     let mut words = Vec::new();
                     while e.try_take(token).is_none() {
                         words.clear();
-                        e.prepare_sleep(token, &mut words);
+                        assert!(e.prepare_sleep(token, &mut words));
                         Yield.park(words[0].0, words[0].1, None);
                         e.finish_sleep();
                     }
@@ -991,7 +1003,7 @@ mod tests {
         let mut words = Vec::new();
         for w in &waits {
             assert_eq!(w.try_take(0), None);
-            w.prepare_sleep(0, &mut words);
+            assert!(w.prepare_sleep(0, &mut words));
         }
         assert_eq!(m.lock.word.load(SeqCst), owner | WAITERS);
         for s in [sa, sb] {
@@ -1020,6 +1032,34 @@ mod tests {
         m.unlock(b, &rec).unwrap();
         assert_eq!(*rec.0.lock().unwrap(), [(addr(&m.lock.word), WAKE_ALL)]);
         assert_eq!(m.try_lock(a), Some(false));
+    }
+
+    #[test]
+    fn a_waiter_sleeps_only_on_an_owned_word_with_waiters_set() {
+        let m = mutex();
+        let w = MutexWait {
+            state: &m,
+            me: 2,
+            slot: Some(0),
+            recursive: false,
+        };
+        let mut words = Vec::new();
+        // Free: no value to sleep on (it could be free again when the kernel compares).
+        assert!(!w.prepare_sleep(0, &mut words));
+        assert!(words.is_empty());
+        m.lock.word.store(WAITERS | OWNER_DIED, SeqCst);
+        assert!(!w.prepare_sleep(0, &mut words), "free and abandoned");
+        // Owned: WAITERS is set first, and that is the value slept on.
+        m.lock.word.store(1, SeqCst);
+        assert!(w.prepare_sleep(0, &mut words));
+        let got: Vec<(usize, u32)> = words.iter().map(|&(w, v)| (addr(w), v)).collect();
+        assert_eq!(
+            got,
+            [
+                (addr(&m.lock.word), 1 | WAITERS),
+                (addr(&m.watches[0].word), 1 | WAITERS)
+            ]
+        );
     }
 
     #[test]
