@@ -442,3 +442,111 @@ fn write_read_and_reset_on_windows() {
         assert!(p.0.wait().unwrap().success());
     }
 }
+
+/// Not a test by itself: the command that `lock_on_windows_*` run under `lock`. With
+/// `FILEMAP_TEST_COMMAND=ctrl-c` it prints its pid and exits with status 7 at Ctrl-C; with
+/// `sleep`, it prints its pid and sleeps.
+#[test]
+fn command() {
+    use windows_sys::core::BOOL;
+    use windows_sys::Win32::Foundation::TRUE;
+    use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
+    unsafe extern "system" fn on_ctrl(_: u32) -> BOOL {
+        std::process::exit(7)
+    }
+    match std::env::var("FILEMAP_TEST_COMMAND").as_deref() {
+        Ok("ctrl-c") => {
+            // SAFETY: `on_ctrl` has the signature of PHANDLER_ROUTINE and lives forever.
+            unsafe { SetConsoleCtrlHandler(Some(on_ctrl), TRUE) };
+        }
+        Ok("sleep") => {}
+        _ => return,
+    }
+    println!("@@ {}", std::process::id());
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// `lock NAME -- <this test binary as the command above>`, in a console of its own.
+fn lock_running_command(mutex: &str, command: &str) -> (Reap, u32) {
+    use std::os::windows::process::CommandExt;
+    let me = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(EXE);
+    cmd.args(["lock", mutex, "--"])
+        .arg(me)
+        .args(["--exact", "command", "--nocapture", "--test-threads=1"])
+        .env("FILEMAP_TEST_COMMAND", command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .creation_flags(windows_sys::Win32::System::Threading::CREATE_NEW_CONSOLE);
+    let mut lock = Reap(retry_wine(|| cmd.spawn()));
+    // The test harness prints lines of its own first.
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    let stdout = lock.0.stdout.as_mut().unwrap();
+    let pid = loop {
+        assert_eq!(stdout.read(&mut b).unwrap(), 1, "the command ended first");
+        out.push(b[0]);
+        let text = String::from_utf8_lossy(&out);
+        if let Some(pid) = text.split("@@ ").nth(1).and_then(|l| l.strip_suffix('\n')) {
+            break pid.trim().parse().unwrap();
+        }
+    };
+    (lock, pid)
+}
+
+/// Issue 8: Ctrl-C reaches `lock`'s command through the console and does not end `lock`,
+/// which releases the mutex only after the command has ended.
+#[test]
+fn lock_on_windows_leaves_ctrl_c_to_its_command() {
+    let mutex = format!("Local\\filemap-cli-lock-ctrl-c-{}", std::process::id());
+    let mut holder = spawn(&["create", &mutex, "--kind", "mutex"]);
+    assert!(read_line(&mut holder).starts_with("created mutex"));
+    let (mut lock, _) = lock_running_command(&mutex, "ctrl-c");
+    let status = ctrl_c(&mut lock);
+    assert_eq!(status.code(), Some(7), "the command's status");
+    // Released normally, not abandoned.
+    let out = run(&["wait", &mutex, "--timeout", "5"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", out);
+    holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.0.wait().unwrap().success());
+}
+
+/// Issue 8: `lock` killed (TerminateProcess) takes its command with it: the command is in
+/// a job that is killed when `lock`'s handle to it closes.
+#[test]
+fn lock_on_windows_killed_takes_its_command_along() {
+    use windows_sys::Win32::Foundation::{CloseHandle, WAIT_OBJECT_0};
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, TerminateProcess, WaitForSingleObject, PROCESS_SYNCHRONIZE, PROCESS_TERMINATE,
+    };
+    let mutex = format!("Local\\filemap-cli-lock-kill-{}", std::process::id());
+    let mut holder = spawn(&["create", &mutex, "--kind", "mutex"]);
+    assert!(read_line(&mut holder).starts_with("created mutex"));
+    let (mut lock, pid) = lock_running_command(&mutex, "sleep");
+    // SAFETY: a plain call with a process id.
+    let command = unsafe { OpenProcess(PROCESS_SYNCHRONIZE | PROCESS_TERMINATE, 0, pid) };
+    assert!(!command.is_null(), "{}", std::io::Error::last_os_error());
+    lock.0.kill().unwrap();
+    lock.0.wait().unwrap();
+    // SAFETY: a live process handle, closed once. A command that outlived `lock` is ended
+    // here, so that a failure does not leave it running.
+    let ended = unsafe {
+        let r = WaitForSingleObject(command, 20_000);
+        if r != WAIT_OBJECT_0 {
+            TerminateProcess(command, 1);
+        }
+        CloseHandle(command);
+        r == WAIT_OBJECT_0
+    };
+    assert!(ended, "the command outlived lock");
+    assert_eq!(
+        run(&["wait", &mutex, "--timeout", "5"]).status.code(),
+        Some(3)
+    );
+    holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.0.wait().unwrap().success());
+}

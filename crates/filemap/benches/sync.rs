@@ -358,16 +358,16 @@ mod linux {
         rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
     }
 
-    /// Allows the calling process on every CPU again.
+    /// The CPUs the benchmark may use, as it started (before any pinning: afterwards the
+    /// affinity mask, and `available_parallelism`, say one CPU).
+    fn all_cpus() -> rustix::thread::CpuSet {
+        static ALL: std::sync::OnceLock<rustix::thread::CpuSet> = std::sync::OnceLock::new();
+        *ALL.get_or_init(|| rustix::thread::sched_getaffinity(None).expect("sched_getaffinity"))
+    }
+
+    /// Allows the calling process on every CPU it started with again.
     fn unpin() {
-        let mut set = rustix::thread::CpuSet::new();
-        for cpu in 0..std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-        {
-            set.set(cpu);
-        }
-        let _ = rustix::thread::sched_setaffinity(None, &set);
+        let _ = rustix::thread::sched_setaffinity(None, &all_cpus());
     }
 
     fn child_main(contender: String) {
@@ -440,8 +440,10 @@ mod linux {
     }
 
     pub(super) fn main() {
+        // Remember every CPU we may use before anything is pinned.
+        all_cpus();
         if let Ok(contender) = std::env::var(ROLE) {
-            if contender == "own" || contender == "raw-own" {
+            if contender == "own" || contender.starts_with("raw-own") {
                 return owner_main(&contender);
             }
             return child_main(contender);
@@ -542,12 +544,13 @@ mod linux {
 
     /// The placements of the peer process: (label, (parent CPU, child CPU) or unpinned).
     fn placements() -> Vec<(&'static str, Option<(usize, usize)>)> {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let mut placements = vec![("both processes on one core", Some((0, 0)))];
-        if cpus > 1 {
-            placements.push(("each process on its own core", Some((0, 1))));
+        let all = all_cpus();
+        let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+            .filter(|&c| all.is_set(c))
+            .collect();
+        let mut placements = vec![("both processes on one core", Some((cpus[0], cpus[0])))];
+        if cpus.len() > 1 {
+            placements.push(("each process on its own core", Some((cpus[0], cpus[1]))));
         }
         placements.push(("unpinned", None));
         placements
@@ -642,7 +645,32 @@ mod linux {
         if kind == "own" {
             std::mem::forget(m.lock().unwrap());
         } else {
-            raw_lock(raw_mutex(&ctl));
+            match kind {
+                // A second, idle thread, as filemap's sentinel is.
+                "raw-own-idle-thread" => {
+                    std::thread::spawn(|| loop {
+                        std::thread::park();
+                    });
+                    raw_lock(raw_mutex(&ctl));
+                }
+                // Owned by a second thread: the kernel then walks the robust list of a thread
+                // other than the main one, as it walks filemap's sentinel's.
+                "raw-own-other-thread" => {
+                    let m = raw_mutex(&ctl) as usize;
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    std::thread::spawn(move || {
+                        raw_lock(m as *mut libc::pthread_mutex_t);
+                        tx.send(()).unwrap();
+                        loop {
+                            std::thread::park();
+                        }
+                    });
+                    rx.recv().unwrap();
+                }
+                _ => {
+                    raw_lock(raw_mutex(&ctl));
+                }
+            }
         }
         word(&ctl, OWNER_PID).store(std::process::id(), SeqCst);
         word(&ctl, READY).store(1, SeqCst);
@@ -654,7 +682,7 @@ mod linux {
     /// 4. From `kill(owner, SIGKILL)` to a waiter in another process holding the mutex as
     ///    abandoned: microseconds, one sample per round.
     fn abandoned(mutex: &filemap::Mutex, ctl: &View) {
-        const SAMPLES: usize = 31;
+        const SAMPLES: usize = 61;
         let raw = raw_mutex_init(ctl, true, false) as usize;
         let sample = |kind: &str| -> f64 {
             word(ctl, READY).store(0, SeqCst);
@@ -689,19 +717,36 @@ mod linux {
                 end.duration_since(start).as_nanos() as f64 / 1e3
             })
         };
-        let (mut raw_t, mut fm_t) = (Vec::new(), Vec::new());
+        let kinds = [
+            (
+                "raw-own",
+                "raw robust pthread mutex (`EOWNERDEAD`), owned by the main thread",
+            ),
+            (
+                "raw-own-idle-thread",
+                "the same, with a second, idle thread in the owner process",
+            ),
+            (
+                "raw-own-other-thread",
+                "the same, owned by a second thread (its robust list is that thread's)",
+            ),
+            (
+                "own",
+                "filemap `Mutex` (`Lock::Abandoned`; the robust list is the sentinel's)",
+            ),
+        ];
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
         for _ in 0..SAMPLES {
-            raw_t.push(sample("raw-own"));
-            fm_t.push(sample("own"));
+            for (i, (kind, _)) in kinds.iter().enumerate() {
+                samples[i].push(sample(kind));
+            }
         }
-        let (raw_t, fm_t) = (median(raw_t), median(fm_t));
+        let med: Vec<f64> = samples.into_iter().map(median).collect();
         println!("\n### Owner killed: from kill(owner, SIGKILL) to the waiter holding the mutex as abandoned ({SAMPLES} samples, median)\n");
-        println!("| contender | µs | filemap / raw |");
+        println!("| contender | µs | / raw, main thread |");
         println!("|---|---:|---:|");
-        println!("| raw robust pthread mutex (`EOWNERDEAD`) | {raw_t:.1} | |");
-        println!(
-            "| filemap `Mutex` (`Lock::Abandoned`) | {fm_t:.1} | {:.2}x |",
-            fm_t / raw_t
-        );
+        for ((_, label), m) in kinds.iter().zip(&med) {
+            println!("| {label} | {m:.1} | {:.2}x |", m / med[0]);
+        }
     }
 }

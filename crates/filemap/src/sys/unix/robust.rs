@@ -528,23 +528,23 @@ fn collect_orphans(inner: &mut Inner) -> Vec<Arc<Core>> {
 fn abandon_all(token: u64) {
     let reg = registry();
     let mut inner = reg.lock();
-    let owned: Vec<Arc<Core>> = inner
+    // Every core, kept until the lock is released: dropping the last reference to one
+    // takes the registry lock again.
+    let all: Vec<Arc<Core>> = inner
         .cores
         .values()
         .filter_map(Weak::upgrade)
         .chain(inner.orphans.iter().cloned())
-        .filter(|c| c.owner.load(Relaxed) == token)
         .collect();
-    for core in &owned {
+    for core in all.iter().filter(|c| c.owner.load(Relaxed) == token) {
         core.state().abandon(core.id, &Futex);
         core.depth.store(0, Relaxed);
         core.owner.store(0, Relaxed);
     }
     let dead = collect_orphans(&mut inner);
     drop(inner);
-    // Dropping cores takes the registry lock again.
     drop(dead);
-    drop(owned);
+    drop(all);
 }
 
 /// The calling thread's identity and bookkeeping.
