@@ -1140,10 +1140,13 @@ fn lock_killed_takes_its_command_with_it() {
             {
                 break
             }
-            Ok(_) => {
-                assert!(start.elapsed() < TIMEOUT, "the command {pid} outlived lock");
-                std::thread::sleep(Duration::from_millis(10));
+            Ok(_) if start.elapsed() > TIMEOUT => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                panic!("the command {pid} outlived lock");
             }
+            Ok(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
     let out = root.run(&["wait", "m", "--timeout", "10"]);
