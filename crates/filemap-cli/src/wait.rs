@@ -38,9 +38,10 @@ pub(crate) const HOW_TO_STOP: &str = signals::HOW_TO_STOP;
 
 /// Blocks until ENTER, end of input or a termination signal.
 ///
-/// Must be called while the process has one thread: it blocks the termination signals in
-/// the calling thread so that the threads it starts inherit the mask, and one of them takes
-/// the signal with `sigwait`.
+/// Must be called before the process starts threads of its own that could take a signal: it
+/// blocks the termination signals in the calling thread so that the threads it starts
+/// inherit the mask, and one of them takes the signal with `sigwait`. (The library's mutex
+/// sentinel threads block every signal, so they may exist already.)
 pub(crate) fn wait_for_enter_or_signal() -> Wake {
     let (tx, rx) = mpsc::channel();
     signals::spawn_waiter(tx.clone());
