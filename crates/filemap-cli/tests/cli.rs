@@ -691,6 +691,23 @@ impl OtherUser {
     fn run(&self, uid: u32, root: &Path, args: &[&str]) -> Output {
         run_with_timeout(self.cmd(uid, root, args).stdin(Stdio::null()))
     }
+
+    /// Runs a shell script as `uid`.
+    fn sh(&self, uid: u32, script: &str) -> Output {
+        run_with_timeout(
+            Command::new("setpriv")
+                .args([
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={uid}"),
+                    "--clear-groups",
+                    "sh",
+                    "-c",
+                    script,
+                ])
+                .current_dir("/")
+                .stdin(Stdio::null()),
+        )
+    }
 }
 
 impl Drop for OtherUser {
@@ -1329,26 +1346,15 @@ fn another_user_who_may_write_a_mutex_can_break_it_but_never_crash_its_owner() {
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let as_nobody = |script: &str| {
-        run_with_timeout(
-            Command::new("setpriv")
-                .args([
-                    &format!("--reuid={NOBODY}"),
-                    &format!("--regid={NOBODY}"),
-                    "--clear-groups",
-                    "sh",
-                    "-c",
-                    script,
-                ])
-                .stdin(Stdio::null()),
-        )
-    };
     // A reader may look (and sees numbers only, see the library's tests), not write.
     let readable = root.0.join("global/readable-m");
-    let out = as_nobody(&format!(
-        "printf 'XXXXXXXX' | dd of={} conv=notrunc 2>&1",
-        readable.display()
-    ));
+    let out = other.sh(
+        NOBODY,
+        &format!(
+            "printf 'XXXXXXXX' | dd of={} conv=notrunc 2>&1",
+            readable.display()
+        ),
+    );
     assert!(!out.status.success());
     assert!(
         stdout(&out).contains("Permission denied"),
@@ -1369,10 +1375,13 @@ fn another_user_who_may_write_a_mutex_can_break_it_but_never_crash_its_owner() {
             "echo held; read line",
         ]);
         let held = holder.read_until("\n");
-        let out = as_nobody(&format!(
-            "head -c 520 /dev/urandom | dd of={} conv=notrunc 2>/dev/null",
-            shared.display()
-        ));
+        let out = other.sh(
+            NOBODY,
+            &format!(
+                "head -c 520 /dev/urandom | dd of={} conv=notrunc 2>/dev/null",
+                shared.display()
+            ),
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         // Nobody uses the broken mutex too: an error or a timeout, never a signal.
         let out = other.run(
@@ -1396,10 +1405,13 @@ fn another_user_who_may_write_a_mutex_can_break_it_but_never_crash_its_owner() {
             "round {round}: {status:?}, {err}"
         );
         // Zeros make it a working mutex again (a writer can also repair it).
-        let out = as_nobody(&format!(
-            "head -c 520 /dev/zero | dd of={} conv=notrunc 2>/dev/null",
-            shared.display()
-        ));
+        let out = other.sh(
+            NOBODY,
+            &format!(
+                "head -c 520 /dev/zero | dd of={} conv=notrunc 2>/dev/null",
+                shared.display()
+            ),
+        );
         assert!(out.status.success());
         let out = root.run(&["lock", "Global\\shared-m", "--timeout", "5", "--", "true"]);
         assert!(out.status.success(), "round {round}: {}", stderr(&out));

@@ -9,17 +9,12 @@ use std::io::{BufRead, Write};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{kill_hard, read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot};
-use filemap::{Access, Error, Namespace, Options};
+use common::{
+    kill_hard, opts, read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot,
+};
+use filemap::{Access, Error};
 
 const LINE_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn opts() -> Options {
-    // Children get their root from FILEMAP_ROOT, as every filemap user would.
-    let mut o = Options::new();
-    o.namespace(Namespace::new());
-    o
-}
 
 /// The entry point of every child role. In the parent test run it does nothing.
 #[test]

@@ -12,33 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use common::{
-    kill_hard, read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot, Watchdog,
+    kill_hard, next_reports, opts, read_line_within, report, role, spawn_role, wait_for_stdin_eof,
+    watchdog, Reap, TestRoot,
 };
 #[cfg(target_os = "linux")]
 use filemap::Mutex;
-use filemap::{wait_any, Access, Error, Event, Namespace, Options, WaitOutcome};
+use filemap::{wait_any, Access, Error, Event, WaitOutcome};
 
 const LINE: Duration = Duration::from_secs(20);
-
-fn opts() -> Options {
-    let mut o = Options::new();
-    o.namespace(Namespace::new());
-    o
-}
-
-fn report(s: impl std::fmt::Display) {
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "{}{s}", common::REPORT).unwrap();
-    o.flush().unwrap();
-}
-
-/// Kills the whole test process if a test hangs.
-fn watchdog(secs: u64) -> Watchdog {
-    Watchdog::new(Duration::from_secs(secs), || {
-        eprintln!("watchdog: test hung");
-        std::process::abort();
-    })
-}
 
 /// Pins the calling process to one CPU (Linux; elsewhere nothing).
 fn pin_to(cpu: usize) {
@@ -206,17 +187,6 @@ fn let_go(kid: &mut Reap) {
     drop(kid.0.stdin.take());
 }
 
-/// Collects the next report of every child, in the children's order.
-fn next_reports(kids: &mut [Reap]) -> Vec<String> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = kids
-            .iter_mut()
-            .map(|k| s.spawn(move || read_line_within(&mut k.0, LINE)))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. Ownership outlives the handle; every close order ends in a release or an abandonment.
 
@@ -314,6 +284,35 @@ fn a_thread_that_exits_owning_a_mutex_abandons_it_to_other_threads_too() {
 // ---------------------------------------------------------------------------------------
 // 3. A woken waiter killed before it takes the object must not strand the others.
 
+/// Three processes waiting for one object, and a busy process.
+struct Sleepers {
+    /// Asleep first, so a single wake-up would go to it. It shares CPU 0 with `hog`, so it
+    /// is slow to run once woken.
+    first: Reap,
+    /// Asleep after it, on another CPU when there is one.
+    others: Vec<Reap>,
+    hog: Reap,
+}
+
+fn sleepers(root: &TestRoot, kind: &str, name: &str) -> Sleepers {
+    let mut first = spawn(root, "wait", &[kind, name, "0"]);
+    expect(&mut first, "ready");
+    std::thread::sleep(Duration::from_millis(100));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let other_cpu = if cpus > 1 { "1" } else { "" };
+    let mut others: Vec<Reap> = (0..2)
+        .map(|_| spawn(root, "wait", &[kind, name, other_cpu]))
+        .collect();
+    for k in &mut others {
+        expect(k, "ready");
+    }
+    let mut hog = spawn(root, "hog", &["0"]);
+    expect(&mut hog, "ready");
+    // "ready" comes just before the wait: let them fall asleep.
+    std::thread::sleep(Duration::from_millis(150));
+    Sleepers { first, others, hog }
+}
+
 /// Whether the object was taken: the signal was consumed by someone.
 fn consumed(kind: &str, e: Option<&Event>, s: Option<&filemap::Semaphore>) -> bool {
     match kind {
@@ -326,7 +325,6 @@ fn consumed(kind: &str, e: Option<&Event>, s: Option<&filemap::Semaphore>) -> bo
 fn a_waiter_killed_right_after_its_wake_up_does_not_strand_the_others() {
     let _w = watchdog(300);
     let root = TestRoot::new("wakekill");
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for kind in ["event", "semaphore"] {
         for round in 0..10 {
             let name = root.name(&format!("Local\\{kind}-{round}"));
@@ -340,21 +338,11 @@ fn a_waiter_killed_right_after_its_wake_up_does_not_strand_the_others() {
                     Some(root.opts().create_semaphore(&name, 0, 10).unwrap()),
                 ),
             };
-            // The first waiter sleeps first, so a single wake-up would go to it; it shares
-            // its CPU with a busy process, so it is slow to run once woken.
-            let mut first = spawn(&root, "wait", &[kind, &name, "0"]);
-            expect(&mut first, "ready");
-            std::thread::sleep(Duration::from_millis(100));
-            let other_cpu = if cpus > 1 { "1" } else { "" };
-            let mut others: Vec<Reap> = (0..2)
-                .map(|_| spawn(&root, "wait", &[kind, &name, other_cpu]))
-                .collect();
-            for k in &mut others {
-                expect(k, "ready");
-            }
-            let mut hog = spawn(&root, "hog", &["0"]);
-            expect(&mut hog, "ready");
-            std::thread::sleep(Duration::from_millis(150));
+            let Sleepers {
+                mut first,
+                others: _others,
+                mut hog,
+            } = sleepers(&root, kind, &name);
             match (&e, &s) {
                 (Some(e), _) => e.set(),
                 (_, Some(s)) => assert_eq!(s.release(1).unwrap(), 0),
@@ -416,7 +404,7 @@ fn contended_run(root: &TestRoot, run: u32, contenders: u32, rng: &AtomicU64) ->
         let _ = c.wait();
     }
     view.atomic_u64(8).unwrap().store(1, SeqCst);
-    let reports = next_reports(&mut counters);
+    let reports = next_reports(&mut counters, LINE);
     let mut total = 0;
     for r in &reports {
         match r.parse::<u64>() {
@@ -498,8 +486,12 @@ fn two_processes_hammering_the_mutex_both_finish() {
                 spawn(&root, "hammer", &[&mutex, &counter, &n.to_string(), &cpu])
             })
             .collect();
-        assert_eq!(next_reports(&mut kids), ["ready", "ready"]);
-        assert_eq!(next_reports(&mut kids), ["done", "done"], "round {round}");
+        assert_eq!(next_reports(&mut kids, LINE), ["ready", "ready"]);
+        assert_eq!(
+            next_reports(&mut kids, LINE),
+            ["done", "done"],
+            "round {round}"
+        );
     }
     let mut b = [0u8; 8];
     map.map_view(Access::Read, 0, 8)
@@ -516,32 +508,23 @@ fn two_processes_hammering_the_mutex_both_finish() {
 fn the_waiter_woken_by_a_dead_owner_may_die_too() {
     let _w = watchdog(300);
     let root = TestRoot::new("doubledeath");
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     for round in 0..10 {
         let name = root.name(&format!("Local\\m{round}"));
         let _mine = root.opts().create_mutex(&name).unwrap();
         let mut owner = spawn(&root, "own", &[&name]);
         expect(&mut owner, "owner");
-        let mut first = spawn(&root, "wait", &["mutex", &name, "0"]);
-        expect(&mut first, "ready");
-        std::thread::sleep(Duration::from_millis(100));
-        let other_cpu = if cpus > 1 { "1" } else { "" };
-        let mut others: Vec<Reap> = (0..2)
-            .map(|_| spawn(&root, "wait", &["mutex", &name, other_cpu]))
-            .collect();
-        for k in &mut others {
-            expect(k, "ready");
-        }
-        let mut hog = spawn(&root, "hog", &["0"]);
-        expect(&mut hog, "ready");
-        std::thread::sleep(Duration::from_millis(150));
+        let Sleepers {
+            mut first,
+            mut others,
+            mut hog,
+        } = sleepers(&root, "mutex", &name);
         kill_hard(&mut owner);
         kill_hard(&mut first);
         kill_hard(&mut hog);
         // What the first waiter said before it died: nothing, or that it took the mutex.
         let first_said = read_line_within(&mut first.0, LINE);
         // Both others get the mutex, one after the other: nobody sleeps on a free mutex.
-        let said = next_reports(&mut others);
+        let said = next_reports(&mut others, LINE);
         for r in &said {
             assert!(
                 r == "acquired" || r == "abandoned",

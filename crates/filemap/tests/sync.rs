@@ -6,35 +6,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{
-    kill_hard, read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot, Watchdog,
+    kill_hard, next_reports, opts, read_line_within, report, role, spawn_role, wait_for_stdin_eof,
+    watchdog, Reap, TestRoot,
 };
-use filemap::{wait_any, Access, Error, Kind, Namespace, Options, WaitOutcome};
+use filemap::{wait_any, Access, Error, Kind, WaitOutcome};
 
 const LINE: Duration = Duration::from_secs(20);
-
-fn opts() -> Options {
-    let mut o = Options::new();
-    o.namespace(Namespace::new());
-    o
-}
-
-fn report(s: impl std::fmt::Display) {
-    let mut o = std::io::stdout().lock();
-    writeln!(o, "{}{s}", common::REPORT).unwrap();
-    o.flush().unwrap();
-}
-
-/// Kills the whole test process if a test hangs.
-fn watchdog(secs: u64) -> Watchdog {
-    Watchdog::new(Duration::from_secs(secs), || {
-        eprintln!("watchdog: test hung");
-        std::process::abort();
-    })
-}
 
 #[test]
 fn child() {
@@ -366,21 +346,6 @@ fn event_waiters(root: &TestRoot, event: &str, n: usize, secs: u64) -> Vec<Reap>
     kids
 }
 
-/// Collects the next report of every child, each line tagged by the child's index.
-fn next_reports(kids: &mut [Reap]) -> Vec<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::scope(|s| {
-        for (i, k) in kids.iter_mut().enumerate() {
-            let tx = tx.clone();
-            s.spawn(move || tx.send((i, read_line_within(&mut k.0, LINE))).unwrap());
-        }
-    });
-    drop(tx);
-    let mut v: Vec<(usize, String)> = rx.iter().collect();
-    v.sort();
-    v.into_iter().map(|(_, r)| r).collect()
-}
-
 #[test]
 fn auto_reset_wakes_one_waiter_per_set_and_manual_reset_wakes_all() {
     let _w = watchdog(120);
@@ -392,7 +357,7 @@ fn auto_reset_wakes_one_waiter_per_set_and_manual_reset_wakes_all() {
     auto.set();
     std::thread::sleep(Duration::from_millis(200));
     auto.set();
-    let reports = next_reports(&mut kids);
+    let reports = next_reports(&mut kids, LINE);
     assert_eq!(
         reports.iter().filter(|r| *r == "woke").count(),
         2,
@@ -412,7 +377,7 @@ fn auto_reset_wakes_one_waiter_per_set_and_manual_reset_wakes_all() {
     let mut kids = event_waiters(&root, manual_name, 4, 30);
     let set_at = Instant::now();
     manual.set();
-    let reports = next_reports(&mut kids);
+    let reports = next_reports(&mut kids, LINE);
     assert_eq!(reports, ["woke"; 4]);
     assert!(
         set_at.elapsed() < Duration::from_secs(15),
@@ -428,7 +393,7 @@ fn auto_reset_wakes_one_waiter_per_set_and_manual_reset_wakes_all() {
     let set_at = Instant::now();
     manual.set();
     manual.reset();
-    assert_eq!(next_reports(&mut kids), ["woke"; 3]);
+    assert_eq!(next_reports(&mut kids, LINE), ["woke"; 3]);
     assert!(
         set_at.elapsed() < Duration::from_secs(15),
         "{:?}",

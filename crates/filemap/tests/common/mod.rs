@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use filemap::Namespace;
+use filemap::{Namespace, Options};
 
 /// A test's own objects: on Linux a namespace root of its own under /dev/shm, removed when
 /// dropped; on Windows, where objects live in the kernel's session namespace, a tag that
@@ -243,4 +243,39 @@ pub fn wait_for_stdin_eof() {
     {
         line.clear();
     }
+}
+
+/// In a child: options for the namespace that `FILEMAP_ROOT` names (the parent's root).
+pub fn opts() -> Options {
+    let mut o = Options::new();
+    o.namespace(Namespace::new());
+    o
+}
+
+/// In a child: one report line for the parent (see [`REPORT`]), flushed at once.
+pub fn report(s: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{REPORT}{s}").unwrap();
+    o.flush().unwrap();
+}
+
+/// Kills the whole test process if a test hangs.
+pub fn watchdog(secs: u64) -> Watchdog {
+    Watchdog::new(Duration::from_secs(secs), || {
+        eprintln!("watchdog: test hung");
+        std::process::abort();
+    })
+}
+
+/// Collects the next report of every child (each within `timeout`), in the children's
+/// order.
+pub fn next_reports(kids: &mut [Reap], timeout: Duration) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = kids
+            .iter_mut()
+            .map(|k| s.spawn(move || read_line_within(&mut k.0, timeout)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
