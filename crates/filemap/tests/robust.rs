@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use common::{
-    kill_hard, next_reports, opts, read_line_within, report, role, spawn_role, wait_for_stdin_eof,
+    kill_hard, next_reports, opts, own_mutex_until_eof, read_line_within, report, role, spawn_role,
     watchdog, Reap, TestRoot,
 };
 #[cfg(target_os = "linux")]
@@ -103,19 +103,8 @@ fn child() {
                 line.clear();
             }
         }
-        // Take the mutex and hold it until stdin closes, then release it.
-        "own" => {
-            let m = opts().open_or_create_mutex(&args[0]).unwrap();
-            let lock = m.lock().unwrap();
-            report(if lock.is_abandoned() {
-                "owner-abandoned"
-            } else {
-                "owner"
-            });
-            wait_for_stdin_eof();
-            drop(lock);
-            report("released");
-        }
+        // Take the mutex and hold it until stdin closes (or the process is killed).
+        "own" => own_mutex_until_eof(&args[0]),
         // Lock, bump a counter and unlock n times as fast as possible, pinned to a CPU.
         "hammer" => {
             if let Some(cpu) = args.get(3).filter(|a| !a.is_empty()) {

@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    kill_hard, next_reports, opts, read_line_within, report, role, spawn_role, wait_for_stdin_eof,
-    watchdog, Reap, TestRoot,
+    kill_hard, next_reports, opts, own_mutex_until_eof, read_line_within, report, role, spawn_role,
+    wait_for_stdin_eof, watchdog, Reap, TestRoot,
 };
 use filemap::{wait_any, Access, Error, Kind, WaitOutcome};
 
@@ -38,18 +38,8 @@ fn child() {
             }
             report("done");
         }
-        // Take the mutex and hold it until killed.
-        "own" => {
-            let m = opts().open_or_create_mutex(&args[0]).unwrap();
-            let lock = m.lock().unwrap();
-            report(if lock.is_abandoned() {
-                "owner-abandoned"
-            } else {
-                "owner"
-            });
-            wait_for_stdin_eof();
-            drop(lock);
-        }
+        // Take the mutex and hold it until stdin closes (or the process is killed).
+        "own" => own_mutex_until_eof(&args[0]),
         // Block on the mutex and say how it came.
         "lock" => {
             let m = opts().open_mutex(&args[0]).unwrap();

@@ -279,3 +279,18 @@ pub fn next_reports(kids: &mut [Reap], timeout: Duration) -> Vec<String> {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
+
+/// In a child: takes the mutex `name` (creating it if needed), reports `owner` (or
+/// `owner-abandoned`), holds it until stdin closes, releases it and reports `released`.
+pub fn own_mutex_until_eof(name: &str) {
+    let m = opts().open_or_create_mutex(name).unwrap();
+    let lock = m.lock().unwrap();
+    report(if lock.is_abandoned() {
+        "owner-abandoned"
+    } else {
+        "owner"
+    });
+    wait_for_stdin_eof();
+    drop(lock);
+    report("released");
+}
