@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use filemap::{Access, Namespace, ObjectInfo, Options, SyncState};
 
 use crate::wait::{wait_for_enter_or_signal, Wake, HOW_TO_STOP};
-use crate::{parse_bytes, parse_mode, CmdResult, Encoding};
+use crate::{parse_bytes, parse_mode, CmdResult, Encoding, Failure};
 
 #[derive(Debug, Args)]
 pub(crate) struct CreateArgs {
@@ -256,6 +256,31 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
 }
 
 pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
+    let mapping = Options::new()
+        .namespace(ns.clone())
+        .open(&a.name, Access::ReadWrite)?;
+    // What fits from the offset to the end: input is read up to one byte past it, never
+    // further (--input /dev/zero, or endless standard input).
+    let room = mapping.size().saturating_sub(a.offset);
+    let too_long = || -> Failure {
+        format!(
+            "the input does not fit: {} has {room} bytes from offset {} to its end ({} bytes in all)",
+            mapping.name().map(|n| n.to_string()).unwrap_or_default(),
+            a.offset,
+            mapping.size()
+        )
+        .into()
+    };
+    let read_bounded = |r: &mut dyn Read, what: &str| -> Result<Vec<u8>, Failure> {
+        let mut buf = Vec::new();
+        r.take(room.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("cannot read {what}: {e}"))?;
+        if buf.len() as u64 > room {
+            return Err(too_long());
+        }
+        Ok(buf)
+    };
     let data = match (&a.data, &a.input) {
         (Some(text), _) => {
             if a.nul {
@@ -265,21 +290,17 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
             }
         }
         (None, Some(path)) => {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            read_bounded(&mut file, &path.display().to_string())?
         }
-        (None, None) => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("cannot read standard input: {e}"))?;
-            buf
-        }
+        (None, None) => read_bounded(&mut std::io::stdin().lock(), "standard input")?,
     };
-    let mapping = Options::new()
-        .namespace(ns.clone())
-        .open(&a.name, Access::ReadWrite)?;
     if data.is_empty() {
         return Ok(());
+    }
+    if data.len() as u64 > room {
+        return Err(too_long());
     }
     let view = mapping.map_view(Access::ReadWrite, a.offset, data.len() as u64)?;
     view.write_at(0, &data)?;
@@ -441,7 +462,8 @@ fn to_json(info: &ObjectInfo) -> String {
         .map(|d| d.as_secs_f64());
     format!(
         "{{\"name\":{},\"kind\":{},\"size\":{},\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":{},\"live\":{},\"state\":\"{}\",\"persistent\":{},\"file_backed\":{},\"holders\":[{}],\"handles\":{},\"creator_pid\":{},\"created\":{}{}}}",
-        json_str(&info.name.to_string()),
+        // Exactly, not escaped as for terminals: JSON escapes control characters itself.
+        json_str(&info.name.full()),
         json_opt(info.kind.map(|k| json_str(k.as_str()))),
         json_opt(info.size),
         json_opt(info.os_path.as_ref().map(|p| json_str(&p.to_string_lossy()))),

@@ -1420,3 +1420,102 @@ fn another_user_who_may_write_a_mutex_can_break_it_but_never_crash_its_owner() {
         assert!(root.run(&["rm", name]).status.success());
     }
 }
+
+/// Issue 9: names may hold control characters (Windows allows them), but no human-readable
+/// output prints them raw, and a name cannot break the one-line error rule. JSON has the
+/// exact name, escaped as JSON does.
+#[test]
+fn names_with_control_characters_never_reach_a_terminal_raw() {
+    let root = Root::new("ctlnames");
+    assert!(root.run(&["init"]).status.success());
+    let evil = "Global\\evil\u{1b}[2J\u{1b}]0;pwned\u{7}\nsecond line\u{202e}";
+    let escaped = "Global\\evil\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\nsecond line\\u{202e}";
+    // Made by another user where possible: that is who would plant it.
+    let made = match OtherUser::new() {
+        Some(other) => other.run(
+            NOBODY,
+            &root.0,
+            &[
+                "create",
+                evil,
+                "--size",
+                "1",
+                "--persistent",
+                "--mode",
+                "644",
+            ],
+        ),
+        None => root.run(&["create", evil, "--size", "1", "--persistent"]),
+    };
+    assert!(made.status.success(), "{}", stderr(&made));
+    assert!(!stdout(&made).contains('\u{1b}'), "{:?}", stdout(&made));
+    let clean = |s: &str| !s.contains(['\u{1b}', '\u{7}', '\u{202e}']);
+    let ls = stdout(&root.run(&["ls"]));
+    assert!(clean(&ls) && ls.contains(escaped), "{ls:?}");
+    assert_eq!(ls.lines().count(), 2, "a header and one row: {ls:?}");
+    let info = stdout(&root.run(&["info", evil]));
+    assert!(
+        clean(&info) && info.starts_with(&format!("name:        {escaped}\n")),
+        "{info:?}"
+    );
+    // Errors stay on one line.
+    for args in [
+        &["create", evil, "--size", "1"][..],
+        &["wait", evil, "--timeout", "0"],
+        &["read", "Global\\nothing\nhere"],
+    ] {
+        let out = root.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert!(clean(&err) && err.lines().count() == 1, "{args:?}: {err:?}");
+    }
+    let json = stdout(&root.run(&["ls", "--json"]));
+    assert!(
+        json.contains(r#""name":"Global\\evil\u001b[2J\u001b]0;pwned\u0007\nsecond line"#),
+        "{json}"
+    );
+    assert!(root.run(&["rm", evil]).status.success());
+}
+
+/// Issue 9: `write` reads no more than fits in the mapping, from a file or from standard
+/// input, and says how much fits.
+#[test]
+fn write_reads_no_more_input_than_fits() {
+    let root = Root::new("boundedwrite");
+    assert!(root
+        .run(&["create", "m", "--size", "4096", "--persistent"])
+        .status
+        .success());
+    let endless = || Stdio::from(std::fs::File::open("/dev/zero").unwrap());
+    for (args, stdin, message) in [
+        (
+            &["write", "m", "--input", "/dev/zero"][..],
+            Stdio::null(),
+            "filemap: the input does not fit: Local\\m has 4096 bytes from offset 0 to its end (4096 bytes in all)\n",
+        ),
+        (
+            &["write", "m", "--offset", "4000"],
+            endless(),
+            "filemap: the input does not fit: Local\\m has 96 bytes from offset 4000 to its end (4096 bytes in all)\n",
+        ),
+    ] {
+        let out = run_with_timeout(root.cmd(args).stdin(stdin));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&out), message);
+    }
+    // Exactly what fits is fine.
+    let input = root.0.join("input");
+    std::fs::write(&input, [7u8; 96]).unwrap();
+    let out = root.run(&[
+        "write",
+        "m",
+        "--offset",
+        "4000",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = root.run(&["read", "m", "--offset", "4000", "--format", "raw"]);
+    assert_eq!(out.stdout, [7u8; 96]);
+    assert!(root.run(&["rm", "m"]).status.success());
+}

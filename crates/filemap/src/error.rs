@@ -202,12 +202,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidName { name, reason } => {
-                write!(f, "invalid name '{}': {reason}", printable(name))
+                write!(f, "invalid name '{}': {reason}", crate::name::escaped(name))
             }
             Error::NameTooLong { name, len, max } => write!(
                 f,
                 "name '{}' is too long: {len} bytes once encoded, the limit is {max}",
-                printable(name)
+                crate::name::escaped(name)
             ),
             Error::NotFound {
                 name,
@@ -265,20 +265,6 @@ impl fmt::Display for Error {
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
-}
-
-/// The name as typed, with control characters escaped so that a message stays on one line.
-fn printable(name: &str) -> String {
-    name.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
 }
 
 impl std::error::Error for Error {

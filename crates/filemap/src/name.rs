@@ -74,6 +74,14 @@ impl Scope {
 ///
 /// macOS has no filemap backend yet (see the README); the scheme is defined, tested and
 /// public so that the backend and programs in other languages agree on it.
+///
+/// # Printing
+///
+/// Names may contain control characters, as on Windows, and another user may choose them.
+/// `Display` (and so every message of filemap) escapes them, so that a name can never
+/// write escape sequences to a terminal or break a line: `Global\a\u{1b}[2J` prints as
+/// `Global\a\u{1b}[2J`, literally. The same goes for the characters that reorder text
+/// (bidirectional controls). [`Name::full`] gives the name exactly, for programs and JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Name {
     scope: Scope,
@@ -140,6 +148,12 @@ impl Name {
     /// The part after the prefix.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The whole name, prefix included, exactly as it is: control characters are not
+    /// escaped, unlike in `Display`.
+    pub fn full(&self) -> String {
+        format!("{}{}", self.scope.prefix(), self.base)
     }
 
     /// The file name that stands for this name on Linux (see the type's documentation).
@@ -260,9 +274,36 @@ fn encoded_len(base: &str) -> usize {
         .sum()
 }
 
+/// Whether a character must not reach a terminal as it is: control characters (C0, DEL,
+/// C1) and the invisible characters that reorder text.
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every unprintable character escaped as Rust writes it (`\n`, `\u{1b}`).
+pub(crate) fn escaped(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(unprintable) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unprintable(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
 impl fmt::Display for Name {
+    /// The name with control characters escaped (see "Printing").
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.scope.prefix(), self.base)
+        write!(f, "{}{}", self.scope.prefix(), escaped(&self.base))
     }
 }
 
@@ -276,6 +317,20 @@ impl FromStr for Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_escapes_what_a_terminal_would_obey() {
+        let n = Name::parse("Global\\a\u{1b}[2J\nb\u{202e}c\u{7f}\u{9b}d é").unwrap();
+        assert_eq!(
+            n.to_string(),
+            "Global\\a\\u{1b}[2J\\nb\\u{202e}c\\u{7f}\\u{9b}d é"
+        );
+        assert_eq!(n.full(), "Global\\a\u{1b}[2J\nb\u{202e}c\u{7f}\u{9b}d é");
+        assert_eq!(
+            Name::parse("Local\\plain name").unwrap().to_string(),
+            "Local\\plain name"
+        );
+    }
 
     #[test]
     fn prefixes() {
