@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use clap::{Args, ValueEnum};
-use filemap::{Access, Namespace, ObjectInfo, Options, SyncState};
+use filemap::{Access, Listing, Name, Namespace, ObjectInfo, Options, Refused, SyncState};
 
 use crate::wait::{wait_for_enter_or_signal, Wake, HOW_TO_STOP};
 use crate::{parse_bytes, parse_mode, CmdResult, Encoding, Failure};
@@ -299,9 +299,7 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
     if data.is_empty() {
         return Ok(());
     }
-    if data.len() as u64 > room {
-        return Err(too_long());
-    }
+    // DATA given on the command line is checked by the view: OutOfRange.
     let view = mapping.map_view(Access::ReadWrite, a.offset, data.len() as u64)?;
     view.write_at(0, &data)?;
     Ok(())
@@ -482,14 +480,54 @@ fn to_json(info: &ObjectInfo) -> String {
     )
 }
 
+/// A path for people: control characters escaped, as in names (another user may have
+/// chosen it).
+fn shown(path: &std::path::Path) -> String {
+    Name::printable(&path.to_string_lossy()).into_owned()
+}
+
+/// An entry that is not an object, for JSON: the object fields that apply, and its reason.
+fn refused_json(r: &Refused) -> String {
+    format!(
+        "{{\"name\":{},\"kind\":null,\"size\":null,\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":{},\"live\":null,\"state\":\"refused\",\"refused\":{}}}",
+        json_opt(r.name.as_ref().map(|n| json_str(&n.full()))),
+        json_str(&r.os_path.to_string_lossy()),
+        json_opt(r.owner_uid),
+        json_opt(r.owner_uid.map(|uid| json_str(&user_name(uid)))),
+        json_opt(r.mode.map(|m| format!("\"{m:04o}\""))),
+        json_str(&r.reason),
+    )
+}
+
 pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
-    let list = ns.list()?;
+    let Listing {
+        objects: list,
+        refused,
+        ..
+    } = ns.list_all()?;
     let mut out = String::new();
     if a.json {
         out.push('[');
-        out.push_str(&list.iter().map(to_json).collect::<Vec<_>>().join(","));
+        let items: Vec<String> = list
+            .iter()
+            .map(to_json)
+            .chain(refused.iter().map(refused_json))
+            .collect();
+        out.push_str(&items.join(","));
         out.push_str("]\n");
     } else {
+        let refused_rows = refused.iter().map(|r| {
+            [
+                r.name.as_ref().map_or("?".into(), |n| n.to_string()),
+                "-".into(),
+                "-".into(),
+                r.owner_uid.map_or("?".into(), user_name),
+                r.mode.map_or("?".into(), |m| format!("{m:04o}")),
+                "refused".into(),
+                Name::printable(&r.reason).into_owned(),
+                shown(&r.os_path),
+            ]
+        });
         let rows: Vec<[String; 8]> = list
             .iter()
             .map(|i| {
@@ -505,11 +543,10 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
                     i.mode.map_or("?".into(), |m| format!("{m:04o}")),
                     state(i).to_owned(),
                     detail(i),
-                    i.os_path
-                        .as_ref()
-                        .map_or("?".into(), |p| p.display().to_string()),
+                    i.os_path.as_ref().map_or("?".into(), |p| shown(p)),
                 ]
             })
+            .chain(refused_rows)
             .collect();
         let header = [
             "NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "DETAIL", "PATH",
@@ -596,7 +633,7 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
         );
         let _ = writeln!(t, "created:     {}", created.unwrap_or_else(|| "?".into()));
         if let Some(path) = &i.os_path {
-            let _ = writeln!(t, "os path:     {}", path.display());
+            let _ = writeln!(t, "os path:     {}", shown(path));
         }
         t
     };
@@ -610,11 +647,18 @@ pub(crate) fn rm(ns: &Namespace, a: RmArgs) -> CmdResult {
 }
 
 pub(crate) fn gc(ns: &Namespace) -> CmdResult {
-    let removed = ns.gc()?;
-    for name in &removed {
+    let report = ns.gc_all()?;
+    for name in &report.removed {
         outln!("removed {name}");
     }
-    outln!("{} stale object(s) removed", removed.len());
+    for r in &report.refused {
+        outln!(
+            "left alone {}: {}",
+            shown(&r.os_path),
+            Name::printable(&r.reason)
+        );
+    }
+    outln!("{} stale object(s) removed", report.removed.len());
     Ok(())
 }
 

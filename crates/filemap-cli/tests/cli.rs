@@ -1519,3 +1519,109 @@ fn write_reads_no_more_input_than_fits() {
     assert_eq!(out.stdout, [7u8; 96]);
     assert!(root.run(&["rm", "m"]).status.success());
 }
+
+/// Issue 9: whatever another user plants in `global/` (symlinks, FIFOs, directories, junk,
+/// a hard link to someone's object) is never opened or removed, is reported, and never
+/// makes `ls` or `gc` fail.
+#[test]
+fn planted_entries_are_reported_and_left_alone() {
+    let root = Root::new("planted");
+    assert!(root.run(&["init"]).status.success());
+    assert!(root
+        .run(&["create", "Global\\real", "--size", "8", "--persistent"])
+        .status
+        .success());
+    assert!(root
+        .run(&[
+            "create",
+            "Global\\shared",
+            "--size",
+            "8",
+            "--persistent",
+            "--mode",
+            "666"
+        ])
+        .status
+        .success());
+    let g = root.0.join("global");
+    let plant = format!(
+        "cd {g} && ln -s /etc/shadow x && mkfifo fifo && mkdir dir && echo junk > junk \
+         && echo junk > 'not encoded' && echo junk > \"$(printf 'evil\\033[2J')\" \
+         && ln shared second",
+        g = g.display()
+    );
+    let out = match OtherUser::new() {
+        Some(other) => other.sh(NOBODY, &plant),
+        None => run_with_timeout(Command::new("sh").args(["-c", &plant])),
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ls = root.run(&["ls"]);
+    assert_eq!(ls.status.code(), Some(0), "{}", stderr(&ls));
+    let text = stdout(&ls);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    for (name, reason) in [
+        ("Global\\x", "a symlink"),
+        ("Global\\fifo", "a FIFO"),
+        ("Global\\dir", "a directory"),
+        ("Global\\junk", "it is only 5 bytes long"),
+        ("?", "not a filemap file name"),
+        ("Global\\shared", "2 names (hard links)"),
+        ("Global\\second", "2 names (hard links)"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l.contains("refused") && l.contains(reason)),
+            "{name}: {reason} in\n{text}"
+        );
+    }
+    assert!(text.contains("global/evil\\u{1b}[2J"), "{text}");
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("Global\\real ") && l.contains("persistent")));
+    // JSON lists them too, with their reasons; python checks that it parses.
+    let json = stdout(&root.run(&["ls", "--json"]));
+    let check = run_with_timeout(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import json,sys; v=json.load(sys.stdin); \
+                 r=[o for o in v if o['state']=='refused']; \
+                 assert len(r)==8, len(r); \
+                 assert any(o['name']=='Global\\\\x' and o['refused']=='a symlink' for o in r)",
+            ])
+            .stdin(std::fs::File::open(write_temp(&root, "ls.json", &json)).unwrap()),
+    );
+    assert!(check.status.success(), "{}\n{json}", stderr(&check));
+    // gc removes nothing of theirs, fails on nothing, and says what it left alone.
+    let gc = root.run(&["gc"]);
+    assert_eq!(gc.status.code(), Some(0), "{}", stderr(&gc));
+    assert_eq!(
+        stdout(&gc)
+            .lines()
+            .filter(|l| l.starts_with("left alone "))
+            .count(),
+        8,
+        "{}",
+        stdout(&gc)
+    );
+    for planted in ["x", "fifo", "dir", "junk", "not encoded", "second"] {
+        assert!(
+            std::fs::symlink_metadata(g.join(planted)).is_ok(),
+            "{planted} was removed"
+        );
+    }
+    // The hard link makes both names unusable: an object answers to one name only.
+    for name in ["Global\\shared", "Global\\second", "Global\\x"] {
+        let out = root.run(&["read", name]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{name}: {}", stderr(&out));
+    }
+    assert!(stderr(&root.run(&["read", "Global\\shared"])).contains("2 names (hard links)"));
+}
+
+/// Writes `text` to a file in the test's root and returns its path.
+fn write_temp(root: &Root, name: &str, text: &str) -> PathBuf {
+    let path = root.0.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}

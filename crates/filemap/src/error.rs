@@ -199,15 +199,26 @@ impl Error {
 }
 
 impl fmt::Display for Error {
+    /// One line in plain words. Control characters (from names, paths or records that
+    /// someone else chose) are escaped, so a message can neither drive a terminal nor span
+    /// two lines.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        f.write_str(&crate::name::escaped(&Raw(self).to_string()))
+    }
+}
+
+/// The message before escaping.
+struct Raw<'a>(&'a Error);
+
+impl fmt::Display for Raw<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
             Error::InvalidName { name, reason } => {
-                write!(f, "invalid name '{}': {reason}", crate::name::escaped(name))
+                write!(f, "invalid name '{name}': {reason}")
             }
             Error::NameTooLong { name, len, max } => write!(
                 f,
-                "name '{}' is too long: {len} bytes once encoded, the limit is {max}",
-                crate::name::escaped(name)
+                "name '{name}' is too long: {len} bytes once encoded, the limit is {max}"
             ),
             Error::NotFound {
                 name,

@@ -70,7 +70,7 @@ pub use error::{Error, Result};
 pub use layout::Kind;
 pub use mapping::{Access, FileMapping, Options};
 pub use name::{Name, Scope};
-pub use namespace::{Namespace, ObjectInfo, SyncState};
+pub use namespace::{GcReport, Listing, Namespace, ObjectInfo, Refused, SyncState};
 pub use sync::{
     wait_any, Event, Lock, Mutex, MutexGuard, Semaphore, WaitOutcome, Waitable, MAX_WAIT_OBJECTS,
 };

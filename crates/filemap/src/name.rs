@@ -156,6 +156,13 @@ impl Name {
         format!("{}{}", self.scope.prefix(), self.base)
     }
 
+    /// `text` with the characters that `Display` escapes in names escaped the same way,
+    /// for printing other text that someone else may have chosen (a path in a namespace
+    /// directory, say).
+    pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+        escaped(text)
+    }
+
     /// The file name that stands for this name on Linux (see the type's documentation).
     pub fn file_name(&self) -> String {
         let mut out = String::with_capacity(self.base.len());

@@ -68,7 +68,20 @@ impl Namespace {
     /// [`crate::Error::Insecure`] if a namespace directory fails its checks; I/O errors;
     /// [`crate::Error::Unsupported`] on Windows, which cannot list a session's objects.
     pub fn list(&self) -> Result<Vec<ObjectInfo>> {
-        sys::admin::list(&self.root())
+        Ok(self.list_all()?.objects)
+    }
+
+    /// [`Namespace::list`], plus the entries of the namespace directories that are not
+    /// filemap objects and were left alone: symlinks, FIFOs, directories, files with
+    /// other names (hard links), junk. Another user may plant them in `Global\`; they are
+    /// never opened, and never make the listing fail.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Namespace::list`].
+    pub fn list_all(&self) -> Result<Listing> {
+        let (objects, refused) = sys::admin::list(&self.root())?;
+        Ok(Listing { objects, refused })
     }
 
     /// What is known about one object. On Windows: its kind, a mapping's exact size (and
@@ -113,8 +126,58 @@ impl Namespace {
     ///
     /// As for [`Namespace::list`].
     pub fn gc(&self) -> Result<Vec<Name>> {
-        sys::admin::gc(&self.root())
+        Ok(self.gc_all()?.removed)
     }
+
+    /// [`Namespace::gc`], plus the entries that it left alone because they are not
+    /// filemap objects (see [`Namespace::list_all`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Namespace::list`].
+    pub fn gc_all(&self) -> Result<GcReport> {
+        let (removed, refused) = sys::admin::gc(&self.root())?;
+        Ok(GcReport { removed, refused })
+    }
+}
+
+/// What [`Namespace::list_all`] found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Listing {
+    /// The objects, as [`Namespace::list`] gives them.
+    pub objects: Vec<ObjectInfo>,
+    /// The other entries, left alone.
+    pub refused: Vec<Refused>,
+}
+
+/// What [`Namespace::gc_all`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// The stale objects it removed.
+    pub removed: Vec<Name>,
+    /// The entries that are not filemap objects, left alone.
+    pub refused: Vec<Refused>,
+}
+
+/// An entry of a namespace directory that is not a filemap object, and that filemap
+/// therefore never opens or removes: a symlink, a FIFO, a directory, a file with more than
+/// one name (a hard link to an object), a file whose name or record is not filemap's, or
+/// (in `Local\`) a file owned by someone else.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Refused {
+    /// Its path.
+    pub os_path: PathBuf,
+    /// The name its file name stands for, if it is a valid encoded name.
+    pub name: Option<Name>,
+    /// The uid of its owner.
+    pub owner_uid: Option<u32>,
+    /// Its permission bits.
+    pub mode: Option<u32>,
+    /// Why it was left alone, in plain words ("a symlink").
+    pub reason: String,
 }
 
 /// A description of one object, from [`Namespace::list`] or [`Namespace::info`].

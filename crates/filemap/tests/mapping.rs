@@ -608,6 +608,47 @@ fn namespace_directories_and_files_are_checked() {
         opts.open("Local\\foreign", Access::Read),
         Err(Error::Corrupt { .. })
     ));
+    // A second name (hard link) for an object: neither name opens.
+    let held = opts.create("Local\\held", 8).unwrap();
+    std::fs::hard_link(local.join("held"), local.join("alias")).unwrap();
+    for name in ["Local\\held", "Local\\alias"] {
+        match opts.open(name, Access::Read) {
+            Err(Error::Insecure { reason, .. }) => assert!(reason.contains("2 names"), "{reason}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Listing and collecting never open any of these, never fail because of them, and
+    // report each with its reason.
+    std::fs::create_dir(local.join("dir")).unwrap();
+    std::fs::write(local.join("not encoded"), b"x").unwrap();
+    let listing = root.ns().list_all().unwrap();
+    assert!(listing.objects.is_empty(), "{:?}", listing.objects);
+    let mut refused: Vec<(Option<String>, String)> = listing
+        .refused
+        .iter()
+        .map(|r| (r.name.as_ref().map(|n| n.to_string()), r.reason.clone()))
+        .collect();
+    refused.sort();
+    let two = "a file with 2 names (hard links), so another name may stand for the same object";
+    assert_eq!(
+        refused,
+        [
+            (None, "not a filemap file name".to_owned()),
+            (Some("Local\\alias".to_owned()), two.to_owned()),
+            (Some("Local\\dir".to_owned()), "a directory".to_owned()),
+            (Some("Local\\fifo".to_owned()), "a FIFO".to_owned()),
+            (
+                Some("Local\\foreign".to_owned()),
+                "it is only 5 bytes long".to_owned()
+            ),
+            (Some("Local\\held".to_owned()), two.to_owned()),
+            (Some("Local\\link".to_owned()), "a symlink".to_owned()),
+        ]
+    );
+    let gc = root.ns().gc_all().unwrap();
+    assert_eq!(gc.refused.len(), 7);
+    assert!(local.join("link").symlink_metadata().is_ok() && local.join("alias").exists());
+    drop(held);
     // A Local namespace directory that others can enter is refused, never used.
     let fresh = TestRoot::new("secure2");
     std::fs::create_dir(&fresh.path).unwrap();

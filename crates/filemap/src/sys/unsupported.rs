@@ -100,7 +100,7 @@ pub(crate) mod admin {
     pub(crate) fn init(_: &Path) -> Result<PathBuf> {
         unsupported()
     }
-    pub(crate) fn list(_: &Path) -> Result<Vec<ObjectInfo>> {
+    pub(crate) fn list(_: &Path) -> Result<(Vec<ObjectInfo>, Vec<crate::Refused>)> {
         unsupported()
     }
     pub(crate) fn info(_: &Path, _: &Name) -> Result<ObjectInfo> {
@@ -112,7 +112,7 @@ pub(crate) mod admin {
     pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
         unsupported()
     }
-    pub(crate) fn gc(_: &Path) -> Result<Vec<Name>> {
+    pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>)> {
         unsupported()
     }
 }

@@ -1029,7 +1029,7 @@ pub(crate) mod admin {
     pub(crate) fn init(_: &Path) -> Result<PathBuf> {
         no_listing()
     }
-    pub(crate) fn list(_: &Path) -> Result<Vec<ObjectInfo>> {
+    pub(crate) fn list(_: &Path) -> Result<(Vec<ObjectInfo>, Vec<crate::Refused>)> {
         no_listing()
     }
     /// What Windows tells of a named object: its kind, a mapping's size (and, for one
@@ -1118,7 +1118,7 @@ pub(crate) mod admin {
         no_listing()
     }
     /// Nothing goes stale on Windows: the kernel destroys an object with its last handle.
-    pub(crate) fn gc(_: &Path) -> Result<Vec<Name>> {
-        Ok(Vec::new())
+    pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>)> {
+        Ok((Vec::new(), Vec::new()))
     }
 }

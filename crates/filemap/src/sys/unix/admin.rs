@@ -4,11 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rustix::fs::{Dir, FileType};
+use std::os::unix::ffi::OsStrExt;
+
+use rustix::fs::{self, AtFlags, Dir, FileType};
+use rustix::io::Errno;
 
 use super::dir::NsDir;
 use super::object::{self, Inspect};
-use crate::{Error, Name, ObjectInfo, Result, Scope};
+use crate::{Error, Name, ObjectInfo, Refused, Result, Scope};
 
 fn dirs(root: &Path) -> Result<Vec<Arc<NsDir>>> {
     let mut out = Vec::new();
@@ -20,25 +23,84 @@ fn dirs(root: &Path) -> Result<Vec<Arc<NsDir>>> {
     Ok(out)
 }
 
-/// The names in one namespace directory, in order.
-fn names_in(dir: &NsDir) -> Result<Vec<(Name, String)>> {
-    let mut names = Vec::new();
+/// One entry of a namespace directory.
+enum Found {
+    /// A regular file with one name that stands for an object's name.
+    Object(Name, String),
+    /// Anything else: never opened, never removed, reported.
+    Refused(Refused),
+}
+
+/// The entries of one namespace directory, objects in name order. Every entry is looked at
+/// with `lstat` first, so that nothing odd is ever opened.
+fn entries_in(dir: &NsDir) -> Result<Vec<Found>> {
+    let mut found = Vec::new();
     let entries = Dir::read_from(dir.fd())
         .map_err(|e| Error::io(format!("listing {}", dir.path().display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.path().display()), e))?;
-        if entry.file_type() == FileType::Directory {
+        let raw = entry.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
             continue;
         }
-        let Ok(file_name) = entry.file_name().to_str() else {
-            continue;
+        let os_path = dir.path().join(std::ffi::OsStr::from_bytes(raw));
+        let st = match fs::statat(dir.fd(), entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => continue, // gone meanwhile
+            Err(e) => return Err(Error::io(format!("checking {}", os_path.display()), e)),
         };
-        if let Some(name) = Name::from_file_name(dir.scope(), file_name) {
-            names.push((name, file_name.to_owned()));
-        }
+        let name = std::str::from_utf8(raw)
+            .ok()
+            .and_then(|f| Name::from_file_name(dir.scope(), f));
+        let reason = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile if name.is_none() => Some("not a filemap file name".to_owned()),
+            FileType::RegularFile if st.st_nlink > 1 => Some(format!(
+                "a file with {} names (hard links), so another name may stand for the same object",
+                st.st_nlink
+            )),
+            FileType::RegularFile => None,
+            FileType::Directory => Some("a directory".to_owned()),
+            FileType::Symlink => Some("a symlink".to_owned()),
+            FileType::Fifo => Some("a FIFO".to_owned()),
+            FileType::Socket => Some("a socket".to_owned()),
+            FileType::CharacterDevice | FileType::BlockDevice => Some("a device".to_owned()),
+            FileType::Unknown => Some("of an unknown file type".to_owned()),
+        };
+        found.push(match (reason, name) {
+            (None, Some(name)) => Found::Object(name, String::from_utf8_lossy(raw).into_owned()),
+            (reason, name) => Found::Refused(Refused {
+                os_path,
+                name,
+                owner_uid: Some(st.st_uid),
+                mode: Some(st.st_mode & 0o7777),
+                reason: reason.unwrap_or_default(),
+            }),
+        });
     }
-    names.sort_by(|a, b| a.0.base().cmp(b.0.base()));
-    Ok(names)
+    found.sort_by(|a, b| match (a, b) {
+        (Found::Object(a, _), Found::Object(b, _)) => a.base().cmp(b.base()),
+        (Found::Object(..), Found::Refused(_)) => std::cmp::Ordering::Less,
+        (Found::Refused(_), Found::Object(..)) => std::cmp::Ordering::Greater,
+        (Found::Refused(a), Found::Refused(b)) => a.os_path.cmp(&b.os_path),
+    });
+    Ok(found)
+}
+
+/// An object file that failed its checks when looked at closer.
+fn refused(dir: &NsDir, name: &Name, file_name: &str, e: &Error) -> Refused {
+    let os_path = dir.path().join(file_name);
+    let st = fs::statat(dir.fd(), file_name, AtFlags::SYMLINK_NOFOLLOW).ok();
+    let reason = match e {
+        Error::Insecure { reason, .. } | Error::Corrupt { reason, .. } => reason.clone(),
+        e => e.to_string(),
+    };
+    Refused {
+        os_path,
+        name: Some(name.clone()),
+        owner_uid: st.as_ref().map(|st| st.st_uid),
+        mode: st.as_ref().map(|st| st.st_mode & 0o7777),
+        reason,
+    }
 }
 
 fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInfo>> {
@@ -76,16 +138,22 @@ pub(crate) fn init(root: &Path) -> Result<PathBuf> {
     Ok(dir.path().to_path_buf())
 }
 
-pub(crate) fn list(root: &Path) -> Result<Vec<ObjectInfo>> {
-    let mut out = Vec::new();
+/// Every object, and every entry that is not one. One entry never fails the listing.
+pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
+    let (mut objects, mut refused_entries) = (Vec::new(), Vec::new());
     for dir in dirs(root)? {
-        for (name, file_name) in names_in(&dir)? {
-            if let Some(info) = info_of(&dir, &name, &file_name)? {
-                out.push(info);
+        for found in entries_in(&dir)? {
+            match found {
+                Found::Object(name, file_name) => match info_of(&dir, &name, &file_name) {
+                    Ok(Some(info)) => objects.push(info),
+                    Ok(None) => {}
+                    Err(e) => refused_entries.push(refused(&dir, &name, &file_name, &e)),
+                },
+                Found::Refused(r) => refused_entries.push(r),
             }
         }
     }
-    Ok(out)
+    Ok((objects, refused_entries))
 }
 
 pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
@@ -115,19 +183,27 @@ pub(crate) fn remove(root: &Path, name: &Name) -> Result<()> {
     object::remove(&dir, name)
 }
 
-pub(crate) fn gc(root: &Path) -> Result<Vec<Name>> {
-    let mut removed = Vec::new();
+/// Removes the stale objects; entries that are not objects are left alone and reported.
+pub(crate) fn gc(root: &Path) -> Result<(Vec<Name>, Vec<Refused>)> {
+    let (mut removed, mut refused_entries) = (Vec::new(), Vec::new());
     for dir in dirs(root)? {
-        for (name, file_name) in names_in(&dir)? {
+        for found in entries_in(&dir)? {
+            let (name, file_name) = match found {
+                Found::Object(name, file_name) => (name, file_name),
+                Found::Refused(r) => {
+                    refused_entries.push(r);
+                    continue;
+                }
+            };
             // Objects we may not open (another user's, in Global\) are theirs to collect.
             match object::reclaim(&dir, &name, &file_name) {
                 Ok(true) => removed.push(name),
-                Ok(false) | Err(Error::PermissionDenied { .. }) | Err(Error::Corrupt { .. }) => {}
-                Err(e) => return Err(e),
+                Ok(false) | Err(Error::PermissionDenied { .. }) => {}
+                Err(e) => refused_entries.push(refused(&dir, &name, &file_name, &e)),
             }
         }
     }
-    Ok(removed)
+    Ok((removed, refused_entries))
 }
 
 /// The pids holding a `flock` on the file, from `/proc/locks` (empty if unavailable).

@@ -351,6 +351,21 @@ pub(crate) fn open_checked(
             reason: "it is not a regular file".into(),
         });
     }
+    match st.st_nlink {
+        // Unlinked between our open and fstat: the name is free now.
+        0 => return Ok(None),
+        1 => {}
+        // A hard link made by someone else: the object would answer to a second name that
+        // its creator never chose, and outlive the removal of the first.
+        n => {
+            return Err(Error::Insecure {
+                path: path(),
+                reason: format!(
+                    "it has {n} names (hard links), so another name may stand for the same object"
+                ),
+            })
+        }
+    }
     if let Some(owner) = dir.owner() {
         if st.st_uid != owner {
             return Err(Error::Insecure {
@@ -445,7 +460,9 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
                 state,
             })
         }
-        Err(Error::PermissionDenied { .. }) | Err(Error::Corrupt { .. }) => {
+        // Another user's object that we may not read: it is there, nothing more is known.
+        // (A file that is not a valid object is an error, which listings report.)
+        Err(Error::PermissionDenied { .. }) => {
             match fs::statat(dir.fd(), file_name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => Ok(Inspect::Present {
                     st,
