@@ -353,17 +353,7 @@ fn hex_dump(bytes: &[u8], base: u64) -> String {
 
 /// The user name for a uid, from /etc/passwd, or the number.
 fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|text| {
-            text.lines().find_map(|line| {
-                let mut f = line.split(':');
-                let name = f.next()?;
-                let id: u32 = f.nth(1)?.parse().ok()?;
-                (id == uid).then(|| name.to_owned())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
+    filemap::user_name(uid).map_or_else(|| uid.to_string(), |n| Name::printable(&n).into_owned())
 }
 
 fn state(info: &ObjectInfo) -> &'static str {
@@ -663,11 +653,17 @@ pub(crate) fn gc(ns: &Namespace) -> CmdResult {
 }
 
 pub(crate) fn init(ns: &Namespace) -> CmdResult {
-    let global = ns.init()?;
+    let report = ns.init()?;
+    for line in &report.repaired {
+        outln!("{line}");
+    }
+    for line in &report.to_remove {
+        errln!("filemap: {line}");
+    }
     outln!(
         "namespace root {} is ready (Global\\ in {})",
-        ns.root().display(),
-        global.display()
+        shown(&ns.root()),
+        shown(&report.global)
     );
     Ok(())
 }

@@ -732,14 +732,44 @@ fn another_user_can_neither_open_nor_squat_a_local_object() {
     let nobody_first = Root::new("nobodyfirst");
     let out = other.run(NOBODY, &nobody_first.0, &["init"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = nobody_first.run(&["create", "Global\\g", "--size", "1", "--persistent"]);
+    // Its owner could rename or replace anything in it, sticky bit or not (issue 9): root
+    // uses none of it, and makes nothing in it.
+    for args in [
+        &["create", "Global\\g", "--size", "1", "--persistent"][..],
+        &["create", "Local\\l", "--size", "1", "--persistent"],
+    ] {
+        let out = nobody_first.run(args);
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "filemap: refusing to use {}: it is owned by uid {NOBODY} (nobody), which is neither root nor you; root can take it over with `filemap init`\n",
+                nobody_first.0.display()
+            )
+        );
+    }
+    assert!(!nobody_first.0.join("local-0").exists());
+    // Root's init takes both directories over, and then they work for everyone.
+    let out = nobody_first.run(&["init"]);
     assert_eq!(
-        stderr(&out),
+        stdout(&out),
         format!(
-            "filemap: refusing to use {}/global: it is owned by uid {NOBODY}, which is neither root nor you; root can create it with `filemap init`\n",
-            nobody_first.0.display()
+            "took over {r}, which was owned by uid {NOBODY} (nobody)\n\
+             took over {r}/global, which was owned by uid {NOBODY} (nobody)\n\
+             namespace root {r} is ready (Global\\ in {r}/global)\n",
+            r = nobody_first.0.display()
         )
     );
+    assert!(nobody_first
+        .run(&["create", "Local\\l", "--size", "1", "--persistent"])
+        .status
+        .success());
+    // Now nobody can no longer move root's Local\ namespace away.
+    let out = other.sh(
+        NOBODY,
+        &format!("mv {r}/local-0 {r}/stolen", r = nobody_first.0.display()),
+    );
+    assert!(!out.status.success());
+    assert!(nobody_first.0.join("local-0").is_dir());
     // Nobody's Local\ is their own: the name does not exist there.
     let out = other.run(NOBODY, &root.0, &["client", "--name", "Local\\secret"]);
     assert_eq!(
@@ -819,6 +849,31 @@ fn another_user_can_neither_open_nor_squat_a_local_object() {
     assert_eq!(
         std::fs::read_dir(fresh.0.join("local-0")).unwrap().count(),
         0
+    );
+    // Root's init names what it cannot repair, with the command, and removes nothing.
+    let out = fresh.run(&["init"]);
+    assert!(out.status.success());
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "filemap: {p} is owned by uid {NOBODY} (nobody), not the Local namespace of uid 0 (root): remove it with `rm -r {p}`\n",
+            p = fresh.0.join("local-0").display()
+        )
+    );
+    assert!(fresh.0.join("local-0").is_dir());
+    // A file where global/ should be: init says to remove it.
+    let planted = Root::new("plantedglobal");
+    assert!(planted.run(&["init"]).status.success());
+    std::fs::remove_dir(planted.0.join("global")).unwrap();
+    std::fs::write(planted.0.join("global"), b"x").unwrap();
+    let out = planted.run(&["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "filemap: refusing to use {p}: it is not a directory (or it is a symlink); remove it with `rm {p}`, then run `filemap init` again\n",
+            p = planted.0.join("global").display()
+        )
     );
 }
 

@@ -70,8 +70,14 @@ pub use error::{Error, Result};
 pub use layout::Kind;
 pub use mapping::{Access, FileMapping, Options};
 pub use name::{Name, Scope};
-pub use namespace::{GcReport, Listing, Namespace, ObjectInfo, Refused, SyncState};
+pub use namespace::{GcReport, InitReport, Listing, Namespace, ObjectInfo, Refused, SyncState};
 pub use sync::{
     wait_any, Event, Lock, Mutex, MutexGuard, Semaphore, WaitOutcome, Waitable, MAX_WAIT_OBJECTS,
 };
 pub use view::View;
+
+/// The name of the user `uid`, if the system knows one (Linux: `getpwuid_r`, so users from
+/// LDAP or sssd count; elsewhere `None`).
+pub fn user_name(uid: u32) -> Option<String> {
+    sys::user_name(uid)
+}

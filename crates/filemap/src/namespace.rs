@@ -45,19 +45,27 @@ impl Namespace {
     }
 
     /// Creates the shared directories: the root and the `Global\` namespace (mode 1777,
-    /// like `/tmp`), and returns the path of the latter. Your `Local\` directory is made
-    /// on first use.
+    /// like `/tmp`). Your `Local\` directory is made on first use.
     ///
     /// On a machine with several users, let root run this once (`sudo filemap init`, or at
-    /// boot, since `/dev/shm` is emptied on reboot): filemap refuses a `Global\` directory
-    /// owned by another ordinary user, who could delete other users' objects in it.
+    /// boot, since `/dev/shm` is emptied on reboot). filemap refuses a shared directory
+    /// owned by another ordinary user, who could rename or replace every entry in it. Run
+    /// by root, `init` takes such directories over (owner root, mode 1777), and names the
+    /// entries that it cannot repair, with the command that removes them; it never removes
+    /// anything itself.
     ///
     /// # Errors
     ///
-    /// [`crate::Error::Insecure`] if existing directories fail their checks;
+    /// [`crate::Error::Insecure`] if existing directories fail their checks (for a caller
+    /// other than root) or are not directories;
     /// [`crate::Error::Unsupported`] on Windows, which has no namespace directories.
-    pub fn init(&self) -> Result<PathBuf> {
-        sys::admin::init(&self.root())
+    pub fn init(&self) -> Result<InitReport> {
+        let (global, repaired, to_remove) = sys::admin::init(&self.root())?;
+        Ok(InitReport {
+            global,
+            repaired,
+            to_remove,
+        })
     }
 
     /// Every object in your `Local\` namespace and in `Global\`, sorted by name within each.
@@ -139,6 +147,18 @@ impl Namespace {
         let (removed, refused) = sys::admin::gc(&self.root())?;
         Ok(GcReport { removed, refused })
     }
+}
+
+/// What [`Namespace::init`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct InitReport {
+    /// The `Global\` directory.
+    pub global: PathBuf,
+    /// What root's `init` changed: directories it took over, modes it fixed.
+    pub repaired: Vec<String>,
+    /// Entries that it could not repair, each with the command that removes it.
+    pub to_remove: Vec<String>,
 }
 
 /// What [`Namespace::list_all`] found.

@@ -97,7 +97,7 @@ pub(crate) fn default_root() -> PathBuf {
 pub(crate) mod admin {
     use super::*;
 
-    pub(crate) fn init(_: &Path) -> Result<PathBuf> {
+    pub(crate) fn init(_: &Path) -> Result<(PathBuf, Vec<String>, Vec<String>)> {
         unsupported()
     }
     pub(crate) fn list(_: &Path) -> Result<(Vec<ObjectInfo>, Vec<crate::Refused>)> {
@@ -233,4 +233,9 @@ pub(crate) fn wait_any(
         Some(WaitRef::Mutex(m)) => match m.0 {},
         None => Ok(None),
     }
+}
+
+/// No user database here.
+pub(crate) fn user_name(_: u32) -> Option<String> {
+    None
 }

@@ -1026,7 +1026,7 @@ pub(crate) mod admin {
         })
     }
 
-    pub(crate) fn init(_: &Path) -> Result<PathBuf> {
+    pub(crate) fn init(_: &Path) -> Result<(PathBuf, Vec<String>, Vec<String>)> {
         no_listing()
     }
     pub(crate) fn list(_: &Path) -> Result<(Vec<ObjectInfo>, Vec<crate::Refused>)> {
@@ -1121,4 +1121,9 @@ pub(crate) mod admin {
     pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>)> {
         Ok((Vec::new(), Vec::new()))
     }
+}
+
+/// No user database here.
+pub(crate) fn user_name(_: u32) -> Option<String> {
+    None
 }

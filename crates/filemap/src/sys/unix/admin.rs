@@ -133,9 +133,16 @@ fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInf
     }))
 }
 
-pub(crate) fn init(root: &Path) -> Result<PathBuf> {
+/// Makes the shared directories; run by root, also takes over the ones another user made.
+/// Returns the `Global\` directory, what was repaired, and what a person must remove.
+pub(crate) fn init(root: &Path) -> Result<(PathBuf, Vec<String>, Vec<String>)> {
+    let repairs = if rustix::process::geteuid().is_root() {
+        super::dir::repair(root)?
+    } else {
+        Default::default()
+    };
     let dir = NsDir::get(root, Scope::Global, true)?.expect("created");
-    Ok(dir.path().to_path_buf())
+    Ok((dir.path().to_path_buf(), repairs.done, repairs.to_remove))
 }
 
 /// Every object, and every entry that is not one. One entry never fails the listing.

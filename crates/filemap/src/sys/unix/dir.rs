@@ -1,10 +1,14 @@
 //! Namespace directories: one per user for `Local\`, one for `Global\`, under a root.
 //!
 //! ```text
-//! <root>/                 mode 1777 (like /tmp), owned by root or by the user who made it
-//! <root>/global/          mode 1777, owned by root or by you
+//! <root>/                 mode 1777 (like /tmp), owned by root (or by you)
+//! <root>/global/          mode 1777, owned by root (or by you)
 //! <root>/local-<uid>/     mode 0700, owned by <uid>
 //! ```
+//!
+//! A directory that others share must be owned by root: its owner could rename or replace
+//! every entry in it, sticky bit or not. Only your own directories are trusted besides
+//! root's. Root's `filemap init` takes over shared directories that another user made.
 //!
 //! Every directory is opened with `O_NOFOLLOW | O_DIRECTORY` and checked with `fstat`
 //! before use. A directory that fails a check is an [`Error::Insecure`] and is never used.
@@ -118,7 +122,7 @@ impl NsDir {
                     ));
                 }
             }
-            Scope::Global => check_shared_dir(&path, &st, uid, false)?,
+            Scope::Global => check_shared_dir(&path, &st, uid)?,
         }
         let dir = Arc::new(NsDir {
             fd,
@@ -208,26 +212,124 @@ pub(crate) fn open_root(root: &Path, create: bool) -> Result<Option<OwnedFd>> {
         None => make_dir_at(&CWD, root, root, 0o1777)?,
     };
     let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", root.display()), e))?;
-    check_shared_dir(root, &st, uid, true)?;
+    check_shared_dir(root, &st, uid)?;
     Ok(Some(fd))
 }
 
 /// The rules for the root and the `Global\` directory, which several users share.
-fn check_shared_dir(path: &Path, st: &fs::Stat, uid: u32, is_root: bool) -> Result<()> {
+fn check_shared_dir(path: &Path, st: &fs::Stat, uid: u32) -> Result<()> {
     let mode = st.st_mode & 0o7777;
-    let trusted_owner = st.st_uid == 0 || st.st_uid == uid;
-    let writable_by_others = mode & 0o022 != 0;
-    let sticky = mode & 0o1000 != 0;
-    if writable_by_others && !sticky {
-        return Err(insecure(path, format!("its mode {mode:o} lets others replace entries (it needs the sticky bit, like /tmp)")));
+    // Whoever owns a directory can rename and replace everything in it, sticky bit or not:
+    // only root and you are trusted with that.
+    if st.st_uid != 0 && st.st_uid != uid {
+        return Err(insecure(
+            path,
+            format!(
+                "it is owned by {}, which is neither root nor you; root can take it over with `filemap init`",
+                super::user::describe(st.st_uid)
+            ),
+        ));
     }
-    // Another user who owns the root can only rename our `local-<uid>` away, which we then
-    // notice; the owner of `global/` could delete other users' objects, so it must be root
-    // or you.
-    if !(trusted_owner || is_root && sticky) {
-        return Err(insecure(path, format!("it is owned by uid {}, which is neither root nor you; root can create it with `filemap init`", st.st_uid)));
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(insecure(path, format!("its mode {mode:o} lets others replace entries (it needs the sticky bit, like /tmp); root can fix it with `filemap init`")));
     }
     Ok(())
+}
+
+/// What root's `init` did, besides making sure that the directories exist.
+#[derive(Debug, Default)]
+pub(crate) struct Repairs {
+    /// What it changed, in plain words.
+    pub(crate) done: Vec<String>,
+    /// What a person must remove, with the command.
+    pub(crate) to_remove: Vec<String>,
+}
+
+/// Root takes over the shared directories under `root` that another user made (owner
+/// root, mode 1777), through the opened directory itself, so that nothing can be swapped in
+/// between. It never removes anything: what it cannot repair, it names.
+pub(crate) fn repair(root: &Path) -> Result<Repairs> {
+    let mut repairs = Repairs::default();
+    let Some(root_fd) = take_over(&CWD, root, root, &mut repairs)? else {
+        return Ok(repairs);
+    };
+    let global = root.join("global");
+    take_over(&root_fd, "global", &global, &mut repairs)?;
+    // Another user's `local-<uid>` would be refused by that user: say what to remove.
+    let entries = fs::Dir::read_from(&root_fd)
+        .map_err(|e| Error::io(format!("listing {}", root.display()), e))?;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = file_name
+            .strip_prefix("local-")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let path = root.join(&file_name);
+        let Ok(st) = fs::statat(&root_fd, entry.file_name(), fs::AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        let what = if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            "not a directory".to_owned()
+        } else if st.st_uid != owner {
+            format!("owned by {}", super::user::describe(st.st_uid))
+        } else {
+            continue;
+        };
+        repairs.to_remove.push(format!(
+            "{} is {what}, not the Local namespace of {}: remove it with `rm -r {}`",
+            Name::printable(&path.to_string_lossy()),
+            super::user::describe(owner),
+            Name::printable(&path.to_string_lossy())
+        ));
+    }
+    Ok(repairs)
+}
+
+/// Makes an existing directory root's, mode 1777. `None` if it does not exist.
+fn take_over<P: rustix::path::Arg + Copy>(
+    at: &impl AsFd,
+    name: P,
+    path: &Path,
+    repairs: &mut Repairs,
+) -> Result<Option<OwnedFd>> {
+    let shown = Name::printable(&path.to_string_lossy()).into_owned();
+    let fd = match open_dir_at(at, name, path) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => return Ok(None),
+        Err(Error::Insecure { .. }) => {
+            return Err(insecure(
+                path,
+                format!("it is not a directory (or it is a symlink); remove it with `rm {shown}`, then run `filemap init` again"),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {shown}"), e))?;
+    if st.st_uid != 0 || st.st_gid != 0 {
+        fs::fchown(
+            &fd,
+            Some(rustix::process::Uid::ROOT),
+            Some(rustix::process::Gid::ROOT),
+        )
+        .map_err(|e| Error::io(format!("taking over {shown}"), e))?;
+        if st.st_uid != 0 {
+            repairs.done.push(format!(
+                "took over {shown}, which was owned by {}",
+                super::user::describe(st.st_uid)
+            ));
+        }
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode != 0o1777 {
+        fs::fchmod(&fd, Mode::from_raw_mode(0o1777))
+            .map_err(|e| Error::io(format!("setting the mode of {shown}"), e))?;
+        repairs
+            .done
+            .push(format!("set the mode of {shown} to 1777 (it was {mode:o})"));
+    }
+    Ok(Some(fd))
 }
 
 fn open_dir_at<P: rustix::path::Arg>(

@@ -6,9 +6,11 @@ mod mapping;
 mod object;
 mod robust;
 mod sync;
+mod user;
 
 pub(crate) use mapping::{dup_file, open_for_mapping, Mapping, Region};
 pub(crate) use sync::{wait_any, Event, Mutex, Semaphore, WaitRef};
+pub(crate) use user::name_of as user_name;
 
 /// Where namespaces live unless `FILEMAP_ROOT` says otherwise.
 pub(crate) fn default_root() -> std::path::PathBuf {
