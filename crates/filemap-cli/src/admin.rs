@@ -8,7 +8,7 @@ use std::time::UNIX_EPOCH;
 use clap::{Args, ValueEnum};
 use filemap::{Access, Listing, Name, Namespace, ObjectInfo, Options, Refused, SyncState};
 
-use crate::wait::{wait_for_enter_or_signal, Wake, HOW_TO_STOP};
+use crate::wait::{Waiter, Wake, HOW_TO_STOP};
 use crate::{parse_bytes, parse_mode, CmdResult, Encoding, Failure};
 
 #[derive(Debug, Args)]
@@ -238,16 +238,18 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
             (Held::Event(e), what, path)
         }
     };
+    // Signals are taken from here on: a script may send one as soon as it reads the line.
+    let waiter = (!a.persistent).then(Waiter::start);
     outln!("created {what} at {path}");
     let name = filemap::Name::parse(&a.name)
         .map(|n| n.to_string())
         .unwrap_or(a.name);
-    if a.persistent {
+    let Some(waiter) = waiter else {
         return Ok(());
-    }
+    };
     errln!("holding {name} open; {HOW_TO_STOP} to close it");
     let _ = std::io::stdout().flush();
-    let wake = wait_for_enter_or_signal();
+    let wake = waiter.wait();
     if let Wake::Signal(_) = wake {
         errln!("closing {name} ({})", wake.describe());
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use filemap::{Access, Namespace, Options};
 
-use crate::wait::wait_for_enter_or_signal;
+use crate::wait::Waiter;
 use crate::{parse_bytes, CmdResult, Encoding, Failure};
 
 /// The sample's constants (CSFileMappingServer, Program.cs).
@@ -128,8 +128,9 @@ pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
         "This message is written to the view:\n\"{}\"\n",
         a.message
     ));
+    let waiter = Waiter::start();
     say(PROMPT);
-    wait_for_enter_or_signal();
+    waiter.wait();
     if let Some(ready) = ready {
         ready.reset();
     }
@@ -171,8 +172,9 @@ pub(crate) fn client(ns: &Namespace, a: ClientArgs) -> CmdResult {
     view.read_at(0, &mut bytes)?;
     let message = a.encoding.decode_nul(&bytes);
     say(&format!("Read from the file mapping:\n\"{message}\"\n"));
+    let waiter = Waiter::start();
     say(PROMPT);
-    wait_for_enter_or_signal();
+    waiter.wait();
     drop(view);
     drop(mapping);
     Ok(())

@@ -36,24 +36,38 @@ impl Wake {
 /// How to end the wait, for prompts.
 pub(crate) const HOW_TO_STOP: &str = signals::HOW_TO_STOP;
 
-/// Blocks until ENTER, end of input or a termination signal.
-///
-/// Must be called before the process starts threads of its own that could take a signal: it
-/// blocks the termination signals in the calling thread so that the threads it starts
-/// inherit the mask, and one of them takes the signal with `sigwait`. (The library's mutex
-/// sentinel threads block every signal, so they may exist already.)
-pub(crate) fn wait_for_enter_or_signal() -> Wake {
-    let (tx, rx) = mpsc::channel();
-    signals::spawn_waiter(tx.clone());
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let wake = match std::io::stdin().lock().read_line(&mut line) {
-            Ok(0) | Err(_) => Wake::EndOfInput,
-            Ok(_) => Wake::Enter,
-        };
-        let _ = tx.send(wake);
-    });
-    rx.recv().unwrap_or(Wake::EndOfInput)
+/// A wait for ENTER, end of input or a termination signal, started before the prompt that
+/// announces it: the signals are taken from the moment it starts, so that one sent right
+/// after the prompt is not lost (nor does it kill the process).
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    rx: mpsc::Receiver<Wake>,
+}
+
+impl Waiter {
+    /// Starts watching. Must be called before the process starts threads of its own that
+    /// could take a signal: it blocks the termination signals in the calling thread so
+    /// that the threads it starts inherit the mask, and one of them takes the signal with
+    /// `sigwait`. (The library's mutex sentinel threads block every signal, so they may
+    /// exist already.)
+    pub(crate) fn start() -> Waiter {
+        let (tx, rx) = mpsc::channel();
+        signals::spawn_waiter(tx.clone());
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let wake = match std::io::stdin().lock().read_line(&mut line) {
+                Ok(0) | Err(_) => Wake::EndOfInput,
+                Ok(_) => Wake::Enter,
+            };
+            let _ = tx.send(wake);
+        });
+        Waiter { rx }
+    }
+
+    /// Blocks until ENTER, end of input or a termination signal.
+    pub(crate) fn wait(self) -> Wake {
+        self.rx.recv().unwrap_or(Wake::EndOfInput)
+    }
 }
 
 /// Runs `cmd` to its end as a child that cannot outlive this process, and returns its
