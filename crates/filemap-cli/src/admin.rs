@@ -36,6 +36,9 @@ pub(crate) struct CreateArgs {
     /// Map this file instead of shared memory (grown to --size if smaller).
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
+    /// With --file: map it read-only (no one can then write it through the name).
+    #[arg(long, requires = "file")]
+    read_only: bool,
     /// Keep the object after this process exits, until `filemap rm`.
     #[arg(long)]
     persistent: bool,
@@ -183,8 +186,12 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
         KindArg::Mapping => {
             let mapping = match &a.file {
                 Some(path) => {
-                    let m =
-                        opts.map_path(path, a.size.unwrap_or(0), Access::ReadWrite, Some(&a.name))?;
+                    let access = if a.read_only {
+                        Access::Read
+                    } else {
+                        Access::ReadWrite
+                    };
+                    let m = opts.map_path(path, a.size.unwrap_or(0), access, Some(&a.name))?;
                     if m.already_existed() {
                         return Err(filemap::Error::AlreadyExists {
                             name: m.name().map(|n| n.to_string()).unwrap_or(a.name),

@@ -1680,3 +1680,156 @@ fn write_temp(root: &Root, name: &str, text: &str) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Issue 9: a named file-backed mapping never lets its opener use its own rights on a file
+/// that the mapping's creator chose, as on Windows, where the section keeps its creator's
+/// handle: root cannot be made to write, or read, its own files through another user's
+/// name.
+#[test]
+fn file_backed_names_bound_the_opener_by_their_creator() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("deputy");
+    assert!(root.run(&["init"]).status.success());
+    let files = other.dir.join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = |name: &str, mode: u32, text: &str| {
+        let p = files.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    };
+    let secret = file("secret", 0o600, "root only, and longer than the mapping is.");
+    let public = file("public", 0o644, "public!!");
+    let private = files.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hidden = private.join("open");
+    std::fs::write(&hidden, "open to all, in a closed directory").unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let theirs = file("theirs", 0o644, "nobody's own file, 26 bytes");
+    std::os::unix::fs::chown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+
+    // 1. Nobody shares root's readable file read-only under a name. Root may read it, but
+    //    not write it, by `write` or by the sample server's open-or-create.
+    let out = other.run(
+        NOBODY,
+        &root.0,
+        &[
+            "create",
+            "Global\\shared",
+            "--file",
+            &path(&public),
+            "--read-only",
+            "--persistent",
+            "--mode",
+            "644",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = root.run(&["read", "Global\\shared", "--format", "utf8"]);
+    assert_eq!(stdout(&out), "public!!\n", "{}", stderr(&out));
+    for args in [
+        &["write", "Global\\shared", "XXXX"][..],
+        &["server", "--name", "Global\\shared"],
+    ] {
+        let out = root.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains(&format!(
+                "Global\\shared maps {} read-only for you: its creator (uid {NOBODY} (nobody)) mapped it read-only",
+                public.display()
+            )),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&public).unwrap(), "public!!");
+
+    // 2. Nobody maps its own file, read-write for everyone, then rewrites the record (its
+    //    own file) to name root's files instead.
+    let out = other.run(
+        NOBODY,
+        &root.0,
+        &[
+            "create",
+            "Global\\app-state",
+            "--file",
+            &path(&theirs),
+            "--persistent",
+            "--mode",
+            "666",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entry = root.0.join("global/app-state");
+    let forge = other.dir.join("forge.py");
+    std::fs::write(
+        &forge,
+        "import struct, sys\n\
+         entry, target, dev, ino = sys.argv[1:5]\n\
+         p = target.encode()\n\
+         with open(entry, 'r+b') as f:\n\
+         \x20   f.write(struct.pack('<QQI', int(dev), int(ino), len(p)) + p + struct.pack('<I', 7))\n",
+    )
+    .unwrap();
+    for (target, why) in [
+        (&secret, "may not open for writing".to_owned()),
+        (&hidden, format!("may not search {}", private.display())),
+    ] {
+        let m = std::fs::metadata(target).unwrap();
+        let out = other.sh(
+            NOBODY,
+            &format!(
+                "python3 {} {} {} {} {}",
+                forge.display(),
+                entry.display(),
+                target.display(),
+                m.dev(),
+                m.ino()
+            ),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let before = std::fs::read(target).unwrap();
+        for args in [
+            &["write", "Global\\app-state", "XXXX"][..],
+            &["read", "Global\\app-state"],
+        ] {
+            let out = root.run(args);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{args:?} on {}",
+                target.display()
+            );
+            assert!(
+                stderr(&out).contains(&format!("but its creator (uid {NOBODY} (nobody)) {why}"))
+                    || args[0] == "read" && stderr(&out).contains("may not"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
+        assert_eq!(std::fs::read(target).unwrap(), before);
+    }
+
+    // 3. A record that others besides its owner may write is never followed.
+    let out = other.sh(NOBODY, &format!("chmod 666 {}", entry.display()));
+    assert!(out.status.success());
+    let out = root.run(&["read", "Global\\app-state"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "users other than its owner (uid {NOBODY} (nobody)) may write its record"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    for name in ["Global\\shared", "Global\\app-state"] {
+        assert!(root.run(&["rm", name]).status.success());
+    }
+}

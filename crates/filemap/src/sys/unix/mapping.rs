@@ -65,8 +65,19 @@ impl Mapping {
     pub(crate) fn open(ns: &Namespace, name: &Name, access: Access) -> Result<Mapping> {
         let dir = NsDir::for_open(ns, name, Kind::Mapping)?;
         let writable = access == Access::ReadWrite;
-        // The entry of a file-backed mapping only holds a record; its data is elsewhere.
-        let entry = Entry::open(dir, name, Kind::Mapping, writable)?;
+        let entry = match Entry::open(dir.clone(), name, Kind::Mapping, writable) {
+            Ok(entry) => entry,
+            // The entry of a file-backed mapping holds only its record, which no one but its
+            // owner may write; who may write the mapped file is in the record. So a
+            // read-only entry may still be a mapping that you may write.
+            Err(denied @ Error::PermissionDenied { .. }) if writable => {
+                match Entry::open(dir, name, Kind::Mapping, false) {
+                    Ok(entry) if entry.record().file_backed() => entry,
+                    _ => return Err(denied),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if entry.record().file_backed() {
             return Self::attach_file_backed(entry, access, false);
         }
@@ -128,21 +139,36 @@ impl Mapping {
                 what: format!("{} has no path that other processes could open", what()),
             });
         };
-        // The entry records where the file is and which file it is, so that openers can
-        // find it and check that it was not replaced.
-        let mut record = Vec::new();
-        record.extend_from_slice(&st.st_dev.to_le_bytes());
-        record.extend_from_slice(&st.st_ino.to_le_bytes());
-        let path_bytes = real_path.as_os_str().as_bytes();
-        record.extend_from_slice(&(path_bytes.len() as u32).to_le_bytes());
-        record.extend_from_slice(path_bytes);
+        // The entry records where the file is, which file it is, and who may write it, so
+        // that openers can find it, check that it was not replaced, and get no more access
+        // than its creator has and grants. No one but its creator may write the entry (its
+        // record): the write grants of `mode` go into the record instead.
+        let record = FileRecord {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            path: real_path.clone(),
+            flags: (if access == Access::ReadWrite {
+                CREATOR_WRITES
+            } else {
+                0
+            }) | (if opts.mode & 0o020 != 0 {
+                GROUP_WRITES
+            } else {
+                0
+            }) | (if opts.mode & 0o002 != 0 {
+                OTHERS_WRITE
+            } else {
+                0
+            }),
+        }
+        .encode();
         let new = NewObject {
             kind: Kind::Mapping,
             flags: opts.record_flags() | FLAG_FILE_BACKED,
             size,
             data_len: record.len() as u64,
             init: &record,
-            mode: opts.mode,
+            mode: opts.mode & !0o022,
         };
         let (entry, created) = Entry::create(
             NsDir::for_create(ns, name)?,
@@ -175,62 +201,59 @@ impl Mapping {
         })
     }
 
-    /// Opens the file named in a file-backed entry and checks that it is the same file.
+    /// Opens the file named in a file-backed entry for `access`, and checks that it is the
+    /// same file. The record is trusted only as far as its owner, who alone can have written
+    /// it: the opener gets at most the access that the owner created the mapping with and
+    /// granted to the opener's class, and, when the opener is someone else, only a file
+    /// that the owner itself could reach and open that way (no confused deputy).
     fn attach_file_backed(entry: Entry, access: Access, created: bool) -> Result<Mapping> {
         let name = entry.name().to_string();
         let corrupt = |reason: &str| Error::Corrupt {
             path: entry.path(),
             reason: reason.to_owned(),
         };
+        let (owner, group, mode) = entry.owner();
+        if mode & 0o022 != 0 {
+            return Err(Error::Insecure {
+                path: entry.path(),
+                reason: format!(
+                    "users other than its owner ({}) may write its record, which says which file it maps",
+                    super::user::describe(owner)
+                ),
+            });
+        }
         let data_len = entry.record().data_len as usize;
         let mut buf = vec![0u8; data_len];
         let n = rio::pread(entry.fd(), &mut buf, 0)
             .map_err(|e| Error::io(format!("reading {name}"), e))?;
-        let buf = &buf[..n];
-        if buf.len() < 20 {
-            return Err(corrupt("its file record is too short"));
-        }
-        let dev = u64::from_le_bytes(buf[0..8].try_into().unwrap());
-        let ino = u64::from_le_bytes(buf[8..16].try_into().unwrap());
-        let plen = u32::from_le_bytes(buf[16..20].try_into().unwrap()) as usize;
-        let path_bytes = buf
-            .get(20..20 + plen)
-            .ok_or_else(|| corrupt("its file record is cut short"))?;
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(path_bytes));
-        let flags = if access == Access::ReadWrite {
-            OFlags::RDWR
-        } else {
-            OFlags::RDONLY
-        };
-        let file = match fs::open(
-            &path,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-            Mode::empty(),
-        ) {
-            Ok(f) => f,
-            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+        let record = FileRecord::decode(&buf[..n]).map_err(|r| corrupt(r))?;
+        let path = record.path.clone();
+        let me = rustix::process::geteuid().as_raw();
+        if access == Access::ReadWrite {
+            let granted = if me == owner {
+                true
+            } else if in_my_groups(group) {
+                record.flags & GROUP_WRITES != 0
+            } else {
+                record.flags & OTHERS_WRITE != 0
+            };
+            if record.flags & CREATOR_WRITES == 0 || !granted {
                 return Err(Error::denied(format!(
-                    "{name} maps {}, which you cannot open for {}",
+                    "{name} maps {} read-only for you: its creator ({}) {}",
                     path.display(),
-                    access
-                )))
+                    super::user::describe(owner),
+                    if record.flags & CREATOR_WRITES == 0 {
+                        "mapped it read-only"
+                    } else {
+                        "did not grant you write access"
+                    }
+                )));
             }
-            Err(Errno::NOENT) => {
-                return Err(Error::NotFound {
-                    name: format!("{name} (its file {} is gone)", path.display()),
-                    kind: Some(Kind::Mapping),
-                })
-            }
-            Err(e) => {
-                return Err(Error::io(
-                    format!("opening {} for {name}", path.display()),
-                    e,
-                ))
-            }
-        };
+        }
+        let file = open_as_owner_could(&path, access, owner, me, &name)?;
         let st =
             fs::fstat(&file).map_err(|e| Error::io(format!("checking {}", path.display()), e))?;
-        if st.st_dev != dev || st.st_ino != ino {
+        if st.st_dev != record.dev || st.st_ino != record.ino {
             return Err(Error::Insecure {
                 path,
                 reason: format!("it is no longer the file that {name} maps"),
@@ -530,4 +553,236 @@ impl Drop for ShadowedState {
         // before dropping us (see `robust.rs`).
         let _ = unsafe { mm::munmap(self.base.as_ptr().cast::<c_void>(), 2 * self.page) };
     }
+}
+
+/// The creator of a named file-backed mapping may write the file.
+const CREATOR_WRITES: u32 = 1;
+/// Members of the entry's group may map it read-write.
+const GROUP_WRITES: u32 = 2;
+/// Everyone may map it read-write.
+const OTHERS_WRITE: u32 = 4;
+
+/// What a named file-backed mapping's entry holds instead of data: the mapped file's
+/// device, inode and canonical path, and the write flags above. Little-endian:
+/// `dev: u64, ino: u64, path_len: u32, path, flags: u32`.
+#[derive(Debug)]
+struct FileRecord {
+    dev: u64,
+    ino: u64,
+    path: PathBuf,
+    flags: u32,
+}
+
+impl FileRecord {
+    fn encode(&self) -> Vec<u8> {
+        let path = self.path.as_os_str().as_bytes();
+        let mut out = Vec::with_capacity(24 + path.len());
+        out.extend_from_slice(&self.dev.to_le_bytes());
+        out.extend_from_slice(&self.ino.to_le_bytes());
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path);
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out
+    }
+
+    fn decode(buf: &[u8]) -> std::result::Result<FileRecord, &'static str> {
+        let u64_at = |at: usize| {
+            buf.get(at..at + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        };
+        let u32_at = |at: usize| {
+            buf.get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        };
+        let (Some(dev), Some(ino), Some(plen)) = (u64_at(0), u64_at(8), u32_at(16)) else {
+            return Err("its file record is too short");
+        };
+        let plen = plen as usize;
+        let path = buf
+            .get(20..20 + plen)
+            .ok_or("its file record is cut short")?;
+        // Records from before the flags: nobody but the creator may write.
+        let flags = u32_at(20 + plen).unwrap_or(CREATOR_WRITES);
+        Ok(FileRecord {
+            dev,
+            ino,
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            flags,
+        })
+    }
+}
+
+/// Whether the calling process is in group `gid`.
+fn in_my_groups(gid: u32) -> bool {
+    rustix::process::getegid().as_raw() == gid
+        || rustix::process::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+}
+
+/// Whether the user `uid` (in `groups`) has the permission `want` (4 read, 2 write,
+/// 1 search) on the file open as `fd`, by its mode bits. A file with an access control
+/// list counts only for its owner: its group bits are then a mask, and named entries could
+/// say anything.
+fn may(uid: u32, groups: &[u32], fd: &OwnedFd, want: u32) -> Result<bool> {
+    let st = fs::fstat(fd).map_err(|e| Error::io("checking a file's permissions", e))?;
+    let bits = if st.st_uid == uid {
+        st.st_mode >> 6
+    } else if has_acl(fd) {
+        return Ok(false);
+    } else if groups.contains(&st.st_gid) {
+        st.st_mode >> 3
+    } else {
+        st.st_mode
+    };
+    Ok(bits & want == want)
+}
+
+fn has_acl(fd: &OwnedFd) -> bool {
+    let path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(fd));
+    !matches!(
+        fs::getxattr(path.as_str(), "system.posix_acl_access", &mut [0u8; 0][..]),
+        Err(Errno::NODATA) | Err(Errno::NOTSUP)
+    )
+}
+
+/// Opens `path` for `access` with the opener's own rights, from `/` one directory at a
+/// time (no symlinks, no `..`). When the opener (`me`) is not `owner`, who chose the path,
+/// every directory on the way must be one that `owner` may search, and the file one that
+/// `owner` may open that way: the opener never uses its own rights on a file that `owner`
+/// could not reach (root's rights, say).
+fn open_as_owner_could(
+    path: &Path,
+    access: Access,
+    owner: u32,
+    me: u32,
+    name: &str,
+) -> Result<OwnedFd> {
+    let canonical = || Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{name} records it, but it is not an absolute, plain path"),
+    };
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::RootDir if parts.is_empty() => {}
+            std::path::Component::Normal(part) => parts.push(part),
+            _ => return Err(canonical()),
+        }
+    }
+    if !path.is_absolute() {
+        return Err(canonical());
+    }
+    let (last, dirs) = parts.split_last().ok_or_else(canonical)?;
+    // Root's own mappings, and your own, need no check: they could reach anything you can.
+    let check = owner != me && owner != 0;
+    let groups = if check {
+        super::user::groups_of(owner)
+    } else {
+        Vec::new()
+    };
+    let cannot = |what: &Path, how: &str| {
+        Error::denied(format!(
+            "{name} maps {}, but its creator ({}) may not {how} {}",
+            path.display(),
+            super::user::describe(owner),
+            what.display()
+        ))
+    };
+    let mut here = PathBuf::from("/");
+    let mut dir = fs::open(
+        "/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("opening /", e))?;
+    for part in dirs {
+        if check && !may(owner, &groups, &dir, 1)? {
+            return Err(cannot(&here, "search"));
+        }
+        here.push(part);
+        dir = match fs::openat(
+            &dir,
+            *part,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                return Err(Error::NotFound {
+                    name: format!("{name} (its file {} is gone)", path.display()),
+                    kind: Some(Kind::Mapping),
+                })
+            }
+            Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                return Err(Error::Insecure {
+                    path: here,
+                    reason: format!(
+                        "{name} maps a file under it, but it is a symlink or not a directory"
+                    ),
+                })
+            }
+            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                return Err(Error::denied(format!(
+                    "{name} maps {}, which you cannot reach",
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(Error::io(format!("opening {}", here.display()), e)),
+        };
+    }
+    if check && !may(owner, &groups, &dir, 1)? {
+        return Err(cannot(&here, "search"));
+    }
+    let flags = if access == Access::ReadWrite {
+        OFlags::RDWR
+    } else {
+        OFlags::RDONLY
+    };
+    let file = match fs::openat(
+        &dir,
+        *last,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(f) => f,
+        Err(Errno::ACCESS) | Err(Errno::PERM) => {
+            return Err(Error::denied(format!(
+                "{name} maps {}, which you cannot open for {access}",
+                path.display()
+            )))
+        }
+        Err(Errno::NOENT) => {
+            return Err(Error::NotFound {
+                name: format!("{name} (its file {} is gone)", path.display()),
+                kind: Some(Kind::Mapping),
+            })
+        }
+        Err(Errno::LOOP) => {
+            return Err(Error::Insecure {
+                path: path.to_path_buf(),
+                reason: format!("{name} maps it, but it is a symlink"),
+            })
+        }
+        Err(e) => {
+            return Err(Error::io(
+                format!("opening {} for {name}", path.display()),
+                e,
+            ))
+        }
+    };
+    let want = if access == Access::ReadWrite {
+        4 | 2
+    } else {
+        4
+    };
+    if check && !may(owner, &groups, &file, want)? {
+        return Err(cannot(
+            path,
+            if want & 2 != 0 {
+                "open for writing"
+            } else {
+                "read"
+            },
+        ));
+    }
+    Ok(file)
 }

@@ -45,6 +45,10 @@ pub(crate) struct Entry {
     fd: OwnedFd,
     dev: u64,
     ino: u64,
+    /// The owner, group and permission bits of the object file.
+    uid: u32,
+    gid: u32,
+    mode: u32,
     record: Record,
 }
 
@@ -86,6 +90,11 @@ impl Entry {
     /// The object file's device and inode: the object's identity in this process.
     pub(crate) fn key(&self) -> (u64, u64) {
         (self.dev, self.ino)
+    }
+
+    /// The object file's owner (its creator), group and permission bits.
+    pub(crate) fn owner(&self) -> (u32, u32, u32) {
+        (self.uid, self.gid, self.mode)
     }
 
     /// The object's file.
@@ -213,6 +222,9 @@ impl Entry {
                 fd,
                 dev: st.st_dev,
                 ino: st.st_ino,
+                uid: st.st_uid,
+                gid: st.st_gid,
+                mode: new.mode,
                 record,
             },
             true,
@@ -291,6 +303,9 @@ impl Found {
             fd: self.fd,
             dev: self.st.st_dev,
             ino: self.st.st_ino,
+            uid: self.st.st_uid,
+            gid: self.st.st_gid,
+            mode: self.st.st_mode & 0o7777,
             record: self.record,
         })
     }
