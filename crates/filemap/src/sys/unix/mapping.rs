@@ -226,7 +226,7 @@ impl Mapping {
         let mut buf = vec![0u8; data_len];
         let n = rio::pread(entry.fd(), &mut buf, 0)
             .map_err(|e| Error::io(format!("reading {name}"), e))?;
-        let record = FileRecord::decode(&buf[..n]).map_err(|r| corrupt(r))?;
+        let record = FileRecord::decode(&buf[..n]).map_err(corrupt)?;
         let path = record.path.clone();
         let me = rustix::process::geteuid().as_raw();
         if access == Access::ReadWrite {
