@@ -1703,7 +1703,11 @@ fn file_backed_names_bound_the_opener_by_their_creator() {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         p
     };
-    let secret = file("secret", 0o600, "root only, and longer than the mapping is.");
+    let secret = file(
+        "secret",
+        0o600,
+        "root only, and longer than the mapping is.",
+    );
     let public = file("public", 0o644, "public!!");
     let private = files.join("private");
     std::fs::create_dir(&private).unwrap();
