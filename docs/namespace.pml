@@ -1,103 +1,143 @@
 /* The namespace protocol that filemap implements on Linux (crates/filemap/src/sys/unix/
- * object.rs), modelled in Promela: one name, NPROC processes doing open_or_create / close /
- * crash in any interleaving. It comes from the project's design notes
- * (shared/design/namespace.pml); .ci/run checks it with spin on every run.
+ * object.rs and lock.rs), modelled in Promela: one name, NPROC processes doing
+ * open_or_create / close / crash in any interleaving. .ci/run checks it with spin.
+ *
+ * There is no namespace lock (issue 9): every lock is an OFD record lock on the object
+ * file itself, so that another user can block no more than the objects they may open.
+ *   - byte 0, read lock:   every holder keeps one (`h`, `rd`);
+ *   - byte 0, write lock:  a remover, converted from its read lock in one step, which
+ *                          succeeds only if nobody else holds byte 0 (`wr0`). Converting
+ *                          an OFD lock is atomic (flock's is not);
+ *   - byte 1, write lock:  whoever unlinks the name holds it while it checks that the name
+ *                          is still this inode and unlinks it (`ul`); `rm` takes it too.
+ * A write lock needs a writable descriptor; a holder that opened the object read-only
+ * (`writable[p]` false) cannot remove it, and leaves it stale for the next opener or gc.
  *
  * How the model maps to the code:
- *   - "build tmp, LOCK_SH"      openat(O_TMPFILE), fallocate, record, flock(LOCK_SH)
- *   - the namespace lock        Mutex + flock(LOCK_EX) on the namespace directory
- *   - "publish"                 linkat(/proc/self/fd/N, name), which fails with EEXIST while
- *                               the name exists; the code tries the link first and examines
- *                               the name only on EEXIST. Under the namespace lock that is the
- *                               same atomic step as the model's test-then-publish.
- *   - stale test                flock(LOCK_EX|LOCK_NB) succeeds: unlink the name
- *   - close                     LOCK_EX|LOCK_NB, unlink only if the name is still our inode
- *   - crash                     the kernel drops every flock of the process
- * `rm` (unlinking a live name on request) is left out on purpose: it is the one operation
- * that leaves holders with an object the name no longer points to.
+ *   - "build tmp"       openat(O_TMPFILE), fallocate, record, read lock on byte 0
+ *   - "publish"         linkat(/proc/self/fd/N, name), which fails with EEXIST while the
+ *                       name exists
+ *   - "open E"          openat(name): the inode the name points to now
+ *   - "lock E"          read lock on byte 0, non-blocking (fails while a remover holds it)
+ *   - "check name"      fstatat(name) is still E
+ *   - "others?"         F_OFD_GETLK for a write lock on byte 0: is any other lock there?
+ *   - "remove"          convert to a write lock on byte 0, then a write lock on byte 1,
+ *                       then unlink the name if it is still E
+ *   - crash             the kernel drops every lock of the process's descriptors
  *
- * Run: spin -a namespace.pml && gcc -O2 -DSAFETY -o pan pan.c && ./pan -m500000
+ * Checked: every handle refers to the object the name points to, all handles refer to the
+ * same object, and a handle implies its read lock.
+ *
+ * Run: spin -a namespace.pml && gcc -O2 -DSAFETY -DCOLLAPSE -o pan pan.c && ./pan -m1000000
  */
 #define NPROC 3
-#define MAXI 6
+#define MAXI 4
 #define NONE 255
 
 byte P = NONE;                 /* the inode the name points to */
-bool sh[MAXI * NPROC];         /* sh[i*NPROC+p]: process p holds LOCK_SH on inode i */
-byte ex[MAXI] = NONE;               /* process holding LOCK_EX on inode i, or NONE */
-byte nslock = NONE;            /* holder of the namespace lock */
-byte h[NPROC] = NONE;               /* the inode process p holds a handle on, or NONE */
+bool rd[MAXI * NPROC];         /* rd[i*NPROC+p]: process p holds a read lock on byte 0 of i */
+byte wr0[MAXI] = NONE;         /* process holding the write lock on byte 0 of inode i */
+byte ul[MAXI] = NONE;          /* process holding the write lock on byte 1 of inode i */
+byte h[NPROC] = NONE;          /* the inode process p holds a handle on, or NONE */
+bool writable[NPROC];          /* whether p's descriptors are read-write */
 byte next_inode = 0;
 
-inline others_hold(i, p, r) {  /* r = some process other than p holds SH or EX on i */
+inline others_hold(i, p, r) {  /* r = some process other than p locks byte 0 of i */
   r = false;
   byte q = 0;
   do
-  :: q < NPROC -> if :: q != p && sh[i*NPROC+q] -> r = true :: else -> skip fi; q++
+  :: q < NPROC -> if :: q != p && rd[i*NPROC+q] -> r = true :: else -> skip fi; q++
   :: q >= NPROC -> break
   od;
-  if :: ex[i] != NONE && ex[i] != p -> r = true :: else -> skip fi
+  if :: wr0[i] != NONE && wr0[i] != p -> r = true :: else -> skip fi
 }
 
 inline crash(p) {
   atomic {
     byte j = 0;
     do
-    :: j < MAXI -> sh[j*NPROC+p] = false; if :: ex[j] == p -> ex[j] = NONE :: else -> skip fi; j++
+    :: j < MAXI ->
+       rd[j*NPROC+p] = false;
+       if :: wr0[j] == p -> wr0[j] = NONE :: else -> skip fi;
+       if :: ul[j] == p -> ul[j] = NONE :: else -> skip fi;
+       j++
     :: j >= MAXI -> break
     od;
-    if :: nslock == p -> nslock = NONE :: else -> skip fi;
     h[p] = NONE
   }
 }
 
+/* Remove inode e (p holds its read lock): convert to the write lock on byte 0, take byte 1,
+ * unlink the name if it is still e, let go of e. ok = whether p got the conversion. */
+inline remove(p, e, ok) {
+  atomic {
+    others_hold(e, p, busy);
+    if
+    :: writable[p] && !busy -> rd[e*NPROC+p] = false; wr0[e] = p; ok = true
+    :: else -> ok = false
+    fi
+  };
+  if
+  :: ok ->
+     if :: crash(p); goto end_idle :: skip fi;
+     atomic { ul[e] == NONE -> ul[e] = p };
+     if :: crash(p); goto end_idle :: skip fi;
+     atomic { if :: P == e -> P = NONE :: else -> skip fi };
+     if :: crash(p); goto end_idle :: skip fi;
+     atomic { ul[e] = NONE; wr0[e] = NONE }
+  :: else -> skip
+  fi
+}
+
 proctype Proc(byte p) {
-  byte t; bool busy;
+  byte t, e; bool busy, ok;
 
 end_idle:
   do
-  :: atomic { h[p] == NONE && next_inode < MAXI ->   /* open_or_create: build tmp, LOCK_SH */
-       t = next_inode; next_inode++; sh[t*NPROC+p] = true };
+  :: atomic { h[p] == NONE && next_inode < MAXI ->   /* open_or_create: build tmp */
+       t = next_inode; next_inode++; rd[t*NPROC+p] = true };
      if :: crash(p); goto end_idle :: skip fi;
-     atomic { nslock == NONE -> nslock = p };
-     if :: crash(p); goto end_idle :: skip fi;
-     if
-     :: P != NONE ->
-        atomic {
-          others_hold(P, p, busy);
-          if
-          :: !busy -> /* LOCK_EX|LOCK_NB succeeded: stale; unlink it, publish ours */
-             P = NONE
-          :: busy ->  /* live: LOCK_SH|LOCK_NB on it must succeed */
-             assert(ex[P] == NONE || ex[P] == p);
-             sh[P*NPROC+p] = true; h[p] = P;
-             sh[t*NPROC+p] = false   /* drop the temporary */
-          fi
-        }
-     :: else -> skip
-     fi;
-     if :: crash(p); goto end_idle :: skip fi;
+retry:
      atomic {
        if
-       :: h[p] == NONE -> P = t; h[p] = t     /* renameat2(tmp, name, NOREPLACE) */
+       :: P == NONE -> P = t; h[p] = t; goto end_idle        /* publish */
+       :: else -> e = P                                      /* open E */
+       fi
+     };
+     if :: crash(p); goto end_idle :: skip fi;
+     atomic {                                                /* lock E */
+       if
+       :: wr0[e] == NONE -> rd[e*NPROC+p] = true
+       :: else -> goto retry
+       fi
+     };
+     if :: crash(p); goto end_idle :: skip fi;
+     atomic {                                                /* check name */
+       if
+       :: P != e -> rd[e*NPROC+p] = false; goto retry
        :: else -> skip
        fi
      };
      if :: crash(p); goto end_idle :: skip fi;
-     atomic { nslock = NONE }
-  :: h[p] != NONE ->                              /* close */
-     atomic { nslock == NONE -> nslock = p };
-     if :: crash(p); goto end_idle :: skip fi;
      atomic {
-       sh[h[p]*NPROC+p] = false;                   /* conversion drops SH first */
-       others_hold(h[p], p, busy);
+       others_hold(e, p, busy);
        if
-       :: !busy -> ex[h[p]] = p; if :: P == h[p] -> P = NONE :: else -> skip fi; ex[h[p]] = NONE
-       :: else -> skip
-       fi;
-       h[p] = NONE
+       :: busy -> h[p] = e; rd[t*NPROC+p] = false; goto end_idle   /* live: opened */
+       :: else -> skip                                             /* stale */
+       fi
      };
-     atomic { nslock = NONE }
+     if :: crash(p); goto end_idle :: skip fi;
+     remove(p, e, ok);
+     atomic { rd[e*NPROC+p] = false };                       /* let go of e */
+     if
+     :: ok || writable[p] -> goto retry                      /* look again */
+     :: else -> atomic { rd[t*NPROC+p] = false }              /* a stale object that we
+                                                               * may not remove: give up */
+     fi
+  :: h[p] != NONE ->                                         /* close */
+     atomic { e = h[p]; h[p] = NONE };
+     remove(p, e, ok);
+     atomic { rd[e*NPROC+p] = false }
   :: h[p] != NONE -> crash(p)
   od
 }
@@ -114,7 +154,7 @@ end_mon:
           if
           :: h[a] != NONE ->
              assert(P == h[a]);                      /* the name points at every held object */
-             assert(sh[h[a]*NPROC+a]);               /* a handle implies a lock */
+             assert(rd[h[a]*NPROC+a] || wr0[h[a]] == a);   /* a handle implies a lock */
              b = 0;
              do
              :: b < NPROC -> assert(h[b] == NONE || h[b] == h[a]); b++
@@ -131,8 +171,11 @@ end_mon:
 init {
   atomic {
     byte i = 0;
-    do :: i < MAXI -> ex[i] = NONE; i++ :: i >= MAXI -> break od;
+    do :: i < MAXI -> wr0[i] = NONE; ul[i] = NONE; i++ :: i >= MAXI -> break od;
     h[0] = NONE; h[1] = NONE; h[2] = NONE;
+    if :: writable[0] = true :: writable[0] = false fi;
+    if :: writable[1] = true :: writable[1] = false fi;
+    writable[2] = true;
     run Proc(0); run Proc(1); run Proc(2)
   }
 }

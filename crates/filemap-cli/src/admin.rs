@@ -613,17 +613,27 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
             "file-backed: {}",
             if i.file_backed { "yes" } else { "no" }
         );
-        match i.handles {
-            Some(n) => {
+        if cfg!(windows) {
+            if let Some(n) = i.handles {
                 let _ = writeln!(t, "handles:     {n} (besides this one)");
             }
-            None => {
-                let _ = writeln!(
+        } else {
+            // Every user sees how many descriptors hold it; the pids only of the processes
+            // that they may inspect.
+            let count = i.handles.unwrap_or(0);
+            let descriptors = if count == 1 {
+                "descriptor"
+            } else {
+                "descriptors"
+            };
+            let _ = match (count, holders.is_empty()) {
+                (0, _) => writeln!(t, "holders:     none"),
+                (n, true) => writeln!(
                     t,
-                    "holders:     {}",
-                    if holders.is_empty() { "none" } else { &holders }
-                );
-            }
+                    "holders:     {n} {descriptors} (their pids are not yours to see)"
+                ),
+                (n, false) => writeln!(t, "holders:     {holders} ({n} {descriptors} in all)"),
+            };
         }
         let _ = writeln!(
             t,

@@ -381,22 +381,21 @@ fn sigkill_of_server_and_client_leaves_nothing_behind() {
     assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
 }
 
-/// Attaches the way the README tells other languages to: namespace lock, open, check the
-/// holder lock, shared lock, mmap.
+/// Attaches the way the README tells other languages to: open, read lock on byte 0, check
+/// the name, check for other holders, mmap.
 const PYTHON_ATTACH: &str = r#"
-import fcntl, json, mmap, os, subprocess, sys
+import fcntl, json, mmap, os, struct, subprocess, sys
 exe, name = sys.argv[1], sys.argv[2]
 info = json.loads(subprocess.check_output([exe, "info", name, "--json"]))
 path, size = info["os_path"], info["size"]
-nsdir = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
-fcntl.flock(nsdir, fcntl.LOCK_EX)
+def lock(kind):  # struct flock: type, whence, start, len (byte 0 only), pid
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, 0, 1, 0)
 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-try:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    sys.exit("stale: nobody holds it")
-except BlockingIOError:
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-fcntl.flock(nsdir, fcntl.LOCK_UN)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock(fcntl.F_RDLCK))
+if os.stat(path).st_ino != os.fstat(fd).st_ino:
+    sys.exit("gone: the name points at another object now")
+if struct.unpack("h", fcntl.fcntl(fd, fcntl.F_OFD_GETLK, lock(fcntl.F_WRLCK))[:2])[0] == fcntl.F_UNLCK:
+    sys.exit("stale: nobody else holds it")
 m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
 raw = m[:1024]
 end = next(i for i in range(0, len(raw), 2) if raw[i:i+2] == b"\0\0")
@@ -717,6 +716,10 @@ impl Drop for OtherUser {
 }
 
 const NOBODY: u32 = 65534;
+
+/// A Python that other users may run (a user's own, under a private home, they may not):
+/// Debian's, which `.ci/run` installs.
+const PYTHON_FOR_OTHERS: &str = "/usr/bin/python3";
 const OTHER: u32 = 65533;
 
 #[test]
@@ -1790,7 +1793,7 @@ fn file_backed_names_bound_the_opener_by_their_creator() {
         let out = other.sh(
             NOBODY,
             &format!(
-                "python3 {} {} {} {} {}",
+                "{PYTHON_FOR_OTHERS} {} {} {} {} {}",
                 forge.display(),
                 entry.display(),
                 target.display(),
@@ -1836,4 +1839,106 @@ fn file_backed_names_bound_the_opener_by_their_creator() {
     for name in ["Global\\shared", "Global\\app-state"] {
         assert!(root.run(&["rm", name]).status.success());
     }
+}
+
+/// Issue 9: another user who may read the namespace and an object holds every lock that
+/// they can get: `flock` on the root, on `global/` and on the object's file, and an OFD read
+/// lock on the object (as any holder does). Nobody else's create, open, close, ls, info, rm
+/// or gc waits for them, and they cannot take the lock that would block others: a write
+/// lock needs write access.
+#[test]
+fn another_user_can_neither_freeze_the_namespace_nor_block_an_object() {
+    if OtherUser::new().is_none() {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    }
+    let root = Root::new("freeze");
+    assert!(root.run(&["init"]).status.success());
+    assert!(root
+        .run(&[
+            "create",
+            "Global\\shared",
+            "--size",
+            "8",
+            "--persistent",
+            "--mode",
+            "644"
+        ])
+        .status
+        .success());
+    let script = format!(
+        r#"
+import fcntl, os, struct, sys, time
+def rng(kind, start, length):
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0)
+fds = [os.open(p, os.O_RDONLY) for p in ("{r}", "{r}/global", "{r}/global/shared")]
+for fd in fds:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+obj = fds[2]
+try:
+    fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_WRLCK, 0, 2))
+    print("write lock taken", flush=True)
+except OSError as e:
+    print("write lock refused:", e.strerror, flush=True)
+fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 0, 1))
+print("ready", flush=True)
+sys.stdin.read()
+"#,
+        r = root.0.display()
+    );
+    let mut locker = Proc::spawn({
+        let mut c = Command::new("setpriv");
+        c.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            PYTHON_FOR_OTHERS,
+            "-c",
+            &script,
+        ])
+        .current_dir("/");
+        c
+    });
+    assert_eq!(
+        locker.read_until("ready\n"),
+        "write lock refused: Bad file descriptor\nready\n"
+    );
+    // Everything goes on as usual (with a namespace lock, each of these waited 5 s and
+    // failed).
+    for args in [
+        &["create", "Global\\new", "--size", "8", "--persistent"][..],
+        &["write", "Global\\shared", "data"],
+        &["read", "Global\\shared", "--len", "4", "--format", "raw"],
+        &["ls"],
+        &["info", "Global\\shared"],
+        &["rm", "Global\\new"],
+        &["gc"],
+        &["wait", "Global\\shared-ev", "--timeout", "0"],
+    ] {
+        let out = root.run(args);
+        let expected = if args[0] == "wait" { 1 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        root.run(&["read", "Global\\shared", "--len", "4", "--format", "raw"])
+            .stdout,
+        b"data"
+    );
+    // A live object is created, held, and closed: it is gone after its last holder.
+    let mut holder = root.spawn(&["create", "Global\\held", "--size", "4K"]);
+    holder.read_until("\n");
+    assert!(stdout(&root.run(&["ls"])).contains("Global\\held "));
+    holder.press_enter();
+    assert!(holder.finish().0.success());
+    assert!(!stdout(&root.run(&["ls"])).contains("Global\\held "));
+    // The reader is a holder of Global\shared, as anyone who may open it can be.
+    assert!(stdout(&root.run(&["info", "Global\\shared"])).contains("1 descriptor"));
+    locker.press_enter();
+    let _ = locker.finish();
+    assert!(root.run(&["rm", "Global\\shared"]).status.success());
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 #[cfg(target_os = "linux")]
 use std::os::unix::fs::PermissionsExt;
 
-use common::{RemoveFile, TestRoot};
+use common::{after_last_close, RemoveFile, TestRoot};
 #[cfg(target_os = "linux")]
 use filemap::Kind;
 use filemap::{Access, Error};
@@ -128,7 +128,7 @@ fn lifetime_follows_the_last_handle_or_view() {
     assert_eq!(&buf, b"kept");
     drop(again);
     drop(v);
-    match opts.open(name, Access::Read) {
+    match after_last_close(|| opts.open(name, Access::Read)) {
         Err(e @ Error::NotFound { .. }) => {
             assert_eq!(e.to_string(), format!("no mapping named {name}"))
         }
@@ -569,7 +569,7 @@ fn named_file_backed_mapping_opens_by_name() {
     drop((m, other));
     // The mapping object is gone; the file stays.
     assert!(matches!(
-        opts.open("Local\\onfile", Access::Read),
+        after_last_close(|| opts.open("Local\\onfile", Access::Read)),
         Err(Error::NotFound { .. })
     ));
     assert_eq!(std::fs::read(&path).unwrap().len(), 100);

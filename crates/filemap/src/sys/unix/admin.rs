@@ -1,5 +1,6 @@
 //! Listing, inspecting, removing and collecting objects.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -103,7 +104,9 @@ fn refused(dir: &NsDir, name: &Name, file_name: &str, e: &Error) -> Refused {
     }
 }
 
-fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInfo>> {
+/// One object's information, without its holders (see [`with_holders`]), and its file's
+/// identity.
+fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<(ObjectInfo, (u64, u64))>> {
     let Inspect::Present {
         st,
         record,
@@ -113,9 +116,8 @@ fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInf
     else {
         return Ok(None);
     };
-    let holders = holders_of(st.st_dev, st.st_ino);
     let os_path = dir.path().join(file_name);
-    Ok(Some(ObjectInfo {
+    let info = ObjectInfo {
         name: name.clone(),
         kind: record.map(|r| r.kind),
         size: record.map(|r| r.size),
@@ -126,11 +128,33 @@ fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInf
         file_backed: record.is_some_and(|r| r.file_backed()),
         creator_pid: record.map(|r| r.creator_pid),
         created: record.map(|r| UNIX_EPOCH + Duration::from_nanos(r.created_ns)),
-        holders,
+        holders: Vec::new(),
         handles: None,
         os_path: Some(os_path),
         state,
-    }))
+    };
+    Ok(Some((info, (st.st_dev, st.st_ino))))
+}
+
+/// Fills in the holders of each object: the processes you may see, and how many
+/// descriptors hold it (`handles`), from one read of the kernel's tables.
+fn with_holders(found: Vec<(ObjectInfo, (u64, u64))>) -> Vec<ObjectInfo> {
+    let wanted: HashSet<(u64, u64)> = found
+        .iter()
+        .filter(|(i, _)| i.live == Some(true))
+        .map(|(_, id)| *id)
+        .collect();
+    let index = HolderIndex::read(&wanted);
+    found
+        .into_iter()
+        .map(|(mut info, id)| {
+            if wanted.contains(&id) {
+                info.holders = index.pids(id);
+                info.handles = index.count(id);
+            }
+            info
+        })
+        .collect()
 }
 
 /// Makes the shared directories; run by root, also takes over the ones another user made.
@@ -152,7 +176,7 @@ pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
         for found in entries_in(&dir)? {
             match found {
                 Found::Object(name, file_name) => match info_of(&dir, &name, &file_name) {
-                    Ok(Some(info)) => objects.push(info),
+                    Ok(Some(found)) => objects.push(found),
                     Ok(None) => {}
                     Err(e) => refused_entries.push(refused(&dir, &name, &file_name, &e)),
                 },
@@ -160,7 +184,7 @@ pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
             }
         }
     }
-    Ok((objects, refused_entries))
+    Ok((with_holders(objects), refused_entries))
 }
 
 pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
@@ -169,7 +193,8 @@ pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
         kind: None,
     };
     let dir = NsDir::get(root, name.scope(), false)?.ok_or_else(not_found)?;
-    info_of(&dir, name, &name.file_name())?.ok_or_else(not_found)
+    let found = info_of(&dir, name, &name.file_name())?.ok_or_else(not_found)?;
+    Ok(with_holders(vec![found]).remove(0))
 }
 
 pub(crate) fn kind(root: &Path, name: &Name) -> Result<crate::Kind> {
@@ -213,46 +238,104 @@ pub(crate) fn gc(root: &Path) -> Result<(Vec<Name>, Vec<Refused>)> {
     Ok((removed, refused_entries))
 }
 
-/// The pids holding a `flock` on the file, from `/proc/locks` (empty if unavailable).
+/// Who holds the objects of one listing, from the kernel's lock tables, read once per
+/// command.
 ///
-/// The pid is the one that took the lock; a holder's child that inherited the fd is not
-/// listed. Only flock locks count: filemap takes no other kind. `/proc/locks` is read
-/// piecewise by the kernel, so a read can miss entries while other locks come and go; it
-/// is read until two reads agree (at most five times).
-fn holders_of(dev: u64, ino: u64) -> Vec<u32> {
-    let mut last = None;
-    for _ in 0..5 {
-        let Ok(text) = std::fs::read_to_string("/proc/locks") else {
-            return Vec::new();
-        };
-        let pids = parse_locks(&text, dev, ino);
-        if last.as_ref() == Some(&pids) {
-            break;
-        }
-        last = Some(pids);
-    }
-    last.unwrap_or_default()
+/// Holders keep an OFD read lock on byte 0 of the object file (`lock.rs`). `/proc/locks`
+/// lists every such lock, to every user, but without a pid (OFD locks belong to a
+/// description, not a process): it gives the number of holding descriptors. The pids come
+/// from the descriptors in `/proc/<pid>/fd`, for the processes that the caller may inspect
+/// (its own; all of them for root).
+#[derive(Debug, Default)]
+struct HolderIndex {
+    counts: HashMap<(u64, u64), u32>,
+    pids: HashMap<(u64, u64), Vec<u32>>,
 }
 
-fn parse_locks(text: &str, dev: u64, ino: u64) -> Vec<u32> {
-    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
-    let mut pids: Vec<u32> = text
-        .lines()
-        .filter_map(|line| {
-            // "1: FLOCK  ADVISORY  READ 1234 00:1a:5678 0 EOF", or "1: -> FLOCK ..." for waiters.
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.get(1) != Some(&"FLOCK") {
-                return None;
+impl HolderIndex {
+    fn read(wanted: &HashSet<(u64, u64)>) -> HolderIndex {
+        let mut index = HolderIndex::default();
+        if wanted.is_empty() {
+            return index;
+        }
+        // "1: OFDLCK ADVISORY  READ -1 00:1b:11855 0 0" ("->" marks a waiter, not a holder).
+        if let Ok(text) = std::fs::read_to_string("/proc/locks") {
+            for line in text.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                if f.get(1) != Some(&"OFDLCK") || f.get(3) != Some(&"READ") {
+                    continue;
+                }
+                if f.get(6) != Some(&"0") || f.get(7) != Some(&"0") {
+                    continue;
+                }
+                if let Some(id) = f.get(5).and_then(|d| parse_dev_ino(d)) {
+                    if wanted.contains(&id) {
+                        *index.counts.entry(id).or_default() += 1;
+                    }
+                }
             }
-            let pid: u32 = fields.get(4)?.parse().ok()?;
-            let mut id = fields.get(5)?.split(':');
-            let maj = u32::from_str_radix(id.next()?, 16).ok()?;
-            let min = u32::from_str_radix(id.next()?, 16).ok()?;
-            let i: u64 = id.next()?.parse().ok()?;
-            (maj == major && min == minor && i == ino).then_some(pid)
-        })
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids
+        }
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return index;
+        };
+        for proc_entry in procs.flatten() {
+            let Some(pid) = proc_entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+                continue;
+            };
+            for fd in fds.flatten() {
+                // stat follows the descriptor's magic link to the file itself.
+                let Ok(st) = fs::stat(fd.path()) else {
+                    continue;
+                };
+                let id = (st.st_dev, st.st_ino);
+                if !wanted.contains(&id) {
+                    continue;
+                }
+                let fdinfo = proc_entry.path().join("fdinfo").join(fd.file_name());
+                let holds = std::fs::read_to_string(fdinfo).is_ok_and(|text| {
+                    text.lines().any(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.first() == Some(&"lock:")
+                            && f.get(2) == Some(&"OFDLCK")
+                            && f.get(4) == Some(&"READ")
+                            && f.get(7) == Some(&"0")
+                    })
+                });
+                if holds {
+                    let pids = index.pids.entry(id).or_default();
+                    if !pids.contains(&pid) {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+        for pids in index.pids.values_mut() {
+            pids.sort_unstable();
+        }
+        index
+    }
+
+    fn pids(&self, id: (u64, u64)) -> Vec<u32> {
+        self.pids.get(&id).cloned().unwrap_or_default()
+    }
+
+    fn count(&self, id: (u64, u64)) -> Option<u32> {
+        self.counts.get(&id).copied()
+    }
+}
+
+/// "00:1b:11855": major and minor in hex, inode in decimal.
+fn parse_dev_ino(field: &str) -> Option<(u64, u64)> {
+    let mut it = field.split(':');
+    let major = u32::from_str_radix(it.next()?, 16).ok()?;
+    let minor = u32::from_str_radix(it.next()?, 16).ok()?;
+    let ino: u64 = it.next()?.parse().ok()?;
+    Some((fs::makedev(major, minor), ino))
 }

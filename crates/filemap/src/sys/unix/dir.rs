@@ -13,17 +13,15 @@
 //! Every directory is opened with `O_NOFOLLOW | O_DIRECTORY` and checked with `fstat`
 //! before use. A directory that fails a check is an [`Error::Insecure`] and is never used.
 //!
-//! The namespace lock is `flock(LOCK_EX)` on the namespace directory. Each process keeps
-//! one open directory per namespace, so threads of the same process are serialised by a
-//! `Mutex` first: `flock` locks belong to the open file description, which the threads
-//! share.
+//! There is no namespace lock: the lifetime protocol locks object files only (see
+//! `object.rs`), so that another user, who can open a shared directory, cannot freeze it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{self, FileType, FlockOperation, Mode, OFlags, CWD};
+use rustix::fs::{self, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use rustix::process::geteuid;
 
@@ -37,20 +35,6 @@ pub(crate) struct NsDir {
     scope: Scope,
     /// The uid that owns the objects in this directory (`Local\`), or `None` (`Global\`).
     owner: Option<u32>,
-    lock: Mutex<()>,
-}
-
-/// Holds the namespace lock; releases it when dropped.
-#[derive(Debug)]
-pub(crate) struct NsGuard<'a> {
-    dir: &'a NsDir,
-    _local: MutexGuard<'a, ()>,
-}
-
-impl Drop for NsGuard<'_> {
-    fn drop(&mut self) {
-        let _ = fs::flock(&self.dir.fd, FlockOperation::Unlock);
-    }
 }
 
 type Cache = Mutex<HashMap<(PathBuf, Scope, u32), Arc<NsDir>>>;
@@ -129,7 +113,6 @@ impl NsDir {
             path,
             scope,
             owner,
-            lock: Mutex::new(()),
         });
         cache.insert(key, dir.clone());
         Ok(Some(dir))
@@ -169,22 +152,6 @@ impl NsDir {
     /// The uid that must own every object here, for a `Local\` namespace.
     pub(crate) fn owner(&self) -> Option<u32> {
         self.owner
-    }
-
-    /// Takes the namespace lock.
-    pub(crate) fn lock(&self) -> Result<NsGuard<'_>> {
-        let local = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            match fs::flock(&self.fd, FlockOperation::LockExclusive) {
-                Ok(()) => break,
-                Err(Errno::INTR) => continue,
-                Err(e) => return Err(Error::io(format!("locking {}", self.path.display()), e)),
-            }
-        }
-        Ok(NsGuard {
-            dir: self,
-            _local: local,
-        })
     }
 }
 

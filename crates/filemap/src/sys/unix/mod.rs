@@ -1,7 +1,9 @@
-//! Linux: objects are files on tmpfs with `flock`-based lifetime; see `object.rs`.
+//! Linux: objects are files on tmpfs whose lifetime OFD record locks on the files keep;
+//! see `object.rs`.
 
 pub(crate) mod admin;
 mod dir;
+mod lock;
 mod mapping;
 mod object;
 mod robust;

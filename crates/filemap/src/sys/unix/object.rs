@@ -1,25 +1,30 @@
 //! Named objects as files on tmpfs, with Windows lifetime semantics.
 //!
-//! This is the protocol of `shared/design/namespace-on-linux.md`, checked by
-//! `shared/design/namespace.pml`:
+//! The protocol is modelled in `docs/namespace.pml`, which CI checks with spin. Its locks
+//! are OFD record locks on the object file itself (`lock.rs`), never on a directory, so
+//! that another user can block no more than the objects that they may open (issue 9):
 //!
-//! - Every holder of an object keeps one open file description of its file with
-//!   `flock(LOCK_SH)`. The kernel drops the lock when the last fd of it closes, also when
-//!   the process dies by SIGKILL.
-//! - Every change to the set of names, and every liveness test, happens under the
-//!   namespace lock (see [`NsDir::lock`]).
+//! - Every holder of an object keeps one open file description of its file with a read
+//!   lock on its [`HOLDERS`] byte. The kernel drops it when the last descriptor of that
+//!   description closes, also when the process dies by SIGKILL.
 //! - **create**: the file is built unnamed (`O_TMPFILE`): storage reserved, data and record
-//!   written, `LOCK_SH` taken. Under the namespace lock it gets its name with `linkat`, which
-//!   fails if the name exists. No one can see a half-made object, and a creator that dies
-//!   early leaves nothing behind.
-//! - **open**: under the lock, `LOCK_EX|LOCK_NB` on the existing file. If that succeeds,
-//!   nobody holds it: it is stale (its holders died), so it is unlinked and the name is free.
-//!   Otherwise `LOCK_SH|LOCK_NB`, which cannot fail, since exclusive locks are only ever
-//!   taken under the namespace lock that we hold.
-//! - **close** (drop of the last handle or view in this process): under the lock,
-//!   `LOCK_EX|LOCK_NB`; if it succeeds we were the last holder anywhere, and the name is
-//!   unlinked if it still names our file.
-//! - **persistent** objects skip the staleness test and the unlink on close; only `rm`
+//!   written, read lock taken. Then it gets its name with `linkat`, which fails if the name
+//!   exists; then the object under the name is examined as an open does (and removed if it
+//!   is stale), and the link is tried again. No one can see a half-made object, and a
+//!   creator that dies early leaves nothing behind.
+//! - **open**: open the file by name, take the read lock, and check that the name still
+//!   points at this file (it may have been removed and reused between the open and the
+//!   lock). If another description locks the byte too (`F_OFD_GETLK`), the object is live.
+//!   Otherwise it is stale (its holders are gone): it is removed, and the name looked at
+//!   again.
+//! - **remove** (a stale object, or our own at the last close): convert our read lock to a
+//!   write lock, which succeeds only if nobody else holds the object, in one step; then
+//!   take the write lock on the [`UNLINK`] byte, check that the name still points at the
+//!   file, and unlink it. Both write locks need a descriptor open for writing: a reader
+//!   that is the last holder leaves a stale object, which every opener treats as absent
+//!   and the next writer, `gc` or create removes.
+//! - **rm** takes the [`UNLINK`] lock of whatever the name points at, too.
+//! - **persistent** objects skip the staleness test and the removal at close; only `rm`
 //!   removes them.
 
 use std::path::PathBuf;
@@ -27,11 +32,12 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
-use rustix::fs::{self, AtFlags, FallocateFlags, FileType, FlockOperation, Mode, OFlags, CWD};
+use rustix::fs::{self, AtFlags, FallocateFlags, FileType, Mode, OFlags, CWD};
 use rustix::io::{self as rio, Errno};
 use rustix::process::getpid;
 
-use super::dir::{NsDir, NsGuard};
+use super::dir::NsDir;
+use super::lock::{self, HOLDERS, UNLINK};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
 use crate::sys::Disposition;
 use crate::{Error, Kind, Name, Result};
@@ -170,8 +176,9 @@ impl Entry {
         prepare(&fd)?;
         write_all_at(&fd, &record.encode(), data_len)
             .map_err(|e| Error::io(format!("initialising {display}"), e))?;
-        fs::flock(&fd, FlockOperation::NonBlockingLockShared)
-            .map_err(|e| Error::io(format!("locking {display}"), e))?;
+        if !lock::try_read(&fd, HOLDERS).map_err(|e| Error::io(format!("locking {display}"), e))? {
+            return Err(Error::io(format!("locking {display}"), Errno::AGAIN));
+        }
         let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {display}"), e))?;
         // The umask may have cleared bits that were asked for.
         if st.st_mode & 0o7777 != new.mode {
@@ -179,41 +186,37 @@ impl Entry {
                 .map_err(|e| Error::io("setting the mode of a new object", e))?;
         }
 
-        // 2. Publish it under the namespace lock, unless a live object holds the name.
-        //    The link is tried first: it fails if the name is taken, and then the holder
-        //    of the name is examined (and removed if stale, after which we try again).
+        // 2. Publish it, unless a live object holds the name. The link is tried first: it
+        //    fails if the name is taken, and then the object under the name is examined
+        //    (and removed if stale, after which we try again).
         let file_name = name.file_name();
-        let guard = dir.lock()?;
-        // Under the lock nobody following the protocol can take the name between our tries;
-        // the bound only guards against processes that do not.
         for attempt in 0.. {
             match link_unnamed(&fd, &dir, &file_name) {
                 Ok(()) => break,
-                Err(Errno::EXIST) if attempt < 3 => {}
-                Err(Errno::EXIST) => {
-                    return Err(Error::io(
-                        format!("publishing {display}: the name keeps reappearing"),
-                        Errno::EXIST,
-                    ))
-                }
+                Err(Errno::EXIST) if attempt < MAX_TRIES => {}
+                Err(Errno::EXIST) => return Err(keeps_changing(&display)),
                 Err(e) => return Err(Error::io(format!("publishing {display}"), e)),
             }
-            if let Some(existing) =
-                find_live(&dir, &guard, name, &file_name, OFlags::RDWR, Some(new.kind))?
-            {
-                if disposition == Disposition::CreateNew {
-                    return Err(Error::AlreadyExists {
-                        name: display,
-                        kind: new.kind,
-                    });
+            match attach(&dir, name, &file_name, OFlags::RDWR, Some(new.kind))? {
+                Attached::Live(existing) => {
+                    if disposition == Disposition::CreateNew {
+                        return Err(Error::AlreadyExists {
+                            name: display,
+                            kind: new.kind,
+                        });
+                    }
+                    return Ok((existing.into_entry(dir.clone(), name.clone(), file_name), false));
                 }
-                let entry = existing.into_entry(dir.clone(), name.clone(), file_name)?;
-                drop(guard);
-                return Ok((entry, false));
+                // The name vanished, or its stale object was removed: link again.
+                Attached::Missing => {}
+                Attached::Stuck { owner } => {
+                    return Err(Error::denied(format!(
+                        "{display} is held by a stale object of {} that you may not remove; its owner or root can (`filemap gc`)",
+                        super::user::describe(owner)
+                    )))
+                }
             }
-            // The name was stale (now removed) or vanished: link again.
         }
-        drop(guard);
         Ok((
             Entry {
                 dir,
@@ -239,14 +242,10 @@ impl Entry {
         } else {
             OFlags::RDONLY
         };
-        let guard = dir.lock()?;
-        match find_live(&dir, &guard, name, &file_name, flags, Some(kind))? {
-            Some(found) => {
-                let entry = found.into_entry(dir.clone(), name.clone(), file_name)?;
-                drop(guard);
-                Ok(entry)
-            }
-            None => Err(Error::NotFound {
+        match attach(&dir, name, &file_name, flags, Some(kind))? {
+            Attached::Live(found) => Ok(found.into_entry(dir.clone(), name.clone(), file_name)),
+            // A stale object is no object, also when we may not remove it.
+            Attached::Missing | Attached::Stuck { .. } => Err(Error::NotFound {
                 name: name.to_string(),
                 kind: Some(kind),
             }),
@@ -256,25 +255,28 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        // If the lock cannot be taken there is nothing safe to do but close: the object
-        // then looks stale to the next opener, who removes it.
-        let Ok(guard) = self.dir.lock() else { return };
-        if !self.record.persistent()
-            && fs::flock(&self.fd, FlockOperation::NonBlockingLockExclusive).is_ok()
-        {
-            // We were the last holder. Unlink the name only if it is still ours: `rm` may
-            // have removed it and someone may have created a new object since.
-            if let Ok(st) = fs::statat(self.dir.fd(), &self.file_name, AtFlags::SYMLINK_NOFOLLOW) {
-                if st.st_dev == self.dev && st.st_ino == self.ino {
-                    let _ = fs::unlinkat(self.dir.fd(), &self.file_name, AtFlags::empty());
+        // The last holder anywhere removes the name, if it may; closing the descriptor then
+        // drops our locks. A reader cannot take the write lock: the object is then stale,
+        // and the next opener that may write it removes it.
+        if !self.record.persistent() {
+            let id = StatId {
+                dev: self.dev,
+                ino: self.ino,
+            };
+            if let Ok(Removal::NotAllowed) = remove_stale(&self.dir, &self.file_name, &self.fd, id)
+            {
+                // A read-only holder: one that may write the file removes it all the same.
+                let writable =
+                    fs::fcntl_getfl(&self.fd).is_ok_and(|fl| fl & OFlags::RWMODE == OFlags::RDWR);
+                if !writable {
+                    let _ = remove_as_writer(&self.dir, &self.name, &self.file_name, &self.fd, id);
                 }
             }
         }
-        drop(guard);
     }
 }
 
-/// An existing object file that somebody holds, opened and checked but not yet locked.
+/// A live object, opened, checked and read-locked: a holder's reference in the making.
 pub(crate) struct Found {
     pub(crate) fd: OwnedFd,
     pub(crate) record: Record,
@@ -282,21 +284,8 @@ pub(crate) struct Found {
 }
 
 impl Found {
-    /// Takes `LOCK_SH`; the caller holds the namespace lock.
-    fn into_entry(self, dir: Arc<NsDir>, name: Name, file_name: String) -> Result<Entry> {
-        match fs::flock(&self.fd, FlockOperation::NonBlockingLockShared) {
-            Ok(()) => {}
-            Err(Errno::WOULDBLOCK) => {
-                return Err(Error::io(
-                    format!(
-                    "opening {name}: a process outside the filemap protocol locks it exclusively"
-                ),
-                    Errno::WOULDBLOCK,
-                ))
-            }
-            Err(e) => return Err(Error::io(format!("locking {name}"), e)),
-        }
-        Ok(Entry {
+    fn into_entry(self, dir: Arc<NsDir>, name: Name, file_name: String) -> Entry {
+        Entry {
             dir,
             name,
             file_name,
@@ -307,8 +296,176 @@ impl Found {
             gid: self.st.st_gid,
             mode: self.st.st_mode & 0o7777,
             record: self.record,
-        })
+        }
     }
+}
+
+/// How often an open or create looks at a name that keeps changing under it (other
+/// processes creating and removing it), before it gives up.
+const MAX_TRIES: u32 = 1000;
+
+fn keeps_changing(display: &str) -> Error {
+    Error::io(
+        format!("opening {display}: the name keeps changing"),
+        Errno::AGAIN,
+    )
+}
+
+/// A file's identity.
+#[derive(Debug, Clone, Copy)]
+struct StatId {
+    dev: u64,
+    ino: u64,
+}
+
+/// Whether the name still points at the file `id`.
+fn still_named(dir: &NsDir, file_name: &str, id: StatId) -> Result<bool> {
+    match fs::statat(dir.fd(), file_name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(st.st_dev == id.dev && st.st_ino == id.ino),
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(Error::io(
+            format!("checking {}", dir.path().join(file_name).display()),
+            e,
+        )),
+    }
+}
+
+/// What is under a name when an open or create looks.
+pub(crate) enum Attached {
+    /// A live object (or a persistent one), now read-locked by us.
+    Live(Found),
+    /// No object: nothing there, or a stale object that was just removed.
+    Missing,
+    /// A stale object that we may not remove (we may not write it, or unlink it).
+    Stuck { owner: u32 },
+}
+
+/// The open half of the protocol (see the module documentation): opens the object under
+/// `name` with `flags`, takes a holder's read lock, and checks that the name still points
+/// at it. A stale object is removed if we may, and the name looked at again.
+fn attach(
+    dir: &NsDir,
+    name: &Name,
+    file_name: &str,
+    flags: OFlags,
+    kind: Option<Kind>,
+) -> Result<Attached> {
+    for _ in 0..MAX_TRIES {
+        let Some((fd, st, record)) = open_checked(dir, name, file_name, flags)? else {
+            return Ok(Attached::Missing);
+        };
+        let id = StatId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        let locking = |e| Error::io(format!("locking {name}"), e);
+        if !lock::try_read(&fd, HOLDERS).map_err(locking)? {
+            // Someone is removing it right now (or a writer outside the protocol blocks
+            // it): look again in a moment.
+            std::thread::yield_now();
+            continue;
+        }
+        // It may have been removed, and the name reused, between our open and our lock.
+        if !still_named(dir, file_name, id)? {
+            continue;
+        }
+        let live = record.persistent() || lock::others_lock(&fd, HOLDERS).map_err(locking)?;
+        if live {
+            if let Some(kind) = kind {
+                if record.kind != kind {
+                    return Err(Error::KindMismatch {
+                        name: name.to_string(),
+                        expected: kind,
+                        found: record.kind,
+                    });
+                }
+            }
+            return Ok(Attached::Live(Found { fd, record, st }));
+        }
+        // Stale: its holders are gone (closed or killed). Remove it, and look again.
+        match remove_stale(dir, file_name, &fd, id)? {
+            Removal::Done | Removal::Busy => continue,
+            Removal::NotAllowed if flags.contains(OFlags::RDWR) => {
+                return Ok(Attached::Stuck { owner: st.st_uid })
+            }
+            Removal::NotAllowed => match remove_as_writer(dir, name, file_name, &fd, id)? {
+                Removal::Done | Removal::Busy => continue,
+                Removal::NotAllowed => return Ok(Attached::Stuck { owner: st.st_uid }),
+            },
+        }
+    }
+    Err(keeps_changing(&name.to_string()))
+}
+
+/// How a removal ended.
+enum Removal {
+    /// The name no longer points at the file (we unlinked it, or someone else did).
+    Done,
+    /// Someone else holds it (it is live again), or is unlinking it now.
+    Busy,
+    /// We may not: our descriptor is read-only, or the directory forbids the unlink.
+    NotAllowed,
+}
+
+/// Removes the object open as `fd` (which holds its read lock, or nothing) if nobody else
+/// holds it: converts to the write lock on the holders' byte, takes the unlink byte, and
+/// unlinks the name if it still points at the file.
+fn remove_stale(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
+    let path = || dir.path().join(file_name);
+    match lock::try_write(fd, HOLDERS) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Removal::Busy),
+        Err(Errno::BADF) => return Ok(Removal::NotAllowed),
+        Err(e) => return Err(Error::io(format!("locking {}", path().display()), e)),
+    }
+    let removal = unlink_locked(dir, file_name, fd, id);
+    // Back to a plain read lock: the caller still holds the file (and closes it soon).
+    let _ = lock::try_read(fd, HOLDERS);
+    removal
+}
+
+/// [`remove_stale`] for a file that we hold through the read-only `fd` (whose read lock
+/// we give up): through a descriptor open for writing, if we may have one.
+fn remove_as_writer(
+    dir: &NsDir,
+    name: &Name,
+    file_name: &str,
+    fd: &OwnedFd,
+    id: StatId,
+) -> Result<Removal> {
+    lock::unlock(fd, HOLDERS);
+    match open_checked(dir, name, file_name, OFlags::RDWR) {
+        Ok(Some((writer, st, _))) if st.st_dev == id.dev && st.st_ino == id.ino => {
+            remove_stale(dir, file_name, &writer, id)
+        }
+        // The name moved on meanwhile.
+        Ok(_) => Ok(Removal::Busy),
+        Err(Error::PermissionDenied { .. }) => Ok(Removal::NotAllowed),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unlinks the name if it still points at the file `fd`, holding the unlink byte meanwhile.
+fn unlink_locked(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
+    let path = || dir.path().join(file_name);
+    match lock::try_write(fd, UNLINK) {
+        Ok(true) => {}
+        Ok(false) => return Ok(Removal::Busy),
+        Err(Errno::BADF) => return Ok(Removal::NotAllowed),
+        Err(e) => return Err(Error::io(format!("locking {}", path().display()), e)),
+    }
+    let result = if still_named(dir, file_name, id)? {
+        match fs::unlinkat(dir.fd(), file_name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(Removal::Done),
+            // A sticky directory, and another user's file: theirs to remove.
+            Err(Errno::PERM) | Err(Errno::ACCESS) => Ok(Removal::NotAllowed),
+            Err(e) => Err(Error::io(format!("removing {}", path().display()), e)),
+        }
+    } else {
+        Ok(Removal::Done)
+    };
+    lock::unlock(fd, UNLINK);
+    result
 }
 
 /// What is under a name, as far as the caller is allowed to see.
@@ -413,60 +570,15 @@ pub(crate) fn read_record(fd: &OwnedFd, file_len: u64) -> std::result::Result<Re
     Record::decode(&buf, file_len)
 }
 
-/// Is anybody holding this object? Probes with `LOCK_EX|LOCK_NB` and releases at once.
-/// The caller holds the namespace lock.
-pub(crate) fn is_held(fd: &OwnedFd) -> Result<bool> {
-    match fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {
-            let _ = fs::flock(fd, FlockOperation::Unlock);
-            Ok(false)
-        }
-        Err(Errno::WOULDBLOCK) => Ok(true),
-        Err(e) => Err(Error::io("testing whether an object is in use", e)),
-    }
-}
-
-/// Under the namespace lock: the live object under `name`, if any. A stale one (nobody
-/// holds it, not persistent) is removed on the way. With `kind`, an object of another kind
-/// is a [`Error::KindMismatch`].
-pub(crate) fn find_live(
-    dir: &NsDir,
-    _guard: &NsGuard<'_>,
-    name: &Name,
-    file_name: &str,
-    flags: OFlags,
-    kind: Option<Kind>,
-) -> Result<Option<Found>> {
-    let Some((fd, st, record)) = open_checked(dir, name, file_name, flags)? else {
-        return Ok(None);
-    };
-    if !record.persistent() && !is_held(&fd)? {
-        // Its holders are gone (closed or killed): reclaim the storage now.
-        match fs::unlinkat(dir.fd(), file_name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(Error::io(format!("removing the stale object {name}"), e)),
-        }
-        return Ok(None);
-    }
-    if let Some(kind) = kind {
-        if record.kind != kind {
-            return Err(Error::KindMismatch {
-                name: name.to_string(),
-                expected: kind,
-                found: record.kind,
-            });
-        }
-    }
-    Ok(Some(Found { fd, record, st }))
-}
-
 /// Looks at a name without changing anything (for listings).
 pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspect> {
-    let _guard = dir.lock()?;
     match open_checked(dir, name, file_name, OFlags::RDONLY) {
         Ok(None) => Ok(Inspect::Missing),
         Ok(Some((fd, st, record))) => {
-            let live = is_held(&fd)?;
+            // We hold no lock: any lock on the holders' byte is a holder's (or a remover's,
+            // for an instant).
+            let live = lock::others_lock(&fd, HOLDERS)
+                .map_err(|e| Error::io(format!("checking {name}"), e))?;
             let state = super::sync::read_state(&fd, record.kind);
             Ok(Inspect::Present {
                 st,
@@ -495,28 +607,76 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
 
 /// Removes a stale object under `name`. Returns whether something was removed.
 pub(crate) fn reclaim(dir: &NsDir, name: &Name, file_name: &str) -> Result<bool> {
-    let guard = dir.lock()?;
-    let before = fs::statat(dir.fd(), file_name, AtFlags::SYMLINK_NOFOLLOW).ok();
-    let _ = find_live(dir, &guard, name, file_name, OFlags::RDONLY, None)?;
-    let after = fs::statat(dir.fd(), file_name, AtFlags::SYMLINK_NOFOLLOW).ok();
-    Ok(before.is_some() && after.is_none())
+    let Some((fd, st, record)) = open_checked(dir, name, file_name, OFlags::RDWR)? else {
+        return Ok(false);
+    };
+    if record.persistent() {
+        return Ok(false);
+    }
+    let id = StatId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
+    // Without a read lock of ours, the write lock succeeds only if nobody holds it.
+    Ok(
+        matches!(remove_stale(dir, file_name, &fd, id)?, Removal::Done)
+            && !still_named(dir, file_name, id)?,
+    )
 }
 
 /// Removes a name, live or not (`rm`). Holders keep their object until they close it.
 pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
     let file_name = name.file_name();
-    let _guard = dir.lock()?;
-    match fs::unlinkat(dir.fd(), &file_name, AtFlags::empty()) {
-        Ok(()) => Ok(()),
-        Err(Errno::NOENT) => Err(Error::NotFound {
-            name: name.to_string(),
-            kind: None,
-        }),
-        Err(Errno::ACCESS) | Err(Errno::PERM) => {
-            Err(Error::denied(format!("{name} belongs to another user")))
-        }
-        Err(e) => Err(Error::io(format!("removing {name}"), e)),
+    let not_found = || Error::NotFound {
+        name: name.to_string(),
+        kind: None,
+    };
+    for _ in 0..MAX_TRIES {
+        // A regular object file: take its unlink lock, so that a remover of the same file
+        // cannot unlink whatever comes under the name after us.
+        let fd = match fs::openat(
+            dir.fd(),
+            &file_name,
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Some(fd),
+            Err(Errno::NOENT) => return Err(not_found()),
+            // Not a file we may open for writing (another user's, or not a regular file):
+            // the unlink itself says whether we may.
+            Err(_) => None,
+        };
+        let id = match &fd {
+            Some(fd) => {
+                let st = fs::fstat(fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
+                Some(StatId {
+                    dev: st.st_dev,
+                    ino: st.st_ino,
+                })
+            }
+            None => None,
+        };
+        let result = match (&fd, id) {
+            (Some(fd), Some(id)) => match unlink_locked(dir, &file_name, fd, id)? {
+                Removal::Done => Ok(()),
+                Removal::Busy => {
+                    std::thread::yield_now();
+                    continue;
+                }
+                Removal::NotAllowed => Err(Errno::PERM),
+            },
+            _ => fs::unlinkat(dir.fd(), &file_name, AtFlags::empty()),
+        };
+        return match result {
+            Ok(()) => Ok(()),
+            Err(Errno::NOENT) => Err(not_found()),
+            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                Err(Error::denied(format!("{name} belongs to another user")))
+            }
+            Err(e) => Err(Error::io(format!("removing {name}"), e)),
+        };
     }
+    Err(keeps_changing(&name.to_string()))
 }
 
 /// `posix_fallocate`: reserve the storage now, so that a full tmpfs is an error here and
