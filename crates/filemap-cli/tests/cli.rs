@@ -1880,7 +1880,7 @@ try:
     print("write lock taken", flush=True)
 except OSError as e:
     print("write lock refused:", e.strerror, flush=True)
-fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 0, 1))
+fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 0, 2))
 print("ready", flush=True)
 sys.stdin.read()
 "#,
@@ -1936,8 +1936,16 @@ sys.stdin.read()
     holder.press_enter();
     assert!(holder.finish().0.success());
     assert!(!stdout(&root.run(&["ls"])).contains("Global\\held "));
-    // The reader is a holder of Global\shared, as anyone who may open it can be.
+    // The reader is a holder of Global\shared, as anyone who may open it can be, and can
+    // delay its removal (README, "Where Linux stays weaker"): rm says so.
     assert!(stdout(&root.run(&["info", "Global\\shared"])).contains("1 descriptor"));
+    let out = root.run(&["rm", "Global\\shared"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("removing Global\\shared: another process keeps it busy"),
+        "{}",
+        stderr(&out)
+    );
     locker.press_enter();
     let _ = locker.finish();
     assert!(root.run(&["rm", "Global\\shared"]).status.success());

@@ -265,7 +265,8 @@ impl HolderIndex {
                 if f.get(1) != Some(&"OFDLCK") || f.get(3) != Some(&"READ") {
                     continue;
                 }
-                if f.get(6) != Some(&"0") || f.get(7) != Some(&"0") {
+                // A read lock that starts at byte 0 covers the holders' byte.
+                if f.get(6) != Some(&"0") {
                     continue;
                 }
                 if let Some(id) = f.get(5).and_then(|d| parse_dev_ino(d)) {

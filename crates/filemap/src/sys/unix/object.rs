@@ -631,7 +631,7 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
         name: name.to_string(),
         kind: None,
     };
-    for _ in 0..MAX_TRIES {
+    for attempt in 0..MAX_TRIES {
         // A regular object file: take its unlink lock, so that a remover of the same file
         // cannot unlink whatever comes under the name after us.
         let fd = match fs::openat(
@@ -659,8 +659,14 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
         let result = match (&fd, id) {
             (Some(fd), Some(id)) => match unlink_locked(dir, &file_name, fd, id)? {
                 Removal::Done => Ok(()),
+                // A remover is at it (an instant), or someone holds the byte: wait a
+                // little, up to about a second in all.
                 Removal::Busy => {
-                    std::thread::yield_now();
+                    if attempt < 100 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
                     continue;
                 }
                 Removal::NotAllowed => Err(Errno::PERM),
@@ -676,7 +682,10 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
             Err(e) => Err(Error::io(format!("removing {name}"), e)),
         };
     }
-    Err(keeps_changing(&name.to_string()))
+    Err(Error::io(
+        format!("removing {name}: another process keeps it busy (a process that may read it can hold it)"),
+        Errno::BUSY,
+    ))
 }
 
 /// `posix_fallocate`: reserve the storage now, so that a full tmpfs is an error here and
