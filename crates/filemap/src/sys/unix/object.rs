@@ -409,7 +409,8 @@ enum Removal {
 
 /// Removes the object open as `fd` (which holds its read lock, or nothing) if nobody else
 /// holds it: converts to the write lock on the holders' byte, takes the unlink byte, and
-/// unlinks the name if it still points at the file.
+/// unlinks the name if it still points at the file. Every caller closes `fd` right after,
+/// which drops its locks.
 fn remove_stale(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
     let path = || dir.path().join(file_name);
     match lock::try_write(fd, HOLDERS) {
@@ -418,10 +419,7 @@ fn remove_stale(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Resul
         Err(Errno::BADF) => return Ok(Removal::NotAllowed),
         Err(e) => return Err(Error::io(format!("locking {}", path().display()), e)),
     }
-    let removal = unlink_locked(dir, file_name, fd, id);
-    // Back to a plain read lock: the caller still holds the file (and closes it soon).
-    let _ = lock::try_read(fd, HOLDERS);
-    removal
+    unlink_locked(dir, file_name, fd, id)
 }
 
 /// [`remove_stale`] for a file that we hold through the read-only `fd` (whose read lock
@@ -445,7 +443,8 @@ fn remove_as_writer(
     }
 }
 
-/// Unlinks the name if it still points at the file `fd`, holding the unlink byte meanwhile.
+/// Unlinks the name if it still points at the file `fd`, holding the unlink byte until the
+/// caller closes `fd`.
 fn unlink_locked(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
     let path = || dir.path().join(file_name);
     match lock::try_write(fd, UNLINK) {
@@ -454,18 +453,15 @@ fn unlink_locked(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Resu
         Err(Errno::BADF) => return Ok(Removal::NotAllowed),
         Err(e) => return Err(Error::io(format!("locking {}", path().display()), e)),
     }
-    let result = if still_named(dir, file_name, id)? {
-        match fs::unlinkat(dir.fd(), file_name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(Removal::Done),
-            // A sticky directory, and another user's file: theirs to remove.
-            Err(Errno::PERM) | Err(Errno::ACCESS) => Ok(Removal::NotAllowed),
-            Err(e) => Err(Error::io(format!("removing {}", path().display()), e)),
-        }
-    } else {
-        Ok(Removal::Done)
-    };
-    lock::unlock(fd, UNLINK);
-    result
+    if !still_named(dir, file_name, id)? {
+        return Ok(Removal::Done);
+    }
+    match fs::unlinkat(dir.fd(), file_name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(Removal::Done),
+        // A sticky directory, and another user's file: theirs to remove.
+        Err(Errno::PERM) | Err(Errno::ACCESS) => Ok(Removal::NotAllowed),
+        Err(e) => Err(Error::io(format!("removing {}", path().display()), e)),
+    }
 }
 
 /// What is under a name, as far as the caller is allowed to see.
