@@ -135,7 +135,7 @@ impl Entry {
             });
         }
 
-        // 1. Build the object without a name, outside the namespace lock.
+        // 1. Build the object without a name.
         let fd = match fs::openat(
             dir.fd(),
             ".",
