@@ -412,14 +412,24 @@ enum Removal {
 /// unlinks the name if it still points at the file. Every caller closes `fd` right after,
 /// which drops its locks.
 fn remove_stale(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
-    let path = || dir.path().join(file_name);
-    match lock::try_write(fd, HOLDERS) {
-        Ok(true) => {}
-        Ok(false) => return Ok(Removal::Busy),
-        Err(Errno::BADF) => return Ok(Removal::NotAllowed),
-        Err(e) => return Err(Error::io(format!("locking {}", path().display()), e)),
+    if let Some(cannot) = write_lock(dir, file_name, fd, HOLDERS)? {
+        return Ok(cannot);
     }
     unlink_locked(dir, file_name, fd, id)
+}
+
+/// Takes the write lock on `byte` of the file `fd`; `Some` says why we cannot (someone
+/// else locks it, or `fd` is read-only).
+fn write_lock(dir: &NsDir, file_name: &str, fd: &OwnedFd, byte: i64) -> Result<Option<Removal>> {
+    match lock::try_write(fd, byte) {
+        Ok(true) => Ok(None),
+        Ok(false) => Ok(Some(Removal::Busy)),
+        Err(Errno::BADF) => Ok(Some(Removal::NotAllowed)),
+        Err(e) => Err(Error::io(
+            format!("locking {}", dir.path().join(file_name).display()),
+            e,
+        )),
+    }
 }
 
 /// [`remove_stale`] for a file that we hold through the read-only `fd` (whose read lock
@@ -447,11 +457,8 @@ fn remove_as_writer(
 /// caller closes `fd`.
 fn unlink_locked(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
     let path = || dir.path().join(file_name);
-    match lock::try_write(fd, UNLINK) {
-        Ok(true) => {}
-        Ok(false) => return Ok(Removal::Busy),
-        Err(Errno::BADF) => return Ok(Removal::NotAllowed),
-        Err(e) => return Err(Error::io(format!("locking {}", path().display()), e)),
+    if let Some(cannot) = write_lock(dir, file_name, fd, UNLINK)? {
+        return Ok(cannot);
     }
     if !still_named(dir, file_name, id)? {
         return Ok(Removal::Done);
