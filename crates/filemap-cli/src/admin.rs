@@ -42,6 +42,10 @@ pub(crate) struct CreateArgs {
     /// Keep the object after this process exits, until `filemap rm`.
     #[arg(long)]
     persistent: bool,
+    /// Mapping: don't reserve the memory; pages come at first touch (fast for large sizes,
+    /// but a touch when /dev/shm is full raises SIGBUS).
+    #[arg(long)]
+    sparse: bool,
     /// Permission bits, octal (default 600: owner only; 644 lets others read a Global\ object).
     #[arg(long, value_parser = parse_mode, value_name = "OCTAL")]
     mode: Option<u32>,
@@ -139,7 +143,9 @@ pub(crate) struct RmArgs {
 
 pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
     let mut opts = Options::new();
-    opts.namespace(ns.clone()).persistent(a.persistent);
+    opts.namespace(ns.clone())
+        .persistent(a.persistent)
+        .sparse(a.sparse);
     if let Some(mode) = a.mode {
         opts.mode(mode);
     }
@@ -166,6 +172,7 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
         "--file",
         "mappings",
     )?;
+    only(a.sparse && k != KindArg::Mapping, "--sparse", "mappings")?;
     only(
         a.initial.is_some() && k != KindArg::Semaphore,
         "--initial",

@@ -573,6 +573,31 @@ fn file_backed_create_from_the_cli() {
 }
 
 #[test]
+fn sparse_mappings_from_the_cli() {
+    use std::os::unix::fs::MetadataExt;
+    let root = Root::new("sparse");
+    let out = root.run(&["create", "S", "--size", "1G", "--sparse", "--persistent"]);
+    assert!(out.status.success(), "{out:?}");
+    let created = stdout(&out);
+    let path = created.trim().rsplit(" at ").next().unwrap().to_owned();
+    assert!(
+        created.starts_with("created mapping Local\\S (1073741824 bytes) at "),
+        "{created}"
+    );
+    assert!(std::fs::metadata(&path).unwrap().blocks() * 512 < 1 << 20);
+    let w = root.run(&["write", "S", "--offset", "512M", "far out"]);
+    assert!(w.status.success(), "{w:?}");
+    let r = root.run(&[
+        "read", "S", "--offset", "512M", "--len", "7", "--format", "utf8",
+    ]);
+    assert_eq!(stdout(&r).trim_end(), "far out");
+    let used = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!((4096..1 << 20).contains(&used), "{used}");
+    assert!(root.run(&["rm", "S"]).status.success());
+    assert!(!std::path::Path::new(&path).exists());
+}
+
+#[test]
 fn bad_input_gets_one_line_and_a_nonzero_exit() {
     let root = Root::new("badcli");
     assert!(root
@@ -1059,6 +1084,10 @@ fn sync_objects_from_the_shell() {
         (
             &["create", "x", "--kind", "event", "--size", "10"],
             "filemap: --size applies to mappings only, not to --kind event\n",
+        ),
+        (
+            &["create", "x", "--kind", "semaphore", "--sparse"],
+            "filemap: --sparse applies to mappings only, not to --kind semaphore\n",
         ),
         (
             &["create", "x", "--kind", "mutex", "--initial", "1"],

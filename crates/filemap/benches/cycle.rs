@@ -9,7 +9,10 @@
 //!    The same three again with every page written once, as any real use of the memory
 //!    does: raw `ftruncate` then pays for the pages at the first touch, and filemap has
 //!    already paid for them in `posix_fallocate`.
-//! 2. Copies: `View::read_at`/`write_at` against `memcpy` (`ptr::copy_nonoverlapping`)
+//! 2. Large mappings: create + map + write the first 64 KiB + unmap + close of 1 GiB, reserved
+//!    and sparse ([`Options::sparse`]), against the raw sequence with `posix_fallocate`
+//!    and with `ftruncate`.
+//! 3. Copies: `View::read_at`/`write_at` against `memcpy` (`ptr::copy_nonoverlapping`)
 //!    on the same mapped memory.
 //!
 //! Rounds alternate between the contenders, and medians over rounds are reported, because
@@ -54,6 +57,10 @@ mod linux {
     }
 
     fn raw_cycle(name: &str, reserve: bool, touch: bool) {
+        raw_sized(name, SIZE, reserve, touch)
+    }
+
+    fn raw_sized(name: &str, size: usize, reserve: bool, touch: bool) {
         let fd = shm::open(
             name,
             shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
@@ -61,15 +68,15 @@ mod linux {
         )
         .unwrap();
         if reserve {
-            rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, SIZE as u64).unwrap();
+            rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, size as u64).unwrap();
         } else {
-            rustix::fs::ftruncate(&fd, SIZE as u64).unwrap();
+            rustix::fs::ftruncate(&fd, size as u64).unwrap();
         }
         // SAFETY: a fresh shared mapping of a file we just sized; unmapped right away.
         unsafe {
             let p = rustix::mm::mmap(
                 std::ptr::null_mut(),
-                SIZE,
+                size,
                 ProtFlags::READ | ProtFlags::WRITE,
                 MapFlags::SHARED,
                 &fd,
@@ -78,22 +85,26 @@ mod linux {
             .unwrap();
             black_box(p);
             if touch {
-                for page in (0..SIZE).step_by(4096) {
+                for page in (0..size.min(SIZE)).step_by(4096) {
                     p.cast::<u8>().add(page).write_volatile(1);
                 }
             }
-            rustix::mm::munmap(p, SIZE).unwrap();
+            rustix::mm::munmap(p, size).unwrap();
         }
         drop(fd);
         shm::unlink(name).unwrap();
     }
 
     fn filemap_cycle(opts: &Options, name: &str, touch: bool) {
-        let m = opts.create(name, SIZE as u64).unwrap();
+        filemap_sized(opts, name, SIZE, touch)
+    }
+
+    fn filemap_sized(opts: &Options, name: &str, size: usize, touch: bool) {
+        let m = opts.create(name, size as u64).unwrap();
         let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
         black_box(v.as_ptr());
         if touch {
-            for page in (0..SIZE).step_by(4096) {
+            for page in (0..size.min(SIZE)).step_by(4096) {
                 v.write_at(page, &[1]).unwrap();
             }
         }
@@ -155,6 +166,60 @@ mod linux {
                 fm / 1e3
             );
         }
+
+        // Large mappings: reserving 1 GiB against leaving it sparse, one page touched.
+        let gib = 1usize << 30;
+        let mut sparse = opts.clone();
+        sparse.sparse(true);
+        let (big_rounds, sparse_iters) = (11, 100);
+        let (mut raw_res, mut raw_sp, mut fm_res, mut fm_sp) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..=big_rounds {
+            let a = time_per_iter(1, |_| raw_sized(&raw_name, gib, true, true));
+            let b = time_per_iter(sparse_iters, |_| raw_sized(&raw_name, gib, false, true));
+            let c = time_per_iter(1, |_| filemap_sized(&opts, "Local\\big", gib, true));
+            let d = time_per_iter(sparse_iters, |_| {
+                filemap_sized(&sparse, "Local\\big", gib, true)
+            });
+            // The first round warms up.
+            if round > 0 {
+                raw_res.push(a);
+                raw_sp.push(b);
+                fm_res.push(c);
+                fm_sp.push(d);
+            }
+        }
+        let (raw_res, raw_sp, fm_res, fm_sp) = (
+            median(raw_res),
+            median(raw_sp),
+            median(fm_res),
+            median(fm_sp),
+        );
+        println!("### Large mappings: create + map + write the first 64 KiB + unmap + close, 1 GiB ({big_rounds} rounds, median; sparse rows x {sparse_iters})\n");
+        println!("| contender | µs per cycle | filemap / raw |");
+        println!("|---|---:|---:|");
+        println!(
+            "| raw shm_open + posix_fallocate + mmap + ... | {:.0} | |",
+            raw_res / 1e3
+        );
+        println!(
+            "| filemap create (reserved, the default) | {:.0} | {:.2}x |",
+            fm_res / 1e3,
+            fm_res / raw_res
+        );
+        println!(
+            "| raw shm_open + ftruncate + mmap + ... | {:.1} | |",
+            raw_sp / 1e3
+        );
+        println!(
+            "| filemap create with Options::sparse(true) | {:.1} | {:.2}x |\n",
+            fm_sp / 1e3,
+            fm_sp / raw_sp
+        );
+        println!(
+            "A sparse 1 GiB create is {:.0}x faster than a reserved one.\n",
+            fm_res / fm_sp
+        );
 
         // Copies through a view against memcpy on the same mapping.
         let big = 4 << 20;

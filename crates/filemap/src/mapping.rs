@@ -70,6 +70,7 @@ pub struct Options {
     namespace: Namespace,
     mode: u32,
     persistent: bool,
+    sparse: bool,
 }
 
 impl Default for Options {
@@ -78,6 +79,7 @@ impl Default for Options {
             namespace: Namespace::new(),
             mode: 0o600,
             persistent: false,
+            sparse: false,
         }
     }
 }
@@ -113,6 +115,38 @@ impl Options {
         self
     }
 
+    /// Whether a new mapping's storage is left unreserved (default: reserved). Reserving it
+    /// (`posix_fallocate`) takes time in proportion to the size (about 0.4 s for 1 GiB on
+    /// the machines of docs/BENCHMARKS.md) and charges all the memory at once, and in
+    /// exchange a full `/dev/shm` is a [`crate::Error::NoSpace`] at create. A sparse mapping is created at once, and its
+    /// pages come at their first touch, which suits a large mapping that is used sparsely.
+    ///
+    /// **The risk:** if `/dev/shm` (or the file's file system) is full when a page is first
+    /// touched, that access raises SIGBUS, which kills the process unless it handles the
+    /// signal. Only the creator's option counts: opening an existing mapping ignores it, and
+    /// synchronization objects are always reserved. It applies to a file grown by
+    /// [`Options::map_path`] or [`Options::map_file`] too. On Windows, which commits a
+    /// section's pages as they are touched anyway, it changes nothing.
+    ///
+    /// ```
+    /// # fn main() -> filemap::Result<()> {
+    /// # let root = std::env::temp_dir().join(format!("filemap-doc-sparse-{}", std::process::id()));
+    /// let mut opts = filemap::Options::new();
+    /// # opts.namespace(filemap::Namespace::at(&root));
+    /// opts.sparse(true);
+    /// let big = opts.create("Local\\frames", 1 << 30)?; // 1 GiB, no memory used yet
+    /// big.map_view(filemap::Access::ReadWrite, 512 << 20, 4096)?
+    ///     .write_at(0, b"one page")?;
+    /// # drop(big);
+    /// # let _ = std::fs::remove_dir_all(&root);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn sparse(&mut self, sparse: bool) -> &mut Self {
+        self.sparse = sparse;
+        self
+    }
+
     pub(crate) fn namespace_ref(&self) -> &Namespace {
         &self.namespace
     }
@@ -137,6 +171,7 @@ impl Options {
         Ok(CreateOptions {
             mode: self.mode,
             persistent: self.persistent,
+            sparse: self.sparse,
         })
     }
 
@@ -219,8 +254,8 @@ impl Options {
         let name = name.map(Name::parse).transpose()?;
         let opts = self.create_options()?;
         let file = sys::open_for_mapping(path, access)?;
-        let named = name.as_ref().map(|n| (&self.namespace, n, opts));
-        let inner = sys::Mapping::from_file(file, Some(path), size, access, named)?;
+        let named = name.as_ref().map(|n| (&self.namespace, n));
+        let inner = sys::Mapping::from_file(file, Some(path), size, access, opts, named)?;
         Ok(FileMapping {
             inner: Arc::new(inner),
         })
@@ -238,8 +273,8 @@ impl Options {
         let name = name.map(Name::parse).transpose()?;
         let opts = self.create_options()?;
         let fd = sys::dup_file(file)?;
-        let named = name.as_ref().map(|n| (&self.namespace, n, opts));
-        let inner = sys::Mapping::from_file(fd, None, size, access, named)?;
+        let named = name.as_ref().map(|n| (&self.namespace, n));
+        let inner = sys::Mapping::from_file(fd, None, size, access, opts, named)?;
         Ok(FileMapping {
             inner: Arc::new(inner),
         })

@@ -469,6 +469,63 @@ fn a_full_tmpfs_is_an_error_at_create_not_a_sigbus_later() {
     assert!(root.local_files().is_empty());
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn sparse_mappings_take_memory_only_where_touched() {
+    use std::os::unix::fs::MetadataExt;
+    let root = TestRoot::new("sparse");
+    let allocated = |p: &std::path::Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    let gib = 1u64 << 30;
+    let mut opts = root.opts();
+    opts.sparse(true);
+    let m = opts.create("Local\\sparse", gib).unwrap();
+    assert_eq!(m.size(), gib);
+    let path = m.os_path().unwrap().to_owned();
+    assert!(allocated(&path) < 1 << 20, "{} bytes", allocated(&path));
+    // Another handle writes in the middle: one page comes into being, shared.
+    let other = root
+        .opts()
+        .open("Local\\sparse", Access::ReadWrite)
+        .unwrap();
+    other
+        .map_view(Access::ReadWrite, gib / 2, 4096)
+        .unwrap()
+        .write_at(0, b"middle")
+        .unwrap();
+    let mut buf = [0u8; 6];
+    m.map_view(Access::Read, gib / 2, 6)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
+    assert_eq!(&buf, b"middle");
+    let used = allocated(&path);
+    assert!((4096..1 << 20).contains(&used), "{used} bytes");
+    // Untouched pages read as zeros.
+    m.map_view(Access::Read, gib - 6, 6)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
+    assert_eq!(buf, [0; 6]);
+    // By default the whole size is reserved at create.
+    let reserved = root.opts().create("Local\\reserved", 16 << 20).unwrap();
+    assert!(allocated(reserved.os_path().unwrap()) >= 16 << 20);
+    // A file grown for a sparse mapping stays sparse too.
+    let file = root.path.with_extension("sparse");
+    std::fs::write(&file, b"head").unwrap();
+    let guard = RemoveFile(file.clone());
+    let fm = opts.map_path(&file, gib, Access::ReadWrite, None).unwrap();
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), gib);
+    assert!(allocated(&file) < 1 << 20);
+    let mut head = [0u8; 4];
+    fm.map_view(Access::Read, 0, 4)
+        .unwrap()
+        .read_at(0, &mut head)
+        .unwrap();
+    assert_eq!(&head, b"head");
+    drop((fm, guard, m, other, reserved));
+    assert!(root.local_files().is_empty());
+}
+
 #[test]
 fn file_backed_mappings_flush_to_the_file() {
     let root = TestRoot::new("file");

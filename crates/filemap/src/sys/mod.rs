@@ -4,7 +4,7 @@
 //! trait):
 //!
 //! - `Mapping` with `create`, `open`, `from_file`, `size`, `access`, `created`, `os_path`,
-//!   `name` and `map`, and `CreateOptions { mode, persistent }`;
+//!   `name` and `map`, and `CreateOptions { mode, persistent, sparse }`;
 //! - `Region` (one mapped view) with `ptr`, `len` and `flush`, unmapped on drop;
 //! - `open_for_mapping(path, access)` and `dup_file(&File)`, giving an `OwnedFd`-like file;
 //! - `admin::{list, info, remove, gc}` over a namespace root;
@@ -24,6 +24,9 @@ pub(crate) struct CreateOptions {
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) mode: u32,
     pub(crate) persistent: bool,
+    /// Leave a new mapping's storage unreserved (Linux; Windows commits lazily anyway).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) sparse: bool,
 }
 
 impl CreateOptions {

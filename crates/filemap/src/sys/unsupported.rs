@@ -46,7 +46,8 @@ impl Mapping {
         _: Option<&Path>,
         _: u64,
         _: Access,
-        _: Option<(&Namespace, &Name, CreateOptions)>,
+        _: CreateOptions,
+        _: Option<(&Namespace, &Name)>,
     ) -> Result<Mapping> {
         match file.0 {}
     }

@@ -439,10 +439,11 @@ impl Mapping {
         path_hint: Option<&Path>,
         size: u64,
         access: Access,
-        name: Option<(&Namespace, &Name, CreateOptions)>,
+        opts: CreateOptions,
+        name: Option<(&Namespace, &Name)>,
     ) -> Result<Mapping> {
-        if let Some((_, _, opts)) = &name {
-            no_persistence(opts)?;
+        if name.is_some() {
+            no_persistence(&opts)?;
         }
         // The same checks, in the same words, as on Linux: CreateFileMappingW would only
         // say "access denied" for any of them.
@@ -465,7 +466,7 @@ impl Mapping {
             Access::ReadWrite => PAGE_READWRITE,
             Access::CopyOnWrite => PAGE_WRITECOPY,
         };
-        let w = name.map(|(_, n, _)| wide(n));
+        let w = name.map(|(_, n)| wide(n));
         let wname = w.as_ref().map_or(std::ptr::null(), |w| w.as_ptr());
         // SAFETY: the file handle is open for the call; `wname` is null or NUL-terminated.
         let h = unsafe {
@@ -481,13 +482,13 @@ impl Mapping {
         let code = last_error();
         if h.is_null() {
             let shown = name
-                .map(|(_, n, _)| n.clone())
+                .map(|(_, n)| n.clone())
                 .unwrap_or_else(|| Name::parse("file").expect("valid"));
             return Err(object_error(code, &shown, Kind::Mapping, "mapping"));
         }
         Ok(Mapping {
             handle: Handle(h),
-            name: name.map(|(_, n, _)| n.clone()),
+            name: name.map(|(_, n)| n.clone()),
             size,
             access,
             created: code != ERROR_ALREADY_EXISTS,

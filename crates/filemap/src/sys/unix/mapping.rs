@@ -47,6 +47,7 @@ impl Mapping {
             data_len: size,
             init: &[],
             mode: opts.mode,
+            sparse: opts.sparse,
         };
         let (entry, created) = Entry::create(dir, name, &new, disposition, &mut |_| Ok(()))?;
         if !created && entry.record().file_backed() {
@@ -97,7 +98,8 @@ impl Mapping {
         path_hint: Option<&Path>,
         size: u64,
         access: Access,
-        name: Option<(&Namespace, &Name, CreateOptions)>,
+        opts: CreateOptions,
+        name: Option<(&Namespace, &Name)>,
     ) -> Result<Mapping> {
         let what = || match path_hint {
             Some(p) => p.display().to_string(),
@@ -113,7 +115,12 @@ impl Mapping {
         let len = st.st_size as u64;
         let size = checks.size(regular, len, size, access)?;
         if size > len {
-            reserve(&file, size).map_err(|e| match e {
+            let grown = if opts.sparse {
+                fs::ftruncate(&file, size)
+            } else {
+                reserve(&file, size)
+            };
+            grown.map_err(|e| match e {
                 Errno::NOSPC | Errno::FBIG => Error::NoSpace { name: what(), size },
                 e => Error::io(format!("growing {} to {size} bytes", what()), e),
             })?;
@@ -124,7 +131,7 @@ impl Mapping {
         )
         .ok()
         .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p.as_bytes())));
-        let Some((ns, name, opts)) = name else {
+        let Some((ns, name)) = name else {
             return Ok(Mapping {
                 entry: None,
                 file: Some(file),
@@ -169,6 +176,7 @@ impl Mapping {
             data_len: record.len() as u64,
             init: &record,
             mode: opts.mode & !0o022,
+            sparse: false,
         };
         let (entry, created) = Entry::create(
             NsDir::for_create(ns, name)?,

@@ -71,6 +71,8 @@ pub(crate) struct NewObject<'a> {
     pub(crate) init: &'a [u8],
     /// File mode bits (owner, group and others).
     pub(crate) mode: u32,
+    /// Size the file without reserving its storage (pages come at first touch).
+    pub(crate) sparse: bool,
 }
 
 fn now_ns() -> u64 {
@@ -156,7 +158,12 @@ impl Entry {
                 ))
             }
         };
-        reserve(&fd, total).map_err(|e| match e {
+        let sized = if new.sparse {
+            fs::ftruncate(&fd, total)
+        } else {
+            reserve(&fd, total)
+        };
+        sized.map_err(|e| match e {
             Errno::NOSPC | Errno::FBIG => Error::NoSpace {
                 name: display.clone(),
                 size: new.data_len,
@@ -171,11 +178,17 @@ impl Entry {
             data_len,
             created_ns: now_ns(),
         };
-        write_all_at(&fd, new.init, 0)
-            .map_err(|e| Error::io(format!("initialising {display}"), e))?;
+        // A sparse file gets its pages here, so a full file system shows up now.
+        let init_err = |e| match e {
+            Errno::NOSPC => Error::NoSpace {
+                name: display.clone(),
+                size: new.data_len,
+            },
+            e => Error::io(format!("initialising {display}"), e),
+        };
+        write_all_at(&fd, new.init, 0).map_err(init_err)?;
         prepare(&fd)?;
-        write_all_at(&fd, &record.encode(), data_len)
-            .map_err(|e| Error::io(format!("initialising {display}"), e))?;
+        write_all_at(&fd, &record.encode(), data_len).map_err(init_err)?;
         if !lock::try_read(&fd, HOLDERS).map_err(|e| Error::io(format!("locking {display}"), e))? {
             return Err(Error::io(format!("locking {display}"), Errno::AGAIN));
         }
@@ -761,6 +774,7 @@ mod tests {
             data_len: 8,
             init: &[],
             mode: 0o600,
+            sparse: false,
         };
         let (event, created) = Entry::create(
             dir.clone(),

@@ -157,6 +157,8 @@ fn create_entry<T: SharedState>(
         data_len: size,
         init: &[],
         mode: opts.mode,
+        // One page of state, always reserved: no SIGBUS when it is first touched.
+        sparse: false,
     };
     let (entry, created) = Entry::create(dir, name, &new, disposition, prepare)?;
     if !created {
