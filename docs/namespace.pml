@@ -12,6 +12,9 @@
  *                          is still this inode and unlinks it (`ul`); `rm` takes it too.
  * A write lock needs a writable descriptor; a holder that opened the object read-only
  * (`writable[p]` false) cannot remove it, and leaves it stale for the next opener or gc.
+ * Holders are handles only. A view maps a second open file description of the object,
+ * which takes no lock, so views take no part in the protocol: as on Windows, the name
+ * goes with the last handle while views may still be mapped (issue 10).
  *
  * How the model maps to the code:
  *   - "build tmp"       openat(O_TMPFILE), fallocate, record, read lock on byte 0

@@ -7,8 +7,9 @@
 //!   taken by another ([`Error::KindMismatch`], Windows' `ERROR_INVALID_HANDLE`).
 //! - **create, open_or_create, open**: [`FileMapping::open_or_create`] reports whether the
 //!   object already existed ([`FileMapping::already_existed`]), like `ERROR_ALREADY_EXISTS`.
-//! - **Lifetime follows Windows**: a mapping exists while any process holds a handle or a
-//!   view, and is gone when the last one closes, also if every holder died by SIGKILL.
+//! - **Lifetime follows Windows**: a name exists while any process holds a handle, and is
+//!   gone when the last one closes, also if every holder died by SIGKILL. A mapping's
+//!   memory lasts as long as its last handle or view.
 //!   Persistent objects are an explicit opt-in ([`Options::persistent`]).
 //! - **Views** at any offset, read-only, read-write or copy-on-write ([`View`]). Memory that
 //!   another process can write is never handed out as a safe `&[u8]`: views offer

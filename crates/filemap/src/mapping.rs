@@ -283,8 +283,11 @@ impl Options {
 
 /// A handle to a file mapping object: named shared memory, or a mapped file.
 ///
-/// The object lives while any process holds a handle or a [`View`] of it; views keep it
-/// alive after the handle is dropped. Cloning the handle is cheap and shares it.
+/// As on Windows, the *name* lives while any process holds a handle (a `FileMapping`), and
+/// the *memory* while any process holds a handle or a [`View`]. Once the last handle is
+/// dropped, the name is gone (`open` gives [`Error::NotFound`], `create` makes a new,
+/// zeroed object) even while views are still mapped; those views keep working on the old
+/// memory, which is freed with the last of them. Cloning the handle is cheap and shares it.
 ///
 /// See [`Options`] for every way to make one; the associated functions here use the
 /// default options.
@@ -378,6 +381,6 @@ impl FileMapping {
             what: format!("a view of {len} bytes does not fit in the address space"),
         })?;
         let region = self.inner.map(access, offset, len_usize)?;
-        Ok(View::new(region, self.inner.clone(), offset, access))
+        Ok(View::new(region, offset, access))
     }
 }

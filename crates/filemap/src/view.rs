@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::{sys, Access, Error, Result};
 
@@ -26,9 +25,9 @@ use crate::{sys, Access, Error, Result};
 /// A read-only view has no way to write: the write methods return
 /// [`Error::PermissionDenied`] and the pages are mapped without write permission.
 pub struct View {
-    // Field order matters: the region is unmapped before the mapping handle is released.
+    // No handle: as with `MapViewOfFile`, a view keeps the memory (the kernel's mapping of
+    // it), not the name.
     region: sys::Region,
-    _mapping: Arc<sys::Mapping>,
     offset: u64,
     access: Access,
 }
@@ -45,15 +44,9 @@ impl fmt::Debug for View {
 }
 
 impl View {
-    pub(crate) fn new(
-        region: sys::Region,
-        mapping: Arc<sys::Mapping>,
-        offset: u64,
-        access: Access,
-    ) -> View {
+    pub(crate) fn new(region: sys::Region, offset: u64, access: Access) -> View {
         View {
             region,
-            _mapping: mapping,
             offset,
             access,
         }

@@ -109,17 +109,26 @@ fn names_are_case_sensitive_and_keep_any_character() {
 }
 
 #[test]
-fn lifetime_follows_the_last_handle_or_view() {
+fn the_name_lives_with_the_handles_and_the_memory_with_the_views() {
     let root = TestRoot::new("life");
     let opts = root.opts();
     let name = &root.name("Local\\life");
     let m = opts.create(name, 4096).unwrap();
     let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
     v.write_at(0, b"kept").unwrap();
+    #[cfg(target_os = "linux")]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        let st = std::fs::metadata(m.os_path().unwrap()).unwrap();
+        let dev = st.dev();
+        let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+        (format!("{major:02x}:{minor:02x}"), st.ino().to_string())
+    };
+    // A second handle keeps the name after the first is dropped.
+    let second = opts.open(name, Access::ReadWrite).unwrap();
     drop(m);
-    // The view keeps the mapping alive.
-    let again = opts.open(name, Access::Read).unwrap();
     let mut buf = [0u8; 4];
+    let again = opts.open(name, Access::Read).unwrap();
     again
         .map_view(Access::Read, 0, 4)
         .unwrap()
@@ -127,7 +136,8 @@ fn lifetime_follows_the_last_handle_or_view() {
         .unwrap();
     assert_eq!(&buf, b"kept");
     drop(again);
-    drop(v);
+    // The last handle goes: the name goes with it, as on Windows, though a view is mapped.
+    drop(second);
     match after_last_close(|| opts.open(name, Access::Read)) {
         Err(e @ Error::NotFound { .. }) => {
             assert_eq!(e.to_string(), format!("no mapping named {name}"))
@@ -136,14 +146,38 @@ fn lifetime_follows_the_last_handle_or_view() {
     }
     #[cfg(target_os = "linux")]
     assert!(root.local_files().is_empty(), "{:?}", root.local_files());
-    // A new create starts from zero.
-    let fresh = opts.create(name, 4096).unwrap();
-    fresh
-        .map_view(Access::Read, 0, 4)
-        .unwrap()
-        .read_at(0, &mut buf)
-        .unwrap();
+    // The view still works, on the old memory.
+    v.write_at(4, b"+more").unwrap();
+    let mut old = [0u8; 9];
+    v.read_at(0, &mut old).unwrap();
+    assert_eq!(&old, b"kept+more");
+    // The name is free: a create makes a new, zeroed object, not "already exists".
+    let fresh = opts.open_or_create(name, 4096).unwrap();
+    assert!(!fresh.already_existed());
+    let fv = fresh.map_view(Access::ReadWrite, 0, 4).unwrap();
+    fv.read_at(0, &mut buf).unwrap();
     assert_eq!(buf, [0; 4]);
+    fv.write_at(0, b"new!").unwrap();
+    v.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"kept", "the old view is not the new object's memory");
+    // The old memory is freed with its last view: the kernel's mapping of the unlinked
+    // file is gone from this process.
+    #[cfg(target_os = "linux")]
+    {
+        // Fields: address, perms, offset, device, inode, path.
+        let mapped = || {
+            std::fs::read_to_string("/proc/self/maps")
+                .unwrap()
+                .lines()
+                .any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 4 && f[3] == dev && f[4] == ino
+                })
+        };
+        assert!(mapped());
+        drop(v);
+        assert!(!mapped());
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -623,13 +657,19 @@ fn named_file_backed_mapping_opens_by_name() {
     let info = root.ns().info("Local\\onfile").unwrap();
     assert!(info.file_backed);
     assert_eq!(info.kind, Some(Kind::Mapping));
+    let view = m.map_view(Access::ReadWrite, 0, 0).unwrap();
     drop((m, other));
-    // The mapping object is gone; the file stays.
+    // The mapping object's name is gone with its last handle, though a view is mapped;
+    // the view still reaches the file, which stays.
     assert!(matches!(
         after_last_close(|| opts.open("Local\\onfile", Access::Read)),
         Err(Error::NotFound { .. })
     ));
-    assert_eq!(std::fs::read(&path).unwrap().len(), 100);
+    view.write_at(0, b"late").unwrap();
+    view.flush().unwrap();
+    drop(view);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!((bytes.len(), &bytes[..4]), (100, &b"late"[..]));
     drop(guard);
 }
 

@@ -46,10 +46,23 @@ fn child() {
             let m = opts().open_or_create(name, 4096).unwrap();
             let v = m.map_view(Access::ReadWrite, 100, 8).unwrap();
             v.write_at(0, b"holding!").unwrap();
-            drop(m); // the view alone keeps it alive
             out("ready".into());
             wait_for_stdin_eof();
-            drop(v);
+            drop((v, m));
+        }
+        // Keep only a view: report, then at each line read and write through it.
+        "view-only" => {
+            let m = opts().open(name, Access::ReadWrite).unwrap();
+            let v = m.map_view(Access::ReadWrite, 0, 16).unwrap();
+            drop(m);
+            out("ready".into());
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).unwrap();
+            let mut buf = [0u8; 6];
+            v.read_at(0, &mut buf).unwrap();
+            v.write_at(8, b"child").unwrap();
+            out(String::from_utf8_lossy(&buf).into_owned());
+            wait_for_stdin_eof();
         }
         // Write through a copy-on-write view; report what each view sees.
         "cow" => {
@@ -157,7 +170,6 @@ fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
     let info = root.ns().info(name).unwrap();
     assert_eq!(info.live, Some(true));
     if cfg!(windows) {
-        // Each child dropped its FileMapping but kept a view, which holds the handle.
         assert_eq!(info.handles, Some(3));
     } else {
         let mut pids: Vec<u32> = kids.iter().map(|k| k.0.id()).collect();
@@ -237,6 +249,45 @@ fn copy_on_write_stays_private_across_processes() {
     let mut buf = [0u8; 13];
     v.read_at(0, &mut buf).unwrap();
     assert_eq!(&buf, b"shared-bytes!");
+    drop(kid.0.stdin.take());
+    assert!(kid.0.wait().unwrap().success());
+}
+
+#[test]
+fn a_view_in_another_process_keeps_the_memory_but_not_the_name() {
+    let root = TestRoot::new("viewonly");
+    let name = &root.name("Local\\viewed");
+    let m = root.opts().create(name, 4096).unwrap();
+    let v = m.map_view(Access::ReadWrite, 0, 16).unwrap();
+    v.write_at(0, b"parent").unwrap();
+    let mut kid = Reap(spawn_role("child", "view-only", &root.path, &[name]));
+    assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "ready");
+    // The child holds a view and no handle: it is not a holder.
+    let info = root.ns().info(name).unwrap();
+    if cfg!(windows) {
+        assert_eq!(info.handles, Some(1));
+    } else {
+        assert_eq!(info.holders, [std::process::id()]);
+    }
+    drop(m);
+    match common::after_last_close(|| root.opts().open(name, Access::Read)) {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A new object under the name; the child's view still shares the old memory with ours.
+    let fresh = root.opts().open_or_create(name, 4096).unwrap();
+    assert!(!fresh.already_existed());
+    writeln!(kid.0.stdin.as_mut().unwrap(), "check").unwrap();
+    assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "parent");
+    let mut buf = [0u8; 5];
+    v.read_at(8, &mut buf).unwrap();
+    assert_eq!(&buf, b"child");
+    fresh
+        .map_view(Access::Read, 8, 5)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
+    assert_eq!(buf, [0; 5]);
     drop(kid.0.stdin.take());
     assert!(kid.0.wait().unwrap().success());
 }

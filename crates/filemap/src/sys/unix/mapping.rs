@@ -6,6 +6,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+use std::sync::OnceLock;
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{self, Mode, OFlags};
@@ -25,6 +26,11 @@ pub(crate) struct Mapping {
     entry: Option<Entry>,
     /// The file whose bytes are mapped, when it is not the entry itself.
     file: Option<OwnedFd>,
+    /// For shared memory: the entry's file opened again, for views. A view's `mmap` holds a
+    /// reference to the open file description it maps, and with it that description's OFD
+    /// locks; mapping the locked one would let a view keep the name alive, which Windows
+    /// does not. Opened at the first view.
+    views_fd: OnceLock<OwnedFd>,
     size: u64,
     access: Access,
     os_path: Option<PathBuf>,
@@ -59,6 +65,7 @@ impl Mapping {
             os_path: Some(entry.path()),
             entry: Some(entry),
             file: None,
+            views_fd: OnceLock::new(),
             created,
         })
     }
@@ -88,6 +95,7 @@ impl Mapping {
             os_path: Some(entry.path()),
             entry: Some(entry),
             file: None,
+            views_fd: OnceLock::new(),
             created: false,
         })
     }
@@ -135,6 +143,7 @@ impl Mapping {
             return Ok(Mapping {
                 entry: None,
                 file: Some(file),
+                views_fd: OnceLock::new(),
                 size,
                 access,
                 os_path: real_path.or_else(|| path_hint.map(Path::to_path_buf)),
@@ -194,6 +203,7 @@ impl Mapping {
                     os_path: Some(entry.path()),
                     entry: Some(entry),
                     file: None,
+                    views_fd: OnceLock::new(),
                     created: false,
                 });
             }
@@ -202,6 +212,7 @@ impl Mapping {
         Ok(Mapping {
             entry: Some(entry),
             file: Some(file),
+            views_fd: OnceLock::new(),
             size,
             access,
             os_path: Some(real_path),
@@ -280,6 +291,7 @@ impl Mapping {
         Ok(Mapping {
             entry: Some(entry),
             file: Some(file),
+            views_fd: OnceLock::new(),
             size,
             access,
             os_path: Some(path),
@@ -307,10 +319,28 @@ impl Mapping {
         self.entry.as_ref().map(Entry::name)
     }
 
+    /// The descriptor that views map: the mapped file, or for shared memory a second,
+    /// unlocked description of the entry's file (see `views_fd`).
     fn data_fd(&self) -> &OwnedFd {
         match (&self.file, &self.entry) {
             (Some(f), _) => f,
-            (None, Some(e)) => e.fd(),
+            (None, Some(e)) => {
+                if let Some(fd) = self.views_fd.get() {
+                    return fd;
+                }
+                let mode = match self.access {
+                    Access::ReadWrite => OFlags::RDWR,
+                    Access::Read | Access::CopyOnWrite => OFlags::RDONLY,
+                };
+                // /proc/self/fd/N opens the same inode, even unlinked, as a new description.
+                let path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(e.fd()));
+                match fs::open(path, mode | OFlags::CLOEXEC, Mode::empty()) {
+                    Ok(fd) => self.views_fd.get_or_init(|| fd),
+                    // Without /proc (or if the mode has changed since): the locked
+                    // description, whose views then keep the name too.
+                    Err(_) => e.fd(),
+                }
+            }
             (None, None) => unreachable!("a mapping has a file or an entry"),
         }
     }
