@@ -598,6 +598,39 @@ fn sparse_mappings_from_the_cli() {
 }
 
 #[test]
+fn long_names_from_the_cli() {
+    let root = Root::new("longname");
+    let long = format!("Global\\{}", "very long name/".repeat(70));
+    let out = root.run(&["create", &long, "--size", "64", "--persistent"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(root.run(&["write", &long, "hello"]).status.success());
+    let r = root.run(&["read", &long, "--format", "utf8", "--len", "5"]);
+    assert_eq!(stdout(&r).trim_end(), "hello");
+    // ls and info show the whole name, as given.
+    let ls = stdout(&root.run(&["ls", "--json"]));
+    assert!(
+        ls.contains(&format!("\"name\":\"{}\"", long.replace('\\', "\\\\"))),
+        "{ls}"
+    );
+    let info = stdout(&root.run(&["info", &long]));
+    assert!(info.contains(&long), "{info}");
+    assert!(root.run(&["rm", &long]).status.success());
+    let gone = root.run(&["info", &long]);
+    assert_eq!(gone.status.code(), Some(1));
+    // Past the limit: one line that shows the start of the name.
+    let too_long = "y".repeat(40_000);
+    let e = root.run(&["create", &too_long, "--size", "1"]);
+    assert_eq!(e.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&e.stderr),
+        format!(
+            "filemap: name '{}…' is too long: 40006 UTF-16 code units, the limit is 32766\n",
+            "y".repeat(40)
+        )
+    );
+}
+
+#[test]
 fn bad_input_gets_one_line_and_a_nonzero_exit() {
     let root = Root::new("badcli");
     assert!(root

@@ -41,9 +41,9 @@ pub enum Error {
     NameTooLong {
         /// The name as given.
         name: String,
-        /// Its length once encoded as a file name, in bytes.
+        /// Its length in UTF-16 code units, prefix included (a bare name counts `Local\`).
         len: usize,
-        /// The limit, in bytes.
+        /// The limit, [`Name::MAX_LEN`](crate::Name::MAX_LEN).
         max: usize,
     },
     /// No object of this name exists (or the last one was closed by every holder).
@@ -216,10 +216,17 @@ impl fmt::Display for Raw<'_> {
             Error::InvalidName { name, reason } => {
                 write!(f, "invalid name '{name}': {reason}")
             }
-            Error::NameTooLong { name, len, max } => write!(
-                f,
-                "name '{name}' is too long: {len} bytes once encoded, the limit is {max}"
-            ),
+            Error::NameTooLong { name, len, max } => {
+                // The name itself may be tens of thousands of characters: its start will do.
+                let shown = match name.char_indices().nth(40) {
+                    Some((i, _)) => format!("{}…", &name[..i]),
+                    None => name.clone(),
+                };
+                write!(
+                    f,
+                    "name '{shown}' is too long: {len} UTF-16 code units, the limit is {max}"
+                )
+            }
             Error::NotFound {
                 name,
                 kind: Some(kind),

@@ -3,13 +3,16 @@
 //! An object file is laid out as
 //!
 //! ```text
-//! offset 0                  data_len                data_len + 4096
-//! | the object's data ...   | record (4096 bytes)   |
+//! offset 0                  data_len                 data_len + name_area
+//! | the object's data ...   | the name (long names)  | record (4096 bytes)  |
 //! ```
 //!
 //! The data starts at offset 0, so another language can map a mapping's bytes as they are.
-//! `data_len` is the data size rounded up to 4096. The record holds the kind, the exact
-//! size that the creator asked for and the flags, in little-endian fixed-width fields:
+//! `data_len` is the data size rounded up to 4096. The name area is empty, except for a
+//! name whose file name is hashed (see [`Name`](crate::Name)): it then holds the part of
+//! the name after the prefix, in UTF-8, and is `name_len` rounded up to 4096 bytes. The
+//! record, always the last 4096 bytes, holds the kind, the exact size that the creator asked
+//! for and the flags, in little-endian fixed-width fields:
 //!
 //! | offset | size | field                                   |
 //! |--------|------|-----------------------------------------|
@@ -21,6 +24,7 @@
 //! | 24     | 8    | size: the exact size seen by openers    |
 //! | 32     | 8    | `data_len`                              |
 //! | 40     | 8    | creation time, nanoseconds since 1970   |
+//! | 48     | 4    | `name_len`: the stored name's length in bytes, 0 if none |
 //!
 //! The rest of the record is zero. It is written before the file gets its name, so no
 //! opener ever sees a file without it.
@@ -100,7 +104,11 @@ pub(crate) const DATA_ALIGN: u64 = 4096;
 const MAGIC: [u8; 8] = *b"FILEMAP\0";
 const VERSION: u32 = 1;
 /// The number of meaningful bytes at the start of the record.
-pub(crate) const RECORD_USED: usize = 48;
+pub(crate) const RECORD_USED: usize = 52;
+
+/// The longest stored name: every UTF-16 code unit of the longest name takes at most three
+/// bytes of UTF-8.
+pub(crate) const MAX_STORED_NAME: usize = 3 * crate::Name::MAX_LEN;
 
 pub(crate) const FLAG_PERSISTENT: u32 = 1;
 pub(crate) const FLAG_FILE_BACKED: u32 = 2;
@@ -114,6 +122,8 @@ pub(crate) struct Record {
     pub(crate) size: u64,
     pub(crate) data_len: u64,
     pub(crate) created_ns: u64,
+    /// The length of the name stored after the data, for a hashed file name; else 0.
+    pub(crate) name_len: u32,
 }
 
 impl Record {
@@ -123,6 +133,18 @@ impl Record {
 
     pub(crate) fn file_backed(&self) -> bool {
         self.flags & FLAG_FILE_BACKED != 0
+    }
+
+    /// The size of the area that holds a stored name of `name_len` bytes.
+    pub(crate) fn name_area_for(name_len: u32) -> u64 {
+        u64::from(name_len).div_ceil(DATA_ALIGN) * DATA_ALIGN
+    }
+
+    /// The length of the whole file: data, stored name and record.
+    pub(crate) fn file_len(&self) -> Option<u64> {
+        self.data_len
+            .checked_add(Record::name_area_for(self.name_len))?
+            .checked_add(RECORD_LEN)
     }
 
     /// The data length for `size` bytes of data: `size` rounded up to [`DATA_ALIGN`].
@@ -141,6 +163,7 @@ impl Record {
         b[24..32].copy_from_slice(&self.size.to_le_bytes());
         b[32..40].copy_from_slice(&self.data_len.to_le_bytes());
         b[40..48].copy_from_slice(&self.created_ns.to_le_bytes());
+        b[48..52].copy_from_slice(&self.name_len.to_le_bytes());
         b
     }
 
@@ -163,12 +186,18 @@ impl Record {
             size: u64_at(24),
             data_len: u64_at(32),
             created_ns: u64_at(40),
+            name_len: u32_at(48),
         };
-        if rec.data_len.checked_add(RECORD_LEN) != Some(file_len) || rec.data_len % DATA_ALIGN != 0
-        {
+        if rec.name_len as usize > MAX_STORED_NAME {
+            return Err(format!(
+                "its stored name of {} bytes is too long",
+                rec.name_len
+            ));
+        }
+        if rec.file_len() != Some(file_len) || rec.data_len % DATA_ALIGN != 0 {
             return Err(format!(
                 "its length is {file_len} bytes but its record says {}: it was truncated or resized",
-                rec.data_len.saturating_add(RECORD_LEN)
+                rec.file_len().unwrap_or(u64::MAX)
             ));
         }
         if !rec.file_backed()
@@ -196,6 +225,7 @@ mod tests {
             size: 65536,
             data_len: 65536,
             created_ns: 7,
+            name_len: 0,
         };
         let bytes = rec.encode();
         assert_eq!(Record::decode(&bytes, 65536 + RECORD_LEN), Ok(rec));
@@ -210,5 +240,20 @@ mod tests {
         assert_eq!(Record::data_len_for(1), Some(4096));
         assert_eq!(Record::data_len_for(4096), Some(4096));
         assert_eq!(Record::data_len_for(u64::MAX), None);
+        // A stored name sits between data and record, in whole pages.
+        let named = Record {
+            name_len: 5000,
+            ..rec
+        };
+        let bytes = named.encode();
+        assert_eq!(Record::decode(&bytes, 65536 + 8192 + RECORD_LEN), Ok(named));
+        assert!(Record::decode(&bytes, 65536 + RECORD_LEN).is_err());
+        // A planted record cannot make a reader allocate gigabytes for a name.
+        let huge = Record {
+            name_len: u32::MAX,
+            ..rec
+        };
+        let len = huge.file_len().unwrap();
+        assert!(Record::decode(&huge.encode(), len).is_err());
     }
 }

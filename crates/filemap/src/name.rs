@@ -37,11 +37,14 @@ impl Scope {
 ///
 /// # Length
 ///
-/// On Linux the part after the prefix becomes a file name (see below) of at most
-/// [`Name::MAX_ENCODED_LEN`] (255) bytes. ASCII letters, digits, `-`, `_` and `.` take one
-/// byte each; every other byte of the name's UTF-8 form takes three. So a name of up to 255
-/// plain ASCII characters always fits. On Windows the whole name is limited to `MAX_PATH`
-/// (260) characters by the kernel.
+/// A name may have up to [`Name::MAX_LEN`] (32,766) UTF-16 code units, prefix included:
+/// the longest that Windows' `UNICODE_STRING` holds. Windows itself does not refuse a longer
+/// name but silently cuts it to that length, so that two different long names would open
+/// the same object; filemap refuses it with [`Error::NameTooLong`] on every platform. (A
+/// code unit is one character for most text; a character outside the Basic Multilingual
+/// Plane, such as an emoji, takes two.) On Windows the kernel may refuse a name a few dozen
+/// units shorter than the limit, once it has expanded `Local\` or `Global\` to its object
+/// directory; that is `NameTooLong` too.
 ///
 /// # File names on Linux
 ///
@@ -50,6 +53,14 @@ impl Scope {
 /// written `%XX` in upper-case hex. `Local\Sample Map` is stored as `Sample%20Map`,
 /// `Local\a/b` as `a%2Fb`, `Local\..` as `%2E.`. The encoding is one-to-one, so listings
 /// show the original names, and no name can become `.`, `..` or a hidden file.
+///
+/// A name whose encoding is longer than [`Name::MAX_ENCODED_LEN`] (255 bytes, Linux's
+/// `NAME_MAX`) gets a *hashed* file name instead: the encoding of the name's first
+/// characters (up to 160 bytes of it), then `~`, then 40 characters of lower-case base32
+/// of `SHA-256("filemap long name v1" NUL base)`. The percent-encoding never writes `~`, so
+/// the two forms cannot meet. The object's record keeps the whole name, and every open,
+/// `info`, `ls`, `rm` and `gc` reads it from there and refuses a file whose stored name is
+/// not the one asked for. A plain ASCII name of up to 255 characters is never hashed.
 ///
 /// # Short names, for 31-character limits
 ///
@@ -89,8 +100,13 @@ pub struct Name {
 }
 
 impl Name {
-    /// The longest encoded file name, in bytes (Linux's `NAME_MAX`).
+    /// The longest encoded file name, in bytes (Linux's `NAME_MAX`). Longer names get a
+    /// hashed file name (see "File names on Linux").
     pub const MAX_ENCODED_LEN: usize = 255;
+
+    /// The longest name, prefix included, in UTF-16 code units: what a Windows
+    /// `UNICODE_STRING` holds (0xfffc bytes).
+    pub const MAX_LEN: usize = 32766;
 
     /// Parses and validates a name.
     ///
@@ -126,12 +142,13 @@ impl Name {
         if base.contains('\0') {
             return invalid("the name contains a NUL character");
         }
-        let len = encoded_len(base);
-        if len > Self::MAX_ENCODED_LEN {
+        // Counted as Windows gets it: the full name, with the prefix of a bare name added.
+        let len = scope.prefix().len() + base.encode_utf16().count();
+        if len > Self::MAX_LEN {
             return Err(Error::NameTooLong {
                 name: name.to_owned(),
                 len,
-                max: Self::MAX_ENCODED_LEN,
+                max: Self::MAX_LEN,
             });
         }
         Ok(Name {
@@ -163,19 +180,43 @@ impl Name {
         escaped(text)
     }
 
-    /// The file name that stands for this name on Linux (see the type's documentation).
+    /// The file name that stands for this name on Linux (see the type's documentation):
+    /// percent-encoded, or hashed if that would be longer than [`Name::MAX_ENCODED_LEN`].
     pub fn file_name(&self) -> String {
-        let mut out = String::with_capacity(self.base.len());
-        for (i, &b) in self.base.as_bytes().iter().enumerate() {
-            if is_plain(b) && !(i == 0 && b == b'.') {
-                out.push(b as char);
-            } else {
-                out.push('%');
-                out.push(HEX[usize::from(b >> 4)] as char);
-                out.push(HEX[usize::from(b & 15)] as char);
-            }
+        if encoded_len(&self.base) <= Self::MAX_ENCODED_LEN {
+            return encode(&self.base);
         }
+        // The longest run of whole characters whose encoding fits in the readable part.
+        let mut cut = 0;
+        for (i, c) in self.base.char_indices() {
+            if encoded_len(&self.base[..i + c.len_utf8()]) > HASHED_PREFIX_LEN {
+                break;
+            }
+            cut = i + c.len_utf8();
+        }
+        let digest = crate::sha256::digest(&[b"filemap long name v1\0", self.base.as_bytes()]);
+        let mut out = encode(&self.base[..cut]);
+        out.push('~');
+        out.push_str(&base32(&digest, HASH_CHARS));
         out
+    }
+
+    /// Whether this name's file name is hashed, so that its object's record keeps the
+    /// whole name.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn is_hashed(&self) -> bool {
+        encoded_len(&self.base) > Self::MAX_ENCODED_LEN
+    }
+
+    /// Whether `file_name` has the form of a hashed file name: the name it stands for is
+    /// then in the object's record (see "File names on Linux").
+    pub fn is_hashed_file_name(file_name: &str) -> bool {
+        let Some((prefix, hash)) = file_name.rsplit_once('~') else {
+            return false;
+        };
+        hash.len() == HASH_CHARS
+            && hash.bytes().all(|b| BASE32.contains(&b))
+            && (prefix.is_empty() || decode(prefix).is_some_and(|p| encode(&p) == prefix))
     }
 
     /// The length of every [`Name::short_name`], in bytes: within macOS's 31-byte limit.
@@ -209,47 +250,79 @@ impl Name {
             Scope::Local => "/fml",
             Scope::Global => "/fmg",
         });
-        // 26 base32 characters from the digest's leading bits, most significant first.
-        let mut acc: u32 = 0;
-        let mut bits = 0;
-        let mut bytes = digest.iter();
-        while out.len() < Self::SHORT_NAME_LEN {
-            if bits < 5 {
-                let next = bytes.next().copied().unwrap_or(0);
-                acc = (acc << 8) | u32::from(next);
-                bits += 8;
-            }
-            bits -= 5;
-            out.push(BASE32[((acc >> bits) & 31) as usize] as char);
-        }
+        out.push_str(&base32(&digest, Self::SHORT_NAME_LEN - out.len()));
         out
     }
 
     /// The inverse of [`Name::file_name`]: the name that a file in a namespace directory
-    /// stands for, or `None` if the file name is not one that filemap makes.
+    /// stands for, or `None` if the file name is not one that filemap makes. A hashed file
+    /// name (see [`Name::is_hashed_file_name`]) gives `None` too: its name is in the file.
     pub fn from_file_name(scope: Scope, file_name: &str) -> Option<Name> {
-        let bytes = file_name.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if b == b'%' {
-                let hi = hex_value(*bytes.get(i + 1)?)?;
-                let lo = hex_value(*bytes.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            } else if is_plain(b) && !(i == 0 && b == b'.') {
-                out.push(b);
-                i += 1;
-            } else {
-                return None;
-            }
-        }
-        let base = String::from_utf8(out).ok()?;
+        let base = decode(file_name)?;
         let name = Name::parse(&format!("{}{base}", scope.prefix())).ok()?;
         // Only the canonical encoding is ours: `%41` for `A` is somebody else's file.
         (name.file_name() == file_name).then_some(name)
     }
+}
+
+/// The readable part of a hashed file name is at most this long, in bytes.
+const HASHED_PREFIX_LEN: usize = 160;
+/// The number of base32 characters of the hash in a hashed file name (200 bits).
+const HASH_CHARS: usize = 40;
+
+/// The percent-encoding of `base` (see "File names on Linux").
+fn encode(base: &str) -> String {
+    let mut out = String::with_capacity(base.len());
+    for (i, &b) in base.as_bytes().iter().enumerate() {
+        if is_plain(b) && !(i == 0 && b == b'.') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+    out
+}
+
+/// The text that a percent-encoded file name stands for, if it is valid UTF-8 written with
+/// filemap's alphabet (canonical or not).
+fn decode(file_name: &str) -> Option<String> {
+    let bytes = file_name.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hi = hex_value(*bytes.get(i + 1)?)?;
+            let lo = hex_value(*bytes.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else if is_plain(b) && !(i == 0 && b == b'.') {
+            out.push(b);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `chars` characters of lower-case base32 from the leading bits of `bytes`, most
+/// significant first.
+fn base32(bytes: &[u8], chars: usize) -> String {
+    let mut out = String::with_capacity(chars);
+    let (mut acc, mut bits) = (0u32, 0);
+    let mut bytes = bytes.iter();
+    while out.len() < chars {
+        if bits < 5 {
+            acc = (acc << 8) | u32::from(bytes.next().copied().unwrap_or(0));
+            bits += 8;
+        }
+        bits -= 5;
+        out.push(BASE32[((acc >> bits) & 31) as usize] as char);
+    }
+    out
 }
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
@@ -375,21 +448,86 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
-        let long = "x".repeat(256);
-        assert!(matches!(
-            Name::parse(&long),
-            Err(Error::NameTooLong {
-                len: 256,
-                max: 255,
-                ..
-            })
-        ));
-        assert!(Name::parse(&"x".repeat(255)).is_ok());
-        // 86 two-byte characters need 86 * 2 * 3 = 516 encoded bytes.
-        assert!(matches!(
-            Name::parse(&"é".repeat(86)),
-            Err(Error::NameTooLong { .. })
-        ));
+        // The limit counts UTF-16 code units of the whole name, as Windows does.
+        let max = Name::MAX_LEN;
+        assert!(Name::parse(&format!("Local\\{}", "x".repeat(max - 6))).is_ok());
+        assert!(Name::parse(&format!("Global\\{}", "x".repeat(max - 7))).is_ok());
+        // A bare name counts the Local\ that it stands for.
+        assert!(Name::parse(&"x".repeat(max - 6)).is_ok());
+        for (long, len) in [
+            (format!("Local\\{}", "x".repeat(max - 5)), max + 1),
+            ("x".repeat(max - 5), max + 1),
+            ("x".repeat(40_000), 40_006),
+            // Outside the BMP: two code units each.
+            ("😀".repeat(max / 2), 6 + max / 2 * 2),
+        ] {
+            match Name::parse(&long) {
+                Err(e @ Error::NameTooLong { .. }) => {
+                    let Error::NameTooLong { len: l, max: m, .. } = &e else {
+                        unreachable!()
+                    };
+                    assert_eq!((*l, *m), (len, max));
+                    // The message shows the start of the name only.
+                    let msg = e.to_string();
+                    assert!(msg.len() < 250, "{msg}");
+                    assert!(msg.ends_with(&format!(
+                        "…' is too long: {len} UTF-16 code units, the limit is {max}"
+                    )));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Three-byte characters: one code unit each.
+        assert!(Name::parse(&"é".repeat(max - 6)).is_ok());
+    }
+
+    #[test]
+    fn long_names_get_hashed_file_names() {
+        let plain = Name::parse(&"x".repeat(255)).unwrap();
+        assert_eq!(plain.file_name(), "x".repeat(255));
+        assert!(!plain.is_hashed());
+        for base in [
+            "x".repeat(256),
+            "é".repeat(43), // 43 * 2 * 3 = 258 encoded bytes
+            format!(".{}", "y".repeat(1000)),
+            "z".repeat(Name::MAX_LEN - 6),
+        ] {
+            let name = Name::parse(&base).unwrap();
+            assert!(name.is_hashed());
+            let file = name.file_name();
+            assert!(file.len() <= Name::MAX_ENCODED_LEN, "{}", file.len());
+            assert!(!file.starts_with('.') && !file.contains('/'), "{file}");
+            assert!(Name::is_hashed_file_name(&file), "{file}");
+            assert_eq!(Name::from_file_name(Scope::Local, &file), None);
+            // The readable part is the start of the name.
+            let (prefix, _) = file.rsplit_once('~').unwrap();
+            assert!(encode(&base).starts_with(prefix));
+            assert!(prefix.len() <= HASHED_PREFIX_LEN && prefix.len() > 100);
+        }
+        // Names that share their first thousand characters still differ.
+        let a = Name::parse(&format!("{}a", "s".repeat(1000))).unwrap();
+        let b = Name::parse(&format!("{}b", "s".repeat(1000))).unwrap();
+        assert_ne!(a.file_name(), b.file_name());
+        // Pinned, as Python computes it:
+        //   base64.b32encode(hashlib.sha256(b"filemap long name v1\0" + b"x" * 256)
+        //                    .digest()).decode().lower()[:40]
+        assert_eq!(
+            Name::parse(&"x".repeat(256)).unwrap().file_name(),
+            format!(
+                "{}~fmbtyiggdzypug72dfp3lqmwugw3quud3tbi6pcg",
+                "x".repeat(160)
+            )
+        );
+        // Plain names are never taken for hashed ones, nor are near misses.
+        for f in [
+            "SampleMap",
+            "a%7Eb",
+            "x~short",
+            "~",
+            "%zz~aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            assert!(!Name::is_hashed_file_name(f), "{f}");
+        }
     }
 
     /// The scheme is pinned: these values come from Python's `hashlib` and `base64` with

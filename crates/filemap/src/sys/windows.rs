@@ -17,9 +17,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT,
-    ERROR_DISK_FULL, ERROR_FILE_NOT_FOUND, ERROR_INVALID_HANDLE, ERROR_NOT_ENOUGH_MEMORY,
-    ERROR_NOT_OWNER, ERROR_TOO_MANY_POSTS, HANDLE, INVALID_HANDLE_VALUE, WAIT_ABANDONED_0,
-    WAIT_OBJECT_0, WAIT_TIMEOUT,
+    ERROR_DISK_FULL, ERROR_FILENAME_EXCED_RANGE, ERROR_FILE_NOT_FOUND, ERROR_INVALID_HANDLE,
+    ERROR_NOT_ENOUGH_MEMORY, ERROR_NOT_OWNER, ERROR_TOO_MANY_POSTS, HANDLE, INVALID_HANDLE_VALUE,
+    WAIT_ABANDONED_0, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, FlushViewOfFile, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile,
@@ -140,6 +140,16 @@ fn object_error(code: u32, name: &Name, kind: Kind, doing: &str) -> Error {
             name: name.to_string(),
             size: 0,
         },
+        // STATUS_NAME_TOO_LONG: within Name::MAX_LEN, but too long once the kernel has
+        // expanded Local\ or Global\ to its object directory.
+        ERROR_FILENAME_EXCED_RANGE => {
+            let full = name.full();
+            Error::NameTooLong {
+                len: full.encode_utf16().count(),
+                name: full,
+                max: Name::MAX_LEN,
+            }
+        }
         code => os_error(format!("{doing} {name}"), code),
     }
 }
@@ -370,6 +380,7 @@ impl Mapping {
                 created_ns: std::time::SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64),
+                name_len: 0,
             };
             let view = Region::map(handle.0, Access::ReadWrite, data_len, RECORD_LEN as usize)
                 .map_err(|c| object_error(c, name, Kind::Mapping, "initialising"))?;

@@ -50,10 +50,24 @@ fn entries_in(dir: &NsDir) -> Result<Vec<Found>> {
             Err(Errno::NOENT) => continue, // gone meanwhile
             Err(e) => return Err(Error::io(format!("checking {}", os_path.display()), e)),
         };
-        let name = std::str::from_utf8(raw)
-            .ok()
-            .and_then(|f| Name::from_file_name(dir.scope(), f));
+        let file_name = std::str::from_utf8(raw).ok();
+        let mut name = file_name.and_then(|f| Name::from_file_name(dir.scope(), f));
+        let mut unreadable = None;
+        let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+        // A hashed file name: the name is in the file.
+        if let Some(f) = file_name.filter(|f| regular && Name::is_hashed_file_name(f)) {
+            match object::name_in_file(dir, f) {
+                Ok(Some(n)) => name = Some(n),
+                Ok(None) => continue, // gone meanwhile
+                Err(Error::PermissionDenied { what }) => unreadable = Some(what),
+                Err(Error::Insecure { reason, .. } | Error::Corrupt { reason, .. }) => {
+                    unreadable = Some(reason)
+                }
+                Err(e) => unreadable = Some(e.to_string()),
+            }
+        }
         let reason = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile if unreadable.is_some() => unreadable,
             FileType::RegularFile if name.is_none() => Some("not a filemap file name".to_owned()),
             FileType::RegularFile if st.st_nlink > 1 => Some(format!(
                 "a file with {} names (hard links), so another name may stand for the same object",

@@ -126,8 +126,16 @@ impl Entry {
         let data_len = Record::data_len_for(new.data_len).ok_or_else(|| Error::InvalidSize {
             what: format!("{} bytes is too large", new.data_len),
         })?;
+        // A name too long for a file name is kept in the file, between data and record.
+        let stored_name: &[u8] = if name.is_hashed() {
+            name.base().as_bytes()
+        } else {
+            &[]
+        };
+        let name_len = stored_name.len() as u32;
         let total = data_len
-            .checked_add(RECORD_LEN)
+            .checked_add(Record::name_area_for(name_len))
+            .and_then(|n| n.checked_add(RECORD_LEN))
             .ok_or_else(|| Error::InvalidSize {
                 what: format!("{} bytes is too large", new.data_len),
             })?;
@@ -177,6 +185,7 @@ impl Entry {
             size: new.size,
             data_len,
             created_ns: now_ns(),
+            name_len,
         };
         // A sparse file gets its pages here, so a full file system shows up now.
         let init_err = |e| match e {
@@ -188,7 +197,8 @@ impl Entry {
         };
         write_all_at(&fd, new.init, 0).map_err(init_err)?;
         prepare(&fd)?;
-        write_all_at(&fd, &record.encode(), data_len).map_err(init_err)?;
+        write_all_at(&fd, stored_name, data_len).map_err(init_err)?;
+        write_all_at(&fd, &record.encode(), total - RECORD_LEN).map_err(init_err)?;
         if !lock::try_read(&fd, HOLDERS).map_err(|e| Error::io(format!("locking {display}"), e))? {
             return Err(Error::io(format!("locking {display}"), Errno::AGAIN));
         }
@@ -566,7 +576,103 @@ pub(crate) fn open_checked(
         path: path(),
         reason,
     })?;
+    // A hashed file name stands for the name stored in the file, and for no other.
+    if name.is_hashed() || record.name_len != 0 {
+        let stored = read_stored_name(&fd, &record).map_err(|reason| Error::Corrupt {
+            path: path(),
+            reason,
+        })?;
+        if stored.as_deref() != Some(name.base()) {
+            return Err(Error::Insecure {
+                path: path(),
+                reason: match stored {
+                    Some(other) => format!(
+                        "its record names another object ({}{})",
+                        name.scope().prefix(),
+                        Name::printable(&abbreviated(&other))
+                    ),
+                    None => "its file name is hashed, but it stores no name".into(),
+                },
+            });
+        }
+    }
     Ok(Some((fd, st, record)))
+}
+
+/// The name stored in an object file (the part after the prefix), if it has one.
+pub(crate) fn read_stored_name(
+    fd: &OwnedFd,
+    record: &Record,
+) -> std::result::Result<Option<String>, String> {
+    if record.name_len == 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; record.name_len as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        match rio::pread(fd, &mut buf[done..], record.data_len + done as u64) {
+            Ok(0) => return Err("it shrank while being read".into()),
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(format!("reading its stored name: {e}")),
+        }
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| "its stored name is not UTF-8".into())
+}
+
+/// The name that an object file with a hashed file name stands for, read from the file:
+/// `None` if the file is gone. The file must be a regular file with one link, and the name
+/// must hash to the file name.
+pub(crate) fn name_in_file(dir: &NsDir, file_name: &str) -> Result<Option<Name>> {
+    let path = || dir.path().join(file_name);
+    let fd =
+        match fs::openat(
+            dir.fd(),
+            file_name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::ACCESS) | Err(Errno::PERM) => return Err(Error::denied(
+                "its name, too long for a file name, is stored in the file, which you may not read",
+            )),
+            Err(e) => return Err(Error::io(format!("opening {}", path().display()), e)),
+        };
+    let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {}", path().display()), e))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(Error::Insecure {
+            path: path(),
+            reason: "it is not a regular file".into(),
+        });
+    }
+    let corrupt = |reason| Error::Corrupt {
+        path: path(),
+        reason,
+    };
+    let record = read_record(&fd, st.st_size as u64).map_err(corrupt)?;
+    let base = read_stored_name(&fd, &record)
+        .map_err(corrupt)?
+        .ok_or_else(|| corrupt("its file name is hashed, but it stores no name".into()))?;
+    let name = Name::parse(&format!("{}{base}", dir.scope().prefix()))
+        .map_err(|e| corrupt(format!("its stored name is not valid: {e}")))?;
+    if name.file_name() != file_name {
+        return Err(Error::Insecure {
+            path: path(),
+            reason: "its stored name does not hash to its file name".into(),
+        });
+    }
+    Ok(Some(name))
+}
+
+/// The first 48 characters of `s`, and "…" if there are more.
+fn abbreviated(s: &str) -> String {
+    match s.char_indices().nth(48) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 pub(crate) fn read_record(fd: &OwnedFd, file_len: u64) -> std::result::Result<Record, String> {
@@ -665,6 +771,17 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
         let id = match &fd {
             Some(fd) => {
                 let st = fs::fstat(fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
+                if name.is_hashed() {
+                    // Only the object that the long name stands for.
+                    let stored = read_record(fd, st.st_size as u64)
+                        .and_then(|record| read_stored_name(fd, &record));
+                    if stored.as_ref().ok().and_then(|s| s.as_deref()) != Some(name.base()) {
+                        return Err(Error::Insecure {
+                            path: dir.path().join(&file_name),
+                            reason: "it does not store the name it stands for".into(),
+                        });
+                    }
+                }
                 Some(StatId {
                     dev: st.st_dev,
                     ino: st.st_ino,
