@@ -4,10 +4,13 @@
  *
  * There is no namespace lock (issue 9): every lock is an OFD record lock on the object
  * file itself, so that another user can block no more than the objects they may open.
- *   - byte 0, read lock:   every holder keeps one (`h`, `rd`);
- *   - byte 0, write lock:  a remover, converted from its read lock in one step, which
- *                          succeeds only if nobody else holds byte 0 (`wr0`). Converting
- *                          an OFD lock is atomic (flock's is not);
+ *   - holders' range, read lock:  every holder keeps one, each on its own byte of the
+ *                          range (2^40 + pid * 65536 + slot) (`h`, `rd`). The model does
+ *                          not tell the bytes apart: a read lock anywhere in the range is
+ *                          a holder, and "others?" asks about the whole range;
+ *   - holders' range, write lock: a remover, converted from its read lock in one step,
+ *                          which succeeds only if nobody else locks any of the range
+ *                          (`wr0`). Converting an OFD lock is atomic (flock's is not);
  *   - byte 1, write lock:  whoever unlinks the name holds it while it checks that the name
  *                          is still this inode and unlinks it (`ul`); `rm` takes it too.
  * A write lock needs a writable descriptor; a holder that opened the object read-only
@@ -17,14 +20,15 @@
  * goes with the last handle while views may still be mapped (issue 10).
  *
  * How the model maps to the code:
- *   - "build tmp"       openat(O_TMPFILE), fallocate, record, read lock on byte 0
+ *   - "build tmp"       openat(O_TMPFILE), fallocate, record, read lock in the holders' range
  *   - "publish"         linkat(/proc/self/fd/N, name), which fails with EEXIST while the
  *                       name exists
  *   - "open E"          openat(name): the inode the name points to now
- *   - "lock E"          read lock on byte 0, non-blocking (fails while a remover holds it)
+ *   - "lock E"          read lock on our holder's byte, non-blocking (fails while a remover holds it)
  *   - "check name"      fstatat(name) is still E
- *   - "others?"         F_OFD_GETLK for a write lock on byte 0: is any other lock there?
- *   - "remove"          convert to a write lock on byte 0, then a write lock on byte 1,
+ *   - "others?"         F_OFD_GETLK for a write lock on the holders' range: is any
+ *                       other lock there?
+ *   - "remove"          a write lock on the holders' range, then a write lock on byte 1,
  *                       then unlink the name if it is still E
  *   - crash             the kernel drops every lock of the process's descriptors
  *
@@ -38,14 +42,14 @@
 #define NONE 255
 
 byte P = NONE;                 /* the inode the name points to */
-bool rd[MAXI * NPROC];         /* rd[i*NPROC+p]: process p holds a read lock on byte 0 of i */
-byte wr0[MAXI] = NONE;         /* process holding the write lock on byte 0 of inode i */
+bool rd[MAXI * NPROC];         /* rd[i*NPROC+p]: p holds a read lock in i's holders' range */
+byte wr0[MAXI] = NONE;         /* process holding the write lock on i's holders' range */
 byte ul[MAXI] = NONE;          /* process holding the write lock on byte 1 of inode i */
 byte h[NPROC] = NONE;          /* the inode process p holds a handle on, or NONE */
 bool writable[NPROC];          /* whether p's descriptors are read-write */
 byte next_inode = 0;
 
-inline others_hold(i, p, r) {  /* r = some process other than p locks byte 0 of i */
+inline others_hold(i, p, r) {  /* r = some process other than p locks i's holders' range */
   r = false;
   byte q = 0;
   do
@@ -70,7 +74,7 @@ inline crash(p) {
   }
 }
 
-/* Remove inode e (p holds its read lock): convert to the write lock on byte 0, take byte 1,
+/* Remove inode e (p holds its read lock): convert to the write lock on the holders' range, take byte 1,
  * unlink the name if it is still e, let go of e. ok = whether p got the conversion. */
 inline remove(p, e, ok) {
   atomic {

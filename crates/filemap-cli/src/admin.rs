@@ -625,8 +625,8 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
                 let _ = writeln!(t, "handles:     {n} (besides this one)");
             }
         } else {
-            // Every user sees how many descriptors hold it; the pids only of the processes
-            // that they may inspect.
+            // The pids come from the holders' locks; a holder that wrote no valid pid
+            // (a program outside filemap, say) is counted all the same.
             let count = i.handles.unwrap_or(0);
             let descriptors = if count == 1 {
                 "descriptor"
@@ -637,7 +637,7 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
                 (0, _) => writeln!(t, "holders:     none"),
                 (n, true) => writeln!(
                     t,
-                    "holders:     {n} {descriptors} (their pids are not yours to see)"
+                    "holders:     {n} {descriptors} (their locks name no pid)"
                 ),
                 (n, false) => writeln!(t, "holders:     {holders} ({n} {descriptors} in all)"),
             };

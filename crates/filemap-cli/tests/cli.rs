@@ -381,21 +381,26 @@ fn sigkill_of_server_and_client_leaves_nothing_behind() {
     assert_eq!(stdout(&root.run(&["ls", "--json"])), "[]\n");
 }
 
-/// Attaches the way the README tells other languages to: open, read lock on byte 0, check
-/// the name, check for other holders, mmap.
+/// Attaches the way the README tells other languages to: open, read lock on the holder's
+/// byte, check the name, check for other holders, mmap; then shows up in `info`.
 const PYTHON_ATTACH: &str = r#"
 import fcntl, json, mmap, os, struct, subprocess, sys
 exe, name = sys.argv[1], sys.argv[2]
 info = json.loads(subprocess.check_output([exe, "info", name, "--json"]))
 path, size = info["os_path"], info["size"]
-def lock(kind):  # struct flock: type, whence, start, len (byte 0 only), pid
-    return struct.pack("hhqqi4x", kind, os.SEEK_SET, 0, 1, 0)
+def lock(kind, start, length):  # struct flock: type, whence, start, len, pid
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0)
+HOLDERS = 2**40                 # holders' range: from here to the end (length 0)
+mine = HOLDERS + os.getpid() * 65536 + 65535
 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock(fcntl.F_RDLCK))
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock(fcntl.F_RDLCK, mine, 1))
 if os.stat(path).st_ino != os.fstat(fd).st_ino:
     sys.exit("gone: the name points at another object now")
-if struct.unpack("h", fcntl.fcntl(fd, fcntl.F_OFD_GETLK, lock(fcntl.F_WRLCK))[:2])[0] == fcntl.F_UNLCK:
+held = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, lock(fcntl.F_WRLCK, HOLDERS, 0))
+if struct.unpack("h", held[:2])[0] == fcntl.F_UNLCK:
     sys.exit("stale: nobody else holds it")
+again = json.loads(subprocess.check_output([exe, "info", name, "--json"]))
+assert os.getpid() in again["holders"] and again["handles"] == 2, again
 m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
 raw = m[:1024]
 end = next(i for i in range(0, len(raw), 2) if raw[i:i+2] == b"\0\0")
@@ -1938,11 +1943,13 @@ for fd in fds:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 obj = fds[2]
 try:
-    fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_WRLCK, 0, 2))
+    fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_WRLCK, 0, 0))
     print("write lock taken", flush=True)
 except OSError as e:
     print("write lock refused:", e.strerror, flush=True)
 fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 0, 2))
+# A holder's lock, as filemap takes it: byte 2^40 + pid * 2^16 + slot.
+fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 2**40 + os.getpid() * 65536, 1))
 print("ready", flush=True)
 sys.stdin.read()
 "#,

@@ -228,11 +228,12 @@ pub struct ObjectInfo {
     pub creator_pid: Option<u32>,
     /// When it was created.
     pub created: Option<SystemTime>,
-    /// The processes that hold it now, as far as the OS tells (Linux: `/proc/locks`;
-    /// Windows does not tell, see `handles`).
+    /// The processes that hold it now, sorted (Linux: the pids that the holders' locks
+    /// carry, which a holder that may read the object writes itself, so they are
+    /// information, not proof; Windows does not tell, see `handles`).
     pub holders: Vec<u32>,
     /// How many handles to it are open in all processes, not counting the one `info`
-    /// opened to look (Windows).
+    /// opened to look (on Linux, counted up to 4096).
     pub handles: Option<u32>,
     /// The file that stands for the object in the namespace (Linux).
     pub os_path: Option<PathBuf>,

@@ -1,6 +1,5 @@
 //! Listing, inspecting, removing and collecting objects.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -118,20 +117,23 @@ fn refused(dir: &NsDir, name: &Name, file_name: &str, e: &Error) -> Refused {
     }
 }
 
-/// One object's information, without its holders (see [`with_holders`]), and its file's
-/// identity.
-fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<(ObjectInfo, (u64, u64))>> {
+/// One object's information, holders included (read from the object's own locks).
+fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInfo>> {
     let Inspect::Present {
         st,
         record,
-        live,
+        holders,
         state,
     } = object::inspect(dir, name, file_name)?
     else {
         return Ok(None);
     };
     let os_path = dir.path().join(file_name);
-    let info = ObjectInfo {
+    let (live, handles, pids) = match holders {
+        Some(h) => (Some(h.live), Some(h.handles), h.pids),
+        None => (None, None, Vec::new()),
+    };
+    Ok(Some(ObjectInfo {
         name: name.clone(),
         kind: record.map(|r| r.kind),
         size: record.map(|r| r.size),
@@ -142,33 +144,11 @@ fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<(ObjectIn
         file_backed: record.is_some_and(|r| r.file_backed()),
         creator_pid: record.map(|r| r.creator_pid),
         created: record.map(|r| UNIX_EPOCH + Duration::from_nanos(r.created_ns)),
-        holders: Vec::new(),
-        handles: None,
+        holders: pids,
+        handles,
         os_path: Some(os_path),
         state,
-    };
-    Ok(Some((info, (st.st_dev, st.st_ino))))
-}
-
-/// Fills in the holders of each object: the processes you may see, and how many
-/// descriptors hold it (`handles`), from one read of the kernel's tables.
-fn with_holders(found: Vec<(ObjectInfo, (u64, u64))>) -> Vec<ObjectInfo> {
-    let wanted: HashSet<(u64, u64)> = found
-        .iter()
-        .filter(|(i, _)| i.live == Some(true))
-        .map(|(_, id)| *id)
-        .collect();
-    let index = HolderIndex::read(&wanted);
-    found
-        .into_iter()
-        .map(|(mut info, id)| {
-            if wanted.contains(&id) {
-                info.holders = index.pids(id);
-                info.handles = index.count(id);
-            }
-            info
-        })
-        .collect()
+    }))
 }
 
 /// Makes the shared directories; run by root, also takes over the ones another user made.
@@ -198,7 +178,7 @@ pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
             }
         }
     }
-    Ok((with_holders(objects), refused_entries))
+    Ok((objects, refused_entries))
 }
 
 pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
@@ -207,8 +187,7 @@ pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
         kind: None,
     };
     let dir = NsDir::get(root, name.scope(), false)?.ok_or_else(not_found)?;
-    let found = info_of(&dir, name, &name.file_name())?.ok_or_else(not_found)?;
-    Ok(with_holders(vec![found]).remove(0))
+    info_of(&dir, name, &name.file_name())?.ok_or_else(not_found)
 }
 
 pub(crate) fn kind(root: &Path, name: &Name) -> Result<crate::Kind> {
@@ -250,107 +229,4 @@ pub(crate) fn gc(root: &Path) -> Result<(Vec<Name>, Vec<Refused>)> {
         }
     }
     Ok((removed, refused_entries))
-}
-
-/// Who holds the objects of one listing, from the kernel's lock tables, read once per
-/// command.
-///
-/// Holders keep an OFD read lock on byte 0 of the object file (`lock.rs`). `/proc/locks`
-/// lists every such lock, to every user, but without a pid (OFD locks belong to a
-/// description, not a process): it gives the number of holding descriptors. The pids come
-/// from the descriptors in `/proc/<pid>/fd`, for the processes that the caller may inspect
-/// (its own; all of them for root).
-#[derive(Debug, Default)]
-struct HolderIndex {
-    counts: HashMap<(u64, u64), u32>,
-    pids: HashMap<(u64, u64), Vec<u32>>,
-}
-
-impl HolderIndex {
-    fn read(wanted: &HashSet<(u64, u64)>) -> HolderIndex {
-        let mut index = HolderIndex::default();
-        if wanted.is_empty() {
-            return index;
-        }
-        // "1: OFDLCK ADVISORY  READ -1 00:1b:11855 0 0" ("->" marks a waiter, not a holder).
-        if let Ok(text) = std::fs::read_to_string("/proc/locks") {
-            for line in text.lines() {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                if f.get(1) != Some(&"OFDLCK") || f.get(3) != Some(&"READ") {
-                    continue;
-                }
-                // A read lock that starts at byte 0 covers the holders' byte.
-                if f.get(6) != Some(&"0") {
-                    continue;
-                }
-                if let Some(id) = f.get(5).and_then(|d| parse_dev_ino(d)) {
-                    if wanted.contains(&id) {
-                        *index.counts.entry(id).or_default() += 1;
-                    }
-                }
-            }
-        }
-        let Ok(procs) = std::fs::read_dir("/proc") else {
-            return index;
-        };
-        for proc_entry in procs.flatten() {
-            let Some(pid) = proc_entry
-                .file_name()
-                .to_str()
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
-                continue;
-            };
-            for fd in fds.flatten() {
-                // stat follows the descriptor's magic link to the file itself.
-                let Ok(st) = fs::stat(fd.path()) else {
-                    continue;
-                };
-                let id = (st.st_dev, st.st_ino);
-                if !wanted.contains(&id) {
-                    continue;
-                }
-                let fdinfo = proc_entry.path().join("fdinfo").join(fd.file_name());
-                let holds = std::fs::read_to_string(fdinfo).is_ok_and(|text| {
-                    text.lines().any(|l| {
-                        let f: Vec<&str> = l.split_whitespace().collect();
-                        f.first() == Some(&"lock:")
-                            && f.get(2) == Some(&"OFDLCK")
-                            && f.get(4) == Some(&"READ")
-                            && f.get(7) == Some(&"0")
-                    })
-                });
-                if holds {
-                    let pids = index.pids.entry(id).or_default();
-                    if !pids.contains(&pid) {
-                        pids.push(pid);
-                    }
-                }
-            }
-        }
-        for pids in index.pids.values_mut() {
-            pids.sort_unstable();
-        }
-        index
-    }
-
-    fn pids(&self, id: (u64, u64)) -> Vec<u32> {
-        self.pids.get(&id).cloned().unwrap_or_default()
-    }
-
-    fn count(&self, id: (u64, u64)) -> Option<u32> {
-        self.counts.get(&id).copied()
-    }
-}
-
-/// "00:1b:11855": major and minor in hex, inode in decimal.
-fn parse_dev_ino(field: &str) -> Option<(u64, u64)> {
-    let mut it = field.split(':');
-    let major = u32::from_str_radix(it.next()?, 16).ok()?;
-    let minor = u32::from_str_radix(it.next()?, 16).ok()?;
-    let ino: u64 = it.next()?.parse().ok()?;
-    Some((fs::makedev(major, minor), ino))
 }

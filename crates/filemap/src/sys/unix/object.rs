@@ -5,7 +5,7 @@
 //! that another user can block no more than the objects that they may open (issue 9):
 //!
 //! - Every holder of an object keeps one open file description of its file with a read
-//!   lock on its [`HOLDERS`] byte. The kernel drops it when the last descriptor of that
+//!   lock on its own byte of the [`HOLDERS`] range (`lock::holder_byte`). The kernel drops it when the last descriptor of that
 //!   description closes, also when the process dies by SIGKILL.
 //! - **create**: the file is built unnamed (`O_TMPFILE`): storage reserved, data and record
 //!   written, read lock taken. Then it gets its name with `linkat`, which fails if the name
@@ -14,11 +14,12 @@
 //!   creator that dies early leaves nothing behind.
 //! - **open**: open the file by name, take the read lock, and check that the name still
 //!   points at this file (it may have been removed and reused between the open and the
-//!   lock). If another description locks the byte too (`F_OFD_GETLK`), the object is live.
+//!   lock). If another description locks the range too (`F_OFD_GETLK`), the object is
+//!   live.
 //!   Otherwise it is stale (its holders are gone): it is removed, and the name looked at
 //!   again.
 //! - **remove** (a stale object, or our own at the last close): convert our read lock to a
-//!   write lock, which succeeds only if nobody else holds the object, in one step; then
+//!   write lock on the whole range, which succeeds only if nobody else holds the object, in one step; then
 //!   take the write lock on the [`UNLINK`] byte, check that the name still points at the
 //!   file, and unlink it. Both write locks need a descriptor open for writing: a reader
 //!   that is the last holder leaves a stale object, which every opener treats as absent
@@ -37,7 +38,7 @@ use rustix::io::{self as rio, Errno};
 use rustix::process::getpid;
 
 use super::dir::NsDir;
-use super::lock::{self, HOLDERS, UNLINK};
+use super::lock::{self, Holders, Slot, Span, HOLDERS, UNLINK};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
 use crate::sys::Disposition;
 use crate::{Error, Kind, Name, Result};
@@ -56,6 +57,8 @@ pub(crate) struct Entry {
     gid: u32,
     mode: u32,
     record: Record,
+    /// The slot of this process whose byte our read lock is on (see `lock.rs`).
+    _slot: Slot,
 }
 
 /// What a new object looks like.
@@ -199,7 +202,9 @@ impl Entry {
         prepare(&fd)?;
         write_all_at(&fd, stored_name, data_len).map_err(init_err)?;
         write_all_at(&fd, &record.encode(), total - RECORD_LEN).map_err(init_err)?;
-        if !lock::try_read(&fd, HOLDERS).map_err(|e| Error::io(format!("locking {display}"), e))? {
+        let slot = Slot::take();
+        let byte = lock::holder_byte(getpid().as_raw_pid() as u32, slot.get());
+        if !lock::try_read(&fd, byte).map_err(|e| Error::io(format!("locking {display}"), e))? {
             return Err(Error::io(format!("locking {display}"), Errno::AGAIN));
         }
         let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {display}"), e))?;
@@ -248,6 +253,7 @@ impl Entry {
                 fd,
                 dev: st.st_dev,
                 ino: st.st_ino,
+                _slot: slot,
                 uid: st.st_uid,
                 gid: st.st_gid,
                 mode: new.mode,
@@ -304,6 +310,7 @@ pub(crate) struct Found {
     pub(crate) fd: OwnedFd,
     pub(crate) record: Record,
     pub(crate) st: fs::Stat,
+    slot: Slot,
 }
 
 impl Found {
@@ -319,6 +326,7 @@ impl Found {
             gid: self.st.st_gid,
             mode: self.st.st_mode & 0o7777,
             record: self.record,
+            _slot: self.slot,
         }
     }
 }
@@ -382,7 +390,9 @@ fn attach(
             ino: st.st_ino,
         };
         let locking = |e| Error::io(format!("locking {name}"), e);
-        if !lock::try_read(&fd, HOLDERS).map_err(locking)? {
+        let slot = Slot::take();
+        let byte = lock::holder_byte(getpid().as_raw_pid() as u32, slot.get());
+        if !lock::try_read(&fd, byte).map_err(locking)? {
             // Someone is removing it right now (or a writer outside the protocol blocks
             // it): look again in a moment.
             std::thread::yield_now();
@@ -403,7 +413,12 @@ fn attach(
                     });
                 }
             }
-            return Ok(Attached::Live(Found { fd, record, st }));
+            return Ok(Attached::Live(Found {
+                fd,
+                record,
+                st,
+                slot,
+            }));
         }
         // Stale: its holders are gone (closed or killed). Remove it, and look again.
         match remove_stale(dir, file_name, &fd, id)? {
@@ -443,8 +458,8 @@ fn remove_stale(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Resul
 
 /// Takes the write lock on `byte` of the file `fd`; `Some` says why we cannot (someone
 /// else locks it, or `fd` is read-only).
-fn write_lock(dir: &NsDir, file_name: &str, fd: &OwnedFd, byte: i64) -> Result<Option<Removal>> {
-    match lock::try_write(fd, byte) {
+fn write_lock(dir: &NsDir, file_name: &str, fd: &OwnedFd, span: Span) -> Result<Option<Removal>> {
+    match lock::try_write(fd, span) {
         Ok(true) => Ok(None),
         Ok(false) => Ok(Some(Removal::Busy)),
         Err(Errno::BADF) => Ok(Some(Removal::NotAllowed)),
@@ -495,14 +510,16 @@ fn unlink_locked(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Resu
 }
 
 /// What is under a name, as far as the caller is allowed to see.
+// Returned once per object and matched at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Inspect {
     Missing,
-    /// An object file: its record, and whether somebody holds it (`None`: not known,
-    /// because it could not be opened).
+    /// An object file: its record, and who holds it (`None`: not known, because it could
+    /// not be opened).
     Present {
         st: fs::Stat,
         record: Option<Record>,
-        live: Option<bool>,
+        holders: Option<Holders>,
         state: Option<crate::SyncState>,
     },
 }
@@ -697,15 +714,15 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
     match open_checked(dir, name, file_name, OFlags::RDONLY) {
         Ok(None) => Ok(Inspect::Missing),
         Ok(Some((fd, st, record))) => {
-            // We hold no lock: any lock on the holders' byte is a holder's (or a remover's,
-            // for an instant).
-            let live = lock::others_lock(&fd, HOLDERS)
-                .map_err(|e| Error::io(format!("checking {name}"), e))?;
+            // We hold no lock: every lock in the holders' range is a holder's (or a
+            // remover's, for an instant).
+            let holders =
+                lock::holders(&fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
             let state = super::sync::read_state(&fd, record.kind);
             Ok(Inspect::Present {
                 st,
                 record: Some(record),
-                live: Some(live),
+                holders: Some(holders),
                 state,
             })
         }
@@ -716,7 +733,7 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
                 Ok(st) => Ok(Inspect::Present {
                     st,
                     record: None,
-                    live: None,
+                    holders: None,
                     state: None,
                 }),
                 Err(Errno::NOENT) => Ok(Inspect::Missing),
