@@ -11,8 +11,9 @@
  *   - holders' range, write lock: a remover, converted from its read lock in one step,
  *                          which succeeds only if nobody else locks any of the range
  *                          (`wr0`). Converting an OFD lock is atomic (flock's is not);
- *   - byte 1, write lock:  whoever unlinks the name holds it while it checks that the name
- *                          is still this inode and unlinks it (`ul`); `rm` takes it too.
+ *   - unlink byte (2^40 - 1, right before the range), write lock: whoever unlinks the
+ *                          name holds it while it checks that the name is still this
+ *                          inode and unlinks it (`ul`); `rm` takes it too (not modelled).
  * A write lock needs a writable descriptor; a holder that opened the object read-only
  * (`writable[p]` false) cannot remove it, and leaves it stale for the next opener or gc.
  * Holders are handles only. A view maps a second open file description of the object,
@@ -25,11 +26,13 @@
  *                       name exists
  *   - "open E"          openat(name): the inode the name points to now
  *   - "lock E"          read lock on our holder's byte, non-blocking (fails while a remover holds it)
- *   - "check name"      fstatat(name) is still E
+ *   - "check name"      fstat(E) shows its link: filemap never renames an object file and
+ *                       refuses one with two links, so E still linked means the name is E
  *   - "others?"         F_OFD_GETLK for a write lock on the holders' range: is any
  *                       other lock there?
- *   - "remove"          a write lock on the holders' range, then a write lock on byte 1,
- *                       then unlink the name if it is still E
+ *   - "remove"          one write lock on the unlink byte and the holders' range
+ *                       (F_OFD_SETLK from 2^40 - 1 to the end), then unlink the name if
+ *                       it is still E
  *   - crash             the kernel drops every lock of the process's descriptors
  *
  * Checked: every handle refers to the object the name points to, all handles refer to the
@@ -44,7 +47,7 @@
 byte P = NONE;                 /* the inode the name points to */
 bool rd[MAXI * NPROC];         /* rd[i*NPROC+p]: p holds a read lock in i's holders' range */
 byte wr0[MAXI] = NONE;         /* process holding the write lock on i's holders' range */
-byte ul[MAXI] = NONE;          /* process holding the write lock on byte 1 of inode i */
+byte ul[MAXI] = NONE;          /* process holding the write lock on i's unlink byte */
 byte h[NPROC] = NONE;          /* the inode process p holds a handle on, or NONE */
 bool writable[NPROC];          /* whether p's descriptors are read-write */
 byte next_inode = 0;
@@ -74,20 +77,20 @@ inline crash(p) {
   }
 }
 
-/* Remove inode e (p holds its read lock): convert to the write lock on the holders' range, take byte 1,
- * unlink the name if it is still e, let go of e. ok = whether p got the conversion. */
+/* Remove inode e (p holds its read lock): in one fcntl, convert to the write lock on the
+ * holders' range and take the unlink byte right before it; unlink the name if it is still
+ * e, let go of e. ok = whether p got the locks. */
 inline remove(p, e, ok) {
   atomic {
     others_hold(e, p, busy);
     if
-    :: writable[p] && !busy -> rd[e*NPROC+p] = false; wr0[e] = p; ok = true
+    :: writable[p] && !busy && ul[e] == NONE ->
+       rd[e*NPROC+p] = false; wr0[e] = p; ul[e] = p; ok = true
     :: else -> ok = false
     fi
   };
   if
   :: ok ->
-     if :: crash(p); goto end_idle :: skip fi;
-     atomic { ul[e] == NONE -> ul[e] = p };
      if :: crash(p); goto end_idle :: skip fi;
      atomic { if :: P == e -> P = NONE :: else -> skip fi };
      if :: crash(p); goto end_idle :: skip fi;

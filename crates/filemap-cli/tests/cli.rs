@@ -1948,8 +1948,10 @@ try:
 except OSError as e:
     print("write lock refused:", e.strerror, flush=True)
 fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 0, 2))
-# A holder's lock, as filemap takes it: byte 2^40 + pid * 2^16 + slot.
+# A holder's lock, as filemap takes it: byte 2^40 + pid * 2^16 + slot; and a read lock
+# on the unlink byte right before, which a reader can take to delay rm.
 fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 2**40 + os.getpid() * 65536, 1))
+fcntl.fcntl(obj, fcntl.F_OFD_SETLK, rng(fcntl.F_RDLCK, 2**40 - 1, 1))
 print("ready", flush=True)
 sys.stdin.read()
 "#,

@@ -9,6 +9,9 @@
 //!    The same three again with every page written once, as any real use of the memory
 //!    does: raw `ftruncate` then pays for the pages at the first touch, and filemap has
 //!    already paid for them in `posix_fallocate`.
+//!    And for small objects (4 KiB): the create cycle against the raw `posix_fallocate`
+//!    sequence, and an attach cycle (open + map + unmap + close of a live object) against
+//!    raw `shm_open` + `mmap` + `munmap` + `close`.
 //! 2. Large mappings: create + map + write the first 64 KiB + unmap + close of 1 GiB, reserved
 //!    and sparse ([`Options::sparse`]), against the raw sequence with `posix_fallocate`
 //!    and with `ftruncate`.
@@ -95,6 +98,31 @@ mod linux {
         shm::unlink(name).unwrap();
     }
 
+    /// Open an existing object, map it, unmap, close.
+    fn raw_attach(name: &str, size: usize) {
+        let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).unwrap();
+        // SAFETY: a shared mapping of a file of at least `size` bytes; unmapped right away.
+        unsafe {
+            let p = rustix::mm::mmap(
+                std::ptr::null_mut(),
+                size,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )
+            .unwrap();
+            black_box(p);
+            rustix::mm::munmap(p, size).unwrap();
+        }
+    }
+
+    fn filemap_attach(opts: &Options, name: &str) {
+        let m = opts.open(name, Access::ReadWrite).unwrap();
+        let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+        black_box(v.as_ptr());
+    }
+
     fn filemap_cycle(opts: &Options, name: &str, touch: bool) {
         filemap_sized(opts, name, SIZE, touch)
     }
@@ -165,6 +193,59 @@ mod linux {
                 "| filemap create + map_view + drop view + drop mapping | {:.2} | 1.00x |\n",
                 fm / 1e3
             );
+        }
+
+        // Small objects: create and attach cycles of 4 KiB.
+        {
+            let small = 4096;
+            let attach_raw = format!("{raw_name}-attach");
+            let _keep_raw = RemoveOnDrop(vec![std::path::PathBuf::from(format!(
+                "/dev/shm{attach_raw}"
+            ))]);
+            let held_raw = shm::open(
+                attach_raw.as_str(),
+                shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+                Mode::from_raw_mode(0o600),
+            )
+            .unwrap();
+            rustix::fs::fallocate(&held_raw, FallocateFlags::empty(), 0, small as u64).unwrap();
+            let held = opts.create("Local\\held", small as u64).unwrap();
+            for _ in 0..500 {
+                raw_sized(&raw_name, small, true, false);
+                filemap_sized(&opts, "Local\\small", small, false);
+                raw_attach(&attach_raw, small);
+                filemap_attach(&opts, "Local\\held");
+            }
+            let (mut rc, mut fc, mut ra, mut fa) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                rc.push(time_per_iter(iters, |_| {
+                    raw_sized(&raw_name, small, true, false)
+                }));
+                fc.push(time_per_iter(iters, |_| {
+                    filemap_sized(&opts, "Local\\small", small, false)
+                }));
+                ra.push(time_per_iter(iters, |_| raw_attach(&attach_raw, small)));
+                fa.push(time_per_iter(iters, |_| {
+                    filemap_attach(&opts, "Local\\held")
+                }));
+            }
+            let (rc, fc, ra, fa) = (median(rc), median(fc), median(ra), median(fa));
+            println!("### Small objects, 4 KiB ({rounds} rounds x {iters}, median)\n");
+            println!("| cycle | raw µs | filemap µs | filemap / raw |");
+            println!("|---|---:|---:|---:|");
+            println!(
+                "| create + map + unmap + close (raw: shm_open + posix_fallocate + mmap + munmap + close + shm_unlink) | {:.2} | {:.2} | {:.2}x |",
+                rc / 1e3,
+                fc / 1e3,
+                fc / rc
+            );
+            println!(
+                "| attach a live object: open + map + unmap + close (raw: shm_open + mmap + munmap + close) | {:.2} | {:.2} | {:.2}x |\n",
+                ra / 1e3,
+                fa / 1e3,
+                fa / ra
+            );
+            drop((held, held_raw));
         }
 
         // Large mappings: reserving 1 GiB against leaving it sparse, one page touched.

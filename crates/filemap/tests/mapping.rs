@@ -394,6 +394,30 @@ fn a_hashed_file_that_stores_another_name_is_refused() {
     std::fs::remove_file(&pa).unwrap();
 }
 
+/// The namespace directories are opened once per process and not checked again on every
+/// call; one removed meanwhile (`rm -rf` of the root) is noticed and opened again.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_removed_namespace_directory_is_made_again() {
+    let root = TestRoot::new("rmrf");
+    let opts = root.opts();
+    drop(opts.create("Local\\a", 10).unwrap());
+    std::fs::remove_dir_all(&root.path).unwrap();
+    let b = opts.create("Local\\b", 10).unwrap();
+    assert!(b.os_path().unwrap().exists());
+    drop(b);
+    std::fs::remove_dir_all(&root.path).unwrap();
+    // Another program makes the directories again, and an object in them (the same root,
+    // spelled so that this process's cache does not know it).
+    let mut other = filemap::Options::new();
+    other.namespace(filemap::Namespace::at(root.path.join(".")));
+    let c = other.create("Local\\c", 10).unwrap();
+    // Our cache still has the removed directory, yet the open finds the object.
+    let o = opts.open("Local\\c", Access::Read).unwrap();
+    assert_eq!(o.size(), 10);
+    drop((c, o));
+}
+
 #[test]
 fn views_at_any_offset() {
     let root = TestRoot::new("views");
@@ -617,6 +641,49 @@ fn a_full_tmpfs_is_an_error_at_create_not_a_sigbus_later() {
         other => panic!("{other:?}"),
     }
     assert!(root.local_files().is_empty());
+}
+
+/// Views that outlive their handle are moved off the handle's locked description when it
+/// closes (Linux), while other threads keep using them: nothing is lost or torn, and the
+/// name goes.
+#[test]
+fn views_stay_sound_while_their_handle_closes() {
+    use std::sync::atomic::Ordering;
+    let root = TestRoot::new("remap");
+    let opts = root.opts();
+    let name = &root.name("Local\\remap");
+    let m = opts.create(name, 3 * 4096).unwrap();
+    let views: Vec<filemap::View> = (0..3)
+        .map(|i| m.map_view(Access::ReadWrite, i * 4096, 4096).unwrap())
+        .collect();
+    let cow = m.map_view(Access::CopyOnWrite, 0, 8).unwrap();
+    cow.write_at(0, b"private!").unwrap();
+    let rounds = 2_000_000u32;
+    std::thread::scope(|s| {
+        for v in &views {
+            s.spawn(move || {
+                let counter = v.atomic_u32(0).unwrap();
+                for _ in 0..rounds {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        // Close the handle while the threads count.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        drop(m);
+    });
+    for v in &views {
+        assert_eq!(v.load_u32(0).unwrap(), rounds);
+    }
+    let mut buf = [0u8; 8];
+    cow.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"private!");
+    views[0].read_at(0, &mut buf[..4]).unwrap();
+    assert_eq!(buf[..4], rounds.to_ne_bytes());
+    assert!(matches!(
+        after_last_close(|| opts.open(name, Access::Read)),
+        Err(Error::NotFound { .. })
+    ));
 }
 
 #[cfg(target_os = "linux")]

@@ -31,6 +31,8 @@ use crate::{Error, Kind, Name, Namespace, Result, Scope};
 #[derive(Debug)]
 pub(crate) struct NsDir {
     fd: OwnedFd,
+    /// The namespace root, as the cache knows it.
+    root: PathBuf,
     path: PathBuf,
     scope: Scope,
     /// The uid that owns the objects in this directory (`Local\`), or `None` (`Global\`).
@@ -57,15 +59,11 @@ impl NsDir {
         let uid = geteuid().as_raw();
         let key = (root.to_path_buf(), scope, uid);
         let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+        // Not checked again here (a system call per operation): a directory that was
+        // removed meanwhile (by `rm -rf` of the root, say) shows as a missing name or a
+        // failed create, after which `refreshed` opens it again.
         if let Some(dir) = cache.get(&key) {
-            // A directory that was removed (by `rm -rf` of the root, say) would hide our
-            // objects from everybody else: open it again.
-            match fs::fstat(&dir.fd) {
-                Ok(st) if st.st_nlink > 0 => return Ok(Some(dir.clone())),
-                _ => {
-                    cache.remove(&key);
-                }
-            }
+            return Ok(Some(dir.clone()));
         }
         let Some(root_fd) = open_root(root, create)? else {
             return Ok(None);
@@ -110,12 +108,34 @@ impl NsDir {
         }
         let dir = Arc::new(NsDir {
             fd,
+            root: root.to_path_buf(),
             path,
             scope,
             owner,
         });
         cache.insert(key, dir.clone());
         Ok(Some(dir))
+    }
+
+    /// If this directory has been removed since it was opened, the one that stands in its
+    /// place now (made if `create` is set; `None` if there is none): the caller tries
+    /// again there. `None` too if it is still in place.
+    pub(crate) fn refreshed(&self, create: bool) -> Result<Option<Arc<NsDir>>> {
+        match fs::fstat(&self.fd) {
+            Ok(st) if st.st_nlink > 0 => return Ok(None),
+            _ => {}
+        }
+        {
+            let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
+            let key = (self.root.clone(), self.scope, geteuid().as_raw());
+            if cache
+                .get(&key)
+                .is_some_and(|d| std::ptr::eq(Arc::as_ptr(d), self))
+            {
+                cache.remove(&key);
+            }
+        }
+        NsDir::get(&self.root, self.scope, create)
     }
 
     /// The directory in which to create `name`, made if need be.

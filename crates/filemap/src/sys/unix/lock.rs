@@ -8,8 +8,9 @@
 //!   of the system. A remover converts its own read lock into a write lock on the whole
 //!   range, which succeeds only if nobody else locks any of it. OFD locks convert in one
 //!   step (a failed conversion keeps the read lock), unlike `flock`.
-//! - [`UNLINK`] (byte 1): whoever unlinks the name holds a write lock on it while it checks
-//!   that the name is still this file and unlinks it.
+//! - [`UNLINK`] (byte 2^40 − 1): whoever unlinks the name holds a write lock on it while it
+//!   checks that the name is still this file and unlinks it. A remover takes it together
+//!   with the holders' range, in one call ([`REMOVE`]); `rm` takes it alone.
 //!
 //! A write lock needs a descriptor open for writing, so a user who may only read an object
 //! can hold it (a read lock, like any holder) but never block anyone else's read lock.
@@ -42,8 +43,17 @@ pub(crate) const HOLDERS: Span = Span {
     start: HOLDERS_BASE,
     len: 0,
 };
-/// The byte that unlinkers write-lock.
-pub(crate) const UNLINK: Span = Span { start: 1, len: 1 };
+/// The byte that unlinkers write-lock: right before the holders' range, so that a remover
+/// takes both in one call ([`REMOVE`]).
+pub(crate) const UNLINK: Span = Span {
+    start: HOLDERS_BASE - 1,
+    len: 1,
+};
+/// The unlink byte and every holder's byte: what a remover write-locks.
+pub(crate) const REMOVE: Span = Span {
+    start: HOLDERS_BASE - 1,
+    len: 0,
+};
 
 /// The byte that a holder in process `pid` read-locks with slot `slot`.
 pub(crate) fn holder_byte(pid: u32, slot: u16) -> Span {

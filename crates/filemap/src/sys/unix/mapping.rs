@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{self, Mode, OFlags};
@@ -26,11 +26,16 @@ pub(crate) struct Mapping {
     entry: Option<Entry>,
     /// The file whose bytes are mapped, when it is not the entry itself.
     file: Option<OwnedFd>,
-    /// For shared memory: the entry's file opened again, for views. A view's `mmap` holds a
-    /// reference to the open file description it maps, and with it that description's OFD
-    /// locks; mapping the locked one would let a view keep the name alive, which Windows
-    /// does not. Opened at the first view.
+    /// For shared memory: the entry's file opened again, as a description with no lock,
+    /// for copy-on-write views. A view's `mmap` holds a reference to the open file
+    /// description it maps, and with it that description's OFD locks, so a view of the
+    /// locked one would keep the name alive, which Windows does not.
     views_fd: OnceLock<OwnedFd>,
+    /// For shared memory: the shared views that map the locked description (opening a
+    /// second one for every handle would cost more than the rest of an open). When the
+    /// handle is dropped, the views still alive are moved to an unlocked description
+    /// (see `Drop`).
+    tracker: OnceLock<Tracker>,
     size: u64,
     access: Access,
     os_path: Option<PathBuf>,
@@ -66,6 +71,7 @@ impl Mapping {
             entry: Some(entry),
             file: None,
             views_fd: OnceLock::new(),
+            tracker: OnceLock::new(),
             created,
         })
     }
@@ -96,6 +102,7 @@ impl Mapping {
             entry: Some(entry),
             file: None,
             views_fd: OnceLock::new(),
+            tracker: OnceLock::new(),
             created: false,
         })
     }
@@ -144,6 +151,7 @@ impl Mapping {
                 entry: None,
                 file: Some(file),
                 views_fd: OnceLock::new(),
+                tracker: OnceLock::new(),
                 size,
                 access,
                 os_path: real_path.or_else(|| path_hint.map(Path::to_path_buf)),
@@ -204,6 +212,7 @@ impl Mapping {
                     entry: Some(entry),
                     file: None,
                     views_fd: OnceLock::new(),
+                    tracker: OnceLock::new(),
                     created: false,
                 });
             }
@@ -213,6 +222,7 @@ impl Mapping {
             entry: Some(entry),
             file: Some(file),
             views_fd: OnceLock::new(),
+            tracker: OnceLock::new(),
             size,
             access,
             os_path: Some(real_path),
@@ -292,6 +302,7 @@ impl Mapping {
             entry: Some(entry),
             file: Some(file),
             views_fd: OnceLock::new(),
+            tracker: OnceLock::new(),
             size,
             access,
             os_path: Some(path),
@@ -319,28 +330,43 @@ impl Mapping {
         self.entry.as_ref().map(Entry::name)
     }
 
-    /// The descriptor that views map: the mapped file, or for shared memory a second,
-    /// unlocked description of the entry's file (see `views_fd`).
-    fn data_fd(&self) -> &OwnedFd {
+    /// The entry's file as a second description, without locks (`views_fd`); `None`
+    /// without /proc, or if its mode has changed since.
+    fn unlocked_fd(&self, entry: &Entry) -> Option<&OwnedFd> {
+        if let Some(fd) = self.views_fd.get() {
+            return Some(fd);
+        }
+        let mode = match self.access {
+            Access::ReadWrite => OFlags::RDWR,
+            Access::Read | Access::CopyOnWrite => OFlags::RDONLY,
+        };
+        // /proc/self/fd/N opens the same inode, even unlinked, as a new description.
+        let path = format!(
+            "/proc/self/fd/{}",
+            rustix::fd::AsRawFd::as_raw_fd(entry.fd())
+        );
+        let fd = fs::open(path, mode | OFlags::CLOEXEC, Mode::empty()).ok()?;
+        Some(self.views_fd.get_or_init(|| fd))
+    }
+
+    /// The descriptor that a view with `access` maps, and the tracker to register it with:
+    /// the mapped file; for shared memory, the locked description (tracked) for shared
+    /// views, and an unlocked one for copy-on-write views, whose private pages could not
+    /// be moved later.
+    fn view_fd(&self, access: Access) -> (&OwnedFd, Option<&Tracker>) {
         match (&self.file, &self.entry) {
-            (Some(f), _) => f,
-            (None, Some(e)) => {
-                if let Some(fd) = self.views_fd.get() {
-                    return fd;
+            (Some(f), _) => (f, None),
+            (None, Some(e)) => match access {
+                Access::CopyOnWrite => match self.unlocked_fd(e) {
+                    Some(fd) => (fd, None),
+                    // Without /proc: the locked description, whose view then keeps the
+                    // name too.
+                    None => (e.fd(), None),
+                },
+                Access::Read | Access::ReadWrite => {
+                    (e.fd(), Some(self.tracker.get_or_init(Tracker::default)))
                 }
-                let mode = match self.access {
-                    Access::ReadWrite => OFlags::RDWR,
-                    Access::Read | Access::CopyOnWrite => OFlags::RDONLY,
-                };
-                // /proc/self/fd/N opens the same inode, even unlinked, as a new description.
-                let path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(e.fd()));
-                match fs::open(path, mode | OFlags::CLOEXEC, Mode::empty()) {
-                    Ok(fd) => self.views_fd.get_or_init(|| fd),
-                    // Without /proc (or if the mode has changed since): the locked
-                    // description, whose views then keep the name too.
-                    Err(_) => e.fd(),
-                }
-            }
+            },
             (None, None) => unreachable!("a mapping has a file or an entry"),
         }
     }
@@ -362,6 +388,7 @@ impl Mapping {
             Access::ReadWrite => (ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED),
             Access::CopyOnWrite => (ProtFlags::READ | ProtFlags::WRITE, MapFlags::PRIVATE),
         };
+        let (fd, tracker) = self.view_fd(access);
         // SAFETY: a new mapping at an address of the kernel's choosing (null hint) cannot
         // overlap any memory Rust knows about; the fd is open and `aligned` is a multiple
         // of the page size.
@@ -371,7 +398,7 @@ impl Mapping {
                 map_len,
                 prot,
                 flags,
-                self.data_fd().as_fd(),
+                fd.as_fd(),
                 aligned,
             )
         }
@@ -387,12 +414,86 @@ impl Mapping {
         })?;
         let base = NonNull::new(base.cast::<u8>())
             .ok_or_else(|| Error::io("mapping a view", Errno::NOMEM))?;
+        if let Some(tracker) = tracker {
+            tracker.lock().push(TrackedView {
+                base: base.as_ptr() as usize,
+                len: map_len,
+                offset: aligned,
+                prot,
+            });
+        }
         Ok(Region {
             base,
             map_len,
             delta,
             len,
+            tracker: tracker.cloned(),
         })
+    }
+}
+
+impl Drop for Mapping {
+    /// The handle goes: its shared views that are still alive move to an unlocked
+    /// description of the same file, so that closing the handle's description (after this)
+    /// drops its lock, and with it the name if it was the last handle, as on Windows.
+    fn drop(&mut self) {
+        let (Some(tracker), Some(entry)) = (self.tracker.get(), &self.entry) else {
+            return;
+        };
+        let mut live = tracker.lock();
+        if live.is_empty() {
+            return;
+        }
+        let Some(fd) = self.unlocked_fd(entry) else {
+            // Without /proc the views stay on the locked description, and keep the name.
+            return;
+        };
+        for v in live.iter() {
+            let remap = |fd: &OwnedFd| {
+                // SAFETY: [base, base + len) is exactly a live view's mapping (registered
+                // while mapped, and the tracker's lock keeps its View from unmapping it
+                // now). It is replaced, in one step under the kernel's mmap lock, by a
+                // shared mapping of the same pages of the same file with the same
+                // protection, so its contents and every pointer and reference into it
+                // stay valid; another thread touching it meanwhile waits in the page fault.
+                unsafe {
+                    mm::mmap(
+                        v.base as *mut c_void,
+                        v.len,
+                        v.prot,
+                        MapFlags::SHARED | MapFlags::FIXED,
+                        fd.as_fd(),
+                        v.offset,
+                    )
+                }
+            };
+            if remap(fd).is_err() && remap(entry.fd()).is_err() {
+                // A failed MAP_FIXED may have left a hole where the view was, which safe
+                // code would touch: stop here rather than let it.
+                eprintln!("filemap: cannot map a view again; aborting");
+                std::process::abort();
+            }
+        }
+        live.clear();
+    }
+}
+
+/// What a tracked view is: its whole mapping.
+#[derive(Debug, Clone, Copy)]
+struct TrackedView {
+    base: usize,
+    len: usize,
+    offset: u64,
+    prot: ProtFlags,
+}
+
+/// The shared views that map a handle's locked description.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Tracker(Arc<Mutex<Vec<TrackedView>>>);
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TrackedView>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -403,6 +504,8 @@ pub(crate) struct Region {
     map_len: usize,
     delta: usize,
     len: usize,
+    /// For a view of a handle's locked description: where it is registered.
+    tracker: Option<Tracker>,
 }
 
 // SAFETY: a Region is plain memory owned by this handle; nothing in it is tied to a thread.
@@ -447,9 +550,17 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        // Unregistered and unmapped under the tracker's lock, so that the handle's drop
+        // never maps over a range that is being unmapped.
+        let mut live = self.tracker.as_ref().map(Tracker::lock);
+        if let Some(live) = live.as_mut() {
+            let base = self.base.as_ptr() as usize;
+            live.retain(|v| v.base != base);
+        }
         // SAFETY: we own this mapping; the View that holds us hands out no borrow that
         // outlives it.
         let _ = unsafe { mm::munmap(self.base.as_ptr().cast::<c_void>(), self.map_len) };
+        drop(live);
     }
 }
 
@@ -512,6 +623,7 @@ pub(crate) fn map_state(fd: &OwnedFd, shared: bool) -> Result<Region> {
         map_len: len,
         delta: 0,
         len,
+        tracker: None,
     })
 }
 

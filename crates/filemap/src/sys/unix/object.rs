@@ -38,7 +38,7 @@ use rustix::io::{self as rio, Errno};
 use rustix::process::getpid;
 
 use super::dir::NsDir;
-use super::lock::{self, Holders, Slot, Span, HOLDERS, UNLINK};
+use super::lock::{self, Holders, Slot, Span, HOLDERS, REMOVE, UNLINK};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
 use crate::sys::Disposition;
 use crate::{Error, Kind, Name, Result};
@@ -162,6 +162,16 @@ impl Entry {
                     dir.path().display()
                 )))
             }
+            // The directory was removed since we opened it: try its successor.
+            Err(Errno::NOENT) => match dir.refreshed(true)? {
+                Some(fresh) => return Entry::create(fresh, name, new, disposition, prepare),
+                None => {
+                    return Err(Error::io(
+                        format!("creating an object file in {}", dir.path().display()),
+                        Errno::NOENT,
+                    ))
+                }
+            },
             Err(e) => {
                 return Err(Error::io(
                     format!("creating an object file in {}", dir.path().display()),
@@ -181,10 +191,11 @@ impl Entry {
             },
             e => Error::io(format!("reserving {total} bytes for {display}"), e),
         })?;
+        let pid = getpid().as_raw_pid() as u32;
         let record = Record {
             kind: new.kind,
             flags: new.flags,
-            creator_pid: getpid().as_raw_pid() as u32,
+            creator_pid: pid,
             size: new.size,
             data_len,
             created_ns: now_ns(),
@@ -203,7 +214,7 @@ impl Entry {
         write_all_at(&fd, stored_name, data_len).map_err(init_err)?;
         write_all_at(&fd, &record.encode(), total - RECORD_LEN).map_err(init_err)?;
         let slot = Slot::take();
-        let byte = lock::holder_byte(getpid().as_raw_pid() as u32, slot.get());
+        let byte = lock::holder_byte(pid, slot.get());
         if !lock::try_read(&fd, byte).map_err(|e| Error::io(format!("locking {display}"), e))? {
             return Err(Error::io(format!("locking {display}"), Errno::AGAIN));
         }
@@ -223,6 +234,14 @@ impl Entry {
                 Ok(()) => break,
                 Err(Errno::EXIST) if attempt < MAX_TRIES => {}
                 Err(Errno::EXIST) => return Err(keeps_changing(&display)),
+                // The directory was removed since we opened it: start again in its
+                // successor (this file, never named, goes with its descriptor).
+                Err(Errno::NOENT) => {
+                    if let Some(fresh) = dir.refreshed(true)? {
+                        return Entry::create(fresh, name, new, disposition, prepare);
+                    }
+                    return Err(Error::io(format!("publishing {display}"), Errno::NOENT));
+                }
                 Err(e) => return Err(Error::io(format!("publishing {display}"), e)),
             }
             match attach(&dir, name, &file_name, OFlags::RDWR, Some(new.kind))? {
@@ -271,13 +290,19 @@ impl Entry {
         } else {
             OFlags::RDONLY
         };
+        let not_found = || Error::NotFound {
+            name: name.to_string(),
+            kind: Some(kind),
+        };
         match attach(&dir, name, &file_name, flags, Some(kind))? {
             Attached::Live(found) => Ok(found.into_entry(dir.clone(), name.clone(), file_name)),
+            // Not in a directory that was removed since we opened it: look in its successor.
+            Attached::Missing => match dir.refreshed(false)? {
+                Some(fresh) => Entry::open(fresh, name, kind, writable),
+                None => Err(not_found()),
+            },
             // A stale object is no object, also when we may not remove it.
-            Attached::Missing | Attached::Stuck { .. } => Err(Error::NotFound {
-                name: name.to_string(),
-                kind: Some(kind),
-            }),
+            Attached::Stuck { .. } => Err(not_found()),
         }
     }
 }
@@ -382,26 +407,30 @@ fn attach(
     kind: Option<Kind>,
 ) -> Result<Attached> {
     for _ in 0..MAX_TRIES {
-        let Some((fd, st, record)) = open_checked(dir, name, file_name, flags)? else {
+        let Some(fd) = open_object(dir, name, file_name, flags)? else {
             return Ok(Attached::Missing);
-        };
-        let id = StatId {
-            dev: st.st_dev,
-            ino: st.st_ino,
         };
         let locking = |e| Error::io(format!("locking {name}"), e);
         let slot = Slot::take();
         let byte = lock::holder_byte(getpid().as_raw_pid() as u32, slot.get());
-        if !lock::try_read(&fd, byte).map_err(locking)? {
+        let locked = lock::try_read(&fd, byte);
+        // Checked after the lock: it may have been removed (and the name reused) between
+        // our open and our lock. Then it has no link left: filemap never renames an object
+        // file, and refuses one with a second link, so a file with its one link is still
+        // the one under the name. (This fstat also does the checks of any open.)
+        let Some((st, record)) = check_object(dir, name, file_name, &fd)? else {
+            continue;
+        };
+        if !locked.map_err(locking)? {
             // Someone is removing it right now (or a writer outside the protocol blocks
             // it): look again in a moment.
             std::thread::yield_now();
             continue;
         }
-        // It may have been removed, and the name reused, between our open and our lock.
-        if !still_named(dir, file_name, id)? {
-            continue;
-        }
+        let id = StatId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
         let live = record.persistent() || lock::others_lock(&fd, HOLDERS).map_err(locking)?;
         if live {
             if let Some(kind) = kind {
@@ -450,10 +479,11 @@ enum Removal {
 /// unlinks the name if it still points at the file. Every caller closes `fd` right after,
 /// which drops its locks.
 fn remove_stale(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
-    if let Some(cannot) = write_lock(dir, file_name, fd, HOLDERS)? {
+    // Both write locks in one call: the unlink byte sits right before the holders' range.
+    if let Some(cannot) = write_lock(dir, file_name, fd, REMOVE)? {
         return Ok(cannot);
     }
-    unlink_locked(dir, file_name, fd, id)
+    unlink_if_named(dir, file_name, id)
 }
 
 /// Takes the write lock on `byte` of the file `fd`; `Some` says why we cannot (someone
@@ -494,10 +524,15 @@ fn remove_as_writer(
 /// Unlinks the name if it still points at the file `fd`, holding the unlink byte until the
 /// caller closes `fd`.
 fn unlink_locked(dir: &NsDir, file_name: &str, fd: &OwnedFd, id: StatId) -> Result<Removal> {
-    let path = || dir.path().join(file_name);
     if let Some(cannot) = write_lock(dir, file_name, fd, UNLINK)? {
         return Ok(cannot);
     }
+    unlink_if_named(dir, file_name, id)
+}
+
+/// Unlinks the name if it still points at the file `id`; the caller holds its unlink byte.
+fn unlink_if_named(dir: &NsDir, file_name: &str, id: StatId) -> Result<Removal> {
+    let path = || dir.path().join(file_name);
     if !still_named(dir, file_name, id)? {
         return Ok(Removal::Done);
     }
@@ -532,6 +567,19 @@ pub(crate) fn open_checked(
     file_name: &str,
     flags: OFlags,
 ) -> Result<Option<(OwnedFd, fs::Stat, Record)>> {
+    let Some(fd) = open_object(dir, name, file_name, flags)? else {
+        return Ok(None);
+    };
+    Ok(check_object(dir, name, file_name, &fd)?.map(|(st, record)| (fd, st, record)))
+}
+
+/// Opens the file under `file_name`, which may be anything: [`check_object`] looks at it.
+fn open_object(
+    dir: &NsDir,
+    name: &Name,
+    file_name: &str,
+    flags: OFlags,
+) -> Result<Option<OwnedFd>> {
     let path = || dir.path().join(file_name);
     let fd = match fs::openat(
         dir.fd(),
@@ -559,7 +607,20 @@ pub(crate) fn open_checked(
         }
         Err(e) => return Err(Error::io(format!("opening {name}"), e)),
     };
-    let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
+    Ok(Some(fd))
+}
+
+/// Checks an opened object file: a regular file with one link (`None` if it has none: it
+/// was removed), owned as the namespace requires, with a valid record, and for a hashed
+/// file name the name asked for.
+fn check_object(
+    dir: &NsDir,
+    name: &Name,
+    file_name: &str,
+    fd: &OwnedFd,
+) -> Result<Option<(fs::Stat, Record)>> {
+    let path = || dir.path().join(file_name);
+    let st = fs::fstat(fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(Error::Insecure {
             path: path(),
@@ -589,13 +650,13 @@ pub(crate) fn open_checked(
             });
         }
     }
-    let record = read_record(&fd, st.st_size as u64).map_err(|reason| Error::Corrupt {
+    let record = read_record(fd, st.st_size as u64).map_err(|reason| Error::Corrupt {
         path: path(),
         reason,
     })?;
     // A hashed file name stands for the name stored in the file, and for no other.
     if name.is_hashed() || record.name_len != 0 {
-        let stored = read_stored_name(&fd, &record).map_err(|reason| Error::Corrupt {
+        let stored = read_stored_name(fd, &record).map_err(|reason| Error::Corrupt {
             path: path(),
             reason,
         })?;
@@ -613,7 +674,7 @@ pub(crate) fn open_checked(
             });
         }
     }
-    Ok(Some((fd, st, record)))
+    Ok(Some((st, record)))
 }
 
 /// The name stored in an object file (the part after the prefix), if it has one.
@@ -871,18 +932,30 @@ pub(crate) fn write_all_at(
 
 /// Gives an `O_TMPFILE` file a name; fails with `EEXIST` if the name is taken.
 fn link_unnamed(fd: &OwnedFd, dir: &NsDir, file_name: &str) -> std::result::Result<(), Errno> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Linux 6.10 and later let whoever opened an O_TMPFILE file link it with AT_EMPTY_PATH;
+    // before, that needs CAP_DAC_READ_SEARCH and says ENOENT, and /proc/self/fd does it
+    // (a longer path walk). Remembered once it is known not to work.
+    static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
+    if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
+        match fs::linkat(fd.as_fd(), "", dir.fd(), file_name, AtFlags::EMPTY_PATH) {
+            Err(Errno::NOENT) | Err(Errno::PERM) => {}
+            other => return other,
+        }
+    }
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    match fs::linkat(
+    let linked = fs::linkat(
         CWD,
         proc_path.as_str(),
         dir.fd(),
         file_name,
         AtFlags::SYMLINK_FOLLOW,
-    ) {
-        // Without /proc, AT_EMPTY_PATH does the same (it needs CAP_DAC_READ_SEARCH).
-        Err(Errno::NOENT) => fs::linkat(fd.as_fd(), "", dir.fd(), file_name, AtFlags::EMPTY_PATH),
-        other => other,
+    );
+    // If /proc worked where AT_EMPTY_PATH did not, AT_EMPTY_PATH is not allowed here.
+    if linked.is_ok() {
+        NO_EMPTY_PATH.store(true, Ordering::Relaxed);
     }
+    linked
 }
 
 #[cfg(test)]
