@@ -32,7 +32,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Named file mappings (Windows' CreateFileMapping model) for Linux and Windows.
 #[derive(Debug, Parser)]
-#[command(name = "filemap", version, about, max_term_width = 100)]
+#[command(
+    name = "filemap",
+    version,
+    about,
+    max_term_width = 100,
+    arg_required_else_help = true
+)]
 struct Cli {
     /// Namespace root directory (default: $FILEMAP_ROOT, or /dev/shm/filemap). Linux only.
     #[arg(long, global = true, value_name = "PATH")]
@@ -175,13 +181,60 @@ impl From<String> for Failure {
 
 pub(crate) type CmdResult = Result<(), Failure>;
 
+/// The subcommand in `args` (program name first): the first word that is neither an
+/// option nor the value of `--root`.
+fn subcommand_of(args: &[OsString]) -> Option<&str> {
+    let mut words = args.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(word) = words.next() {
+        match word {
+            "--root" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return Some(w),
+        }
+    }
+    None
+}
+
+/// Clap's message in one line, with everything it says: the missing arguments, the
+/// possible values, its tip and the usage. (Its closing "For more information, try
+/// '--help'." goes: the usage is there.)
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"));
+    let mut out = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_owned();
+    let (mut details, mut notes) = (Vec::new(), Vec::new());
+    for line in lines {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            notes.push(format!("usage: {usage}"));
+        } else if line.starts_with("tip:") {
+            notes.push(line.to_owned());
+        } else {
+            details.push(line);
+        }
+    }
+    if !details.is_empty() {
+        out.push(' ');
+        out.push_str(&details.join(", "));
+    }
+    if !notes.is_empty() {
+        out.push_str(&format!(" ({})", notes.join("; ")));
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    // The sample's two programs report every failure in the sample's words.
-    let sample_style = matches!(
-        args.get(1).and_then(|a| a.to_str()),
-        Some("server" | "client")
-    );
+    // The sample's two programs report every failure in the sample's words, also after
+    // `--root PATH`.
+    let sample_style = matches!(subcommand_of(&args), Some("server" | "client"));
     let fail = |message: &str, code: u8| {
         if sample_style {
             errln!("The process throws the error: {message}");
@@ -198,10 +251,12 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line, not clap's usage block.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            return fail(first.trim_start_matches("error: "), 2);
+            // `filemap` alone: the usage, on stderr, as for any other bad invocation.
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = e.print();
+                return ExitCode::from(2);
+            }
+            return fail(&one_line(&e.render().to_string()), 2);
         }
     };
     let ns = match &cli.root {

@@ -672,7 +672,19 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         ),
         (&["server", "--size", "0"], "The process throws the error: invalid size: a mapping's size must be greater than 0", 1),
         (&["client", "--name", "Session\\1\\x"], "The process throws the error: invalid name 'Session\\1\\x': the only prefixes are Local\\ and Global\\", 1),
-        (&["client", "--encoding", "utf32"], "The process throws the error: invalid value 'utf32' for '--encoding <ENCODING>'", 2),
+        (&["client", "--encoding", "utf32"], "The process throws the error: invalid value 'utf32' for '--encoding <ENCODING>' [possible values: utf16, utf8]", 2),
+        // Clap's whole message, in one line: what is missing, and the usage.
+        (&["create"], "filemap: the following required arguments were not provided: <NAME> (usage: filemap create <NAME>)", 2),
+        (&["lock", "mx"], "filemap: the following required arguments were not provided: <CMD>... (usage: filemap lock <NAME> -- <CMD>...)", 2),
+        (&["wait"], "filemap: the following required arguments were not provided: <NAMES>... (usage: filemap wait <NAMES>...)", 2),
+        (&["info"], "filemap: the following required arguments were not provided: <NAME> (usage: filemap info <NAME>)", 2),
+        (&["write", "x", "--nul"], "filemap: the following required arguments were not provided: <DATA> (usage: filemap write --nul <NAME> <DATA>)", 2),
+        (&["read", "P", "--format", "base64"], "filemap: invalid value 'base64' for '--format <FORMAT>' [possible values: raw, hex, utf8, utf16]", 2),
+        (&["create", "x", "--bogus"], "filemap: unexpected argument '--bogus' found (tip: to pass '--bogus' as a value, use '-- --bogus'; usage: filemap create <NAME>)", 2),
+        (&["client", "--timeout", "1"], "The process throws the error: the following required arguments were not provided: --wait (usage: filemap client --wait --timeout <SECS>)", 2),
+        // The sample's words also after the global --root.
+        (&["--root", "/nonexistent/filemap-root", "client", "--timeout", "1"], "The process throws the error: the following required arguments were not provided: --wait", 2),
+        (&["--root=/nonexistent/filemap-root", "server", "--size", "0"], "The process throws the error: invalid size", 1),
     ];
     for (args, message, code) in table {
         let out = root.run(args);
@@ -684,6 +696,15 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
             "{args:?}:\n got: {err}\nwant: {message}"
         );
     }
+    // No arguments at all: the usage, on stderr.
+    let out = root.run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let usage = stderr(&out);
+    assert!(
+        usage.contains("Usage: filemap [OPTIONS] <COMMAND>") && usage.contains("Commands:"),
+        "{usage}"
+    );
     // Nothing was left behind by any of them.
     let ls = stdout(&root.run(&["ls", "--json"]));
     assert_eq!(ls.matches("\"name\"").count(), 1, "{ls}");
