@@ -667,6 +667,13 @@ pub(crate) fn gc(ns: &Namespace) -> CmdResult {
     for name in &report.removed {
         outln!("removed {name}");
     }
+    for r in &report.corrupt {
+        let name = r.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        outln!(
+            "removed {name}, which was corrupt: {}",
+            Name::printable(&r.reason)
+        );
+    }
     for r in &report.refused {
         outln!(
             "left alone {}: {}",
@@ -674,7 +681,15 @@ pub(crate) fn gc(ns: &Namespace) -> CmdResult {
             Name::printable(&r.reason)
         );
     }
-    outln!("{} stale object(s) removed", report.removed.len());
+    if report.corrupt.is_empty() {
+        outln!("{} stale object(s) removed", report.removed.len());
+    } else {
+        outln!(
+            "{} stale object(s) and {} corrupt file(s) removed",
+            report.removed.len(),
+            report.corrupt.len()
+        );
+    }
     Ok(())
 }
 

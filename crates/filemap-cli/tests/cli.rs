@@ -636,6 +636,32 @@ fn long_names_from_the_cli() {
 }
 
 #[test]
+fn gc_removes_a_corrupt_object_and_says_so() {
+    let root = Root::new("corrupt");
+    let out = root.run(&["create", "broken", "--size", "64", "--persistent"]);
+    assert!(out.status.success(), "{out:?}");
+    let path = stdout(&out)
+        .trim()
+        .rsplit(" at ")
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    let info = root.run(&["info", "broken"]);
+    assert_eq!(info.status.code(), Some(1));
+    assert_eq!(
+        stdout(&root.run(&["gc"])),
+        "removed Local\\broken, which was corrupt: it is only 10 bytes long\n0 stale object(s) and 1 corrupt file(s) removed\n"
+    );
+    assert!(!std::path::Path::new(&path).exists());
+}
+
+#[test]
 fn bad_input_gets_one_line_and_a_nonzero_exit() {
     let root = Root::new("badcli");
     assert!(root

@@ -182,6 +182,16 @@ impl Options {
                 what: "a mapping's size must be greater than 0".into(),
             });
         }
+        // Checked here, so that both platforms give the same error: past it, Linux's file
+        // offsets overflow, and Windows says "invalid parameter".
+        if size > FileMapping::MAX_SIZE {
+            return Err(Error::InvalidSize {
+                what: format!(
+                    "{size} bytes is too large (the limit is {} bytes)",
+                    FileMapping::MAX_SIZE
+                ),
+            });
+        }
         let opts = self.create_options()?;
         let inner = sys::Mapping::create(&self.namespace, &name, size, opts, disposition)?;
         Ok(FileMapping {
@@ -297,6 +307,12 @@ pub struct FileMapping {
 }
 
 impl FileMapping {
+    /// The largest size a shared-memory mapping may be asked for: 2^63 − 2^20 bytes, what
+    /// a file offset holds once filemap's record and a stored name are added. Larger sizes
+    /// are [`Error::InvalidSize`]; sizes up to it that the machine cannot hold are
+    /// [`Error::NoSpace`], on both platforms.
+    pub const MAX_SIZE: u64 = (1 << 63) - (1 << 20);
+
     /// [`Options::create`] with the default options.
     pub fn create(name: &str, size: u64) -> Result<FileMapping> {
         Options::new().create(name, size)

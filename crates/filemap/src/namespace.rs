@@ -144,8 +144,12 @@ impl Namespace {
     ///
     /// As for [`Namespace::list`].
     pub fn gc_all(&self) -> Result<GcReport> {
-        let (removed, refused) = sys::admin::gc(&self.root())?;
-        Ok(GcReport { removed, refused })
+        let (removed, corrupt, refused) = sys::admin::gc(&self.root())?;
+        Ok(GcReport {
+            removed,
+            corrupt,
+            refused,
+        })
     }
 }
 
@@ -177,6 +181,10 @@ pub struct Listing {
 pub struct GcReport {
     /// The stale objects it removed.
     pub removed: Vec<Name>,
+    /// The corrupt object files it removed (truncated, or with a record that is not
+    /// filemap's), each with what was wrong. Only files that nobody holds, that have a
+    /// filemap file name, one link and the namespace's owner, and that you may remove.
+    pub corrupt: Vec<Refused>,
     /// The entries that are not filemap objects, left alone.
     pub refused: Vec<Refused>,
 }

@@ -743,6 +743,97 @@ fn sparse_mappings_take_memory_only_where_touched() {
     assert!(root.local_files().is_empty());
 }
 
+/// Sizes too large for the machine, and too large for any machine, give the same errors
+/// on both platforms.
+#[test]
+fn huge_sizes_get_the_same_errors_everywhere() {
+    let root = TestRoot::new("huge");
+    let opts = root.opts();
+    let name = &root.name("Local\\huge");
+    // 16777216G: more than the machine has.
+    let size = 1u64 << 54;
+    match opts.create(name, size) {
+        Err(e @ Error::NoSpace { .. }) => assert_eq!(
+            e.to_string(),
+            format!("not enough space to reserve {size} bytes for {name}")
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Past the limit of any file offset.
+    for size in [filemap::FileMapping::MAX_SIZE + 1, 1 << 63, u64::MAX] {
+        match opts.create(name, size) {
+            Err(e @ Error::InvalidSize { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid size: {size} bytes is too large (the limit is {} bytes)",
+                    filemap::FileMapping::MAX_SIZE
+                )
+            ),
+            other => panic!("{size}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        opts.open(name, Access::Read),
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// A tmpfs out of inodes is as full as one out of bytes: `NoSpace`, not an I/O error.
+/// Needs root, to mount a small tmpfs; skipped otherwise.
+#[cfg(target_os = "linux")]
+#[test]
+fn running_out_of_inodes_is_no_space() {
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let root = TestRoot::new("inodes");
+    std::fs::create_dir_all(&root.path).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4M,nr_inodes=6,mode=1777",
+            "filemap-test",
+        ])
+        .arg(&root.path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let _unmount = Unmount(root.path.clone());
+    let opts = root.opts();
+    let mut held = Vec::new();
+    let err = loop {
+        match opts.create(&format!("Local\\o{}", held.len()), 4096) {
+            Ok(m) => held.push(m),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 10, "the inode limit did not apply");
+    };
+    let name = format!("Local\\o{}", held.len());
+    match err {
+        Error::NoSpace {
+            name: n,
+            size: 4096,
+        } => assert_eq!(n, name),
+        other => panic!("{other:?}"),
+    }
+    // Nothing half-made was left, and the objects made are intact.
+    assert_eq!(root.local_files().len(), held.len());
+    drop(held);
+    assert!(root.local_files().is_empty());
+}
+
 #[test]
 fn file_backed_mappings_flush_to_the_file() {
     let root = TestRoot::new("file");
@@ -926,8 +1017,21 @@ fn namespace_directories_and_files_are_checked() {
         ]
     );
     let gc = root.ns().gc_all().unwrap();
-    assert_eq!(gc.refused.len(), 7);
+    assert_eq!(gc.refused.len(), 6);
     assert!(local.join("link").symlink_metadata().is_ok() && local.join("alias").exists());
+    // A file with a filemap name and no valid record is a corrupt object: gc removes it,
+    // unless someone holds it, and says why.
+    assert_eq!(gc.corrupt.len(), 1);
+    assert_eq!(
+        gc.corrupt[0]
+            .name
+            .as_ref()
+            .map(|n| n.to_string())
+            .as_deref(),
+        Some("Local\\foreign")
+    );
+    assert_eq!(gc.corrupt[0].reason, "it is only 5 bytes long");
+    assert!(!local.join("foreign").exists());
     drop(held);
     // A Local namespace directory that others can enter is refused, never used.
     let fresh = TestRoot::new("secure2");

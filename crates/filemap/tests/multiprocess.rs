@@ -234,6 +234,41 @@ fn gc_collects_what_killed_processes_left() {
     assert!(root.ns().list().unwrap().is_empty());
 }
 
+/// A truncated object file can be opened by nobody: gc leaves it while it is held, and
+/// removes it once its holder has died, saying why.
+#[cfg(target_os = "linux")]
+#[test]
+fn gc_removes_a_truncated_object_once_nobody_holds_it() {
+    let root = TestRoot::new("truncated");
+    let name = "Local\\cut";
+    let mut kid = Reap(spawn_role("child", "hold", &root.path, &[name]));
+    assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "ready");
+    let path = root.ns().info(name).unwrap().os_path.unwrap();
+    // Someone who may write it truncates it: its record is gone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    assert!(matches!(
+        root.opts().open(name, Access::Read),
+        Err(Error::Corrupt { .. })
+    ));
+    // Held: left alone, and reported.
+    let gc = root.ns().gc_all().unwrap();
+    assert!(gc.corrupt.is_empty() && gc.removed.is_empty());
+    assert_eq!(gc.refused.len(), 1);
+    assert!(path.exists());
+    sigkill(&mut kid);
+    let gc = root.ns().gc_all().unwrap();
+    assert_eq!(gc.corrupt.len(), 1, "{gc:?}");
+    assert_eq!(gc.corrupt[0].reason, "it is only 100 bytes long");
+    assert_eq!(gc.corrupt[0].name.as_ref().unwrap().full(), name);
+    assert!(gc.refused.is_empty());
+    assert!(!path.exists());
+}
+
 #[test]
 fn copy_on_write_stays_private_across_processes() {
     let root = TestRoot::new("cow");

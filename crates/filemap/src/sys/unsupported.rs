@@ -120,7 +120,7 @@ pub(crate) mod admin {
     pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
         unsupported()
     }
-    pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>)> {
+    pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>, Vec<crate::Refused>)> {
         unsupported()
     }
 }

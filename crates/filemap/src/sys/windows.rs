@@ -358,7 +358,10 @@ impl Mapping {
         };
         let code = last_error();
         if h.is_null() {
-            return Err(object_error(code, name, Kind::Mapping, "creating"));
+            return Err(match object_error(code, name, Kind::Mapping, "creating") {
+                Error::NoSpace { name, .. } => Error::NoSpace { name, size },
+                e => e,
+            });
         }
         let handle = Handle(h);
         let existed = code == ERROR_ALREADY_EXISTS;
@@ -1130,8 +1133,8 @@ pub(crate) mod admin {
         no_listing()
     }
     /// Nothing goes stale on Windows: the kernel destroys an object with its last handle.
-    pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>)> {
-        Ok((Vec::new(), Vec::new()))
+    pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>, Vec<crate::Refused>)> {
+        Ok((Vec::new(), Vec::new(), Vec::new()))
     }
 }
 

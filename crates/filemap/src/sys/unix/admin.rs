@@ -208,9 +208,10 @@ pub(crate) fn remove(root: &Path, name: &Name) -> Result<()> {
     object::remove(&dir, name)
 }
 
-/// Removes the stale objects; entries that are not objects are left alone and reported.
-pub(crate) fn gc(root: &Path) -> Result<(Vec<Name>, Vec<Refused>)> {
-    let (mut removed, mut refused_entries) = (Vec::new(), Vec::new());
+/// Removes the stale objects, and corrupt object files that nobody holds; entries that are
+/// not objects are left alone and reported.
+pub(crate) fn gc(root: &Path) -> Result<(Vec<Name>, Vec<Refused>, Vec<Refused>)> {
+    let (mut removed, mut corrupt, mut refused_entries) = (Vec::new(), Vec::new(), Vec::new());
     for dir in dirs(root)? {
         for found in entries_in(&dir)? {
             let (name, file_name) = match found {
@@ -224,9 +225,17 @@ pub(crate) fn gc(root: &Path) -> Result<(Vec<Name>, Vec<Refused>)> {
             match object::reclaim(&dir, &name, &file_name) {
                 Ok(true) => removed.push(name),
                 Ok(false) | Err(Error::PermissionDenied { .. }) => {}
+                // A truncated object would otherwise stay forever: nobody can open it.
+                Err(e @ Error::Corrupt { .. }) => {
+                    let entry = refused(&dir, &name, &file_name, &e);
+                    match object::remove_corrupt(&dir, &file_name) {
+                        Ok(true) => corrupt.push(entry),
+                        Ok(false) | Err(_) => refused_entries.push(entry),
+                    }
+                }
                 Err(e) => refused_entries.push(refused(&dir, &name, &file_name, &e)),
             }
         }
     }
-    Ok((removed, refused_entries))
+    Ok((removed, corrupt, refused_entries))
 }

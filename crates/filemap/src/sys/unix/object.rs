@@ -172,6 +172,13 @@ impl Entry {
                     ))
                 }
             },
+            // Out of inodes (tmpfs's nr_inodes): as full as out of bytes.
+            Err(Errno::NOSPC) | Err(Errno::DQUOT) => {
+                return Err(Error::NoSpace {
+                    name: display,
+                    size: new.data_len,
+                })
+            }
             Err(e) => {
                 return Err(Error::io(
                     format!("creating an object file in {}", dir.path().display()),
@@ -818,6 +825,36 @@ pub(crate) fn reclaim(dir: &NsDir, name: &Name, file_name: &str) -> Result<bool>
         ino: st.st_ino,
     };
     // Without a read lock of ours, the write lock succeeds only if nobody holds it.
+    Ok(
+        matches!(remove_stale(dir, file_name, &fd, id)?, Removal::Done)
+            && !still_named(dir, file_name, id)?,
+    )
+}
+
+/// Removes a corrupt object file (one whose record failed its checks) if nobody holds it:
+/// a regular file with one link, owned as the namespace requires, under the removal
+/// protocol's locks. Returns whether it was removed.
+pub(crate) fn remove_corrupt(dir: &NsDir, file_name: &str) -> Result<bool> {
+    let fd = match fs::openat(
+        dir.fd(),
+        file_name,
+        OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(false),
+    };
+    let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {file_name}"), e))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
+        || st.st_nlink != 1
+        || dir.owner().is_some_and(|owner| st.st_uid != owner)
+    {
+        return Ok(false);
+    }
+    let id = StatId {
+        dev: st.st_dev,
+        ino: st.st_ino,
+    };
     Ok(
         matches!(remove_stale(dir, file_name, &fd, id)?, Removal::Done)
             && !still_named(dir, file_name, id)?,
