@@ -183,7 +183,8 @@ pub struct GcReport {
     pub removed: Vec<Name>,
     /// The corrupt object files it removed (truncated, or with a record that is not
     /// filemap's), each with what was wrong. Only files that nobody holds, that have a
-    /// filemap file name, one link and the namespace's owner, and that you may remove.
+    /// filemap file name and one link, and that you own (root's gc removes no other
+    /// user's file).
     pub corrupt: Vec<Refused>,
     /// The entries that are not filemap objects, left alone.
     pub refused: Vec<Refused>,

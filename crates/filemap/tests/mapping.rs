@@ -612,7 +612,7 @@ fn bad_input_gets_typed_errors_and_leaves_nothing() {
         ),
         (
             opts.create(&root.name("huge"), u64::MAX),
-            "invalid size: 18446744073709551615 bytes is too large",
+            "invalid size: 18446744073709551615 bytes is too large (the limit is 9223372036853727232 bytes)",
         ),
     ];
     for (result, message) in cases {

@@ -832,8 +832,8 @@ pub(crate) fn reclaim(dir: &NsDir, name: &Name, file_name: &str) -> Result<bool>
 }
 
 /// Removes a corrupt object file (one whose record failed its checks) if nobody holds it:
-/// a regular file with one link, owned as the namespace requires, under the removal
-/// protocol's locks. Returns whether it was removed.
+/// a regular file with one link, owned by the caller, under the removal protocol's locks.
+/// Returns whether it was removed.
 pub(crate) fn remove_corrupt(dir: &NsDir, file_name: &str) -> Result<bool> {
     let fd = match fs::openat(
         dir.fd(),
@@ -845,9 +845,10 @@ pub(crate) fn remove_corrupt(dir: &NsDir, file_name: &str) -> Result<bool> {
         Err(_) => return Ok(false),
     };
     let st = fs::fstat(&fd).map_err(|e| Error::io(format!("checking {file_name}"), e))?;
+    // Only your own: root's gc removes no other user's file, whatever it holds.
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
         || st.st_nlink != 1
-        || dir.owner().is_some_and(|owner| st.st_uid != owner)
+        || st.st_uid != rustix::process::geteuid().as_raw()
     {
         return Ok(false);
     }
