@@ -122,7 +122,7 @@ pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
         Err(e) => return Err(e.into()),
     };
     if let Some(ready) = &ready {
-        ready.set();
+        ready.set()?;
     }
     say(&format!(
         "This message is written to the view:\n\"{}\"\n",
@@ -132,7 +132,7 @@ pub(crate) fn server(ns: &Namespace, a: ServerArgs) -> CmdResult {
     say(PROMPT);
     waiter.wait();
     if let Some(ready) = ready {
-        ready.reset();
+        ready.reset()?;
     }
     drop(view);
     drop(mapping);

@@ -74,7 +74,7 @@ fn wrong_kind(name: &str, found: Kind, wanted: &str) -> Failure {
 
 pub(crate) fn signal(ns: &Namespace, a: NameArg) -> CmdResult {
     match kind_of(ns, &a.name)? {
-        Kind::Event => opts(ns).open_event(&a.name)?.set(),
+        Kind::Event => opts(ns).open_event(&a.name)?.set()?,
         Kind::Semaphore => {
             opts(ns).open_semaphore(&a.name)?.release(1)?;
         }
@@ -91,7 +91,7 @@ pub(crate) fn signal(ns: &Namespace, a: NameArg) -> CmdResult {
 
 pub(crate) fn reset(ns: &Namespace, a: NameArg) -> CmdResult {
     match kind_of(ns, &a.name)? {
-        Kind::Event => opts(ns).open_event(&a.name)?.reset(),
+        Kind::Event => opts(ns).open_event(&a.name)?.reset()?,
         k => return Err(wrong_kind(&a.name, k, "reset works on events")),
     }
     Ok(())

@@ -245,11 +245,11 @@ mod linux {
                 );
                 for _ in 0..n {
                     if a {
-                        ping.set();
+                        ping.set().unwrap();
                         pong.wait().unwrap();
                     } else {
                         ping.wait().unwrap();
-                        pong.set();
+                        pong.set().unwrap();
                     }
                 }
             }

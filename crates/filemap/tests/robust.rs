@@ -333,7 +333,7 @@ fn a_waiter_killed_right_after_its_wake_up_does_not_strand_the_others() {
                 mut hog,
             } = sleepers(&root, kind, &name);
             match (&e, &s) {
-                (Some(e), _) => e.set(),
+                (Some(e), _) => e.set().unwrap(),
                 (_, Some(s)) => assert_eq!(s.release(1).unwrap(), 0),
                 _ => unreachable!(),
             }
@@ -549,13 +549,13 @@ fn wait_any_takes_a_mutex_or_stops_when_quit_is_set() {
         Err(Error::Timeout { .. })
     ));
     // Quit wins while another process holds the mutex; the mutex is not taken.
-    quit.set();
+    quit.set().unwrap();
     assert_eq!(
         wait_any(&[&quit, &m], None).unwrap(),
         WaitOutcome::Signalled(0)
     );
     assert!(matches!(m.release(), Err(Error::NotOwner { .. })));
-    quit.reset();
+    quit.reset().unwrap();
     // The owner lets go while we wait: we own it then.
     std::thread::scope(|s| {
         let waiter = s.spawn(|| wait_any(&[&quit, &m], Some(LINE)).unwrap());

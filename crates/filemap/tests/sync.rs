@@ -276,6 +276,32 @@ fn timeouts_are_lower_bounds() {
     );
 }
 
+/// Windows counts in a LONG: the same limit, and the same errors, on every platform.
+#[test]
+fn semaphore_counts_are_limited_as_on_windows() {
+    let root = TestRoot::new("semmax");
+    let name = &root.name("Local\\semmax");
+    let max = filemap::Semaphore::MAX_COUNT;
+    assert_eq!(max, 2_147_483_647);
+    match root.opts().create_semaphore(name, 0, max + 1) {
+        Err(e @ Error::InvalidArgument { .. }) => assert_eq!(
+            e.to_string(),
+            "invalid argument: a semaphore's maximum count is at most 2147483647 (Windows' LONG), not 2147483648"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let s = root.opts().create_semaphore(name, 0, max).unwrap();
+    assert_eq!(s.max(), max);
+    // A release past the limit is refused, never cut down to fit.
+    assert!(matches!(
+        s.release(u32::MAX),
+        Err(Error::TooManyPosts { .. })
+    ));
+    assert_eq!(s.count(), 0);
+    assert_eq!(s.release(max).unwrap(), 0);
+    assert_eq!(s.count(), max);
+}
+
 #[test]
 fn semaphore_refuses_to_pass_its_maximum() {
     let root = TestRoot::new("sem");
@@ -344,9 +370,9 @@ fn auto_reset_wakes_one_waiter_per_set_and_manual_reset_wakes_all() {
     let auto_name = &root.name("Local\\auto");
     let auto = root.opts().create_event(auto_name, false, false).unwrap();
     let mut kids = event_waiters(&root, auto_name, 4, 3);
-    auto.set();
+    auto.set().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    auto.set();
+    auto.set().unwrap();
     let reports = next_reports(&mut kids, LINE);
     assert_eq!(
         reports.iter().filter(|r| *r == "woke").count(),
@@ -366,7 +392,7 @@ fn auto_reset_wakes_one_waiter_per_set_and_manual_reset_wakes_all() {
     let manual = root.opts().create_event(manual_name, true, false).unwrap();
     let mut kids = event_waiters(&root, manual_name, 4, 30);
     let set_at = Instant::now();
-    manual.set();
+    manual.set().unwrap();
     let reports = next_reports(&mut kids, LINE);
     assert_eq!(reports, ["woke"; 4]);
     assert!(
@@ -376,13 +402,13 @@ fn auto_reset_wakes_one_waiter_per_set_and_manual_reset_wakes_all() {
     );
     assert!(manual.is_set());
     assert!(manual.try_wait().is_ok() && manual.try_wait().is_ok());
-    manual.reset();
+    manual.reset().unwrap();
     assert!(matches!(manual.try_wait(), Err(Error::Timeout { .. })));
     // Set and reset at once: everyone who was waiting is still released.
     let mut kids = event_waiters(&root, manual_name, 3, 30);
     let set_at = Instant::now();
-    manual.set();
-    manual.reset();
+    manual.set().unwrap();
+    manual.reset().unwrap();
     assert_eq!(next_reports(&mut kids, LINE), ["woke"; 3]);
     assert!(
         set_at.elapsed() < Duration::from_secs(15),
@@ -412,7 +438,7 @@ fn wait_any_over_mixed_kinds_across_processes() {
         std::thread::sleep(Duration::from_millis(100));
         match fire {
             "sem" => assert_eq!(s.release(1).unwrap(), 0),
-            _ => e.set(),
+            _ => e.set().unwrap(),
         }
         assert_eq!(read_line_within(&mut kid.0, LINE), expected);
         assert!(kid.0.wait().unwrap().success());
@@ -421,7 +447,7 @@ fn wait_any_over_mixed_kinds_across_processes() {
     }
     // The lowest signalled index wins.
     s.release(1).unwrap();
-    e.set();
+    e.set().unwrap();
     assert_eq!(
         wait_any(&[&s, &e], None).unwrap(),
         WaitOutcome::Signalled(0)

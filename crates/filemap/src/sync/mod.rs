@@ -106,6 +106,15 @@ impl Options {
                 what: "a semaphore's maximum count must be at least 1".into(),
             });
         }
+        // Windows counts in a LONG; the same limit everywhere.
+        if max > Semaphore::MAX_COUNT {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "a semaphore's maximum count is at most {} (Windows' LONG), not {max}",
+                    Semaphore::MAX_COUNT
+                ),
+            });
+        }
         if initial > max {
             return Err(Error::InvalidArgument {
                 what: format!("the initial count {initial} is above the maximum count {max}"),
@@ -376,6 +385,10 @@ pub struct Semaphore {
 }
 
 impl Semaphore {
+    /// The largest maximum count, on every platform: 2147483647, Windows' `LONG`. A larger
+    /// maximum is [`Error::InvalidArgument`].
+    pub const MAX_COUNT: u32 = i32::MAX as u32;
+
     /// [`Options::create_semaphore`] with the default options.
     pub fn create(name: &str, initial: u32, max: u32) -> Result<Semaphore> {
         Options::new().create_semaphore(name, initial, max)
@@ -405,8 +418,17 @@ impl Semaphore {
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyPosts`] if the count would pass the maximum; the count is unchanged.
+    /// [`Error::TooManyPosts`] if the count would pass the maximum (which no `n` above
+    /// [`Semaphore::MAX_COUNT`] can fail to do); the count is unchanged.
     pub fn release(&self, n: u32) -> Result<u32> {
+        if n > Semaphore::MAX_COUNT {
+            return Err(Error::TooManyPosts {
+                name: self.name().to_string(),
+                count: self.count(),
+                max: self.max(),
+                release: n,
+            });
+        }
         self.inner.release(n)
     }
 
@@ -460,13 +482,24 @@ impl Event {
     }
 
     /// Signals it (`SetEvent`).
-    pub fn set(&self) {
-        self.inner.set();
+    ///
+    /// # Errors
+    ///
+    /// On Windows, what `SetEvent` reports (a handle without `EVENT_MODIFY_STATE`, say);
+    /// on Linux it cannot fail.
+    #[doc(alias = "SetEvent")]
+    pub fn set(&self) -> Result<()> {
+        self.inner.set()
     }
 
     /// Clears it (`ResetEvent`).
-    pub fn reset(&self) {
-        self.inner.reset();
+    ///
+    /// # Errors
+    ///
+    /// As for [`Event::set`].
+    #[doc(alias = "ResetEvent")]
+    pub fn reset(&self) -> Result<()> {
+        self.inner.reset()
     }
 
     /// Whether it is signalled now (a snapshot).

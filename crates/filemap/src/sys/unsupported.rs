@@ -209,10 +209,10 @@ impl Event {
     ) -> Result<Event> {
         sync_unsupported()
     }
-    pub(crate) fn set(&self) {
+    pub(crate) fn set(&self) -> Result<()> {
         match self.0 {}
     }
-    pub(crate) fn reset(&self) {
+    pub(crate) fn reset(&self) -> Result<()> {
         match self.0 {}
     }
     pub(crate) fn is_set(&self) -> bool {

@@ -15,23 +15,28 @@ use std::os::windows::io::AsRawHandle;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
+use windows_sys::Wdk::System::SystemServices::{EVENT_QUERY_STATE, SEMAPHORE_QUERY_STATE};
 use windows_sys::Win32::Foundation::{
     CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT,
     ERROR_DISK_FULL, ERROR_FILENAME_EXCED_RANGE, ERROR_FILE_NOT_FOUND, ERROR_INVALID_HANDLE,
     ERROR_NOT_ENOUGH_MEMORY, ERROR_NOT_OWNER, ERROR_TOO_MANY_POSTS, HANDLE, INVALID_HANDLE_VALUE,
     WAIT_ABANDONED_0, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
+use windows_sys::Win32::Storage::FileSystem::{FILE_READ_DATA, FILE_WRITE_DATA, SYNCHRONIZE};
 use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, FlushViewOfFile, MapViewOfFile, OpenFileMappingW, UnmapViewOfFile,
     VirtualQuery, FILE_MAP_COPY, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION,
     MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READONLY, PAGE_READWRITE, PAGE_WRITECOPY,
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+use windows_sys::Win32::System::SystemServices::MUTANT_QUERY_STATE;
 use windows_sys::Win32::System::Threading::{
     CreateEventW, CreateMutexW, CreateSemaphoreW, OpenEventW, OpenMutexW, OpenSemaphoreW,
     ReleaseMutex, ReleaseSemaphore, ResetEvent, SetEvent, WaitForMultipleObjects,
     WaitForSingleObject, EVENT_ALL_ACCESS, INFINITE, MUTEX_ALL_ACCESS, SEMAPHORE_ALL_ACCESS,
 };
+use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
 
 use super::{CreateOptions, Disposition, FileChecks, Locked};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
@@ -164,16 +169,10 @@ fn no_persistence(opts: &CreateOptions) -> Result<()> {
 }
 
 fn granularity() -> u64 {
-    let mut info: SYSTEM_INFO = unsafe_zeroed_system_info();
+    let mut info = SYSTEM_INFO::default();
     // SAFETY: `info` is a valid, writable SYSTEM_INFO.
     unsafe { GetSystemInfo(&mut info) };
     u64::from(info.dwAllocationGranularity.max(4096))
-}
-
-fn unsafe_zeroed_system_info() -> SYSTEM_INFO {
-    // SAFETY: SYSTEM_INFO is a plain C struct of integers and pointers, for which all-zero
-    // is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// A mapped view; unmapped on drop.
@@ -273,7 +272,7 @@ struct Section {
 impl Section {
     fn map(handle: HANDLE) -> std::result::Result<Section, u32> {
         let whole = Region::map(handle, Access::Read, 0, 0)?;
-        let mut info: MEMORY_BASIC_INFORMATION = zeroed_mbi();
+        let mut info = MEMORY_BASIC_INFORMATION::default();
         // SAFETY: `info` is writable and the address is our live view.
         let n = unsafe {
             VirtualQuery(
@@ -324,11 +323,6 @@ impl Section {
 /// times what a creator needs to write it, yet short enough that opening a section made by
 /// another program (the C# sample, say) is not a noticeable stall.
 const RECORD_WAIT: Duration = Duration::from_millis(250);
-
-fn zeroed_mbi() -> MEMORY_BASIC_INFORMATION {
-    // SAFETY: a plain C struct of integers and pointers; all-zero is valid.
-    unsafe { std::mem::zeroed() }
-}
 
 impl Mapping {
     pub(crate) fn create(
@@ -722,62 +716,31 @@ struct EventBasicInformation {
     state: i32,
 }
 
-/// `NtQueryObject`'s `PUBLIC_OBJECT_BASIC_INFORMATION`.
-#[repr(C)]
-struct ObjectBasicInformation {
-    attributes: u32,
-    granted_access: u32,
-    handle_count: u32,
-    pointer_count: u32,
-    reserved: [u32; 10],
-}
-
-// Access rights from winnt.h that windows-sys spreads over features this crate does not
-// otherwise need.
-const SYNCHRONIZE: u32 = 0x0010_0000;
-const MUTANT_QUERY_STATE: u32 = 0x1;
-const SEMAPHORE_QUERY_STATE: u32 = 0x1;
-const EVENT_QUERY_STATE: u32 = 0x1;
-const FILE_READ_DATA: u32 = 0x1;
-const FILE_WRITE_DATA: u32 = 0x2;
-
 /// The access rights a handle was opened with, if the kernel tells.
 fn granted_access(h: HANDLE) -> Option<u32> {
-    basic_information(h).map(|i| i.granted_access)
+    basic_information(h).map(|i| i.GrantedAccess)
 }
 
 /// What `NtQueryObject` says of any handle.
-fn basic_information(h: HANDLE) -> Option<ObjectBasicInformation> {
-    let mut info = ObjectBasicInformation {
-        attributes: 0,
-        granted_access: 0,
-        handle_count: 0,
-        pointer_count: 0,
-        reserved: [0; 10],
-    };
-    // SAFETY: `info` is writable and of the size given; class 0 is ObjectBasicInformation,
-    // which any handle can be asked for.
+fn basic_information(h: HANDLE) -> Option<PUBLIC_OBJECT_BASIC_INFORMATION> {
+    let mut info = PUBLIC_OBJECT_BASIC_INFORMATION::default();
+    // SAFETY: `info` is writable and of the size given; ObjectBasicInformation can be
+    // asked of any handle.
     let status = unsafe {
         NtQueryObject(
             h,
-            0,
-            &mut info,
-            std::mem::size_of::<ObjectBasicInformation>() as u32,
+            ObjectBasicInformation,
+            (&mut info as *mut PUBLIC_OBJECT_BASIC_INFORMATION).cast(),
+            std::mem::size_of::<PUBLIC_OBJECT_BASIC_INFORMATION>() as u32,
             std::ptr::null_mut(),
         )
     };
     (status >= 0).then_some(info)
 }
 
+// Not in windows-sys: the queries of a mutant's, a semaphore's and an event's state.
 #[link(name = "ntdll")]
 extern "system" {
-    fn NtQueryObject(
-        h: HANDLE,
-        class: u32,
-        info: *mut ObjectBasicInformation,
-        len: u32,
-        ret: *mut u32,
-    ) -> i32;
     fn NtQuerySemaphore(
         h: HANDLE,
         class: u32,
@@ -850,10 +813,10 @@ impl Semaphore {
     ) -> Result<Semaphore> {
         no_persistence(&opts)?;
         let w = wide(name);
-        let clamp = |v: u32| v.min(i32::MAX as u32) as i32;
+        // Both are at most Semaphore::MAX_COUNT, checked by the caller.
+        let (initial, max) = (initial as i32, max as i32);
         // SAFETY: `w` is NUL-terminated.
-        let h =
-            unsafe { CreateSemaphoreW(std::ptr::null(), clamp(initial), clamp(max), w.as_ptr()) };
+        let h = unsafe { CreateSemaphoreW(std::ptr::null(), initial, max, w.as_ptr()) };
         let (handle, created) = created_handle(h, name, Kind::Semaphore, disposition)?;
         Ok(Semaphore {
             handle,
@@ -881,9 +844,10 @@ impl Semaphore {
 
     pub(crate) fn release(&self, n: u32) -> Result<u32> {
         let mut prev = 0i32;
+        // `n` is at most Semaphore::MAX_COUNT, checked by the caller.
+        let n_long = n as i32;
         // SAFETY: a live semaphore handle and a writable `prev`.
-        if unsafe { ReleaseSemaphore(self.handle.0, n.min(i32::MAX as u32) as i32, &mut prev) } == 0
-        {
+        if unsafe { ReleaseSemaphore(self.handle.0, n_long, &mut prev) } == 0 {
             let code = last_error();
             let (count, max) = self.query();
             return Err(match code {
@@ -960,14 +924,30 @@ impl Event {
         query_event(self.handle.0)
     }
 
-    pub(crate) fn set(&self) {
+    pub(crate) fn set(&self) -> Result<()> {
         // SAFETY: a live event handle.
-        unsafe { SetEvent(self.handle.0) };
+        if unsafe { SetEvent(self.handle.0) } == 0 {
+            return Err(self.state_error("setting", last_error()));
+        }
+        Ok(())
     }
 
-    pub(crate) fn reset(&self) {
+    pub(crate) fn reset(&self) -> Result<()> {
         // SAFETY: a live event handle.
-        unsafe { ResetEvent(self.handle.0) };
+        if unsafe { ResetEvent(self.handle.0) } == 0 {
+            return Err(self.state_error("resetting", last_error()));
+        }
+        Ok(())
+    }
+
+    fn state_error(&self, doing: &str, code: u32) -> Error {
+        match code {
+            ERROR_ACCESS_DENIED => Error::denied(format!(
+                "{doing} {}: this handle may not change its state",
+                self.name
+            )),
+            code => os_error(format!("{doing} {}", self.name), code),
+        }
     }
 
     pub(crate) fn is_set(&self) -> bool {
@@ -1070,7 +1050,7 @@ pub(crate) mod admin {
             creator_pid: None,
             created: None,
             holders: Vec::new(),
-            handles: basic_information(handle.0).map(|i| i.handle_count.saturating_sub(1)),
+            handles: basic_information(handle.0).map(|i| i.HandleCount.saturating_sub(1)),
             os_path: None,
             state: None,
         };

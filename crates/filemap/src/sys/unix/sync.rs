@@ -294,12 +294,14 @@ impl Event {
         self.0.state()
     }
 
-    pub(crate) fn set(&self) {
+    pub(crate) fn set(&self) -> Result<()> {
         self.state().set(&Futex);
+        Ok(())
     }
 
-    pub(crate) fn reset(&self) {
+    pub(crate) fn reset(&self) -> Result<()> {
         self.state().reset();
+        Ok(())
     }
 
     pub(crate) fn is_set(&self) -> bool {
