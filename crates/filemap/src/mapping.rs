@@ -86,6 +86,7 @@ impl Default for Options {
 
 impl Options {
     /// Default options: the default namespace, owner-only (0600), not persistent.
+    #[must_use]
     pub fn new() -> Options {
         Options::default()
     }
@@ -207,6 +208,7 @@ impl Options {
     /// another kind has it; [`Error::InvalidSize`] for 0; [`Error::NoSpace`] if the storage
     /// cannot be reserved; [`Error::InvalidName`], [`Error::InvalidArgument`] (mode).
     #[doc(alias = "CreateFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create(&self, name: &str, size: u64) -> Result<FileMapping> {
         self.new_shm(name, size, Disposition::CreateNew)
     }
@@ -221,6 +223,9 @@ impl Options {
     /// # Errors
     ///
     /// As [`Options::create`], except that an existing mapping is not an error.
+    #[doc(alias = "CreateFileMappingW")]
+    #[doc(alias = "CreateFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create(&self, name: &str, size: u64) -> Result<FileMapping> {
         self.new_shm(name, size, Disposition::OpenOrCreate)
     }
@@ -232,6 +237,7 @@ impl Options {
     /// [`Error::NotFound`] if no live mapping has the name; [`Error::KindMismatch`];
     /// [`Error::PermissionDenied`] if its permissions do not allow `access`.
     #[doc(alias = "OpenFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open(&self, name: &str, access: Access) -> Result<FileMapping> {
         let name = Name::parse(name)?;
         let inner = sys::Mapping::open(&self.namespace, &name, access)?;
@@ -253,6 +259,9 @@ impl Options {
     /// [`Error::PermissionDenied`] if the file cannot be opened with `access`;
     /// [`Error::InvalidSize`] for an empty file with size 0; naming errors as for
     /// [`Options::create`].
+    #[doc(alias = "CreateFileMapping")]
+    #[doc(alias = "CreateFileMappingW")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn map_path(
         &self,
         path: impl AsRef<Path>,
@@ -273,6 +282,14 @@ impl Options {
 
     /// Like [`Options::map_path`], for a file that is already open. Its open mode
     /// bounds the access: a read-only `File` cannot give a read-write mapping.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::map_path`]; [`Error::PermissionDenied`] if `access` asks for more
+    /// than the file's open mode allows.
+    #[doc(alias = "CreateFileMapping")]
+    #[doc(alias = "CreateFileMappingW")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn map_file(
         &self,
         file: &File,
@@ -314,26 +331,56 @@ impl FileMapping {
     pub const MAX_SIZE: u64 = (1 << 63) - (1 << 20);
 
     /// [`Options::create`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create`].
+    #[doc(alias = "CreateFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create(name: &str, size: u64) -> Result<FileMapping> {
         Options::new().create(name, size)
     }
 
     /// [`Options::open_or_create`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_or_create`].
+    #[doc(alias = "CreateFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create(name: &str, size: u64) -> Result<FileMapping> {
         Options::new().open_or_create(name, size)
     }
 
     /// [`Options::open`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open`].
+    #[doc(alias = "OpenFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open(name: &str, access: Access) -> Result<FileMapping> {
         Options::new().open(name, access)
     }
 
     /// An unnamed mapping of the file at `path` ([`Options::map_path`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::map_path`].
+    #[doc(alias = "CreateFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn from_path(path: impl AsRef<Path>, size: u64, access: Access) -> Result<FileMapping> {
         Options::new().map_path(path, size, access, None)
     }
 
     /// An unnamed mapping of an open file ([`Options::map_file`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::map_file`].
+    #[doc(alias = "CreateFileMapping")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn from_file(file: &File, size: u64, access: Access) -> Result<FileMapping> {
         Options::new().map_file(file, size, access, None)
     }
@@ -377,6 +424,7 @@ impl FileMapping {
     /// [`Error::PermissionDenied`] if `access` is more than the handle's (a read-write view
     /// of a read-only handle). Copy-on-write views are allowed on every handle.
     #[doc(alias = "MapViewOfFile")]
+    #[must_use = "dropping the view unmaps it"]
     pub fn map_view(&self, access: Access, offset: u64, len: u64) -> Result<View> {
         let size = self.size();
         if !self.access().allows(access) {

@@ -21,12 +21,14 @@ impl Namespace {
     pub const ROOT_ENV: &'static str = "FILEMAP_ROOT";
 
     /// The default namespace (`FILEMAP_ROOT`, or the platform default).
+    #[must_use]
     pub fn new() -> Namespace {
         Namespace { root: None }
     }
 
     /// A namespace rooted at `root`, an absolute path. The directory is created (mode 1777,
     /// like `/tmp`) on first use if it does not exist.
+    #[must_use]
     pub fn at(root: impl Into<PathBuf>) -> Namespace {
         Namespace {
             root: Some(root.into()),

@@ -24,6 +24,7 @@ use crate::{sys, Access, Error, Result};
 ///
 /// A read-only view has no way to write: the write methods return
 /// [`Error::PermissionDenied`] and the pages are mapped without write permission.
+#[must_use = "dropping the view unmaps it"]
 pub struct View {
     // No handle: as with `MapViewOfFile`, a view keeps the memory (the kernel's mapping of
     // it), not the name.
@@ -160,6 +161,10 @@ impl View {
     }
 
     /// An atomic `u64` at `offset`. As [`View::atomic_u32`], with 8-byte alignment.
+    ///
+    /// # Errors
+    ///
+    /// As for [`View::atomic_u32`], with 8-byte alignment.
     #[inline]
     pub fn atomic_u64(&self, offset: usize) -> Result<&AtomicU64> {
         self.check_writable()?;
@@ -185,6 +190,10 @@ impl View {
     }
 
     /// Atomically loads the `u64` at `offset` with acquire ordering. As [`View::load_u32`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`View::load_u32`], with 8-byte alignment.
     #[inline]
     pub fn load_u64(&self, offset: usize) -> Result<u64> {
         let p = self.aligned_ptr(offset, 8)?;
@@ -243,11 +252,21 @@ impl View {
     /// Writes the view's changes to the file now and waits (`msync(MS_SYNC)`,
     /// `FlushViewOfFile`). Needed for file-backed views whose data must reach the disk;
     /// harmless for shared memory and copy-on-write views.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error if the file system cannot write the data back (a full disk, say).
+    #[doc(alias = "FlushViewOfFile")]
     pub fn flush(&self) -> Result<()> {
         self.region.flush(0, self.len())
     }
 
     /// [`View::flush`] for `len` bytes at `offset` in the view.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if the range is not inside the view; as for [`View::flush`].
+    #[doc(alias = "FlushViewOfFile")]
     pub fn flush_range(&self, offset: usize, len: usize) -> Result<()> {
         self.check(offset, len)?;
         self.region.flush(offset, len)

@@ -35,11 +35,21 @@ impl Options {
     /// # Errors
     ///
     /// [`Error::AlreadyExists`], [`Error::KindMismatch`], naming and mode errors.
+    #[doc(alias = "CreateMutexW")]
+    #[doc(alias = "CreateMutex")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create_mutex(&self, name: &str) -> Result<Mutex> {
         self.mutex(name, Disposition::CreateNew)
     }
 
     /// Opens the mutex or creates it; [`Mutex::already_existed`] tells which.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_mutex`], less [`Error::AlreadyExists`].
+    #[doc(alias = "CreateMutexW")]
+    #[doc(alias = "CreateMutex")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create_mutex(&self, name: &str) -> Result<Mutex> {
         self.mutex(name, Disposition::OpenOrCreate)
     }
@@ -50,6 +60,9 @@ impl Options {
     ///
     /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::PermissionDenied`] (waiting
     /// needs read-write access to the object).
+    #[doc(alias = "OpenMutexW")]
+    #[doc(alias = "OpenMutex")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_mutex(&self, name: &str) -> Result<Mutex> {
         let name = Name::parse(name)?;
         Ok(Mutex {
@@ -71,11 +84,21 @@ impl Options {
     ///
     /// [`Error::InvalidArgument`] if `max` is 0 or `initial > max`; as for
     /// [`Options::create_mutex`].
+    #[doc(alias = "CreateSemaphoreW")]
+    #[doc(alias = "CreateSemaphore")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create_semaphore(&self, name: &str, initial: u32, max: u32) -> Result<Semaphore> {
         self.semaphore(name, initial, max, Disposition::CreateNew)
     }
 
     /// Opens the semaphore or creates it; an existing one keeps its counts.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_semaphore`], less [`Error::AlreadyExists`].
+    #[doc(alias = "CreateSemaphoreW")]
+    #[doc(alias = "CreateSemaphore")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create_semaphore(
         &self,
         name: &str,
@@ -86,6 +109,13 @@ impl Options {
     }
 
     /// Opens an existing semaphore (`OpenSemaphore`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_mutex`].
+    #[doc(alias = "OpenSemaphoreW")]
+    #[doc(alias = "OpenSemaphore")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_semaphore(&self, name: &str) -> Result<Semaphore> {
         let name = Name::parse(name)?;
         Ok(Semaphore {
@@ -138,6 +168,9 @@ impl Options {
     /// # Errors
     ///
     /// As for [`Options::create_mutex`].
+    #[doc(alias = "CreateEventW")]
+    #[doc(alias = "CreateEvent")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create_event(
         &self,
         name: &str,
@@ -148,6 +181,13 @@ impl Options {
     }
 
     /// Opens the event or creates it; an existing one keeps its kind and state.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_mutex`], less [`Error::AlreadyExists`].
+    #[doc(alias = "CreateEventW")]
+    #[doc(alias = "CreateEvent")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create_event(
         &self,
         name: &str,
@@ -158,6 +198,13 @@ impl Options {
     }
 
     /// Opens an existing event (`OpenEvent`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_mutex`].
+    #[doc(alias = "OpenEventW")]
+    #[doc(alias = "OpenEvent")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_event(&self, name: &str) -> Result<Event> {
         let name = Name::parse(name)?;
         Ok(Event {
@@ -277,6 +324,7 @@ impl<'a> Lock<'a> {
 
 /// Holds a [`Mutex`]; releases it when dropped. It cannot move to another thread: a mutex
 /// is released by the thread that owns it.
+#[must_use = "dropping the guard releases the mutex at once"]
 pub struct MutexGuard<'a> {
     mutex: &'a Mutex,
     _not_send: PhantomData<*const ()>,
@@ -299,16 +347,34 @@ impl Drop for MutexGuard<'_> {
 
 impl Mutex {
     /// [`Options::create_mutex`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_mutex`].
+    #[doc(alias = "CreateMutex")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create(name: &str) -> Result<Mutex> {
         Options::new().create_mutex(name)
     }
 
     /// [`Options::open_or_create_mutex`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_or_create_mutex`].
+    #[doc(alias = "CreateMutex")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create(name: &str) -> Result<Mutex> {
         Options::new().open_or_create_mutex(name)
     }
 
     /// [`Options::open_mutex`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_mutex`].
+    #[doc(alias = "OpenMutex")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open(name: &str) -> Result<Mutex> {
         Options::new().open_mutex(name)
     }
@@ -321,6 +387,7 @@ impl Mutex {
     ///
     /// [`Error::Timeout`].
     #[inline]
+    #[doc(alias = "WaitForSingleObject")]
     pub fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
         match self.inner.lock(deadline(timeout))? {
             sys::Locked::Acquired => Ok(false),
@@ -335,6 +402,7 @@ impl Mutex {
     ///
     /// [`Error::NotOwner`] if this thread does not own the mutex.
     #[inline]
+    #[doc(alias = "ReleaseMutex")]
     pub fn release(&self) -> Result<()> {
         self.inner.release()
     }
@@ -354,7 +422,13 @@ impl Mutex {
     }
 
     /// Waits as long as it takes and locks.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if another process wrote into the mutex's state what no filemap
+    /// mutex holds (Linux; the state is checked, never trusted).
     #[inline]
+    #[doc(alias = "WaitForSingleObject")]
     pub fn lock(&self) -> Result<Lock<'_>> {
         self.lock_within(None)
     }
@@ -364,6 +438,7 @@ impl Mutex {
     /// # Errors
     ///
     /// [`Error::Timeout`] if another thread owns it.
+    #[doc(alias = "WaitForSingleObject")]
     pub fn try_lock(&self) -> Result<Lock<'_>> {
         self.lock_within(Some(Duration::ZERO))
     }
@@ -373,6 +448,7 @@ impl Mutex {
     /// # Errors
     ///
     /// [`Error::Timeout`].
+    #[doc(alias = "WaitForSingleObject")]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Lock<'_>> {
         self.lock_within(Some(timeout))
     }
@@ -390,16 +466,34 @@ impl Semaphore {
     pub const MAX_COUNT: u32 = i32::MAX as u32;
 
     /// [`Options::create_semaphore`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_semaphore`].
+    #[doc(alias = "CreateSemaphore")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create(name: &str, initial: u32, max: u32) -> Result<Semaphore> {
         Options::new().create_semaphore(name, initial, max)
     }
 
     /// [`Options::open_or_create_semaphore`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_or_create_semaphore`].
+    #[doc(alias = "CreateSemaphore")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create(name: &str, initial: u32, max: u32) -> Result<Semaphore> {
         Options::new().open_or_create_semaphore(name, initial, max)
     }
 
     /// [`Options::open_semaphore`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_semaphore`].
+    #[doc(alias = "OpenSemaphore")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open(name: &str) -> Result<Semaphore> {
         Options::new().open_semaphore(name)
     }
@@ -420,6 +514,7 @@ impl Semaphore {
     ///
     /// [`Error::TooManyPosts`] if the count would pass the maximum (which no `n` above
     /// [`Semaphore::MAX_COUNT`] can fail to do); the count is unchanged.
+    #[doc(alias = "ReleaseSemaphore")]
     pub fn release(&self, n: u32) -> Result<u32> {
         if n > Semaphore::MAX_COUNT {
             return Err(Error::TooManyPosts {
@@ -433,6 +528,12 @@ impl Semaphore {
     }
 
     /// Waits until the count is above 0 and decrements it.
+    ///
+    /// # Errors
+    ///
+    /// None in normal use: it waits as long as it takes. An I/O error if the OS refuses the
+    /// wait.
+    #[doc(alias = "WaitForSingleObject")]
     pub fn acquire(&self) -> Result<()> {
         wait_one(self, None)
     }
@@ -442,6 +543,7 @@ impl Semaphore {
     /// # Errors
     ///
     /// [`Error::Timeout`] if the count is 0.
+    #[doc(alias = "WaitForSingleObject")]
     pub fn try_acquire(&self) -> Result<()> {
         wait_one(self, Some(Duration::ZERO))
     }
@@ -451,6 +553,7 @@ impl Semaphore {
     /// # Errors
     ///
     /// [`Error::Timeout`].
+    #[doc(alias = "WaitForSingleObject")]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
         wait_one(self, Some(timeout))
     }
@@ -467,16 +570,34 @@ pub struct Event {
 
 impl Event {
     /// [`Options::create_event`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_event`].
+    #[doc(alias = "CreateEvent")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn create(name: &str, manual_reset: bool, initially_set: bool) -> Result<Event> {
         Options::new().create_event(name, manual_reset, initially_set)
     }
 
     /// [`Options::open_or_create_event`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_or_create_event`].
+    #[doc(alias = "CreateEvent")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open_or_create(name: &str, manual_reset: bool, initially_set: bool) -> Result<Event> {
         Options::new().open_or_create_event(name, manual_reset, initially_set)
     }
 
     /// [`Options::open_event`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_event`].
+    #[doc(alias = "OpenEvent")]
+    #[must_use = "dropping the handle closes it (and the object goes with its last handle)"]
     pub fn open(name: &str) -> Result<Event> {
         Options::new().open_event(name)
     }
@@ -513,6 +634,11 @@ impl Event {
     }
 
     /// Waits until it is signalled (and resets it, if it is auto-reset).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Semaphore::acquire`].
+    #[doc(alias = "WaitForSingleObject")]
     pub fn wait(&self) -> Result<()> {
         wait_one(self, None)
     }
@@ -522,6 +648,7 @@ impl Event {
     /// # Errors
     ///
     /// [`Error::Timeout`] if it is not.
+    #[doc(alias = "WaitForSingleObject")]
     pub fn try_wait(&self) -> Result<()> {
         wait_one(self, Some(Duration::ZERO))
     }
@@ -531,6 +658,7 @@ impl Event {
     /// # Errors
     ///
     /// [`Error::Timeout`].
+    #[doc(alias = "WaitForSingleObject")]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         wait_one(self, Some(timeout))
     }
@@ -652,6 +780,7 @@ pub const MAX_WAIT_OBJECTS: usize = 64;
 ///
 /// [`Error::Timeout`]; [`Error::InvalidArgument`] for no objects or more than
 /// [`MAX_WAIT_OBJECTS`].
+#[doc(alias = "WaitForMultipleObjects")]
 pub fn wait_any(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<WaitOutcome> {
     if objects.is_empty() || objects.len() > MAX_WAIT_OBJECTS {
         return Err(Error::InvalidArgument {

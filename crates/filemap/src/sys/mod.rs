@@ -1,14 +1,29 @@
 //! The platform door: everything that differs between operating systems is behind it.
 //!
 //! Each backend provides the same items, checked by building for each target (there is no
-//! trait):
+//! trait; `unsupported.rs` is the shortest complete list). The shared types here
+//! (`CreateOptions`, `Disposition`, `Locked`, `FileChecks`) are what the portable layer
+//! hands in and gets back.
 //!
-//! - `Mapping` with `create`, `open`, `from_file`, `size`, `access`, `created`, `os_path`,
-//!   `name` and `map`, and `CreateOptions { mode, persistent, sparse }`;
-//! - `Region` (one mapped view) with `ptr`, `len` and `flush`, unmapped on drop;
-//! - `open_for_mapping(path, access)` and `dup_file(&File)`, giving an `OwnedFd`-like file;
-//! - `admin::{list, info, remove, gc}` over a namespace root;
-//! - `default_root()`.
+//! - **Mappings.** `Mapping` with `create(ns, name, size, CreateOptions, Disposition)`,
+//!   `open(ns, name, access)`, `from_file(file, path_hint, size, access, CreateOptions,
+//!   Option<(ns, name)>)`, `size`, `access`, `created`, `os_path`, `name` and
+//!   `map(access, offset, len) -> Region`. Dropping the last `Mapping` closes the handle
+//!   and, as on Windows, the name with it if it was the last handle anywhere, while views
+//!   keep the memory.
+//! - **Views.** `Region` (one mapped view) with `ptr`, `len` and `flush(offset, len)`,
+//!   unmapped on drop. It must not keep the name alive (see `unix/mapping.rs`).
+//! - **Files.** `FileHandle` (an `OwnedFd`-like open file), from
+//!   `open_for_mapping(path, access)` and `dup_file(&File)`.
+//! - **Synchronization objects.** `Mutex`, `Semaphore` and `Event`, each with
+//!   `create(ns, name, CreateOptions, Disposition, ...)`, `open(ns, name)`, `name`,
+//!   `created` and `os_path`; `Mutex::{lock(deadline) -> Locked, release}`;
+//!   `Semaphore::{release(n), count, max}` (counts up to `Semaphore::MAX_COUNT`, checked
+//!   by the caller); `Event::{set, reset, is_set, manual_reset}`.
+//! - **Waiting.** `WaitRef` (one object to wait for) and
+//!   `wait_any(&[WaitRef], deadline) -> Option<(index, abandoned)>`, `None` on timeout.
+//! - **Administration.** `admin::{init, list, info, kind, remove, gc}` over a namespace
+//!   root, `default_root()`, and `user_name(uid)`.
 //!
 //! `unix` is the Linux implementation and `windows` the Windows one (kernel objects).
 //! `unsupported` serves every other target and returns
