@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use clap::{Args, ValueEnum};
+use serde_json::{json, Value};
 use filemap::{Access, Listing, Name, Namespace, ObjectInfo, Options, Refused, SyncState};
 
 use crate::wait::{Waiter, Wake, HOW_TO_STOP};
@@ -415,75 +416,81 @@ fn detail(info: &ObjectInfo) -> String {
     }
 }
 
-/// The state fields of a synchronization object, for JSON (with a leading comma).
-fn state_json(info: &ObjectInfo) -> String {
+/// A JSON object whose keys keep the order they are given in (serde_json's own map sorts
+/// them).
+struct Ordered(Vec<(&'static str, Value)>);
+
+impl serde::Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// Serialises one listing entry or `info`: never fails (the values are plain data).
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// The fields that every entry has, object or not.
+fn owner_fields(owner_uid: Option<u32>, mode: Option<u32>) -> [(&'static str, Value); 3] {
+    [
+        ("owner_uid", json!(owner_uid)),
+        ("owner", json!(owner_uid.map(user_name))),
+        ("mode", json!(mode.map(|m| format!("{m:04o}")))),
+    ]
+}
+
+fn to_json(info: &ObjectInfo) -> Ordered {
+    let created = info
+        .created
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64());
+    let mut fields = vec![
+        // Exactly, not escaped as for terminals: JSON escapes control characters itself.
+        ("name", json!(info.name.full())),
+        ("kind", json!(info.kind.map(|k| k.as_str()))),
+        ("size", json!(info.size)),
+        (
+            "os_path",
+            json!(info.os_path.as_ref().map(|p| p.to_string_lossy())),
+        ),
+    ];
+    fields.extend(owner_fields(info.owner_uid, info.mode));
+    fields.extend([
+        ("live", json!(info.live)),
+        ("state", json!(state(info))),
+        ("persistent", json!(info.persistent)),
+        ("file_backed", json!(info.file_backed)),
+        ("holders", json!(info.holders)),
+        ("handles", json!(info.handles)),
+        ("creator_pid", json!(info.creator_pid)),
+        ("created", json!(created)),
+    ]);
     match info.state {
         Some(SyncState::Mutex {
             owned,
             owner_pid,
             abandoned,
-        }) => {
-            format!(
-                ",\"owned\":{owned},\"owner_pid\":{},\"abandoned\":{abandoned}",
-                json_opt(owner_pid)
-            )
+        }) => fields.extend([
+            ("owned", json!(owned)),
+            ("owner_pid", json!(owner_pid)),
+            ("abandoned", json!(abandoned)),
+        ]),
+        Some(SyncState::Semaphore { count, max }) => {
+            fields.extend([("count", json!(count)), ("max", json!(max))])
         }
-        Some(SyncState::Semaphore { count, max }) => format!(",\"count\":{count},\"max\":{max}"),
-        Some(SyncState::Event { set, manual_reset }) => {
-            format!(",\"signalled\":{set},\"manual_reset\":{manual_reset}")
-        }
-        _ => String::new(),
+        Some(SyncState::Event { set, manual_reset }) => fields.extend([
+            ("signalled", json!(set)),
+            ("manual_reset", json!(manual_reset)),
+        ]),
+        _ => {}
     }
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_opt<T: ToString>(v: Option<T>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_else(|| "null".into())
-}
-
-fn to_json(info: &ObjectInfo) -> String {
-    let created = info
-        .created
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs_f64());
-    format!(
-        "{{\"name\":{},\"kind\":{},\"size\":{},\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":{},\"live\":{},\"state\":\"{}\",\"persistent\":{},\"file_backed\":{},\"holders\":[{}],\"handles\":{},\"creator_pid\":{},\"created\":{}{}}}",
-        // Exactly, not escaped as for terminals: JSON escapes control characters itself.
-        json_str(&info.name.full()),
-        json_opt(info.kind.map(|k| json_str(k.as_str()))),
-        json_opt(info.size),
-        json_opt(info.os_path.as_ref().map(|p| json_str(&p.to_string_lossy()))),
-        json_opt(info.owner_uid),
-        json_opt(info.owner_uid.map(|uid| json_str(&user_name(uid)))),
-        json_opt(info.mode.map(|m| format!("\"{m:04o}\""))),
-        json_opt(info.live),
-        state(info),
-        info.persistent,
-        info.file_backed,
-        info.holders.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
-        json_opt(info.handles),
-        json_opt(info.creator_pid),
-        json_opt(created),
-        state_json(info),
-    )
+    Ordered(fields)
 }
 
 /// A path for people: control characters escaped, as in names (another user may have
@@ -493,16 +500,20 @@ fn shown(path: &std::path::Path) -> String {
 }
 
 /// An entry that is not an object, for JSON: the object fields that apply, and its reason.
-fn refused_json(r: &Refused) -> String {
-    format!(
-        "{{\"name\":{},\"kind\":null,\"size\":null,\"os_path\":{},\"owner_uid\":{},\"owner\":{},\"mode\":{},\"live\":null,\"state\":\"refused\",\"refused\":{}}}",
-        json_opt(r.name.as_ref().map(|n| json_str(&n.full()))),
-        json_str(&r.os_path.to_string_lossy()),
-        json_opt(r.owner_uid),
-        json_opt(r.owner_uid.map(|uid| json_str(&user_name(uid)))),
-        json_opt(r.mode.map(|m| format!("\"{m:04o}\""))),
-        json_str(&r.reason),
-    )
+fn refused_json(r: &Refused) -> Ordered {
+    let mut fields = vec![
+        ("name", json!(r.name.as_ref().map(|n| n.full()))),
+        ("kind", Value::Null),
+        ("size", Value::Null),
+        ("os_path", json!(r.os_path.to_string_lossy())),
+    ];
+    fields.extend(owner_fields(r.owner_uid, r.mode));
+    fields.extend([
+        ("live", Value::Null),
+        ("state", json!("refused")),
+        ("refused", json!(r.reason)),
+    ]);
+    Ordered(fields)
 }
 
 pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
@@ -513,14 +524,13 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
     } = ns.list_all()?;
     let mut out = String::new();
     if a.json {
-        out.push('[');
-        let items: Vec<String> = list
+        let items: Vec<Ordered> = list
             .iter()
             .map(to_json)
             .chain(refused.iter().map(refused_json))
             .collect();
-        out.push_str(&items.join(","));
-        out.push_str("]\n");
+        out.push_str(&json_text(&items));
+        out.push('\n');
     } else {
         let refused_rows = refused.iter().map(|r| {
             [
@@ -584,7 +594,7 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
 pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
     let i = ns.info(&a.name)?;
     let text = if a.json {
-        to_json(&i) + "\n"
+        json_text(&to_json(&i)) + "\n"
     } else {
         let created = i
             .created
@@ -606,7 +616,7 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
             "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}{detail}\n",
             i.name,
             i.kind.map(|k| k.as_str()).unwrap_or("?"),
-            json_opt(i.size).replace("null", "?"),
+            i.size.map_or("?".into(), |s| s.to_string()),
             state(&i),
         );
         if let Some(uid) = i.owner_uid {
@@ -645,7 +655,7 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
         let _ = writeln!(
             t,
             "creator pid: {}",
-            json_opt(i.creator_pid).replace("null", "?")
+            i.creator_pid.map_or("?".into(), |p| p.to_string())
         );
         let _ = writeln!(t, "created:     {}", created.unwrap_or_else(|| "?".into()));
         if let Some(path) = &i.os_path {
