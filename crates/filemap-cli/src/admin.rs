@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use clap::{Args, ValueEnum};
-use serde_json::{json, Value};
 use filemap::{Access, Listing, Name, Namespace, ObjectInfo, Options, Refused, SyncState};
+use serde_json::{json, Value};
 
 use crate::wait::{Waiter, Wake, HOW_TO_STOP};
 use crate::{parse_bytes, parse_mode, CmdResult, Encoding, Failure};

@@ -834,6 +834,32 @@ fn running_out_of_inodes_is_no_space() {
     assert!(root.local_files().is_empty());
 }
 
+/// Issue 10: a named file-backed mapping's name goes with its last handle too, on both
+/// platforms, while a view keeps reaching the file.
+#[test]
+fn a_file_backed_name_goes_with_its_last_handle() {
+    let root = TestRoot::new("filename-life");
+    let path = root.path.with_extension("life");
+    std::fs::write(&path, [0u8; 64]).unwrap();
+    let guard = RemoveFile(path.clone());
+    let name = &root.name("Local\\file-life");
+    let m = root
+        .opts()
+        .map_path(&path, 0, Access::ReadWrite, Some(name))
+        .unwrap();
+    let view = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+    drop(m);
+    assert!(matches!(
+        after_last_close(|| root.opts().open(name, Access::Read)),
+        Err(Error::NotFound { .. })
+    ));
+    view.write_at(0, b"after").unwrap();
+    view.flush().unwrap();
+    drop(view);
+    assert_eq!(&std::fs::read(&path).unwrap()[..5], b"after");
+    drop(guard);
+}
+
 #[test]
 fn file_backed_mappings_flush_to_the_file() {
     let root = TestRoot::new("file");
