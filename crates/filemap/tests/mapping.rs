@@ -345,6 +345,16 @@ fn long_names_work_like_any_other() {
             Err(Error::NotFound { .. })
         ));
         drop((m, o, s, e));
+        // Gone with their last handles (after_last_close waits out a child that another
+        // test's thread may be spawning, which shares our descriptors until it execs).
+        assert!(matches!(
+            after_last_close(|| opts.open(&long, Access::Read)),
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            after_last_close(|| opts.open_event(&longest)),
+            Err(Error::NotFound { .. })
+        ));
         assert!(root.local_files().is_empty(), "{:?}", root.local_files());
     }
     #[cfg(windows)]
@@ -740,6 +750,12 @@ fn sparse_mappings_take_memory_only_where_touched() {
         .unwrap();
     assert_eq!(&head, b"head");
     drop((fm, guard, m, other, reserved));
+    for name in ["Local\\sparse", "Local\\reserved"] {
+        assert!(matches!(
+            after_last_close(|| root.opts().open(name, Access::Read)),
+            Err(Error::NotFound { .. })
+        ));
+    }
     assert!(root.local_files().is_empty());
 }
 
@@ -830,7 +846,14 @@ fn running_out_of_inodes_is_no_space() {
     }
     // Nothing half-made was left, and the objects made are intact.
     assert_eq!(root.local_files().len(), held.len());
+    let made = held.len();
     drop(held);
+    for i in 0..made {
+        assert!(matches!(
+            after_last_close(|| opts.open(&format!("Local\\o{i}"), Access::Read)),
+            Err(Error::NotFound { .. })
+        ));
+    }
     assert!(root.local_files().is_empty());
 }
 
