@@ -10,6 +10,11 @@
 // A benchmark's report may panic on a closed stdout; the CLI's rule does not apply.
 #![allow(clippy::disallowed_macros)]
 
+// The filemap crate's benchmark helpers (median, clean-up on drop).
+#[cfg(target_os = "linux")]
+#[path = "../../filemap/benches/common/mod.rs"]
+mod common;
+
 #[cfg(target_os = "linux")]
 fn main() {
     linux::main();
@@ -27,20 +32,8 @@ mod linux {
     use std::process::{Command, Stdio};
     use std::time::Instant;
 
+    use super::common::{median, RemoveOnDrop};
     use filemap::{FileMapping, Namespace, Options};
-
-    /// Removes the benchmark's root when dropped, also on panic.
-    struct Cleanup(PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn median(mut v: Vec<f64>) -> f64 {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    }
 
     /// Milliseconds that a command takes, output discarded; it must succeed.
     fn run_ms(cmd: &mut Command) -> f64 {
@@ -102,7 +95,7 @@ mod linux {
                 "/dev/shm/filemap-bench-admin-{}-{n}",
                 std::process::id()
             ));
-            let _cleanup = Cleanup(root.clone());
+            let _cleanup = RemoveOnDrop(vec![root.clone()]);
             let mut holder = Command::new(std::env::current_exe().unwrap())
                 .env("FILEMAP_BENCH_HOLD", format!("{},{n}", root.display()))
                 .stdin(Stdio::piped())

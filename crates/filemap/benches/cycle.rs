@@ -75,14 +75,29 @@ mod linux {
         } else {
             rustix::fs::ftruncate(&fd, size as u64).unwrap();
         }
-        // SAFETY: a fresh shared mapping of a file we just sized; unmapped right away.
+        map_unmap(&fd, size, touch);
+        drop(fd);
+        shm::unlink(name).unwrap();
+    }
+
+    /// Open an existing object, map it, unmap, close.
+    fn raw_attach(name: &str, size: usize) {
+        let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).unwrap();
+        map_unmap(&fd, size, false);
+    }
+
+    /// Maps `size` bytes of `fd` shared, writes a byte in each of the first 64 KiB's pages
+    /// if `touch`, and unmaps.
+    fn map_unmap(fd: &rustix::fd::OwnedFd, size: usize, touch: bool) {
+        // SAFETY: a fresh shared mapping of a file of at least `size` bytes, which nothing
+        // else in this process uses; the writes stay inside it; unmapped right away.
         unsafe {
             let p = rustix::mm::mmap(
                 std::ptr::null_mut(),
                 size,
                 ProtFlags::READ | ProtFlags::WRITE,
                 MapFlags::SHARED,
-                &fd,
+                fd,
                 0,
             )
             .unwrap();
@@ -92,27 +107,6 @@ mod linux {
                     p.cast::<u8>().add(page).write_volatile(1);
                 }
             }
-            rustix::mm::munmap(p, size).unwrap();
-        }
-        drop(fd);
-        shm::unlink(name).unwrap();
-    }
-
-    /// Open an existing object, map it, unmap, close.
-    fn raw_attach(name: &str, size: usize) {
-        let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).unwrap();
-        // SAFETY: a shared mapping of a file of at least `size` bytes; unmapped right away.
-        unsafe {
-            let p = rustix::mm::mmap(
-                std::ptr::null_mut(),
-                size,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                &fd,
-                0,
-            )
-            .unwrap();
-            black_box(p);
             rustix::mm::munmap(p, size).unwrap();
         }
     }

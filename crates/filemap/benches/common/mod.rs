@@ -1,4 +1,5 @@
-//! What both benchmarks use: medians over rounds, and clean-up that runs on panic too.
+//! What every benchmark uses (the filemap-cli admin benchmark includes it by path):
+//! medians over rounds, and clean-up that runs on panic too.
 
 /// The median of the rounds (these machines are noisy).
 pub fn median(mut v: Vec<f64>) -> f64 {

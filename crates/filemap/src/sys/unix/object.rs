@@ -820,13 +820,18 @@ pub(crate) fn reclaim(dir: &NsDir, name: &Name, file_name: &str) -> Result<bool>
     if record.persistent() {
         return Ok(false);
     }
+    remove_unheld(dir, file_name, &fd, &st)
+}
+
+/// Removes the file open as `fd` (on which we hold no lock) if nobody holds it: the write
+/// lock then succeeds only if no other description locks it. Whether it is gone.
+fn remove_unheld(dir: &NsDir, file_name: &str, fd: &OwnedFd, st: &fs::Stat) -> Result<bool> {
     let id = StatId {
         dev: st.st_dev,
         ino: st.st_ino,
     };
-    // Without a read lock of ours, the write lock succeeds only if nobody holds it.
     Ok(
-        matches!(remove_stale(dir, file_name, &fd, id)?, Removal::Done)
+        matches!(remove_stale(dir, file_name, fd, id)?, Removal::Done)
             && !still_named(dir, file_name, id)?,
     )
 }
@@ -852,14 +857,7 @@ pub(crate) fn remove_corrupt(dir: &NsDir, file_name: &str) -> Result<bool> {
     {
         return Ok(false);
     }
-    let id = StatId {
-        dev: st.st_dev,
-        ino: st.st_ino,
-    };
-    Ok(
-        matches!(remove_stale(dir, file_name, &fd, id)?, Removal::Done)
-            && !still_named(dir, file_name, id)?,
-    )
+    remove_unheld(dir, file_name, &fd, &st)
 }
 
 /// Removes a name, live or not (`rm`). Holders keep their object until they close it.
