@@ -1,4 +1,4 @@
-/* The namespace protocol that filemap implements on Linux (crates/filemap/src/sys/unix/
+/* The namespace protocol that filemap implements on Linux (crates/filemap/src/sys/linux/
  * object.rs and lock.rs), modelled in Promela: one name, NPROC processes doing
  * open_or_create / close / crash in any interleaving. .ci/run checks it with spin.
  *

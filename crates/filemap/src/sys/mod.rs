@@ -12,7 +12,7 @@
 //!   and, as on Windows, the name with it if it was the last handle anywhere, while views
 //!   keep the memory.
 //! - **Views.** `Region` (one mapped view) with `ptr`, `len` and `flush(offset, len)`,
-//!   unmapped on drop. It must not keep the name alive (see `unix/mapping.rs`).
+//!   unmapped on drop. It must not keep the name alive (see `linux/mapping.rs`).
 //! - **Files.** `FileHandle` (an `OwnedFd`-like open file), from
 //!   `open_for_mapping(path, access)` and `dup_file(&File)`.
 //! - **Synchronization objects.** `Mutex`, `Semaphore` and `Event`, each with
@@ -25,7 +25,12 @@
 //! - **Administration.** `admin::{init, list, info, kind, remove, gc}` over a namespace
 //!   root, `default_root()`, and `user_name(uid)`.
 //!
-//! `unix` is the Linux implementation and `windows` the Windows one (kernel objects).
+//! `linux` is the Linux implementation and `windows` the Windows one (kernel objects), each
+//! split by kind. On Linux the modules form layers, each using only those below it:
+//! `dir`, `lock`, `futex`, `memory` and `user` at the bottom; `object` (the entry protocol
+//! that gives every kind its name, lifetime and permissions) above them; `mapping`,
+//! `robust` and `sync` above that; `admin` on top. On Windows, `object` (handles, names, the
+//! kernel's errors) is the bottom, with `mapping` and `sync` above it and `admin` on top.
 //! `unsupported` serves every other target and returns
 //! [`Error::Unsupported`](crate::Error::Unsupported).
 
@@ -123,9 +128,9 @@ impl FileChecks {
 }
 
 #[cfg(target_os = "linux")]
-mod unix;
+mod linux;
 #[cfg(target_os = "linux")]
-pub(crate) use unix::*;
+pub(crate) use linux::*;
 
 #[cfg(windows)]
 mod windows;

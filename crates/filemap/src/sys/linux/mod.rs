@@ -3,14 +3,17 @@
 
 pub(crate) mod admin;
 mod dir;
+mod futex;
 mod lock;
 mod mapping;
+mod memory;
 mod object;
 mod robust;
 mod sync;
 mod user;
 
-pub(crate) use mapping::{dup_file, open_for_mapping, Mapping, Region};
+pub(crate) use mapping::{dup_file, open_for_mapping, Mapping};
+pub(crate) use memory::Region;
 pub(crate) use sync::{wait_any, Event, Mutex, Semaphore, WaitRef};
 pub(crate) use user::name_of as user_name;
 

@@ -38,7 +38,7 @@ use rustix::io::{self as rio, Errno};
 use rustix::process::getpid;
 
 use super::dir::NsDir;
-use super::lock::{self, Holders, Slot, Span, HOLDERS, REMOVE, UNLINK};
+use super::lock::{self, Slot, Span, HOLDERS, REMOVE, UNLINK};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
 use crate::sys::Disposition;
 use crate::{Error, Kind, Name, Result};
@@ -551,21 +551,6 @@ fn unlink_if_named(dir: &NsDir, file_name: &str, id: StatId) -> Result<Removal> 
     }
 }
 
-/// What is under a name, as far as the caller is allowed to see.
-// Returned once per object and matched at once: not worth a box.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Inspect {
-    Missing,
-    /// An object file: its record, and who holds it (`None`: not known, because it could
-    /// not be opened).
-    Present {
-        st: fs::Stat,
-        record: Option<Record>,
-        holders: Option<Holders>,
-        state: Option<crate::SyncState>,
-    },
-}
-
 /// Opens the object file of a name and checks that it is a regular file, owned as the
 /// namespace requires, with a valid record.
 pub(crate) fn open_checked(
@@ -775,41 +760,6 @@ pub(crate) fn read_record(fd: &OwnedFd, file_len: u64) -> std::result::Result<Re
         }
     }
     Record::decode(&buf, file_len)
-}
-
-/// Looks at a name without changing anything (for listings).
-pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspect> {
-    match open_checked(dir, name, file_name, OFlags::RDONLY) {
-        Ok(None) => Ok(Inspect::Missing),
-        Ok(Some((fd, st, record))) => {
-            // We hold no lock: every lock in the holders' range is a holder's (or a
-            // remover's, for an instant).
-            let holders =
-                lock::holders(&fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
-            let state = super::sync::read_state(&fd, record.kind);
-            Ok(Inspect::Present {
-                st,
-                record: Some(record),
-                holders: Some(holders),
-                state,
-            })
-        }
-        // Another user's object that we may not read: it is there, nothing more is known.
-        // (A file that is not a valid object is an error, which listings report.)
-        Err(Error::PermissionDenied { .. }) => {
-            match fs::statat(dir.fd(), file_name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => Ok(Inspect::Present {
-                    st,
-                    record: None,
-                    holders: None,
-                    state: None,
-                }),
-                Err(Errno::NOENT) => Ok(Inspect::Missing),
-                Err(e) => Err(Error::io(format!("checking {name}"), e)),
-            }
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Removes a stale object under `name`. Returns whether something was removed.

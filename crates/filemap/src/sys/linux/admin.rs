@@ -10,7 +10,11 @@ use rustix::fs::{self, AtFlags, Dir, FileType};
 use rustix::io::Errno;
 
 use super::dir::NsDir;
-use super::object::{self, Inspect};
+use rustix::fs::OFlags;
+
+use super::lock;
+use super::object;
+use crate::layout::Record;
 use crate::{Error, Name, ObjectInfo, Refused, Result, Scope};
 
 fn dirs(root: &Path) -> Result<Vec<Arc<NsDir>>> {
@@ -124,7 +128,7 @@ fn info_of(dir: &NsDir, name: &Name, file_name: &str) -> Result<Option<ObjectInf
         record,
         holders,
         state,
-    } = object::inspect(dir, name, file_name)?
+    } = inspect(dir, name, file_name)?
     else {
         return Ok(None);
     };
@@ -238,4 +242,54 @@ pub(crate) fn gc(root: &Path) -> Result<(Vec<Name>, Vec<Refused>, Vec<Refused>)>
         }
     }
     Ok((removed, corrupt, refused_entries))
+}
+
+/// What is under a name, as far as the caller is allowed to see.
+// Returned once per object and matched at once: not worth a box.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Inspect {
+    Missing,
+    /// An object file: its record, and who holds it (`None`: not known, because it could
+    /// not be opened).
+    Present {
+        st: fs::Stat,
+        record: Option<Record>,
+        holders: Option<lock::Holders>,
+        state: Option<crate::SyncState>,
+    },
+}
+
+/// Looks at a name without changing anything (for listings).
+pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspect> {
+    match object::open_checked(dir, name, file_name, OFlags::RDONLY) {
+        Ok(None) => Ok(Inspect::Missing),
+        Ok(Some((fd, st, record))) => {
+            // We hold no lock: every lock in the holders' range is a holder's (or a
+            // remover's, for an instant).
+            let holders =
+                lock::holders(&fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
+            let state = super::sync::read_state(&fd, record.kind);
+            Ok(Inspect::Present {
+                st,
+                record: Some(record),
+                holders: Some(holders),
+                state,
+            })
+        }
+        // Another user's object that we may not read: it is there, nothing more is known.
+        // (A file that is not a valid object is an error, which listings report.)
+        Err(Error::PermissionDenied { .. }) => {
+            match fs::statat(dir.fd(), file_name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Ok(Inspect::Present {
+                    st,
+                    record: None,
+                    holders: None,
+                    state: None,
+                }),
+                Err(Errno::NOENT) => Ok(Inspect::Missing),
+                Err(e) => Err(Error::io(format!("checking {name}"), e)),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }

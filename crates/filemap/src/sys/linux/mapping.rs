@@ -6,14 +6,15 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{self, Mode, OFlags};
 use rustix::io::{self as rio, Errno};
-use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
+use rustix::mm::{self, MapFlags, ProtFlags};
 
 use super::dir::NsDir;
+use super::memory::{Region, TrackedView, Tracker};
 use super::object::{reserve, Entry, NewObject};
 use crate::layout::FLAG_FILE_BACKED;
 use crate::sys::{CreateOptions, Disposition, FileChecks};
@@ -478,92 +479,6 @@ impl Drop for Mapping {
     }
 }
 
-/// What a tracked view is: its whole mapping.
-#[derive(Debug, Clone, Copy)]
-struct TrackedView {
-    base: usize,
-    len: usize,
-    offset: u64,
-    prot: ProtFlags,
-}
-
-/// The shared views that map a handle's locked description.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Tracker(Arc<Mutex<Vec<TrackedView>>>);
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TrackedView>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// One `mmap`ed range. `ptr()` points at the byte the caller asked for.
-#[derive(Debug)]
-pub(crate) struct Region {
-    base: NonNull<u8>,
-    map_len: usize,
-    delta: usize,
-    len: usize,
-    /// For a view of a handle's locked description: where it is registered.
-    tracker: Option<Tracker>,
-}
-
-// SAFETY: a Region is plain memory owned by this handle; nothing in it is tied to a thread.
-unsafe impl Send for Region {}
-// SAFETY: shared references only hand out raw pointers or copy through them; callers
-// synchronise as they would for memory that other processes write.
-unsafe impl Sync for Region {}
-
-impl Region {
-    #[inline]
-    pub(crate) fn ptr(&self) -> *mut u8 {
-        // SAFETY: `delta` < page size <= `map_len`, so the result stays inside the mapping.
-        unsafe { self.base.as_ptr().add(self.delta) }
-    }
-
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// `msync(MS_SYNC)` over `len` bytes at `offset` in the view (already checked).
-    pub(crate) fn flush(&self, offset: usize, len: usize) -> Result<()> {
-        let page = rustix::param::page_size();
-        let start = self.delta + offset;
-        let aligned = start & !(page - 1);
-        let sync_len = len + (start - aligned);
-        if len == 0 {
-            return Ok(());
-        }
-        // SAFETY: [aligned, aligned + sync_len) lies inside our mapping, which is alive,
-        // and msync does not change what the memory holds.
-        unsafe {
-            mm::msync(
-                self.base.as_ptr().add(aligned).cast::<c_void>(),
-                sync_len,
-                MsyncFlags::SYNC,
-            )
-        }
-        .map_err(|e| Error::io("flushing a view", e))
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // Unregistered and unmapped under the tracker's lock, so that the handle's drop
-        // never maps over a range that is being unmapped.
-        let mut live = self.tracker.as_ref().map(Tracker::lock);
-        if let Some(live) = live.as_mut() {
-            let base = self.base.as_ptr() as usize;
-            live.retain(|v| v.base != base);
-        }
-        // SAFETY: we own this mapping; the View that holds us hands out no borrow that
-        // outlives it.
-        let _ = unsafe { mm::munmap(self.base.as_ptr().cast::<c_void>(), self.map_len) };
-        drop(live);
-    }
-}
-
 /// Opens `path` for a file-backed mapping with `access`.
 pub(crate) fn open_for_mapping(path: &Path, access: Access) -> Result<OwnedFd> {
     let flags = if access == Access::ReadWrite {
@@ -591,118 +506,6 @@ pub(crate) fn open_for_mapping(path: &Path, access: Access) -> Result<OwnedFd> {
 pub(crate) fn dup_file(file: &File) -> Result<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(file, 0)
         .map_err(|e| Error::io("duplicating the file descriptor", e))
-}
-
-/// Maps the first page of an object file: its state. With `shared`, writes reach every
-/// holder (`MAP_SHARED`); without, the mapping is private but still shows the file's
-/// current bytes until written (which the caller does not do), so a read-only fd suffices.
-pub(crate) fn map_state(fd: &OwnedFd, shared: bool) -> Result<Region> {
-    let len = rustix::param::page_size();
-    let flags = if shared {
-        MapFlags::SHARED
-    } else {
-        MapFlags::PRIVATE
-    };
-    // SAFETY: a new mapping at an address of the kernel's choosing cannot overlap memory
-    // that Rust knows about; the fd is open and offset 0 is page-aligned.
-    let base = unsafe {
-        mm::mmap(
-            std::ptr::null_mut(),
-            len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            flags,
-            fd.as_fd(),
-            0,
-        )
-    }
-    .map_err(|e| Error::io("mapping an object's state", e))?;
-    let base = NonNull::new(base.cast::<u8>())
-        .ok_or_else(|| Error::io("mapping an object's state", Errno::NOMEM))?;
-    Ok(Region {
-        base,
-        map_len: len,
-        delta: 0,
-        len,
-        tracker: None,
-    })
-}
-
-/// The first page of an object file mapped shared, right after a private, zeroed page of
-/// the same size: the *shadow*. A word at offset `x` of the state has the address
-/// `shadow + page + x`, so a robust-list entry at `shadow + x` names it with a constant
-/// `futex_offset` of one page (see `robust.rs`). The list's pointers live in the shadow,
-/// in this process's own memory, where no other process can read or change them.
-#[derive(Debug)]
-pub(crate) struct ShadowedState {
-    base: NonNull<u8>,
-    page: usize,
-}
-
-// SAFETY: the mapping is owned by this value and tied to no thread; shared references only
-// hand out raw pointers.
-unsafe impl Send for ShadowedState {}
-// SAFETY: as above; all access to the memory is through atomics or raw pointers whose users
-// synchronise.
-unsafe impl Sync for ShadowedState {}
-
-impl ShadowedState {
-    pub(crate) fn map(fd: &OwnedFd) -> Result<ShadowedState> {
-        let page = rustix::param::page_size();
-        let failed = |e| Error::io("mapping an object's state", e);
-        // 1. Reserve two pages of private, zeroed memory.
-        // SAFETY: a new anonymous mapping at an address of the kernel's choosing cannot
-        // overlap memory that Rust knows about.
-        let base = unsafe {
-            mm::mmap_anonymous(
-                std::ptr::null_mut(),
-                2 * page,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE,
-            )
-        }
-        .map_err(failed)?;
-        let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| failed(Errno::NOMEM))?;
-        let shadowed = ShadowedState { base, page };
-        // 2. Put the state over the second page. From here on, dropping `shadowed` unmaps
-        //    both pages, whatever happens.
-        // SAFETY: MAP_FIXED replaces the second page of our own reservation, which nothing
-        // else uses; the fd is open and offset 0 is page-aligned.
-        unsafe {
-            mm::mmap(
-                shadowed.state().cast(),
-                page,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::FIXED,
-                fd.as_fd(),
-                0,
-            )
-        }
-        .map_err(failed)?;
-        Ok(shadowed)
-    }
-
-    /// The private page.
-    pub(crate) fn shadow(&self) -> *mut u8 {
-        self.base.as_ptr()
-    }
-
-    /// The shared state: one page.
-    pub(crate) fn state(&self) -> *mut u8 {
-        // SAFETY: the reservation is two pages long.
-        unsafe { self.base.as_ptr().add(self.page) }
-    }
-
-    pub(crate) fn page(&self) -> usize {
-        self.page
-    }
-}
-
-impl Drop for ShadowedState {
-    fn drop(&mut self) {
-        // SAFETY: we own both pages; the owner unlinks every robust-list entry in the shadow
-        // before dropping us (see `robust.rs`).
-        let _ = unsafe { mm::munmap(self.base.as_ptr().cast::<c_void>(), 2 * self.page) };
-    }
 }
 
 /// The creator of a named file-backed mapping may write the file.

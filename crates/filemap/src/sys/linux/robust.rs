@@ -32,8 +32,8 @@ use std::sync::{Arc, Weak};
 
 use rustix::fd::OwnedFd;
 
-use super::mapping::ShadowedState;
-use super::sync::Futex;
+use super::futex::Futex;
+use super::memory::ShadowedState;
 use crate::sync::algo::{MutexState, SLOTS};
 use crate::{Error, Result};
 

@@ -1,0 +1,197 @@
+//! Kernel handles, object names and the errors the kernel reports for them.
+
+use std::fs::File;
+
+use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
+use windows_sys::Wdk::System::SystemServices::{EVENT_QUERY_STATE, SEMAPHORE_QUERY_STATE};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, GetLastError, ERROR_ACCESS_DENIED, ERROR_ALREADY_EXISTS, ERROR_COMMITMENT_LIMIT,
+    ERROR_DISK_FULL, ERROR_FILENAME_EXCED_RANGE, ERROR_FILE_NOT_FOUND, ERROR_INVALID_HANDLE,
+    ERROR_NOT_ENOUGH_MEMORY, HANDLE,
+};
+use windows_sys::Win32::Storage::FileSystem::SYNCHRONIZE;
+use windows_sys::Win32::System::Memory::{OpenFileMappingW, FILE_MAP_READ};
+use windows_sys::Win32::System::SystemServices::MUTANT_QUERY_STATE;
+use windows_sys::Win32::System::Threading::{OpenEventW, OpenMutexW, OpenSemaphoreW};
+use windows_sys::Win32::System::WindowsProgramming::PUBLIC_OBJECT_BASIC_INFORMATION;
+
+use crate::sys::{CreateOptions, Disposition};
+use crate::{Error, Kind, Name, Result};
+
+/// The file a file-backed mapping is made from.
+pub(crate) type FileHandle = File;
+
+/// An owned kernel handle.
+#[derive(Debug)]
+pub(super) struct Handle(pub(super) HANDLE);
+
+// SAFETY: kernel handles may be used from any thread.
+unsafe impl Send for Handle {}
+// SAFETY: as above; every operation on them is a thread-safe kernel call.
+unsafe impl Sync for Handle {}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: we own the handle and close it once.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+pub(super) fn wide(name: &Name) -> Vec<u16> {
+    name.to_string()
+        .encode_utf16()
+        .chain(std::iter::once(0))
+        .collect()
+}
+
+pub(super) fn last_error() -> u32 {
+    // SAFETY: reads this thread's last-error value.
+    unsafe { GetLastError() }
+}
+
+pub(super) fn os_error(context: String, code: u32) -> Error {
+    Error::io(context, std::io::Error::from_raw_os_error(code as i32))
+}
+
+/// Opens `w` as an object of `kind`, with no more rights than reading or querying it
+/// takes (null on failure).
+pub(super) fn open_as(kind: Kind, w: &[u16]) -> HANDLE {
+    // SAFETY: `w` is a NUL-terminated UTF-16 string that outlives the call.
+    unsafe {
+        match kind {
+            Kind::Mapping => OpenFileMappingW(FILE_MAP_READ, 0, w.as_ptr()),
+            Kind::Event => OpenEventW(SYNCHRONIZE | EVENT_QUERY_STATE, 0, w.as_ptr()),
+            Kind::Mutex => OpenMutexW(SYNCHRONIZE | MUTANT_QUERY_STATE, 0, w.as_ptr()),
+            Kind::Semaphore => OpenSemaphoreW(SYNCHRONIZE | SEMAPHORE_QUERY_STATE, 0, w.as_ptr()),
+        }
+    }
+}
+
+/// Which kind holds `name`, found by opening it as each kind in turn, with the handle
+/// that the probe opened; `None` for the handle when the kind is known only from an
+/// access-denied error.
+pub(super) fn probe(name: &Name) -> Option<(Kind, Option<Handle>)> {
+    let w = wide(name);
+    for kind in [Kind::Mapping, Kind::Event, Kind::Mutex, Kind::Semaphore] {
+        let h = open_as(kind, &w);
+        if !h.is_null() {
+            return Some((kind, Some(Handle(h))));
+        }
+        if last_error() == ERROR_ACCESS_DENIED {
+            return Some((kind, None));
+        }
+    }
+    None
+}
+
+/// Which kind holds `name`.
+pub(super) fn kind_holding(name: &Name) -> Option<Kind> {
+    probe(name).map(|(kind, _)| kind)
+}
+
+/// Maps a failed create or open to the error that Linux would give.
+pub(super) fn object_error(code: u32, name: &Name, kind: Kind, doing: &str) -> Error {
+    match code {
+        ERROR_FILE_NOT_FOUND => Error::NotFound {
+            name: name.to_string(),
+            kind: Some(kind),
+        },
+        ERROR_INVALID_HANDLE => Error::KindMismatch {
+            name: name.to_string(),
+            expected: kind,
+            found: kind_holding(name)
+                .filter(|k| *k != kind)
+                .unwrap_or(Kind::Mapping),
+        },
+        // Creating a section in Global\ needs SeCreateGlobalPrivilege; without it the
+        // kernel says "access denied" whether or not the name exists.
+        ERROR_ACCESS_DENIED
+            if kind == Kind::Mapping
+                && doing == "creating"
+                && name.scope() == crate::Scope::Global =>
+        {
+            Error::denied(format!(
+                "creating a Global\\ mapping needs SeCreateGlobalPrivilege (administrators and services have it), or {name} exists and its security does not allow opening it"
+            ))
+        }
+        ERROR_ACCESS_DENIED => Error::denied(format!(
+            "{name} exists, but its security does not allow {doing} it"
+        )),
+        ERROR_NOT_ENOUGH_MEMORY | ERROR_COMMITMENT_LIMIT | ERROR_DISK_FULL => Error::NoSpace {
+            name: name.to_string(),
+            size: 0,
+        },
+        // STATUS_NAME_TOO_LONG: within Name::MAX_LEN, but too long once the kernel has
+        // expanded Local\ or Global\ to its object directory.
+        ERROR_FILENAME_EXCED_RANGE => {
+            let full = name.full();
+            Error::NameTooLong {
+                len: full.encode_utf16().count(),
+                name: full,
+                max: Name::MAX_LEN,
+            }
+        }
+        code => os_error(format!("{doing} {name}"), code),
+    }
+}
+
+pub(super) fn no_persistence(opts: &CreateOptions) -> Result<()> {
+    if opts.persistent {
+        return Err(Error::Unsupported {
+            what: "persistent objects (Windows destroys an object with its last handle)",
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn created_handle(
+    h: HANDLE,
+    name: &Name,
+    kind: Kind,
+    disposition: Disposition,
+) -> Result<(Handle, bool)> {
+    let code = last_error();
+    if h.is_null() {
+        return Err(object_error(code, name, kind, "creating"));
+    }
+    let handle = Handle(h);
+    let existed = code == ERROR_ALREADY_EXISTS;
+    if existed && disposition == Disposition::CreateNew {
+        return Err(Error::AlreadyExists {
+            name: name.to_string(),
+            kind,
+        });
+    }
+    Ok((handle, !existed))
+}
+
+pub(super) fn opened_handle(h: HANDLE, name: &Name, kind: Kind) -> Result<Handle> {
+    if h.is_null() {
+        return Err(object_error(last_error(), name, kind, "opening"));
+    }
+    Ok(Handle(h))
+}
+
+/// The access rights a handle was opened with, if the kernel tells.
+pub(super) fn granted_access(h: HANDLE) -> Option<u32> {
+    basic_information(h).map(|i| i.GrantedAccess)
+}
+
+/// What `NtQueryObject` says of any handle.
+pub(super) fn basic_information(h: HANDLE) -> Option<PUBLIC_OBJECT_BASIC_INFORMATION> {
+    let mut info = PUBLIC_OBJECT_BASIC_INFORMATION::default();
+    // SAFETY: `info` is writable and of the size given; ObjectBasicInformation can be
+    // asked of any handle.
+    let status = unsafe {
+        NtQueryObject(
+            h,
+            ObjectBasicInformation,
+            (&mut info as *mut PUBLIC_OBJECT_BASIC_INFORMATION).cast(),
+            std::mem::size_of::<PUBLIC_OBJECT_BASIC_INFORMATION>() as u32,
+            std::ptr::null_mut(),
+        )
+    };
+    (status >= 0).then_some(info)
+}
+
+// Not in windows-sys: the queries of a mutant's, a semaphore's and an event's state.
