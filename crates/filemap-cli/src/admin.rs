@@ -40,6 +40,12 @@ pub(crate) struct CreateArgs {
     /// With --file: map it read-only (no one can then write it through the name).
     #[arg(long, requires = "file")]
     read_only: bool,
+    /// Stream: the ring's size in bytes, a power of two (default 1M).
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    capacity: Option<u64>,
+    /// Stream: the largest message in bytes (default: a quarter of the capacity).
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    max_message: Option<u64>,
     /// Keep the object after this process exits, until `filemap rm`.
     #[arg(long)]
     persistent: bool,
@@ -62,6 +68,8 @@ pub(crate) enum KindArg {
     Semaphore,
     /// An auto-reset or manual-reset event.
     Event,
+    /// A stream channel: one producer, one consumer, byte messages in a ring.
+    Stream,
 }
 
 /// An object that `create` keeps alive until it is told to stop.
@@ -71,6 +79,7 @@ enum Held {
     Mutex(filemap::Mutex),
     Semaphore(filemap::Semaphore),
     Event(filemap::Event),
+    Stream(filemap::Stream),
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +199,16 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
         "events",
     )?;
     only(a.set && k != KindArg::Event, "--set", "events")?;
+    only(
+        a.capacity.is_some() && k != KindArg::Stream,
+        "--capacity",
+        "streams",
+    )?;
+    only(
+        a.max_message.is_some() && k != KindArg::Stream,
+        "--max-message",
+        "streams",
+    )?;
     let (held, what, path) = match k {
         KindArg::Mapping => {
             let mapping = match &a.file {
@@ -251,6 +270,18 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
             );
             let path = e.os_path().display().to_string();
             (Held::Event(e), what, path)
+        }
+        KindArg::Stream => {
+            let (capacity, max_message) = crate::channel::geometry(a.capacity, a.max_message)?;
+            let s = opts.create_stream(&a.name, capacity, max_message)?;
+            let what = format!(
+                "stream {} ({} bytes, messages up to {} bytes)",
+                s.name(),
+                s.capacity(),
+                s.max_message()
+            );
+            let path = s.os_path().display().to_string();
+            (Held::Stream(s), what, path)
         }
     };
     // Signals are taken from here on: a script may send one as soon as it reads the line.
@@ -410,6 +441,26 @@ fn detail(info: &ObjectInfo) -> String {
                 "auto-reset"
             }
         ),
+        Some(SyncState::Stream {
+            capacity,
+            queued,
+            producer_pid,
+            consumer_pid,
+            producer,
+            consumer,
+            ..
+        }) => {
+            let peer = |alive: bool, pid: Option<u32>| match (alive, pid) {
+                (true, Some(pid)) => format!("pid {pid}"),
+                (true, None) => "connected".to_owned(),
+                (false, _) => "none".to_owned(),
+            };
+            format!(
+                "{queued} queued, {capacity} bytes, producer {}, consumer {}",
+                peer(producer, producer_pid),
+                peer(consumer, consumer_pid)
+            )
+        }
         Some(_) => String::new(),
         None if info.file_backed => "file-backed".into(),
         None => String::new(),
@@ -487,6 +538,23 @@ fn to_json(info: &ObjectInfo) -> Ordered {
         Some(SyncState::Event { set, manual_reset }) => fields.extend([
             ("signalled", json!(set)),
             ("manual_reset", json!(manual_reset)),
+        ]),
+        Some(SyncState::Stream {
+            capacity,
+            max_message,
+            queued,
+            producer,
+            consumer,
+            producer_pid,
+            consumer_pid,
+        }) => fields.extend([
+            ("capacity", json!(capacity)),
+            ("max_message", json!(max_message)),
+            ("queued", json!(queued)),
+            ("producer", json!(producer)),
+            ("producer_pid", json!(producer_pid)),
+            ("consumer", json!(consumer)),
+            ("consumer_pid", json!(consumer_pid)),
         ]),
         _ => {}
     }

@@ -20,6 +20,7 @@ macro_rules! errln {
 }
 
 mod admin;
+mod channel;
 mod sample;
 mod sync;
 mod wait;
@@ -80,6 +81,10 @@ enum Command {
     Wait(sync::WaitArgs),
     /// Run a command while holding a named mutex, in the manner of flock(1); signals go to the command.
     Lock(sync::LockArgs),
+    /// Send messages into a stream channel: the arguments, or standard input by line or chunk.
+    Send(channel::SendArgs),
+    /// Receive messages from a stream channel and write their bytes to standard output.
+    Recv(channel::RecvArgs),
 }
 
 /// Text encodings for messages.
@@ -279,6 +284,8 @@ fn main() -> ExitCode {
         Command::Reset(a) => sync::reset(&ns, a),
         Command::Wait(a) => sync::wait(&ns, a),
         Command::Lock(a) => sync::lock(&ns, a),
+        Command::Send(a) => channel::send(&ns, a),
+        Command::Recv(a) => channel::recv(&ns, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

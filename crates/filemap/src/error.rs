@@ -147,6 +147,41 @@ pub enum Error {
         /// The mutex.
         name: String,
     },
+    /// A channel's role is taken: it already has a live producer (or consumer). Like
+    /// Windows' `ERROR_PIPE_BUSY`.
+    Busy {
+        /// The channel.
+        name: String,
+        /// The role asked for: `"producer"` or `"consumer"`.
+        role: &'static str,
+    },
+    /// The other side of a channel is gone, and nothing is left to receive (or no one will
+    /// ever receive what would be sent). Like Windows' `ERROR_BROKEN_PIPE`.
+    Disconnected {
+        /// The channel.
+        name: String,
+        /// The side that is gone: `"producer"` or `"consumer"`.
+        peer: &'static str,
+        /// Whether it died (a crash, or `kill -9`) rather than closing the channel.
+        died: bool,
+    },
+    /// A message is larger than the channel allows.
+    MessageTooLarge {
+        /// The channel.
+        name: String,
+        /// The message's length in bytes.
+        len: usize,
+        /// The channel's largest message.
+        max: usize,
+    },
+    /// A channel exists under the name, but not as asked for: another message type or
+    /// layout.
+    Incompatible {
+        /// The channel.
+        name: String,
+        /// What differs.
+        reason: String,
+    },
     /// The operation is not available on this platform.
     Unsupported {
         /// What is not supported.
@@ -192,6 +227,9 @@ impl Error {
             Error::Timeout { .. } => K::TimedOut,
             Error::TooManyPosts { .. } => K::InvalidInput,
             Error::NotOwner { .. } => K::PermissionDenied,
+            Error::Busy { .. } => K::ResourceBusy,
+            Error::Disconnected { .. } => K::BrokenPipe,
+            Error::MessageTooLarge { .. } | Error::Incompatible { .. } => K::InvalidInput,
             Error::Unsupported { .. } => K::Unsupported,
             Error::Io { source, .. } => source.kind(),
         }
@@ -279,6 +317,24 @@ impl fmt::Display for Raw<'_> {
                 "releasing {name} by {release} would pass its maximum count of {max} (it is {count}); nothing changed"
             ),
             Error::NotOwner { name } => write!(f, "this thread does not own the mutex {name}"),
+            Error::Busy { name, role } => {
+                write!(f, "the channel {name} already has a live {role}")
+            }
+            Error::Disconnected { name, peer, died } => {
+                let how = if *died {
+                    "died without closing it"
+                } else {
+                    "closed it"
+                };
+                write!(f, "the {peer} of the channel {name} {how}")
+            }
+            Error::MessageTooLarge { name, len, max } => write!(
+                f,
+                "a message of {len} bytes is larger than the channel {name} allows ({max} bytes)"
+            ),
+            Error::Incompatible { name, reason } => {
+                write!(f, "the channel {name} is not the one asked for: {reason}")
+            }
             Error::Unsupported { what } => write!(f, "not supported on this platform: {what}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }

@@ -18,7 +18,7 @@
 //! |--------|------|-----------------------------------------|
 //! | 0      | 8    | magic `b"FILEMAP\0"`                    |
 //! | 8      | 4    | layout version (1)                      |
-//! | 12     | 4    | kind: 1 mapping, 2 mutex, 3 semaphore, 4 event |
+//! | 12     | 4    | kind: 1 mapping, 2 mutex, 3 semaphore, 4 event, 5 stream |
 //! | 16     | 4    | flags: 1 persistent, 2 file-backed      |
 //! | 20     | 4    | pid of the creator                      |
 //! | 24     | 8    | size: the exact size seen by openers    |
@@ -47,6 +47,8 @@ pub enum Kind {
     Semaphore,
     /// A named event.
     Event,
+    /// A stream channel: one producer, one consumer, byte messages in a ring.
+    Stream,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Mutex => 2,
             Kind::Semaphore => 3,
             Kind::Event => 4,
+            Kind::Stream => 5,
         }
     }
 
@@ -65,6 +68,7 @@ impl Kind {
             2 => Kind::Mutex,
             3 => Kind::Semaphore,
             4 => Kind::Event,
+            5 => Kind::Stream,
             _ => return None,
         })
     }
@@ -76,6 +80,7 @@ impl Kind {
             Kind::Mutex => "mutex",
             Kind::Semaphore => "semaphore",
             Kind::Event => "event",
+            Kind::Stream => "stream",
         }
     }
 }

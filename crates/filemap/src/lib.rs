@@ -57,6 +57,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod channel;
 mod error;
 mod layout;
 mod mapping;
@@ -67,6 +68,10 @@ mod sync;
 mod sys;
 mod view;
 
+pub use channel::{
+    Loan, Message, Peer, Plain, Receiver, Sender, Stream, TrySendError, WaitStrategy,
+    DEFAULT_CAPACITY,
+};
 pub use error::{Error, Result};
 pub use layout::Kind;
 pub use mapping::{Access, FileMapping, Options};

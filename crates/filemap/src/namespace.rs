@@ -279,4 +279,21 @@ pub enum SyncState {
         /// Whether it stays signalled until reset (otherwise one waiter resets it).
         manual_reset: bool,
     },
+    /// A stream channel.
+    Stream {
+        /// The ring's size in bytes.
+        capacity: u32,
+        /// The largest message in bytes.
+        max_message: u32,
+        /// Messages sent and not yet received.
+        queued: u64,
+        /// Whether a producer is connected.
+        producer: bool,
+        /// Whether a consumer is connected.
+        consumer: bool,
+        /// The connected producer's pid, as it wrote it in the channel.
+        producer_pid: Option<u32>,
+        /// The connected consumer's pid, as it wrote it in the channel.
+        consumer_pid: Option<u32>,
+    },
 }

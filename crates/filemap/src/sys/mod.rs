@@ -22,6 +22,12 @@
 //!   by the caller); `Event::{set, reset, is_set, manual_reset}`.
 //! - **Waiting.** `WaitRef` (one object to wait for) and
 //!   `wait_any(&[WaitRef], deadline) -> Option<(index, abandoned)>`, `None` on timeout.
+//! - **Channels.** `Channel` with `create(ns, name, CreateOptions, Disposition, Geometry)`,
+//!   `open(ns, name)`, `name`, `created`, `os_path`, `geometry`, `ring() -> Ring` (the
+//!   control page and ring of `channel/algo.rs`, mapped shared), `claim(Role) -> Claim`
+//!   (play the producer or consumer; `Error::Busy` while someone lives in the role) and
+//!   `role_alive(Role)`; `PARKER`, the `Parker` that channels sleep on. Linux only so far
+//!   (`no_channels.rs` elsewhere).
 //! - **Administration.** `admin::{init, list, info, kind, remove, gc}` over a namespace
 //!   root, `default_root()`, and `user_name(uid)`.
 //!
@@ -136,6 +142,11 @@ pub(crate) use linux::*;
 mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
+
+#[cfg(not(target_os = "linux"))]
+mod no_channels;
+#[cfg(not(target_os = "linux"))]
+pub(crate) use no_channels::*;
 
 #[cfg(not(any(target_os = "linux", windows)))]
 mod unsupported;

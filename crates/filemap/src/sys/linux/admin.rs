@@ -268,7 +268,10 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
             // remover's, for an instant).
             let holders =
                 lock::holders(&fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
-            let state = super::sync::read_state(&fd, record.kind);
+            let state = match record.kind {
+                crate::Kind::Stream => super::channel::read_state(&fd, record.size),
+                kind => super::sync::read_state(&fd, kind),
+            };
             Ok(Inspect::Present {
                 st,
                 record: Some(record),

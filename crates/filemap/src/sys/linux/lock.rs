@@ -55,6 +55,18 @@ pub(crate) const REMOVE: Span = Span {
     len: 0,
 };
 
+/// The first byte of the channel roles' range, far below the unlink byte: a role's owner
+/// write-locks `ROLES_BASE + role` through a description of its own while it plays the role.
+const ROLES_BASE: i64 = 1 << 39;
+
+/// The byte of a channel's role `role` (0: the producer, 1: the consumer).
+pub(crate) fn role_byte(role: u16) -> Span {
+    Span {
+        start: ROLES_BASE + i64::from(role),
+        len: 1,
+    }
+}
+
 /// The byte that a holder in process `pid` read-locks with slot `slot`.
 pub(crate) fn holder_byte(pid: u32, slot: u16) -> Span {
     Span {
@@ -163,6 +175,15 @@ pub(crate) fn unlock(fd: impl AsFd, span: Span) {
 /// Whether another open file description locks any of `span` (ours do not count).
 pub(crate) fn others_lock(fd: impl AsFd, span: Span) -> Result<bool, Errno> {
     let mut l = flock_for(libc::F_WRLCK as libc::c_short, span);
+    fcntl(fd, libc::F_OFD_GETLK, &mut l)?;
+    Ok(l.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Whether another open file description write-locks any of `span`. Read locks do not
+/// count: anyone who may read a file may take them, but a write lock needs a descriptor
+/// open for writing.
+pub(crate) fn others_write_lock(fd: impl AsFd, span: Span) -> Result<bool, Errno> {
+    let mut l = flock_for(libc::F_RDLCK as libc::c_short, span);
     fcntl(fd, libc::F_OFD_GETLK, &mut l)?;
     Ok(l.l_type != libc::F_UNLCK as libc::c_short)
 }

@@ -100,6 +100,33 @@ impl Drop for Region {
     }
 }
 
+/// Maps the first `len` bytes of an object file shared and read-write: a channel's control
+/// page and ring.
+pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> Result<Region> {
+    let failed = |e| Error::io("mapping a channel", e);
+    // SAFETY: a new mapping at an address of the kernel's choosing cannot overlap memory
+    // that Rust knows about; the fd is open and offset 0 is page-aligned.
+    let base = unsafe {
+        mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd.as_fd(),
+            0,
+        )
+    }
+    .map_err(failed)?;
+    let base = NonNull::new(base.cast::<u8>()).ok_or_else(|| failed(Errno::NOMEM))?;
+    Ok(Region {
+        base,
+        map_len: len,
+        delta: 0,
+        len,
+        tracker: None,
+    })
+}
+
 /// Maps the first page of an object file: its state. With `shared`, writes reach every
 /// holder (`MAP_SHARED`); without, the mapping is private but still shows the file's
 /// current bytes until written (which the caller does not do), so a read-only fd suffices.

@@ -2,6 +2,7 @@
 //! see `object.rs`.
 
 pub(crate) mod admin;
+mod channel;
 mod dir;
 mod futex;
 mod lock;
@@ -12,6 +13,7 @@ mod robust;
 mod sync;
 mod user;
 
+pub(crate) use channel::{Channel, Claim, Role, PARKER};
 pub(crate) use mapping::{dup_file, open_for_mapping, Mapping};
 pub(crate) use memory::Region;
 pub(crate) use sync::{wait_any, Event, Mutex, Semaphore, WaitRef};

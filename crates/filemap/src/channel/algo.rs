@@ -1,0 +1,977 @@
+//! The stream channel's ring, as pure atomics over memory that other processes share.
+//!
+//! Like `sync/algo.rs`, nothing here blocks by itself or knows the OS: waiting goes
+//! through a [`Parker`], and "is the peer still there?" through a closure. Unit tests run
+//! it on heap memory with threads, under Miri too.
+//!
+//! # Layout (see `docs/channels.md`)
+//!
+//! The object's data area starts with one 4096-byte control page ([`Control`]), followed
+//! by the ring of `capacity` bytes (a power of two). Positions (`head`, `tail`) count bytes
+//! since the channel was made, as wrapping `u32`, so `tail - head` is the bytes in use and
+//! `pos % capacity` the offset in the ring.
+//!
+//! Every message is a *frame*: an 8-byte frame header (the payload length as a
+//! little-endian `u32`, then 4 zero bytes), the payload, and padding to a multiple of 8. A
+//! frame never wraps: when the rest of the ring is too short for it, the producer writes a
+//! *skip* frame (length [`SKIP`]) that fills the rest, and the frame goes to offset 0.
+//!
+//! # Memory orderings
+//!
+//! - The producer writes a frame, then publishes it by storing `tail` with `Release`; the
+//!   consumer loads `tail` with `Acquire` before it reads a frame, so it sees every byte
+//!   written before the store.
+//! - The consumer frees frames by storing `head` with `Release`, after its last read of
+//!   them; the producer loads `head` with `Acquire` before it writes over them, so the
+//!   consumer's reads happen before the producer's writes.
+//! - No lost wake-ups: a side about to sleep stores its `*_waiting` flag, issues a `SeqCst`
+//!   fence, and loads the other side's position again; a side that moves its position
+//!   stores it, issues a `SeqCst` fence, and loads the flag. The two fences order the two
+//!   pairs, so at least one side sees the other's store: either the sleeper sees the new
+//!   position and does not sleep, or the mover sees the flag and wakes it. The futex's own
+//!   compare makes the last check and the sleep atomic.
+//!
+//! # What another process can do to us
+//!
+//! Everything in the control page and the ring may be written at any time by any process
+//! that may open the channel. The geometry (`capacity`, `max_message`) is read once at open
+//! and validated; the positions and frame headers are validated on every use, and a bad
+//! one is [`Corrupt`](RingError::Corrupt), never an out-of-bounds access.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{
+    fence, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
+use std::time::{Duration, Instant};
+
+use crate::sync::algo::{Parked, Parker};
+
+/// `b"filemapC"`: the first 8 bytes of every channel's control page.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"filemapC");
+/// The layout version described here.
+pub(crate) const VERSION: u32 = 1;
+/// The channel kind "stream" in the control page.
+pub(crate) const KIND_STREAM: u32 = 1;
+/// Bytes of the control page, before the ring.
+pub(crate) const CONTROL_LEN: usize = 4096;
+/// Bytes of a frame header.
+pub(crate) const FRAME_HEADER: u32 = 8;
+/// The length of a skip frame, which fills the rest of the ring.
+pub(crate) const SKIP: u32 = u32::MAX;
+/// The smallest ring.
+pub(crate) const MIN_CAPACITY: u32 = 64;
+/// The largest ring (1 GiB), so that positions stay far from wrapping ambiguity.
+pub(crate) const MAX_CAPACITY: u32 = 1 << 30;
+
+// An endpoint's state word is 0 until a side first connects.
+/// An endpoint's state word: connected (alive, as far as it has said).
+pub(crate) const CONNECTED: u32 = 1;
+/// An endpoint's state word: closed cleanly.
+pub(crate) const CLOSED: u32 = 2;
+
+/// The control page, `#[repr(C)]`, every field an atomic (any bit pattern is a valid
+/// value). The three groups sit on separate 128-byte lines, so that the producer's and the
+/// consumer's writes do not fight over one cache line.
+#[repr(C, align(128))]
+pub(crate) struct Control {
+    // Written once by the creator, before the object has a name.
+    pub(crate) magic: AtomicU64,
+    pub(crate) version: AtomicU32,
+    pub(crate) kind: AtomicU32,
+    pub(crate) capacity: AtomicU32,
+    pub(crate) max_message: AtomicU32,
+    /// Typed channels: the message type's size, alignment and name hash (0 for bytes).
+    pub(crate) type_size: AtomicU32,
+    pub(crate) type_align: AtomicU32,
+    pub(crate) type_hash: AtomicU64,
+    _line0: [AtomicU64; 11],
+    // The producer's line.
+    pub(crate) tail: AtomicU32,
+    pub(crate) producer: AtomicU32,
+    pub(crate) producer_pid: AtomicU32,
+    /// Non-zero while the consumer may sleep on `tail`.
+    pub(crate) rx_waiting: AtomicU32,
+    /// Messages sent (committed) so far.
+    pub(crate) sent: AtomicU64,
+    _line1: [AtomicU64; 13],
+    // The consumer's line.
+    pub(crate) head: AtomicU32,
+    pub(crate) consumer: AtomicU32,
+    pub(crate) consumer_pid: AtomicU32,
+    /// Non-zero while the producer may sleep on `head`.
+    pub(crate) tx_waiting: AtomicU32,
+    /// Messages received (released) so far.
+    pub(crate) received: AtomicU64,
+    _line2: [AtomicU64; 13],
+}
+
+const _: () = assert!(std::mem::size_of::<Control>() == 384);
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("tail", &self.tail.load(Relaxed))
+            .field("head", &self.head.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// Messages sent and not yet received, as the counters say (for listings; a consumer
+    /// that died while reading makes it read a message twice, which it counts once).
+    pub(crate) fn queued(&self) -> u64 {
+        let sent = self.sent.load(Relaxed);
+        let received = self.received.load(Relaxed);
+        sent.saturating_sub(received)
+    }
+}
+const _: () = assert!(std::mem::size_of::<Control>() <= CONTROL_LEN);
+
+/// A channel's geometry and message type, as the creator chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    pub(crate) capacity: u32,
+    pub(crate) max_message: u32,
+    pub(crate) type_size: u32,
+    pub(crate) type_align: u32,
+    pub(crate) type_hash: u64,
+}
+
+impl Geometry {
+    /// Checks a geometry, whether asked for by a creator or read from a control page.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !self.capacity.is_power_of_two()
+            || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&self.capacity)
+        {
+            return Err(format!(
+                "the capacity must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY} bytes, not {}",
+                self.capacity
+            ));
+        }
+        if self.max_message == 0 || self.max_message > self.capacity - FRAME_HEADER {
+            return Err(format!(
+                "the largest message must be from 1 to {} bytes (the capacity, {}, less an 8-byte frame header), not {}",
+                self.capacity - FRAME_HEADER,
+                self.capacity,
+                self.max_message
+            ));
+        }
+        if self.type_size != 0
+            && (self.type_size > self.max_message
+                || !self.type_align.is_power_of_two()
+                || self.type_align > 8)
+        {
+            return Err(format!(
+                "a message type of {} bytes aligned to {} does not fit (at most {} bytes, aligned to at most 8)",
+                self.type_size, self.type_align, self.max_message
+            ));
+        }
+        Ok(())
+    }
+
+    /// The first bytes of a new control page (the rest is zero), little-endian: what
+    /// [`init`](Self::init) stores, as bytes for a file that no one has mapped yet.
+    pub(crate) fn encode(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&KIND_STREAM.to_le_bytes());
+        b[16..20].copy_from_slice(&self.capacity.to_le_bytes());
+        b[20..24].copy_from_slice(&self.max_message.to_le_bytes());
+        b[24..28].copy_from_slice(&self.type_size.to_le_bytes());
+        b[28..32].copy_from_slice(&self.type_align.to_le_bytes());
+        b[32..40].copy_from_slice(&self.type_hash.to_le_bytes());
+        b
+    }
+
+    /// Writes the geometry into a fresh control page (all zero) before it has a name.
+    #[cfg(test)]
+    pub(crate) fn init(&self, ctl: &Control) {
+        ctl.magic.store(MAGIC, Relaxed);
+        ctl.version.store(VERSION, Relaxed);
+        ctl.kind.store(KIND_STREAM, Relaxed);
+        ctl.capacity.store(self.capacity, Relaxed);
+        ctl.max_message.store(self.max_message, Relaxed);
+        ctl.type_size.store(self.type_size, Relaxed);
+        ctl.type_align.store(self.type_align, Relaxed);
+        ctl.type_hash.store(self.type_hash, Relaxed);
+    }
+
+    /// Reads and checks the geometry of a control page. `ring_len` is the room that the
+    /// object has for the ring.
+    pub(crate) fn read(ctl: &Control, ring_len: u64) -> Result<Geometry, String> {
+        let magic = ctl.magic.load(Relaxed);
+        if magic != MAGIC {
+            return Err(format!(
+                "its control page has no channel magic ({magic:#018x})"
+            ));
+        }
+        let version = ctl.version.load(Relaxed);
+        if version != VERSION {
+            return Err(format!(
+                "its layout version is {version}; this filemap speaks version {VERSION}"
+            ));
+        }
+        let kind = ctl.kind.load(Relaxed);
+        if kind != KIND_STREAM {
+            return Err(format!(
+                "its channel kind code is {kind}, not a stream ({KIND_STREAM})"
+            ));
+        }
+        let g = Geometry {
+            capacity: ctl.capacity.load(Relaxed),
+            max_message: ctl.max_message.load(Relaxed),
+            type_size: ctl.type_size.load(Relaxed),
+            type_align: ctl.type_align.load(Relaxed),
+            type_hash: ctl.type_hash.load(Relaxed),
+        };
+        g.check()?;
+        if u64::from(g.capacity) > ring_len {
+            return Err(format!(
+                "its capacity ({}) is larger than the object ({ring_len} bytes of ring)",
+                g.capacity
+            ));
+        }
+        Ok(g)
+    }
+}
+
+/// What can go wrong in the ring itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RingError {
+    /// The shared state is impossible (another process wrote nonsense).
+    Corrupt(String),
+}
+
+/// The bytes a frame with `len` bytes of payload takes.
+#[inline]
+pub(crate) fn frame_len(len: u32) -> u32 {
+    FRAME_HEADER + len.next_multiple_of(8)
+}
+
+/// How a side waits when it cannot go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Never sleep: poll the other side's position in a loop (lowest latency, a whole core
+    /// while waiting).
+    BusyPoll,
+    /// Poll for a short, adaptive while, then sleep on a futex (the default).
+    SpinThenPark,
+    /// Sleep at once.
+    Park,
+}
+
+/// The adaptive spin before parking: it doubles (up to [`Spin::MAX`]) when a spin found
+/// what it waited for and halves (down to [`Spin::MIN`]) when it had to park, so a side
+/// whose peer answers within microseconds keeps spinning and one whose peer is idle soon
+/// stops burning the CPU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spin {
+    budget: Duration,
+}
+
+impl Spin {
+    pub(crate) const MIN: Duration = Duration::from_micros(1);
+    pub(crate) const MAX: Duration = Duration::from_micros(100);
+    pub(crate) const START: Duration = Duration::from_micros(20);
+
+    pub(crate) fn new() -> Spin {
+        Spin {
+            budget: Spin::START,
+        }
+    }
+
+    /// Polls `ready` until it returns true (then `true`) or the budget is spent (`false`),
+    /// adapting the budget.
+    #[inline]
+    pub(crate) fn spin(&mut self, mut ready: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        loop {
+            for _ in 0..32 {
+                if ready() {
+                    self.budget = (self.budget * 2).min(Spin::MAX);
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= self.budget {
+                self.budget = (self.budget / 2).max(Spin::MIN);
+                return false;
+            }
+        }
+    }
+}
+
+/// How often a sleeping side wakes up by itself to check that its peer still lives.
+pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(50);
+
+/// The memory of one channel: its control page and its ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ring<'a> {
+    pub(crate) ctl: &'a Control,
+    /// The ring's first byte; `geometry.capacity` bytes follow.
+    base: *mut u8,
+    pub(crate) geometry: Geometry,
+}
+
+impl<'a> Ring<'a> {
+    /// # Safety
+    ///
+    /// `base` points at `geometry.capacity` bytes that stay mapped (readable and
+    /// writable) for `'a`, aligned to 8, and not used as Rust references anywhere.
+    pub(crate) unsafe fn new(ctl: &'a Control, base: *mut u8, geometry: Geometry) -> Ring<'a> {
+        Ring {
+            ctl,
+            base,
+            geometry,
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> u32 {
+        self.geometry.capacity - 1
+    }
+
+    /// The frame header word at ring offset `off` (a multiple of 8, inside the ring).
+    #[inline]
+    fn header(&self, off: u32) -> &AtomicU32 {
+        debug_assert!(off % 8 == 0 && off < self.geometry.capacity);
+        // SAFETY: `off` is a multiple of 8 inside the ring (callers mask positions, and
+        // positions are kept multiples of 8), so the 4 bytes are inside the mapping and
+        // aligned; AtomicU32 has no invalid values, and shared memory is only ever accessed
+        // through atomics or raw copies.
+        unsafe { &*self.base.add(off as usize).cast::<AtomicU32>() }
+    }
+
+    /// A pointer to ring offset `off`.
+    #[inline]
+    pub(crate) fn at(&self, off: u32) -> *mut u8 {
+        debug_assert!(off <= self.geometry.capacity);
+        // SAFETY: inside (or one past) the ring's mapping.
+        unsafe { self.base.add(off as usize) }
+    }
+
+    /// Messages sent and not yet received (as the counters say; for listings).
+    pub(crate) fn queued(&self) -> u64 {
+        self.ctl.queued()
+    }
+
+    /// Copies `dst.len()` bytes of the ring from offset `off` into `dst`.
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the ring (callers pass frames, which are).
+    #[inline]
+    pub(crate) fn copy_out(&self, off: u32, dst: &mut [u8]) {
+        assert!(off as usize + dst.len() <= self.geometry.capacity as usize);
+        // SAFETY: the range is inside the ring (checked above) and cannot overlap `dst`,
+        // which is ordinary Rust memory; the copy goes through raw pointers, so no
+        // reference to the shared bytes is ever made.
+        unsafe { std::ptr::copy_nonoverlapping(self.at(off), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copies `src` into the ring at offset `off`.
+    ///
+    /// # Panics
+    ///
+    /// If the range is not inside the ring.
+    #[inline]
+    pub(crate) fn copy_in(&self, off: u32, src: &[u8]) {
+        assert!(off as usize + src.len() <= self.geometry.capacity as usize);
+        // SAFETY: as in `copy_out`; the ring is mapped writable.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.at(off), src.len()) }
+    }
+}
+
+/// The producer's private half: its copy of `tail` (it is the only writer of `tail`) and
+/// its last look at `head`.
+#[derive(Debug)]
+pub(crate) struct Producer {
+    tail: u32,
+    head: u32,
+    /// Frames written since the last publish.
+    unpublished: u64,
+    pub(crate) spin: Spin,
+}
+
+/// A slot reserved for one message: its payload starts at ring offset `offset`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reserved {
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+}
+
+impl Producer {
+    /// Takes over the producer's side of `ring` (after a crash too: unpublished frames of
+    /// a dead producer are simply written over).
+    pub(crate) fn attach(ring: &Ring<'_>) -> Result<Producer, RingError> {
+        let tail = ring.ctl.tail.load(Acquire);
+        let head = ring.ctl.head.load(Acquire);
+        check_positions(ring, head, tail)?;
+        Ok(Producer {
+            tail,
+            head,
+            unpublished: 0,
+            spin: Spin::new(),
+        })
+    }
+
+    /// Reserves room for a message of `len` bytes (at most `max_message`, checked by the
+    /// caller), without waiting. `None`: the ring is full for now. A skip frame it needs
+    /// is written and published on the way.
+    pub(crate) fn try_reserve(
+        &mut self,
+        ring: &Ring<'_>,
+        len: u32,
+        parker: &impl Parker,
+    ) -> Result<Option<Reserved>, RingError> {
+        let cap = ring.geometry.capacity;
+        let need = frame_len(len);
+        loop {
+            let off = self.tail & ring.mask();
+            let to_end = cap - off;
+            // Room for the frame here, or (if it does not fit before the end) for the skip.
+            let want = if need <= to_end { need } else { to_end };
+            if cap - self.tail.wrapping_sub(self.head) < want {
+                // Acquire: the consumer's reads of the frames it freed happen before our
+                // writes over them.
+                let head = ring.ctl.head.load(Acquire);
+                check_positions(ring, head, self.tail)?;
+                self.head = head;
+                if cap - self.tail.wrapping_sub(self.head) < want {
+                    return Ok(None);
+                }
+            }
+            if need <= to_end {
+                return Ok(Some(Reserved {
+                    offset: off + FRAME_HEADER,
+                    len,
+                }));
+            }
+            // Fill the rest of the ring with a skip frame, publish it (so that the consumer
+            // can free it), and go on at offset 0.
+            ring.header(off).store(SKIP, Relaxed);
+            self.tail = self.tail.wrapping_add(to_end);
+            self.publish(ring, parker);
+        }
+    }
+
+    /// Writes the frame header of `r`, so that the next [`publish`](Self::publish) sends it.
+    #[inline]
+    pub(crate) fn commit(&mut self, ring: &Ring<'_>, r: Reserved) {
+        let off = r.offset - FRAME_HEADER;
+        debug_assert_eq!(off, self.tail & ring.mask());
+        ring.header(off).store(r.len, Relaxed);
+        self.tail = self.tail.wrapping_add(frame_len(r.len));
+        self.unpublished += 1;
+    }
+
+    /// Makes every committed frame visible to the consumer, and wakes it if it may sleep.
+    #[inline]
+    pub(crate) fn publish(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
+        let ctl = ring.ctl;
+        if self.unpublished != 0 {
+            // Only we write `sent`: a plain add, no read-modify-write.
+            ctl.sent.store(
+                ctl.sent.load(Relaxed).wrapping_add(self.unpublished),
+                Relaxed,
+            );
+            self.unpublished = 0;
+        }
+        // Release: the frames' bytes and headers happen before the consumer's Acquire load
+        // of `tail`.
+        ctl.tail.store(self.tail, Release);
+        // SeqCst fence, paired with the consumer's in `Consumer::wait` (see the module
+        // documentation): either it sees our `tail`, or we see its flag.
+        fence(SeqCst);
+        if ctl.rx_waiting.load(Relaxed) != 0 {
+            parker.unpark(&ctl.tail, u32::MAX);
+        }
+    }
+
+    /// Sleeps (or spins) until the ring may have room, `deadline` passes, or the liveness
+    /// period ends. Returns `false` on the deadline.
+    pub(crate) fn wait(
+        &mut self,
+        ring: &Ring<'_>,
+        strategy: WaitStrategy,
+        parker: &impl Parker,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let ctl = ring.ctl;
+        let seen = self.head;
+        let moved = || ctl.head.load(Relaxed) != seen;
+        match strategy {
+            WaitStrategy::BusyPoll => {
+                for _ in 0..1024 {
+                    if moved() {
+                        return true;
+                    }
+                    std::hint::spin_loop();
+                }
+                return deadline.is_none_or(|d| Instant::now() < d);
+            }
+            WaitStrategy::SpinThenPark => {
+                if self.spin.spin(moved) {
+                    return true;
+                }
+            }
+            WaitStrategy::Park => {}
+        }
+        park_on(&ctl.tx_waiting, &ctl.head, seen, parker, deadline)
+    }
+}
+
+/// The consumer's private half: its copy of `head` (it is the only writer) and its last
+/// look at `tail`.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    head: u32,
+    tail: u32,
+    /// Frames read since the last release.
+    unreleased: u64,
+    pub(crate) spin: Spin,
+}
+
+/// A message in the ring: its payload is at ring offset `offset`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Frame {
+    pub(crate) offset: u32,
+    pub(crate) len: u32,
+}
+
+impl Consumer {
+    /// Takes over the consumer's side of `ring` (after a crash too: a frame that a dead
+    /// consumer was reading is read again).
+    pub(crate) fn attach(ring: &Ring<'_>) -> Result<Consumer, RingError> {
+        let head = ring.ctl.head.load(Acquire);
+        let tail = ring.ctl.tail.load(Acquire);
+        check_positions(ring, head, tail)?;
+        Ok(Consumer {
+            head,
+            tail,
+            unreleased: 0,
+            spin: Spin::new(),
+        })
+    }
+
+    /// The next message, without waiting; `None` if the ring is empty for now. Skip frames
+    /// are passed over.
+    pub(crate) fn try_peek(&mut self, ring: &Ring<'_>) -> Result<Option<Frame>, RingError> {
+        let cap = ring.geometry.capacity;
+        loop {
+            if self.head == self.tail {
+                // Acquire: the frames' bytes happen before our reads of them.
+                let tail = ring.ctl.tail.load(Acquire);
+                check_positions(ring, self.head, tail)?;
+                self.tail = tail;
+                if self.head == self.tail {
+                    return Ok(None);
+                }
+            }
+            let off = self.head & ring.mask();
+            let to_end = cap - off;
+            let used = self.tail.wrapping_sub(self.head);
+            let len = ring.header(off).load(Relaxed);
+            if len == SKIP {
+                if to_end > used {
+                    return Err(corrupt("a skip frame runs past the published data"));
+                }
+                self.head = self.head.wrapping_add(to_end);
+                continue;
+            }
+            if len > ring.geometry.max_message {
+                return Err(corrupt(&format!(
+                    "a frame of {len} bytes, above the channel's largest message ({})",
+                    ring.geometry.max_message
+                )));
+            }
+            let flen = frame_len(len);
+            if flen > to_end || flen > used {
+                return Err(corrupt(&format!(
+                    "a frame of {len} bytes runs past the ring's end or the published data"
+                )));
+            }
+            return Ok(Some(Frame {
+                offset: off + FRAME_HEADER,
+                len,
+            }));
+        }
+    }
+
+    /// Passes over the frame that [`try_peek`](Self::try_peek) returned; the producer may
+    /// reuse it after the next [`release`](Self::release).
+    #[inline]
+    pub(crate) fn consume(&mut self, f: Frame) {
+        self.head = self.head.wrapping_add(frame_len(f.len));
+        self.unreleased += 1;
+    }
+
+    /// Gives every consumed frame back to the producer, and wakes it if it may sleep.
+    #[inline]
+    pub(crate) fn release(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
+        let ctl = ring.ctl;
+        if self.unreleased != 0 {
+            ctl.received.store(
+                ctl.received.load(Relaxed).wrapping_add(self.unreleased),
+                Relaxed,
+            );
+            self.unreleased = 0;
+        }
+        // Release: our reads of the frames happen before the producer's writes over them.
+        ctl.head.store(self.head, Release);
+        // Paired with the producer's fence in `Producer::wait`.
+        fence(SeqCst);
+        if ctl.tx_waiting.load(Relaxed) != 0 {
+            parker.unpark(&ctl.head, u32::MAX);
+        }
+    }
+
+    /// Sleeps (or spins) until a message may have come, `deadline` passes, or the
+    /// liveness period ends. Returns `false` on the deadline.
+    pub(crate) fn wait(
+        &mut self,
+        ring: &Ring<'_>,
+        strategy: WaitStrategy,
+        parker: &impl Parker,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let ctl = ring.ctl;
+        let seen = self.tail;
+        let moved = || ctl.tail.load(Relaxed) != seen;
+        match strategy {
+            WaitStrategy::BusyPoll => {
+                for _ in 0..1024 {
+                    if moved() {
+                        return true;
+                    }
+                    std::hint::spin_loop();
+                }
+                return deadline.is_none_or(|d| Instant::now() < d);
+            }
+            WaitStrategy::SpinThenPark => {
+                if self.spin.spin(moved) {
+                    return true;
+                }
+            }
+            WaitStrategy::Park => {}
+        }
+        park_on(&ctl.rx_waiting, &ctl.tail, seen, parker, deadline)
+    }
+}
+
+/// Sleeps on `word` while it reads `seen`, with `flag` raised so that the other side wakes
+/// us; at most [`LIVENESS_PERIOD`]. Returns `false` if `deadline` passed.
+fn park_on(
+    flag: &AtomicU32,
+    word: &AtomicU32,
+    seen: u32,
+    parker: &impl Parker,
+    deadline: Option<Instant>,
+) -> bool {
+    flag.store(1, Relaxed);
+    // SeqCst fence, paired with the other side's after it moves `word`.
+    fence(SeqCst);
+    let mut timed_out = false;
+    if word.load(Relaxed) == seen {
+        let period = Instant::now() + LIVENESS_PERIOD;
+        let until = match deadline {
+            Some(d) if d < period => Some(d),
+            _ => Some(period),
+        };
+        if parker.park(word, seen, until) == Parked::TimedOut {
+            timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        }
+    }
+    flag.store(0, Relaxed);
+    !timed_out
+}
+
+fn corrupt(what: &str) -> RingError {
+    RingError::Corrupt(format!("the channel's ring is corrupt: {what}"))
+}
+
+/// Checks that `head` and `tail` can be true of a ring: at most `capacity` apart, and
+/// multiples of 8.
+fn check_positions(ring: &Ring<'_>, head: u32, tail: u32) -> Result<(), RingError> {
+    let used = tail.wrapping_sub(head);
+    if used > ring.geometry.capacity || head % 8 != 0 || tail % 8 != 0 {
+        return Err(corrupt(&format!(
+            "head {head} and tail {tail} are not positions of a ring of {} bytes",
+            ring.geometry.capacity
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// Parks by yielding, so that Miri (which has no futexes) can run the waits.
+    struct Yield;
+
+    impl Parker for Yield {
+        fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Parked::TimedOut;
+            }
+            if word.load(SeqCst) == expected {
+                std::thread::yield_now();
+            }
+            Parked::Woken
+        }
+        fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
+            self.park(words[0].0, words[0].1, deadline)
+        }
+        fn unpark(&self, _: &AtomicU32, _: u32) {}
+    }
+
+    /// A control page and a ring on the heap, as one 8-aligned block.
+    struct Heap {
+        ctl: Box<Control>,
+        ring: Vec<u64>,
+        geometry: Geometry,
+    }
+
+    impl Heap {
+        fn new(capacity: u32, max_message: u32) -> Arc<Heap> {
+            let geometry = Geometry {
+                capacity,
+                max_message,
+                type_size: 0,
+                type_align: 0,
+                type_hash: 0,
+            };
+            geometry.check().unwrap();
+            // SAFETY: Control is atomics only, for which all-zero bytes are valid.
+            let ctl: Box<Control> = unsafe { Box::new(std::mem::zeroed()) };
+            geometry.init(&ctl);
+            Arc::new(Heap {
+                ctl,
+                ring: vec![0; capacity as usize / 8],
+                geometry,
+            })
+        }
+
+        fn ring(&self) -> Ring<'_> {
+            let g = Geometry::read(&self.ctl, self.ring.len() as u64 * 8).unwrap();
+            assert_eq!(g, self.geometry);
+            // SAFETY: the Vec is `capacity` bytes, 8-aligned, lives as long as `self`, and
+            // is only accessed through the ring's raw pointers.
+            unsafe { Ring::new(&self.ctl, self.ring.as_ptr() as *mut u8, g) }
+        }
+    }
+
+    // SAFETY: the ring's memory is only accessed through atomics and the protocol's
+    // ordered raw copies.
+    unsafe impl Sync for Heap {}
+    // SAFETY: as above.
+    unsafe impl Send for Heap {}
+
+    fn send(p: &mut Producer, ring: &Ring<'_>, msg: &[u8]) {
+        loop {
+            if let Some(r) = p.try_reserve(ring, msg.len() as u32, &Yield).unwrap() {
+                // SAFETY: the reserved slot is `msg.len()` bytes inside the ring, and ours
+                // until published.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(msg.as_ptr(), ring.at(r.offset), msg.len())
+                };
+                p.commit(ring, r);
+                p.publish(ring, &Yield);
+                return;
+            }
+            p.wait(ring, WaitStrategy::SpinThenPark, &Yield, None);
+        }
+    }
+
+    fn recv(c: &mut Consumer, ring: &Ring<'_>) -> Vec<u8> {
+        loop {
+            if let Some(f) = c.try_peek(ring).unwrap() {
+                let mut v = vec![0; f.len as usize];
+                // SAFETY: the frame is published and inside the ring; the producer does not
+                // write it until we release it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(ring.at(f.offset), v.as_mut_ptr(), v.len())
+                };
+                c.consume(f);
+                c.release(ring, &Yield);
+                return v;
+            }
+            c.wait(ring, WaitStrategy::SpinThenPark, &Yield, None);
+        }
+    }
+
+    fn message(i: u32, max: u32) -> Vec<u8> {
+        let len = (i.wrapping_mul(2_654_435_761) >> 7) % (max + 1);
+        (0..len).map(|j| (i ^ j) as u8).collect()
+    }
+
+    #[test]
+    fn messages_arrive_whole_and_in_order_across_threads() {
+        let n = if cfg!(miri) { 200 } else { 20_000 };
+        let heap = Heap::new(256, 100);
+        let h2 = heap.clone();
+        let consumer = std::thread::spawn(move || {
+            let ring = h2.ring();
+            let mut c = Consumer::attach(&ring).unwrap();
+            for i in 0..n {
+                assert_eq!(recv(&mut c, &ring), message(i, 100), "message {i}");
+            }
+        });
+        let ring = heap.ring();
+        let mut p = Producer::attach(&ring).unwrap();
+        for i in 0..n {
+            send(&mut p, &ring, &message(i, 100));
+        }
+        consumer.join().unwrap();
+        assert_eq!(ring.queued(), 0);
+        assert_eq!(heap.ctl.sent.load(Relaxed), u64::from(n));
+    }
+
+    #[test]
+    fn a_full_ring_refuses_and_a_message_as_large_as_the_ring_fits() {
+        let heap = Heap::new(64, 56);
+        let ring = heap.ring();
+        let mut p = Producer::attach(&ring).unwrap();
+        let mut c = Consumer::attach(&ring).unwrap();
+        for round in 0..5u8 {
+            // Start the big one at every offset: it must skip to 0 and still fit.
+            for _ in 0..round {
+                send(&mut p, &ring, &[round; 8]);
+                assert_eq!(recv(&mut c, &ring), vec![round; 8]);
+            }
+            let r = p.try_reserve(&ring, 56, &Yield).unwrap();
+            if let Some(r) = r {
+                p.commit(&ring, r);
+                p.publish(&ring, &Yield);
+            } else {
+                // The skip frame is out; once the consumer passes it, the room is there.
+                assert_eq!(c.try_peek(&ring).unwrap().map(|f| f.len), None);
+                c.release(&ring, &Yield);
+                let r = p.try_reserve(&ring, 56, &Yield).unwrap().unwrap();
+                p.commit(&ring, r);
+                p.publish(&ring, &Yield);
+            }
+            assert!(p.try_reserve(&ring, 1, &Yield).unwrap().is_none(), "full");
+            assert_eq!(recv(&mut c, &ring).len(), 56);
+        }
+    }
+
+    #[test]
+    fn a_new_producer_and_consumer_take_over() {
+        let heap = Heap::new(128, 32);
+        let ring = heap.ring();
+        let mut p = Producer::attach(&ring).unwrap();
+        send(&mut p, &ring, b"one");
+        // A producer that dies after reserving and writing, before publishing.
+        let r = p.try_reserve(&ring, 5, &Yield).unwrap().unwrap();
+        p.commit(&ring, r);
+        let _dead = p;
+        let mut c = Consumer::attach(&ring).unwrap();
+        // A consumer that dies while reading: the message is read again.
+        assert_eq!(c.try_peek(&ring).unwrap().unwrap().len, 3);
+        let _dead = c;
+        let mut c = Consumer::attach(&ring).unwrap();
+        assert_eq!(recv(&mut c, &ring), b"one");
+        assert!(
+            c.try_peek(&ring).unwrap().is_none(),
+            "the torn message is never seen"
+        );
+        let mut p = Producer::attach(&ring).unwrap();
+        send(&mut p, &ring, b"two");
+        assert_eq!(recv(&mut c, &ring), b"two");
+    }
+
+    #[test]
+    fn nonsense_in_shared_memory_is_an_error_not_a_crash() {
+        let heap = Heap::new(128, 32);
+        let ring = heap.ring();
+        let mut p = Producer::attach(&ring).unwrap();
+        send(&mut p, &ring, b"hello");
+        let mut c = Consumer::attach(&ring).unwrap();
+        // A frame header claiming more than the largest message.
+        ring.header(0).store(1000, Relaxed);
+        assert!(matches!(c.try_peek(&ring), Err(RingError::Corrupt(_))));
+        // A length within the limit but past the published data.
+        ring.header(0).store(32, Relaxed);
+        assert!(matches!(c.try_peek(&ring), Err(RingError::Corrupt(_))));
+        // Positions that no ring can have.
+        heap.ctl.tail.store(1_000_000, Relaxed);
+        assert!(Consumer::attach(&ring).is_err());
+        assert!(Producer::attach(&ring).is_err());
+        heap.ctl.tail.store(3, Relaxed);
+        heap.ctl.head.store(3, Relaxed);
+        assert!(Producer::attach(&ring).is_err());
+        // A bad geometry.
+        for (field, value) in [(0, 1000u32), (1, 0), (1, 121)] {
+            let h = Heap::new(128, 32);
+            match field {
+                0 => h.ctl.capacity.store(value, Relaxed),
+                _ => h.ctl.max_message.store(value, Relaxed),
+            }
+            assert!(Geometry::read(&h.ctl, 128).is_err(), "{field} {value}");
+        }
+        let h = Heap::new(128, 32);
+        h.ctl.magic.store(0, Relaxed);
+        assert!(Geometry::read(&h.ctl, 128).is_err());
+        let h = Heap::new(128, 32);
+        assert!(
+            Geometry::read(&h.ctl, 64).is_err(),
+            "larger than the object"
+        );
+    }
+
+    #[test]
+    fn a_random_control_page_never_crashes_the_open_path() {
+        // A property test over random control pages: reading the geometry and attaching
+        // either fail cleanly, or give a ring whose first peek stays in bounds.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let rounds = if cfg!(miri) { 50 } else { 20_000 };
+        for _ in 0..rounds {
+            let heap = Heap::new(256, 64);
+            let words: [u32; 8] = std::array::from_fn(|_| next() as u32);
+            // Mostly plausible values, so that the checks past the first get exercised.
+            let pick = |w: u32, good: u32| if w % 3 == 0 { w } else { good ^ (w & 0x18) };
+            heap.ctl.capacity.store(pick(words[0], 256), Relaxed);
+            heap.ctl.max_message.store(pick(words[1], 64), Relaxed);
+            heap.ctl.head.store(pick(words[2], 0), Relaxed);
+            heap.ctl.tail.store(pick(words[3], 64), Relaxed);
+            heap.ctl
+                .version
+                .store(if words[4] % 8 == 0 { words[4] } else { 1 }, Relaxed);
+            let Ok(g) = Geometry::read(&heap.ctl, 256) else {
+                continue;
+            };
+            // SAFETY: as in `Heap::ring`; the geometry was checked against the 256 bytes.
+            let ring = unsafe { Ring::new(&heap.ctl, heap.ring.as_ptr() as *mut u8, g) };
+            for w in 0..(256 / 8) {
+                ring.header(w * 8)
+                    .store(pick(words[(w % 8) as usize], 8), Relaxed);
+            }
+            if let Ok(mut c) = Consumer::attach(&ring) {
+                for _ in 0..8 {
+                    match c.try_peek(&ring) {
+                        Ok(Some(f)) => {
+                            assert!(f.offset + f.len <= g.capacity);
+                            c.consume(f);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            if let Ok(mut p) = Producer::attach(&ring) {
+                let _ = p.try_reserve(&ring, g.max_message.min(8), &Yield);
+            }
+        }
+    }
+}

@@ -1,0 +1,903 @@
+//! Named message channels: a stream (one producer, one consumer) of byte or plain-data
+//! messages in a bounded ring in shared memory.
+//!
+//! A [`Stream`] is a named object like a mapping or a mutex: the same namespace, names,
+//! lifetime (it goes with its last handle), permissions and kind collisions. Its two ends
+//! are *roles* that one handle at a time may play: [`Stream::sender`] makes the
+//! producer, [`Stream::receiver`] the consumer.
+//!
+//! - **Crash safety.** A producer killed in the middle of a message never exposes it: a
+//!   message becomes visible only when it is whole. When a peer dies, even by SIGKILL, the
+//!   other side gets [`Error::Disconnected`] (with `died: true`) within
+//!   [`LIVENESS_PERIOD`](Stream::LIVENESS_PERIOD) once nothing is left to do, and a new
+//!   peer may take the dead one's place at once. A consumer that dies while reading a
+//!   message leaves it in the ring: the next consumer reads it again (at-least-once).
+//! - **Sound access.** Received messages are read in place through [`Message`] (copies
+//!   and raw pointers, like [`View`](crate::View)); loans are written through [`Loan`].
+//!   No safe `&[u8]` ever points into memory that another process may write.
+//! - **No allocation** per message: [`Sender::send`], [`Receiver::recv`] and the loans copy
+//!   straight between the caller's memory and the ring.
+//! - **Waiting** follows the [`WaitStrategy`]: busy polling, spinning then sleeping on a
+//!   futex (the default), or sleeping at once.
+//!
+//! The layout is documented in `docs/channels.md`, for other languages.
+
+pub(crate) mod algo;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use algo::WaitStrategy;
+use algo::{Consumer, Frame, Geometry, Producer, Reserved, Ring, CLOSED, CONNECTED};
+
+use crate::sync::algo::Parker;
+use crate::sys::{self, Disposition, Role};
+use crate::{Error, Name, Options, Result};
+
+/// A stream's capacity when none is given: 1 MiB.
+pub const DEFAULT_CAPACITY: u32 = 1 << 20;
+
+/// Plain-old-data message types: every bit pattern valid, no padding, no pointers
+/// (`bytemuck::Pod`), and aligned to at most 8 bytes.
+pub trait Plain: bytemuck::Pod {}
+impl<T: bytemuck::Pod> Plain for T {}
+
+/// The fingerprint of a message type that a typed channel records: its size, alignment and
+/// a 64-bit FNV-1a hash of its Rust type name. Two programs must name the type alike
+/// (the same path) to share a typed channel.
+fn type_of<T: Plain>() -> (u32, u32, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::any::type_name::<T>().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (
+        std::mem::size_of::<T>() as u32,
+        std::mem::align_of::<T>() as u32,
+        h,
+    )
+}
+
+impl Options {
+    /// Creates a stream channel of `capacity` bytes (a power of two, 64 B to 1 GiB) that
+    /// carries byte messages of up to `max_message` bytes (at most `capacity - 8`), failing
+    /// if a live stream has the name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`], [`Error::KindMismatch`] for another kind of object,
+    /// [`Error::InvalidArgument`] for a bad capacity or message size, and the errors of
+    /// [`Options::create`].
+    pub fn create_stream(&self, name: &str, capacity: u32, max_message: u32) -> Result<Stream> {
+        Stream::make(
+            self,
+            name,
+            bytes_geometry(capacity, max_message),
+            Disposition::CreateNew,
+        )
+    }
+
+    /// Opens the live stream under `name`, or creates it as [`Options::create_stream`]
+    /// does. An existing stream keeps its own capacity and message size.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_stream`], except `AlreadyExists`.
+    pub fn open_or_create_stream(
+        &self,
+        name: &str,
+        capacity: u32,
+        max_message: u32,
+    ) -> Result<Stream> {
+        Stream::make(
+            self,
+            name,
+            bytes_geometry(capacity, max_message),
+            Disposition::OpenOrCreate,
+        )
+    }
+
+    /// Opens the live stream under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::PermissionDenied`] (a stream
+    /// needs read-write access), [`Error::Corrupt`] for a control page that is not a valid
+    /// channel of this version.
+    pub fn open_stream(&self, name: &str) -> Result<Stream> {
+        let name = Name::parse(name)?;
+        let inner = sys::Channel::open(self.namespace_ref(), &name)?;
+        Ok(Stream {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Creates a stream of messages of type `T`, with room for `messages` of them, failing
+    /// if a live stream has the name.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_stream`].
+    pub fn create_stream_of<T: Plain>(&self, name: &str, messages: u32) -> Result<Stream> {
+        Stream::make(
+            self,
+            name,
+            typed_geometry::<T>(messages)?,
+            Disposition::CreateNew,
+        )
+    }
+
+    /// Opens the live stream of `T` under `name`, or creates it with room for `messages`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_stream_of`] and [`Options::create_stream_of`].
+    pub fn open_or_create_stream_of<T: Plain>(&self, name: &str, messages: u32) -> Result<Stream> {
+        let s = Stream::make(
+            self,
+            name,
+            typed_geometry::<T>(messages)?,
+            Disposition::OpenOrCreate,
+        )?;
+        s.check_type::<T>()?;
+        Ok(s)
+    }
+
+    /// Opens the live stream under `name`, which must carry messages of type `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] if it carries another type (or bytes); as for
+    /// [`Options::open_stream`].
+    pub fn open_stream_of<T: Plain>(&self, name: &str) -> Result<Stream> {
+        let s = self.open_stream(name)?;
+        s.check_type::<T>()?;
+        Ok(s)
+    }
+}
+
+fn bytes_geometry(capacity: u32, max_message: u32) -> Geometry {
+    Geometry {
+        capacity,
+        max_message,
+        type_size: 0,
+        type_align: 0,
+        type_hash: 0,
+    }
+}
+
+fn typed_geometry<T: Plain>(messages: u32) -> Result<Geometry> {
+    let (size, align, hash) = type_of::<T>();
+    if size == 0 || align > 8 {
+        return Err(Error::InvalidArgument {
+            what: format!(
+                "a channel's message type must be 1 byte or more, aligned to at most 8 ({} is {size} bytes, aligned to {align})",
+                std::any::type_name::<T>()
+            ),
+        });
+    }
+    let frame = u64::from(algo::frame_len(size));
+    let capacity = (frame * u64::from(messages.max(1)))
+        .max(u64::from(algo::MIN_CAPACITY))
+        .next_power_of_two();
+    if capacity > u64::from(algo::MAX_CAPACITY) {
+        return Err(Error::InvalidArgument {
+            what: format!(
+                "{messages} messages of {size} bytes need a ring of {capacity} bytes; the largest is {}",
+                algo::MAX_CAPACITY
+            ),
+        });
+    }
+    Ok(Geometry {
+        capacity: capacity as u32,
+        max_message: size,
+        type_size: size,
+        type_align: align,
+        type_hash: hash,
+    })
+}
+
+/// A handle to a named stream channel. Its roles come from it:
+/// [`sender`](Stream::sender) and [`receiver`](Stream::receiver).
+pub struct Stream {
+    inner: Arc<sys::Channel>,
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("name", self.name())
+            .field("capacity", &self.capacity())
+            .field("max_message", &self.max_message())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    /// How long a waiting side may take to notice that its peer died: it wakes up this
+    /// often to look.
+    pub const LIVENESS_PERIOD: Duration = algo::LIVENESS_PERIOD;
+
+    fn make(opts: &Options, name: &str, g: Geometry, disposition: Disposition) -> Result<Stream> {
+        let name = Name::parse(name)?;
+        g.check().map_err(|what| Error::InvalidArgument { what })?;
+        let copts = opts.create_options()?;
+        let inner = sys::Channel::create(opts.namespace_ref(), &name, copts, disposition, g)?;
+        Ok(Stream {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// [`Options::create_stream`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_stream`].
+    pub fn create(name: &str, capacity: u32, max_message: u32) -> Result<Stream> {
+        Options::new().create_stream(name, capacity, max_message)
+    }
+
+    /// [`Options::open_or_create_stream`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_or_create_stream`].
+    pub fn open_or_create(name: &str, capacity: u32, max_message: u32) -> Result<Stream> {
+        Options::new().open_or_create_stream(name, capacity, max_message)
+    }
+
+    /// [`Options::open_stream`] with the default options.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_stream`].
+    pub fn open(name: &str) -> Result<Stream> {
+        Options::new().open_stream(name)
+    }
+
+    fn check_type<T: Plain>(&self) -> Result<()> {
+        let g = self.inner.geometry();
+        let (size, align, hash) = type_of::<T>();
+        if (g.type_size, g.type_align, g.type_hash) != (size, align, hash) {
+            let found = if g.type_size == 0 {
+                "byte messages".to_string()
+            } else {
+                format!(
+                    "messages of {} bytes, aligned to {}, type hash {:#x}",
+                    g.type_size, g.type_align, g.type_hash
+                )
+            };
+            return Err(Error::Incompatible {
+                name: self.name().to_string(),
+                reason: format!(
+                    "it carries {found}, not {} ({size} bytes, aligned to {align}, type hash {hash:#x})",
+                    std::any::type_name::<T>()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Name {
+        self.inner.name()
+    }
+
+    /// Whether the channel was there already (`ERROR_ALREADY_EXISTS`): `false` if this
+    /// handle created it.
+    pub fn already_existed(&self) -> bool {
+        !self.inner.created()
+    }
+
+    /// Where the channel lives in the file system (Linux).
+    pub fn os_path(&self) -> PathBuf {
+        self.inner.os_path()
+    }
+
+    /// The ring's size in bytes.
+    pub fn capacity(&self) -> u32 {
+        self.inner.geometry().capacity
+    }
+
+    /// The largest message in bytes.
+    pub fn max_message(&self) -> u32 {
+        self.inner.geometry().max_message
+    }
+
+    /// Messages sent and not yet received.
+    pub fn queued(&self) -> u64 {
+        self.inner.ring().queued()
+    }
+
+    /// Whether the channel has a producer now.
+    pub fn producer_state(&self) -> Peer {
+        self.peer(Role::Producer)
+    }
+
+    /// Whether the channel has a consumer now.
+    pub fn consumer_state(&self) -> Peer {
+        self.peer(Role::Consumer)
+    }
+
+    fn peer(&self, role: Role) -> Peer {
+        let ctl = self.inner.ring().ctl;
+        let word = match role {
+            Role::Producer => &ctl.producer,
+            Role::Consumer => &ctl.consumer,
+        };
+        match word.load(Acquire) {
+            CLOSED => Peer::Closed,
+            CONNECTED if self.inner.role_alive(role) => Peer::Connected,
+            CONNECTED => Peer::Died,
+            _ => Peer::Absent,
+        }
+    }
+
+    /// Becomes the channel's producer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while another live handle (in any process) is the producer;
+    /// [`Error::Corrupt`] if the ring's state is impossible.
+    pub fn sender(&self) -> Result<Sender> {
+        let claim = self.inner.claim(Role::Producer)?;
+        let ring = self.inner.ring();
+        let producer = Producer::attach(&ring).map_err(|e| corrupt(&self.inner, e))?;
+        let ctl = ring.ctl;
+        ctl.producer_pid.store(std::process::id(), Relaxed);
+        ctl.producer.store(CONNECTED, Release);
+        Ok(Sender {
+            chan: self.inner.clone(),
+            producer,
+            strategy: WaitStrategy::SpinThenPark,
+            _claim: claim,
+        })
+    }
+
+    /// Becomes the channel's consumer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while another live handle is the consumer; [`Error::Corrupt`].
+    pub fn receiver(&self) -> Result<Receiver> {
+        let claim = self.inner.claim(Role::Consumer)?;
+        let ring = self.inner.ring();
+        let consumer = Consumer::attach(&ring).map_err(|e| corrupt(&self.inner, e))?;
+        let ctl = ring.ctl;
+        ctl.consumer_pid.store(std::process::id(), Relaxed);
+        ctl.consumer.store(CONNECTED, Release);
+        Ok(Receiver {
+            chan: self.inner.clone(),
+            consumer,
+            strategy: WaitStrategy::SpinThenPark,
+            _claim: claim,
+        })
+    }
+}
+
+/// One side of a channel, as the other sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// No one has played the role yet.
+    Absent,
+    /// Someone plays it now.
+    Connected,
+    /// The last one closed its end cleanly.
+    Closed,
+    /// The last one died (a crash, or `kill -9`) without closing its end.
+    Died,
+}
+
+fn corrupt(chan: &sys::Channel, e: algo::RingError) -> Error {
+    let algo::RingError::Corrupt(reason) = e;
+    Error::Corrupt {
+        path: chan.os_path(),
+        reason,
+    }
+}
+
+/// Why a [`Sender::try_send`] did not send; the message comes back.
+#[derive(Debug)]
+pub enum TrySendError<T> {
+    /// The ring has no room for it now.
+    Full(T),
+    /// The consumer is gone and the ring is full: no one will make room.
+    Disconnected(T, Error),
+    /// Any other error (a message too large, a corrupt channel).
+    Failed(Error),
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("the channel is full"),
+            TrySendError::Disconnected(_, e) | TrySendError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<T: fmt::Debug> std::error::Error for TrySendError<T> {}
+
+/// The producer of a stream. Dropping it closes its end cleanly: the consumer receives
+/// what is queued, then [`Error::Disconnected`] with `died: false`.
+pub struct Sender {
+    chan: Arc<sys::Channel>,
+    producer: Producer,
+    strategy: WaitStrategy,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("name", self.chan.name())
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Room for one message in the ring, to be written in place and then sent with
+/// [`Loan::commit`]. Dropped without a commit, nothing is sent.
+pub struct Loan<'a> {
+    sender: &'a mut Sender,
+    reserved: Reserved,
+}
+
+impl fmt::Debug for Loan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Loan").field("len", &self.len()).finish()
+    }
+}
+
+impl Loan<'_> {
+    /// The message's length.
+    pub fn len(&self) -> usize {
+        self.reserved.len as usize
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.reserved.len == 0
+    }
+
+    /// Writes `data` at `offset` in the message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if it does not fit in the loan.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        check_range(offset, data.len(), self.len())?;
+        let ring = self.sender.chan.ring();
+        ring.copy_in(self.reserved.offset + offset as u32, data);
+        Ok(())
+    }
+
+    /// The message's first byte, for writing in place (for instance by a decoder or a
+    /// `read(2)`). It stays valid until the loan is committed or dropped; other processes
+    /// that may open the channel can write these bytes too, so never make a reference to
+    /// them that you rely on.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.sender.chan.ring().at(self.reserved.offset)
+    }
+
+    /// Sends the message.
+    pub fn commit(self) {
+        let ring = self.sender.chan.ring();
+        self.sender.producer.commit(&ring, self.reserved);
+        self.sender.producer.publish(&ring, &sys::PARKER);
+    }
+}
+
+fn check_range(offset: usize, len: usize, size: usize) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(Error::OutOfRange {
+            offset: offset as u64,
+            len: len as u64,
+            size: size as u64,
+        });
+    }
+    Ok(())
+}
+
+impl Sender {
+    /// How a blocking send waits for room.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Name {
+        self.chan.name()
+    }
+
+    /// The largest message in bytes.
+    pub fn max_message(&self) -> usize {
+        self.chan.geometry().max_message as usize
+    }
+
+    fn too_large(&self, len: usize) -> Error {
+        Error::MessageTooLarge {
+            name: self.name().to_string(),
+            len,
+            max: self.max_message(),
+        }
+    }
+
+    /// Why no one will make room, if so: the consumer closed its end, or died.
+    fn consumer_gone(&self) -> Option<Error> {
+        let ctl = self.chan.ring().ctl;
+        let died = match ctl.consumer.load(Acquire) {
+            CLOSED => false,
+            CONNECTED if !self.chan.role_alive(Role::Consumer) => true,
+            _ => return None,
+        };
+        Some(Error::Disconnected {
+            name: self.name().to_string(),
+            peer: "consumer",
+            died,
+        })
+    }
+
+    /// Reserves room for `len` bytes, waiting until `deadline` (`Some(now)`: not at all).
+    fn reserve(&mut self, len: usize, deadline: Option<Instant>) -> Result<Reserved> {
+        if len > self.max_message() {
+            return Err(self.too_large(len));
+        }
+        let chan = self.chan.clone();
+        let ring = chan.ring();
+        loop {
+            match self
+                .producer
+                .try_reserve(&ring, len as u32, &sys::PARKER)
+                .map_err(|e| corrupt(&chan, e))?
+            {
+                Some(r) => return Ok(r),
+                None => {
+                    if let Some(e) = self.consumer_gone() {
+                        return Err(e);
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d)
+                        || !self
+                            .producer
+                            .wait(&ring, self.strategy, &sys::PARKER, deadline)
+                    {
+                        return Err(Error::Timeout {
+                            what: format!("room in the channel {}", self.name()),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_by(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let r = self.reserve(msg.len(), deadline)?;
+        let ring = self.chan.ring();
+        ring.copy_in(r.offset, msg);
+        self.producer.commit(&ring, r);
+        self.producer.publish(&ring, &sys::PARKER);
+        Ok(())
+    }
+
+    /// Sends `msg`, waiting for room as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`]; [`Error::Disconnected`] if the ring is full and the
+    /// consumer closed its end or died; [`Error::Corrupt`].
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_by(msg, None)
+    }
+
+    /// Sends `msg`, waiting for room up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; as for [`Sender::send`].
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.send_by(msg, Instant::now().checked_add(timeout))
+    }
+
+    /// Sends `msg` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] with the message if there is no room;
+    /// [`TrySendError::Disconnected`] if there is none and the consumer is gone.
+    pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
+        match self.send_by(msg, Some(Instant::now())) {
+            Ok(()) => Ok(()),
+            Err(Error::Timeout { .. }) => Err(TrySendError::Full(msg)),
+            Err(e @ Error::Disconnected { .. }) => Err(TrySendError::Disconnected(msg, e)),
+            Err(e) => Err(TrySendError::Failed(e)),
+        }
+    }
+
+    /// Sends a value of a typed channel.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Sender::send`].
+    pub fn send_value<T: Plain>(&mut self, value: &T) -> Result<()> {
+        self.send(bytemuck::bytes_of(value))
+    }
+
+    /// Lends room for a message of `len` bytes, waiting as long as it takes; write it in
+    /// place and [`commit`](Loan::commit) it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Sender::send`].
+    pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
+        let reserved = self.reserve(len, None)?;
+        Ok(Loan {
+            sender: self,
+            reserved,
+        })
+    }
+
+    /// Lends room for a message of `len` bytes if there is room now (`None` if not).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Sender::send`].
+    pub fn try_loan(&mut self, len: usize) -> Result<Option<Loan<'_>>> {
+        match self.reserve(len, Some(Instant::now())) {
+            Ok(reserved) => Ok(Some(Loan {
+                sender: self,
+                reserved,
+            })),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the producer's end (as dropping the sender does).
+    pub fn close(self) {}
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let ring = self.chan.ring();
+        ring.ctl.producer.store(CLOSED, Release);
+        std::sync::atomic::fence(SeqCst);
+        sys::PARKER.unpark(&ring.ctl.tail, u32::MAX);
+    }
+}
+
+/// The consumer of a stream. Dropping it closes its end cleanly.
+pub struct Receiver {
+    chan: Arc<sys::Channel>,
+    consumer: Consumer,
+    strategy: WaitStrategy,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("name", self.chan.name())
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A received message, read in place in the ring. Dropping it gives its room back to the
+/// producer.
+pub struct Message<'a> {
+    receiver: &'a mut Receiver,
+    frame: Frame,
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message").field("len", &self.len()).finish()
+    }
+}
+
+impl Message<'_> {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.frame.len as usize
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.frame.len == 0
+    }
+
+    /// Copies `buf.len()` bytes from `offset` in the message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if they are not inside the message.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        check_range(offset, buf.len(), self.len())?;
+        self.receiver
+            .chan
+            .ring()
+            .copy_out(self.frame.offset + offset as u32, buf);
+        Ok(())
+    }
+
+    /// The message as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        self.receiver
+            .chan
+            .ring()
+            .copy_out(self.frame.offset, &mut v);
+        v
+    }
+
+    /// Appends the message to `buf` (no allocation once `buf` has room).
+    pub fn append_to(&self, buf: &mut Vec<u8>) {
+        let start = buf.len();
+        buf.resize(start + self.len(), 0);
+        self.receiver
+            .chan
+            .ring()
+            .copy_out(self.frame.offset, &mut buf[start..]);
+    }
+
+    /// The message's first byte, for reading in place. It stays valid while the message
+    /// lives; another process that may open the channel could write these bytes, so never
+    /// make a reference to them that you rely on.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.receiver.chan.ring().at(self.frame.offset)
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        let ring = self.receiver.chan.ring();
+        self.receiver.consumer.consume(self.frame);
+        self.receiver.consumer.release(&ring, &sys::PARKER);
+    }
+}
+
+impl Receiver {
+    /// How a blocking receive waits for a message.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Name {
+        self.chan.name()
+    }
+
+    /// Why no more messages will come, if so: the producer closed its end, or died.
+    fn producer_gone(&self) -> Option<Error> {
+        let ctl = self.chan.ring().ctl;
+        let died = match ctl.producer.load(Acquire) {
+            CLOSED => false,
+            CONNECTED if !self.chan.role_alive(Role::Producer) => true,
+            _ => return None,
+        };
+        Some(Error::Disconnected {
+            name: self.name().to_string(),
+            peer: "producer",
+            died,
+        })
+    }
+
+    /// The next frame, waiting until `deadline` (`Some(now)`: not at all).
+    fn next(&mut self, deadline: Option<Instant>) -> Result<Frame> {
+        let chan = self.chan.clone();
+        let ring: Ring<'_> = chan.ring();
+        loop {
+            if let Some(f) = self
+                .consumer
+                .try_peek(&ring)
+                .map_err(|e| corrupt(&chan, e))?
+            {
+                return Ok(f);
+            }
+            if let Some(e) = self.producer_gone() {
+                // It may have sent more before it went: look once more.
+                if let Some(f) = self
+                    .consumer
+                    .try_peek(&ring)
+                    .map_err(|e| corrupt(&chan, e))?
+                {
+                    return Ok(f);
+                }
+                return Err(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d)
+                || !self
+                    .consumer
+                    .wait(&ring, self.strategy, &sys::PARKER, deadline)
+            {
+                return Err(Error::Timeout {
+                    what: format!("a message on the channel {}", self.name()),
+                });
+            }
+        }
+    }
+
+    /// Receives the next message, waiting as long as it takes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] once the producer has closed its end (or died) and every
+    /// message it sent has been received; [`Error::Corrupt`].
+    pub fn recv(&mut self) -> Result<Message<'_>> {
+        let frame = self.next(None)?;
+        Ok(Message {
+            receiver: self,
+            frame,
+        })
+    }
+
+    /// Receives the next message, waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; as for [`Receiver::recv`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>> {
+        let frame = self.next(Instant::now().checked_add(timeout))?;
+        Ok(Message {
+            receiver: self,
+            frame,
+        })
+    }
+
+    /// Receives the next message if there is one (`None` if the ring is empty).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Receiver::recv`].
+    pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
+        match self.next(Some(Instant::now())) {
+            Ok(frame) => Ok(Some(Message {
+                receiver: self,
+                frame,
+            })),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives a value of a typed channel.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] if the message is not the size of `T`; as for
+    /// [`Receiver::recv`].
+    pub fn recv_value<T: Plain>(&mut self) -> Result<T> {
+        let name = self.name().to_string();
+        let m = self.recv()?;
+        let mut value = T::zeroed();
+        let bytes = bytemuck::bytes_of_mut(&mut value);
+        if m.len() != bytes.len() {
+            return Err(Error::Incompatible {
+                name,
+                reason: format!(
+                    "a message of {} bytes came where a {} of {} bytes was expected",
+                    m.len(),
+                    std::any::type_name::<T>(),
+                    bytes.len()
+                ),
+            });
+        }
+        m.read_at(0, bytes)?;
+        Ok(value)
+    }
+
+    /// Closes the consumer's end (as dropping the receiver does).
+    pub fn close(self) {}
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let ring = self.chan.ring();
+        ring.ctl.consumer.store(CLOSED, Release);
+        std::sync::atomic::fence(SeqCst);
+        sys::PARKER.unpark(&ring.ctl.head, u32::MAX);
+    }
+}

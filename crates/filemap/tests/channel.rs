@@ -1,0 +1,481 @@
+//! Stream channels between processes: integrity over millions of messages, producers and
+//! consumers killed mid-stream, roles, kinds and bad input. Children are this test binary,
+//! re-run in a role (see `child`).
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use common::{
+    kill_hard, opts, read_line_within, report, role, spawn_role, watchdog, Reap, TestRoot,
+};
+use filemap::{Error, Kind, Peer, Stream};
+
+const LINE: Duration = Duration::from_secs(30);
+const ENTRY: &str = "child";
+
+/// Message `i`: 8 bytes of `i`, then up to 200 bytes that depend on `i`.
+fn message(i: u64, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&i.to_le_bytes());
+    let extra = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % 201;
+    out.extend((0..extra).map(|j| (i as usize * 31 + j) as u8));
+}
+
+/// Checks that `got` is a whole message, and returns its number.
+fn check(got: &[u8]) -> u64 {
+    assert!(got.len() >= 8, "a message of {} bytes", got.len());
+    let i = u64::from_le_bytes(got[..8].try_into().unwrap());
+    let mut want = Vec::new();
+    message(i, &mut want);
+    assert_eq!(got, &want[..], "message {i} is torn or wrong");
+    i
+}
+
+#[test]
+fn child() {
+    let Some((role, args)) = role() else { return };
+    let name = &args[0];
+    match role.as_str() {
+        // Send messages `from..to` (to = u64::MAX: until killed), then close.
+        "produce" => {
+            let from: u64 = args[1].parse().unwrap();
+            let to: u64 = args[2].parse().unwrap();
+            let s = opts().open_stream(name).unwrap();
+            let mut tx = s.sender().unwrap();
+            report("ready");
+            let mut buf = Vec::new();
+            for i in from..to {
+                message(i, &mut buf);
+                tx.send(&buf).unwrap();
+            }
+            report("done");
+        }
+        // Receive and check messages until killed or the producer closes; report each
+        // thousandth.
+        "consume" => {
+            let s = opts().open_stream(name).unwrap();
+            let mut rx = s.receiver().unwrap();
+            report("ready");
+            let mut n = 0u64;
+            let mut buf = Vec::new();
+            loop {
+                match rx.recv() {
+                    Ok(m) => {
+                        buf.clear();
+                        m.append_to(&mut buf);
+                    }
+                    Err(Error::Disconnected { .. }) => break,
+                    Err(e) => panic!("{e}"),
+                }
+                check(&buf);
+                n += 1;
+                if n % 1000 == 0 {
+                    report(n);
+                }
+            }
+            report("eof");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn recv_vec(rx: &mut filemap::Receiver, timeout: Duration) -> filemap::Result<Vec<u8>> {
+    rx.recv_timeout(timeout).map(|m| m.to_vec())
+}
+
+#[test]
+fn two_million_messages_arrive_whole_and_in_order() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("ch-order");
+    let name = root.name("Local\\order");
+    let s = root.opts().create_stream(&name, 1 << 16, 512).unwrap();
+    let mut rx = s.receiver().unwrap();
+    let n: u64 = 2_000_000;
+    let mut kid = Reap(spawn_role(
+        ENTRY,
+        "produce",
+        &root.path,
+        &[&name, "0", &n.to_string()],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    let mut sum = 0u64;
+    let mut expect = Vec::new();
+    for i in 0..n {
+        let m = rx.recv_timeout(LINE).unwrap();
+        let mut got = vec![0; m.len()];
+        m.read_at(0, &mut got).unwrap();
+        drop(m);
+        message(i, &mut expect);
+        assert_eq!(got, expect, "message {i}");
+        sum = sum.wrapping_add(got.iter().map(|&b| u64::from(b)).sum::<u64>());
+    }
+    assert!(sum > 0);
+    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+    // The producer closed cleanly: the end of the stream, not a crash.
+    match rx.recv_timeout(LINE) {
+        Err(Error::Disconnected {
+            peer: "producer",
+            died: false,
+            ..
+        }) => {}
+        other => panic!("expected a clean disconnect, got {other:?}"),
+    }
+    assert_eq!(s.queued(), 0);
+    kid.0.wait().unwrap();
+}
+
+#[test]
+fn a_killed_producer_never_tears_a_message_and_is_replaced() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("ch-kill-tx");
+    let name = root.name("Local\\killtx");
+    let s = root.opts().create_stream(&name, 1 << 12, 256).unwrap();
+    let mut rx = s.receiver().unwrap();
+    let mut next = 0u64;
+    for round in 0..5u64 {
+        let start = round * 1_000_000_000;
+        let mut kid = Reap(spawn_role(
+            ENTRY,
+            "produce",
+            &root.path,
+            &[&name, &start.to_string(), &u64::MAX.to_string()],
+        ));
+        assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+        next = next.max(start);
+        // Take some, kill it mid-stream (it is blocked in a send, or writing a message).
+        for _ in 0..(1000 + round * 3000) {
+            let got = recv_vec(&mut rx, LINE).unwrap();
+            assert_eq!(check(&got), next, "order");
+            next += 1;
+        }
+        kill_hard(&mut kid);
+        // What it published comes whole; then the death, within the liveness period.
+        let killed = Instant::now();
+        loop {
+            match recv_vec(&mut rx, LINE) {
+                Ok(got) => {
+                    assert_eq!(check(&got), next, "order");
+                    next += 1;
+                }
+                Err(Error::Disconnected {
+                    peer: "producer",
+                    died: true,
+                    ..
+                }) => break,
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        assert!(
+            killed.elapsed() < Stream::LIVENESS_PERIOD + Duration::from_secs(5),
+            "the death took {:?} to notice",
+            killed.elapsed()
+        );
+        assert_eq!(s.producer_state(), Peer::Died);
+    }
+}
+
+#[test]
+fn a_killed_consumer_never_wedges_the_producer_and_is_replaced() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("ch-kill-rx");
+    let name = root.name("Local\\killrx");
+    let s = root.opts().create_stream(&name, 1 << 12, 256).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut buf = Vec::new();
+    let mut i = 0u64;
+    for round in 0..5 {
+        let mut kid = Reap(spawn_role(ENTRY, "consume", &root.path, &[&name]));
+        assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+        // Feed it until it has checked a thousand, then kill it while it reads.
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|sc| {
+            let feeder = sc.spawn(|| {
+                while !stop.load(SeqCst) {
+                    message(i, &mut buf);
+                    match tx.send_timeout(&buf, Duration::from_millis(1)) {
+                        Ok(()) => i += 1,
+                        Err(Error::Timeout { .. }) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            });
+            let line = read_line_within(&mut kid.0, LINE);
+            assert!(line.parse::<u64>().is_ok(), "round {round}: {line}");
+            stop.store(true, SeqCst);
+            feeder.join().unwrap();
+        });
+        kill_hard(&mut kid);
+        // The ring fills; then the producer hears of the death instead of waiting forever.
+        let killed = Instant::now();
+        let err = loop {
+            message(i, &mut buf);
+            match tx.send_timeout(&buf, LINE) {
+                Ok(()) => i += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(
+                err,
+                Error::Disconnected {
+                    peer: "consumer",
+                    died: true,
+                    ..
+                }
+            ),
+            "round {round}: {err}"
+        );
+        assert!(killed.elapsed() < Stream::LIVENESS_PERIOD + Duration::from_secs(5));
+        assert_eq!(s.consumer_state(), Peer::Died);
+    }
+    // A last consumer takes everything that is queued, whole (the one a killed consumer
+    // was reading comes again), and sees the clean end.
+    let mut kid = Reap(spawn_role(ENTRY, "consume", &root.path, &[&name]));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    drop(tx);
+    let mut last = String::new();
+    while last != "eof" {
+        last = read_line_within(&mut kid.0, LINE);
+        assert!(last == "eof" || last.parse::<u64>().is_ok(), "{last}");
+    }
+    kid.0.wait().unwrap();
+}
+
+#[test]
+fn roles_are_exclusive_while_their_player_lives() {
+    let root = TestRoot::new("ch-roles");
+    let name = root.name("Local\\roles");
+    let a = root.opts().create_stream(&name, 4096, 100).unwrap();
+    let b = root.opts().open_stream(&name).unwrap();
+    assert!(b.already_existed() && !a.already_existed());
+    assert_eq!(a.producer_state(), Peer::Absent);
+    let tx = a.sender().unwrap();
+    assert_eq!(b.producer_state(), Peer::Connected);
+    // The same handle, another handle, or another process: busy.
+    assert!(matches!(
+        a.sender(),
+        Err(Error::Busy {
+            role: "producer",
+            ..
+        })
+    ));
+    assert!(matches!(b.sender(), Err(Error::Busy { .. })));
+    let rx = b.receiver().unwrap();
+    assert!(matches!(
+        a.receiver(),
+        Err(Error::Busy {
+            role: "consumer",
+            ..
+        })
+    ));
+    drop(tx);
+    assert_eq!(b.producer_state(), Peer::Closed);
+    let _tx = b.sender().unwrap();
+    drop(rx);
+    assert_eq!(a.consumer_state(), Peer::Closed);
+    // The channel goes with its last handle, roles or not.
+    drop((a, b, _tx));
+    assert!(matches!(
+        root.opts().open_stream(&name),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
+}
+
+#[test]
+fn loans_and_in_place_reads() {
+    let root = TestRoot::new("ch-loan");
+    let name = root.name("Local\\loan");
+    let s = root.opts().create_stream(&name, 256, 64).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let mut loan = tx.loan(11).unwrap();
+    loan.write_at(0, b"hello").unwrap();
+    loan.write_at(5, b" world").unwrap();
+    assert!(matches!(
+        loan.write_at(10, b"xx"),
+        Err(Error::OutOfRange { .. })
+    ));
+    loan.commit();
+    // A loan dropped without a commit sends nothing.
+    tx.loan(3).unwrap().write_at(0, b"no!").unwrap();
+    assert_eq!(s.queued(), 1);
+    {
+        let m = rx.try_recv().unwrap().unwrap();
+        assert_eq!(m.len(), 11);
+        let mut w = [0u8; 5];
+        m.read_at(6, &mut w).unwrap();
+        assert_eq!(&w, b"world");
+        assert!(matches!(
+            m.read_at(7, &mut w),
+            Err(Error::OutOfRange { .. })
+        ));
+    }
+    assert!(rx.try_recv().unwrap().is_none());
+    // Full: try_send gives the message back.
+    let big = [7u8; 64];
+    let mut sent = 0;
+    let back = loop {
+        match tx.try_send(&big) {
+            Ok(()) => sent += 1,
+            Err(filemap::TrySendError::Full(m)) => break m,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(back, &big[..]);
+    assert!(sent >= 2, "{sent}");
+    assert!(matches!(
+        tx.send(&[0u8; 65]),
+        Err(Error::MessageTooLarge {
+            len: 65,
+            max: 64,
+            ..
+        })
+    ));
+    let t = Instant::now();
+    assert!(matches!(
+        tx.send_timeout(&big, Duration::from_millis(100)),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+struct Pose {
+    x: f64,
+    y: f64,
+    seq: u64,
+}
+
+// SAFETY: `repr(C)`, three 8-byte fields with no padding, and every bit pattern of each is
+// valid (what `#[derive(Pod, Zeroable)]` would check).
+#[allow(unsafe_code)]
+unsafe impl bytemuck::Zeroable for Pose {}
+// SAFETY: as above.
+#[allow(unsafe_code)]
+unsafe impl bytemuck::Pod for Pose {}
+
+#[test]
+fn typed_streams_check_their_type() {
+    let root = TestRoot::new("ch-typed");
+    let name = root.name("Local\\typed");
+    let s = root.opts().create_stream_of::<Pose>(&name, 100).unwrap();
+    assert_eq!(s.max_message(), 24);
+    assert!(s.capacity() >= 100 * 32);
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let p = Pose {
+        x: 1.5,
+        y: -2.0,
+        seq: 7,
+    };
+    tx.send_value(&p).unwrap();
+    assert_eq!(rx.recv_value::<Pose>().unwrap(), p);
+    assert!(root.opts().open_stream_of::<Pose>(&name).is_ok());
+    assert!(matches!(
+        root.opts().open_stream_of::<[u64; 3]>(&name),
+        Err(Error::Incompatible { .. })
+    ));
+    let bytes = root.name("Local\\bytes");
+    let _b = root.opts().create_stream(&bytes, 4096, 100).unwrap();
+    assert!(matches!(
+        root.opts().open_stream_of::<Pose>(&bytes),
+        Err(Error::Incompatible { .. })
+    ));
+}
+
+#[test]
+fn bad_input_and_other_kinds() {
+    let root = TestRoot::new("ch-bad");
+    let o = root.opts();
+    let name = root.name("Local\\bad");
+    for (cap, max) in [(1000, 10), (32, 8), (4096, 0), (4096, 4089), (1 << 31, 10)] {
+        assert!(
+            matches!(
+                o.create_stream(&name, cap, max),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{cap} {max}"
+        );
+    }
+    assert!(matches!(
+        o.create_stream("Local\\a\\b", 4096, 10),
+        Err(Error::InvalidName { .. })
+    ));
+    // One namespace for every kind.
+    let m = o.create_mutex(&name).unwrap();
+    assert!(matches!(
+        o.create_stream(&name, 4096, 10),
+        Err(Error::KindMismatch { .. })
+    ));
+    assert!(matches!(
+        o.open_stream(&name),
+        Err(Error::KindMismatch { .. })
+    ));
+    drop(m);
+    let s = o.create_stream(&name, 4096, 10).unwrap();
+    assert!(matches!(
+        o.open(&name, filemap::Access::Read),
+        Err(Error::KindMismatch {
+            found: Kind::Stream,
+            ..
+        })
+    ));
+    assert!(matches!(
+        o.create_stream(&name, 4096, 10),
+        Err(Error::AlreadyExists { .. })
+    ));
+    // An existing stream keeps its geometry.
+    let again = o.open_or_create_stream(&name, 1 << 20, 1000).unwrap();
+    assert!(again.already_existed());
+    assert_eq!((again.capacity(), again.max_message()), (4096, 10));
+    drop((s, again));
+    assert!(root.local_files().is_empty());
+}
+
+#[test]
+fn a_corrupt_control_page_is_an_error() {
+    let root = TestRoot::new("ch-corrupt");
+    let name = root.name("Local\\corrupt");
+    let s = root.opts().create_stream(&name, 4096, 100).unwrap();
+    let path = s.os_path();
+    let original = std::fs::read(&path).unwrap();
+    // Every field of the header in turn, and random bytes.
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    for round in 0..200 {
+        let mut bytes = original.clone();
+        if round < 40 {
+            bytes[round] ^= 0xff;
+        } else {
+            for b in bytes.iter_mut().take(40) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        match root.opts().open_stream(&name) {
+            Err(Error::Corrupt { .. }) => {}
+            // Some bytes are free (padding) or do not matter: the stream still works.
+            Ok(t) => {
+                if let Ok(mut tx) = t.sender() {
+                    let _ = tx.try_send(b"x");
+                }
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        }
+    }
+    std::fs::write(&path, &original).unwrap();
+    // Positions that no ring can have: refused at the role, not a crash.
+    let mut bytes = original.clone();
+    bytes[128..132].copy_from_slice(&12_345_677u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let t = root.opts().open_stream(&name).unwrap();
+    assert!(matches!(t.sender(), Err(Error::Corrupt { .. })));
+    assert!(matches!(t.receiver(), Err(Error::Corrupt { .. })));
+}
