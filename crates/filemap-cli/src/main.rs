@@ -20,6 +20,7 @@ macro_rules! errln {
 }
 
 mod admin;
+mod bench;
 mod channel;
 mod sample;
 mod sync;
@@ -85,6 +86,11 @@ enum Command {
     Send(channel::SendArgs),
     /// Receive messages from a stream channel and write their bytes to standard output.
     Recv(channel::RecvArgs),
+    /// Measure channels against raw atomics, futexes, pipes and Unix sockets (Linux).
+    Bench(bench::BenchArgs),
+    /// A process of `filemap bench` (internal).
+    #[command(hide = true)]
+    BenchChild(bench::ChildArgs),
 }
 
 /// Text encodings for messages.
@@ -286,6 +292,11 @@ fn main() -> ExitCode {
         Command::Lock(a) => sync::lock(&ns, a),
         Command::Send(a) => channel::send(&ns, a),
         Command::Recv(a) => channel::recv(&ns, a),
+        Command::Bench(a) => bench::bench(a),
+        Command::BenchChild(a) => match &cli.root {
+            Some(root) => bench::child(root, a),
+            None => Err("bench-child needs --root".to_owned().into()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

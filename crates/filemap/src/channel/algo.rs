@@ -24,25 +24,27 @@
 //! - The consumer frees frames by storing `head` with `Release`, after its last read of
 //!   them; the producer loads `head` with `Acquire` before it writes over them, so the
 //!   consumer's reads happen before the producer's writes.
-//! - No lost wake-ups: a side about to sleep stores its `*_waiting` flag, issues a `SeqCst`
-//!   fence, and loads the other side's position again; a side that moves its position
-//!   stores it, issues a `SeqCst` fence, and loads the flag. The two fences order the two
-//!   pairs, so at least one side sees the other's store: either the sleeper sees the new
-//!   position and does not sleep, or the mover sees the flag and wakes it. The futex's own
-//!   compare makes the last check and the sleep atomic.
+//! - No lost wake-ups: a side about to sleep stores its `*_waiting` flag, fences
+//!   ([`Parker::fence_slow`]), and loads the other side's position again; a side that moves
+//!   its position stores it, fences ([`Parker::fence_fast`]), and loads the flag. The two
+//!   fences order the two pairs, so at least one side sees the other's store: either the
+//!   sleeper sees the new position and does not sleep, or the mover sees the flag and
+//!   wakes it. The futex's own compare makes the last check and the sleep atomic. Both
+//!   fences are `SeqCst` fences, except on Linux where the slow one may be a
+//!   `membarrier` that lets the fast one be a compiler fence (`sys/linux/futex.rs`).
 //!
 //! # What another process can do to us
 //!
 //! Everything in the control page and the ring may be written at any time by any process
 //! that may open the channel. The geometry (`capacity`, `max_message`) is read once at open
 //! and validated; the positions and frame headers are validated on every use, and a bad
-//! one is [`Corrupt`](RingError::Corrupt), never an out-of-bounds access.
+//! one is a [`RingError`], never an out-of-bounds access.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{
-    fence, AtomicU32, AtomicU64,
-    Ordering::{Acquire, Relaxed, Release, SeqCst},
+    AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
 };
 use std::time::{Duration, Instant};
 
@@ -238,11 +240,43 @@ impl Geometry {
     }
 }
 
-/// What can go wrong in the ring itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What can go wrong in the ring itself: shared state that no correct peer could have
+/// written. Small and `Copy`, so that the hot paths' results stay in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RingError {
-    /// The shared state is impossible (another process wrote nonsense).
-    Corrupt(String),
+    /// A skip frame claims more than what is published.
+    SkipPastData,
+    /// A frame is larger than the channel's largest message.
+    FrameTooLarge { len: u32, max: u32 },
+    /// A frame runs past the ring's end or the published data.
+    FramePastEnd { len: u32 },
+    /// `head` and `tail` cannot both be true.
+    Positions { head: u32, tail: u32, capacity: u32 },
+}
+
+impl std::fmt::Display for RingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the channel's ring is corrupt: ")?;
+        match *self {
+            RingError::SkipPastData => f.write_str("a skip frame runs past the published data"),
+            RingError::FrameTooLarge { len, max } => write!(
+                f,
+                "a frame of {len} bytes, above the channel's largest message ({max})"
+            ),
+            RingError::FramePastEnd { len } => write!(
+                f,
+                "a frame of {len} bytes runs past the ring's end or the published data"
+            ),
+            RingError::Positions {
+                head,
+                tail,
+                capacity,
+            } => write!(
+                f,
+                "head {head} and tail {tail} are not positions of a ring of {capacity} bytes"
+            ),
+        }
+    }
 }
 
 /// The bytes a frame with `len` bytes of payload takes.
@@ -421,6 +455,7 @@ impl Producer {
     /// Reserves room for a message of `len` bytes (at most `max_message`, checked by the
     /// caller), without waiting. `None`: the ring is full for now. A skip frame it needs
     /// is written and published on the way.
+    #[inline]
     pub(crate) fn try_reserve(
         &mut self,
         ring: &Ring<'_>,
@@ -483,9 +518,9 @@ impl Producer {
         // Release: the frames' bytes and headers happen before the consumer's Acquire load
         // of `tail`.
         ctl.tail.store(self.tail, Release);
-        // SeqCst fence, paired with the consumer's in `Consumer::wait` (see the module
+        // The fast side of the Dekker pair with the consumer's `park_on` (see the module
         // documentation): either it sees our `tail`, or we see its flag.
-        fence(SeqCst);
+        parker.fence_fast();
         if ctl.rx_waiting.load(Relaxed) != 0 {
             parker.unpark(&ctl.tail, u32::MAX);
         }
@@ -524,11 +559,17 @@ impl Producer {
     }
 }
 
-/// The consumer's private half: its copy of `head` (it is the only writer) and its last
-/// look at `tail`.
+/// Frames a consumer reads before it gives their room back, at most (see
+/// [`Consumer::should_release`]). A consumer that dies leaves the frames it read since its
+/// last release to the next consumer, which reads them again.
+pub(crate) const RELEASE_BATCH: u64 = 32;
+
+/// The consumer's private half: its copy of `head` (it is the only writer), the `head` it
+/// last published, and its last look at `tail`.
 #[derive(Debug)]
 pub(crate) struct Consumer {
     head: u32,
+    released: u32,
     tail: u32,
     /// Frames read since the last release.
     unreleased: u64,
@@ -551,6 +592,7 @@ impl Consumer {
         check_positions(ring, head, tail)?;
         Ok(Consumer {
             head,
+            released: head,
             tail,
             unreleased: 0,
             spin: Spin::new(),
@@ -559,6 +601,7 @@ impl Consumer {
 
     /// The next message, without waiting; `None` if the ring is empty for now. Skip frames
     /// are passed over.
+    #[inline]
     pub(crate) fn try_peek(&mut self, ring: &Ring<'_>) -> Result<Option<Frame>, RingError> {
         let cap = ring.geometry.capacity;
         loop {
@@ -577,22 +620,20 @@ impl Consumer {
             let len = ring.header(off).load(Relaxed);
             if len == SKIP {
                 if to_end > used {
-                    return Err(corrupt("a skip frame runs past the published data"));
+                    return Err(RingError::SkipPastData);
                 }
                 self.head = self.head.wrapping_add(to_end);
                 continue;
             }
             if len > ring.geometry.max_message {
-                return Err(corrupt(&format!(
-                    "a frame of {len} bytes, above the channel's largest message ({})",
-                    ring.geometry.max_message
-                )));
+                return Err(RingError::FrameTooLarge {
+                    len,
+                    max: ring.geometry.max_message,
+                });
             }
             let flen = frame_len(len);
             if flen > to_end || flen > used {
-                return Err(corrupt(&format!(
-                    "a frame of {len} bytes runs past the ring's end or the published data"
-                )));
+                return Err(RingError::FramePastEnd { len });
             }
             return Ok(Some(Frame {
                 offset: off + FRAME_HEADER,
@@ -609,6 +650,14 @@ impl Consumer {
         self.unreleased += 1;
     }
 
+    /// Whether enough is consumed to give it back now: [`RELEASE_BATCH`] frames, or a
+    /// quarter of the ring.
+    #[inline]
+    pub(crate) fn should_release(&self, ring: &Ring<'_>) -> bool {
+        self.unreleased >= RELEASE_BATCH
+            || self.head.wrapping_sub(self.released) >= ring.geometry.capacity / 4
+    }
+
     /// Gives every consumed frame back to the producer, and wakes it if it may sleep.
     #[inline]
     pub(crate) fn release(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
@@ -620,10 +669,14 @@ impl Consumer {
             );
             self.unreleased = 0;
         }
+        if self.released == self.head {
+            return;
+        }
+        self.released = self.head;
         // Release: our reads of the frames happen before the producer's writes over them.
         ctl.head.store(self.head, Release);
-        // Paired with the producer's fence in `Producer::wait`.
-        fence(SeqCst);
+        // The fast side of the Dekker pair with the producer's `park_on`.
+        parker.fence_fast();
         if ctl.tx_waiting.load(Relaxed) != 0 {
             parker.unpark(&ctl.head, u32::MAX);
         }
@@ -672,8 +725,8 @@ fn park_on(
     deadline: Option<Instant>,
 ) -> bool {
     flag.store(1, Relaxed);
-    // SeqCst fence, paired with the other side's after it moves `word`.
-    fence(SeqCst);
+    // The slow side of the Dekker pair with the other side's `publish` or `release`.
+    parker.fence_slow();
     let mut timed_out = false;
     if word.load(Relaxed) == seen {
         let period = Instant::now() + LIVENESS_PERIOD;
@@ -689,19 +742,17 @@ fn park_on(
     !timed_out
 }
 
-fn corrupt(what: &str) -> RingError {
-    RingError::Corrupt(format!("the channel's ring is corrupt: {what}"))
-}
-
 /// Checks that `head` and `tail` can be true of a ring: at most `capacity` apart, and
 /// multiples of 8.
+#[inline]
 fn check_positions(ring: &Ring<'_>, head: u32, tail: u32) -> Result<(), RingError> {
     let used = tail.wrapping_sub(head);
     if used > ring.geometry.capacity || head % 8 != 0 || tail % 8 != 0 {
-        return Err(corrupt(&format!(
-            "head {head} and tail {tail} are not positions of a ring of {} bytes",
-            ring.geometry.capacity
-        )));
+        return Err(RingError::Positions {
+            head,
+            tail,
+            capacity: ring.geometry.capacity,
+        });
     }
     Ok(())
 }
@@ -709,6 +760,7 @@ fn check_positions(ring: &Ring<'_>, head: u32, tail: u32) -> Result<(), RingErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
     use std::sync::Arc;
 
     /// Parks by yielding, so that Miri (which has no futexes) can run the waits.
@@ -895,10 +947,16 @@ mod tests {
         let mut c = Consumer::attach(&ring).unwrap();
         // A frame header claiming more than the largest message.
         ring.header(0).store(1000, Relaxed);
-        assert!(matches!(c.try_peek(&ring), Err(RingError::Corrupt(_))));
+        assert!(matches!(
+            c.try_peek(&ring),
+            Err(RingError::FrameTooLarge { len: 1000, max: 32 })
+        ));
         // A length within the limit but past the published data.
         ring.header(0).store(32, Relaxed);
-        assert!(matches!(c.try_peek(&ring), Err(RingError::Corrupt(_))));
+        assert!(matches!(
+            c.try_peek(&ring),
+            Err(RingError::FramePastEnd { len: 32 })
+        ));
         // Positions that no ring can have.
         heap.ctl.tail.store(1_000_000, Relaxed);
         assert!(Consumer::attach(&ring).is_err());

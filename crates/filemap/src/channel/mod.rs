@@ -217,9 +217,10 @@ impl fmt::Debug for Stream {
 }
 
 impl Stream {
-    /// How long a waiting side may take to notice that its peer died: it wakes up this
-    /// often to look.
-    pub const LIVENESS_PERIOD: Duration = algo::LIVENESS_PERIOD;
+    /// How long a waiting side may take to notice that its peer died, at most: a sleeping
+    /// side wakes up by itself every 50 ms, and a side that polls asks the kernel every
+    /// 10 ms.
+    pub const LIVENESS_PERIOD: Duration = algo::LIVENESS_PERIOD.saturating_add(CHECK_EVERY);
 
     fn make(opts: &Options, name: &str, g: Geometry, disposition: Disposition) -> Result<Stream> {
         let name = Name::parse(name)?;
@@ -352,6 +353,7 @@ impl Stream {
         Ok(Sender {
             chan: self.inner.clone(),
             producer,
+            liveness: Liveness::default(),
             strategy: WaitStrategy::SpinThenPark,
             _claim: claim,
         })
@@ -372,6 +374,7 @@ impl Stream {
         Ok(Receiver {
             chan: self.inner.clone(),
             consumer,
+            liveness: Liveness::default(),
             strategy: WaitStrategy::SpinThenPark,
             _claim: claim,
         })
@@ -391,11 +394,11 @@ pub enum Peer {
     Died,
 }
 
+#[cold]
 fn corrupt(chan: &sys::Channel, e: algo::RingError) -> Error {
-    let algo::RingError::Corrupt(reason) = e;
     Error::Corrupt {
         path: chan.os_path(),
-        reason,
+        reason: e.to_string(),
     }
 }
 
@@ -426,6 +429,7 @@ impl<T: fmt::Debug> std::error::Error for TrySendError<T> {}
 pub struct Sender {
     chan: Arc<sys::Channel>,
     producer: Producer,
+    liveness: Liveness,
     strategy: WaitStrategy,
     _claim: sys::Claim,
 }
@@ -518,68 +522,67 @@ impl Sender {
         self.chan.geometry().max_message as usize
     }
 
-    fn too_large(&self, len: usize) -> Error {
-        Error::MessageTooLarge {
-            name: self.name().to_string(),
-            len,
-            max: self.max_message(),
-        }
-    }
-
-    /// Why no one will make room, if so: the consumer closed its end, or died.
-    fn consumer_gone(&self) -> Option<Error> {
-        let ctl = self.chan.ring().ctl;
-        let died = match ctl.consumer.load(Acquire) {
-            CLOSED => false,
-            CONNECTED if !self.chan.role_alive(Role::Consumer) => true,
-            _ => return None,
-        };
-        Some(Error::Disconnected {
-            name: self.name().to_string(),
-            peer: "consumer",
-            died,
-        })
-    }
-
-    /// Reserves room for `len` bytes, waiting until `deadline` (`Some(now)`: not at all).
-    fn reserve(&mut self, len: usize, deadline: Option<Instant>) -> Result<Reserved> {
-        if len > self.max_message() {
-            return Err(self.too_large(len));
-        }
-        let chan = self.chan.clone();
-        let ring = chan.ring();
-        loop {
-            match self
-                .producer
-                .try_reserve(&ring, len as u32, &sys::PARKER)
-                .map_err(|e| corrupt(&chan, e))?
-            {
-                Some(r) => return Ok(r),
-                None => {
-                    if let Some(e) = self.consumer_gone() {
-                        return Err(e);
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d)
-                        || !self
-                            .producer
-                            .wait(&ring, self.strategy, &sys::PARKER, deadline)
-                    {
-                        return Err(Error::Timeout {
-                            what: format!("room in the channel {}", self.name()),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
     fn send_by(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let r = self.reserve(msg.len(), deadline)?;
-        let ring = self.chan.ring();
+        let chan = &*self.chan;
+        let r = reserve(
+            chan,
+            &mut self.producer,
+            &mut self.liveness,
+            self.strategy,
+            msg.len(),
+            deadline,
+        )?;
+        let ring = chan.ring();
         ring.copy_in(r.offset, msg);
         self.producer.commit(&ring, r);
         self.producer.publish(&ring, &sys::PARKER);
         Ok(())
+    }
+
+    /// Sends every message of `msgs` in order, making them visible to the consumer in
+    /// batches (one release store and wake-up check per batch, not per message), waiting
+    /// for room as long as it takes. Returns how many were sent.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Sender::send`]; the messages before the failing one are sent.
+    pub fn send_all<'m>(&mut self, msgs: impl IntoIterator<Item = &'m [u8]>) -> Result<usize> {
+        let chan = &*self.chan;
+        let ring = chan.ring();
+        let max = chan.geometry().max_message as usize;
+        let mut n = 0;
+        let result = (|| {
+            for msg in msgs {
+                if msg.len() > max {
+                    return Err(too_large(chan, msg.len()));
+                }
+                let r = match self
+                    .producer
+                    .try_reserve(&ring, msg.len() as u32, &sys::PARKER)
+                    .map_err(|e| corrupt(chan, e))?
+                {
+                    Some(r) => r,
+                    None => {
+                        // Full: let the consumer have what we have, then wait.
+                        self.producer.publish(&ring, &sys::PARKER);
+                        reserve(
+                            chan,
+                            &mut self.producer,
+                            &mut self.liveness,
+                            self.strategy,
+                            msg.len(),
+                            None,
+                        )?
+                    }
+                };
+                ring.copy_in(r.offset, msg);
+                self.producer.commit(&ring, r);
+                n += 1;
+            }
+            Ok(())
+        })();
+        self.producer.publish(&ring, &sys::PARKER);
+        result.map(|()| n)
     }
 
     /// Sends `msg`, waiting for room as long as it takes.
@@ -632,7 +635,14 @@ impl Sender {
     ///
     /// As for [`Sender::send`].
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
-        let reserved = self.reserve(len, None)?;
+        let reserved = reserve(
+            &self.chan,
+            &mut self.producer,
+            &mut self.liveness,
+            self.strategy,
+            len,
+            None,
+        )?;
         Ok(Loan {
             sender: self,
             reserved,
@@ -645,7 +655,15 @@ impl Sender {
     ///
     /// As for [`Sender::send`].
     pub fn try_loan(&mut self, len: usize) -> Result<Option<Loan<'_>>> {
-        match self.reserve(len, Some(Instant::now())) {
+        let now = Some(Instant::now());
+        match reserve(
+            &self.chan,
+            &mut self.producer,
+            &mut self.liveness,
+            self.strategy,
+            len,
+            now,
+        ) {
             Ok(reserved) => Ok(Some(Loan {
                 sender: self,
                 reserved,
@@ -657,6 +675,90 @@ impl Sender {
 
     /// Closes the producer's end (as dropping the sender does).
     pub fn close(self) {}
+}
+
+fn too_large(chan: &sys::Channel, len: usize) -> Error {
+    Error::MessageTooLarge {
+        name: chan.name().to_string(),
+        len,
+        max: chan.geometry().max_message as usize,
+    }
+}
+
+/// How often a waiting side asks the kernel whether its peer still lives (a system call),
+/// at most, when it is not about to sleep anyway.
+const CHECK_EVERY: Duration = Duration::from_millis(10);
+
+/// When a side last asked whether its peer lives: the question costs a system call, so a
+/// side that polls an empty (or full) ring asks at most every [`CHECK_EVERY`].
+#[derive(Debug, Default)]
+struct Liveness {
+    next: Option<Instant>,
+}
+
+impl Liveness {
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        if self.next.is_some_and(|n| now < n) {
+            return false;
+        }
+        self.next = now.checked_add(CHECK_EVERY);
+        true
+    }
+}
+
+/// Why the peer in `role` will do nothing more, if so: it closed its end, or died. A
+/// clean close is seen at once; a death when the liveness check is due.
+fn peer_gone(chan: &sys::Channel, role: Role, liveness: &mut Liveness) -> Option<Error> {
+    let ctl = chan.ring().ctl;
+    let (word, peer) = match role {
+        Role::Producer => (&ctl.producer, "producer"),
+        Role::Consumer => (&ctl.consumer, "consumer"),
+    };
+    let died = match word.load(Acquire) {
+        CLOSED => false,
+        CONNECTED if liveness.due() && !chan.role_alive(role) => true,
+        _ => return None,
+    };
+    Some(Error::Disconnected {
+        name: chan.name().to_string(),
+        peer,
+        died,
+    })
+}
+
+/// Reserves room for `len` bytes, waiting until `deadline` (`Some(now)`: not at all).
+#[inline]
+fn reserve(
+    chan: &sys::Channel,
+    producer: &mut Producer,
+    liveness: &mut Liveness,
+    strategy: WaitStrategy,
+    len: usize,
+    deadline: Option<Instant>,
+) -> Result<Reserved> {
+    if len > chan.geometry().max_message as usize {
+        return Err(too_large(chan, len));
+    }
+    let ring = chan.ring();
+    loop {
+        if let Some(r) = producer
+            .try_reserve(&ring, len as u32, &sys::PARKER)
+            .map_err(|e| corrupt(chan, e))?
+        {
+            return Ok(r);
+        }
+        if let Some(e) = peer_gone(chan, Role::Consumer, liveness) {
+            return Err(e);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d)
+            || !producer.wait(&ring, strategy, &sys::PARKER, deadline)
+        {
+            return Err(Error::Timeout {
+                what: format!("room in the channel {}", chan.name()),
+            });
+        }
+    }
 }
 
 impl Drop for Sender {
@@ -672,6 +774,7 @@ impl Drop for Sender {
 pub struct Receiver {
     chan: Arc<sys::Channel>,
     consumer: Consumer,
+    liveness: Liveness,
     strategy: WaitStrategy,
     _claim: sys::Claim,
 }
@@ -688,8 +791,11 @@ impl fmt::Debug for Receiver {
 /// A received message, read in place in the ring. Dropping it gives its room back to the
 /// producer.
 pub struct Message<'a> {
-    receiver: &'a mut Receiver,
+    ring: Ring<'a>,
     frame: Frame,
+    /// The consumer to give the frame back through on drop (`None` inside a batch, which
+    /// gives all of its frames back at once).
+    consumer: Option<&'a mut Consumer>,
 }
 
 impl fmt::Debug for Message<'_> {
@@ -716,20 +822,14 @@ impl Message<'_> {
     /// [`Error::OutOfRange`] if they are not inside the message.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         check_range(offset, buf.len(), self.len())?;
-        self.receiver
-            .chan
-            .ring()
-            .copy_out(self.frame.offset + offset as u32, buf);
+        self.ring.copy_out(self.frame.offset + offset as u32, buf);
         Ok(())
     }
 
     /// The message as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = vec![0; self.len()];
-        self.receiver
-            .chan
-            .ring()
-            .copy_out(self.frame.offset, &mut v);
+        self.ring.copy_out(self.frame.offset, &mut v);
         v
     }
 
@@ -737,25 +837,28 @@ impl Message<'_> {
     pub fn append_to(&self, buf: &mut Vec<u8>) {
         let start = buf.len();
         buf.resize(start + self.len(), 0);
-        self.receiver
-            .chan
-            .ring()
-            .copy_out(self.frame.offset, &mut buf[start..]);
+        self.ring.copy_out(self.frame.offset, &mut buf[start..]);
     }
 
     /// The message's first byte, for reading in place. It stays valid while the message
     /// lives; another process that may open the channel could write these bytes, so never
     /// make a reference to them that you rely on.
     pub fn as_ptr(&self) -> *const u8 {
-        self.receiver.chan.ring().at(self.frame.offset)
+        self.ring.at(self.frame.offset)
     }
 }
 
 impl Drop for Message<'_> {
     fn drop(&mut self) {
-        let ring = self.receiver.chan.ring();
-        self.receiver.consumer.consume(self.frame);
-        self.receiver.consumer.release(&ring, &sys::PARKER);
+        if let Some(c) = self.consumer.take() {
+            c.consume(self.frame);
+            // The room goes back in batches (a store on the producer's side of the cache
+            // per message costs about as much as the rest of a small message), and
+            // whenever the ring runs empty (in `next`).
+            if c.should_release(&self.ring) {
+                c.release(&self.ring, &sys::PARKER);
+            }
+        }
     }
 }
 
@@ -770,54 +873,20 @@ impl Receiver {
         self.chan.name()
     }
 
-    /// Why no more messages will come, if so: the producer closed its end, or died.
-    fn producer_gone(&self) -> Option<Error> {
-        let ctl = self.chan.ring().ctl;
-        let died = match ctl.producer.load(Acquire) {
-            CLOSED => false,
-            CONNECTED if !self.chan.role_alive(Role::Producer) => true,
-            _ => return None,
-        };
-        Some(Error::Disconnected {
-            name: self.name().to_string(),
-            peer: "producer",
-            died,
+    fn message(&mut self, deadline: Option<Instant>) -> Result<Message<'_>> {
+        let chan = &*self.chan;
+        let frame = next(
+            chan,
+            &mut self.consumer,
+            &mut self.liveness,
+            self.strategy,
+            deadline,
+        )?;
+        Ok(Message {
+            ring: chan.ring(),
+            frame,
+            consumer: Some(&mut self.consumer),
         })
-    }
-
-    /// The next frame, waiting until `deadline` (`Some(now)`: not at all).
-    fn next(&mut self, deadline: Option<Instant>) -> Result<Frame> {
-        let chan = self.chan.clone();
-        let ring: Ring<'_> = chan.ring();
-        loop {
-            if let Some(f) = self
-                .consumer
-                .try_peek(&ring)
-                .map_err(|e| corrupt(&chan, e))?
-            {
-                return Ok(f);
-            }
-            if let Some(e) = self.producer_gone() {
-                // It may have sent more before it went: look once more.
-                if let Some(f) = self
-                    .consumer
-                    .try_peek(&ring)
-                    .map_err(|e| corrupt(&chan, e))?
-                {
-                    return Ok(f);
-                }
-                return Err(e);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d)
-                || !self
-                    .consumer
-                    .wait(&ring, self.strategy, &sys::PARKER, deadline)
-            {
-                return Err(Error::Timeout {
-                    what: format!("a message on the channel {}", self.name()),
-                });
-            }
-        }
     }
 
     /// Receives the next message, waiting as long as it takes.
@@ -827,11 +896,7 @@ impl Receiver {
     /// [`Error::Disconnected`] once the producer has closed its end (or died) and every
     /// message it sent has been received; [`Error::Corrupt`].
     pub fn recv(&mut self) -> Result<Message<'_>> {
-        let frame = self.next(None)?;
-        Ok(Message {
-            receiver: self,
-            frame,
-        })
+        self.message(None)
     }
 
     /// Receives the next message, waiting up to `timeout`.
@@ -840,11 +905,7 @@ impl Receiver {
     ///
     /// [`Error::Timeout`]; as for [`Receiver::recv`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>> {
-        let frame = self.next(Instant::now().checked_add(timeout))?;
-        Ok(Message {
-            receiver: self,
-            frame,
-        })
+        self.message(Instant::now().checked_add(timeout))
     }
 
     /// Receives the next message if there is one (`None` if the ring is empty).
@@ -853,14 +914,53 @@ impl Receiver {
     ///
     /// As for [`Receiver::recv`].
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
-        match self.next(Some(Instant::now())) {
-            Ok(frame) => Ok(Some(Message {
-                receiver: self,
-                frame,
-            })),
+        match self.message(Some(Instant::now())) {
+            Ok(m) => Ok(Some(m)),
             Err(Error::Timeout { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Receives up to `max` messages at once, waiting for the first as long as it takes,
+    /// and hands each to `f` in order; their room goes back to the producer together,
+    /// after the last (one release store and wake-up check per batch). Returns how many.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Receiver::recv`].
+    pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(&Message<'_>)) -> Result<usize> {
+        let chan = &*self.chan;
+        let ring = chan.ring();
+        let mut frame = next(
+            chan,
+            &mut self.consumer,
+            &mut self.liveness,
+            self.strategy,
+            None,
+        )?;
+        let mut n = 0;
+        loop {
+            f(&Message {
+                ring,
+                frame,
+                consumer: None,
+            });
+            self.consumer.consume(frame);
+            n += 1;
+            if n >= max {
+                break;
+            }
+            match self
+                .consumer
+                .try_peek(&ring)
+                .map_err(|e| corrupt(chan, e))?
+            {
+                Some(f) => frame = f,
+                None => break,
+            }
+        }
+        self.consumer.release(&ring, &sys::PARKER);
+        Ok(n)
     }
 
     /// Receives a value of a typed channel.
@@ -893,9 +993,43 @@ impl Receiver {
     pub fn close(self) {}
 }
 
+/// The next frame, waiting until `deadline` (`Some(now)`: not at all).
+#[inline]
+fn next(
+    chan: &sys::Channel,
+    consumer: &mut Consumer,
+    liveness: &mut Liveness,
+    strategy: WaitStrategy,
+    deadline: Option<Instant>,
+) -> Result<Frame> {
+    let ring = chan.ring();
+    loop {
+        if let Some(f) = consumer.try_peek(&ring).map_err(|e| corrupt(chan, e))? {
+            return Ok(f);
+        }
+        // Empty: give back the room of what was read before waiting (or returning).
+        consumer.release(&ring, &sys::PARKER);
+        if let Some(e) = peer_gone(chan, Role::Producer, liveness) {
+            // It may have sent more before it went: look once more.
+            if let Some(f) = consumer.try_peek(&ring).map_err(|e| corrupt(chan, e))? {
+                return Ok(f);
+            }
+            return Err(e);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d)
+            || !consumer.wait(&ring, strategy, &sys::PARKER, deadline)
+        {
+            return Err(Error::Timeout {
+                what: format!("a message on the channel {}", chan.name()),
+            });
+        }
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         let ring = self.chan.ring();
+        self.consumer.release(&ring, &sys::PARKER);
         ring.ctl.consumer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
         sys::PARKER.unpark(&ring.ctl.head, u32::MAX);

@@ -76,6 +76,19 @@ pub(crate) trait Parker {
     fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked;
     /// Wakes up to `n` sleepers on `word`.
     fn unpark(&self, word: &AtomicU32, n: u32);
+    /// The fence of the fast side of an asymmetric Dekker pair (a side that stores, then
+    /// loads the other side's flag, on every message). A full fence, unless the slow side's
+    /// [`fence_slow`](Parker::fence_slow) makes every other CPU fence for it.
+    #[inline]
+    fn fence_fast(&self) {
+        std::sync::atomic::fence(SeqCst);
+    }
+    /// The fence of the slow side (one about to sleep): strong enough for a fast side that
+    /// used [`fence_fast`](Parker::fence_fast).
+    #[inline]
+    fn fence_slow(&self) {
+        std::sync::atomic::fence(SeqCst);
+    }
 }
 
 /// How a waiter took an object.

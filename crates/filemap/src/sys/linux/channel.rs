@@ -89,6 +89,7 @@ impl Channel {
     }
 
     fn map(entry: Entry, created: bool) -> Result<Channel> {
+        super::futex::register_asymmetric();
         let corrupt = |reason: String| Error::Corrupt {
             path: entry.path(),
             reason,

@@ -1,0 +1,803 @@
+//! `filemap bench`: stream channels against their baselines, measured in one run, with
+//! processes (this program re-run as `filemap bench-child ROLE ...`), not threads.
+//!
+//! Latency: round trips of 64 B, 4 KiB and 64 KiB through filemap (busy-poll, default, and
+//! default with the peer idle), against a raw atomic ping-pong on one cache line (with the
+//! same payload copies: the hardware's limit), a raw futex ping-pong, a pipe and a Unix
+//! socket. Throughput: messages per second one way, copied, zero-copy and (64 B) batched,
+//! against a raw single-producer ring, a pipe and a Unix socket.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
+// The raw baselines are atomics and copies on a shared mapping.
+#![allow(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use filemap::{Access, Namespace, Options, WaitStrategy};
+
+use crate::{CmdResult, Failure};
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Print JSON instead of Markdown tables.
+    #[arg(long)]
+    json: bool,
+    /// Fewer samples (a quick look; the figures are noisier).
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChildArgs {
+    role: String,
+    args: Vec<String>,
+}
+
+const SIZES: [usize; 3] = [64, 4096, 65536];
+
+/// One measured row.
+struct Row {
+    test: &'static str,
+    size: usize,
+    contender: String,
+    /// Latency: microseconds per round trip; throughput: million messages per second.
+    median: f64,
+    /// Latency: p99 of the round trips; throughput: the slowest run.
+    tail: f64,
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn bench(_: BenchArgs) -> CmdResult {
+    Err(
+        "filemap bench needs Linux (channels and the baselines are Linux-only so far)"
+            .to_owned()
+            .into(),
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn child(_: &Path, _: ChildArgs) -> CmdResult {
+    Err("filemap bench-child needs Linux".to_owned().into())
+}
+
+#[cfg(target_os = "linux")]
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+#[cfg(target_os = "linux")]
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A bench child: this program, in `role`, on the second CPU.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Kid {
+    fn spawn(root: &Path, role: &str, args: &[String]) -> Result<Kid, Failure> {
+        let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+        let child = Command::new(exe)
+            .arg("--root")
+            .arg(root)
+            .arg("bench-child")
+            .arg(role)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("starting a benchmark process: {e}"))?;
+        Ok(Kid(child))
+    }
+
+    /// Waits for the child's "ready" line.
+    fn ready(&mut self) -> Result<(), Failure> {
+        let out = self.0.stdout.as_mut().ok_or("no stdout".to_owned())?;
+        let mut line = [0u8; 6];
+        out.read_exact(&mut line)
+            .map_err(|e| format!("the benchmark process did not start: {e}"))?;
+        Ok(())
+    }
+}
+
+fn median_and_tail(mut v: Vec<f64>, tail_is_high: bool) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    let tail = if tail_is_high {
+        v[((v.len() as f64 * 0.99) as usize).min(v.len() - 1)]
+    } else {
+        v[0]
+    };
+    (median, tail)
+}
+
+/// Memory shared by the raw baselines: a flag word on its own cache line, then buffers.
+#[cfg(target_os = "linux")]
+struct Raw {
+    view: filemap::View,
+    _mapping: filemap::FileMapping,
+}
+
+#[cfg(target_os = "linux")]
+const RAW_BUF: usize = 4096;
+#[cfg(target_os = "linux")]
+const RAW_LEN: u64 = (RAW_BUF + 2 * 65536) as u64;
+
+#[cfg(target_os = "linux")]
+impl Raw {
+    fn create(opts: &Options, name: &str) -> Result<Raw, Failure> {
+        let m = opts.create(name, RAW_LEN)?;
+        let view = m.map_view(Access::ReadWrite, 0, 0)?;
+        Ok(Raw { view, _mapping: m })
+    }
+
+    fn open(opts: &Options, name: &str) -> Result<Raw, Failure> {
+        let m = opts.open(name, Access::ReadWrite)?;
+        let view = m.map_view(Access::ReadWrite, 0, 0)?;
+        Ok(Raw { view, _mapping: m })
+    }
+
+    fn word(&self, i: usize) -> &AtomicU32 {
+        assert!(i < 16);
+        // SAFETY: the view is page-aligned and at least RAW_LEN bytes long, so the word is
+        // in bounds and aligned; every bit pattern is a valid AtomicU32; the view lives as
+        // long as `self`.
+        unsafe { &*self.view.as_ptr().cast::<AtomicU32>().add(i * 16) }
+    }
+
+    fn word64(&self, i: usize) -> &AtomicU64 {
+        assert!(i < 8);
+        // SAFETY: as in `word`, 8-aligned (offset 1024 + 128 i).
+        unsafe { &*self.view.as_ptr().add(1024 + 128 * i).cast::<AtomicU64>() }
+    }
+
+    /// Copies `src` into buffer `which` (0 or 1) of 64 KiB.
+    fn put(&self, which: usize, src: &[u8]) {
+        assert!(src.len() <= 65536 && which < 2);
+        // SAFETY: inside the view; the other side does not touch the buffer until the flag
+        // says so (the flag's Release/Acquire orders the copies).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                (self.view.as_ptr() as *mut u8).add(RAW_BUF + which * 65536),
+                src.len(),
+            )
+        }
+    }
+
+    fn get(&self, which: usize, dst: &mut [u8]) {
+        assert!(dst.len() <= 65536 && which < 2);
+        // SAFETY: as in `put`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.view.as_ptr().add(RAW_BUF + which * 65536),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        }
+    }
+
+    /// A slot of the raw ring (`slot` < `count` of `size` bytes in the 128 KiB area).
+    fn slot(&self, off: usize) -> *mut u8 {
+        assert!(off < 2 * 65536);
+        // SAFETY: inside the view.
+        unsafe { (self.view.as_ptr() as *mut u8).add(RAW_BUF + off) }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn wait_for(word: &AtomicU32, want: u32, futex: bool) {
+    loop {
+        let v = word.load(Acquire);
+        if v == want {
+            return;
+        }
+        if futex {
+            let _ =
+                rustix::thread::futex::wait(word, rustix::thread::futex::Flags::empty(), v, None);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_and_wake(word: &AtomicU32, v: u32, futex: bool) {
+    word.store(v, Release);
+    if futex {
+        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), 1);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn strategy(s: &str) -> WaitStrategy {
+    match s {
+        "busy" => WaitStrategy::BusyPoll,
+        "park" => WaitStrategy::Park,
+        _ => WaitStrategy::SpinThenPark,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn ready() {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(b"ready\n");
+    let _ = out.flush();
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
+    // Not `cpus() > 1`: this process inherits the parent's pinning to CPU 0, under which
+    // the count is 1. On a one-CPU machine the call fails and changes nothing.
+    pin(1);
+    let mut opts = Options::new();
+    opts.namespace(Namespace::at(root));
+    let arg = |i: usize| a.args.get(i).cloned().unwrap_or_default();
+    let num = |i: usize| arg(i).parse::<usize>().unwrap_or(0);
+    match a.role.as_str() {
+        // Echo every message of stream `ping` back on `pong`.
+        "echo-filemap" => {
+            let ping = opts.open_stream(&arg(0))?;
+            let pong = opts.open_stream(&arg(1))?;
+            let mut rx = ping.receiver()?;
+            let mut tx = pong.sender()?;
+            rx.set_wait_strategy(strategy(&arg(2)));
+            tx.set_wait_strategy(strategy(&arg(2)));
+            ready();
+            let mut buf = Vec::with_capacity(65536);
+            loop {
+                buf.clear();
+                match rx.recv() {
+                    Ok(m) => m.append_to(&mut buf),
+                    Err(filemap::Error::Disconnected { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+                tx.send(&buf)?;
+            }
+        }
+        // Echo through the raw shared buffers: wait for an odd flag, answer with the even.
+        "echo-raw" => {
+            let raw = Raw::open(&opts, &arg(0))?;
+            let (size, futex) = (num(1), arg(2) == "futex");
+            ready();
+            let mut buf = vec![0u8; size];
+            let flag = raw.word(0);
+            let mut k = 1u32;
+            loop {
+                wait_for_any(flag, k, futex);
+                if flag.load(Acquire) == u32::MAX {
+                    return Ok(());
+                }
+                raw.get(0, &mut buf);
+                raw.put(1, &buf);
+                set_and_wake(flag, k + 1, futex);
+                k += 2;
+            }
+        }
+        "echo-stream" => {
+            // Pipes (stdin/stdout) or a Unix socket at arg 1.
+            let size = num(0);
+            let mut buf = vec![0u8; size];
+            if let Some(path) = a.args.get(1) {
+                let mut s = std::os::unix::net::UnixStream::connect(path)
+                    .map_err(|e| format!("connecting to {path}: {e}"))?;
+                ready();
+                while s.read_exact(&mut buf).is_ok() {
+                    s.write_all(&buf).map_err(|e| e.to_string())?;
+                }
+            } else {
+                let mut input = std::io::stdin().lock();
+                let mut out = std::io::stdout().lock();
+                while input.read_exact(&mut buf).is_ok() {
+                    out.write_all(&buf).map_err(|e| e.to_string())?;
+                    out.flush().map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        }
+        // Send `count` messages of `size` bytes on stream arg 0: copied, zero-copy or batched.
+        "produce-filemap" => {
+            let s = opts.open_stream(&arg(0))?;
+            let (size, count, mode) = (num(1), num(2), arg(3));
+            let mut tx = s.sender()?;
+            tx.set_wait_strategy(WaitStrategy::BusyPoll);
+            ready();
+            let payload = vec![7u8; size];
+            match mode.as_str() {
+                "zero" => {
+                    for i in 0..count {
+                        let mut loan = tx.loan(size)?;
+                        loan.write_at(0, &(i as u64).to_le_bytes())?;
+                        loan.commit();
+                    }
+                }
+                "batch" => {
+                    let mut sent = 0;
+                    while sent < count {
+                        let n = (count - sent).min(64);
+                        sent += tx.send_all(std::iter::repeat_n(&payload[..], n))?;
+                    }
+                }
+                _ => {
+                    for _ in 0..count {
+                        tx.send(&payload)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        // The raw ring: fixed slots of `size` bytes, head and tail words, busy polling.
+        "produce-raw" => {
+            let raw = Raw::open(&opts, &arg(0))?;
+            let (size, count) = (num(1), num(2));
+            ready();
+            let slots = (2 * 65536 / size) as u64;
+            let (head, tail) = (raw.word64(0), raw.word64(1));
+            let payload = vec![7u8; size];
+            let mut t = 0u64;
+            let mut h = head.load(Acquire);
+            for _ in 0..count {
+                while t - h >= slots {
+                    std::hint::spin_loop();
+                    h = head.load(Acquire);
+                }
+                let off = (t % slots) as usize * size;
+                // SAFETY: the slot is inside the ring and free (the consumer is past it).
+                unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off), size) };
+                t += 1;
+                tail.store(t, Release);
+            }
+            Ok(())
+        }
+        "produce-stream" => {
+            let (size, count) = (num(0), num(1));
+            let payload = vec![7u8; size];
+            let mut w: Box<dyn Write> = if let Some(path) = a.args.get(2) {
+                let s = std::os::unix::net::UnixStream::connect(path)
+                    .map_err(|e| format!("connecting to {path}: {e}"))?;
+                ready();
+                Box::new(s)
+            } else {
+                Box::new(std::io::stdout().lock())
+            };
+            for _ in 0..count {
+                w.write_all(&payload).map_err(|e| e.to_string())?;
+            }
+            w.flush().map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        other => Err(format!("unknown benchmark role {other}").into()),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn wait_for_any(flag: &AtomicU32, want: u32, futex: bool) {
+    loop {
+        let v = flag.load(Acquire);
+        if v == want || v == u32::MAX {
+            return;
+        }
+        if futex {
+            let _ =
+                rustix::thread::futex::wait(flag, rustix::thread::futex::Flags::empty(), v, None);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The benchmark's own namespace root, removed at the end.
+struct Root(PathBuf);
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub(crate) fn bench(a: BenchArgs) -> CmdResult {
+    let root = Root(PathBuf::from(format!(
+        "/dev/shm/filemap-bench-{}",
+        std::process::id()
+    )));
+    let sock = Root(PathBuf::from(format!(
+        "/tmp/filemap-bench-{}.sock",
+        std::process::id()
+    )));
+    if cpus() > 1 {
+        pin(0);
+    }
+    let mut opts = Options::new();
+    opts.namespace(Namespace::at(&root.0));
+    let samples = if a.quick { 2_000 } else { 20_000 };
+    let idle_samples = if a.quick { 100 } else { 500 };
+    let runs = if a.quick { 3 } else { 7 };
+    let mut rows = Vec::new();
+    for size in SIZES {
+        for (label, contender) in [
+            ("raw atomic ping-pong + copies", Lat::Raw { futex: false }),
+            ("raw futex ping-pong + copies", Lat::Raw { futex: true }),
+            ("pipe", Lat::Pipe),
+            ("Unix socket", Lat::Unix),
+            ("filemap stream, busy-poll", Lat::Filemap("busy")),
+            (
+                "filemap stream, default (spin, then park)",
+                Lat::Filemap("default"),
+            ),
+        ] {
+            let v = latency(&opts, &root.0, &sock.0, contender, size, samples, None)?;
+            let (median, tail) = median_and_tail(v, true);
+            rows.push(Row {
+                test: "latency",
+                size,
+                contender: label.into(),
+                median,
+                tail,
+            });
+        }
+        for (label, contender) in [
+            ("raw futex ping-pong, idle", Lat::Raw { futex: true }),
+            ("filemap stream, default, idle", Lat::Filemap("default")),
+        ] {
+            let gap = Some(Duration::from_millis(1));
+            let v = latency(&opts, &root.0, &sock.0, contender, size, idle_samples, gap)?;
+            let (median, tail) = median_and_tail(v, true);
+            rows.push(Row {
+                test: "latency",
+                size,
+                contender: label.into(),
+                median,
+                tail,
+            });
+        }
+    }
+    for size in SIZES {
+        let count = match size {
+            64 => 2_000_000,
+            4096 => 200_000,
+            _ => 20_000,
+        } / if a.quick { 4 } else { 1 };
+        let mut modes = vec![
+            ("raw SPSC ring", Thr::Raw),
+            ("pipe", Thr::Pipe),
+            ("Unix socket", Thr::Unix),
+            ("filemap stream, copied", Thr::Filemap("copy")),
+            ("filemap stream, zero-copy", Thr::Filemap("zero")),
+        ];
+        if size == 64 {
+            modes.push(("filemap stream, batched (64)", Thr::Filemap("batch")));
+        }
+        for (label, contender) in modes {
+            let mut v = Vec::new();
+            for _ in 0..runs {
+                v.push(throughput(&opts, &root.0, &sock.0, contender, size, count)?);
+            }
+            let (median, tail) = median_and_tail(v, false);
+            rows.push(Row {
+                test: "throughput",
+                size,
+                contender: label.into(),
+                median,
+                tail,
+            });
+        }
+    }
+    if a.json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "test": r.test, "size": r.size, "contender": r.contender,
+                    "median": r.median, "tail": r.tail,
+                    "unit": if r.test == "latency" { "us per round trip (tail: p99)" }
+                        else { "million messages per second (tail: slowest run)" },
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::Value::Array(v));
+    } else {
+        print_tables(&rows);
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn print_tables(rows: &[Row]) {
+    for size in SIZES {
+        let lat: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.test == "latency" && r.size == size)
+            .collect();
+        let base = lat[0].median;
+        outln!("### Round trip, {size} B (median and p99 of the round trips)\n");
+        outln!("| contender | median µs | p99 µs | / raw atomic |");
+        outln!("|---|---:|---:|---:|");
+        for r in &lat {
+            outln!(
+                "| {} | {:.2} | {:.2} | {:.2}x |",
+                r.contender,
+                r.median,
+                r.tail,
+                r.median / base
+            );
+        }
+        outln!();
+    }
+    for size in SIZES {
+        let thr: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.test == "throughput" && r.size == size)
+            .collect();
+        let base = thr[0].median;
+        outln!("### One way, {size} B messages (median and slowest run)\n");
+        outln!("| contender | median M msg/s | GB/s | slowest M msg/s | / raw ring |");
+        outln!("|---|---:|---:|---:|---:|");
+        for r in &thr {
+            outln!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2}x |",
+                r.contender,
+                r.median,
+                r.median * size as f64 / 1e3,
+                r.tail,
+                r.median / base
+            );
+        }
+        outln!();
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Lat {
+    Raw { futex: bool },
+    Pipe,
+    Unix,
+    Filemap(&'static str),
+}
+
+#[derive(Clone, Copy)]
+enum Thr {
+    Raw,
+    Pipe,
+    Unix,
+    Filemap(&'static str),
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!("Local\\bench-{tag}-{}", SEQ.fetch_add(1, Relaxed))
+}
+
+/// Microseconds per round trip, one per sample, after a warm-up; `gap` between them.
+#[cfg(target_os = "linux")]
+fn latency(
+    opts: &Options,
+    root: &Path,
+    sock: &Path,
+    contender: Lat,
+    size: usize,
+    samples: usize,
+    gap: Option<Duration>,
+) -> Result<Vec<f64>, Failure> {
+    let payload = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let warm = if gap.is_some() { 20 } else { 1000 };
+    let mut out = Vec::with_capacity(samples);
+    let time = |out: &mut Vec<f64>, mut one: Box<dyn FnMut() -> Result<(), Failure> + '_>| {
+        for i in 0..warm + samples {
+            if let Some(g) = gap {
+                std::thread::sleep(g);
+            }
+            let t = Instant::now();
+            one()?;
+            if i >= warm {
+                out.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        Ok::<(), Failure>(())
+    };
+    match contender {
+        Lat::Raw { futex } => {
+            let name = unique("raw");
+            let raw = Raw::create(opts, &name)?;
+            let how = if futex { "futex" } else { "spin" };
+            let mut kid = Kid::spawn(root, "echo-raw", &[name, size.to_string(), how.into()])?;
+            kid.ready()?;
+            let flag = raw.word(0);
+            let mut k = 1u32;
+            time(
+                &mut out,
+                Box::new(|| {
+                    raw.put(0, &payload);
+                    set_and_wake(flag, k, futex);
+                    wait_for(flag, k + 1, futex);
+                    raw.get(1, &mut back);
+                    k += 2;
+                    Ok(())
+                }),
+            )?;
+            set_and_wake(flag, u32::MAX, futex);
+            let _ = kid.0.wait();
+        }
+        Lat::Pipe => {
+            let mut kid = Kid::spawn(root, "echo-stream", &[size.to_string()])?;
+            let mut w = kid.0.stdin.take().ok_or("no stdin".to_owned())?;
+            let mut r = kid.0.stdout.take().ok_or("no stdout".to_owned())?;
+            time(
+                &mut out,
+                Box::new(|| {
+                    w.write_all(&payload).map_err(|e| e.to_string())?;
+                    r.read_exact(&mut back).map_err(|e| e.to_string())?;
+                    Ok(())
+                }),
+            )?;
+        }
+        Lat::Unix => {
+            let _ = std::fs::remove_file(sock);
+            let listener = std::os::unix::net::UnixListener::bind(sock)
+                .map_err(|e| format!("binding {}: {e}", sock.display()))?;
+            let path = sock.display().to_string();
+            let mut kid = Kid::spawn(root, "echo-stream", &[size.to_string(), path])?;
+            let (mut s, _) = listener.accept().map_err(|e| e.to_string())?;
+            kid.ready()?;
+            time(
+                &mut out,
+                Box::new(|| {
+                    s.write_all(&payload).map_err(|e| e.to_string())?;
+                    s.read_exact(&mut back).map_err(|e| e.to_string())?;
+                    Ok(())
+                }),
+            )?;
+            drop(s);
+            let _ = kid.0.wait();
+        }
+        Lat::Filemap(mode) => {
+            let (ping_name, pong_name) = (unique("ping"), unique("pong"));
+            let ping = opts.create_stream(&ping_name, 1 << 18, 65536)?;
+            let pong = opts.create_stream(&pong_name, 1 << 18, 65536)?;
+            let mut tx = ping.sender()?;
+            let mut rx = pong.receiver()?;
+            tx.set_wait_strategy(strategy(mode));
+            rx.set_wait_strategy(strategy(mode));
+            let args = [ping_name, pong_name, mode.to_owned()];
+            let mut kid = Kid::spawn(root, "echo-filemap", &args)?;
+            kid.ready()?;
+            time(
+                &mut out,
+                Box::new(|| {
+                    tx.send(&payload)?;
+                    rx.recv()?.read_at(0, &mut back)?;
+                    Ok(())
+                }),
+            )?;
+            drop(tx);
+            let _ = kid.0.wait();
+        }
+    }
+    Ok(out)
+}
+
+/// Million messages per second, one way, counted at the receiver from its first message.
+#[cfg(target_os = "linux")]
+fn throughput(
+    opts: &Options,
+    root: &Path,
+    sock: &Path,
+    contender: Thr,
+    size: usize,
+    count: usize,
+) -> Result<f64, Failure> {
+    let mut buf = vec![0u8; size];
+    let args = |extra: &[String]| -> Vec<String> {
+        let mut v = extra.to_vec();
+        v.extend([size.to_string(), count.to_string()]);
+        v
+    };
+    let start;
+    match contender {
+        Thr::Raw => {
+            let name = unique("ring");
+            let raw = Raw::create(opts, &name)?;
+            let mut kid = Kid::spawn(root, "produce-raw", &args(&[name]))?;
+            kid.ready()?;
+            let slots = (2 * 65536 / size) as u64;
+            let (head, tail) = (raw.word64(0), raw.word64(1));
+            let mut h = 0u64;
+            let mut t = 0u64;
+            let mut first = None;
+            while h < count as u64 {
+                while t == h {
+                    std::hint::spin_loop();
+                    t = tail.load(Acquire);
+                }
+                first.get_or_insert_with(Instant::now);
+                while h < t {
+                    let off = (h % slots) as usize * size;
+                    // SAFETY: the slot is published (tail is past it) and inside the ring.
+                    unsafe { std::ptr::copy_nonoverlapping(raw.slot(off), buf.as_mut_ptr(), size) };
+                    h += 1;
+                    head.store(h, Release);
+                }
+            }
+            start = first.unwrap_or_else(Instant::now);
+            let _ = kid.0.wait();
+        }
+        Thr::Pipe | Thr::Unix => {
+            let (mut kid, mut r): (Kid, Box<dyn Read>) = if let Thr::Unix = contender {
+                let _ = std::fs::remove_file(sock);
+                let listener = std::os::unix::net::UnixListener::bind(sock)
+                    .map_err(|e| format!("binding {}: {e}", sock.display()))?;
+                let mut a = args(&[]);
+                a.push(sock.display().to_string());
+                let kid = Kid::spawn(root, "produce-stream", &a)?;
+                let (s, _) = listener.accept().map_err(|e| e.to_string())?;
+                (kid, Box::new(s))
+            } else {
+                let mut kid = Kid::spawn(root, "produce-stream", &args(&[]))?;
+                let out = kid.0.stdout.take().ok_or("no stdout".to_owned())?;
+                (kid, Box::new(out))
+            };
+            if let Thr::Unix = contender {
+                kid.ready()?;
+            }
+            r.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            start = Instant::now();
+            for _ in 1..count {
+                r.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            }
+            let _ = kid.0.wait();
+        }
+        Thr::Filemap(mode) => {
+            let name = unique("thr");
+            let s = opts.create_stream(&name, 1 << 20, 65536)?;
+            let mut rx = s.receiver()?;
+            rx.set_wait_strategy(WaitStrategy::BusyPoll);
+            let mut kid = Kid::spawn(root, "produce-filemap", &{
+                let mut v = args(&[name]);
+                v.push(mode.to_owned());
+                v
+            })?;
+            kid.ready()?;
+            let mut got = 0usize;
+            let mut first = None;
+            let mut word = [0u8; 8];
+            while got < count {
+                match mode {
+                    "zero" => {
+                        let m = rx.recv()?;
+                        m.read_at(0, &mut word)?;
+                        got += 1;
+                    }
+                    "batch" => {
+                        got += rx.recv_batch(256, |m| {
+                            let _ = m.read_at(0, &mut buf);
+                        })?;
+                    }
+                    _ => {
+                        rx.recv()?.read_at(0, &mut buf)?;
+                        got += 1;
+                    }
+                }
+                first.get_or_insert_with(Instant::now);
+            }
+            start = first.unwrap_or_else(Instant::now);
+            let _ = kid.0.wait();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok((count - 1) as f64 / secs / 1e6)
+}
