@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use clap::{Args, ValueEnum};
-use filemap::{Access, Listing, Name, Namespace, ObjectInfo, Options, Refused, SyncState};
+use filemap::{Access, Kind, Listing, Name, Namespace, ObjectInfo, Options, Refused, SyncState};
 use serde_json::{json, Value};
 
 use crate::wait::{Waiter, Wake, HOW_TO_STOP};
@@ -441,25 +441,38 @@ fn detail(info: &ObjectInfo) -> String {
                 "auto-reset"
             }
         ),
-        Some(SyncState::Stream {
+        Some(SyncState::Channel {
             capacity,
             queued,
-            producer_pid,
-            consumer_pid,
             producer,
-            consumer,
+            peers,
+            kind,
             ..
         }) => {
-            let peer = |alive: bool, pid: Option<u32>| match (alive, pid) {
-                (true, Some(pid)) => format!("pid {pid}"),
-                (true, None) => "connected".to_owned(),
-                (false, _) => "none".to_owned(),
+            let (who, them) = match kind {
+                Kind::Stream => ("producer", "consumer"),
+                Kind::Broadcast => ("publisher", "subscribers"),
+                Kind::Latest => ("writer", ""),
+                _ => ("server", "clients"),
             };
-            format!(
-                "{queued} queued, {capacity} bytes, producer {}, consumer {}",
-                peer(producer, producer_pid),
-                peer(consumer, consumer_pid)
-            )
+            let mut parts = Vec::new();
+            if let Some(q) = queued {
+                parts.push(format!("{q} queued"));
+            }
+            parts.push(match kind {
+                Kind::Stream => format!("{capacity} bytes"),
+                Kind::Broadcast => format!("{capacity} slots"),
+                Kind::Latest => "2 buffers".to_owned(),
+                _ => format!("{capacity} client slots"),
+            });
+            parts.push(format!(
+                "{who} {}",
+                if producer { "connected" } else { "none" }
+            ));
+            if !them.is_empty() {
+                parts.push(format!("{peers} {them}"));
+            }
+            parts.join(", ")
         }
         Some(_) => String::new(),
         None if info.file_backed => "file-backed".into(),
@@ -539,22 +552,19 @@ fn to_json(info: &ObjectInfo) -> Ordered {
             ("signalled", json!(set)),
             ("manual_reset", json!(manual_reset)),
         ]),
-        Some(SyncState::Stream {
+        Some(SyncState::Channel {
+            kind: _,
             capacity,
             max_message,
             queued,
             producer,
-            consumer,
-            producer_pid,
-            consumer_pid,
+            peers,
         }) => fields.extend([
             ("capacity", json!(capacity)),
             ("max_message", json!(max_message)),
             ("queued", json!(queued)),
             ("producer", json!(producer)),
-            ("producer_pid", json!(producer_pid)),
-            ("consumer", json!(consumer)),
-            ("consumer_pid", json!(consumer_pid)),
+            ("peers", json!(peers)),
         ]),
         _ => {}
     }

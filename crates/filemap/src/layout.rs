@@ -18,7 +18,7 @@
 //! |--------|------|-----------------------------------------|
 //! | 0      | 8    | magic `b"FILEMAP\0"`                    |
 //! | 8      | 4    | layout version (1)                      |
-//! | 12     | 4    | kind: 1 mapping, 2 mutex, 3 semaphore, 4 event, 5 stream |
+//! | 12     | 4    | kind: 1 mapping, 2 mutex, 3 semaphore, 4 event, 5 stream, 6 broadcast, 7 latest, 8 request-reply |
 //! | 16     | 4    | flags: 1 persistent, 2 file-backed      |
 //! | 20     | 4    | pid of the creator                      |
 //! | 24     | 8    | size: the exact size seen by openers    |
@@ -49,6 +49,12 @@ pub enum Kind {
     Event,
     /// A stream channel: one producer, one consumer, byte messages in a ring.
     Stream,
+    /// A broadcast channel: one publisher, many subscribers that each read every message.
+    Broadcast,
+    /// A latest-value channel: one writer, readers that get the latest whole value.
+    Latest,
+    /// A request/reply channel: clients that send requests, one server that answers.
+    RequestReply,
 }
 
 impl Kind {
@@ -59,6 +65,9 @@ impl Kind {
             Kind::Semaphore => 3,
             Kind::Event => 4,
             Kind::Stream => 5,
+            Kind::Broadcast => 6,
+            Kind::Latest => 7,
+            Kind::RequestReply => 8,
         }
     }
 
@@ -69,6 +78,9 @@ impl Kind {
             3 => Kind::Semaphore,
             4 => Kind::Event,
             5 => Kind::Stream,
+            6 => Kind::Broadcast,
+            7 => Kind::Latest,
+            8 => Kind::RequestReply,
             _ => return None,
         })
     }
@@ -81,6 +93,9 @@ impl Kind {
             Kind::Semaphore => "semaphore",
             Kind::Event => "event",
             Kind::Stream => "stream",
+            Kind::Broadcast => "broadcast",
+            Kind::Latest => "latest",
+            Kind::RequestReply => "request-reply",
         }
     }
 }

@@ -69,8 +69,9 @@ mod sys;
 mod view;
 
 pub use channel::{
-    Loan, Message, Peer, Plain, Receiver, Sender, Stream, TrySendError, WaitStrategy,
-    DEFAULT_CAPACITY,
+    Broadcast, Latest, LatestReader, LatestWriter, Loan, Message, Peer, Plain, Publisher, Receiver,
+    RequestReply, RpcClient, RpcServer, Sender, Stream, Subscriber, Ticket, TrySendError,
+    WaitStrategy, DEFAULT_CAPACITY,
 };
 pub use error::{Error, Result};
 pub use layout::Kind;

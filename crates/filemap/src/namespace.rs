@@ -279,21 +279,20 @@ pub enum SyncState {
         /// Whether it stays signalled until reset (otherwise one waiter resets it).
         manual_reset: bool,
     },
-    /// A stream channel.
-    Stream {
-        /// The ring's size in bytes.
+    /// A channel.
+    Channel {
+        /// Its kind: [`Kind::Stream`](crate::Kind::Stream), `Broadcast`, `Latest` or
+        /// `RequestReply`.
+        kind: crate::Kind,
+        /// Stream: the ring's bytes; broadcast: the slots; request/reply: the client slots.
         capacity: u32,
-        /// The largest message in bytes.
+        /// The largest message in bytes (request/reply: the largest request).
         max_message: u32,
-        /// Messages sent and not yet received.
-        queued: u64,
-        /// Whether a producer is connected.
+        /// Stream: messages sent and not yet received.
+        queued: Option<u64>,
+        /// Whether a producer (publisher, writer, server) is connected.
         producer: bool,
-        /// Whether a consumer is connected.
-        consumer: bool,
-        /// The connected producer's pid, as it wrote it in the channel.
-        producer_pid: Option<u32>,
-        /// The connected consumer's pid, as it wrote it in the channel.
-        consumer_pid: Option<u32>,
+        /// How many consumers, subscribers or clients are connected.
+        peers: u32,
     },
 }

@@ -78,6 +78,68 @@ fn child() {
             }
             report("eof");
         }
+        // Subscribe to broadcast `name`, read (sleeping `delay` µs per message) until the
+        // publisher closes; check every message; report what was seen and lost.
+        "subscribe" => {
+            let delay = Duration::from_micros(args[1].parse().unwrap());
+            let b = opts().open_broadcast(name).unwrap();
+            let mut sub = b.subscriber().unwrap();
+            report("ready");
+            let (mut seen, mut lost, mut last) = (0u64, 0u64, None::<u64>);
+            let mut buf = Vec::new();
+            loop {
+                match sub.recv(&mut buf) {
+                    Ok(l) => {
+                        let i = check(&buf);
+                        if let Some(prev) = last {
+                            assert_eq!(i, prev + 1 + l, "lost count");
+                        }
+                        last = Some(i);
+                        seen += 1;
+                        lost += l;
+                        std::thread::sleep(delay);
+                    }
+                    Err(Error::Disconnected { died: false, .. }) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            report(format!("{seen} {lost}"));
+        }
+        // Write ever newer values to latest-value channel `name` until killed.
+        "write-latest" => {
+            let l = opts().open_latest(name).unwrap();
+            let mut w = l.writer().unwrap();
+            report("ready");
+            let mut buf = Vec::new();
+            for v in 1.. {
+                message(v, &mut buf);
+                w.publish(&buf).unwrap();
+            }
+        }
+        // Make `calls` calls on request/reply channel `name`, checking each reply.
+        "call" => {
+            let calls: u64 = args[1].parse().unwrap();
+            let rr = opts().open_request_reply(name).unwrap();
+            let mut c = rr.client().unwrap();
+            report("ready");
+            let (mut req, mut reply) = (Vec::new(), Vec::new());
+            for i in 0..calls {
+                message(i * 1000 + u64::from(std::process::id() % 1000), &mut req);
+                match c.call(&req, &mut reply, Some(LINE)) {
+                    Ok(()) => {
+                        let mut want = req.clone();
+                        want.reverse();
+                        assert_eq!(reply, want, "reply {i}");
+                    }
+                    Err(Error::Disconnected { died, .. }) => {
+                        report(format!("disconnected {died}"));
+                        return;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            report("done");
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -478,4 +540,178 @@ fn a_corrupt_control_page_is_an_error() {
     let t = root.opts().open_stream(&name).unwrap();
     assert!(matches!(t.sender(), Err(Error::Corrupt { .. })));
     assert!(matches!(t.receiver(), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn a_broadcast_reaches_every_subscriber_and_a_slow_one_is_told_what_it_lost() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("ch-bcast");
+    let name = root.name("Local\\bcast");
+    let b = root.opts().create_broadcast(&name, 64, 256).unwrap();
+    let mut fast = Reap(spawn_role(ENTRY, "subscribe", &root.path, &[&name, "0"]));
+    let mut slow = Reap(spawn_role(ENTRY, "subscribe", &root.path, &[&name, "200"]));
+    assert_eq!(read_line_within(&mut fast.0, LINE), "ready");
+    assert_eq!(read_line_within(&mut slow.0, LINE), "ready");
+    // A subscriber killed at once: the publisher and the others carry on.
+    let mut doomed = Reap(spawn_role(
+        ENTRY,
+        "subscribe",
+        &root.path,
+        &[&name, "100000"],
+    ));
+    assert_eq!(read_line_within(&mut doomed.0, LINE), "ready");
+    let mut p = b.publisher().unwrap();
+    let n = 20_000u64;
+    let mut buf = Vec::new();
+    for i in 0..n {
+        message(i, &mut buf);
+        p.send(&buf).unwrap();
+        if i == 100 {
+            kill_hard(&mut doomed);
+        }
+        // Paced so that the fast one keeps up: a publisher never waits for anyone.
+        if i % 16 == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    drop(p);
+    let parse = |line: String| -> (u64, u64) {
+        let mut it = line.split(' ').map(|w| w.parse::<u64>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let (fast_seen, fast_lost) = parse(read_line_within(&mut fast.0, LINE));
+    let (slow_seen, slow_lost) = parse(read_line_within(&mut slow.0, LINE));
+    assert_eq!(
+        fast_seen + fast_lost,
+        n,
+        "the fast one accounts for every message"
+    );
+    assert!(fast_seen > n / 2, "{fast_seen}");
+    assert!(slow_lost > 0, "the slow one fell behind: {slow_seen} seen");
+    assert_eq!(slow_seen + slow_lost, n);
+    fast.0.wait().unwrap();
+    slow.0.wait().unwrap();
+}
+
+#[test]
+fn latest_values_are_never_torn_and_a_dead_writer_leaves_the_last_one() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("ch-latest");
+    let name = root.name("Local\\latest");
+    let l = root.opts().create_latest(&name, 256).unwrap();
+    let mut r = l.reader().unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(r.read(&mut buf).unwrap(), None);
+    for round in 0..3 {
+        let mut kid = Reap(spawn_role(ENTRY, "write-latest", &root.path, &[&name]));
+        assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+        let mut newest = 0;
+        for _ in 0..200_000 {
+            if let Some(v) = r.read(&mut buf).unwrap() {
+                assert!(v >= newest);
+                newest = v;
+                check(&buf);
+            }
+        }
+        assert!(newest > 0, "round {round}");
+        kill_hard(&mut kid);
+        // The last whole value stays; waiting for a newer one tells of the death.
+        let last = r.read(&mut buf).unwrap().unwrap();
+        check(&buf);
+        match r.wait_newer(last, &mut buf, Some(LINE)) {
+            Err(Error::Disconnected {
+                peer: "writer",
+                died: true,
+                ..
+            }) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+        assert_eq!(r.read(&mut buf).unwrap(), Some(last));
+    }
+}
+
+#[test]
+fn several_clients_share_one_server_which_can_die_and_be_replaced() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("ch-rpc");
+    let name = root.name("Local\\rpc");
+    let rr = root
+        .opts()
+        .create_request_reply(&name, 4, 256, 256)
+        .unwrap();
+    let mut kids: Vec<Reap> = (0..3)
+        .map(|_| Reap(spawn_role(ENTRY, "call", &root.path, &[&name, "3000"])))
+        .collect();
+    for k in &mut kids {
+        assert_eq!(read_line_within(&mut k.0, LINE), "ready");
+    }
+    {
+        let mut server = rr.server().unwrap();
+        let mut buf = Vec::new();
+        for _ in 0..9000 {
+            let t = server.recv(&mut buf, Some(LINE)).unwrap();
+            check(&buf);
+            buf.reverse();
+            assert!(server.reply(t, &buf).unwrap());
+        }
+    }
+    for k in &mut kids {
+        assert_eq!(read_line_within(&mut k.0, LINE), "done");
+        k.0.wait().unwrap();
+    }
+    // A fifth client while four are connected: refused. Then a server that closes while a
+    // client waits: the client hears of it.
+    let _held: Vec<_> = (0..4).map(|_| rr.client().unwrap()).collect();
+    assert!(matches!(rr.client(), Err(Error::Busy { .. })));
+    drop(_held);
+    let mut kid = Reap(spawn_role(ENTRY, "call", &root.path, &[&name, "1"]));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    let server = rr.server().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    drop(server);
+    assert_eq!(read_line_within(&mut kid.0, LINE), "disconnected false");
+    kid.0.wait().unwrap();
+}
+
+#[test]
+fn every_kind_is_one_object_in_one_namespace() {
+    let root = TestRoot::new("ch-kinds");
+    let o = root.opts();
+    let name = root.name("Local\\kinds");
+    let _b = o.create_broadcast(&name, 8, 64).unwrap();
+    assert!(matches!(
+        o.create_latest(&name, 64),
+        Err(Error::KindMismatch { .. })
+    ));
+    assert!(matches!(
+        o.open_stream(&name),
+        Err(Error::KindMismatch { .. })
+    ));
+    assert!(matches!(
+        o.create_request_reply(&name, 2, 8, 8),
+        Err(Error::KindMismatch { .. })
+    ));
+    let info = root.ns().info(&name).unwrap();
+    assert_eq!(info.kind, Some(Kind::Broadcast));
+    for (slots, max) in [(3, 64), (1, 64), (8, 0), (8, (1 << 24) + 1)] {
+        assert!(matches!(
+            o.create_broadcast(&root.name("Local\\bad"), slots, max),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    assert!(matches!(
+        o.create_request_reply(&root.name("Local\\bad"), 65, 8, 8),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let l = o.create_latest(&root.name("Local\\value"), 16).unwrap();
+    let mut w = l.writer().unwrap();
+    assert!(matches!(
+        w.publish(&[0; 17]),
+        Err(Error::MessageTooLarge {
+            len: 17,
+            max: 16,
+            ..
+        })
+    ));
+    assert!(matches!(l.writer(), Err(Error::Busy { .. })));
 }

@@ -54,8 +54,17 @@ use crate::sync::algo::{Parked, Parker};
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"filemapC");
 /// The layout version described here.
 pub(crate) const VERSION: u32 = 1;
-/// The channel kind "stream" in the control page.
+/// The channel kinds in the control page (and, as object kinds, in the record).
 pub(crate) const KIND_STREAM: u32 = 1;
+pub(crate) const KIND_BROADCAST: u32 = 2;
+pub(crate) const KIND_LATEST: u32 = 3;
+pub(crate) const KIND_REQUEST_REPLY: u32 = 4;
+/// The largest message of the slot-based kinds (broadcast, latest, request/reply): 16 MiB.
+pub(crate) const MAX_SLOT_MESSAGE: u32 = 1 << 24;
+/// The most broadcast slots.
+pub(crate) const MAX_SLOTS: u32 = 1 << 16;
+/// The most request/reply clients, and the most broadcast subscribers, at a time.
+pub(crate) const MAX_CLIENTS: u32 = 64;
 /// Bytes of the control page, before the ring.
 pub(crate) const CONTROL_LEN: usize = 4096;
 /// Bytes of a frame header.
@@ -73,22 +82,35 @@ pub(crate) const CONNECTED: u32 = 1;
 /// An endpoint's state word: closed cleanly.
 pub(crate) const CLOSED: u32 = 2;
 
-/// The control page, `#[repr(C)]`, every field an atomic (any bit pattern is a valid
-/// value). The three groups sit on separate 128-byte lines, so that the producer's and the
-/// consumer's writes do not fight over one cache line.
+/// The first 128 bytes of every channel's control page: what the creator chose, written
+/// once before the object has a name. `#[repr(C)]`, every field an atomic (any bit pattern
+/// is a valid value).
 #[repr(C, align(128))]
-pub(crate) struct Control {
-    // Written once by the creator, before the object has a name.
+pub(crate) struct Header {
     pub(crate) magic: AtomicU64,
     pub(crate) version: AtomicU32,
     pub(crate) kind: AtomicU32,
+    /// Stream: the ring's bytes. Broadcast: the slots. Latest: 2. Request/reply: the
+    /// client slots.
     pub(crate) capacity: AtomicU32,
+    /// The largest message (request/reply: the largest request).
     pub(crate) max_message: AtomicU32,
     /// Typed channels: the message type's size, alignment and name hash (0 for bytes).
     pub(crate) type_size: AtomicU32,
     pub(crate) type_align: AtomicU32,
     pub(crate) type_hash: AtomicU64,
-    _line0: [AtomicU64; 11],
+    /// Request/reply: the largest reply (0 otherwise).
+    pub(crate) max_reply: AtomicU32,
+    _line0: [AtomicU32; 21],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == 128);
+
+/// A stream's control page: the header, then the producer's and the consumer's lines,
+/// 128 bytes each, so that their writes do not fight over one cache line.
+#[repr(C, align(128))]
+pub(crate) struct Control {
+    pub(crate) header: Header,
     // The producer's line.
     pub(crate) tail: AtomicU32,
     pub(crate) producer: AtomicU32,
@@ -111,6 +133,18 @@ pub(crate) struct Control {
 
 const _: () = assert!(std::mem::size_of::<Control>() == 384);
 
+/// Control pages that may be viewed in shared memory: `#[repr(C)]`, at most
+/// [`CONTROL_LEN`] bytes, aligned to at most a page, every byte inside an atomic, every
+/// bit pattern valid, and starting with a [`Header`].
+///
+/// # Safety
+///
+/// Implementors must meet the description above.
+pub(crate) unsafe trait ControlPage: Sync {}
+
+// SAFETY: repr(C), atomics only, 384 bytes, starts with the header.
+unsafe impl ControlPage for Control {}
+
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control")
@@ -131,34 +165,106 @@ impl Control {
 }
 const _: () = assert!(std::mem::size_of::<Control>() <= CONTROL_LEN);
 
-/// A channel's geometry and message type, as the creator chose it.
+/// A channel's kind, geometry and message type, as the creator chose it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Geometry {
+    pub(crate) kind: u32,
     pub(crate) capacity: u32,
     pub(crate) max_message: u32,
     pub(crate) type_size: u32,
     pub(crate) type_align: u32,
     pub(crate) type_hash: u64,
+    pub(crate) max_reply: u32,
+}
+
+/// `n` rounded up to a multiple of 8.
+#[inline]
+pub(crate) const fn round8(n: u32) -> u64 {
+    (n as u64).div_ceil(8) * 8
 }
 
 impl Geometry {
+    /// The bytes of one broadcast or latest-value slot: a 16-byte slot header, then the
+    /// message, rounded up to 64 bytes.
+    pub(crate) fn slot_stride(&self) -> u64 {
+        (16 + round8(self.max_message)).next_multiple_of(64)
+    }
+
+    /// The bytes of one request/reply client slot: a 64-byte slot header, the request and
+    /// the reply, rounded up to 64 bytes.
+    pub(crate) fn client_stride(&self) -> u64 {
+        (64 + round8(self.max_message) + round8(self.max_reply)).next_multiple_of(64)
+    }
+
+    /// The bytes after the control page: the ring or the slots.
+    pub(crate) fn area_len(&self) -> u64 {
+        match self.kind {
+            KIND_STREAM => u64::from(self.capacity),
+            KIND_REQUEST_REPLY => u64::from(self.capacity) * self.client_stride(),
+            _ => u64::from(self.capacity) * self.slot_stride(),
+        }
+    }
+
     /// Checks a geometry, whether asked for by a creator or read from a control page.
     pub(crate) fn check(&self) -> Result<(), String> {
-        if !self.capacity.is_power_of_two()
-            || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&self.capacity)
-        {
-            return Err(format!(
-                "the capacity must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY} bytes, not {}",
-                self.capacity
-            ));
-        }
-        if self.max_message == 0 || self.max_message > self.capacity - FRAME_HEADER {
-            return Err(format!(
-                "the largest message must be from 1 to {} bytes (the capacity, {}, less an 8-byte frame header), not {}",
-                self.capacity - FRAME_HEADER,
-                self.capacity,
-                self.max_message
-            ));
+        match self.kind {
+            KIND_STREAM => {
+                if !self.capacity.is_power_of_two()
+                    || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&self.capacity)
+                {
+                    return Err(format!(
+                        "the capacity must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY} bytes, not {}",
+                        self.capacity
+                    ));
+                }
+                if self.max_message == 0 || self.max_message > self.capacity - FRAME_HEADER {
+                    return Err(format!(
+                        "the largest message must be from 1 to {} bytes (the capacity, {}, less an 8-byte frame header), not {}",
+                        self.capacity - FRAME_HEADER,
+                        self.capacity,
+                        self.max_message
+                    ));
+                }
+            }
+            KIND_BROADCAST | KIND_LATEST | KIND_REQUEST_REPLY => {
+                let (what, max) = match self.kind {
+                    KIND_BROADCAST => ("slots", MAX_SLOTS),
+                    KIND_LATEST => ("buffers", 2),
+                    _ => ("client slots", MAX_CLIENTS),
+                };
+                let min = if self.kind == KIND_REQUEST_REPLY {
+                    1
+                } else {
+                    2
+                };
+                if !(min..=max).contains(&self.capacity)
+                    || (self.kind == KIND_BROADCAST && !self.capacity.is_power_of_two())
+                {
+                    return Err(format!(
+                        "the number of {what} must be from {min} to {max}{}, not {}",
+                        if self.kind == KIND_BROADCAST {
+                            ", a power of two"
+                        } else {
+                            ""
+                        },
+                        self.capacity
+                    ));
+                }
+                for (name, v) in [("message", self.max_message), ("reply", self.max_reply)] {
+                    if name == "reply" && self.kind != KIND_REQUEST_REPLY {
+                        if v != 0 {
+                            return Err(format!("a {} has no replies", kind_name(self.kind)));
+                        }
+                        continue;
+                    }
+                    if v == 0 || v > MAX_SLOT_MESSAGE {
+                        return Err(format!(
+                            "the largest {name} must be from 1 to {MAX_SLOT_MESSAGE} bytes, not {v}"
+                        ));
+                    }
+                }
+            }
+            other => return Err(format!("{other} is not a channel kind this filemap knows")),
         }
         if self.type_size != 0
             && (self.type_size > self.max_message
@@ -175,68 +281,78 @@ impl Geometry {
 
     /// The first bytes of a new control page (the rest is zero), little-endian: what
     /// [`init`](Self::init) stores, as bytes for a file that no one has mapped yet.
-    pub(crate) fn encode(&self) -> [u8; 40] {
-        let mut b = [0u8; 40];
+    pub(crate) fn encode(&self) -> [u8; 44] {
+        let mut b = [0u8; 44];
         b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
         b[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&KIND_STREAM.to_le_bytes());
+        b[12..16].copy_from_slice(&self.kind.to_le_bytes());
         b[16..20].copy_from_slice(&self.capacity.to_le_bytes());
         b[20..24].copy_from_slice(&self.max_message.to_le_bytes());
         b[24..28].copy_from_slice(&self.type_size.to_le_bytes());
         b[28..32].copy_from_slice(&self.type_align.to_le_bytes());
         b[32..40].copy_from_slice(&self.type_hash.to_le_bytes());
+        b[40..44].copy_from_slice(&self.max_reply.to_le_bytes());
         b
     }
 
     /// Writes the geometry into a fresh control page (all zero) before it has a name.
     #[cfg(test)]
-    pub(crate) fn init(&self, ctl: &Control) {
-        ctl.magic.store(MAGIC, Relaxed);
-        ctl.version.store(VERSION, Relaxed);
-        ctl.kind.store(KIND_STREAM, Relaxed);
-        ctl.capacity.store(self.capacity, Relaxed);
-        ctl.max_message.store(self.max_message, Relaxed);
-        ctl.type_size.store(self.type_size, Relaxed);
-        ctl.type_align.store(self.type_align, Relaxed);
-        ctl.type_hash.store(self.type_hash, Relaxed);
+    pub(crate) fn init(&self, h: &Header) {
+        h.magic.store(MAGIC, Relaxed);
+        h.version.store(VERSION, Relaxed);
+        h.kind.store(self.kind, Relaxed);
+        h.capacity.store(self.capacity, Relaxed);
+        h.max_message.store(self.max_message, Relaxed);
+        h.type_size.store(self.type_size, Relaxed);
+        h.type_align.store(self.type_align, Relaxed);
+        h.type_hash.store(self.type_hash, Relaxed);
+        h.max_reply.store(self.max_reply, Relaxed);
     }
 
-    /// Reads and checks the geometry of a control page. `ring_len` is the room that the
-    /// object has for the ring.
-    pub(crate) fn read(ctl: &Control, ring_len: u64) -> Result<Geometry, String> {
-        let magic = ctl.magic.load(Relaxed);
+    /// Reads and checks the geometry of a control page. `room` is the bytes that the object
+    /// has after its control page.
+    pub(crate) fn read(h: &Header, room: u64) -> Result<Geometry, String> {
+        let magic = h.magic.load(Relaxed);
         if magic != MAGIC {
             return Err(format!(
                 "its control page has no channel magic ({magic:#018x})"
             ));
         }
-        let version = ctl.version.load(Relaxed);
+        let version = h.version.load(Relaxed);
         if version != VERSION {
             return Err(format!(
                 "its layout version is {version}; this filemap speaks version {VERSION}"
             ));
         }
-        let kind = ctl.kind.load(Relaxed);
-        if kind != KIND_STREAM {
-            return Err(format!(
-                "its channel kind code is {kind}, not a stream ({KIND_STREAM})"
-            ));
-        }
         let g = Geometry {
-            capacity: ctl.capacity.load(Relaxed),
-            max_message: ctl.max_message.load(Relaxed),
-            type_size: ctl.type_size.load(Relaxed),
-            type_align: ctl.type_align.load(Relaxed),
-            type_hash: ctl.type_hash.load(Relaxed),
+            kind: h.kind.load(Relaxed),
+            capacity: h.capacity.load(Relaxed),
+            max_message: h.max_message.load(Relaxed),
+            type_size: h.type_size.load(Relaxed),
+            type_align: h.type_align.load(Relaxed),
+            type_hash: h.type_hash.load(Relaxed),
+            max_reply: h.max_reply.load(Relaxed),
         };
         g.check()?;
-        if u64::from(g.capacity) > ring_len {
+        if g.area_len() > room {
             return Err(format!(
-                "its capacity ({}) is larger than the object ({ring_len} bytes of ring)",
-                g.capacity
+                "its {} needs {} bytes after the control page; the object has {room}",
+                kind_name(g.kind),
+                g.area_len()
             ));
         }
         Ok(g)
+    }
+}
+
+/// A channel kind's name, for messages.
+pub(crate) fn kind_name(kind: u32) -> &'static str {
+    match kind {
+        KIND_STREAM => "stream",
+        KIND_BROADCAST => "broadcast",
+        KIND_LATEST => "latest-value channel",
+        KIND_REQUEST_REPLY => "request/reply channel",
+        _ => "channel",
     }
 }
 
@@ -792,16 +908,18 @@ mod tests {
     impl Heap {
         fn new(capacity: u32, max_message: u32) -> Arc<Heap> {
             let geometry = Geometry {
+                kind: KIND_STREAM,
                 capacity,
                 max_message,
                 type_size: 0,
                 type_align: 0,
                 type_hash: 0,
+                max_reply: 0,
             };
             geometry.check().unwrap();
             // SAFETY: Control is atomics only, for which all-zero bytes are valid.
             let ctl: Box<Control> = unsafe { Box::new(std::mem::zeroed()) };
-            geometry.init(&ctl);
+            geometry.init(&ctl.header);
             Arc::new(Heap {
                 ctl,
                 ring: vec![0; capacity as usize / 8],
@@ -810,7 +928,7 @@ mod tests {
         }
 
         fn ring(&self) -> Ring<'_> {
-            let g = Geometry::read(&self.ctl, self.ring.len() as u64 * 8).unwrap();
+            let g = Geometry::read(&self.ctl.header, self.ring.len() as u64 * 8).unwrap();
             assert_eq!(g, self.geometry);
             // SAFETY: the Vec is `capacity` bytes, 8-aligned, lives as long as `self`, and
             // is only accessed through the ring's raw pointers.
@@ -968,17 +1086,20 @@ mod tests {
         for (field, value) in [(0, 1000u32), (1, 0), (1, 121)] {
             let h = Heap::new(128, 32);
             match field {
-                0 => h.ctl.capacity.store(value, Relaxed),
-                _ => h.ctl.max_message.store(value, Relaxed),
+                0 => h.ctl.header.capacity.store(value, Relaxed),
+                _ => h.ctl.header.max_message.store(value, Relaxed),
             }
-            assert!(Geometry::read(&h.ctl, 128).is_err(), "{field} {value}");
+            assert!(
+                Geometry::read(&h.ctl.header, 128).is_err(),
+                "{field} {value}"
+            );
         }
         let h = Heap::new(128, 32);
-        h.ctl.magic.store(0, Relaxed);
-        assert!(Geometry::read(&h.ctl, 128).is_err());
+        h.ctl.header.magic.store(0, Relaxed);
+        assert!(Geometry::read(&h.ctl.header, 128).is_err());
         let h = Heap::new(128, 32);
         assert!(
-            Geometry::read(&h.ctl, 64).is_err(),
+            Geometry::read(&h.ctl.header, 64).is_err(),
             "larger than the object"
         );
     }
@@ -1000,16 +1121,26 @@ mod tests {
             let words: [u32; 8] = std::array::from_fn(|_| next() as u32);
             // Mostly plausible values, so that the checks past the first get exercised.
             let pick = |w: u32, good: u32| if w % 3 == 0 { w } else { good ^ (w & 0x18) };
-            heap.ctl.capacity.store(pick(words[0], 256), Relaxed);
-            heap.ctl.max_message.store(pick(words[1], 64), Relaxed);
+            heap.ctl.header.capacity.store(pick(words[0], 256), Relaxed);
+            if words[5] % 5 == 0 {
+                heap.ctl.header.kind.store(words[5] % 7, Relaxed);
+            }
+            heap.ctl
+                .header
+                .max_message
+                .store(pick(words[1], 64), Relaxed);
             heap.ctl.head.store(pick(words[2], 0), Relaxed);
             heap.ctl.tail.store(pick(words[3], 64), Relaxed);
             heap.ctl
+                .header
                 .version
                 .store(if words[4] % 8 == 0 { words[4] } else { 1 }, Relaxed);
-            let Ok(g) = Geometry::read(&heap.ctl, 256) else {
+            let Ok(g) = Geometry::read(&heap.ctl.header, 256) else {
                 continue;
             };
+            if g.kind != KIND_STREAM {
+                continue;
+            }
             // SAFETY: as in `Heap::ring`; the geometry was checked against the 256 bytes.
             let ring = unsafe { Ring::new(&heap.ctl, heap.ring.as_ptr() as *mut u8, g) };
             for w in 0..(256 / 8) {

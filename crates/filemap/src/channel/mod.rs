@@ -23,6 +23,14 @@
 //! The layout is documented in `docs/channels.md`, for other languages.
 
 pub(crate) mod algo;
+mod kinds;
+pub(crate) mod rpc;
+pub(crate) mod seqlock;
+
+pub use kinds::{
+    Broadcast, Latest, LatestReader, LatestWriter, Publisher, RequestReply, RpcClient, RpcServer,
+    Subscriber, Ticket,
+};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -31,10 +39,33 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use algo::WaitStrategy;
-use algo::{Consumer, Frame, Geometry, Producer, Reserved, Ring, CLOSED, CONNECTED};
+use algo::{Consumer, Frame, Geometry, Producer, Reserved, Ring, CLOSED, CONNECTED, KIND_STREAM};
 
 use crate::sync::algo::Parker;
-use crate::sys::{self, Disposition, Role};
+use crate::sys::{self, Disposition};
+
+/// The role bytes of a stream's two ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Producer,
+    Consumer,
+}
+
+impl Role {
+    fn index(self) -> u16 {
+        match self {
+            Role::Producer => 0,
+            Role::Consumer => 1,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+}
 use crate::{Error, Name, Options, Result};
 
 /// A stream's capacity when none is given: 1 MiB.
@@ -109,7 +140,7 @@ impl Options {
     /// channel of this version.
     pub fn open_stream(&self, name: &str) -> Result<Stream> {
         let name = Name::parse(name)?;
-        let inner = sys::Channel::open(self.namespace_ref(), &name)?;
+        let inner = sys::Channel::open(self.namespace_ref(), &name, crate::Kind::Stream)?;
         Ok(Stream {
             inner: Arc::new(inner),
         })
@@ -161,11 +192,13 @@ impl Options {
 
 fn bytes_geometry(capacity: u32, max_message: u32) -> Geometry {
     Geometry {
+        kind: KIND_STREAM,
         capacity,
         max_message,
         type_size: 0,
         type_align: 0,
         type_hash: 0,
+        max_reply: 0,
     }
 }
 
@@ -192,11 +225,13 @@ fn typed_geometry<T: Plain>(messages: u32) -> Result<Geometry> {
         });
     }
     Ok(Geometry {
+        kind: KIND_STREAM,
         capacity: capacity as u32,
         max_message: size,
         type_size: size,
         type_align: align,
         type_hash: hash,
+        max_reply: 0,
     })
 }
 
@@ -331,7 +366,7 @@ impl Stream {
         };
         match word.load(Acquire) {
             CLOSED => Peer::Closed,
-            CONNECTED if self.inner.role_alive(role) => Peer::Connected,
+            CONNECTED if self.inner.role_alive(role.index()) => Peer::Connected,
             CONNECTED => Peer::Died,
             _ => Peer::Absent,
         }
@@ -344,7 +379,7 @@ impl Stream {
     /// [`Error::Busy`] while another live handle (in any process) is the producer;
     /// [`Error::Corrupt`] if the ring's state is impossible.
     pub fn sender(&self) -> Result<Sender> {
-        let claim = self.inner.claim(Role::Producer)?;
+        let claim = self.inner.claim(Role::Producer.index(), "producer")?;
         let ring = self.inner.ring();
         let producer = Producer::attach(&ring).map_err(|e| corrupt(&self.inner, e))?;
         let ctl = ring.ctl;
@@ -365,7 +400,7 @@ impl Stream {
     ///
     /// [`Error::Busy`] while another live handle is the consumer; [`Error::Corrupt`].
     pub fn receiver(&self) -> Result<Receiver> {
-        let claim = self.inner.claim(Role::Consumer)?;
+        let claim = self.inner.claim(Role::Consumer.index(), "consumer")?;
         let ring = self.inner.ring();
         let consumer = Consumer::attach(&ring).map_err(|e| corrupt(&self.inner, e))?;
         let ctl = ring.ctl;
@@ -712,12 +747,12 @@ impl Liveness {
 fn peer_gone(chan: &sys::Channel, role: Role, liveness: &mut Liveness) -> Option<Error> {
     let ctl = chan.ring().ctl;
     let (word, peer) = match role {
-        Role::Producer => (&ctl.producer, "producer"),
-        Role::Consumer => (&ctl.consumer, "consumer"),
+        Role::Producer => (&ctl.producer, role.word()),
+        Role::Consumer => (&ctl.consumer, role.word()),
     };
     let died = match word.load(Acquire) {
         CLOSED => false,
-        CONNECTED if liveness.due() && !chan.role_alive(role) => true,
+        CONNECTED if liveness.due() && !chan.role_alive(role.index()) => true,
         _ => return None,
     };
     Some(Error::Disconnected {

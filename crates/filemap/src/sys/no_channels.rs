@@ -18,12 +18,6 @@ fn unsupported<T>() -> Result<T> {
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Producer,
-    Consumer,
-}
-
 #[derive(Debug)]
 pub(crate) struct Channel(Never);
 
@@ -56,7 +50,7 @@ impl Channel {
     ) -> Result<Channel> {
         unsupported()
     }
-    pub(crate) fn open(_: &Namespace, _: &Name) -> Result<Channel> {
+    pub(crate) fn open(_: &Namespace, _: &Name, _: crate::Kind) -> Result<Channel> {
         unsupported()
     }
     pub(crate) fn name(&self) -> &Name {
@@ -74,10 +68,29 @@ impl Channel {
     pub(crate) fn ring(&self) -> Ring<'_> {
         match self.0 {}
     }
-    pub(crate) fn claim(&self, _: Role) -> Result<Claim> {
+    pub(crate) fn control<T: crate::channel::algo::ControlPage>(&self) -> &T {
         match self.0 {}
     }
-    pub(crate) fn role_alive(&self, _: Role) -> bool {
+    pub(crate) fn area(&self) -> (*mut u8, usize) {
+        match self.0 {}
+    }
+    pub(crate) fn slots(&self) -> crate::channel::seqlock::Slots<'_> {
+        match self.0 {}
+    }
+    pub(crate) fn clients(&self) -> crate::channel::rpc::Clients<'_> {
+        match self.0 {}
+    }
+    pub(crate) fn claim(&self, _: u16, _: &'static str) -> Result<Claim> {
+        match self.0 {}
+    }
+    pub(crate) fn claim_any(
+        &self,
+        _: std::ops::Range<u16>,
+        _: &'static str,
+    ) -> Result<(u16, Claim)> {
+        match self.0 {}
+    }
+    pub(crate) fn role_alive(&self, _: u16) -> bool {
         match self.0 {}
     }
 }

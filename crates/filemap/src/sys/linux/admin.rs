@@ -269,7 +269,10 @@ pub(crate) fn inspect(dir: &NsDir, name: &Name, file_name: &str) -> Result<Inspe
             let holders =
                 lock::holders(&fd).map_err(|e| Error::io(format!("checking {name}"), e))?;
             let state = match record.kind {
-                crate::Kind::Stream => super::channel::read_state(&fd, record.size),
+                crate::Kind::Stream
+                | crate::Kind::Broadcast
+                | crate::Kind::Latest
+                | crate::Kind::RequestReply => super::channel::read_state(&fd, record.size),
                 kind => super::sync::read_state(&fd, kind),
             };
             Ok(Inspect::Present {

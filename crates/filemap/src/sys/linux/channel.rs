@@ -1,13 +1,16 @@
 //! Channels on Linux: a namespace entry (the same protocol, lifetime and permissions as
-//! every object) whose data area holds the control page and the ring of
-//! `channel/algo.rs`, mapped shared by every holder.
+//! every object) whose data area holds a control page and the ring or slots of
+//! `channel/algo.rs`, `channel/seqlock.rs` and `channel/rpc.rs`, mapped shared by every
+//! holder.
 //!
-//! Roles: the producer and the consumer each write-lock a byte of their own in the roles'
-//! range (`lock::role_byte`), through an open file description of their own, for as long
-//! as they play the role. So a second producer is refused while the first lives, the
-//! kernel drops the lock when the player dies (SIGKILL included), and the other side tells
-//! a dead peer from a live one with one `F_OFD_GETLK`.
+//! Roles: the producer (or server), the consumer, and each subscriber or client write-lock
+//! a byte of their own in the roles' range (`lock::role_byte`), through an open file
+//! description of their own, for as long as they play the role. So a second producer is
+//! refused while the first lives, the kernel drops the lock when the player dies (SIGKILL
+//! included), and the other side tells a dead peer from a live one with one `F_OFD_GETLK`.
 #![allow(unsafe_code)]
+
+use std::ops::Range;
 
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{self, Mode, OFlags};
@@ -17,28 +20,16 @@ use super::futex::Futex;
 use super::lock;
 use super::memory::{map_shared, Region};
 use super::object::{Entry, NewObject};
-use crate::channel::algo::{Control, Geometry, Ring, CONTROL_LEN};
+use crate::channel::algo::{
+    kind_name, Control, ControlPage, Geometry, Header, Ring, CONTROL_LEN, KIND_STREAM,
+};
+use crate::channel::rpc::{Clients, RpcControl};
+use crate::channel::seqlock::{SlotControl, Slots};
 use crate::sys::{CreateOptions, Disposition};
 use crate::{Error, Kind, Name, Namespace, Result};
 
 /// What channels park on: shared futexes.
 pub(crate) const PARKER: Futex = Futex;
-
-/// A role in a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    Producer,
-    Consumer,
-}
-
-impl Role {
-    fn byte(self) -> lock::Span {
-        lock::role_byte(match self {
-            Role::Producer => 0,
-            Role::Consumer => 1,
-        })
-    }
-}
 
 /// A holder's handle to a channel: its entry and its mapped memory.
 #[derive(Debug)]
@@ -57,6 +48,16 @@ pub(crate) struct Claim {
     _fd: OwnedFd,
 }
 
+/// The object kind of a channel kind code.
+pub(crate) fn object_kind(code: u32) -> Kind {
+    match code {
+        KIND_STREAM => Kind::Stream,
+        crate::channel::algo::KIND_BROADCAST => Kind::Broadcast,
+        crate::channel::algo::KIND_LATEST => Kind::Latest,
+        _ => Kind::RequestReply,
+    }
+}
+
 impl Channel {
     pub(crate) fn create(
         ns: &Namespace,
@@ -65,30 +66,31 @@ impl Channel {
         disposition: Disposition,
         geometry: Geometry,
     ) -> Result<Channel> {
+        let kind = object_kind(geometry.kind);
         let dir = NsDir::for_create(ns, name)?;
-        let size = (CONTROL_LEN as u64) + u64::from(geometry.capacity);
+        let size = (CONTROL_LEN as u64) + geometry.area_len();
         let header = geometry.encode();
         let new = NewObject {
-            kind: Kind::Stream,
+            kind,
             flags: opts.record_flags(),
             size,
             data_len: size,
             init: &header,
             mode: opts.mode,
-            // The ring is written at once: reserved, so that no page raises SIGBUS.
+            // Reserved, so that no page raises SIGBUS.
             sparse: false,
         };
         let (entry, created) = Entry::create(dir, name, &new, disposition, &mut |_| Ok(()))?;
-        Channel::map(entry, created)
+        Channel::map(entry, created, kind)
     }
 
-    pub(crate) fn open(ns: &Namespace, name: &Name) -> Result<Channel> {
-        let dir = NsDir::for_open(ns, name, Kind::Stream)?;
-        let entry = Entry::open(dir, name, Kind::Stream, true)?;
-        Channel::map(entry, false)
+    pub(crate) fn open(ns: &Namespace, name: &Name, kind: Kind) -> Result<Channel> {
+        let dir = NsDir::for_open(ns, name, kind)?;
+        let entry = Entry::open(dir, name, kind, true)?;
+        Channel::map(entry, false, kind)
     }
 
-    fn map(entry: Entry, created: bool) -> Result<Channel> {
+    fn map(entry: Entry, created: bool, kind: Kind) -> Result<Channel> {
         super::futex::register_asymmetric();
         let corrupt = |reason: String| Error::Corrupt {
             path: entry.path(),
@@ -97,14 +99,20 @@ impl Channel {
         let size = entry.record().size;
         if size < (CONTROL_LEN as u64) || size > entry.record().data_len {
             return Err(corrupt(format!(
-                "its size ({size} bytes) cannot hold a channel's control page and ring"
+                "its size ({size} bytes) cannot hold a channel's control page"
             )));
         }
         let len = usize::try_from(size)
             .map_err(|_| corrupt(format!("its size ({size} bytes) is too large to map")))?;
         let region = map_shared(entry.fd(), len)?;
-        let ring_room = size - CONTROL_LEN as u64;
-        let geometry = Geometry::read(control(&region), ring_room).map_err(corrupt)?;
+        let geometry =
+            Geometry::read(header(&region), size - CONTROL_LEN as u64).map_err(corrupt)?;
+        if object_kind(geometry.kind) != kind {
+            return Err(corrupt(format!(
+                "its record says {kind}, but its control page holds a {}",
+                kind_name(geometry.kind)
+            )));
+        }
         Ok(Channel {
             region,
             entry,
@@ -129,55 +137,101 @@ impl Channel {
         self.geometry
     }
 
-    /// The channel's memory.
-    pub(crate) fn ring(&self) -> Ring<'_> {
-        // SAFETY: the region maps the control page and at least `capacity` bytes after it
-        // (checked in `map`), page-aligned, for as long as `self` lives; the ring's bytes
-        // are only accessed through raw pointers and atomics.
-        unsafe {
-            Ring::new(
-                control(&self.region),
-                self.region.ptr().add(CONTROL_LEN),
-                self.geometry,
-            )
-        }
+    /// The control page, as the kind's own layout.
+    pub(crate) fn control<T: ControlPage>(&self) -> &T {
+        const { assert!(std::mem::size_of::<T>() <= CONTROL_LEN) };
+        assert!(self.region.len() >= CONTROL_LEN);
+        // SAFETY: the region is page-aligned (so aligned for T) and at least a control page
+        // long; ControlPage types are atomics only, so every bit pattern is valid and all
+        // access goes through them; it lives as long as `self`.
+        unsafe { &*self.region.ptr().cast::<T>() }
     }
 
-    /// Takes `role`, through a description of our own; [`Error::Busy`] if someone lives in
-    /// it.
-    pub(crate) fn claim(&self, role: Role) -> Result<Claim> {
+    /// The first byte after the control page, and how many bytes follow (at least
+    /// `geometry().area_len()`, checked when the channel was opened).
+    pub(crate) fn area(&self) -> (*mut u8, usize) {
+        // SAFETY: the region is at least CONTROL_LEN bytes long.
+        let base = unsafe { self.region.ptr().add(CONTROL_LEN) };
+        (base, self.region.len() - CONTROL_LEN)
+    }
+
+    /// A stream's memory.
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        debug_assert_eq!(self.geometry.kind, KIND_STREAM);
+        let (base, _) = self.area();
+        // SAFETY: the area holds at least `capacity` bytes after the control page
+        // (checked in `map`), page-aligned, for as long as `self` lives; the ring's bytes
+        // are only accessed through raw pointers and atomics.
+        unsafe { Ring::new(self.control::<Control>(), base, self.geometry) }
+    }
+
+    /// A broadcast's or latest-value channel's slots.
+    pub(crate) fn slots(&self) -> Slots<'_> {
+        let (base, _) = self.area();
+        // SAFETY: the area holds `capacity * slot_stride` bytes after the control page
+        // (checked in `map`), page-aligned, for as long as `self` lives, and is only
+        // accessed through atomics.
+        unsafe { Slots::new(self.control::<SlotControl>(), base, self.geometry) }
+    }
+
+    /// A request/reply channel's client slots.
+    pub(crate) fn clients(&self) -> Clients<'_> {
+        let (base, _) = self.area();
+        // SAFETY: the area holds `capacity * client_stride` bytes after the control page
+        // (checked in `map`), page-aligned, for as long as `self` lives, and is only
+        // accessed through atomics.
+        unsafe { Clients::new(self.control::<RpcControl>(), base, self.geometry) }
+    }
+
+    /// Takes role `role`, through a description of our own; [`Error::Busy`] if someone
+    /// lives in it.
+    pub(crate) fn claim(&self, role: u16, what: &'static str) -> Result<Claim> {
+        self.try_claim(role)?.ok_or_else(|| Error::Busy {
+            name: self.name().to_string(),
+            role: what,
+        })
+    }
+
+    /// Takes the first free role of `roles`; [`Error::Busy`] if every one is taken.
+    pub(crate) fn claim_any(&self, roles: Range<u16>, what: &'static str) -> Result<(u16, Claim)> {
+        for role in roles {
+            if let Some(c) = self.try_claim(role)? {
+                return Ok((role, c));
+            }
+        }
+        Err(Error::Busy {
+            name: self.name().to_string(),
+            role: what,
+        })
+    }
+
+    fn try_claim(&self, role: u16) -> Result<Option<Claim>> {
+        let failed = |e| Error::io(format!("claiming a role in {}", self.name()), e);
         // /proc/self/fd/N opens the same inode as a new description, whose locks are its own.
         let path = format!("/proc/self/fd/{}", self.entry.fd().as_raw_fd());
-        let fd = fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Error::io(format!("claiming a role in {}", self.name()), e))?;
-        match lock::try_write(&fd, role.byte()) {
-            Ok(true) => Ok(Claim { _fd: fd }),
-            Ok(false) => Err(Error::Busy {
-                name: self.name().to_string(),
-                role: match role {
-                    Role::Producer => "producer",
-                    Role::Consumer => "consumer",
-                },
-            }),
-            Err(e) => Err(Error::io(format!("claiming a role in {}", self.name()), e)),
+        let fd = fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(failed)?;
+        match lock::try_write(&fd, lock::role_byte(role)) {
+            Ok(true) => Ok(Some(Claim { _fd: fd })),
+            Ok(false) => Ok(None),
+            Err(e) => Err(failed(e)),
         }
     }
 
     /// Whether anyone plays `role` now (our own claims count too).
-    pub(crate) fn role_alive(&self, role: Role) -> bool {
+    pub(crate) fn role_alive(&self, role: u16) -> bool {
         // An error (which a lock query on an open file does not give) counts as alive, so
         // that it never turns into a false "disconnected".
-        lock::others_write_lock(self.entry.fd(), role.byte()).unwrap_or(true)
+        lock::others_write_lock(self.entry.fd(), lock::role_byte(role)).unwrap_or(true)
     }
 }
 
-/// The control page at the start of `region`.
-fn control(region: &Region) -> &Control {
+/// The header at the start of `region`.
+fn header(region: &Region) -> &Header {
     assert!(region.len() >= CONTROL_LEN);
-    // SAFETY: the region is page-aligned (so aligned for Control) and at least a page long;
-    // Control is atomics only, so every bit pattern is valid, and it is only accessed
+    // SAFETY: the region is page-aligned (so aligned for Header) and at least a page long;
+    // Header is atomics only, so every bit pattern is valid, and it is only accessed
     // through them; it lives as long as the region.
-    unsafe { &*region.ptr().cast::<Control>() }
+    unsafe { &*region.ptr().cast::<Header>() }
 }
 
 /// A channel's geometry, counters and peers, for `info`.
@@ -187,21 +241,27 @@ pub(crate) fn read_state(fd: &OwnedFd, size: u64) -> Option<crate::SyncState> {
     }
     // The control page is the first page: mapped private, a read-only descriptor will do.
     let region = super::memory::map_state(fd, false).ok()?;
-    let ctl = control(&region);
-    let g = Geometry::read(ctl, size - CONTROL_LEN as u64).ok()?;
-    let alive = |role: Role| lock::others_write_lock(fd, role.byte()).unwrap_or(false);
-    use std::sync::atomic::Ordering::Relaxed;
-    let pid = |alive: bool, word: &std::sync::atomic::AtomicU32| {
-        alive.then(|| word.load(Relaxed)).filter(|&p| p != 0)
+    let g = Geometry::read(header(&region), size - CONTROL_LEN as u64).ok()?;
+    let alive = |role: u16| lock::others_write_lock(fd, lock::role_byte(role)).unwrap_or(false);
+    // Role 0 is the producer, publisher, writer or server; 1 a stream's consumer; from 2
+    // the subscribers and clients (latest-value readers take no role).
+    let others = match g.kind {
+        KIND_STREAM => 1..2,
+        crate::channel::algo::KIND_LATEST => 1..1,
+        _ => 2..2 + crate::channel::algo::MAX_CLIENTS as u16,
     };
-    let (producer, consumer) = (alive(Role::Producer), alive(Role::Consumer));
-    Some(crate::SyncState::Stream {
+    let peers = others.filter(|&r| alive(r)).count() as u32;
+    let queued = (g.kind == KIND_STREAM).then(|| {
+        // SAFETY: the region is a page, page-aligned; Control is atomics only and fits.
+        let ctl = unsafe { &*region.ptr().cast::<Control>() };
+        ctl.queued()
+    });
+    Some(crate::SyncState::Channel {
+        kind: object_kind(g.kind),
         capacity: g.capacity,
         max_message: g.max_message,
-        queued: ctl.queued(),
-        producer,
-        consumer,
-        producer_pid: pid(producer, &ctl.producer_pid),
-        consumer_pid: pid(consumer, &ctl.consumer_pid),
+        queued,
+        producer: alive(0),
+        peers,
     })
 }

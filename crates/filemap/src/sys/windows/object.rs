@@ -64,7 +64,9 @@ pub(super) fn open_as(kind: Kind, w: &[u16]) -> HANDLE {
             Kind::Mutex => OpenMutexW(SYNCHRONIZE | MUTANT_QUERY_STATE, 0, w.as_ptr()),
             Kind::Semaphore => OpenSemaphoreW(SYNCHRONIZE | SEMAPHORE_QUERY_STATE, 0, w.as_ptr()),
             // No channels on Windows yet: nothing to open.
-            Kind::Stream => std::ptr::null_mut(),
+            Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply => {
+                std::ptr::null_mut()
+            }
         }
     }
 }

@@ -415,7 +415,7 @@ pub(crate) fn wait_any(
 /// may not query it).
 pub(super) fn sync_state(kind: Kind, h: HANDLE) -> Option<SyncState> {
     match kind {
-        Kind::Mapping | Kind::Stream => None,
+        Kind::Mapping | Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply => None,
         Kind::Mutex => {
             let mut m = MutantBasicInformation {
                 current_count: 1,

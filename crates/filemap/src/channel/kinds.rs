@@ -1,0 +1,991 @@
+//! The other channel kinds: broadcast, latest value and request/reply. Their algorithms
+//! are in `seqlock.rs` and `rpc.rs`; this is their API, with the same rules as
+//! [`Stream`](super::Stream): named objects, roles held by lock, peers' deaths noticed
+//! within [`Stream::LIVENESS_PERIOD`](super::Stream::LIVENESS_PERIOD).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::algo::{
+    Geometry, CLOSED, CONNECTED, KIND_BROADCAST, KIND_LATEST, KIND_REQUEST_REPLY, MAX_CLIENTS,
+};
+use super::rpc::{self, Clients};
+use super::seqlock::{self, SlotControl, Slots};
+use super::{type_of, Liveness, Plain, WaitStrategy};
+use crate::sync::algo::Parker;
+use crate::sys::{self, Disposition};
+use crate::{Error, Kind, Name, Options, Result};
+
+/// The role of the writer side (publisher, writer, server); readers, subscribers and
+/// clients take the roles from 2 on.
+const WRITER: u16 = 0;
+const FIRST_PEER: u16 = 2;
+
+fn geometry(kind: u32, capacity: u32, max_message: u32, max_reply: u32) -> Geometry {
+    Geometry {
+        kind,
+        capacity,
+        max_message,
+        type_size: 0,
+        type_align: 0,
+        type_hash: 0,
+        max_reply,
+    }
+}
+
+fn typed(mut g: Geometry, t: (u32, u32, u64)) -> Geometry {
+    (g.type_size, g.type_align, g.type_hash) = t;
+    g
+}
+
+fn make(opts: &Options, name: &str, g: Geometry, d: Disposition) -> Result<Arc<sys::Channel>> {
+    let name = Name::parse(name)?;
+    g.check().map_err(|what| Error::InvalidArgument { what })?;
+    let copts = opts.create_options()?;
+    Ok(Arc::new(sys::Channel::create(
+        opts.namespace_ref(),
+        &name,
+        copts,
+        d,
+        g,
+    )?))
+}
+
+fn open(opts: &Options, name: &str, kind: Kind) -> Result<Arc<sys::Channel>> {
+    let name = Name::parse(name)?;
+    Ok(Arc::new(sys::Channel::open(
+        opts.namespace_ref(),
+        &name,
+        kind,
+    )?))
+}
+
+fn check_type<T: Plain>(chan: &sys::Channel) -> Result<()> {
+    let g = chan.geometry();
+    let (size, align, hash) = type_of::<T>();
+    if (g.type_size, g.type_align, g.type_hash) != (size, align, hash) {
+        return Err(Error::Incompatible {
+            name: chan.name().to_string(),
+            reason: format!(
+                "it carries {}, not {} ({size} bytes, aligned to {align})",
+                if g.type_size == 0 {
+                    "byte messages".to_owned()
+                } else {
+                    format!(
+                        "messages of {} bytes, aligned to {}",
+                        g.type_size, g.type_align
+                    )
+                },
+                std::any::type_name::<T>()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn corrupt(chan: &sys::Channel, what: &str) -> Error {
+    Error::Corrupt {
+        path: chan.os_path(),
+        reason: format!("its shared state is impossible: {what}"),
+    }
+}
+
+fn too_large(chan: &sys::Channel, len: usize, max: u32) -> Error {
+    Error::MessageTooLarge {
+        name: chan.name().to_string(),
+        len,
+        max: max as usize,
+    }
+}
+
+/// Why the writer side will send nothing more: it closed, or it died (checked when due).
+fn writer_gone(
+    chan: &sys::Channel,
+    state: &std::sync::atomic::AtomicU32,
+    peer: &'static str,
+    liveness: &mut Liveness,
+) -> Option<Error> {
+    let died = match state.load(Acquire) {
+        CLOSED => false,
+        CONNECTED if liveness.due() && !chan.role_alive(WRITER) => true,
+        _ => return None,
+    };
+    Some(Error::Disconnected {
+        name: chan.name().to_string(),
+        peer,
+        died,
+    })
+}
+
+fn timed_out(chan: &sys::Channel, what: &str) -> Error {
+    Error::Timeout {
+        what: format!("{what} on the channel {}", chan.name()),
+    }
+}
+
+macro_rules! handle_common {
+    ($t:ident) => {
+        impl $t {
+            /// The channel's name.
+            pub fn name(&self) -> &Name {
+                self.inner.name()
+            }
+
+            /// Whether the channel was there already: `false` if this handle created it.
+            pub fn already_existed(&self) -> bool {
+                !self.inner.created()
+            }
+
+            /// Where the channel lives in the file system (Linux).
+            pub fn os_path(&self) -> PathBuf {
+                self.inner.os_path()
+            }
+
+            /// The largest message in bytes.
+            pub fn max_message(&self) -> usize {
+                self.inner.geometry().max_message as usize
+            }
+        }
+
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($t))
+                    .field("name", self.inner.name())
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
+// ------------------------------------------------------------------------------------
+// Broadcast
+
+/// A named broadcast channel: one publisher, up to 64 subscribers at a time, each of
+/// which reads every message. The publisher never waits: a subscriber that falls more
+/// than `slots` messages behind loses the oldest, and is told how many.
+pub struct Broadcast {
+    inner: Arc<sys::Channel>,
+}
+
+handle_common!(Broadcast);
+
+impl Options {
+    /// Creates a broadcast channel with `slots` message slots (a power of two, 2 to
+    /// 65536) of up to `max_message` bytes (at most 16 MiB), failing if a live one has
+    /// the name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`], [`Error::KindMismatch`], [`Error::InvalidArgument`].
+    pub fn create_broadcast(&self, name: &str, slots: u32, max_message: u32) -> Result<Broadcast> {
+        let g = geometry(KIND_BROADCAST, slots, max_message, 0);
+        make(self, name, g, Disposition::CreateNew).map(|inner| Broadcast { inner })
+    }
+
+    /// Opens the live broadcast channel under `name`, or creates it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_broadcast`], except `AlreadyExists`.
+    pub fn open_or_create_broadcast(
+        &self,
+        name: &str,
+        slots: u32,
+        max_message: u32,
+    ) -> Result<Broadcast> {
+        let g = geometry(KIND_BROADCAST, slots, max_message, 0);
+        make(self, name, g, Disposition::OpenOrCreate).map(|inner| Broadcast { inner })
+    }
+
+    /// Opens the live broadcast channel under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::Corrupt`].
+    pub fn open_broadcast(&self, name: &str) -> Result<Broadcast> {
+        open(self, name, Kind::Broadcast).map(|inner| Broadcast { inner })
+    }
+
+    /// Creates a broadcast channel of messages of type `T`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_broadcast`].
+    pub fn create_broadcast_of<T: Plain>(&self, name: &str, slots: u32) -> Result<Broadcast> {
+        let t = type_of::<T>();
+        let g = typed(geometry(KIND_BROADCAST, slots, t.0, 0), t);
+        make(self, name, g, Disposition::CreateNew).map(|inner| Broadcast { inner })
+    }
+
+    /// Opens the live broadcast channel of `T` under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for another message type; as for [`Options::open_broadcast`].
+    pub fn open_broadcast_of<T: Plain>(&self, name: &str) -> Result<Broadcast> {
+        let b = self.open_broadcast(name)?;
+        check_type::<T>(&b.inner)?;
+        Ok(b)
+    }
+}
+
+impl Broadcast {
+    fn slots(chan: &sys::Channel) -> Slots<'_> {
+        chan.slots()
+    }
+
+    /// The number of message slots.
+    pub fn slots_len(&self) -> u32 {
+        self.inner.geometry().capacity
+    }
+
+    /// Becomes the channel's publisher.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while another live handle publishes.
+    pub fn publisher(&self) -> Result<Publisher> {
+        let claim = self.inner.claim(WRITER, "publisher")?;
+        let s = Broadcast::slots(&self.inner);
+        let p = seqlock::Publisher::attach(&s);
+        s.ctl.producer_pid.store(std::process::id(), Relaxed);
+        s.ctl.producer.store(CONNECTED, Release);
+        Ok(Publisher {
+            chan: self.inner.clone(),
+            p,
+            sweep: Instant::now(),
+            _claim: claim,
+        })
+    }
+
+    /// Becomes a subscriber, from the next message published on.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] when 64 subscribers are connected.
+    pub fn subscriber(&self) -> Result<Subscriber> {
+        let (role, claim) = self.inner.claim_any(
+            FIRST_PEER..FIRST_PEER + MAX_CLIENTS as u16,
+            "subscriber (all 64 are taken)",
+        )?;
+        let s = Broadcast::slots(&self.inner);
+        let bit = 1u64 << (role - FIRST_PEER);
+        // A dead subscriber of this slot may have left its bit.
+        s.ctl.sleeping.fetch_and(!bit, Relaxed);
+        Ok(Subscriber {
+            sub: seqlock::Subscriber::attach(&s),
+            chan: self.inner.clone(),
+            bit,
+            strategy: WaitStrategy::SpinThenPark,
+            spin: super::algo::Spin::new(),
+            liveness: Liveness::default(),
+            _claim: claim,
+        })
+    }
+}
+
+/// Clears the sleeping bits of subscribers or readers that died, at most every 100 ms
+/// (each costs the writer a futex wake per message until cleared).
+fn sweep(chan: &sys::Channel, ctl: &SlotControl, last: &mut Instant) {
+    let bits = ctl.sleeping.load(Relaxed);
+    if bits == 0 || last.elapsed() < Duration::from_millis(100) {
+        return;
+    }
+    *last = Instant::now();
+    for i in 0..64u16 {
+        if bits & (1 << i) != 0 && !chan.role_alive(FIRST_PEER + i) {
+            ctl.sleeping.fetch_and(!(1u64 << i), Relaxed);
+        }
+    }
+}
+
+/// The publisher of a broadcast channel. Dropping it closes the channel cleanly.
+pub struct Publisher {
+    chan: Arc<sys::Channel>,
+    p: seqlock::Publisher,
+    sweep: Instant,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("name", self.chan.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Publishes `msg` to every subscriber. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`].
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let s = Broadcast::slots(&self.chan);
+        if msg.len() > s.max as usize {
+            return Err(too_large(&self.chan, msg.len(), s.max));
+        }
+        self.p.publish(&s, msg, &sys::PARKER);
+        sweep(&self.chan, s.ctl, &mut self.sweep);
+        Ok(())
+    }
+
+    /// Publishes a value of a typed channel.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Publisher::send`].
+    pub fn send_value<T: Plain>(&mut self, value: &T) -> Result<()> {
+        self.send(bytemuck::bytes_of(value))
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        let s = Broadcast::slots(&self.chan);
+        s.ctl.producer.store(CLOSED, Release);
+        std::sync::atomic::fence(SeqCst);
+        sys::PARKER.unpark(&s.ctl.wake, u32::MAX);
+    }
+}
+
+/// A subscriber of a broadcast channel.
+pub struct Subscriber {
+    chan: Arc<sys::Channel>,
+    sub: seqlock::Subscriber,
+    bit: u64,
+    strategy: WaitStrategy,
+    spin: super::algo::Spin,
+    liveness: Liveness,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("name", self.chan.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Subscriber {
+    /// How a blocking receive waits.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// The next message into `buf` (replacing its contents), waiting until `deadline`;
+    /// returns how many messages were lost before it.
+    fn next(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<u64> {
+        let chan = &*self.chan;
+        let s = Broadcast::slots(chan);
+        loop {
+            let seen = s.ctl.wake.load(Acquire);
+            match self.sub.try_recv(&s, buf) {
+                Ok(Some(lost)) => return Ok(lost),
+                Ok(None) => {}
+                Err(_) => return Err(corrupt(chan, "a broadcast slot")),
+            }
+            if let Some(e) = writer_gone(chan, &s.ctl.producer, "publisher", &mut self.liveness) {
+                if let Ok(Some(lost)) = self.sub.try_recv(&s, buf) {
+                    return Ok(lost);
+                }
+                return Err(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(timed_out(chan, "a message"));
+            }
+            let moved = || s.ctl.wake.load(Relaxed) != seen;
+            let woke = match self.strategy {
+                WaitStrategy::BusyPoll => {
+                    std::hint::spin_loop();
+                    true
+                }
+                WaitStrategy::SpinThenPark if self.spin.spin(moved) => true,
+                _ => seqlock::park(s.ctl, self.bit, seen, &sys::PARKER, deadline),
+            };
+            if !woke {
+                return Err(timed_out(chan, "a message"));
+            }
+        }
+    }
+
+    /// Receives the next message into `buf`, waiting as long as it takes. Returns how
+    /// many messages this subscriber lost (written over before it read them) just before
+    /// this one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] once the publisher closed (or died) and every message was
+    /// read; [`Error::Corrupt`].
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64> {
+        self.next(buf, None)
+    }
+
+    /// As [`Subscriber::recv`], waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; as for [`Subscriber::recv`].
+    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64> {
+        self.next(buf, Instant::now().checked_add(timeout))
+    }
+
+    /// As [`Subscriber::recv`], without waiting: `None` if no message is there.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Subscriber::recv`].
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
+        match self.next(buf, Some(Instant::now())) {
+            Ok(lost) => Ok(Some(lost)),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives a value of a typed channel, and how many were lost before it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a message of another size; as for [`Subscriber::recv`].
+    pub fn recv_value<T: Plain>(&mut self) -> Result<(T, u64)> {
+        let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
+        let lost = self.recv(&mut buf)?;
+        let value = bytemuck::try_pod_read_unaligned(&buf).map_err(|_| Error::Incompatible {
+            name: self.chan.name().to_string(),
+            reason: format!(
+                "a message of {} bytes came where a {} was expected",
+                buf.len(),
+                std::any::type_name::<T>()
+            ),
+        })?;
+        Ok((value, lost))
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Latest value
+
+/// A named latest-value channel (a "blackboard"): one writer publishes a value, readers
+/// always get a whole copy of the latest one, never a torn one.
+pub struct Latest {
+    inner: Arc<sys::Channel>,
+}
+
+handle_common!(Latest);
+
+impl Options {
+    /// Creates a latest-value channel for values of up to `max_message` bytes (at most
+    /// 16 MiB), failing if a live one has the name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`], [`Error::KindMismatch`], [`Error::InvalidArgument`].
+    pub fn create_latest(&self, name: &str, max_message: u32) -> Result<Latest> {
+        let g = geometry(KIND_LATEST, 2, max_message, 0);
+        make(self, name, g, Disposition::CreateNew).map(|inner| Latest { inner })
+    }
+
+    /// Opens the live latest-value channel under `name`, or creates it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_latest`], except `AlreadyExists`.
+    pub fn open_or_create_latest(&self, name: &str, max_message: u32) -> Result<Latest> {
+        let g = geometry(KIND_LATEST, 2, max_message, 0);
+        make(self, name, g, Disposition::OpenOrCreate).map(|inner| Latest { inner })
+    }
+
+    /// Opens the live latest-value channel under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::Corrupt`].
+    pub fn open_latest(&self, name: &str) -> Result<Latest> {
+        open(self, name, Kind::Latest).map(|inner| Latest { inner })
+    }
+
+    /// Creates a latest-value channel of values of type `T`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_latest`].
+    pub fn create_latest_of<T: Plain>(&self, name: &str) -> Result<Latest> {
+        let t = type_of::<T>();
+        let g = typed(geometry(KIND_LATEST, 2, t.0, 0), t);
+        make(self, name, g, Disposition::CreateNew).map(|inner| Latest { inner })
+    }
+
+    /// Opens the live latest-value channel of `T` under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for another type; as for [`Options::open_latest`].
+    pub fn open_latest_of<T: Plain>(&self, name: &str) -> Result<Latest> {
+        let l = self.open_latest(name)?;
+        check_type::<T>(&l.inner)?;
+        Ok(l)
+    }
+}
+
+impl Latest {
+    /// Becomes the writer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while another live handle writes.
+    pub fn writer(&self) -> Result<LatestWriter> {
+        let claim = self.inner.claim(WRITER, "writer")?;
+        let s = Broadcast::slots(&self.inner);
+        let w = seqlock::Writer::attach(&s);
+        s.ctl.producer_pid.store(std::process::id(), Relaxed);
+        s.ctl.producer.store(CONNECTED, Release);
+        Ok(LatestWriter {
+            chan: self.inner.clone(),
+            w,
+            sweep: Instant::now(),
+            _claim: claim,
+        })
+    }
+
+    /// A reader (up to 64 at a time).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] when 64 readers are connected.
+    pub fn reader(&self) -> Result<LatestReader> {
+        let (role, claim) = self.inner.claim_any(
+            FIRST_PEER..FIRST_PEER + MAX_CLIENTS as u16,
+            "reader (all 64 are taken)",
+        )?;
+        let bit = 1u64 << (role - FIRST_PEER);
+        Broadcast::slots(&self.inner)
+            .ctl
+            .sleeping
+            .fetch_and(!bit, Relaxed);
+        Ok(LatestReader {
+            chan: self.inner.clone(),
+            bit,
+            liveness: Liveness::default(),
+            _claim: claim,
+        })
+    }
+}
+
+/// The writer of a latest-value channel.
+pub struct LatestWriter {
+    chan: Arc<sys::Channel>,
+    w: seqlock::Writer,
+    sweep: Instant,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for LatestWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatestWriter")
+            .field("name", self.chan.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LatestWriter {
+    /// Publishes `value` as the latest. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`].
+    pub fn publish(&mut self, value: &[u8]) -> Result<()> {
+        let s = Broadcast::slots(&self.chan);
+        if value.len() > s.max as usize {
+            return Err(too_large(&self.chan, value.len(), s.max));
+        }
+        self.w.publish(&s, value, &sys::PARKER);
+        sweep(&self.chan, s.ctl, &mut self.sweep);
+        Ok(())
+    }
+
+    /// Publishes a value of a typed channel.
+    ///
+    /// # Errors
+    ///
+    /// As for [`LatestWriter::publish`].
+    pub fn publish_value<T: Plain>(&mut self, value: &T) -> Result<()> {
+        self.publish(bytemuck::bytes_of(value))
+    }
+}
+
+impl Drop for LatestWriter {
+    fn drop(&mut self) {
+        let s = Broadcast::slots(&self.chan);
+        s.ctl.producer.store(CLOSED, Release);
+        std::sync::atomic::fence(SeqCst);
+        sys::PARKER.unpark(&s.ctl.wake, u32::MAX);
+    }
+}
+
+/// A reader of a latest-value channel.
+pub struct LatestReader {
+    chan: Arc<sys::Channel>,
+    bit: u64,
+    liveness: Liveness,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for LatestReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatestReader")
+            .field("name", self.chan.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LatestReader {
+    /// Copies the latest value into `buf`: `Some(version)` (from 1, one more with every
+    /// value published), or `None` if no value was published yet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`].
+    pub fn read(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
+        let s = Broadcast::slots(&self.chan);
+        seqlock::read_latest(&s, buf).map_err(|_| corrupt(&self.chan, "a value slot"))
+    }
+
+    /// Reads a value of a typed channel (`None` before the first).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a value of another size; [`Error::Corrupt`].
+    pub fn read_value<T: Plain>(&mut self) -> Result<Option<(T, u64)>> {
+        let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
+        let Some(v) = self.read(&mut buf)? else {
+            return Ok(None);
+        };
+        let value = bytemuck::try_pod_read_unaligned(&buf).map_err(|_| Error::Incompatible {
+            name: self.chan.name().to_string(),
+            reason: format!(
+                "a value of {} bytes where a {} was expected",
+                buf.len(),
+                std::any::type_name::<T>()
+            ),
+        })?;
+        Ok(Some((value, v)))
+    }
+
+    /// Waits until a value newer than `version` is published (up to `timeout`), and
+    /// copies it into `buf`; returns its version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; [`Error::Disconnected`] if the writer closed or died and
+    /// nothing newer is there.
+    pub fn wait_newer(
+        &mut self,
+        version: u64,
+        buf: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let chan = &*self.chan;
+        let s = Broadcast::slots(chan);
+        loop {
+            let seen = s.ctl.wake.load(Acquire);
+            let latest =
+                seqlock::read_latest(&s, buf).map_err(|_| corrupt(chan, "a value slot"))?;
+            if latest.is_some_and(|v| v > version) {
+                return Ok(latest.unwrap_or(0));
+            }
+            if let Some(e) = writer_gone(chan, &s.ctl.producer, "writer", &mut self.liveness) {
+                return Err(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d)
+                || !seqlock::park(s.ctl, self.bit, seen, &sys::PARKER, deadline)
+            {
+                return Err(timed_out(chan, "a newer value"));
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Request/reply
+
+/// A named request/reply channel: up to `clients` clients at a time send requests, and
+/// one server answers each.
+pub struct RequestReply {
+    inner: Arc<sys::Channel>,
+}
+
+handle_common!(RequestReply);
+
+impl Options {
+    /// Creates a request/reply channel with `clients` client slots (1 to 64), requests of
+    /// up to `max_request` bytes and replies of up to `max_reply` bytes (each at most
+    /// 16 MiB), failing if a live one has the name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`], [`Error::KindMismatch`], [`Error::InvalidArgument`].
+    pub fn create_request_reply(
+        &self,
+        name: &str,
+        clients: u32,
+        max_request: u32,
+        max_reply: u32,
+    ) -> Result<RequestReply> {
+        let g = geometry(KIND_REQUEST_REPLY, clients, max_request, max_reply);
+        make(self, name, g, Disposition::CreateNew).map(|inner| RequestReply { inner })
+    }
+
+    /// Opens the live request/reply channel under `name`, or creates it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::create_request_reply`], except `AlreadyExists`.
+    pub fn open_or_create_request_reply(
+        &self,
+        name: &str,
+        clients: u32,
+        max_request: u32,
+        max_reply: u32,
+    ) -> Result<RequestReply> {
+        let g = geometry(KIND_REQUEST_REPLY, clients, max_request, max_reply);
+        make(self, name, g, Disposition::OpenOrCreate).map(|inner| RequestReply { inner })
+    }
+
+    /// Opens the live request/reply channel under `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::Corrupt`].
+    pub fn open_request_reply(&self, name: &str) -> Result<RequestReply> {
+        open(self, name, Kind::RequestReply).map(|inner| RequestReply { inner })
+    }
+}
+
+impl RequestReply {
+    fn clients(chan: &sys::Channel) -> Clients<'_> {
+        chan.clients()
+    }
+
+    /// The largest reply in bytes.
+    pub fn max_reply(&self) -> usize {
+        self.inner.geometry().max_reply as usize
+    }
+
+    /// Becomes the server. Requests that a dead server had taken are pending again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while another live handle serves.
+    pub fn server(&self) -> Result<RpcServer> {
+        let claim = self.inner.claim(WRITER, "server")?;
+        let c = RequestReply::clients(&self.inner);
+        let server = rpc::Server::attach(&c);
+        c.ctl.server_pid.store(std::process::id(), Relaxed);
+        c.ctl.server.store(CONNECTED, Release);
+        Ok(RpcServer {
+            chan: self.inner.clone(),
+            server,
+            strategy: WaitStrategy::SpinThenPark,
+            spin: super::algo::Spin::new(),
+            _claim: claim,
+        })
+    }
+
+    /// Becomes a client, in a free client slot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] when every client slot is taken.
+    pub fn client(&self) -> Result<RpcClient> {
+        let n = self.inner.geometry().capacity as u16;
+        let (role, claim) = self
+            .inner
+            .claim_any(FIRST_PEER..FIRST_PEER + n, "client (every slot is taken)")?;
+        let c = RequestReply::clients(&self.inner);
+        let client = rpc::Client::attach(&c, u32::from(role - FIRST_PEER));
+        Ok(RpcClient {
+            chan: self.inner.clone(),
+            client,
+            strategy: WaitStrategy::SpinThenPark,
+            spin: super::algo::Spin::new(),
+            liveness: Liveness::default(),
+            _claim: claim,
+        })
+    }
+}
+
+/// A request taken by [`RpcServer::recv`], to answer with [`RpcServer::reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(rpc::Taken);
+
+/// The server of a request/reply channel. Dropping it closes the channel cleanly:
+/// waiting clients get [`Error::Disconnected`].
+pub struct RpcServer {
+    chan: Arc<sys::Channel>,
+    server: rpc::Server,
+    strategy: WaitStrategy,
+    spin: super::algo::Spin,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for RpcServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcServer")
+            .field("name", self.chan.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcServer {
+    /// How a blocking receive waits.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Takes the next request into `buf` (replacing its contents), waiting up to
+    /// `timeout` (`None`: as long as it takes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; [`Error::Corrupt`].
+    pub fn recv(&mut self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<Ticket> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let chan = &*self.chan;
+        let c = RequestReply::clients(chan);
+        loop {
+            let seen = self.server.doorbell(&c);
+            match self.server.try_take(&c, buf) {
+                Ok(Some(t)) => return Ok(Ticket(t)),
+                Ok(None) => {}
+                Err(_) => return Err(corrupt(chan, "a request slot")),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(timed_out(chan, "a request"));
+            }
+            let moved = || c.ctl.doorbell.load(Relaxed) != seen;
+            let woke = match self.strategy {
+                WaitStrategy::BusyPoll => {
+                    std::hint::spin_loop();
+                    true
+                }
+                WaitStrategy::SpinThenPark if self.spin.spin(moved) => true,
+                _ => self.server.wait(&c, seen, &sys::PARKER, deadline),
+            };
+            if !woke {
+                return Err(timed_out(chan, "a request"));
+            }
+        }
+    }
+
+    /// Answers the request `t` with `reply`. Returns `false` if its client is gone (or gave
+    /// up waiting), and the reply was thrown away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`].
+    pub fn reply(&mut self, t: Ticket, reply: &[u8]) -> Result<bool> {
+        let c = RequestReply::clients(&self.chan);
+        if reply.len() > c.max_reply as usize {
+            return Err(too_large(&self.chan, reply.len(), c.max_reply));
+        }
+        Ok(self.server.reply(&c, t.0, reply, &sys::PARKER))
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        let c = RequestReply::clients(&self.chan);
+        c.ctl.server.store(CLOSED, Release);
+        std::sync::atomic::fence(SeqCst);
+        // Every waiting client looks again, and sees the close.
+        for slot in 0..c.count {
+            sys::PARKER.unpark(c.state(slot), u32::MAX);
+        }
+    }
+}
+
+/// A client of a request/reply channel.
+pub struct RpcClient {
+    chan: Arc<sys::Channel>,
+    client: rpc::Client,
+    strategy: WaitStrategy,
+    spin: super::algo::Spin,
+    liveness: Liveness,
+    _claim: sys::Claim,
+}
+
+impl fmt::Debug for RpcClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcClient")
+            .field("name", self.chan.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RpcClient {
+    /// How a call waits for its reply.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Sends `request` and waits up to `timeout` (`None`: as long as it takes) for its
+    /// reply, which goes into `reply` (replacing its contents).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`]; [`Error::Timeout`] (the request is then given up: a late
+    /// reply is thrown away); [`Error::Disconnected`] if the server closed or died
+    /// without answering; [`Error::Corrupt`].
+    pub fn call(
+        &mut self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let chan = &*self.chan;
+        let c = RequestReply::clients(chan);
+        if request.len() > c.max_request as usize {
+            return Err(too_large(chan, request.len(), c.max_request));
+        }
+        self.client.send(&c, request, &sys::PARKER);
+        loop {
+            match self.client.try_reply(&c, reply) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(_) => return Err(corrupt(chan, "a client slot")),
+            }
+            if let Some(e) = writer_gone(chan, &c.ctl.server, "server", &mut self.liveness) {
+                if let Ok(true) = self.client.try_reply(&c, reply) {
+                    return Ok(());
+                }
+                return Err(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(timed_out(chan, "a reply"));
+            }
+            let state = c.state(self.client.slot);
+            let seen = state.load(Relaxed);
+            let woke = match self.strategy {
+                WaitStrategy::BusyPoll => {
+                    std::hint::spin_loop();
+                    true
+                }
+                WaitStrategy::SpinThenPark if self.spin.spin(|| state.load(Relaxed) != seen) => {
+                    true
+                }
+                _ => self.client.wait(&c, &sys::PARKER, deadline),
+            };
+            if !woke {
+                return Err(timed_out(chan, "a reply"));
+            }
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! Request/reply channels, as pure atomics over shared memory, like `algo.rs`.
+//!
+//! # Layout
+//!
+//! After the control page come `capacity` client slots of `client_stride` bytes: a 64-byte
+//! slot header (`state: u32`, `request_len: u32`, `reply_len: u32`, `client_waiting: u32`,
+//! padding), the request (`max_message` bytes rounded up to 8) and the reply (`max_reply`
+//! rounded up to 8). Requests and replies are copied in and out one atomic 8-byte word at a
+//! time, so a reader racing a writer it should not meet (only after a crash) gets wrong
+//! bytes, never undefined behaviour.
+//!
+//! # The slot's state word
+//!
+//! `state = generation << 2 | phase`, with the phases `IDLE`, `REQUEST` (written by the
+//! client), `BUSY` (taken by the server) and `REPLY` (answered). A client owns its slot
+//! (a role lock) and starts a new generation when it takes the slot over, so that the
+//! server's answer to a dead client's request cannot reach the new one: the server moves a
+//! slot from `BUSY` to `REPLY` with a compare-and-swap on the whole word.
+//!
+//! - client: write the request, store `REQUEST` (`Release`), increment `doorbell`, fence,
+//!   wake the server if `server_waiting`; then wait for `REPLY` on its own state word.
+//! - server: read `doorbell`, scan the slots for `REQUEST`, take one with a CAS to `BUSY`
+//!   (`Acquire`: the request's words happen before), read it, write the reply, CAS to
+//!   `REPLY` (`Release`), fence, wake the client if `client_waiting`. With nothing to take,
+//!   it sleeps on `doorbell` while it still reads what it read before the scan.
+//! - A new server puts every `BUSY` slot back to `REQUEST`: the requests that a dead
+//!   server took are answered again (at least once).
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use std::time::Instant;
+
+use super::algo::{ControlPage, Geometry, Header, LIVENESS_PERIOD};
+use crate::sync::algo::{Parked, Parker};
+
+pub(crate) const IDLE: u32 = 0;
+pub(crate) const REQUEST: u32 = 1;
+pub(crate) const BUSY: u32 = 2;
+pub(crate) const REPLY: u32 = 3;
+
+/// The control page of a request/reply channel: the header, then the server's line.
+#[repr(C, align(128))]
+pub(crate) struct RpcControl {
+    pub(crate) header: Header,
+    /// Incremented with every request: the server's futex word.
+    pub(crate) doorbell: AtomicU32,
+    /// The server's state word (`algo::CONNECTED`, `algo::CLOSED`).
+    pub(crate) server: AtomicU32,
+    pub(crate) server_pid: AtomicU32,
+    /// Non-zero while the server may sleep on `doorbell`.
+    pub(crate) server_waiting: AtomicU32,
+    _line1: [AtomicU64; 14],
+}
+
+const _: () = assert!(std::mem::size_of::<RpcControl>() == 256);
+
+// SAFETY: repr(C), atomics only, 256 bytes, starts with the header.
+unsafe impl ControlPage for RpcControl {}
+
+impl std::fmt::Debug for RpcControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcControl")
+            .field("doorbell", &self.doorbell.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared state that no correct peer leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Corrupt;
+
+/// A channel's client slots.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clients<'a> {
+    pub(crate) ctl: &'a RpcControl,
+    base: *mut u8,
+    stride: usize,
+    pub(crate) count: u32,
+    pub(crate) max_request: u32,
+    pub(crate) max_reply: u32,
+}
+
+impl<'a> Clients<'a> {
+    /// # Safety
+    ///
+    /// `base` points at `g.capacity * g.client_stride()` bytes, 8-aligned, that stay
+    /// mapped (readable and writable) for `'a` and are only accessed through atomics.
+    pub(crate) unsafe fn new(ctl: &'a RpcControl, base: *mut u8, g: Geometry) -> Clients<'a> {
+        Clients {
+            ctl,
+            base,
+            stride: g.client_stride() as usize,
+            count: g.capacity,
+            max_request: g.max_message,
+            max_reply: g.max_reply,
+        }
+    }
+
+    fn at(&self, slot: u32, off: usize) -> *mut u8 {
+        assert!(slot < self.count && off + 8 <= self.stride);
+        // SAFETY: inside slot `slot`, which is inside the area.
+        unsafe { self.base.add(slot as usize * self.stride + off) }
+    }
+
+    fn word32(&self, slot: u32, i: usize) -> &AtomicU32 {
+        // SAFETY: 4-aligned inside the slot header; AtomicU32 has no invalid values.
+        unsafe { &*self.at(slot, 4 * i).cast::<AtomicU32>() }
+    }
+
+    /// The slot's state word: the client's futex word too.
+    pub(crate) fn state(&self, slot: u32) -> &AtomicU32 {
+        self.word32(slot, 0)
+    }
+
+    fn request_len(&self, slot: u32) -> &AtomicU32 {
+        self.word32(slot, 1)
+    }
+
+    fn reply_len(&self, slot: u32) -> &AtomicU32 {
+        self.word32(slot, 2)
+    }
+
+    pub(crate) fn client_waiting(&self, slot: u32) -> &AtomicU32 {
+        self.word32(slot, 3)
+    }
+
+    fn data_word(&self, slot: u32, reply: bool, w: usize) -> &AtomicU64 {
+        let start = 64
+            + if reply {
+                super::algo::round8(self.max_request) as usize
+            } else {
+                0
+            };
+        // SAFETY: 8-aligned (the stride and the areas are multiples of 8), inside the slot
+        // (`at` checks); AtomicU64 has no invalid values.
+        unsafe { &*self.at(slot, start + 8 * w).cast::<AtomicU64>() }
+    }
+
+    fn put(&self, slot: u32, reply: bool, data: &[u8]) {
+        for (w, chunk) in data.chunks(8).enumerate() {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.data_word(slot, reply, w)
+                .store(u64::from_ne_bytes(b), Relaxed);
+        }
+    }
+
+    fn get(&self, slot: u32, reply: bool, len: usize, buf: &mut Vec<u8>) {
+        buf.clear();
+        buf.reserve(len);
+        for w in 0..len.div_ceil(8) {
+            let v = self.data_word(slot, reply, w).load(Relaxed).to_ne_bytes();
+            buf.extend_from_slice(&v[..(len - 8 * w).min(8)]);
+        }
+    }
+}
+
+/// A client's private half: its slot and generation.
+#[derive(Debug)]
+pub(crate) struct Client {
+    pub(crate) slot: u32,
+    generation: u32,
+}
+
+fn word(generation: u32, phase: u32) -> u32 {
+    (generation << 2) | phase
+}
+
+impl Client {
+    /// Takes over `slot` (which the caller's role lock gives it) with a new generation.
+    pub(crate) fn attach(c: &Clients<'_>, slot: u32) -> Client {
+        let generation = (c.state(slot).load(Acquire) >> 2).wrapping_add(1) & (u32::MAX >> 2);
+        c.state(slot).store(word(generation, IDLE), Release);
+        c.client_waiting(slot).store(0, Relaxed);
+        Client { slot, generation }
+    }
+
+    /// Sends a request (at most `max_request` bytes, checked by the caller). A request
+    /// still pending from before (one whose wait timed out) is given up: its reply, if
+    /// it ever comes, is thrown away.
+    pub(crate) fn send(&mut self, c: &Clients<'_>, request: &[u8], parker: &impl Parker) {
+        let state = c.state(self.slot);
+        if state.load(Relaxed) != word(self.generation, IDLE) {
+            self.generation = self.generation.wrapping_add(1) & (u32::MAX >> 2);
+            state.store(word(self.generation, IDLE), Release);
+        }
+        c.put(self.slot, false, request);
+        c.request_len(self.slot)
+            .store(request.len() as u32, Relaxed);
+        // Release: the request happens before the server's Acquire CAS.
+        state.store(word(self.generation, REQUEST), Release);
+        c.ctl.doorbell.fetch_add(1, Release);
+        // The fast side of the Dekker pair with the server's `park_on`.
+        parker.fence_fast();
+        if c.ctl.server_waiting.load(Relaxed) != 0 {
+            parker.unpark(&c.ctl.doorbell, u32::MAX);
+        }
+    }
+
+    /// The reply into `buf`, if it has come (`Ok(true)`).
+    pub(crate) fn try_reply(
+        &mut self,
+        c: &Clients<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Result<bool, Corrupt> {
+        let state = c.state(self.slot);
+        let s = state.load(Acquire);
+        if s != word(self.generation, REPLY) {
+            if s >> 2 != self.generation {
+                // Our slot in another generation: someone else writes it.
+                return Err(Corrupt);
+            }
+            return Ok(false);
+        }
+        let len = c.reply_len(self.slot).load(Relaxed);
+        if len > c.max_reply {
+            return Err(Corrupt);
+        }
+        c.get(self.slot, true, len as usize, buf);
+        state.store(word(self.generation, IDLE), Release);
+        Ok(true)
+    }
+
+    /// Sleeps until the reply may have come, at most [`LIVENESS_PERIOD`]; `false` if
+    /// `deadline` passed.
+    pub(crate) fn wait(
+        &self,
+        c: &Clients<'_>,
+        parker: &impl Parker,
+        deadline: Option<Instant>,
+    ) -> bool {
+        let state = c.state(self.slot);
+        let seen = state.load(Relaxed);
+        if seen == word(self.generation, REPLY) {
+            return true;
+        }
+        park_on(c.client_waiting(self.slot), state, seen, parker, deadline)
+    }
+}
+
+/// A request taken by the server: answer it with [`Server::reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Taken {
+    pub(crate) slot: u32,
+    generation: u32,
+}
+
+/// The server's private half: where its next scan starts.
+#[derive(Debug)]
+pub(crate) struct Server {
+    next: u32,
+}
+
+impl Server {
+    /// Takes over the server's side: requests that a dead server took are pending again.
+    pub(crate) fn attach(c: &Clients<'_>) -> Server {
+        for slot in 0..c.count {
+            let s = c.state(slot).load(Acquire);
+            if s & 3 == BUSY {
+                let _ = c
+                    .state(slot)
+                    .compare_exchange(s, (s & !3) | REQUEST, AcqRel, Relaxed);
+            }
+        }
+        Server { next: 0 }
+    }
+
+    /// The doorbell's count, to read before a scan and wait on after it.
+    pub(crate) fn doorbell(&self, c: &Clients<'_>) -> u32 {
+        c.ctl.doorbell.load(Acquire)
+    }
+
+    /// Takes a pending request into `buf`, if there is one.
+    pub(crate) fn try_take(
+        &mut self,
+        c: &Clients<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<Taken>, Corrupt> {
+        for k in 0..c.count {
+            let slot = (self.next + k) % c.count;
+            let state = c.state(slot);
+            let s = state.load(Relaxed);
+            if s & 3 != REQUEST {
+                continue;
+            }
+            // Acquire: the client's request happens before our reads of it.
+            if state
+                .compare_exchange(s, (s & !3) | BUSY, Acquire, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let len = c.request_len(slot).load(Relaxed);
+            if len > c.max_request {
+                return Err(Corrupt);
+            }
+            c.get(slot, false, len as usize, buf);
+            self.next = (slot + 1) % c.count;
+            return Ok(Some(Taken {
+                slot,
+                generation: s >> 2,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Answers `t` with `reply` (at most `max_reply` bytes, checked by the caller).
+    /// `false`: the client is gone (or gave up), and the reply is thrown away.
+    pub(crate) fn reply(
+        &mut self,
+        c: &Clients<'_>,
+        t: Taken,
+        reply: &[u8],
+        parker: &impl Parker,
+    ) -> bool {
+        let state = c.state(t.slot);
+        if state.load(Relaxed) != word(t.generation, BUSY) {
+            return false;
+        }
+        c.put(t.slot, true, reply);
+        c.reply_len(t.slot).store(reply.len() as u32, Relaxed);
+        // Release: the reply happens before the client's Acquire load of REPLY.
+        if state
+            .compare_exchange(
+                word(t.generation, BUSY),
+                word(t.generation, REPLY),
+                Release,
+                Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        parker.fence_fast();
+        if c.client_waiting(t.slot).load(Relaxed) != 0 {
+            parker.unpark(state, u32::MAX);
+        }
+        true
+    }
+
+    /// Sleeps until a request may have come after the doorbell read `seen`, at most
+    /// [`LIVENESS_PERIOD`]; `false` if `deadline` passed.
+    pub(crate) fn wait(
+        &self,
+        c: &Clients<'_>,
+        seen: u32,
+        parker: &impl Parker,
+        deadline: Option<Instant>,
+    ) -> bool {
+        park_on(
+            &c.ctl.server_waiting,
+            &c.ctl.doorbell,
+            seen,
+            parker,
+            deadline,
+        )
+    }
+}
+
+fn park_on(
+    flag: &AtomicU32,
+    word: &AtomicU32,
+    seen: u32,
+    parker: &impl Parker,
+    deadline: Option<Instant>,
+) -> bool {
+    flag.store(1, Relaxed);
+    parker.fence_slow();
+    let mut timed_out = false;
+    if word.load(Relaxed) == seen {
+        let period = Instant::now() + LIVENESS_PERIOD;
+        let until = match deadline {
+            Some(d) if d < period => d,
+            _ => period,
+        };
+        if parker.park(word, seen, Some(until)) == Parked::TimedOut {
+            timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        }
+    }
+    flag.store(0, Relaxed);
+    !timed_out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::algo::KIND_REQUEST_REPLY;
+    use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+
+    struct Yield;
+
+    impl Parker for Yield {
+        fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Parked::TimedOut;
+            }
+            if word.load(SeqCst) == expected {
+                std::thread::yield_now();
+            }
+            Parked::Woken
+        }
+        fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
+            self.park(words[0].0, words[0].1, deadline)
+        }
+        fn unpark(&self, _: &AtomicU32, _: u32) {}
+    }
+
+    struct Heap {
+        ctl: Box<RpcControl>,
+        area: Vec<u64>,
+        g: Geometry,
+    }
+
+    // SAFETY: the memory is only accessed through atomics.
+    unsafe impl Sync for Heap {}
+    // SAFETY: as above.
+    unsafe impl Send for Heap {}
+
+    impl Heap {
+        fn new(clients: u32) -> Arc<Heap> {
+            let g = Geometry {
+                kind: KIND_REQUEST_REPLY,
+                capacity: clients,
+                max_message: 32,
+                type_size: 0,
+                type_align: 0,
+                type_hash: 0,
+                max_reply: 40,
+            };
+            g.check().unwrap();
+            // SAFETY: RpcControl is atomics only, for which zero bytes are valid.
+            let ctl: Box<RpcControl> = unsafe { Box::new(std::mem::zeroed()) };
+            g.init(&ctl.header);
+            Arc::new(Heap {
+                ctl,
+                area: vec![0; g.area_len() as usize / 8],
+                g,
+            })
+        }
+
+        fn clients(&self) -> Clients<'_> {
+            // SAFETY: the Vec holds area_len bytes, 8-aligned, for as long as self.
+            unsafe { Clients::new(&self.ctl, self.area.as_ptr() as *mut u8, self.g) }
+        }
+    }
+
+    #[test]
+    fn every_client_gets_its_own_replies() {
+        let calls = if cfg!(miri) { 20 } else { 5_000 };
+        let heap = Heap::new(3);
+        let clients: Vec<_> = (0..3u32)
+            .map(|slot| {
+                let h = heap.clone();
+                std::thread::spawn(move || {
+                    let c = h.clients();
+                    let mut me = Client::attach(&c, slot);
+                    let mut buf = Vec::new();
+                    for i in 0..calls {
+                        let req = format!("{slot}:{i}");
+                        me.send(&c, req.as_bytes(), &Yield);
+                        while !me.try_reply(&c, &mut buf).unwrap() {
+                            me.wait(&c, &Yield, None);
+                        }
+                        assert_eq!(buf, format!("re {req}").as_bytes());
+                    }
+                })
+            })
+            .collect();
+        let c = heap.clients();
+        let mut server = Server::attach(&c);
+        let mut buf = Vec::new();
+        let mut answered = 0;
+        while answered < 3 * calls {
+            let seen = server.doorbell(&c);
+            match server.try_take(&c, &mut buf).unwrap() {
+                Some(t) => {
+                    let reply = [b"re ".as_slice(), &buf].concat();
+                    assert!(server.reply(&c, t, &reply, &Yield));
+                    answered += 1;
+                }
+                None => {
+                    server.wait(&c, seen, &Yield, None);
+                }
+            }
+        }
+        for t in clients {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_dead_clients_reply_never_reaches_the_next_and_a_dead_servers_work_is_redone() {
+        let heap = Heap::new(1);
+        let c = heap.clients();
+        let mut old = Client::attach(&c, 0);
+        old.send(&c, b"old", &Yield);
+        let mut server = Server::attach(&c);
+        let mut buf = Vec::new();
+        let t = server.try_take(&c, &mut buf).unwrap().unwrap();
+        assert_eq!(buf, b"old");
+        // The client dies; a new one takes its slot and asks something else.
+        let mut new = Client::attach(&c, 0);
+        assert!(!server.reply(&c, t, b"for old", &Yield), "thrown away");
+        new.send(&c, b"new", &Yield);
+        // The server dies holding it; the next one answers it again.
+        let t = server.try_take(&c, &mut buf).unwrap().unwrap();
+        assert_eq!(buf, b"new");
+        let _ = t;
+        let mut server = Server::attach(&c);
+        let t = server.try_take(&c, &mut buf).unwrap().unwrap();
+        assert_eq!(buf, b"new");
+        assert!(server.reply(&c, t, b"for new", &Yield));
+        assert!(new.try_reply(&c, &mut buf).unwrap());
+        assert_eq!(buf, b"for new");
+        // Nonsense lengths are errors.
+        new.send(&c, b"x", &Yield);
+        c.request_len(0).store(1000, Relaxed);
+        assert_eq!(server.try_take(&c, &mut buf), Err(Corrupt));
+    }
+}

@@ -1,0 +1,505 @@
+//! Broadcast and latest-value channels: slots guarded by sequence numbers (seqlocks), as
+//! pure atomics over shared memory, like `algo.rs`.
+//!
+//! # Slots
+//!
+//! A slot is a 16-byte slot header (`seq: u64`, `len: u32`, 4 bytes of padding), then the
+//! message, every byte inside an 8-byte word, the whole rounded up to 64 bytes. Writing
+//! message (or value) number `n` into a slot: store `seq = 2n + 1` (odd: being written),
+//! a `Release` fence, the length and the words (`Relaxed`), then `seq = 2n + 2` with
+//! `Release`. Reading: load `seq` (`Acquire`), the length and the words (`Relaxed`), an
+//! `Acquire` fence, and `seq` again: the copy is whole exactly when both loads give the
+//! same even value, the one expected for `n`. This is Boehm's seqlock ("Can seqlocks get
+//! along with programming language memory models?", 2012): every access to the slot is
+//! atomic, so a reader racing a writer gets a torn copy that it throws away, never
+//! undefined behaviour.
+//!
+//! # Broadcast
+//!
+//! `capacity` slots (a power of two); message `n` goes to slot `n % capacity`. The
+//! publisher never waits: it writes over the oldest message. `published` counts the
+//! messages; a subscriber keeps its own next number, and one that finds it older than
+//! `published + 1 - capacity` (the oldest message not being written over) has lost the
+//! difference, which it is told.
+//!
+//! # Latest value
+//!
+//! Two slots; value number `v` (from 1) goes to slot `v % 2`, so the writer always writes
+//! the slot that readers are not directed to. `version` is the number of the latest whole
+//! value. A writer killed halfway leaves `version` on the previous value, whose slot it
+//! did not touch.
+//!
+//! # Waking
+//!
+//! Waiting sides set their bit in `sleeping` (one bit per subscriber or reader slot),
+//! fence ([`Parker::fence_slow`]) and look again before they sleep on `wake` (the low 32
+//! bits of `published` or `version`); the writer stores `wake`, fences
+//! ([`Parker::fence_fast`]) and wakes all if `sleeping` is not 0. A waiter killed while
+//! asleep leaves its bit set, which costs the writer a futex wake per message until its
+//! slot is taken again or the writer sweeps the bits of dead slots.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#![allow(unsafe_code)]
+
+use std::sync::atomic::{
+    fence, AtomicU32, AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use std::time::Instant;
+
+use super::algo::{ControlPage, Geometry, Header, LIVENESS_PERIOD};
+use crate::sync::algo::{Parked, Parker};
+
+/// The control page of a broadcast or latest-value channel: the header, then the
+/// writer's line.
+#[repr(C, align(128))]
+pub(crate) struct SlotControl {
+    pub(crate) header: Header,
+    /// Broadcast: messages published. Latest: the number of the latest whole value (0:
+    /// none yet).
+    pub(crate) published: AtomicU64,
+    /// The futex word: the low 32 bits of `published`.
+    pub(crate) wake: AtomicU32,
+    /// The writer's state word (`algo::CONNECTED`, `algo::CLOSED`).
+    pub(crate) producer: AtomicU32,
+    pub(crate) producer_pid: AtomicU32,
+    _pad: AtomicU32,
+    /// One bit per subscriber or reader slot that may sleep on `wake`.
+    pub(crate) sleeping: AtomicU64,
+    _line1: [AtomicU64; 12],
+}
+
+const _: () = assert!(std::mem::size_of::<SlotControl>() == 256);
+
+// SAFETY: repr(C), atomics only, 256 bytes, starts with the header.
+unsafe impl ControlPage for SlotControl {}
+
+impl std::fmt::Debug for SlotControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotControl")
+            .field("published", &self.published.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes of a slot header.
+const SLOT_HEADER: usize = 16;
+
+/// A channel's slots.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slots<'a> {
+    pub(crate) ctl: &'a SlotControl,
+    base: *mut u8,
+    stride: usize,
+    count: u64,
+    pub(crate) max: u32,
+}
+
+/// What went wrong reading a slot: shared state that no correct writer leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Corrupt;
+
+impl<'a> Slots<'a> {
+    /// # Safety
+    ///
+    /// `base` points at `g.capacity * g.slot_stride()` bytes, 8-aligned, that stay mapped
+    /// (readable and writable) for `'a` and are only accessed through atomics.
+    pub(crate) unsafe fn new(ctl: &'a SlotControl, base: *mut u8, g: Geometry) -> Slots<'a> {
+        Slots {
+            ctl,
+            base,
+            stride: g.slot_stride() as usize,
+            count: u64::from(g.capacity),
+            max: g.max_message,
+        }
+    }
+
+    fn slot(&self, i: u64) -> *mut u8 {
+        debug_assert!(i < self.count);
+        // SAFETY: `i` < count, so the slot is inside the area.
+        unsafe { self.base.add(i as usize * self.stride) }
+    }
+
+    fn seq(&self, i: u64) -> &AtomicU64 {
+        // SAFETY: the slot starts 8-aligned (the stride is a multiple of 64) inside the
+        // area; AtomicU64 has no invalid values.
+        unsafe { &*self.slot(i).cast::<AtomicU64>() }
+    }
+
+    fn len(&self, i: u64) -> &AtomicU32 {
+        // SAFETY: as above, 8 bytes in.
+        unsafe { &*self.slot(i).add(8).cast::<AtomicU32>() }
+    }
+
+    fn word(&self, i: u64, w: usize) -> &AtomicU64 {
+        debug_assert!(SLOT_HEADER + 8 * w + 8 <= self.stride);
+        // SAFETY: the word is inside the slot (checked by the callers' lengths, which are
+        // at most `max`, for which the stride has room), 8-aligned.
+        unsafe { &*self.slot(i).add(SLOT_HEADER + 8 * w).cast::<AtomicU64>() }
+    }
+
+    /// Writes `msg` (at most `max` bytes, checked by the caller) as number `n` into slot `i`.
+    pub(crate) fn write(&self, i: u64, n: u64, msg: &[u8]) {
+        assert!(msg.len() <= self.max as usize);
+        let seq = self.seq(i);
+        seq.store(2 * n + 1, Relaxed);
+        // Release fence: the odd `seq` is visible before any of the words below, to a
+        // reader that sees one of them (its Acquire fence pairs with this one).
+        fence(Release);
+        self.len(i).store(msg.len() as u32, Relaxed);
+        for (w, chunk) in msg.chunks(8).enumerate() {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.word(i, w).store(u64::from_ne_bytes(b), Relaxed);
+        }
+        // Release: the words happen before a reader's Acquire load of the even `seq`.
+        seq.store(2 * n + 2, Release);
+    }
+
+    /// Reads number `n` from slot `i` into `buf`: `Ok(true)` if the copy is whole,
+    /// `Ok(false)` if the slot holds another number (written over, or not yet written),
+    /// `Err` if it holds nonsense.
+    pub(crate) fn read(&self, i: u64, n: u64, buf: &mut Vec<u8>) -> Result<bool, Corrupt> {
+        let want = 2 * n + 2;
+        let seq = self.seq(i);
+        let s1 = seq.load(Acquire);
+        if s1 != want {
+            return Ok(false);
+        }
+        let len = self.len(i).load(Relaxed);
+        let torn = len > self.max;
+        let len = len.min(self.max) as usize;
+        buf.clear();
+        buf.reserve(len.next_multiple_of(8));
+        for w in 0..len.div_ceil(8) {
+            let v = self.word(i, w).load(Relaxed).to_ne_bytes();
+            let take = (len - 8 * w).min(8);
+            buf.extend_from_slice(&v[..take]);
+        }
+        // Acquire fence: if we read any word of a later write, the `seq` load below sees
+        // that write's odd number (or later).
+        fence(Acquire);
+        if seq.load(Relaxed) != s1 {
+            return Ok(false);
+        }
+        if torn {
+            // Whole, yet longer than the channel allows: not written by a correct writer.
+            return Err(Corrupt);
+        }
+        Ok(true)
+    }
+}
+
+/// Sleeps on `ctl.wake` while it reads `seen`, with `bit` set in `sleeping`; at most
+/// [`LIVENESS_PERIOD`]. Returns `false` if `deadline` passed.
+pub(crate) fn park(
+    ctl: &SlotControl,
+    bit: u64,
+    seen: u32,
+    parker: &impl Parker,
+    deadline: Option<Instant>,
+) -> bool {
+    ctl.sleeping.fetch_or(bit, Relaxed);
+    // The slow side of the Dekker pair with the writer's `wake` store and `sleeping` load.
+    parker.fence_slow();
+    let mut timed_out = false;
+    if ctl.wake.load(Relaxed) == seen {
+        let period = Instant::now() + LIVENESS_PERIOD;
+        let until = match deadline {
+            Some(d) if d < period => d,
+            _ => period,
+        };
+        if parker.park(&ctl.wake, seen, Some(until)) == Parked::TimedOut {
+            timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+        }
+    }
+    ctl.sleeping.fetch_and(!bit, Relaxed);
+    !timed_out
+}
+
+/// Publishes number `n` as the latest (stores `published` and `wake`), and wakes the
+/// sleepers if there are any.
+pub(crate) fn announce(ctl: &SlotControl, n: u64, parker: &impl Parker) {
+    ctl.published.store(n, Release);
+    ctl.wake.store(n as u32, Release);
+    // The fast side of the Dekker pair with `park`.
+    parker.fence_fast();
+    if ctl.sleeping.load(Relaxed) != 0 {
+        parker.unpark(&ctl.wake, u32::MAX);
+    }
+}
+
+/// A broadcast publisher's private half.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    next: u64,
+}
+
+impl Publisher {
+    /// Takes over the publisher's side (after a crash too: a half-written slot is written
+    /// again).
+    pub(crate) fn attach(s: &Slots<'_>) -> Publisher {
+        Publisher {
+            next: s.ctl.published.load(Acquire),
+        }
+    }
+
+    /// Publishes `msg` (at most `max` bytes, checked by the caller), over the oldest.
+    pub(crate) fn publish(&mut self, s: &Slots<'_>, msg: &[u8], parker: &impl Parker) {
+        let n = self.next;
+        s.write(n & (s.count - 1), n, msg);
+        self.next = n + 1;
+        announce(s.ctl, self.next, parker);
+    }
+}
+
+/// A broadcast subscriber's private half: the number of the next message it reads.
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    next: u64,
+}
+
+impl Subscriber {
+    /// Starts with the next message published.
+    pub(crate) fn attach(s: &Slots<'_>) -> Subscriber {
+        Subscriber {
+            next: s.ctl.published.load(Acquire),
+        }
+    }
+
+    /// The next message into `buf`, without waiting: `Some(lost)` with the number of
+    /// messages it lost (written over before it read them) since the last one, or `None`
+    /// if there is none yet.
+    pub(crate) fn try_recv(
+        &mut self,
+        s: &Slots<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<u64>, Corrupt> {
+        let mut lost = 0u64;
+        for _ in 0..1_000_000 {
+            let published = s.ctl.published.load(Acquire);
+            if self.next >= published {
+                // A publisher that restarted from an older number (or nonsense): follow it.
+                self.next = published;
+                return Ok(None);
+            }
+            // The oldest message not being written over now.
+            let oldest = (published + 1).saturating_sub(s.count);
+            if self.next < oldest {
+                lost += oldest - self.next;
+                self.next = oldest;
+            }
+            let n = self.next;
+            if s.read(n & (s.count - 1), n, buf)? {
+                self.next = n + 1;
+                return Ok(Some(lost));
+            }
+            // Written over while we read (or `published` ran ahead of the slot, which a
+            // correct publisher never does): look again.
+        }
+        Err(Corrupt)
+    }
+}
+
+/// A latest-value writer's private half.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    version: u64,
+}
+
+impl Writer {
+    pub(crate) fn attach(s: &Slots<'_>) -> Writer {
+        Writer {
+            version: s.ctl.published.load(Acquire),
+        }
+    }
+
+    /// Publishes `value` (at most `max` bytes, checked by the caller) as the latest.
+    pub(crate) fn publish(&mut self, s: &Slots<'_>, value: &[u8], parker: &impl Parker) {
+        let v = self.version + 1;
+        s.write(v & 1, v, value);
+        self.version = v;
+        announce(s.ctl, v, parker);
+    }
+}
+
+/// Reads the latest value into `buf`: `Some(version)`, or `None` if none was published.
+pub(crate) fn read_latest(s: &Slots<'_>, buf: &mut Vec<u8>) -> Result<Option<u64>, Corrupt> {
+    for _ in 0..1_000_000 {
+        let v = s.ctl.published.load(Acquire);
+        if v == 0 {
+            return Ok(None);
+        }
+        if s.read(v & 1, v, buf)? {
+            return Ok(Some(v));
+        }
+        // The writer is past `v` and writing this slot again: the newer value is next.
+        std::hint::spin_loop();
+    }
+    Err(Corrupt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::algo::{KIND_BROADCAST, KIND_LATEST};
+    use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::Arc;
+
+    struct Yield;
+
+    impl Parker for Yield {
+        fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Parked::TimedOut;
+            }
+            if word.load(SeqCst) == expected {
+                std::thread::yield_now();
+            }
+            Parked::Woken
+        }
+        fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
+            self.park(words[0].0, words[0].1, deadline)
+        }
+        fn unpark(&self, _: &AtomicU32, _: u32) {}
+    }
+
+    struct Heap {
+        ctl: Box<SlotControl>,
+        area: Vec<u64>,
+        g: Geometry,
+    }
+
+    // SAFETY: the memory is only accessed through atomics.
+    unsafe impl Sync for Heap {}
+    // SAFETY: as above.
+    unsafe impl Send for Heap {}
+
+    impl Heap {
+        fn new(kind: u32, capacity: u32, max_message: u32) -> Arc<Heap> {
+            let g = Geometry {
+                kind,
+                capacity,
+                max_message,
+                type_size: 0,
+                type_align: 0,
+                type_hash: 0,
+                max_reply: 0,
+            };
+            g.check().unwrap();
+            // SAFETY: SlotControl is atomics only, for which zero bytes are valid.
+            let ctl: Box<SlotControl> = unsafe { Box::new(std::mem::zeroed()) };
+            g.init(&ctl.header);
+            Arc::new(Heap {
+                ctl,
+                area: vec![0; g.area_len() as usize / 8],
+                g,
+            })
+        }
+
+        fn slots(&self) -> Slots<'_> {
+            // SAFETY: the Vec holds area_len bytes, 8-aligned, for as long as self.
+            unsafe { Slots::new(&self.ctl, self.area.as_ptr() as *mut u8, self.g) }
+        }
+    }
+
+    fn msg(i: u64, max: u32) -> Vec<u8> {
+        let len = 8 + (i as usize * 7) % (max as usize - 7);
+        let mut v: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+        v[..8].copy_from_slice(&i.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_told_what_it_lost_and_never_reads_a_torn_message() {
+        let n = if cfg!(miri) { 300 } else { 50_000 };
+        let heap = Heap::new(KIND_BROADCAST, 8, 40);
+        let h2 = heap.clone();
+        let reader = std::thread::spawn(move || {
+            let s = h2.slots();
+            let mut sub = Subscriber::attach(&s);
+            let mut buf = Vec::new();
+            let (mut seen, mut lost, mut last) = (0u64, 0u64, None::<u64>);
+            loop {
+                match sub.try_recv(&s, &mut buf).unwrap() {
+                    Some(l) => {
+                        let i = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                        assert_eq!(buf, msg(i, 40), "message {i} is torn");
+                        if let Some(prev) = last {
+                            assert_eq!(i, prev + 1 + l, "the count of lost messages");
+                        }
+                        last = Some(i);
+                        seen += 1;
+                        lost += l;
+                        if i == n - 1 {
+                            return (seen, lost);
+                        }
+                    }
+                    None => std::thread::yield_now(),
+                }
+            }
+        });
+        let s = heap.slots();
+        let mut p = Publisher::attach(&s);
+        for i in 0..n {
+            p.publish(&s, &msg(i, 40), &Yield);
+        }
+        let (seen, lost) = reader.join().unwrap();
+        assert!(seen > 0);
+        assert!(seen + lost <= n);
+    }
+
+    #[test]
+    fn readers_of_the_latest_value_never_see_a_torn_one() {
+        let n = if cfg!(miri) { 200 } else { 50_000 };
+        let heap = Heap::new(KIND_LATEST, 2, 64);
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let h = heap.clone();
+                std::thread::spawn(move || {
+                    let s = h.slots();
+                    let mut buf = Vec::new();
+                    let mut newest = 0;
+                    while newest < n {
+                        if let Some(v) = read_latest(&s, &mut buf).unwrap() {
+                            assert!(v >= newest, "versions go forward");
+                            newest = v;
+                            let i = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                            assert_eq!(i, v, "the value is the version's");
+                            assert_eq!(buf, msg(i, 64), "value {v} is torn");
+                        }
+                        std::thread::yield_now();
+                    }
+                })
+            })
+            .collect();
+        let s = heap.slots();
+        let mut w = Writer::attach(&s);
+        for v in 1..=n {
+            w.publish(&s, &msg(v, 64), &Yield);
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_writer_killed_halfway_leaves_the_previous_value() {
+        let heap = Heap::new(KIND_LATEST, 2, 64);
+        let s = heap.slots();
+        let mut w = Writer::attach(&s);
+        w.publish(&s, b"first", &Yield);
+        // Half a write of value 2: odd seq, no announcement.
+        s.seq(0).store(5, Relaxed);
+        let mut buf = Vec::new();
+        assert_eq!(read_latest(&s, &mut buf).unwrap(), Some(1));
+        assert_eq!(buf, b"first");
+        // A new writer carries on from the last whole value.
+        let mut w = Writer::attach(&s);
+        w.publish(&s, b"second", &Yield);
+        assert_eq!(read_latest(&s, &mut buf).unwrap(), Some(2));
+        assert_eq!(buf, b"second");
+        // Nonsense: a whole slot longer than the channel allows.
+        s.len(0).store(1000, Relaxed);
+        assert_eq!(read_latest(&s, &mut buf), Err(Corrupt));
+    }
+}
