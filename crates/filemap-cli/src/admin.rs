@@ -40,12 +40,17 @@ pub(crate) struct CreateArgs {
     /// With --file: map it read-only (no one can then write it through the name).
     #[arg(long, requires = "file")]
     read_only: bool,
-    /// Stream: the ring's size in bytes, a power of two (default 1M).
-    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    /// Stream: the ring's bytes, a power of two (default 1M). Broadcast: the message slots,
+    /// a power of two (default 64). Request-reply: the client slots (default 8).
+    #[arg(long, value_parser = parse_bytes, value_name = "N")]
     capacity: Option<u64>,
-    /// Stream: the largest message in bytes (default: a quarter of the capacity).
+    /// Channels: the largest message (request-reply: request) in bytes (default: a quarter
+    /// of a stream's capacity; 4K for the others).
     #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
     max_message: Option<u64>,
+    /// Request-reply: the largest reply in bytes (default 4K).
+    #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
+    max_reply: Option<u64>,
     /// Keep the object after this process exits, until `filemap rm`.
     #[arg(long)]
     persistent: bool,
@@ -70,6 +75,12 @@ pub(crate) enum KindArg {
     Event,
     /// A stream channel: one producer, one consumer, byte messages in a ring.
     Stream,
+    /// A broadcast channel: one publisher, subscribers that each read every message.
+    Broadcast,
+    /// A latest-value channel: one writer, readers of the latest whole value.
+    Latest,
+    /// A request/reply channel: clients and one server.
+    RequestReply,
 }
 
 /// An object that `create` keeps alive until it is told to stop.
@@ -80,6 +91,9 @@ enum Held {
     Semaphore(filemap::Semaphore),
     Event(filemap::Event),
     Stream(filemap::Stream),
+    Broadcast(filemap::Broadcast),
+    Latest(filemap::Latest),
+    RequestReply(filemap::RequestReply),
 }
 
 #[derive(Debug, Args)]
@@ -199,15 +213,29 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
         "events",
     )?;
     only(a.set && k != KindArg::Event, "--set", "events")?;
+    let channel = matches!(
+        k,
+        KindArg::Stream | KindArg::Broadcast | KindArg::Latest | KindArg::RequestReply
+    );
     only(
-        a.capacity.is_some() && k != KindArg::Stream,
+        a.capacity.is_some() && !channel,
         "--capacity",
-        "streams",
+        "streams, broadcasts and request-reply channels",
     )?;
     only(
-        a.max_message.is_some() && k != KindArg::Stream,
+        a.capacity.is_some() && k == KindArg::Latest,
+        "--capacity",
+        "streams, broadcasts and request-reply channels",
+    )?;
+    only(
+        a.max_message.is_some() && !channel,
         "--max-message",
-        "streams",
+        "channels",
+    )?;
+    only(
+        a.max_reply.is_some() && k != KindArg::RequestReply,
+        "--max-reply",
+        "request-reply channels",
     )?;
     let (held, what, path) = match k {
         KindArg::Mapping => {
@@ -282,6 +310,42 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
             );
             let path = s.os_path().display().to_string();
             (Held::Stream(s), what, path)
+        }
+        KindArg::Broadcast | KindArg::Latest | KindArg::RequestReply => {
+            let num = |v: Option<u64>, default: u32, flag: &str| -> Result<u32, Failure> {
+                let v = v.unwrap_or(u64::from(default));
+                u32::try_from(v).map_err(|_| format!("{flag} {v} is too large").into())
+            };
+            let max = num(a.max_message, 4096, "--max-message")?;
+            match k {
+                KindArg::Broadcast => {
+                    let slots = num(a.capacity, 64, "--capacity")?;
+                    let b = opts.create_broadcast(&a.name, slots, max)?;
+                    let what = format!(
+                        "broadcast {} ({slots} slots, messages up to {max} bytes)",
+                        b.name()
+                    );
+                    let path = b.os_path().display().to_string();
+                    (Held::Broadcast(b), what, path)
+                }
+                KindArg::Latest => {
+                    let l = opts.create_latest(&a.name, max)?;
+                    let what = format!("latest-value channel {} (up to {max} bytes)", l.name());
+                    let path = l.os_path().display().to_string();
+                    (Held::Latest(l), what, path)
+                }
+                _ => {
+                    let clients = num(a.capacity, 8, "--capacity")?;
+                    let reply = num(a.max_reply, 4096, "--max-reply")?;
+                    let r = opts.create_request_reply(&a.name, clients, max, reply)?;
+                    let what = format!(
+                        "request-reply channel {} ({clients} clients, requests up to {max} bytes, replies up to {reply})",
+                        r.name()
+                    );
+                    let path = r.os_path().display().to_string();
+                    (Held::RequestReply(r), what, path)
+                }
+            }
         }
     };
     // Signals are taken from here on: a script may send one as soon as it reads the line.

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use filemap::{Error, Namespace, Options, Stream, DEFAULT_CAPACITY};
+use filemap::{Error, Kind, Namespace, Options, Stream, DEFAULT_CAPACITY};
 
 use crate::sync::{parse_secs, EXIT_ABANDONED, EXIT_TIMEOUT};
 use crate::{parse_bytes, CmdResult, Failure};
@@ -77,6 +77,121 @@ fn open_stream(ns: &Namespace, name: &str, g: &GeometryArgs) -> Result<Stream, F
     Ok(opts.open_or_create_stream(name, capacity, max_message)?)
 }
 
+/// The channel under `name`: a broadcast or latest-value channel if one lives there,
+/// otherwise the stream (opened, or created).
+enum Channel {
+    Stream(Stream),
+    Broadcast(filemap::Broadcast),
+    Latest(filemap::Latest),
+}
+
+fn open_channel(ns: &Namespace, name: &str, g: &GeometryArgs) -> Result<Channel, Failure> {
+    let mut opts = Options::new();
+    opts.namespace(ns.clone());
+    match ns.kind(name) {
+        Ok(Kind::Broadcast) => return Ok(Channel::Broadcast(opts.open_broadcast(name)?)),
+        Ok(Kind::Latest) => return Ok(Channel::Latest(opts.open_latest(name)?)),
+        Ok(Kind::RequestReply) => {
+            return Err(format!(
+            "{name} is a request/reply channel, which send and recv do not speak; use the library"
+        )
+            .into())
+        }
+        _ => {}
+    }
+    Ok(Channel::Stream(open_stream(ns, name, g)?))
+}
+
+/// The sending end of a channel.
+enum Sink {
+    Stream(filemap::Sender),
+    Broadcast(filemap::Publisher),
+    Latest(filemap::LatestWriter),
+}
+
+impl Sink {
+    fn max(&self, ch: &Channel) -> usize {
+        match (self, ch) {
+            (Sink::Stream(tx), _) => tx.max_message(),
+            (_, Channel::Broadcast(b)) => b.max_message(),
+            (_, Channel::Latest(l)) => l.max_message(),
+            _ => 0,
+        }
+    }
+
+    fn put(&mut self, msg: &[u8], timeout: Option<Duration>) -> filemap::Result<()> {
+        match self {
+            Sink::Stream(tx) => match timeout {
+                None => tx.send(msg),
+                Some(t) => tx.send_timeout(msg, t),
+            },
+            Sink::Broadcast(p) => p.send(msg),
+            Sink::Latest(w) => w.publish(msg),
+        }
+    }
+}
+
+/// The receiving end of a channel.
+enum Source {
+    Stream(filemap::Receiver),
+    Broadcast(filemap::Subscriber),
+    /// A reader and the version it last wrote out.
+    Latest(filemap::LatestReader, u64),
+}
+
+impl Source {
+    /// The next message into `buf`: without waiting if `now` (`Ok(false)`: none there), or
+    /// up to `timeout`.
+    fn next(
+        &mut self,
+        buf: &mut Vec<u8>,
+        now: bool,
+        timeout: Option<Duration>,
+    ) -> filemap::Result<bool> {
+        buf.clear();
+        let wait = if now { Some(Duration::ZERO) } else { timeout };
+        let got = match self {
+            Source::Stream(rx) => match wait {
+                Some(t) if t.is_zero() => rx.try_recv().map(|m| m.map(|m| m.append_to(buf))),
+                Some(t) => rx.recv_timeout(t).map(|m| {
+                    m.append_to(buf);
+                    Some(())
+                }),
+                None => rx.recv().map(|m| {
+                    m.append_to(buf);
+                    Some(())
+                }),
+            },
+            Source::Broadcast(sub) => match wait {
+                Some(t) if t.is_zero() => sub.try_recv(buf).map(|o| o.map(|_| ())),
+                Some(t) => sub.recv_timeout(buf, t).map(|_| Some(())),
+                None => sub.recv(buf).map(|_| Some(())),
+            },
+            Source::Latest(r, last) => {
+                // The first value is the latest one there; then each newer one.
+                let first = *last == 0;
+                match r.read(buf)? {
+                    Some(v) if first || v > *last => {
+                        *last = v;
+                        Ok(Some(()))
+                    }
+                    _ if wait.is_some_and(|t| t.is_zero()) => Ok(None),
+                    _ => r.wait_newer(*last, buf, wait).map(|v| {
+                        *last = v;
+                        Some(())
+                    }),
+                }
+            }
+        };
+        match got {
+            Ok(Some(())) => Ok(true),
+            Ok(None) => Ok(false),
+            Err(Error::Timeout { .. }) if now => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The exit status and message of a channel error: 3 if the peer died, 124 on a timeout.
 fn failure(e: Error) -> Failure {
     let code = match &e {
@@ -91,17 +206,15 @@ fn failure(e: Error) -> Failure {
 }
 
 pub(crate) fn send(ns: &Namespace, a: SendArgs) -> CmdResult {
-    let stream = open_stream(ns, &a.name, &a.geometry)?;
-    let mut tx = stream.sender()?;
-    let max = tx.max_message();
-    let deadline = |t: Option<Duration>| t.and_then(|t| Instant::now().checked_add(t));
-    let mut put = |msg: &[u8]| -> CmdResult {
-        match a.timeout {
-            None => tx.send(msg),
-            Some(t) => tx.send_timeout(msg, t),
-        }
-        .map_err(failure)
+    let ch = open_channel(ns, &a.name, &a.geometry)?;
+    let mut tx = match &ch {
+        Channel::Stream(s) => Sink::Stream(s.sender()?),
+        Channel::Broadcast(b) => Sink::Broadcast(b.publisher()?),
+        Channel::Latest(l) => Sink::Latest(l.writer()?),
     };
+    let max = tx.max(&ch);
+    let deadline = |t: Option<Duration>| t.and_then(|t| Instant::now().checked_add(t));
+    let mut put = |msg: &[u8]| -> CmdResult { tx.put(msg, a.timeout).map_err(failure) };
     if !a.msg.is_empty() {
         for m in &a.msg {
             put(m.as_bytes())?;
@@ -146,7 +259,11 @@ pub(crate) fn send(ns: &Namespace, a: SendArgs) -> CmdResult {
     // the stream alive until the consumer has taken everything, as a pipe's writer's data
     // outlives the writer.
     drop(tx);
-    drain(&stream, deadline(a.timeout))
+    match &ch {
+        Channel::Stream(stream) => drain(stream, deadline(a.timeout)),
+        // A publisher never waits for its subscribers, nor a writer for its readers.
+        _ => Ok(()),
+    }
 }
 
 /// Waits until every message is received, the consumer is gone, or `deadline`.
@@ -204,8 +321,12 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 pub(crate) fn recv(ns: &Namespace, a: RecvArgs) -> CmdResult {
-    let stream = open_stream(ns, &a.name, &a.geometry)?;
-    let mut rx = stream.receiver()?;
+    let ch = open_channel(ns, &a.name, &a.geometry)?;
+    let mut rx = match &ch {
+        Channel::Stream(s) => Source::Stream(s.receiver()?),
+        Channel::Broadcast(b) => Source::Broadcast(b.subscriber()?),
+        Channel::Latest(l) => Source::Latest(l.reader()?, 0),
+    };
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let wanted = if a.follow {
         u64::MAX
@@ -217,23 +338,17 @@ pub(crate) fn recv(ns: &Namespace, a: RecvArgs) -> CmdResult {
     let written = |e: std::io::Error| format!("writing standard output: {e}");
     while got < wanted {
         // What is there now goes out without a flush per message; before waiting, flush.
-        buf.clear();
-        let now = rx.try_recv().map(|m| m.map(|m| m.append_to(&mut buf)));
-        let outcome = match now {
-            Ok(Some(())) => Ok(()),
-            Ok(None) => {
+        let outcome = match rx.next(&mut buf, true, a.timeout) {
+            Ok(true) => Ok(true),
+            Ok(false) => {
                 out.flush().map_err(written)?;
-                match a.timeout {
-                    None => rx.recv(),
-                    Some(t) => rx.recv_timeout(t),
-                }
-                .map(|m| m.append_to(&mut buf))
+                rx.next(&mut buf, false, a.timeout)
             }
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {}
-            // The producer closed the stream and everything was received: EOF.
+            Ok(_) => {}
+            // The producer closed the channel and everything was received: EOF.
             Err(Error::Disconnected { died: false, .. }) => break,
             Err(e) => {
                 out.flush().map_err(written)?;

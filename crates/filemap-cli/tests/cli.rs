@@ -2080,3 +2080,208 @@ sys.stdin.read()
     let _ = locker.finish();
     assert!(root.run(&["rm", "Global\\shared"]).status.success());
 }
+
+/// Pipes `input` through `filemap send NAME ARGS` into `filemap recv NAME --follow` (the
+/// receiver started first or second) and returns what came out.
+fn through_a_channel(
+    root: &Root,
+    name: &str,
+    send_args: &[&str],
+    input: &[u8],
+    recv_first: bool,
+) -> Vec<u8> {
+    let spawn_recv = || {
+        root.cmd(&["recv", name, "--follow"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut recv = recv_first.then(spawn_recv);
+    let mut args = vec!["send", name];
+    args.extend_from_slice(send_args);
+    let mut send = root
+        .cmd(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = send.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || w.write_all(&input).unwrap());
+    if recv.is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+        recv = Some(spawn_recv());
+    }
+    let out = recv.unwrap().wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(send.wait().unwrap().success(), "send failed");
+    assert!(out.status.success(), "recv: {}", stderr(&out));
+    out.stdout
+}
+
+#[test]
+fn send_and_recv_make_a_pipe_that_keeps_every_byte() {
+    let root = Root::new("pipe");
+    // A large text file by lines (each keeps its newline, long lines go in pieces), and the
+    // same bytes with no structure at all by chunks; either side may start first.
+    let mut text = Vec::new();
+    let mut x = 12345u64;
+    for i in 0..200_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 120) as usize + if i % 5000 == 0 { 700_000 } else { 0 };
+        text.extend((0..len).map(|j| b'a' + ((x as usize + j) % 26) as u8));
+        text.push(b'\n');
+    }
+    text.extend_from_slice(b"no newline at the end");
+    let got = through_a_channel(&root, "Local\\lines", &[], &text, true);
+    assert!(
+        got == text,
+        "the lines differ ({} bytes in, {} out)",
+        text.len(),
+        got.len()
+    );
+    let binary: Vec<u8> = text.iter().map(|b| b.wrapping_mul(7)).collect();
+    let got = through_a_channel(&root, "Local\\chunks", &["--chunk", "64K"], &binary, false);
+    assert!(got == binary, "the chunks differ");
+    // Both closed: the channels went with their last handles.
+    let o = root.run(&["ls"]);
+    assert!(!stdout(&o).contains("Local\\lines"), "{}", stdout(&o));
+}
+
+#[test]
+fn recv_exit_codes_timeout_and_a_dead_producer() {
+    let root = Root::new("recvcodes");
+    let o = root.run(&["recv", "Local\\quiet", "--timeout", "0.2"]);
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    // A producer killed mid-stream: the receiver prints what came, then exits 3.
+    let recv = root
+        .cmd(&["recv", "Local\\dies", "--follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut send = root
+        .cmd(&["send", "Local\\dies"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    send.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"one\ntwo\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    send.kill().unwrap();
+    send.wait().unwrap();
+    let out = recv.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "one\ntwo\n");
+    assert!(stderr(&out).contains("died"), "{}", stderr(&out));
+    // One message by count; a message larger than the channel allows: one line, exit 1.
+    let o = root.run(&[
+        "create",
+        "Local\\tiny",
+        "--kind",
+        "stream",
+        "--capacity",
+        "64",
+        "--max-message",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut holder = root.spawn(&[
+        "create",
+        "Local\\small",
+        "--kind",
+        "stream",
+        "--capacity",
+        "256",
+        "--max-message",
+        "16",
+    ]);
+    holder.read_until("\n");
+    let o = root.run(&[
+        "send",
+        "Local\\small",
+        "0123456789abcdefX",
+        "--timeout",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("larger than the channel"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1);
+    let o = root.run(&["info", "Local\\small"]);
+    assert!(stdout(&o).contains("kind:        stream"), "{}", stdout(&o));
+    holder.press_enter();
+    let _ = holder.finish();
+}
+
+#[test]
+fn channels_of_every_kind_from_the_cli() {
+    let root = Root::new("kinds");
+    let mut b = root.spawn(&[
+        "create",
+        "Local\\b",
+        "--kind",
+        "broadcast",
+        "--capacity",
+        "16",
+    ]);
+    b.read_until("\n");
+    let mut l = root.spawn(&[
+        "create",
+        "Local\\l",
+        "--kind",
+        "latest",
+        "--max-message",
+        "64",
+    ]);
+    l.read_until("\n");
+    let mut r = root.spawn(&["create", "Local\\r", "--kind", "request-reply"]);
+    r.read_until("\n");
+    // A subscriber gets what is published after it subscribed.
+    let sub = root
+        .cmd(&["recv", "Local\\b", "--count", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let o = root.run(&["send", "Local\\b", "a", "b", "c"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = sub.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "abc");
+    // The latest value, whole.
+    assert!(root.run(&["send", "Local\\l", "v1", "v2"]).status.success());
+    let o = root.run(&["recv", "Local\\l"]);
+    assert_eq!(stdout(&o), "v2");
+    let o = root.run(&["send", "Local\\r", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("request/reply"), "{}", stderr(&o));
+    let o = root.run(&["ls"]);
+    for kind in ["broadcast", "latest", "request-reply"] {
+        assert!(stdout(&o).contains(kind), "{}", stdout(&o));
+    }
+    let o = root.run(&["info", "Local\\b", "--json"]);
+    assert!(stdout(&o).contains("\"capacity\":16"), "{}", stdout(&o));
+    for p in [&mut b, &mut l, &mut r] {
+        p.press_enter();
+    }
+    for p in [b, l, r] {
+        assert!(p.finish().0.success());
+    }
+}
