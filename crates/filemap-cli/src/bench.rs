@@ -399,12 +399,14 @@ fn wait_for_any(flag: &AtomicU32, want: u32, futex: bool) {
     }
 }
 
-/// The benchmark's own namespace root, removed at the end.
+/// The benchmark's own namespace root (or socket), removed at the end.
 struct Root(PathBuf);
 
 impl Drop for Root {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::fs::remove_dir_all(&self.0).is_err() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 

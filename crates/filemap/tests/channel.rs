@@ -1,7 +1,8 @@
 //! Stream channels between processes: integrity over millions of messages, producers and
 //! consumers killed mid-stream, roles, kinds and bad input. Children are this test binary,
 //! re-run in a role (see `child`).
-#![cfg(target_os = "linux")]
+// Linux and Windows (under Wine in CI); Linux-only parts are marked.
+#![cfg(any(target_os = "linux", windows))]
 
 mod common;
 
@@ -155,7 +156,8 @@ fn two_million_messages_arrive_whole_and_in_order() {
     let name = root.name("Local\\order");
     let s = root.opts().create_stream(&name, 1 << 16, 512).unwrap();
     let mut rx = s.receiver().unwrap();
-    let n: u64 = 2_000_000;
+    // Wine's process and memory emulation is slower: fewer there.
+    let n: u64 = if cfg!(windows) { 200_000 } else { 2_000_000 };
     let mut kid = Reap(spawn_role(
         ENTRY,
         "produce",
@@ -344,6 +346,7 @@ fn roles_are_exclusive_while_their_player_lives() {
         root.opts().open_stream(&name),
         Err(Error::NotFound { .. })
     ));
+    #[cfg(target_os = "linux")]
     assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
@@ -496,9 +499,12 @@ fn bad_input_and_other_kinds() {
     assert!(again.already_existed());
     assert_eq!((again.capacity(), again.max_message()), (4096, 10));
     drop((s, again));
+    #[cfg(target_os = "linux")]
     assert!(root.local_files().is_empty());
 }
 
+// The object file is reachable by path on Linux only.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_corrupt_control_page_is_an_error() {
     let root = TestRoot::new("ch-corrupt");

@@ -638,7 +638,8 @@ impl Producer {
         // documentation): either it sees our `tail`, or we see its flag.
         parker.fence_fast();
         if ctl.rx_waiting.load(Relaxed) != 0 {
-            parker.unpark(&ctl.tail, u32::MAX);
+            // One consumer: one sleeper at most.
+            parker.unpark(&ctl.tail, 1);
         }
     }
 
@@ -794,7 +795,8 @@ impl Consumer {
         // The fast side of the Dekker pair with the producer's `park_on`.
         parker.fence_fast();
         if ctl.tx_waiting.load(Relaxed) != 0 {
-            parker.unpark(&ctl.head, u32::MAX);
+            // One producer: one sleeper at most.
+            parker.unpark(&ctl.head, 1);
         }
     }
 

@@ -329,7 +329,7 @@ impl Publisher {
         if msg.len() > s.max as usize {
             return Err(too_large(&self.chan, msg.len(), s.max));
         }
-        self.p.publish(&s, msg, &sys::PARKER);
+        self.p.publish(&s, msg, self.chan.parker());
         sweep(&self.chan, s.ctl, &mut self.sweep);
         Ok(())
     }
@@ -349,7 +349,7 @@ impl Drop for Publisher {
         let s = Broadcast::slots(&self.chan);
         s.ctl.producer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
-        sys::PARKER.unpark(&s.ctl.wake, u32::MAX);
+        self.chan.parker().unpark(&s.ctl.wake, u32::MAX);
     }
 }
 
@@ -406,7 +406,7 @@ impl Subscriber {
                     true
                 }
                 WaitStrategy::SpinThenPark if self.spin.spin(moved) => true,
-                _ => seqlock::park(s.ctl, self.bit, seen, &sys::PARKER, deadline),
+                _ => seqlock::park(s.ctl, self.bit, seen, chan.parker(), deadline),
             };
             if !woke {
                 return Err(timed_out(chan, "a message"));
@@ -604,7 +604,7 @@ impl LatestWriter {
         if value.len() > s.max as usize {
             return Err(too_large(&self.chan, value.len(), s.max));
         }
-        self.w.publish(&s, value, &sys::PARKER);
+        self.w.publish(&s, value, self.chan.parker());
         sweep(&self.chan, s.ctl, &mut self.sweep);
         Ok(())
     }
@@ -624,7 +624,7 @@ impl Drop for LatestWriter {
         let s = Broadcast::slots(&self.chan);
         s.ctl.producer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
-        sys::PARKER.unpark(&s.ctl.wake, u32::MAX);
+        self.chan.parker().unpark(&s.ctl.wake, u32::MAX);
     }
 }
 
@@ -704,7 +704,7 @@ impl LatestReader {
                 return Err(e);
             }
             if deadline.is_some_and(|d| Instant::now() >= d)
-                || !seqlock::park(s.ctl, self.bit, seen, &sys::PARKER, deadline)
+                || !seqlock::park(s.ctl, self.bit, seen, chan.parker(), deadline)
             {
                 return Err(timed_out(chan, "a newer value"));
             }
@@ -876,7 +876,7 @@ impl RpcServer {
                     true
                 }
                 WaitStrategy::SpinThenPark if self.spin.spin(moved) => true,
-                _ => self.server.wait(&c, seen, &sys::PARKER, deadline),
+                _ => self.server.wait(&c, seen, chan.parker(), deadline),
             };
             if !woke {
                 return Err(timed_out(chan, "a request"));
@@ -895,7 +895,7 @@ impl RpcServer {
         if reply.len() > c.max_reply as usize {
             return Err(too_large(&self.chan, reply.len(), c.max_reply));
         }
-        Ok(self.server.reply(&c, t.0, reply, &sys::PARKER))
+        Ok(self.server.reply(&c, t.0, reply, self.chan.parker()))
     }
 }
 
@@ -906,7 +906,7 @@ impl Drop for RpcServer {
         std::sync::atomic::fence(SeqCst);
         // Every waiting client looks again, and sees the close.
         for slot in 0..c.count {
-            sys::PARKER.unpark(c.state(slot), u32::MAX);
+            self.chan.parker().unpark(c.state(slot), u32::MAX);
         }
     }
 }
@@ -955,7 +955,7 @@ impl RpcClient {
         if request.len() > c.max_request as usize {
             return Err(too_large(chan, request.len(), c.max_request));
         }
-        self.client.send(&c, request, &sys::PARKER);
+        self.client.send(&c, request, chan.parker());
         loop {
             match self.client.try_reply(&c, reply) {
                 Ok(true) => return Ok(()),
@@ -981,7 +981,7 @@ impl RpcClient {
                 WaitStrategy::SpinThenPark if self.spin.spin(|| state.load(Relaxed) != seen) => {
                     true
                 }
-                _ => self.client.wait(&c, &sys::PARKER, deadline),
+                _ => self.client.wait(&c, chan.parker(), deadline),
             };
             if !woke {
                 return Err(timed_out(chan, "a reply"));

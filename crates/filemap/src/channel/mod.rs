@@ -526,7 +526,9 @@ impl Loan<'_> {
     pub fn commit(self) {
         let ring = self.sender.chan.ring();
         self.sender.producer.commit(&ring, self.reserved);
-        self.sender.producer.publish(&ring, &sys::PARKER);
+        self.sender
+            .producer
+            .publish(&ring, self.sender.chan.parker());
     }
 }
 
@@ -570,7 +572,7 @@ impl Sender {
         let ring = chan.ring();
         ring.copy_in(r.offset, msg);
         self.producer.commit(&ring, r);
-        self.producer.publish(&ring, &sys::PARKER);
+        self.producer.publish(&ring, chan.parker());
         Ok(())
     }
 
@@ -593,13 +595,13 @@ impl Sender {
                 }
                 let r = match self
                     .producer
-                    .try_reserve(&ring, msg.len() as u32, &sys::PARKER)
+                    .try_reserve(&ring, msg.len() as u32, chan.parker())
                     .map_err(|e| corrupt(chan, e))?
                 {
                     Some(r) => r,
                     None => {
                         // Full: let the consumer have what we have, then wait.
-                        self.producer.publish(&ring, &sys::PARKER);
+                        self.producer.publish(&ring, chan.parker());
                         reserve(
                             chan,
                             &mut self.producer,
@@ -616,7 +618,7 @@ impl Sender {
             }
             Ok(())
         })();
-        self.producer.publish(&ring, &sys::PARKER);
+        self.producer.publish(&ring, chan.parker());
         result.map(|()| n)
     }
 
@@ -778,7 +780,7 @@ fn reserve(
     let ring = chan.ring();
     loop {
         if let Some(r) = producer
-            .try_reserve(&ring, len as u32, &sys::PARKER)
+            .try_reserve(&ring, len as u32, chan.parker())
             .map_err(|e| corrupt(chan, e))?
         {
             return Ok(r);
@@ -787,7 +789,7 @@ fn reserve(
             return Err(e);
         }
         if deadline.is_some_and(|d| Instant::now() >= d)
-            || !producer.wait(&ring, strategy, &sys::PARKER, deadline)
+            || !producer.wait(&ring, strategy, chan.parker(), deadline)
         {
             return Err(Error::Timeout {
                 what: format!("room in the channel {}", chan.name()),
@@ -801,7 +803,7 @@ impl Drop for Sender {
         let ring = self.chan.ring();
         ring.ctl.producer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
-        sys::PARKER.unpark(&ring.ctl.tail, u32::MAX);
+        self.chan.parker().unpark(&ring.ctl.tail, u32::MAX);
     }
 }
 
@@ -831,6 +833,7 @@ pub struct Message<'a> {
     /// The consumer to give the frame back through on drop (`None` inside a batch, which
     /// gives all of its frames back at once).
     consumer: Option<&'a mut Consumer>,
+    parker: &'a sys::ChannelParker,
 }
 
 impl fmt::Debug for Message<'_> {
@@ -891,7 +894,7 @@ impl Drop for Message<'_> {
             // per message costs about as much as the rest of a small message), and
             // whenever the ring runs empty (in `next`).
             if c.should_release(&self.ring) {
-                c.release(&self.ring, &sys::PARKER);
+                c.release(&self.ring, self.parker);
             }
         }
     }
@@ -921,6 +924,7 @@ impl Receiver {
             ring: chan.ring(),
             frame,
             consumer: Some(&mut self.consumer),
+            parker: chan.parker(),
         })
     }
 
@@ -979,6 +983,7 @@ impl Receiver {
                 ring,
                 frame,
                 consumer: None,
+                parker: chan.parker(),
             });
             self.consumer.consume(frame);
             n += 1;
@@ -994,7 +999,7 @@ impl Receiver {
                 None => break,
             }
         }
-        self.consumer.release(&ring, &sys::PARKER);
+        self.consumer.release(&ring, chan.parker());
         Ok(n)
     }
 
@@ -1043,7 +1048,7 @@ fn next(
             return Ok(f);
         }
         // Empty: give back the room of what was read before waiting (or returning).
-        consumer.release(&ring, &sys::PARKER);
+        consumer.release(&ring, chan.parker());
         if let Some(e) = peer_gone(chan, Role::Producer, liveness) {
             // It may have sent more before it went: look once more.
             if let Some(f) = consumer.try_peek(&ring).map_err(|e| corrupt(chan, e))? {
@@ -1052,7 +1057,7 @@ fn next(
             return Err(e);
         }
         if deadline.is_some_and(|d| Instant::now() >= d)
-            || !consumer.wait(&ring, strategy, &sys::PARKER, deadline)
+            || !consumer.wait(&ring, strategy, chan.parker(), deadline)
         {
             return Err(Error::Timeout {
                 what: format!("a message on the channel {}", chan.name()),
@@ -1064,9 +1069,9 @@ fn next(
 impl Drop for Receiver {
     fn drop(&mut self) {
         let ring = self.chan.ring();
-        self.consumer.release(&ring, &sys::PARKER);
+        self.consumer.release(&ring, self.chan.parker());
         ring.ctl.consumer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
-        sys::PARKER.unpark(&ring.ctl.head, u32::MAX);
+        self.chan.parker().unpark(&ring.ctl.head, u32::MAX);
     }
 }

@@ -197,7 +197,8 @@ impl Client {
         // The fast side of the Dekker pair with the server's `park_on`.
         parker.fence_fast();
         if c.ctl.server_waiting.load(Relaxed) != 0 {
-            parker.unpark(&c.ctl.doorbell, u32::MAX);
+            // One server: one sleeper at most.
+            parker.unpark(&c.ctl.doorbell, 1);
         }
     }
 
@@ -337,7 +338,8 @@ impl Server {
         }
         parker.fence_fast();
         if c.client_waiting(t.slot).load(Relaxed) != 0 {
-            parker.unpark(state, u32::MAX);
+            // One client per slot.
+            parker.unpark(state, 1);
         }
         true
     }

@@ -223,8 +223,10 @@ pub(crate) fn announce(ctl: &SlotControl, n: u64, parker: &impl Parker) {
     ctl.wake.store(n as u32, Release);
     // The fast side of the Dekker pair with `park`.
     parker.fence_fast();
-    if ctl.sleeping.load(Relaxed) != 0 {
-        parker.unpark(&ctl.wake, u32::MAX);
+    let sleeping = ctl.sleeping.load(Relaxed);
+    if sleeping != 0 {
+        // One sleeper per bit, at most.
+        parker.unpark(&ctl.wake, sleeping.count_ones());
     }
 }
 

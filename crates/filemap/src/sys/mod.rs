@@ -23,11 +23,13 @@
 //! - **Waiting.** `WaitRef` (one object to wait for) and
 //!   `wait_any(&[WaitRef], deadline) -> Option<(index, abandoned)>`, `None` on timeout.
 //! - **Channels.** `Channel` with `create(ns, name, CreateOptions, Disposition, Geometry)`,
-//!   `open(ns, name)`, `name`, `created`, `os_path`, `geometry`, `ring() -> Ring` (the
-//!   control page and ring of `channel/algo.rs`, mapped shared), `claim(Role) -> Claim`
-//!   (play the producer or consumer; `Error::Busy` while someone lives in the role) and
-//!   `role_alive(Role)`; `PARKER`, the `Parker` that channels sleep on. Linux only so far
-//!   (`no_channels.rs` elsewhere).
+//!   `open(ns, name)`, `name`, `created`, `os_path`, `geometry`, `ring()`, `slots()`,
+//!   `clients()` and `control()`/`area()` (the control page and ring or slots of
+//!   `channel/`, mapped shared), `claim(role) -> Claim` and `claim_any(roles)` (play a
+//!   role; `Error::Busy` while someone lives in it) and
+//!   `role_alive(Role)`, `parker()` (the `Parker` its sides sleep on: futexes on Linux,
+//!   named semaphores on Windows), and `ChannelParker`, its type. `no_channels.rs` serves
+//!   targets without a backend.
 //! - **Administration.** `admin::{init, list, info, kind, remove, gc}` over a namespace
 //!   root, `default_root()`, and `user_name(uid)`.
 //!
@@ -143,9 +145,9 @@ mod windows;
 #[cfg(windows)]
 pub(crate) use windows::*;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 mod no_channels;
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 pub(crate) use no_channels::*;
 
 #[cfg(not(any(target_os = "linux", windows)))]

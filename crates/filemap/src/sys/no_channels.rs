@@ -1,5 +1,5 @@
-//! Channels where the backend has none yet (Windows for now, and every target without a
-//! backend): creating or opening one returns `Error::Unsupported`.
+//! Channels on targets without a backend: creating or opening one returns
+//! `Error::Unsupported`.
 
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
@@ -14,7 +14,7 @@ enum Never {}
 
 fn unsupported<T>() -> Result<T> {
     Err(Error::Unsupported {
-        what: "channels (only the Linux backend has them so far)",
+        what: "channels (this platform has no backend)",
     })
 }
 
@@ -38,7 +38,7 @@ impl Parker for NoParker {
     fn unpark(&self, _: &AtomicU32, _: u32) {}
 }
 
-pub(crate) const PARKER: NoParker = NoParker;
+pub(crate) type ChannelParker = NoParker;
 
 impl Channel {
     pub(crate) fn create(
@@ -65,13 +65,10 @@ impl Channel {
     pub(crate) fn geometry(&self) -> Geometry {
         match self.0 {}
     }
+    pub(crate) fn parker(&self) -> &NoParker {
+        match self.0 {}
+    }
     pub(crate) fn ring(&self) -> Ring<'_> {
-        match self.0 {}
-    }
-    pub(crate) fn control<T: crate::channel::algo::ControlPage>(&self) -> &T {
-        match self.0 {}
-    }
-    pub(crate) fn area(&self) -> (*mut u8, usize) {
         match self.0 {}
     }
     pub(crate) fn slots(&self) -> crate::channel::seqlock::Slots<'_> {

@@ -29,7 +29,7 @@ use crate::sys::{CreateOptions, Disposition};
 use crate::{Error, Kind, Name, Namespace, Result};
 
 /// What channels park on: shared futexes.
-pub(crate) const PARKER: Futex = Futex;
+pub(crate) type ChannelParker = Futex;
 
 /// A holder's handle to a channel: its entry and its mapped memory.
 #[derive(Debug)]
@@ -135,6 +135,11 @@ impl Channel {
 
     pub(crate) fn geometry(&self) -> Geometry {
         self.geometry
+    }
+
+    /// What this channel's sides sleep on.
+    pub(crate) fn parker(&self) -> &'static Futex {
+        &Futex
     }
 
     /// The control page, as the kind's own layout.

@@ -177,6 +177,20 @@ impl Section {
 /// another program (the C# sample, say) is not a noticeable stall.
 pub(super) const RECORD_WAIT: Duration = Duration::from_millis(250);
 
+/// The size and record of the section `h`, waiting up to [`RECORD_WAIT`] for a creator to
+/// write its record.
+pub(super) fn wait_for_record(h: HANDLE, name: &Name, kind: Kind) -> Result<(u64, Option<Record>)> {
+    let section = Section::map(h).map_err(|code| object_error(code, name, kind, "reading"))?;
+    let deadline = Instant::now() + RECORD_WAIT;
+    loop {
+        let record = section.record();
+        if record.is_some() || Instant::now() >= deadline {
+            return Ok((section.size(record.as_ref()), record));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 impl Mapping {
     pub(crate) fn create(
         _: &Namespace,
@@ -254,15 +268,15 @@ impl Mapping {
     /// half-made object. A section that another program made has no record: after
     /// [`RECORD_WAIT`] the opener takes its page-rounded size.
     fn wait_for_record(handle: &Handle, name: &Name) -> Result<u64> {
-        let section = Section::map(handle.0)
-            .map_err(|code| object_error(code, name, Kind::Mapping, "reading"))?;
-        let deadline = Instant::now() + RECORD_WAIT;
-        loop {
-            let record = section.record();
-            if record.is_some() || Instant::now() >= deadline {
-                return Ok(section.size(record.as_ref()));
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        let (size, record) = wait_for_record(handle.0, name, Kind::Mapping)?;
+        match record {
+            // A channel is a section too; as a mapping, it is another kind.
+            Some(r) if r.kind != Kind::Mapping => Err(Error::KindMismatch {
+                name: name.to_string(),
+                expected: Kind::Mapping,
+                found: r.kind,
+            }),
+            _ => Ok(size),
         }
     }
 

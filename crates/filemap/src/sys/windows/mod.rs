@@ -10,10 +10,12 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod admin;
+mod channel;
 mod mapping;
 mod object;
 mod sync;
 
+pub(crate) use channel::{Channel, Claim, WaitObjects as ChannelParker};
 pub(crate) use mapping::{dup_file, open_for_mapping, Mapping, Region};
 pub(crate) use sync::{wait_any, Event, Mutex, Semaphore, WaitRef};
 

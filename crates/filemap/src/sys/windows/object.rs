@@ -63,9 +63,9 @@ pub(super) fn open_as(kind: Kind, w: &[u16]) -> HANDLE {
             Kind::Event => OpenEventW(SYNCHRONIZE | EVENT_QUERY_STATE, 0, w.as_ptr()),
             Kind::Mutex => OpenMutexW(SYNCHRONIZE | MUTANT_QUERY_STATE, 0, w.as_ptr()),
             Kind::Semaphore => OpenSemaphoreW(SYNCHRONIZE | SEMAPHORE_QUERY_STATE, 0, w.as_ptr()),
-            // No channels on Windows yet: nothing to open.
+            // A channel is a section whose record names its kind (see `probe`).
             Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply => {
-                std::ptr::null_mut()
+                OpenFileMappingW(FILE_MAP_READ, 0, w.as_ptr())
             }
         }
     }
@@ -79,6 +79,12 @@ pub(super) fn probe(name: &Name) -> Option<(Kind, Option<Handle>)> {
     for kind in [Kind::Mapping, Kind::Event, Kind::Mutex, Kind::Semaphore] {
         let h = open_as(kind, &w);
         if !h.is_null() {
+            // A section made by filemap says in its record what it is: a channel is a
+            // section too.
+            let kind = match kind {
+                Kind::Mapping => section_kind(h).unwrap_or(Kind::Mapping),
+                k => k,
+            };
             return Some((kind, Some(Handle(h))));
         }
         if last_error() == ERROR_ACCESS_DENIED {
@@ -86,6 +92,51 @@ pub(super) fn probe(name: &Name) -> Option<(Kind, Option<Handle>)> {
         }
     }
     None
+}
+
+/// The kind in the record of the section `h` (opened with at least FILE_MAP_READ), if
+/// filemap made it and has written the record.
+pub(super) fn section_kind(h: HANDLE) -> Option<Kind> {
+    use windows_sys::Win32::System::Memory::{
+        MapViewOfFile, UnmapViewOfFile, VirtualQuery, MEMORY_BASIC_INFORMATION,
+        MEMORY_MAPPED_VIEW_ADDRESS,
+    };
+    // SAFETY: a new read-only view of the whole section, at an address of the kernel's
+    // choosing; unmapped below.
+    let view = unsafe { MapViewOfFile(h, FILE_MAP_READ, 0, 0, 0) };
+    if view.Value.is_null() {
+        return None;
+    }
+    let mut info = MEMORY_BASIC_INFORMATION::default();
+    // SAFETY: `info` is writable and the address is our live view.
+    let n = unsafe {
+        VirtualQuery(
+            view.Value,
+            &mut info,
+            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
+    let total = info.RegionSize as u64;
+    let mut kind = None;
+    if n != 0 && total >= crate::layout::RECORD_LEN {
+        let mut buf = [0u8; crate::layout::RECORD_USED];
+        // SAFETY: the last page of the region is inside the live view; a raw copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                view.Value
+                    .cast::<u8>()
+                    .add((total - crate::layout::RECORD_LEN) as usize),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        kind = crate::layout::Record::decode(&buf, total)
+            .ok()
+            .map(|r| r.kind);
+    }
+    // SAFETY: our view, unmapped once.
+    unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: view.Value }) };
+    kind
 }
 
 /// Which kind holds `name`.

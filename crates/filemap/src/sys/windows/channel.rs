@@ -1,0 +1,397 @@
+//! Channels on Windows: a pagefile-backed section under the channel's own name (so the
+//! kernel's one namespace, lifetime and kind collisions apply), holding the control page
+//! and ring or slots of `channel/algo.rs`, `seqlock.rs` and `rpc.rs`, then filemap's
+//! record, whose kind tells a channel from a mapping.
+//!
+//! - **Roles.** Playing a role is holding a named event `NAME:filemap-role-N` that only
+//!   its player creates: a second creator gets `ERROR_ALREADY_EXISTS` and is refused, and
+//!   the kernel destroys the event with the player's last handle, also when the process
+//!   dies. A peer is alive while the event can be opened.
+//! - **Parking.** There is no futex between processes, so each word that a side sleeps
+//!   on has a named semaphore `NAME:filemap-wait-OFFSET` (created by whoever needs it
+//!   first). A sleeper checks the word after raising the algorithm's waiting flag and waits
+//!   on the semaphore; a waker that sees the flag releases it. A token left by a sleeper
+//!   that timed out costs one spurious wake-up, after which the sleeper looks again.
+//! - The fences are full fences on both sides (no `membarrier` here).
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use windows_sys::Win32::Foundation::{
+    ERROR_ALREADY_EXISTS, ERROR_FILE_NOT_FOUND, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
+};
+use windows_sys::Win32::System::Memory::{
+    CreateFileMappingW, OpenFileMappingW, FILE_MAP_READ, FILE_MAP_WRITE, PAGE_READWRITE,
+};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, CreateSemaphoreW, OpenEventW, ReleaseSemaphore, WaitForSingleObject,
+};
+
+use super::mapping::{wait_for_record, Region};
+use super::object::*;
+use crate::channel::algo::{
+    kind_name, Control, ControlPage, Geometry, Header, Ring, CONTROL_LEN, KIND_BROADCAST,
+    KIND_LATEST, KIND_STREAM,
+};
+use crate::channel::rpc::{Clients, RpcControl};
+use crate::channel::seqlock::{SlotControl, Slots};
+use crate::layout::{Record, RECORD_LEN};
+use crate::sync::algo::{Parked, Parker};
+use crate::sys::{CreateOptions, Disposition};
+use crate::{Access, Error, Kind, Name, Namespace, Result};
+
+/// The most tokens a wait semaphore holds: the spurious wake-ups that stale tokens can
+/// cause, at most.
+const MAX_TOKENS: i32 = 64;
+
+/// The object kind of a channel kind code.
+fn object_kind(code: u32) -> Kind {
+    match code {
+        KIND_STREAM => Kind::Stream,
+        KIND_BROADCAST => Kind::Broadcast,
+        KIND_LATEST => Kind::Latest,
+        _ => Kind::RequestReply,
+    }
+}
+
+/// A holder's handle to a channel.
+#[derive(Debug)]
+pub(crate) struct Channel {
+    // The view goes before the section handle.
+    region: Region,
+    _section: Handle,
+    name: Name,
+    created: bool,
+    geometry: Geometry,
+    parker: WaitObjects,
+}
+
+/// A role being played: the event whose existence says so.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    _event: Handle,
+}
+
+/// The wait semaphores of one channel, by the offset of their word.
+#[derive(Debug)]
+pub(crate) struct WaitObjects {
+    name: String,
+    base: usize,
+    len: usize,
+    sems: std::sync::Mutex<HashMap<usize, std::sync::Arc<Handle>>>,
+}
+
+impl WaitObjects {
+    fn semaphore(&self, word: &AtomicU32) -> Option<std::sync::Arc<Handle>> {
+        let off = (word as *const AtomicU32 as usize).checked_sub(self.base)?;
+        if off >= self.len {
+            return None;
+        }
+        let mut sems = self.sems.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = sems.get(&off) {
+            return Some(h.clone());
+        }
+        let w: Vec<u16> = format!("{}:filemap-wait-{off:x}", self.name)
+            .encode_utf16()
+            .chain(std::iter::once(0))
+            .collect();
+        // SAFETY: `w` is NUL-terminated; default security; opens the semaphore if it
+        // exists.
+        let h = unsafe { CreateSemaphoreW(std::ptr::null(), 0, MAX_TOKENS, w.as_ptr()) };
+        if h.is_null() {
+            return None;
+        }
+        let h = std::sync::Arc::new(Handle(h));
+        sems.insert(off, h.clone());
+        Some(h)
+    }
+}
+
+impl Parker for WaitObjects {
+    fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
+        let Some(sem) = self.semaphore(word) else {
+            // No semaphore (out of handles): poll.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            return Parked::Woken;
+        };
+        if word.load(std::sync::atomic::Ordering::SeqCst) != expected {
+            return Parked::Woken;
+        }
+        let ms = match deadline {
+            None => u32::MAX - 1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0))
+                    .min(u128::from(u32::MAX - 1)) as u32
+            }
+        };
+        // SAFETY: a live semaphore handle.
+        match unsafe { WaitForSingleObject(sem.0, ms) } {
+            WAIT_TIMEOUT => Parked::TimedOut,
+            _ => Parked::Woken,
+        }
+    }
+
+    fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
+        self.park(words[0].0, words[0].1, deadline)
+    }
+
+    fn unpark(&self, word: &AtomicU32, n: u32) {
+        if let Some(sem) = self.semaphore(word) {
+            let n = n.clamp(1, MAX_TOKENS as u32) as i32;
+            // SAFETY: a live semaphore handle. Past its maximum the call fails and
+            // changes nothing: the sleepers are woken already.
+            unsafe { ReleaseSemaphore(sem.0, n, std::ptr::null_mut()) };
+        }
+    }
+}
+
+impl Channel {
+    pub(crate) fn create(
+        _: &Namespace,
+        name: &Name,
+        opts: CreateOptions,
+        disposition: Disposition,
+        geometry: Geometry,
+    ) -> Result<Channel> {
+        no_persistence(&opts)?;
+        let kind = object_kind(geometry.kind);
+        let size = CONTROL_LEN as u64 + geometry.area_len();
+        let data_len = Record::data_len_for(size).ok_or_else(|| Error::InvalidSize {
+            what: format!("{size} bytes is too large"),
+        })?;
+        let total = data_len + RECORD_LEN;
+        let w = wide(name);
+        // SAFETY: `w` is NUL-terminated; INVALID_HANDLE_VALUE asks for a pagefile section.
+        let h = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_READWRITE,
+                (total >> 32) as u32,
+                total as u32,
+                w.as_ptr(),
+            )
+        };
+        let code = last_error();
+        if h.is_null() {
+            return Err(object_error(code, name, kind, "creating"));
+        }
+        let section = Handle(h);
+        if code == ERROR_ALREADY_EXISTS {
+            if disposition == Disposition::CreateNew {
+                // Another kind under the name says so; the same kind already exists.
+                let found = super::object::section_kind(section.0).unwrap_or(Kind::Mapping);
+                return Err(if found == kind {
+                    Error::AlreadyExists {
+                        name: name.to_string(),
+                        kind,
+                    }
+                } else {
+                    Error::KindMismatch {
+                        name: name.to_string(),
+                        expected: kind,
+                        found,
+                    }
+                });
+            }
+            return Channel::attach(section, name, kind, false);
+        }
+        // New: the header first, then the record, whose presence tells openers that the
+        // channel is ready.
+        let init = |c| object_error(c, name, kind, "initialising");
+        let region = Region::map(section.0, Access::ReadWrite, 0, size as usize).map_err(init)?;
+        let header = geometry.encode();
+        // SAFETY: the view is `size` bytes (more than the header), writable, and ours.
+        unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), region.ptr(), header.len()) };
+        let record = Record {
+            kind,
+            flags: 0,
+            creator_pid: std::process::id(),
+            size,
+            data_len,
+            created_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            name_len: 0,
+        };
+        let view = Region::map(section.0, Access::ReadWrite, data_len, RECORD_LEN as usize)
+            .map_err(init)?;
+        let bytes = record.encode();
+        // SAFETY: the view is RECORD_LEN bytes, writable, and ours.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), view.ptr(), bytes.len()) };
+        drop(region);
+        Channel::attach(section, name, kind, true)
+    }
+
+    pub(crate) fn open(_: &Namespace, name: &Name, kind: Kind) -> Result<Channel> {
+        let w = wide(name);
+        // SAFETY: `w` is NUL-terminated.
+        let h = unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, 0, w.as_ptr()) };
+        if h.is_null() {
+            return Err(object_error(last_error(), name, kind, "opening"));
+        }
+        Channel::attach(Handle(h), name, kind, false)
+    }
+
+    fn attach(section: Handle, name: &Name, kind: Kind, created: bool) -> Result<Channel> {
+        let (_, record) = wait_for_record(section.0, name, kind)?;
+        let found = record.as_ref().map_or(Kind::Mapping, |r| r.kind);
+        if found != kind {
+            return Err(Error::KindMismatch {
+                name: name.to_string(),
+                expected: kind,
+                found,
+            });
+        }
+        let corrupt = |reason: String| Error::Corrupt {
+            path: name.to_string().into(),
+            reason,
+        };
+        let size = record.map_or(0, |r| r.size);
+        if size < CONTROL_LEN as u64 {
+            return Err(corrupt(format!(
+                "its size ({size} bytes) cannot hold a channel's control page"
+            )));
+        }
+        let len = usize::try_from(size)
+            .map_err(|_| corrupt(format!("its size ({size} bytes) is too large to map")))?;
+        let region = Region::map(section.0, Access::ReadWrite, 0, len)
+            .map_err(|c| object_error(c, name, kind, "mapping"))?;
+        // SAFETY: the view is at least a page, aligned to the allocation granularity;
+        // Header is atomics only.
+        let header = unsafe { &*region.ptr().cast::<Header>() };
+        let geometry = Geometry::read(header, size - CONTROL_LEN as u64).map_err(corrupt)?;
+        if object_kind(geometry.kind) != kind {
+            return Err(corrupt(format!(
+                "its record says {kind}, but its control page holds a {}",
+                kind_name(geometry.kind)
+            )));
+        }
+        let parker = WaitObjects {
+            name: name.to_string(),
+            base: region.ptr() as usize,
+            len,
+            sems: Default::default(),
+        };
+        Ok(Channel {
+            region,
+            _section: section,
+            name: name.clone(),
+            created,
+            geometry,
+            parker,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &Name {
+        &self.name
+    }
+
+    pub(crate) fn created(&self) -> bool {
+        self.created
+    }
+
+    pub(crate) fn os_path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.name.to_string())
+    }
+
+    pub(crate) fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// What this channel's sides sleep on.
+    pub(crate) fn parker(&self) -> &WaitObjects {
+        &self.parker
+    }
+
+    pub(crate) fn control<T: ControlPage>(&self) -> &T {
+        const { assert!(std::mem::size_of::<T>() <= CONTROL_LEN) };
+        assert!(self.region.len() >= CONTROL_LEN);
+        // SAFETY: the view is aligned to the allocation granularity and at least a control
+        // page long; ControlPage types are atomics only; it lives as long as `self`.
+        unsafe { &*self.region.ptr().cast::<T>() }
+    }
+
+    pub(crate) fn area(&self) -> (*mut u8, usize) {
+        // SAFETY: the view is at least CONTROL_LEN bytes long.
+        let base = unsafe { self.region.ptr().add(CONTROL_LEN) };
+        (base, self.region.len() - CONTROL_LEN)
+    }
+
+    pub(crate) fn ring(&self) -> Ring<'_> {
+        let (base, _) = self.area();
+        // SAFETY: the area holds at least `capacity` bytes (checked in `attach`) for as
+        // long as `self` lives, accessed only through raw pointers and atomics.
+        unsafe { Ring::new(self.control::<Control>(), base, self.geometry) }
+    }
+
+    pub(crate) fn slots(&self) -> Slots<'_> {
+        let (base, _) = self.area();
+        // SAFETY: as in `ring`, for the slots.
+        unsafe { Slots::new(self.control::<SlotControl>(), base, self.geometry) }
+    }
+
+    pub(crate) fn clients(&self) -> Clients<'_> {
+        let (base, _) = self.area();
+        // SAFETY: as in `ring`, for the client slots.
+        unsafe { Clients::new(self.control::<RpcControl>(), base, self.geometry) }
+    }
+
+    fn role_name(&self, role: u16) -> Vec<u16> {
+        format!("{}:filemap-role-{role}", self.name)
+            .encode_utf16()
+            .chain(std::iter::once(0))
+            .collect()
+    }
+
+    pub(crate) fn claim(&self, role: u16, what: &'static str) -> Result<Claim> {
+        self.try_claim(role)?.ok_or_else(|| Error::Busy {
+            name: self.name.to_string(),
+            role: what,
+        })
+    }
+
+    pub(crate) fn claim_any(&self, roles: Range<u16>, what: &'static str) -> Result<(u16, Claim)> {
+        for role in roles {
+            if let Some(c) = self.try_claim(role)? {
+                return Ok((role, c));
+            }
+        }
+        Err(Error::Busy {
+            name: self.name.to_string(),
+            role: what,
+        })
+    }
+
+    fn try_claim(&self, role: u16) -> Result<Option<Claim>> {
+        let w = self.role_name(role);
+        // SAFETY: `w` is NUL-terminated; default security.
+        let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, w.as_ptr()) };
+        let code = last_error();
+        if h.is_null() {
+            return Err(os_error(format!("claiming a role in {}", self.name), code));
+        }
+        let event = Handle(h);
+        if code == ERROR_ALREADY_EXISTS {
+            return Ok(None);
+        }
+        Ok(Some(Claim { _event: event }))
+    }
+
+    pub(crate) fn role_alive(&self, role: u16) -> bool {
+        use windows_sys::Win32::Storage::FileSystem::SYNCHRONIZE;
+        let w = self.role_name(role);
+        // SAFETY: `w` is NUL-terminated.
+        let h = unsafe { OpenEventW(SYNCHRONIZE, 0, w.as_ptr()) };
+        if h.is_null() {
+            // Any other failure (access denied, say) counts as alive: never a false
+            // "disconnected".
+            return last_error() != ERROR_FILE_NOT_FOUND;
+        }
+        drop(Handle(h));
+        true
+    }
+}
