@@ -550,3 +550,38 @@ fn lock_on_windows_killed_takes_its_command_along() {
     holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     assert!(holder.0.wait().unwrap().success());
 }
+
+#[test]
+fn send_and_recv_pipe_bytes_between_windows_processes() {
+    let name = format!("Local\\filemap-cli-pipe-{}", std::process::id());
+    let mut recv = spawn(&["recv", &name, "--follow"]);
+    let mut send = spawn(&["send", &name]);
+    let text: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("line {i} {}\n", "x".repeat((i % 90) as usize)).into_bytes())
+        .collect();
+    let mut w = send.0.stdin.take().unwrap();
+    let input = text.clone();
+    let writer = std::thread::spawn(move || w.write_all(&input).unwrap());
+    let mut got = Vec::new();
+    recv.0
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_to_end(&mut got)
+        .unwrap();
+    writer.join().unwrap();
+    assert!(send.0.wait().unwrap().success());
+    assert!(recv.0.wait().unwrap().success());
+    assert!(got == text, "{} bytes in, {} out", text.len(), got.len());
+    // A channel holds its name: a mapping of the same name is another kind.
+    let name = format!("{name}-b");
+    let mut holder = spawn(&["create", &name, "--kind", "broadcast"]);
+    assert!(read_line(&mut holder).starts_with("created broadcast"));
+    let o = run(&["create", &name, "--size", "4096"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("broadcast"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -56,7 +56,7 @@ pub(crate) fn info(_: &Path, name: &Name) -> Result<ObjectInfo> {
         state: None,
     };
     match kind {
-        Kind::Mapping => {
+        Kind::Mapping | Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply => {
             let section =
                 Section::map(handle.0).map_err(|code| object_error(code, name, kind, "reading"))?;
             let record = section.record();

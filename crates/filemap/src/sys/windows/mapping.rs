@@ -227,9 +227,17 @@ impl Mapping {
         let handle = Handle(h);
         let existed = code == ERROR_ALREADY_EXISTS;
         if existed && disposition == Disposition::CreateNew {
-            return Err(Error::AlreadyExists {
-                name: name.to_string(),
-                kind: Kind::Mapping,
+            // A channel is a section too: then the name holds another kind.
+            return Err(match super::object::section_kind(handle.0) {
+                Some(found) if found != Kind::Mapping => Error::KindMismatch {
+                    name: name.to_string(),
+                    expected: Kind::Mapping,
+                    found,
+                },
+                _ => Error::AlreadyExists {
+                    name: name.to_string(),
+                    kind: Kind::Mapping,
+                },
             });
         }
         let size = if existed {
