@@ -141,6 +141,13 @@ fn child() {
             }
             report("done");
         }
+        // Be the producer of stream `name`, send nothing, until killed (or stdin closes).
+        "hold" => {
+            let s = opts().open_stream(name).unwrap();
+            let _tx = s.sender().unwrap();
+            report("ready");
+            common::wait_for_stdin_eof();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -720,4 +727,71 @@ fn every_kind_is_one_object_in_one_namespace() {
         })
     ));
     assert!(matches!(l.writer(), Err(Error::Busy { .. })));
+}
+
+#[test]
+fn a_receiver_waits_together_with_events() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-any");
+    let name = root.name("Local\\any");
+    let quit = root
+        .opts()
+        .create_event(&root.name("Local\\quit"), true, false)
+        .unwrap();
+    let s = root.opts().create_stream(&name, 4096, 256).unwrap();
+    let mut rx = s.receiver().unwrap();
+    // Nothing yet: a timeout.
+    let t = Instant::now();
+    assert!(matches!(
+        filemap::wait_any(&[&quit, &rx], Some(Duration::from_millis(100))),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    // A message from another process wakes the wait, and is then received.
+    let mut kid = Reap(spawn_role(ENTRY, "produce", &root.path, &[&name, "0", "1"]));
+    let outcome = filemap::wait_any(&[&quit, &rx], Some(LINE)).unwrap();
+    assert_eq!(outcome, filemap::WaitOutcome::Signalled(1));
+    let got = rx.try_recv().unwrap().unwrap().to_vec();
+    assert_eq!(check(&got), 0);
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+    kid.0.wait().unwrap();
+    // The producer closed: ready, and the receive says so.
+    assert_eq!(
+        filemap::wait_any(&[&quit, &rx], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(matches!(
+        rx.try_recv(),
+        Err(Error::Disconnected { died: false, .. })
+    ));
+    // A producer that dies while we wait: noticed within the liveness period.
+    let mut kid = Reap(spawn_role(
+        ENTRY,
+        "produce",
+        &root.path,
+        &[&name, "1000000", "1000001"],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    rx.recv_timeout(LINE).unwrap();
+    let mut kid2 = Reap(spawn_role(ENTRY, "hold", &root.path, &[&name]));
+    let _ = kid.0.wait();
+    assert_eq!(read_line_within(&mut kid2.0, LINE), "ready");
+    kill_hard(&mut kid2);
+    let t = Instant::now();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &rx], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(t.elapsed() < Stream::LIVENESS_PERIOD + Duration::from_secs(5));
+    assert!(matches!(
+        rx.try_recv(),
+        Err(Error::Disconnected { died: true, .. })
+    ));
+    // The event still wins when it is set.
+    quit.set().unwrap();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &rx], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(0)
+    );
 }

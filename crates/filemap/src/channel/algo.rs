@@ -767,6 +767,11 @@ impl Consumer {
         self.unreleased += 1;
     }
 
+    /// The position of the next frame to read.
+    pub(crate) fn position(&self) -> u32 {
+        self.head
+    }
+
     /// Whether enough is consumed to give it back now: [`RELEASE_BATCH`] frames, or a
     /// quarter of the ring.
     #[inline]

@@ -731,10 +731,16 @@ const CHECK_EVERY: Duration = Duration::from_millis(10);
 #[derive(Debug, Default)]
 struct Liveness {
     next: Option<Instant>,
+    /// Set by a look from outside (`wait_any`) that found the peer dead: the next check is
+    /// due at once.
+    found_dead: std::sync::atomic::AtomicBool,
 }
 
 impl Liveness {
     fn due(&mut self) -> bool {
+        if self.found_dead.swap(false, Relaxed) {
+            return true;
+        }
         let now = Instant::now();
         if self.next.is_some_and(|n| now < n) {
             return false;
@@ -1031,6 +1037,68 @@ impl Receiver {
 
     /// Closes the consumer's end (as dropping the receiver does).
     pub fn close(self) {}
+}
+
+/// A stream receiver inside [`wait_any`](crate::wait_any): "signalled" means a message is
+/// ready to receive, or the producer has gone (so that a receive would return
+/// [`Error::Disconnected`]). Nothing is consumed: the caller receives after the wait.
+// `pub` only because the backends' `WaitRef` is; the module is private, so it is never
+// nameable outside the crate.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+pub struct Readiness<'a> {
+    chan: &'a sys::Channel,
+    /// The receiver's next position.
+    head: u32,
+    liveness: &'a Liveness,
+}
+
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+impl<'a> Readiness<'a> {
+    pub(crate) fn of(r: &'a Receiver) -> Readiness<'a> {
+        Readiness {
+            chan: &r.chan,
+            head: r.consumer.position(),
+            liveness: &r.liveness,
+        }
+    }
+
+    #[cfg_attr(not(windows), allow(dead_code))]
+    pub(crate) fn chan(&self) -> &'a sys::Channel {
+        self.chan
+    }
+
+    /// The word that a sleeper sleeps on (`tail`) and the value it sleeps while.
+    pub(crate) fn word(&self) -> (&'a std::sync::atomic::AtomicU32, u32) {
+        (&self.chan.ring().ctl.tail, self.head)
+    }
+
+    /// Whether a receive would not wait.
+    pub(crate) fn ready(&self) -> bool {
+        let ctl = self.chan.ring().ctl;
+        if ctl.tail.load(Acquire) != self.head {
+            return true;
+        }
+        match ctl.producer.load(Acquire) {
+            CLOSED => true,
+            CONNECTED if !self.chan.role_alive(Role::Producer.index()) => {
+                // So that the receive after the wait says so at once.
+                self.liveness.found_dead.store(true, Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Raises the consumer's "may sleep" flag, and fences as a sleeper does.
+    pub(crate) fn begin_sleep(&self) {
+        self.chan.ring().ctl.rx_waiting.store(1, Relaxed);
+        self.chan.parker().fence_slow();
+    }
+
+    pub(crate) fn end_sleep(&self) {
+        self.chan.ring().ctl.rx_waiting.store(0, Relaxed);
+    }
 }
 
 /// The next frame, waiting until `deadline` (`Some(now)`: not at all).

@@ -698,14 +698,26 @@ mod sealed {
             self.inner.name()
         }
     }
+
+    impl Sealed for crate::Receiver {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Channel(crate::channel::Readiness::of(self))
+        }
+        fn name(&self) -> &crate::Name {
+            crate::Receiver::name(self)
+        }
+    }
 }
 
-/// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`] and [`Mutex`].
+/// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`], [`Mutex`], and a
+/// stream's [`Receiver`](crate::Receiver) (ready when a message is there to receive, or
+/// its producer has gone; nothing is taken, so receive after the wait).
 pub trait Waitable: sealed::Sealed {}
 
 impl Waitable for Event {}
 impl Waitable for Semaphore {}
 impl Waitable for Mutex {}
+impl Waitable for crate::Receiver {}
 
 /// Which object [`wait_any`] took, like the `WAIT_OBJECT_0 + i` and `WAIT_ABANDONED_0 + i`
 /// results of `WaitForMultipleObjects`.

@@ -229,6 +229,7 @@ pub enum WaitRef<'a> {
     Event(&'a Event),
     Semaphore(&'a Semaphore),
     Mutex(&'a Mutex),
+    Channel(crate::channel::Readiness<'a>),
 }
 
 pub(crate) fn wait_any(
@@ -239,7 +240,8 @@ pub(crate) fn wait_any(
         Some(WaitRef::Event(e)) => match e.0 {},
         Some(WaitRef::Semaphore(s)) => match s.0 {},
         Some(WaitRef::Mutex(m)) => match m.0 {},
-        None => Ok(None),
+        // No channel can exist here.
+        Some(WaitRef::Channel(_)) | None => Ok(None),
     }
 }
 

@@ -12,7 +12,7 @@
 //!   abandoned. No one polls.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -285,6 +285,31 @@ pub enum WaitRef<'a> {
     Event(&'a Event),
     Semaphore(&'a Semaphore),
     Mutex(&'a Mutex),
+    Channel(crate::channel::Readiness<'a>),
+}
+
+/// A stream receiver as something `algo::wait_any` waits for. Its peer's death does not
+/// wake it, so it is not "watched": the wait looks again every few tens of milliseconds.
+struct ChannelWait<'a>(crate::channel::Readiness<'a>);
+
+impl algo::Waitable for ChannelWait<'_> {
+    fn begin(&self) -> u32 {
+        0
+    }
+    fn try_take(&self, _: u32) -> Option<Taken> {
+        self.0.ready().then_some(Taken::Signalled)
+    }
+    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
+        self.0.begin_sleep();
+        words.push(self.0.word());
+        true
+    }
+    fn finish_sleep(&self) {
+        self.0.end_sleep();
+    }
+    fn watched(&self) -> bool {
+        false
+    }
 }
 
 /// Waits for any of `objects` and takes it; `None` on timeout. A mutex that is taken is
@@ -302,14 +327,25 @@ pub(crate) fn wait_any(
                 _ => None,
             });
         }
+        let channels: Vec<Option<ChannelWait<'_>>> = objects
+            .iter()
+            .map(|o| match o {
+                WaitRef::Channel(r) => Some(ChannelWait(*r)),
+                _ => None,
+            })
+            .collect();
         let states: Vec<&dyn Waitable> = objects
             .iter()
             .zip(&mutexes)
-            .map(|(o, w)| match (o, w) {
-                (_, Some(w)) => w as &dyn Waitable,
-                (WaitRef::Event(e), _) => e.state() as &dyn Waitable,
-                (WaitRef::Semaphore(s), _) => s.state() as &dyn Waitable,
-                (WaitRef::Mutex(_), None) => unreachable!("every mutex has a waiter"),
+            .zip(&channels)
+            .map(|((o, w), c)| match (o, w, c) {
+                (_, Some(w), _) => w as &dyn Waitable,
+                (_, _, Some(c)) => c as &dyn Waitable,
+                (WaitRef::Event(e), ..) => e.state() as &dyn Waitable,
+                (WaitRef::Semaphore(s), ..) => s.state() as &dyn Waitable,
+                (WaitRef::Mutex(_), ..) | (WaitRef::Channel(_), ..) => {
+                    unreachable!("every mutex has a waiter, every channel a wait")
+                }
             })
             .collect();
         let Some((i, how)) = algo::wait_any(&states, &Futex, deadline) else {

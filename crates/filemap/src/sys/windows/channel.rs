@@ -84,7 +84,7 @@ pub(crate) struct WaitObjects {
 }
 
 impl WaitObjects {
-    fn semaphore(&self, word: &AtomicU32) -> Option<std::sync::Arc<Handle>> {
+    pub(super) fn semaphore(&self, word: &AtomicU32) -> Option<std::sync::Arc<Handle>> {
         let off = (word as *const AtomicU32 as usize).checked_sub(self.base)?;
         if off >= self.len {
             return None;

@@ -372,6 +372,7 @@ pub enum WaitRef<'a> {
     Event(&'a Event),
     Semaphore(&'a Semaphore),
     Mutex(&'a Mutex),
+    Channel(crate::channel::Readiness<'a>),
 }
 
 /// `WaitForMultipleObjects`: the index of the object taken, and whether it was a mutex
@@ -380,26 +381,64 @@ pub(crate) fn wait_any(
     objects: &[WaitRef<'_>],
     deadline: Option<Instant>,
 ) -> Result<Option<(usize, bool)>> {
+    // A stream receiver is waited for through the semaphore its producer releases (see
+    // `channel.rs`); a token may be stale, so the index counts only if it is ready.
+    let mut sems = Vec::new();
     let handles: Vec<HANDLE> = objects
         .iter()
         .map(|o| match o {
-            WaitRef::Event(e) => e.handle.0,
-            WaitRef::Semaphore(s) => s.handle.0,
-            WaitRef::Mutex(m) => m.handle.0,
+            WaitRef::Event(e) => Ok(e.handle.0),
+            WaitRef::Semaphore(s) => Ok(s.handle.0),
+            WaitRef::Mutex(m) => Ok(m.handle.0),
+            WaitRef::Channel(r) => {
+                let sem = r.chan().parker().semaphore(r.word().0).ok_or_else(|| {
+                    os_error(format!("waiting for {}", r.chan().name()), last_error())
+                })?;
+                let h = sem.0;
+                sems.push(sem);
+                Ok(h)
+            }
         })
-        .collect();
+        .collect::<Result<_>>()?;
+    let channels = || {
+        objects.iter().filter_map(|o| match o {
+            WaitRef::Channel(r) => Some(r),
+            _ => None,
+        })
+    };
+    let has_channels = channels().next().is_some();
     let n = handles.len() as u32;
     loop {
+        // A ready channel, unless a kernel object before it is signalled already.
+        let ready = objects
+            .iter()
+            .position(|o| matches!(o, WaitRef::Channel(r) if r.ready()));
+        let wait_ms = if ready.is_some() { 0 } else { millis(deadline) };
+        // A channel's producer does not wake a sleeper when it dies: look again in a while.
+        let wait_ms = if has_channels {
+            wait_ms.min(crate::channel::algo::LIVENESS_PERIOD.as_millis() as u32)
+        } else {
+            wait_ms
+        };
+        channels().for_each(|r| r.begin_sleep());
         // SAFETY: live handles, at most MAXIMUM_WAIT_OBJECTS (checked by the caller).
-        let r = unsafe { WaitForMultipleObjects(n, handles.as_ptr(), 0, millis(deadline)) };
+        let r = unsafe { WaitForMultipleObjects(n, handles.as_ptr(), 0, wait_ms) };
+        channels().for_each(|r| r.end_sleep());
         if (WAIT_OBJECT_0..WAIT_OBJECT_0 + n).contains(&r) {
-            return Ok(Some(((r - WAIT_OBJECT_0) as usize, false)));
+            let i = (r - WAIT_OBJECT_0) as usize;
+            match &objects[i] {
+                WaitRef::Channel(c) if !c.ready() => continue,
+                _ => return Ok(Some((ready.map_or(i, |j| j.min(i)), false))),
+            }
         }
         if (WAIT_ABANDONED_0..WAIT_ABANDONED_0 + n).contains(&r) {
             return Ok(Some(((r - WAIT_ABANDONED_0) as usize, true)));
         }
         if r == WAIT_TIMEOUT {
-            if deadline.is_some_and(|d| Instant::now() < d) {
+            if let Some(i) = ready {
+                return Ok(Some((i, false)));
+            }
+            if deadline.is_none_or(|d| Instant::now() < d) {
                 continue;
             }
             return Ok(None);
