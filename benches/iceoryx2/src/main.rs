@@ -1,1 +1,344 @@
-fn main() {}
+//! filemap's channels against iceoryx2, on the same machine, in the same run, with the
+//! same message sizes and the same mode (both sides busy-polling), with two processes
+//! (this program re-run as a child).
+//!
+//! ```sh
+//! cargo run --release --manifest-path benches/iceoryx2/Cargo.toml
+//! ```
+//!
+//! Round trips of 64 B, 4 KiB and 64 KiB messages, copied in and copied out on both
+//! sides: iceoryx2 publish-subscribe (two services, ping and pong) against a filemap
+//! stream pair, and iceoryx2 request-response against a filemap request/reply channel.
+//! Prints a Markdown table of the median and p99 round trip, and filemap / iceoryx2.
+// A benchmark's report may panic on a closed stdout.
+#![allow(clippy::disallowed_macros)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use filemap::{Namespace, Options, WaitStrategy};
+use iceoryx2::prelude::*;
+
+const SIZES: [usize; 3] = [64, 4096, 65536];
+const SAMPLES: usize = 20_000;
+const WARM: usize = 2_000;
+
+type Error = Box<dyn std::error::Error>;
+
+fn pin(cpu: usize) {
+    let mut set = rustix_cpu::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix_cpu::sched_setaffinity(None, &set);
+}
+
+mod rustix_cpu {
+    pub(crate) use rustix::thread::{sched_setaffinity, CpuSet};
+}
+
+fn opts(root: &str) -> Options {
+    let mut o = Options::new();
+    o.namespace(Namespace::at(root));
+    o
+}
+
+/// The child side: echo every message back, until told to stop (a zero-length message).
+fn child(args: &[String]) -> Result<(), Error> {
+    pin(1);
+    let (what, size, tag, root) = (&args[0], args[1].parse::<usize>()?, &args[2], &args[3]);
+    let ready = || {
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+    };
+    let mut buf = vec![0u8; size];
+    match what.as_str() {
+        "ice-pubsub" => {
+            let node = NodeBuilder::new().create::<ipc::Service>()?;
+            let ping = node
+                .service_builder(&format!("fm/{tag}/ping").as_str().try_into()?)
+                .publish_subscribe::<[u8]>()
+                .open_or_create()?;
+            let pong = node
+                .service_builder(&format!("fm/{tag}/pong").as_str().try_into()?)
+                .publish_subscribe::<[u8]>()
+                .open_or_create()?;
+            let sub = ping.subscriber_builder().create()?;
+            let publisher = pong
+                .publisher_builder()
+                .initial_max_slice_len(size)
+                .create()?;
+            ready();
+            loop {
+                let Some(sample) = sub.receive()? else {
+                    std::hint::spin_loop();
+                    continue;
+                };
+                let payload = sample.payload();
+                if payload.is_empty() {
+                    return Ok(());
+                }
+                buf.copy_from_slice(payload);
+                drop(sample);
+                publisher
+                    .loan_slice_uninit(size)?
+                    .write_from_slice(&buf)
+                    .send()?;
+            }
+        }
+        "ice-rpc" => {
+            let node = NodeBuilder::new().create::<ipc::Service>()?;
+            let svc = node
+                .service_builder(&format!("fm/{tag}/rpc").as_str().try_into()?)
+                .request_response::<[u8], [u8]>()
+                .open_or_create()?;
+            let server = svc.server_builder().initial_max_slice_len(size).create()?;
+            ready();
+            loop {
+                let Some(active) = server.receive()? else {
+                    std::hint::spin_loop();
+                    continue;
+                };
+                if active.payload().is_empty() {
+                    return Ok(());
+                }
+                buf.copy_from_slice(active.payload());
+                active
+                    .loan_slice_uninit(size)?
+                    .write_from_slice(&buf)
+                    .send()?;
+            }
+        }
+        "fm-stream" => {
+            let o = opts(root);
+            let ping = o.open_stream("Local\\ping")?;
+            let pong = o.open_stream("Local\\pong")?;
+            let mut rx = ping.receiver()?;
+            let mut tx = pong.sender()?;
+            rx.set_wait_strategy(WaitStrategy::BusyPoll);
+            tx.set_wait_strategy(WaitStrategy::BusyPoll);
+            ready();
+            loop {
+                {
+                    let m = match rx.recv() {
+                        Ok(m) => m,
+                        Err(filemap::Error::Disconnected { .. }) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    };
+                    m.read_at(0, &mut buf)?;
+                }
+                tx.send(&buf)?;
+            }
+        }
+        "fm-rpc" => {
+            let o = opts(root);
+            let rr = o.open_request_reply("Local\\rpc")?;
+            let mut server = rr.server()?;
+            server.set_wait_strategy(WaitStrategy::BusyPoll);
+            ready();
+            let mut req = Vec::with_capacity(size);
+            loop {
+                let t = server.recv(&mut req, None)?;
+                if req.is_empty() {
+                    return Ok(());
+                }
+                server.reply(t, &req)?;
+            }
+        }
+        other => Err(format!("unknown child {other}").into()),
+    }
+}
+
+struct Kid(Child);
+
+impl Drop for Kid {
+    /// Lets the child finish (it was told to stop), so that iceoryx2 cleans up after
+    /// itself; kills it only if it does not within two seconds.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(what: &str, size: usize, tag: &str, root: &str) -> Result<Kid, Error> {
+    let mut c = Command::new(std::env::current_exe()?)
+        .args(["child", what, &size.to_string(), tag, root])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(c.stdout.as_mut().ok_or("no stdout")?).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        return Err(format!("child {what} did not start: {line:?}").into());
+    }
+    Ok(Kid(c))
+}
+
+/// Microseconds per round trip: median and p99.
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
+}
+
+fn time(mut one: impl FnMut() -> Result<(), Error>) -> Result<(f64, f64), Error> {
+    let mut v = Vec::with_capacity(SAMPLES);
+    for i in 0..WARM + SAMPLES {
+        let t = Instant::now();
+        one()?;
+        if i >= WARM {
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok(stats(v))
+}
+
+fn ice_pubsub(size: usize, tag: &str) -> Result<(f64, f64), Error> {
+    let node = NodeBuilder::new().create::<ipc::Service>()?;
+    let ping = node
+        .service_builder(&format!("fm/{tag}/ping").as_str().try_into()?)
+        .publish_subscribe::<[u8]>()
+        .open_or_create()?;
+    let pong = node
+        .service_builder(&format!("fm/{tag}/pong").as_str().try_into()?)
+        .publish_subscribe::<[u8]>()
+        .open_or_create()?;
+    let publisher = ping
+        .publisher_builder()
+        .initial_max_slice_len(size)
+        .create()?;
+    let sub = pong.subscriber_builder().create()?;
+    let _kid = spawn("ice-pubsub", size, tag, "")?;
+    // The child subscribes before it says ready.
+    let payload = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let r = time(|| {
+        publisher
+            .loan_slice_uninit(size)?
+            .write_from_slice(&payload)
+            .send()?;
+        loop {
+            if let Some(s) = sub.receive()? {
+                back.copy_from_slice(s.payload());
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+    })?;
+    publisher.loan_slice_uninit(0)?.write_from_slice(&[]).send()?;
+    Ok(r)
+}
+
+fn ice_rpc(size: usize, tag: &str) -> Result<(f64, f64), Error> {
+    let node = NodeBuilder::new().create::<ipc::Service>()?;
+    let svc = node
+        .service_builder(&format!("fm/{tag}/rpc").as_str().try_into()?)
+        .request_response::<[u8], [u8]>()
+        .open_or_create()?;
+    let client = svc.client_builder().initial_max_slice_len(size).create()?;
+    let _kid = spawn("ice-rpc", size, tag, "")?;
+    let payload = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let r = time(|| {
+        let pending = client
+            .loan_slice_uninit(size)?
+            .write_from_slice(&payload)
+            .send()?;
+        loop {
+            if let Some(resp) = pending.receive()? {
+                back.copy_from_slice(resp.payload());
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+    })?;
+    let _ = client.loan_slice_uninit(0)?.write_from_slice(&[]).send()?;
+    std::thread::sleep(Duration::from_millis(10));
+    Ok(r)
+}
+
+fn fm_stream(size: usize, root: &str) -> Result<(f64, f64), Error> {
+    let o = opts(root);
+    let ping = o.create_stream("Local\\ping", 1 << 18, 65536)?;
+    let pong = o.create_stream("Local\\pong", 1 << 18, 65536)?;
+    let mut tx = ping.sender()?;
+    let mut rx = pong.receiver()?;
+    tx.set_wait_strategy(WaitStrategy::BusyPoll);
+    rx.set_wait_strategy(WaitStrategy::BusyPoll);
+    let kid = spawn("fm-stream", size, "", root)?;
+    let payload = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let r = time(|| {
+        tx.send(&payload)?;
+        rx.recv()?.read_at(0, &mut back)?;
+        Ok(())
+    })?;
+    drop(tx);
+    drop(kid);
+    Ok(r)
+}
+
+fn fm_rpc(size: usize, root: &str) -> Result<(f64, f64), Error> {
+    let o = opts(root);
+    let rr = o.create_request_reply("Local\\rpc", 2, 65536, 65536)?;
+    let mut client = rr.client()?;
+    client.set_wait_strategy(WaitStrategy::BusyPoll);
+    let _kid = spawn("fm-rpc", size, "", root)?;
+    let payload = vec![1u8; size];
+    let mut back = Vec::with_capacity(size);
+    let r = time(|| {
+        client.call(&payload, &mut back, None)?;
+        Ok(())
+    })?;
+    let _ = client.call(&[], &mut back, Some(Duration::from_millis(100)));
+    Ok(r)
+}
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("child") {
+        return child(&args[1..]);
+    }
+    pin(0);
+    // What iceoryx2 leaves in /tmp and /dev/shm is removed at the end if it was not there
+    // before.
+    let had_tmp = std::path::Path::new("/tmp/iceoryx2").exists();
+    let shm_before: Vec<_> = std::fs::read_dir("/dev/shm")?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    let pid = std::process::id();
+    let root = format!("/dev/shm/filemap-vs-iceoryx2-{pid}");
+    println!("### Round trip, both sides busy-polling, two processes on two CPUs ({SAMPLES} round trips, after {WARM})\n");
+    println!("| pattern | size | iceoryx2 median µs | iceoryx2 p99 µs | filemap median µs | filemap p99 µs | filemap / iceoryx2 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for size in SIZES {
+        for (pattern, ice, fm) in [
+            ("publish-subscribe / stream pair", ice_pubsub as fn(usize, &str) -> _, fm_stream as fn(usize, &str) -> _),
+            ("request-response / request-reply", ice_rpc, fm_rpc),
+        ] {
+            let tag = format!("{pid}-{size}-{}", pattern.len());
+            let (im, ip) = ice(size, &tag)?;
+            let _ = std::fs::remove_dir_all(&root);
+            let (fmm, fmp) = fm(size, &root)?;
+            let _ = std::fs::remove_dir_all(&root);
+            println!(
+                "| {pattern} | {size} | {im:.2} | {ip:.2} | {fmm:.2} | {fmp:.2} | {:.2}x |",
+                fmm / im
+            );
+        }
+    }
+    if !had_tmp {
+        let _ = std::fs::remove_dir_all("/tmp/iceoryx2");
+    }
+    for e in std::fs::read_dir("/dev/shm")?.flatten() {
+        let n = e.file_name();
+        if n.to_string_lossy().starts_with("iox2_") && !shm_before.contains(&n) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}

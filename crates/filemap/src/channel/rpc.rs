@@ -5,9 +5,9 @@
 //! After the control page come `capacity` client slots of `client_stride` bytes: a 64-byte
 //! slot header (`state: u32`, `request_len: u32`, `reply_len: u32`, `client_waiting: u32`,
 //! padding), the request (`max_message` bytes rounded up to 8) and the reply (`max_reply`
-//! rounded up to 8). Requests and replies are copied in and out one atomic 8-byte word at a
-//! time, so a reader racing a writer it should not meet (only after a crash) gets wrong
-//! bytes, never undefined behaviour.
+//! rounded up to 8). In each phase only one side touches an area, so requests and replies
+//! are plain copies through raw pointers (as a `View`'s are); a peer that breaks the
+//! protocol can only make the other read wrong bytes, whose length is checked.
 //!
 //! # The slot's state word
 //!
@@ -128,34 +128,43 @@ impl<'a> Clients<'a> {
         self.word32(slot, 3)
     }
 
-    fn data_word(&self, slot: u32, reply: bool, w: usize) -> &AtomicU64 {
+    /// The request or reply area of `slot`: 8-aligned, `max_request` (or `max_reply`)
+    /// rounded up to 8 bytes long.
+    fn data(&self, slot: u32, reply: bool) -> *mut u8 {
         let start = 64
             + if reply {
                 super::algo::round8(self.max_request) as usize
             } else {
                 0
             };
-        // SAFETY: 8-aligned (the stride and the areas are multiples of 8), inside the slot
-        // (`at` checks); AtomicU64 has no invalid values.
-        unsafe { &*self.at(slot, start + 8 * w).cast::<AtomicU64>() }
+        self.at(slot, start)
     }
 
     fn put(&self, slot: u32, reply: bool, data: &[u8]) {
-        for (w, chunk) in data.chunks(8).enumerate() {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.data_word(slot, reply, w)
-                .store(u64::from_ne_bytes(b), Relaxed);
-        }
+        let max = if reply {
+            self.max_reply
+        } else {
+            self.max_request
+        };
+        assert!(data.len() <= max as usize);
+        // SAFETY: the area holds `max` bytes rounded up to 8 inside the mapping, and `data`
+        // is ordinary memory; in the protocol only one side touches an area in each phase
+        // (see the module documentation), and the copy goes through raw pointers, as a
+        // `View`'s does.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data(slot, reply), data.len()) };
     }
 
     fn get(&self, slot: u32, reply: bool, len: usize, buf: &mut Vec<u8>) {
+        let max = if reply {
+            self.max_reply
+        } else {
+            self.max_request
+        };
+        assert!(len <= max as usize);
         buf.clear();
-        buf.reserve(len);
-        for w in 0..len.div_ceil(8) {
-            let v = self.data_word(slot, reply, w).load(Relaxed).to_ne_bytes();
-            buf.extend_from_slice(&v[..(len - 8 * w).min(8)]);
-        }
+        buf.resize(len, 0);
+        // SAFETY: as in `put`.
+        unsafe { std::ptr::copy_nonoverlapping(self.data(slot, reply), buf.as_mut_ptr(), len) };
     }
 }
 

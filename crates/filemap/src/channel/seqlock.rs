@@ -84,6 +84,56 @@ impl std::fmt::Debug for SlotControl {
 /// Bytes of a slot header.
 const SLOT_HEADER: usize = 16;
 
+/// Copies `src` into shared memory at `dst`, one `Relaxed` atomic 8-byte store per word
+/// (the last word padded with zeros).
+///
+/// # Safety
+///
+/// `dst` is 8-aligned, and `src.len()` rounded up to 8 bytes from it are mapped, writable,
+/// and only ever accessed through atomics.
+#[inline]
+pub(crate) unsafe fn store_words(dst: *mut u8, src: &[u8]) {
+    let words = dst.cast::<AtomicU64>();
+    let mut chunks = src.chunks_exact(8);
+    for (i, c) in chunks.by_ref().enumerate() {
+        let v = u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
+        // SAFETY: word `i` is inside the range the caller vouches for, 8-aligned.
+        unsafe { (*words.add(i)).store(v, Relaxed) };
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        // SAFETY: the last, partial word is inside the rounded-up range.
+        unsafe { (*words.add(src.len() / 8)).store(u64::from_ne_bytes(b), Relaxed) };
+    }
+}
+
+/// Copies `dst.len()` bytes of shared memory at `src` into `dst`, one `Relaxed` atomic
+/// 8-byte load per word.
+///
+/// # Safety
+///
+/// As for [`store_words`], readable.
+#[inline]
+pub(crate) unsafe fn load_words(src: *const u8, dst: &mut [u8]) {
+    let words = src.cast::<AtomicU64>();
+    let len = dst.len();
+    let mut chunks = dst.chunks_exact_mut(8);
+    for (i, c) in chunks.by_ref().enumerate() {
+        // SAFETY: word `i` is inside the range the caller vouches for, 8-aligned.
+        let v = unsafe { (*words.add(i)).load(Relaxed) };
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        // SAFETY: the last, partial word is inside the rounded-up range.
+        let v = unsafe { (*words.add(len / 8)).load(Relaxed) };
+        let n = rest.len();
+        rest.copy_from_slice(&v.to_ne_bytes()[..n]);
+    }
+}
+
 /// A channel's slots.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slots<'a> {
@@ -130,13 +180,6 @@ impl<'a> Slots<'a> {
         unsafe { &*self.slot(i).add(8).cast::<AtomicU32>() }
     }
 
-    fn word(&self, i: u64, w: usize) -> &AtomicU64 {
-        debug_assert!(SLOT_HEADER + 8 * w + 8 <= self.stride);
-        // SAFETY: the word is inside the slot (checked by the callers' lengths, which are
-        // at most `max`, for which the stride has room), 8-aligned.
-        unsafe { &*self.slot(i).add(SLOT_HEADER + 8 * w).cast::<AtomicU64>() }
-    }
-
     /// Writes `msg` (at most `max` bytes, checked by the caller) as number `n` into slot `i`.
     pub(crate) fn write(&self, i: u64, n: u64, msg: &[u8]) {
         assert!(msg.len() <= self.max as usize);
@@ -146,11 +189,9 @@ impl<'a> Slots<'a> {
         // reader that sees one of them (its Acquire fence pairs with this one).
         fence(Release);
         self.len(i).store(msg.len() as u32, Relaxed);
-        for (w, chunk) in msg.chunks(8).enumerate() {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.word(i, w).store(u64::from_ne_bytes(b), Relaxed);
-        }
+        // SAFETY: the slot's message area holds `max` bytes rounded up to 8 (the stride),
+        // 8-aligned, and is only accessed through atomics.
+        unsafe { store_words(self.slot(i).add(SLOT_HEADER), msg) };
         // Release: the words happen before a reader's Acquire load of the even `seq`.
         seq.store(2 * n + 2, Release);
     }
@@ -169,12 +210,9 @@ impl<'a> Slots<'a> {
         let torn = len > self.max;
         let len = len.min(self.max) as usize;
         buf.clear();
-        buf.reserve(len.next_multiple_of(8));
-        for w in 0..len.div_ceil(8) {
-            let v = self.word(i, w).load(Relaxed).to_ne_bytes();
-            let take = (len - 8 * w).min(8);
-            buf.extend_from_slice(&v[..take]);
-        }
+        buf.resize(len, 0);
+        // SAFETY: as in `write`; `len` is at most `max`.
+        unsafe { load_words(self.slot(i).add(SLOT_HEADER), buf) };
         // Acquire fence: if we read any word of a later write, the `seq` load below sees
         // that write's odd number (or later).
         fence(Acquire);
