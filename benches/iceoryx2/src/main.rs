@@ -229,7 +229,10 @@ fn ice_pubsub(size: usize, tag: &str) -> Result<(f64, f64), Error> {
             std::hint::spin_loop();
         }
     })?;
-    publisher.loan_slice_uninit(0)?.write_from_slice(&[]).send()?;
+    publisher
+        .loan_slice_uninit(0)?
+        .write_from_slice(&[])
+        .send()?;
     Ok(r)
 }
 
@@ -317,7 +320,11 @@ fn main() -> Result<(), Error> {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for size in SIZES {
         for (pattern, ice, fm) in [
-            ("publish-subscribe / stream pair", ice_pubsub as fn(usize, &str) -> _, fm_stream as fn(usize, &str) -> _),
+            (
+                "publish-subscribe / stream pair",
+                ice_pubsub as fn(usize, &str) -> _,
+                fm_stream as fn(usize, &str) -> _,
+            ),
             ("request-response / request-reply", ice_rpc, fm_rpc),
         ] {
             let tag = format!("{pid}-{size}-{}", pattern.len());
