@@ -767,6 +767,18 @@ impl Consumer {
         self.unreleased += 1;
     }
 
+    /// Whether `tail` moves past our last look within a short spin (64 pauses).
+    #[inline]
+    pub(crate) fn tail_moves_soon(&self, ring: &Ring<'_>) -> bool {
+        for _ in 0..64 {
+            if ring.ctl.tail.load(Relaxed) != self.tail {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
     /// The position of the next frame to read.
     pub(crate) fn position(&self) -> u32 {
         self.head

@@ -1111,9 +1111,16 @@ fn next(
     deadline: Option<Instant>,
 ) -> Result<Frame> {
     let ring = chan.ring();
+    let trying = deadline.is_some_and(|d| Instant::now() >= d);
     loop {
         if let Some(f) = consumer.try_peek(&ring).map_err(|e| corrupt(chan, e))? {
             return Ok(f);
+        }
+        // A producer in full flow refills the ring within a few hundred nanoseconds: look
+        // again for a moment before giving room back and checking on the producer (a store
+        // on its side of the cache and a clock read), unless only trying or asked to park.
+        if !trying && strategy != WaitStrategy::Park && consumer.tail_moves_soon(&ring) {
+            continue;
         }
         // Empty: give back the room of what was read before waiting (or returning).
         consumer.release(&ring, chan.parker());
