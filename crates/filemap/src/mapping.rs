@@ -413,6 +413,27 @@ impl FileMapping {
         self.inner.os_path()
     }
 
+    /// A new open file description of the mapping's bytes (Linux), holding none of the
+    /// handle's locks, readable (and writable for [`Access::ReadWrite`]): for mapping the
+    /// memory with another runtime's `mmap` (Python's `mmap` module, say) without keeping
+    /// the name alive, as a view would not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] if `access` is more than the handle's;
+    /// [`Error::Unsupported`] on Windows (map the name there: `mmap.mmap(-1, size,
+    /// tagname=name)`); [`Error::Io`] without `/proc`.
+    #[cfg(unix)]
+    pub fn reopen(&self, access: Access) -> Result<std::fs::File> {
+        if !self.access().allows(access) {
+            return Err(Error::denied(format!(
+                "a {access} descriptor of a mapping opened {}",
+                self.access()
+            )));
+        }
+        self.inner.reopen(access).map(std::fs::File::from)
+    }
+
     /// Maps a view of `len` bytes at `offset` (`MapViewOfFile`). `len` 0 means "to the end".
     ///
     /// Any offset is allowed: the page alignment that the OS needs is hidden. The view keeps

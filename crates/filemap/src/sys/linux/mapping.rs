@@ -331,6 +331,25 @@ impl Mapping {
         self.entry.as_ref().map(Entry::name)
     }
 
+    /// A new open file description of the mapped bytes, holding no lock, for `access`
+    /// (read-only for copy-on-write): another runtime may map it without keeping the name
+    /// alive.
+    pub(crate) fn reopen(&self, access: Access) -> Result<OwnedFd> {
+        let fd = match (&self.file, &self.entry) {
+            (Some(f), _) => f,
+            (None, Some(e)) => e.fd(),
+            (None, None) => unreachable!("a mapping has a file or an entry"),
+        };
+        let mode = match access {
+            Access::ReadWrite => OFlags::RDWR,
+            Access::Read | Access::CopyOnWrite => OFlags::RDONLY,
+        };
+        // /proc/self/fd/N opens the same inode, even unlinked, as a new description.
+        let path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(fd));
+        fs::open(path, mode | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::io("opening the mapping again (through /proc/self/fd)", e))
+    }
+
     /// The entry's file as a second description, without locks (`views_fd`); `None`
     /// without /proc, or if its mode has changed since.
     fn unlocked_fd(&self, entry: &Entry) -> Option<&OwnedFd> {

@@ -1,0 +1,626 @@
+"""Named shared memory and synchronization objects with Windows semantics.
+
+The Python face of filemap (distribution ``filemap-ipc``): the same objects, names,
+namespace and rules as the Rust library, so a Python process and a Rust one (or two
+Python processes) share them.
+
+- A name lives exactly as long as its last handle, in any process, also after ``kill -9``:
+  nothing leaks, and no process unlinks what another still uses.
+- Views are ``memoryview`` objects over the ``mmap`` module's mappings: they keep their
+  memory mapped for as long as they (or anything made from them, a NumPy array say) live,
+  whatever happens to the mapping's handle.
+- Errors are the built-in exceptions (``FileNotFoundError``, ``FileExistsError``,
+  ``PermissionError``, ``TimeoutError``, ``ValueError``, ...) with filemap's message.
+- Blocking calls release the GIL, and Ctrl-C interrupts them.
+"""
+
+from __future__ import annotations
+
+import mmap as _mmap
+import os as _os
+import secrets as _secrets
+import sys as _sys
+from typing import Any, Optional, Sequence, Union
+
+from . import _filemap
+from ._filemap import CorruptError, KindMismatchError
+
+__all__ = [
+    "AbandonedMutexError",
+    "CorruptError",
+    "Event",
+    "FileMapping",
+    "KindMismatchError",
+    "Mutex",
+    "Semaphore",
+    "SharedMemory",
+    "Stream",
+    "gc",
+    "info",
+    "list_objects",
+    "remove",
+    "wait_any",
+]
+
+_PathLike = Union[str, "_os.PathLike[str]", None]
+
+
+class AbandonedMutexError(Exception):
+    """The mutex was taken, but its previous owner died (or its thread exited) holding it,
+    like .NET's ``AbandonedMutexException``.
+
+    It is raised *after* the lock has been taken: the calling thread owns the mutex, and
+    must release it (``mutex.release()``) once it has repaired what the mutex guards. For
+    ``wait_any``, ``index`` says which object it was.
+    """
+
+    def __init__(self, mutex: "Mutex", index: Optional[int] = None) -> None:
+        super().__init__(
+            f"the previous owner of the mutex {mutex.name} died holding it; "
+            "this thread owns it now and must release it"
+        )
+        self.mutex = mutex
+        self.index = index
+
+
+def _access_of(access: Optional[str], default: str) -> str:
+    return default if access is None else access
+
+
+class FileMapping:
+    """A handle to a named mapping (``CreateFileMapping`` / ``OpenFileMapping``).
+
+    Closing the handle (``close()``, or leaving a ``with`` block) removes the name if it
+    was the last handle anywhere; views keep their memory.
+    """
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        size: int,
+        *,
+        root: _PathLike = None,
+        mode: Optional[int] = None,
+        persistent: bool = False,
+        sparse: bool = False,
+    ) -> "FileMapping":
+        """Creates a mapping of ``size`` bytes; ``FileExistsError`` if a live one has the name."""
+        return cls(
+            _filemap.FileMapping.make(
+                name, size, root=root, mode=mode, persistent=persistent, sparse=sparse
+            )
+        )
+
+    @classmethod
+    def open_or_create(
+        cls,
+        name: str,
+        size: int,
+        *,
+        root: _PathLike = None,
+        mode: Optional[int] = None,
+        persistent: bool = False,
+        sparse: bool = False,
+    ) -> "FileMapping":
+        """Opens the live mapping, or creates it; ``already_existed`` tells which."""
+        return cls(
+            _filemap.FileMapping.make(
+                name,
+                size,
+                open=True,
+                root=root,
+                mode=mode,
+                persistent=persistent,
+                sparse=sparse,
+            )
+        )
+
+    @classmethod
+    def open(cls, name: str, access: str = "rw", *, root: _PathLike = None) -> "FileMapping":
+        """Opens the live mapping for ``access`` ("r" or "rw"); ``FileNotFoundError`` if none."""
+        return cls(_filemap.FileMapping.open(name, access, root=root))
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str,
+        size: int = 0,
+        access: str = "rw",
+        *,
+        name: Optional[str] = None,
+        root: _PathLike = None,
+    ) -> "FileMapping":
+        """Maps a file (``size`` 0: its length), optionally under a name."""
+        return cls(_filemap.FileMapping.from_file(path, size, access, name=name, root=root))
+
+    @property
+    def name(self) -> Optional[str]:
+        return self._m.name
+
+    @property
+    def size(self) -> int:
+        return self._m.size
+
+    @property
+    def already_existed(self) -> bool:
+        return self._m.already_existed
+
+    @property
+    def os_path(self) -> Optional[str]:
+        p = self._m.os_path
+        return None if p is None else str(p)
+
+    @property
+    def access(self) -> str:
+        return self._m.access
+
+    @property
+    def closed(self) -> bool:
+        return self._m.closed
+
+    def view(self, offset: int = 0, length: int = 0, access: Optional[str] = None) -> memoryview:
+        """Maps ``length`` bytes at ``offset`` (``length`` 0: to the end), with ``access``
+        "r", "rw" or "copy" (copy-on-write; default: the handle's access).
+
+        The result is a ``memoryview`` (read-only for "r"): ``bytes(v[0:5])``,
+        ``v[0:5] = b"hello"`` and ``numpy.frombuffer(v, ...)`` all work without copying. It
+        keeps its memory mapped for as long as it, or anything made from it, lives; closing
+        the mapping does not unmap it, and neither does ``view.release()`` while NumPy
+        arrays made from it live.
+        """
+        access = _access_of(access, self.access)
+        length = self._m.check_view(offset, length, access)
+        start = offset - offset % _mmap.ALLOCATIONGRANULARITY
+        delta = offset - start
+        if _sys.platform == "win32":
+            if self.name is None:
+                raise NotImplementedError("views of an unnamed mapping on Windows")
+            how = {"r": _mmap.ACCESS_READ, "rw": _mmap.ACCESS_WRITE, "copy": _mmap.ACCESS_COPY}
+            mm = _mmap.mmap(-1, length + delta, tagname=self.name, access=how[access], offset=start)
+        else:
+            # A descriptor of our own, without the handle's locks: the view must not keep
+            # the name alive, as on Windows.
+            fd = self._m.reopen(access)
+            try:
+                if access == "copy":
+                    flags, prot = _mmap.MAP_PRIVATE, _mmap.PROT_READ | _mmap.PROT_WRITE
+                elif access == "r":
+                    flags, prot = _mmap.MAP_SHARED, _mmap.PROT_READ
+                else:
+                    flags, prot = _mmap.MAP_SHARED, _mmap.PROT_READ | _mmap.PROT_WRITE
+                mm = _mmap.mmap(fd, length + delta, flags=flags, prot=prot, offset=start)
+            finally:
+                _os.close(fd)
+        return memoryview(mm)[delta : delta + length]
+
+    def close(self) -> None:
+        self._m.close()
+
+    def __enter__(self) -> "FileMapping":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return "<filemap.FileMapping closed>"
+        return f"<filemap.FileMapping {self.name!r} size={self.size}>"
+
+
+class Mutex:
+    """A named, robust, recursive mutex (``CreateMutex``). Ownership belongs to the thread.
+
+    ``with mutex:`` locks and unlocks it. If its previous owner died holding it, locking
+    raises ``AbandonedMutexError`` with the lock taken (see there).
+    """
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    @classmethod
+    def create(cls, name: str, *, root: _PathLike = None, mode: Optional[int] = None) -> "Mutex":
+        return cls(_filemap.Mutex.make(name, root=root, mode=mode))
+
+    @classmethod
+    def open_or_create(
+        cls, name: str, *, root: _PathLike = None, mode: Optional[int] = None
+    ) -> "Mutex":
+        return cls(_filemap.Mutex.make(name, open=True, root=root, mode=mode))
+
+    @classmethod
+    def open(cls, name: str, *, root: _PathLike = None) -> "Mutex":
+        return cls(_filemap.Mutex.make(name, create=False, root=root))
+
+    @property
+    def name(self) -> str:
+        return self._m.name
+
+    @property
+    def already_existed(self) -> bool:
+        return self._m.already_existed
+
+    def acquire(self, timeout: Optional[float] = None) -> bool:
+        """Takes the mutex, waiting up to ``timeout`` seconds (``None``: as long as it
+        takes); ``False`` on timeout. Raises ``AbandonedMutexError`` (owning it) if its
+        previous owner died holding it."""
+        got = self._m.acquire(timeout)
+        if got is None:
+            return False
+        if got:
+            raise AbandonedMutexError(self)
+        return True
+
+    def release(self) -> None:
+        """Releases one level of ownership; ``PermissionError`` if this thread does not own it."""
+        self._m.release()
+
+    def __enter__(self) -> "Mutex":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        self._m.close()
+
+
+class Semaphore:
+    """A named counting semaphore (``CreateSemaphore``). ``with sem:`` takes one and gives
+    it back."""
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        initial: int = 0,
+        maximum: int = 0x7FFFFFFF,
+        *,
+        root: _PathLike = None,
+        mode: Optional[int] = None,
+    ) -> "Semaphore":
+        return cls(_filemap.Semaphore.make(name, initial, maximum, root=root, mode=mode))
+
+    @classmethod
+    def open_or_create(
+        cls,
+        name: str,
+        initial: int = 0,
+        maximum: int = 0x7FFFFFFF,
+        *,
+        root: _PathLike = None,
+        mode: Optional[int] = None,
+    ) -> "Semaphore":
+        return cls(
+            _filemap.Semaphore.make(name, initial, maximum, open=True, root=root, mode=mode)
+        )
+
+    @classmethod
+    def open(cls, name: str, *, root: _PathLike = None) -> "Semaphore":
+        return cls(_filemap.Semaphore.make(name, create=False, root=root))
+
+    @property
+    def name(self) -> str:
+        return self._m.name
+
+    @property
+    def count(self) -> int:
+        return self._m.count
+
+    @property
+    def already_existed(self) -> bool:
+        return self._m.already_existed
+
+    def acquire(self, timeout: Optional[float] = None) -> bool:
+        return self._m.acquire(timeout)
+
+    def release(self, n: int = 1) -> int:
+        """Adds ``n``; returns the previous count. ``ValueError`` past the maximum."""
+        return self._m.release(n)
+
+    def __enter__(self) -> "Semaphore":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def close(self) -> None:
+        self._m.close()
+
+
+class Event:
+    """A named auto-reset or manual-reset event (``CreateEvent``)."""
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        manual_reset: bool = False,
+        initially_set: bool = False,
+        *,
+        root: _PathLike = None,
+        mode: Optional[int] = None,
+    ) -> "Event":
+        return cls(_filemap.Event.make(name, manual_reset, initially_set, root=root, mode=mode))
+
+    @classmethod
+    def open_or_create(
+        cls,
+        name: str,
+        manual_reset: bool = False,
+        initially_set: bool = False,
+        *,
+        root: _PathLike = None,
+        mode: Optional[int] = None,
+    ) -> "Event":
+        return cls(
+            _filemap.Event.make(
+                name, manual_reset, initially_set, open=True, root=root, mode=mode
+            )
+        )
+
+    @classmethod
+    def open(cls, name: str, *, root: _PathLike = None) -> "Event":
+        return cls(_filemap.Event.make(name, create=False, root=root))
+
+    @property
+    def name(self) -> str:
+        return self._m.name
+
+    @property
+    def already_existed(self) -> bool:
+        return self._m.already_existed
+
+    def set(self) -> None:
+        self._m.set()
+
+    def reset(self) -> None:
+        self._m.reset()
+
+    def is_set(self) -> bool:
+        return self._m.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Waits until set (an auto-reset event is reset by it); ``False`` on timeout."""
+        return self._m.wait(timeout)
+
+    def __enter__(self) -> "Event":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._m.close()
+
+
+def wait_any(objects: Sequence[Union[Mutex, Semaphore, Event]], timeout: Optional[float] = None) -> int:
+    """Waits until any of ``objects`` is signalled, takes it (``WaitForMultipleObjects``)
+    and returns its index; the lowest index wins. ``TimeoutError`` on timeout; an abandoned
+    mutex raises ``AbandonedMutexError`` (with ``index``), owned by the caller."""
+    r = _filemap.wait_any([o._m for o in objects], timeout)
+    if r is None:
+        raise TimeoutError(f"timed out waiting for any of {len(objects)} objects")
+    index, abandoned = r
+    if abandoned:
+        obj = objects[index]
+        assert isinstance(obj, Mutex)
+        raise AbandonedMutexError(obj, index)
+    return index
+
+
+class Stream:
+    """A named stream channel: one producer (``sender()``), one consumer (``receiver()``),
+    byte messages in a ring in shared memory."""
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    @classmethod
+    def create(
+        cls, name: str, capacity: int = 1 << 20, max_message: int = 0, *, root: _PathLike = None
+    ) -> "Stream":
+        return cls(_filemap.Stream.make(name, capacity, max_message, root=root))
+
+    @classmethod
+    def open_or_create(
+        cls, name: str, capacity: int = 1 << 20, max_message: int = 0, *, root: _PathLike = None
+    ) -> "Stream":
+        return cls(_filemap.Stream.make(name, capacity, max_message, open=True, root=root))
+
+    @classmethod
+    def open(cls, name: str, *, root: _PathLike = None) -> "Stream":
+        return cls(_filemap.Stream.make(name, create=False, root=root))
+
+    @property
+    def name(self) -> str:
+        return self._m.name
+
+    @property
+    def capacity(self) -> int:
+        return self._m.capacity
+
+    @property
+    def max_message(self) -> int:
+        return self._m.max_message
+
+    @property
+    def queued(self) -> int:
+        return self._m.queued
+
+    def sender(self) -> "Sender":
+        return Sender(self._m.sender())
+
+    def receiver(self) -> "Receiver":
+        return Receiver(self._m.receiver())
+
+
+class Sender:
+    """A stream's producer; closing it (or leaving a ``with`` block) ends the stream cleanly."""
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    def send(self, data: bytes, timeout: Optional[float] = None) -> None:
+        """Sends ``data``, waiting for room; ``TimeoutError`` on timeout, ``BrokenPipeError``
+        if the consumer is gone and the ring is full."""
+        if not self._m.send(bytes(data), timeout):
+            raise TimeoutError("timed out waiting for room in the stream")
+
+    def close(self) -> None:
+        self._m.close()
+
+    def __enter__(self) -> "Sender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Receiver:
+    """A stream's consumer."""
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    def recv(self, timeout: Optional[float] = None) -> bytes:
+        """The next message; ``TimeoutError`` on timeout, ``BrokenPipeError`` once the
+        producer has gone and every message was received."""
+        m = self._m.recv(timeout)
+        if m is None:
+            raise TimeoutError("timed out waiting for a message")
+        return bytes(m)
+
+    def __iter__(self) -> "Receiver":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return self.recv()
+        except BrokenPipeError:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        self._m.close()
+
+    def __enter__(self) -> "Receiver":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SharedMemory:
+    """A drop-in for ``multiprocessing.shared_memory.SharedMemory``, with Windows lifetime.
+
+    ``SharedMemory(name=None, create=False, size=0)`` has that class's constructor,
+    attributes and methods (``name``, ``size``, ``buf``, ``close()``, ``unlink()``), so a
+    program switches with one changed import. The differences, all on purpose:
+
+    - There is no resource tracker: a process that merely attached and exits never
+      removes the memory (CPython gh-82300), and nothing is left behind after ``kill -9``
+      of every holder.
+    - The memory, and the name, end with the last ``close()`` (or the last holder's exit)
+      in any process, as on Windows. Without ``unlink()`` nothing leaks.
+    - ``unlink()`` removes the name at once (others' handles keep the memory until they
+      close), as ``shm_unlink`` does; on Windows it does nothing, as the standard class
+      does there.
+    - A bare name works as in Python; it means ``Local\\name`` (per user on Linux, per
+      session on Windows). ``Global\\name`` shares between users.
+    - ``size`` is the exact size asked for by the creator.
+    """
+
+    def __init__(self, name: Optional[str] = None, create: bool = False, size: int = 0, *, root: _PathLike = None) -> None:
+        if size < 0:
+            raise ValueError("'size' must be a positive integer")
+        if create and size == 0:
+            raise ValueError("'size' must be a positive number different from zero")
+        if name is None:
+            if not create:
+                raise ValueError("'name' can only be None if create=True")
+            while True:
+                name = "psm_" + _secrets.token_hex(8)
+                try:
+                    self._mapping = FileMapping.create(name, size, root=root)
+                    break
+                except FileExistsError:
+                    continue
+        elif create:
+            self._mapping = FileMapping.create(name, size, root=root)
+        else:
+            self._mapping = FileMapping.open(name, "rw", root=root)
+        self._name = name
+        self._root = root
+        self._buf: Optional[memoryview] = self._mapping.view()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def size(self) -> int:
+        return self._mapping.size
+
+    @property
+    def buf(self) -> Optional[memoryview]:
+        return self._buf
+
+    def close(self) -> None:
+        """Closes this handle. Like the standard class, raises ``BufferError`` while
+        memoryviews or arrays made from ``buf`` still live."""
+        if self._buf is not None:
+            self._buf.release()
+            self._buf = None
+        self._mapping.close()
+
+    def unlink(self) -> None:
+        """Removes the name now (Linux); holders keep the memory until they close it."""
+        if _sys.platform != "win32":
+            try:
+                remove(self._name, root=self._root)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "SharedMemory":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        return (self.__class__, (self.name, False, self.size))
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.name!r}, size={self.size})"
+
+
+def list_objects(*, root: _PathLike = None) -> list[dict[str, Any]]:
+    """The objects of your ``Local\\`` namespace and of ``Global\\`` (Linux)."""
+    return _filemap.list_objects(root=root)
+
+
+def info(name: str, *, root: _PathLike = None) -> dict[str, Any]:
+    """Everything known about one object."""
+    return _filemap.info(name, root=root)
+
+
+def remove(name: str, *, root: _PathLike = None) -> None:
+    """Removes a name; current holders keep the object until they close it (Linux)."""
+    _filemap.remove(name, root=root)
+
+
+def gc(*, root: _PathLike = None) -> list[str]:
+    """Removes stale objects (whose holders all died); returns their names."""
+    return _filemap.gc(root=root)

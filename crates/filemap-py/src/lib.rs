@@ -1,0 +1,700 @@
+//! The native half of the `filemap-ipc` Python package (`import filemap`): handles to named
+//! mappings, mutexes, semaphores, events and streams, and the namespace's administration.
+//! The Python half (`python/filemap/__init__.py`) adds views, `SharedMemory` and the
+//! context managers. No memory is handed to Python from here: views are made in Python by
+//! the `mmap` module, over a descriptor from [`FileMapping::reopen`](filemap::FileMapping),
+//! so that a `memoryview` keeps its memory mapped for as long as it lives.
+//!
+//! Blocking calls release the GIL and wake every 50 ms to let Python handle signals, so
+//! Ctrl-C interrupts a wait promptly (`KeyboardInterrupt`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use filemap::{Access, Error, Namespace, Options};
+use pyo3::create_exception;
+use pyo3::exceptions::{
+    PyBlockingIOError, PyBrokenPipeError, PyFileExistsError, PyFileNotFoundError,
+    PyNotImplementedError, PyOSError, PyPermissionError, PyTimeoutError, PyValueError,
+};
+use pyo3::prelude::*;
+
+create_exception!(
+    _filemap,
+    KindMismatchError,
+    PyFileExistsError,
+    "The name is held by another kind of object."
+);
+create_exception!(
+    _filemap,
+    CorruptError,
+    PyOSError,
+    "A file in the namespace is not a valid filemap object."
+);
+
+/// filemap's error as the built-in exception that fits, with filemap's message.
+fn err(e: Error) -> PyErr {
+    let msg = e.to_string();
+    match e {
+        Error::NotFound { .. } => PyFileNotFoundError::new_err(msg),
+        Error::AlreadyExists { .. } => PyFileExistsError::new_err(msg),
+        Error::KindMismatch { .. } => KindMismatchError::new_err(msg),
+        Error::PermissionDenied { .. } | Error::Insecure { .. } | Error::NotOwner { .. } => {
+            PyPermissionError::new_err(msg)
+        }
+        Error::Timeout { .. } => PyTimeoutError::new_err(msg),
+        Error::Busy { .. } => PyBlockingIOError::new_err(msg),
+        Error::Disconnected { .. } => PyBrokenPipeError::new_err(msg),
+        Error::Corrupt { .. } => CorruptError::new_err(msg),
+        Error::Unsupported { .. } => PyNotImplementedError::new_err(msg),
+        Error::NoSpace { .. } | Error::Io { .. } => PyOSError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+fn options(root: Option<PathBuf>, mode: Option<u32>, persistent: bool, sparse: bool) -> Options {
+    let mut o = Options::new();
+    if let Some(root) = root {
+        o.namespace(Namespace::at(root));
+    }
+    if let Some(mode) = mode {
+        o.mode(mode);
+    }
+    o.persistent(persistent).sparse(sparse);
+    o
+}
+
+fn access(s: &str) -> PyResult<Access> {
+    match s {
+        "r" | "read" => Ok(Access::Read),
+        "rw" | "w" | "write" | "read-write" => Ok(Access::ReadWrite),
+        "c" | "copy" | "copy-on-write" => Ok(Access::CopyOnWrite),
+        other => Err(PyValueError::new_err(format!(
+            "access must be \"r\", \"rw\" or \"copy\", not {other:?}"
+        ))),
+    }
+}
+
+/// Runs `wait(slice)` with the GIL released, in slices of at most 50 ms until it gives
+/// `Some`, the timeout passes (`None`), or a signal handler raises (Ctrl-C).
+fn blocking<T: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    mut wait: impl FnMut(Duration) -> filemap::Result<Option<T>> + Send,
+) -> PyResult<Option<T>> {
+    let deadline = match timeout {
+        Some(t) if !(t >= 0.0 && t.is_finite()) => {
+            return Err(PyValueError::new_err(format!(
+                "timeout must be a finite number of seconds, 0 or more, not {t}"
+            )))
+        }
+        Some(t) => Some(Instant::now() + Duration::from_secs_f64(t)),
+        None => None,
+    };
+    loop {
+        let slice = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50)),
+            None => Duration::from_millis(50),
+        };
+        if let Some(v) = py.detach(|| wait(slice)).map_err(err)? {
+            return Ok(Some(v));
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
+/// `Ok(Some(v))` for `Ok(v)`, `Ok(None)` for a timeout.
+fn timed<T>(r: filemap::Result<T>) -> filemap::Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Timeout { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn closed() -> PyErr {
+    PyValueError::new_err("the handle is closed")
+}
+
+/// A handle to a named mapping (or a mapped file).
+#[pyclass(module = "filemap._filemap")]
+struct FileMapping {
+    inner: Option<filemap::FileMapping>,
+}
+
+impl FileMapping {
+    fn get(&self) -> PyResult<&filemap::FileMapping> {
+        self.inner.as_ref().ok_or_else(closed)
+    }
+}
+
+#[pymethods]
+impl FileMapping {
+    #[staticmethod]
+    #[pyo3(signature = (name, size, *, create=true, open=false, root=None, mode=None, persistent=false, sparse=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        name: &str,
+        size: u64,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+        persistent: bool,
+        sparse: bool,
+    ) -> PyResult<FileMapping> {
+        let o = options(root, mode, persistent, sparse);
+        let m = match (create, open) {
+            (true, true) => o.open_or_create(name, size),
+            _ => o.create(name, size),
+        }
+        .map_err(err)?;
+        Ok(FileMapping { inner: Some(m) })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (name, access="rw", *, root=None))]
+    fn open(name: &str, access: &str, root: Option<PathBuf>) -> PyResult<FileMapping> {
+        let a = self::access(access)?;
+        let m = options(root, None, false, false)
+            .open(name, a)
+            .map_err(err)?;
+        Ok(FileMapping { inner: Some(m) })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (path, size=0, access="rw", *, name=None, root=None))]
+    fn from_file(
+        path: PathBuf,
+        size: u64,
+        access: &str,
+        name: Option<&str>,
+        root: Option<PathBuf>,
+    ) -> PyResult<FileMapping> {
+        let a = self::access(access)?;
+        let m = options(root, None, false, false)
+            .map_path(&path, size, a, name)
+            .map_err(err)?;
+        Ok(FileMapping { inner: Some(m) })
+    }
+
+    #[getter]
+    fn size(&self) -> PyResult<u64> {
+        Ok(self.get()?.size())
+    }
+
+    #[getter]
+    fn name(&self) -> PyResult<Option<String>> {
+        Ok(self.get()?.name().map(|n| n.to_string()))
+    }
+
+    #[getter]
+    fn already_existed(&self) -> PyResult<bool> {
+        Ok(self.get()?.already_existed())
+    }
+
+    #[getter]
+    fn os_path(&self) -> PyResult<Option<PathBuf>> {
+        Ok(self.get()?.os_path().map(PathBuf::from))
+    }
+
+    #[getter]
+    fn access(&self) -> PyResult<&'static str> {
+        Ok(match self.get()?.access() {
+            Access::Read => "r",
+            Access::ReadWrite => "rw",
+            Access::CopyOnWrite => "copy",
+        })
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    /// Checks a view's range: returns its length (`length` 0: to the end).
+    fn check_view(&self, offset: u64, length: u64, access: &str) -> PyResult<u64> {
+        let m = self.get()?;
+        let a = self::access(access)?;
+        if !m.access().allows(a) {
+            return Err(err(Error::PermissionDenied {
+                what: format!("a {a} view of a mapping opened {}", m.access()),
+            }));
+        }
+        let size = m.size();
+        let len = if length == 0 {
+            size.saturating_sub(offset)
+        } else {
+            length
+        };
+        if offset >= size || len == 0 || len > size - offset {
+            return Err(err(Error::OutOfRange { offset, len, size }));
+        }
+        Ok(len)
+    }
+
+    /// A new descriptor of the mapped bytes, holding none of the handle's locks (Linux).
+    fn reopen(&self, access: &str) -> PyResult<i32> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::IntoRawFd;
+            let f = self.get()?.reopen(self::access(access)?).map_err(err)?;
+            Ok(f.into_raw_fd())
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = access;
+            Err(PyNotImplementedError::new_err(
+                "reopen is Linux-only; Windows maps the name (mmap tagname)",
+            ))
+        }
+    }
+
+    /// Closes the handle. Views keep their memory; the name goes with the last handle.
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A named mutex.
+#[pyclass(module = "filemap._filemap")]
+struct Mutex {
+    inner: Option<filemap::Mutex>,
+}
+
+#[pymethods]
+impl Mutex {
+    #[staticmethod]
+    #[pyo3(signature = (name, *, create=true, open=false, root=None, mode=None, persistent=false))]
+    fn make(
+        name: &str,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+        persistent: bool,
+    ) -> PyResult<Mutex> {
+        let o = options(root, mode, persistent, false);
+        let m = match (create, open) {
+            (true, true) => o.open_or_create_mutex(name),
+            (false, _) => o.open_mutex(name),
+            _ => o.create_mutex(name),
+        }
+        .map_err(err)?;
+        Ok(Mutex { inner: Some(m) })
+    }
+
+    /// Waits for the mutex (`None`: forever); `None` on timeout, else whether it was
+    /// abandoned. The calling thread owns it until `release`.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<bool>> {
+        let m = self.inner.as_ref().ok_or_else(closed)?;
+        // The owner is this thread: `detach` runs the wait on it, without the GIL.
+        blocking(py, timeout, |slice| timed(m.acquire(Some(slice))))
+    }
+
+    fn release(&self) -> PyResult<()> {
+        self.inner
+            .as_ref()
+            .ok_or_else(closed)?
+            .release()
+            .map_err(err)
+    }
+
+    #[getter]
+    fn name(&self) -> PyResult<String> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.name().to_string())
+    }
+
+    #[getter]
+    fn already_existed(&self) -> PyResult<bool> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.already_existed())
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A named semaphore.
+#[pyclass(module = "filemap._filemap")]
+struct Semaphore {
+    inner: Option<filemap::Semaphore>,
+}
+
+#[pymethods]
+impl Semaphore {
+    #[staticmethod]
+    #[pyo3(signature = (name, initial=0, maximum=0x7fff_ffff, *, create=true, open=false, root=None, mode=None, persistent=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        name: &str,
+        initial: u32,
+        maximum: u32,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+        persistent: bool,
+    ) -> PyResult<Semaphore> {
+        let o = options(root, mode, persistent, false);
+        let s = match (create, open) {
+            (true, true) => o.open_or_create_semaphore(name, initial, maximum),
+            (false, _) => o.open_semaphore(name),
+            _ => o.create_semaphore(name, initial, maximum),
+        }
+        .map_err(err)?;
+        Ok(Semaphore { inner: Some(s) })
+    }
+
+    /// Decrements the count, waiting while it is 0; `False` on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn acquire(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let s = self.inner.as_ref().ok_or_else(closed)?;
+        Ok(blocking(py, timeout, |slice| timed(s.acquire_timeout(slice)))?.is_some())
+    }
+
+    /// Adds `n` to the count; returns the previous count.
+    #[pyo3(signature = (n=1))]
+    fn release(&self, n: u32) -> PyResult<u32> {
+        self.inner
+            .as_ref()
+            .ok_or_else(closed)?
+            .release(n)
+            .map_err(err)
+    }
+
+    #[getter]
+    fn count(&self) -> PyResult<u32> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.count())
+    }
+
+    #[getter]
+    fn name(&self) -> PyResult<String> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.name().to_string())
+    }
+
+    #[getter]
+    fn already_existed(&self) -> PyResult<bool> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.already_existed())
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A named event.
+#[pyclass(module = "filemap._filemap")]
+struct Event {
+    inner: Option<filemap::Event>,
+}
+
+#[pymethods]
+impl Event {
+    #[staticmethod]
+    #[pyo3(signature = (name, manual_reset=false, initially_set=false, *, create=true, open=false, root=None, mode=None, persistent=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        name: &str,
+        manual_reset: bool,
+        initially_set: bool,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+        persistent: bool,
+    ) -> PyResult<Event> {
+        let o = options(root, mode, persistent, false);
+        let e = match (create, open) {
+            (true, true) => o.open_or_create_event(name, manual_reset, initially_set),
+            (false, _) => o.open_event(name),
+            _ => o.create_event(name, manual_reset, initially_set),
+        }
+        .map_err(err)?;
+        Ok(Event { inner: Some(e) })
+    }
+
+    fn set(&self) -> PyResult<()> {
+        self.inner.as_ref().ok_or_else(closed)?.set().map_err(err)
+    }
+
+    fn reset(&self) -> PyResult<()> {
+        self.inner.as_ref().ok_or_else(closed)?.reset().map_err(err)
+    }
+
+    fn is_set(&self) -> PyResult<bool> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.is_set())
+    }
+
+    /// Waits until the event is set; `False` on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let e = self.inner.as_ref().ok_or_else(closed)?;
+        Ok(blocking(py, timeout, |slice| timed(e.wait_timeout(slice)))?.is_some())
+    }
+
+    #[getter]
+    fn name(&self) -> PyResult<String> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.name().to_string())
+    }
+
+    #[getter]
+    fn already_existed(&self) -> PyResult<bool> {
+        Ok(self.inner.as_ref().ok_or_else(closed)?.already_existed())
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// Waits for any of `objects` (mutexes, semaphores, events); returns `(index, abandoned)`,
+/// or `None` on timeout.
+#[pyfunction]
+#[pyo3(signature = (objects, timeout=None))]
+fn wait_any(
+    py: Python<'_>,
+    objects: Vec<Bound<'_, PyAny>>,
+    timeout: Option<f64>,
+) -> PyResult<Option<(usize, bool)>> {
+    // Borrow every handle for the whole wait.
+    let mut mutexes = Vec::new();
+    let mut semaphores = Vec::new();
+    let mut events = Vec::new();
+    let mut order = Vec::new();
+    for o in &objects {
+        if let Ok(m) = o.cast::<Mutex>() {
+            order.push((0, mutexes.len()));
+            mutexes.push(m.borrow());
+        } else if let Ok(s) = o.cast::<Semaphore>() {
+            order.push((1, semaphores.len()));
+            semaphores.push(s.borrow());
+        } else if let Ok(e) = o.cast::<Event>() {
+            order.push((2, events.len()));
+            events.push(e.borrow());
+        } else {
+            return Err(PyValueError::new_err(
+                "wait_any takes mutexes, semaphores and events",
+            ));
+        }
+    }
+    let ms: Vec<&filemap::Mutex> = mutexes
+        .iter()
+        .map(|m| m.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let ss: Vec<&filemap::Semaphore> = semaphores
+        .iter()
+        .map(|s| s.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let es: Vec<&filemap::Event> = events
+        .iter()
+        .map(|e| e.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let (ms, ss, es, order) = (&ms, &ss, &es, &order);
+    blocking(py, timeout, move |slice| {
+        let refs: Vec<&dyn filemap::Waitable> = order
+            .iter()
+            .map(|&(kind, i)| match kind {
+                0 => ms[i] as &dyn filemap::Waitable,
+                1 => ss[i],
+                _ => es[i],
+            })
+            .collect();
+        match filemap::wait_any(&refs, Some(slice)) {
+            Ok(o) => Ok(Some((o.index(), o.is_abandoned()))),
+            Err(Error::Timeout { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// A named stream channel.
+#[pyclass(module = "filemap._filemap")]
+struct Stream {
+    inner: filemap::Stream,
+}
+
+#[pymethods]
+impl Stream {
+    #[staticmethod]
+    #[pyo3(signature = (name, capacity=filemap::DEFAULT_CAPACITY, max_message=0, *, create=true, open=false, root=None, mode=None))]
+    fn make(
+        name: &str,
+        capacity: u32,
+        max_message: u32,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+    ) -> PyResult<Stream> {
+        let o = options(root, mode, false, false);
+        let max = if max_message == 0 {
+            (capacity / 4).max(1)
+        } else {
+            max_message
+        };
+        let s = match (create, open) {
+            (true, true) => o.open_or_create_stream(name, capacity, max),
+            (false, _) => o.open_stream(name),
+            _ => o.create_stream(name, capacity, max),
+        }
+        .map_err(err)?;
+        Ok(Stream { inner: s })
+    }
+
+    fn sender(&self) -> PyResult<Sender> {
+        Ok(Sender {
+            inner: Some(self.inner.sender().map_err(err)?),
+        })
+    }
+
+    fn receiver(&self) -> PyResult<Receiver> {
+        Ok(Receiver {
+            inner: Some(self.inner.receiver().map_err(err)?),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+
+    #[getter]
+    fn capacity(&self) -> u32 {
+        self.inner.capacity()
+    }
+
+    #[getter]
+    fn max_message(&self) -> u32 {
+        self.inner.max_message()
+    }
+
+    #[getter]
+    fn queued(&self) -> u64 {
+        self.inner.queued()
+    }
+}
+
+/// A stream's producer.
+#[pyclass(module = "filemap._filemap")]
+struct Sender {
+    inner: Option<filemap::Sender>,
+}
+
+#[pymethods]
+impl Sender {
+    /// Sends `data`, waiting for room up to `timeout` (`None`: as long as it takes);
+    /// `False` on timeout.
+    #[pyo3(signature = (data, timeout=None))]
+    fn send(&mut self, py: Python<'_>, data: Vec<u8>, timeout: Option<f64>) -> PyResult<bool> {
+        let tx = self.inner.as_mut().ok_or_else(closed)?;
+        Ok(blocking(py, timeout, |slice| timed(tx.send_timeout(&data, slice)))?.is_some())
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A stream's consumer.
+#[pyclass(module = "filemap._filemap")]
+struct Receiver {
+    inner: Option<filemap::Receiver>,
+}
+
+#[pymethods]
+impl Receiver {
+    /// The next message, waiting up to `timeout` (`None`: as long as it takes); `None` on
+    /// timeout. `BrokenPipeError` once the producer has gone and everything was received.
+    #[pyo3(signature = (timeout=None))]
+    fn recv(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u8>>> {
+        let rx = self.inner.as_mut().ok_or_else(closed)?;
+        blocking(py, timeout, |slice| {
+            timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
+        })
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+fn namespace(root: Option<PathBuf>) -> Namespace {
+    root.map_or_else(Namespace::new, Namespace::at)
+}
+
+/// One object as `list` and `info` describe it.
+fn info_dict<'py>(py: Python<'py>, i: &filemap::ObjectInfo) -> PyResult<Bound<'py, PyAny>> {
+    let d = pyo3::types::PyDict::new(py);
+    d.set_item("name", i.name.to_string())?;
+    d.set_item("kind", i.kind.map(|k| k.as_str()))?;
+    d.set_item("size", i.size)?;
+    d.set_item("live", i.live)?;
+    d.set_item("persistent", i.persistent)?;
+    d.set_item("owner_uid", i.owner_uid)?;
+    d.set_item("mode", i.mode)?;
+    d.set_item("creator_pid", i.creator_pid)?;
+    d.set_item("holders", i.holders.clone())?;
+    d.set_item("os_path", i.os_path.clone())?;
+    Ok(d.into_any())
+}
+
+/// The objects of the namespace (your `Local\` and `Global\`).
+#[pyfunction]
+#[pyo3(signature = (*, root=None))]
+fn list_objects(py: Python<'_>, root: Option<PathBuf>) -> PyResult<Vec<Bound<'_, PyAny>>> {
+    let objects = namespace(root).list().map_err(err)?;
+    objects.iter().map(|i| info_dict(py, i)).collect()
+}
+
+/// Everything known about one object.
+#[pyfunction]
+#[pyo3(signature = (name, *, root=None))]
+fn info<'py>(py: Python<'py>, name: &str, root: Option<PathBuf>) -> PyResult<Bound<'py, PyAny>> {
+    let i = namespace(root).info(name).map_err(err)?;
+    info_dict(py, &i)
+}
+
+/// Removes a name (holders keep the object until they close it).
+#[pyfunction]
+#[pyo3(signature = (name, *, root=None))]
+fn remove(name: &str, root: Option<PathBuf>) -> PyResult<()> {
+    namespace(root).remove(name).map_err(err)
+}
+
+/// Removes stale objects; returns their names.
+#[pyfunction]
+#[pyo3(signature = (*, root=None))]
+fn gc(root: Option<PathBuf>) -> PyResult<Vec<String>> {
+    Ok(namespace(root)
+        .gc()
+        .map_err(err)?
+        .iter()
+        .map(|n| n.to_string())
+        .collect())
+}
+
+#[pymodule]
+fn _filemap(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<FileMapping>()?;
+    m.add_class::<Mutex>()?;
+    m.add_class::<Semaphore>()?;
+    m.add_class::<Event>()?;
+    m.add_class::<Stream>()?;
+    m.add_class::<Sender>()?;
+    m.add_class::<Receiver>()?;
+    m.add_function(wrap_pyfunction!(wait_any, m)?)?;
+    m.add_function(wrap_pyfunction!(list_objects, m)?)?;
+    m.add_function(wrap_pyfunction!(info, m)?)?;
+    m.add_function(wrap_pyfunction!(remove, m)?)?;
+    m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add("KindMismatchError", m.py().get_type::<KindMismatchError>())?;
+    m.add("CorruptError", m.py().get_type::<CorruptError>())?;
+    Ok(())
+}

@@ -1,0 +1,304 @@
+"""The filemap-ipc package with real processes: Python to Python, Python and the Rust CLI,
+crashes, and bad input. Run by tests/python.rs (``cargo test``), or by hand:
+``FILEMAP_EXE=target/debug/filemap python3 -m pytest crates/filemap-py/tests``."""
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import filemap
+
+EXE = os.environ.get("FILEMAP_EXE", "filemap")
+MESSAGE = "Message from the first process."
+
+
+@pytest.fixture(autouse=True)
+def root(tmp_path_factory, monkeypatch):
+    """A namespace root of the test's own under /dev/shm, in FILEMAP_ROOT for this process
+    and its children; checked empty and removed at the end."""
+    path = f"/dev/shm/filemap-pytest-{os.getpid()}-{time.monotonic_ns()}"
+    monkeypatch.setenv("FILEMAP_ROOT", path)
+    yield path
+    left = []
+    for d in ("local-%d" % os.getuid(), "global"):
+        p = os.path.join(path, d)
+        if os.path.isdir(p):
+            left += os.listdir(p)
+    subprocess.run(["rm", "-rf", path])
+    assert left == [], f"objects left behind: {left}"
+
+
+def python(code, **kw):
+    """Starts a Python child running `code`, stdio piped."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def cli(*args, **kw):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=30, **kw)
+
+
+SERVER = """
+    import sys, filemap
+    m = filemap.FileMapping.create("Local\\\\SampleMap", 65536)
+    print("The file mapping (Local\\\\SampleMap) is created", flush=True)
+    v = m.view(0, 1024)
+    data = "Message from the first process.".encode("utf-16-le") + b"\\0\\0"
+    v[0:len(data)] = data
+    print("This message is written to the view:", flush=True)
+    sys.stdin.readline()
+"""
+
+CLIENT = """
+    import filemap
+    m = filemap.FileMapping.open("Local\\\\SampleMap", "r")
+    v = m.view(0, 1024)
+    raw = bytes(v)
+    end = next(i for i in range(0, len(raw), 2) if raw[i:i+2] == b"\\0\\0")
+    print(raw[:end].decode("utf-16-le"), flush=True)
+"""
+
+
+def test_the_samples_server_and_client_in_python():
+    server = python(SERVER)
+    assert "is created" in server.stdout.readline()
+    assert "written" in server.stdout.readline()
+    client = python(CLIENT)
+    out, err = client.communicate(timeout=30)
+    assert out.strip() == MESSAGE, err
+    server.communicate("\n", timeout=30)
+    assert server.returncode == 0
+    with pytest.raises(FileNotFoundError):
+        filemap.FileMapping.open("Local\\SampleMap")
+
+
+def test_python_server_and_rust_client_and_the_reverse():
+    server = python(SERVER)
+    assert "is created" in server.stdout.readline()
+    server.stdout.readline()
+    out = cli("client")
+    assert MESSAGE in out.stdout, out.stderr
+    server.communicate("\n", timeout=30)
+    # The Rust server and a Python client.
+    rust = subprocess.Popen([EXE, "server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = ""
+    while "Press ENTER" not in line:
+        line += rust.stdout.read(1)
+    client = python(CLIENT)
+    out, err = client.communicate(timeout=30)
+    assert out.strip() == MESSAGE, err
+    rust.communicate("\n", timeout=30)
+
+
+def test_events_and_mutexes_between_python_and_the_cli():
+    e = filemap.Event.create("Local\\go")
+    signal_it = subprocess.Popen([EXE, "signal", "Local\\go"])
+    assert e.wait(10)
+    assert signal_it.wait(10) == 0
+    # The CLI waits, Python sets.
+    waiter = subprocess.Popen([EXE, "wait", "Local\\go", "--timeout", "20"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.2)
+    e.set()
+    assert waiter.wait(20) == 0
+    # Python holds a mutex: the CLI cannot take it; then it can.
+    m = filemap.Mutex.create("Local\\lock")
+    with m:
+        assert cli("lock", "Local\\lock", "--timeout", "0.2", "--", "true").returncode == 124
+    assert cli("lock", "Local\\lock", "--timeout", "5", "--", "true").returncode == 0
+    e.close()
+    m.close()
+
+
+def _attach_and_exit(name):
+    s = filemap.SharedMemory(name)
+    assert bytes(s.buf[:5]) == b"hello"
+    s.close()
+
+
+def test_a_process_that_attaches_and_exits_does_not_destroy_the_memory():
+    # CPython gh-82300: with multiprocessing.shared_memory, the attaching process's
+    # resource tracker unlinks the segment when it exits.
+    s = filemap.SharedMemory(create=True, size=4096)
+    s.buf[:5] = b"hello"
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(2):
+        p = ctx.Process(target=_attach_and_exit, args=(s.name,))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+    again = filemap.SharedMemory(s.name)
+    assert bytes(again.buf[:5]) == b"hello"
+    again.close()
+    s.close()
+    with pytest.raises(FileNotFoundError):
+        filemap.SharedMemory(s.name)
+
+
+def test_kill_9_of_every_holder_leaves_nothing_behind(root):
+    holders = []
+    for _ in range(3):
+        p = python(
+            """
+            import sys, filemap
+            m = filemap.FileMapping.open_or_create("Local\\\\shared", 1 << 20)
+            e = filemap.Event.open_or_create("Local\\\\ev")
+            print("ready", flush=True)
+            sys.stdin.readline()
+            """
+        )
+        assert p.stdout.readline().strip() == "ready"
+        holders.append(p)
+    for p in holders:
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    with pytest.raises(FileNotFoundError):
+        filemap.FileMapping.open("Local\\shared")
+    with pytest.raises(FileNotFoundError):
+        filemap.Event.open("Local\\ev")
+    filemap.gc()  # the fixture checks that the directory is empty
+
+
+def test_an_owner_killed_holding_a_mutex_abandons_it():
+    owner = python(
+        """
+        import sys, filemap
+        m = filemap.Mutex.open_or_create("Local\\\\abandon")
+        m.acquire()
+        print("owner", flush=True)
+        sys.stdin.readline()
+        """
+    )
+    assert owner.stdout.readline().strip() == "owner"
+    m = filemap.Mutex.open("Local\\abandon")
+    assert not m.acquire(timeout=0.1)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    with pytest.raises(filemap.AbandonedMutexError) as info:
+        m.acquire(timeout=10)
+    assert info.value.mutex is m
+    # Raised with the lock taken: this thread owns it, and releases it.
+    m.release()
+    with m:
+        pass
+    with pytest.raises(PermissionError):
+        m.release()
+    m.close()
+
+
+def test_views_are_buffers_and_outlive_their_mapping():
+    np = pytest.importorskip("numpy")
+    m = filemap.FileMapping.create("Local\\arr", 8 * 1000 + 3)
+    v = m.view()
+    assert isinstance(v, memoryview) and len(v) == 8003 and not v.readonly
+    v[0:5] = b"hello"
+    assert bytes(v[0:5]) == b"hello"
+    a = np.frombuffer(m.view(8, 8 * 100), dtype=np.float64)
+    a_w = np.frombuffer(v, dtype=np.uint8)
+    a_w[8:16] = np.frombuffer(np.float64(2.5).tobytes(), dtype=np.uint8)
+    assert a[0] == 2.5
+    # Any offset; read-only and copy-on-write views.
+    r = filemap.FileMapping.open("Local\\arr", "r")
+    ro = r.view(1, 4)
+    assert ro.readonly and bytes(ro) == b"ello"
+    with pytest.raises(TypeError):
+        ro[0:1] = b"x"
+    cow = r.view(0, 5, "copy")
+    cow[0:1] = b"J"
+    assert bytes(cow) == b"Jello" and bytes(v[0:5]) == b"hello"
+    # The handles close: the name goes, the memory stays for the views.
+    m.close()
+    r.close()
+    with pytest.raises(FileNotFoundError):
+        filemap.FileMapping.open("Local\\arr")
+    assert bytes(v[0:5]) == b"hello" and a[0] == 2.5
+    with pytest.raises(ValueError):
+        m.view()
+
+
+def test_bad_input_gets_the_right_exceptions():
+    with pytest.raises(ValueError):
+        filemap.FileMapping.create("Local\\a\\b", 10)
+    with pytest.raises(ValueError):
+        filemap.FileMapping.create("Local\\x" + "y" * 40000, 10)
+    with pytest.raises(ValueError):
+        filemap.FileMapping.create("Local\\zero", 0)
+    m = filemap.FileMapping.create("Local\\m", 4096)
+    with pytest.raises(FileExistsError):
+        filemap.FileMapping.create("Local\\m", 4096)
+    with pytest.raises(filemap.KindMismatchError):
+        filemap.Mutex.create("Local\\m")
+    with pytest.raises(FileExistsError):
+        filemap.Event.open("Local\\m")
+    with pytest.raises(ValueError):
+        m.view(4096, 1)
+    with pytest.raises(ValueError):
+        m.view(0, 5000)
+    with pytest.raises(ValueError):
+        m.view(0, 1, "sideways")
+    r = filemap.FileMapping.open("Local\\m", "r")
+    with pytest.raises(PermissionError):
+        r.view(0, 1, "rw")
+    with pytest.raises(ValueError):
+        filemap.Semaphore.create("Local\\s", 5, 2)
+    s = filemap.Semaphore.create("Local\\s", 0, 1)
+    s.release()
+    with pytest.raises(ValueError):
+        s.release()
+    with pytest.raises(TimeoutError):
+        filemap.wait_any([filemap.Event.create("Local\\never")], timeout=0.05)
+    assert filemap.wait_any([filemap.Event.create("Local\\e2"), s], timeout=1) == 1
+    m.close()
+    r.close()
+    s.close()
+
+
+def test_ctrl_c_interrupts_a_wait():
+    child = python(
+        """
+        import filemap, time
+        e = filemap.Event.create("Local\\\\forever")
+        print("waiting", flush=True)
+        t = time.monotonic()
+        try:
+            e.wait()
+        except KeyboardInterrupt:
+            print("interrupted %.2f" % (time.monotonic() - t), flush=True)
+        """
+    )
+    assert child.stdout.readline().strip() == "waiting"
+    time.sleep(0.2)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=10)
+    assert out.startswith("interrupted"), err
+    assert time.monotonic() - sent < 2
+
+
+def test_a_stream_between_python_processes():
+    s = filemap.Stream.create("Local\\pipe", 4096, 256)
+    rx = s.receiver()
+    producer = python(
+        """
+        import filemap
+        s = filemap.Stream.open("Local\\\\pipe")
+        with s.sender() as tx:
+            for i in range(10000):
+                tx.send(b"%d" % i)
+        """
+    )
+    got = [int(m) for m in rx]
+    assert got == list(range(10000))
+    assert producer.wait(30) == 0
+    rx.close()
