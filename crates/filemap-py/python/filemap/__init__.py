@@ -466,6 +466,23 @@ class Stream:
     def receiver(self) -> "Receiver":
         return Receiver(self._m.receiver())
 
+    def close(self) -> None:
+        """Closes this handle (its senders and receivers keep the channel open)."""
+        self._m = _Closed()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Closed:
+    """What a closed handle's native half becomes: every use is an error."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise ValueError("the handle is closed")
+
 
 class Sender:
     """A stream's producer; closing it (or leaving a ``with`` block) ends the stream cleanly."""
