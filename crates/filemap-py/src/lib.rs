@@ -625,6 +625,334 @@ impl Receiver {
     }
 }
 
+/// A named broadcast channel.
+#[pyclass(module = "filemap._filemap")]
+struct Broadcast {
+    inner: filemap::Broadcast,
+}
+
+#[pymethods]
+impl Broadcast {
+    #[staticmethod]
+    #[pyo3(signature = (name, slots=64, max_message=4096, *, create=true, open=false, root=None, mode=None))]
+    fn make(
+        name: &str,
+        slots: u32,
+        max_message: u32,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+    ) -> PyResult<Broadcast> {
+        let o = options(root, mode, false, false);
+        let b = match (create, open) {
+            (true, true) => o.open_or_create_broadcast(name, slots, max_message),
+            (false, _) => o.open_broadcast(name),
+            _ => o.create_broadcast(name, slots, max_message),
+        }
+        .map_err(err)?;
+        Ok(Broadcast { inner: b })
+    }
+
+    fn publisher(&self) -> PyResult<Publisher> {
+        Ok(Publisher {
+            inner: Some(self.inner.publisher().map_err(err)?),
+        })
+    }
+
+    fn subscriber(&self) -> PyResult<Subscriber> {
+        Ok(Subscriber {
+            inner: Some(self.inner.subscriber().map_err(err)?),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+}
+
+/// A broadcast's publisher.
+#[pyclass(module = "filemap._filemap")]
+struct Publisher {
+    inner: Option<filemap::Publisher>,
+}
+
+#[pymethods]
+impl Publisher {
+    fn send(&mut self, data: Vec<u8>) -> PyResult<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(closed)?
+            .send(&data)
+            .map_err(err)
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A broadcast's subscriber.
+#[pyclass(module = "filemap._filemap")]
+struct Subscriber {
+    inner: Option<filemap::Subscriber>,
+}
+
+#[pymethods]
+impl Subscriber {
+    /// `(message, lost)`, or `None` on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn recv(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(Vec<u8>, u64)>> {
+        let sub = self.inner.as_mut().ok_or_else(closed)?;
+        let mut buf = Vec::new();
+        blocking(py, timeout, |slice| {
+            timed(
+                sub.recv_timeout(&mut buf, slice)
+                    .map(|lost| (buf.clone(), lost)),
+            )
+        })
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A named latest-value channel.
+#[pyclass(module = "filemap._filemap")]
+struct Latest {
+    inner: filemap::Latest,
+}
+
+#[pymethods]
+impl Latest {
+    #[staticmethod]
+    #[pyo3(signature = (name, max_message=4096, *, create=true, open=false, root=None, mode=None))]
+    fn make(
+        name: &str,
+        max_message: u32,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+    ) -> PyResult<Latest> {
+        let o = options(root, mode, false, false);
+        let l = match (create, open) {
+            (true, true) => o.open_or_create_latest(name, max_message),
+            (false, _) => o.open_latest(name),
+            _ => o.create_latest(name, max_message),
+        }
+        .map_err(err)?;
+        Ok(Latest { inner: l })
+    }
+
+    fn writer(&self) -> PyResult<LatestWriter> {
+        Ok(LatestWriter {
+            inner: Some(self.inner.writer().map_err(err)?),
+        })
+    }
+
+    fn reader(&self) -> PyResult<LatestReader> {
+        Ok(LatestReader {
+            inner: Some(self.inner.reader().map_err(err)?),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+}
+
+/// A latest-value channel's writer.
+#[pyclass(module = "filemap._filemap")]
+struct LatestWriter {
+    inner: Option<filemap::LatestWriter>,
+}
+
+#[pymethods]
+impl LatestWriter {
+    fn publish(&mut self, data: Vec<u8>) -> PyResult<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(closed)?
+            .publish(&data)
+            .map_err(err)
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A latest-value channel's reader.
+#[pyclass(module = "filemap._filemap")]
+struct LatestReader {
+    inner: Option<filemap::LatestReader>,
+}
+
+#[pymethods]
+impl LatestReader {
+    /// `(value, version)`, or `None` before the first value.
+    fn read(&mut self) -> PyResult<Option<(Vec<u8>, u64)>> {
+        let r = self.inner.as_mut().ok_or_else(closed)?;
+        let mut buf = Vec::new();
+        Ok(r.read(&mut buf).map_err(err)?.map(|v| (buf, v)))
+    }
+
+    /// Waits for a value newer than `version`: `(value, version)`, or `None` on timeout.
+    #[pyo3(signature = (version, timeout=None))]
+    fn wait_newer(
+        &mut self,
+        py: Python<'_>,
+        version: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(Vec<u8>, u64)>> {
+        let r = self.inner.as_mut().ok_or_else(closed)?;
+        let mut buf = Vec::new();
+        blocking(py, timeout, |slice| {
+            timed(
+                r.wait_newer(version, &mut buf, Some(slice))
+                    .map(|v| (buf.clone(), v)),
+            )
+        })
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A named request/reply channel.
+#[pyclass(module = "filemap._filemap")]
+struct RequestReply {
+    inner: filemap::RequestReply,
+}
+
+#[pymethods]
+impl RequestReply {
+    #[staticmethod]
+    #[pyo3(signature = (name, clients=8, max_request=4096, max_reply=4096, *, create=true, open=false, root=None, mode=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn make(
+        name: &str,
+        clients: u32,
+        max_request: u32,
+        max_reply: u32,
+        create: bool,
+        open: bool,
+        root: Option<PathBuf>,
+        mode: Option<u32>,
+    ) -> PyResult<RequestReply> {
+        let o = options(root, mode, false, false);
+        let r = match (create, open) {
+            (true, true) => o.open_or_create_request_reply(name, clients, max_request, max_reply),
+            (false, _) => o.open_request_reply(name),
+            _ => o.create_request_reply(name, clients, max_request, max_reply),
+        }
+        .map_err(err)?;
+        Ok(RequestReply { inner: r })
+    }
+
+    fn server(&self) -> PyResult<RpcServer> {
+        Ok(RpcServer {
+            inner: Some(self.inner.server().map_err(err)?),
+            pending: std::collections::HashMap::new(),
+            next: 0,
+        })
+    }
+
+    fn client(&self) -> PyResult<RpcClient> {
+        Ok(RpcClient {
+            inner: Some(self.inner.client().map_err(err)?),
+        })
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+}
+
+/// A request/reply channel's server.
+#[pyclass(module = "filemap._filemap")]
+struct RpcServer {
+    inner: Option<filemap::RpcServer>,
+    /// Tickets handed to Python, by number.
+    pending: std::collections::HashMap<u64, filemap::Ticket>,
+    next: u64,
+}
+
+#[pymethods]
+impl RpcServer {
+    /// `(ticket, request)`, or `None` on timeout.
+    #[pyo3(signature = (timeout=None))]
+    fn recv(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u64, Vec<u8>)>> {
+        let server = self.inner.as_mut().ok_or_else(closed)?;
+        let mut buf = Vec::new();
+        let got = blocking(py, timeout, |slice| {
+            timed(server.recv(&mut buf, Some(slice)).map(|t| (t, buf.clone())))
+        })?;
+        Ok(got.map(|(t, req)| {
+            let n = self.next;
+            self.next += 1;
+            self.pending.insert(n, t);
+            (n, req)
+        }))
+    }
+
+    /// Answers the request `ticket`; `False` if its client is gone.
+    fn reply(&mut self, ticket: u64, data: Vec<u8>) -> PyResult<bool> {
+        let t = self
+            .pending
+            .remove(&ticket)
+            .ok_or_else(|| PyValueError::new_err(format!("no pending request {ticket}")))?;
+        self.inner
+            .as_mut()
+            .ok_or_else(closed)?
+            .reply(t, &data)
+            .map_err(err)
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
+/// A request/reply channel's client.
+#[pyclass(module = "filemap._filemap")]
+struct RpcClient {
+    inner: Option<filemap::RpcClient>,
+}
+
+#[pymethods]
+impl RpcClient {
+    /// Sends `request` and returns the reply; `None` on timeout.
+    #[pyo3(signature = (request, timeout=None))]
+    fn call(
+        &mut self,
+        py: Python<'_>,
+        request: Vec<u8>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Vec<u8>>> {
+        let c = self.inner.as_mut().ok_or_else(closed)?;
+        let deadline = timeout.map(Duration::from_secs_f64);
+        // One call, without the GIL; a call cannot be cut into slices (a second send
+        // would give the first up), so Ctrl-C is seen when it returns.
+        let r = py.detach(|| {
+            let mut reply = Vec::new();
+            c.call(&request, &mut reply, deadline).map(|()| reply)
+        });
+        py.check_signals()?;
+        timed(r).map_err(err)
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
+    }
+}
+
 fn namespace(root: Option<PathBuf>) -> Namespace {
     root.map_or_else(Namespace::new, Namespace::at)
 }
@@ -689,6 +1017,15 @@ fn _filemap(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Stream>()?;
     m.add_class::<Sender>()?;
     m.add_class::<Receiver>()?;
+    m.add_class::<Broadcast>()?;
+    m.add_class::<Publisher>()?;
+    m.add_class::<Subscriber>()?;
+    m.add_class::<Latest>()?;
+    m.add_class::<LatestWriter>()?;
+    m.add_class::<LatestReader>()?;
+    m.add_class::<RequestReply>()?;
+    m.add_class::<RpcServer>()?;
+    m.add_class::<RpcClient>()?;
     m.add_function(wrap_pyfunction!(wait_any, m)?)?;
     m.add_function(wrap_pyfunction!(list_objects, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;

@@ -302,3 +302,43 @@ def test_a_stream_between_python_processes():
     assert got == list(range(10000))
     assert producer.wait(30) == 0
     rx.close()
+
+
+def test_broadcast_latest_and_request_reply_between_python_processes():
+    b = filemap.Broadcast.create("Local\\news", 16, 64)
+    sub = b.subscriber()
+    latest = filemap.Latest.create("Local\\pose", 64)
+    reader = latest.reader()
+    rr = filemap.RequestReply.create("Local\\rpc", 2, 64, 64)
+    server = rr.server()
+    child = python(
+        """
+        import filemap
+        b = filemap.Broadcast.open("Local\\\\news")
+        l = filemap.Latest.open("Local\\\\pose")
+        r = filemap.RequestReply.open("Local\\\\rpc")
+        with b.publisher() as p, l.writer() as w, r.client() as c:
+            for i in range(5):
+                p.send(b"n%d" % i)
+                w.publish(b"v%d" % i)
+            print(c.call(b"ping", timeout=20).decode(), flush=True)
+        """
+    )
+    ticket, req = server.recv(timeout=20)
+    assert req == b"ping"
+    assert server.reply(ticket, b"pong")
+    out, err = child.communicate(timeout=30)
+    assert out.strip() == "pong", err
+    got = []
+    while True:
+        try:
+            msg, lost = sub.recv(timeout=5)
+        except BrokenPipeError:
+            break
+        got.append(msg)
+    assert got == [b"n%d" % i for i in range(5)]
+    assert reader.read() == (b"v4", 5)
+    with pytest.raises(BrokenPipeError):
+        reader.wait_newer(5, timeout=5)
+    for h in (sub, reader, server, b, latest, rr):
+        h.close()

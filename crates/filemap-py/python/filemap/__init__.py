@@ -19,7 +19,7 @@ from __future__ import annotations
 import mmap as _mmap
 import os as _os
 import secrets as _secrets
-import sys as _sys
+import sys
 from typing import Any, Optional, Sequence, Union
 
 from . import _filemap
@@ -27,6 +27,9 @@ from ._filemap import CorruptError, KindMismatchError
 
 __all__ = [
     "AbandonedMutexError",
+    "Broadcast",
+    "Latest",
+    "RequestReply",
     "CorruptError",
     "Event",
     "FileMapping",
@@ -176,7 +179,7 @@ class FileMapping:
         length = self._m.check_view(offset, length, access)
         start = offset - offset % _mmap.ALLOCATIONGRANULARITY
         delta = offset - start
-        if _sys.platform == "win32":
+        if sys.platform == "win32":
             if self.name is None:
                 raise NotImplementedError("views of an unnamed mapping on Windows")
             how = {"r": _mmap.ACCESS_READ, "rw": _mmap.ACCESS_WRITE, "copy": _mmap.ACCESS_COPY}
@@ -477,6 +480,174 @@ class Stream:
         self.close()
 
 
+class _Channel:
+    """What every channel handle has."""
+
+    _native: Any = None
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    @property
+    def name(self) -> str:
+        return self._m.name
+
+    def close(self) -> None:
+        self._m = _Closed()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _End:
+    """What every end of a channel has."""
+
+    def __init__(self, native: Any) -> None:
+        self._m = native
+
+    def close(self) -> None:
+        self._m.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Broadcast(_Channel):
+    """A named broadcast channel: one ``publisher()``, up to 64 ``subscriber()``s, each of
+    which reads every message published after it subscribed. The publisher never waits; a
+    subscriber that falls behind is told how many messages it lost."""
+
+    @classmethod
+    def create(cls, name: str, slots: int = 64, max_message: int = 4096, *, root: _PathLike = None) -> "Broadcast":
+        return cls(_filemap.Broadcast.make(name, slots, max_message, root=root))
+
+    @classmethod
+    def open_or_create(cls, name: str, slots: int = 64, max_message: int = 4096, *, root: _PathLike = None) -> "Broadcast":
+        return cls(_filemap.Broadcast.make(name, slots, max_message, open=True, root=root))
+
+    @classmethod
+    def open(cls, name: str, *, root: _PathLike = None) -> "Broadcast":
+        return cls(_filemap.Broadcast.make(name, create=False, root=root))
+
+    def publisher(self) -> "Publisher":
+        return Publisher(self._m.publisher())
+
+    def subscriber(self) -> "Subscriber":
+        return Subscriber(self._m.subscriber())
+
+
+class Publisher(_End):
+    def send(self, data: bytes) -> None:
+        """Publishes ``data`` to every subscriber; never waits."""
+        self._m.send(bytes(data))
+
+
+class Subscriber(_End):
+    def recv(self, timeout: Optional[float] = None) -> "tuple[bytes, int]":
+        """The next message and how many were lost before it; ``TimeoutError``;
+        ``BrokenPipeError`` once the publisher has gone and every message was read."""
+        r = self._m.recv(timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a message")
+        return bytes(r[0]), r[1]
+
+
+class Latest(_Channel):
+    """A named latest-value channel: one ``writer()`` publishes values, ``reader()``s always
+    get a whole copy of the latest one, never a torn one."""
+
+    @classmethod
+    def create(cls, name: str, max_message: int = 4096, *, root: _PathLike = None) -> "Latest":
+        return cls(_filemap.Latest.make(name, max_message, root=root))
+
+    @classmethod
+    def open_or_create(cls, name: str, max_message: int = 4096, *, root: _PathLike = None) -> "Latest":
+        return cls(_filemap.Latest.make(name, max_message, open=True, root=root))
+
+    @classmethod
+    def open(cls, name: str, *, root: _PathLike = None) -> "Latest":
+        return cls(_filemap.Latest.make(name, create=False, root=root))
+
+    def writer(self) -> "LatestWriter":
+        return LatestWriter(self._m.writer())
+
+    def reader(self) -> "LatestReader":
+        return LatestReader(self._m.reader())
+
+
+class LatestWriter(_End):
+    def publish(self, data: bytes) -> None:
+        self._m.publish(bytes(data))
+
+
+class LatestReader(_End):
+    def read(self) -> "Optional[tuple[bytes, int]]":
+        """The latest value and its version (from 1), or ``None`` before the first."""
+        r = self._m.read()
+        return None if r is None else (bytes(r[0]), r[1])
+
+    def wait_newer(self, version: int, timeout: Optional[float] = None) -> "tuple[bytes, int]":
+        """Waits for a value newer than ``version``; ``TimeoutError``; ``BrokenPipeError``
+        if the writer has gone."""
+        r = self._m.wait_newer(version, timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a newer value")
+        return bytes(r[0]), r[1]
+
+
+class RequestReply(_Channel):
+    """A named request/reply channel: up to ``clients`` ``client()``s send requests, one
+    ``server()`` answers each."""
+
+    @classmethod
+    def create(cls, name: str, clients: int = 8, max_request: int = 4096, max_reply: int = 4096, *, root: _PathLike = None) -> "RequestReply":
+        return cls(_filemap.RequestReply.make(name, clients, max_request, max_reply, root=root))
+
+    @classmethod
+    def open_or_create(cls, name: str, clients: int = 8, max_request: int = 4096, max_reply: int = 4096, *, root: _PathLike = None) -> "RequestReply":
+        return cls(_filemap.RequestReply.make(name, clients, max_request, max_reply, open=True, root=root))
+
+    @classmethod
+    def open(cls, name: str, *, root: _PathLike = None) -> "RequestReply":
+        return cls(_filemap.RequestReply.make(name, create=False, root=root))
+
+    def server(self) -> "RpcServer":
+        return RpcServer(self._m.server())
+
+    def client(self) -> "RpcClient":
+        return RpcClient(self._m.client())
+
+
+class RpcServer(_End):
+    def recv(self, timeout: Optional[float] = None) -> "tuple[int, bytes]":
+        """The next request: ``(ticket, request)``; answer it with ``reply(ticket, data)``."""
+        r = self._m.recv(timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a request")
+        return r[0], bytes(r[1])
+
+    def reply(self, ticket: int, data: bytes) -> bool:
+        """Answers; ``False`` if the client is gone (or gave up)."""
+        return self._m.reply(ticket, bytes(data))
+
+
+class RpcClient(_End):
+    def call(self, request: bytes, timeout: Optional[float] = None) -> bytes:
+        """Sends ``request`` and returns the reply; ``TimeoutError`` (the request is then
+        given up); ``BrokenPipeError`` if the server closed or died. The wait is one call
+        without the GIL: give a timeout if Ctrl-C must be able to end it."""
+        r = self._m.call(bytes(request), timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a reply")
+        return bytes(r)
+
+
 class _Closed:
     """What a closed handle's native half becomes: every use is an error."""
 
@@ -604,7 +775,7 @@ class SharedMemory:
 
     def unlink(self) -> None:
         """Removes the name now (Linux); holders keep the memory until they close it."""
-        if _sys.platform != "win32":
+        if sys.platform != "win32":
             try:
                 remove(self._name, root=self._root)
             except FileNotFoundError:
