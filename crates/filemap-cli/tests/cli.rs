@@ -2285,3 +2285,83 @@ fn channels_of_every_kind_from_the_cli() {
         assert!(p.finish().0.success());
     }
 }
+
+#[test]
+fn another_user_may_use_a_channel_only_as_its_mode_allows() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("chanusers");
+    assert!(root.run(&["init"]).status.success());
+    // Nobody makes an owner-only stream and one that others may read (but not write).
+    let mut private = Proc::spawn(other.cmd(
+        NOBODY,
+        &root.0,
+        &["create", "Global\\ch-private", "--kind", "stream"],
+    ));
+    private.read_until("\n");
+    let mut readable = Proc::spawn(other.cmd(
+        NOBODY,
+        &root.0,
+        &[
+            "create",
+            "Global\\ch-read",
+            "--kind",
+            "stream",
+            "--mode",
+            "644",
+        ],
+    ));
+    readable.read_until("\n");
+    let mut open = Proc::spawn(other.cmd(
+        NOBODY,
+        &root.0,
+        &[
+            "create",
+            "Global\\ch-open",
+            "--kind",
+            "stream",
+            "--mode",
+            "666",
+        ],
+    ));
+    open.read_until("\n");
+    for name in ["Global\\ch-private", "Global\\ch-read"] {
+        for args in [
+            &["send", name, "x"][..],
+            &["recv", name, "--timeout", "0.1"],
+        ] {
+            let out = other.run(OTHER, &root.0, args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains("permission denied"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+            assert_eq!(stderr(&out).lines().count(), 1);
+        }
+    }
+    // A stream that others may write: they may send and receive, nothing more.
+    assert!(other
+        .run(
+            OTHER,
+            &root.0,
+            &["send", "Global\\ch-open", "hi", "--timeout", "0.2"]
+        )
+        .status
+        .code()
+        .is_some_and(|c| c == 124 || c == 0));
+    let out = other.run(
+        OTHER,
+        &root.0,
+        &["recv", "Global\\ch-open", "--timeout", "5"],
+    );
+    assert_eq!(stdout(&out), "hi", "{}", stderr(&out));
+    for p in [&mut private, &mut readable, &mut open] {
+        p.press_enter();
+    }
+    for p in [private, readable, open] {
+        assert!(p.finish().0.success());
+    }
+}
