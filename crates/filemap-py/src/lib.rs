@@ -928,7 +928,9 @@ struct RpcClient {
 
 #[pymethods]
 impl RpcClient {
-    /// Sends `request` and returns the reply; `None` on timeout.
+    /// Sends `request` and returns the reply; `None` on timeout (a reply that comes later
+    /// is thrown away by the next call). The wait releases the GIL in slices, so Ctrl-C
+    /// interrupts it.
     #[pyo3(signature = (request, timeout=None))]
     fn call(
         &mut self,
@@ -937,15 +939,14 @@ impl RpcClient {
         timeout: Option<f64>,
     ) -> PyResult<Option<Vec<u8>>> {
         let c = self.inner.as_mut().ok_or_else(closed)?;
-        let deadline = timeout.map(Duration::from_secs_f64);
-        // One call, without the GIL; a call cannot be cut into slices (a second send
-        // would give the first up), so Ctrl-C is seen when it returns.
-        let r = py.detach(|| {
-            let mut reply = Vec::new();
-            c.call(&request, &mut reply, deadline).map(|()| reply)
-        });
-        py.check_signals()?;
-        timed(r).map_err(err)
+        c.send_request(&request).map_err(err)?;
+        let mut reply = Vec::new();
+        blocking(py, timeout, |slice| {
+            timed(
+                c.wait_reply(&mut reply, Some(slice))
+                    .map(|()| reply.clone()),
+            )
+        })
     }
 
     fn close(&mut self) {

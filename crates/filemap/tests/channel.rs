@@ -795,3 +795,43 @@ fn a_receiver_waits_together_with_events() {
         filemap::WaitOutcome::Signalled(0)
     );
 }
+
+#[test]
+fn a_request_outlives_a_timed_out_wait_until_the_next_one() {
+    let root = TestRoot::new("ch-pending");
+    let rr = root
+        .opts()
+        .create_request_reply(&root.name("Local\\pending"), 1, 16, 16)
+        .unwrap();
+    let mut c = rr.client().unwrap();
+    let mut reply = Vec::new();
+    assert!(matches!(
+        c.wait_reply(&mut reply, Some(Duration::from_millis(10))),
+        Err(Error::InvalidArgument { .. })
+    ));
+    c.send_request(b"first").unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        c.wait_reply(&mut reply, Some(Duration::from_millis(50))),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    // The server comes late: the request is still there, and so is the wait.
+    let mut server = rr.server().unwrap();
+    let mut req = Vec::new();
+    let ticket = server.recv(&mut req, Some(LINE)).unwrap();
+    assert_eq!(req, b"first");
+    assert!(server.reply(ticket, b"late").unwrap());
+    c.wait_reply(&mut reply, Some(LINE)).unwrap();
+    assert_eq!(reply, b"late");
+    // A request given up for the next: its reply never reaches the next call.
+    c.send_request(b"second").unwrap();
+    let old = server.recv(&mut req, Some(LINE)).unwrap();
+    c.send_request(b"third").unwrap();
+    assert!(!server.reply(old, b"for second").unwrap());
+    let t3 = server.recv(&mut req, Some(LINE)).unwrap();
+    assert_eq!(req, b"third");
+    assert!(server.reply(t3, b"for third").unwrap());
+    c.wait_reply(&mut reply, Some(LINE)).unwrap();
+    assert_eq!(reply, b"for third");
+}

@@ -639,9 +639,9 @@ class RpcServer(_End):
 
 class RpcClient(_End):
     def call(self, request: bytes, timeout: Optional[float] = None) -> bytes:
-        """Sends ``request`` and returns the reply; ``TimeoutError`` (the request is then
-        given up); ``BrokenPipeError`` if the server closed or died. The wait is one call
-        without the GIL: give a timeout if Ctrl-C must be able to end it."""
+        """Sends ``request`` and returns the reply; ``TimeoutError`` (a reply that comes
+        later is thrown away by the next call); ``BrokenPipeError`` if the server closed or
+        died. Ctrl-C interrupts the wait."""
         r = self._m.call(bytes(request), timeout)
         if r is None:
             raise TimeoutError("timed out waiting for a reply")

@@ -813,6 +813,7 @@ impl RequestReply {
         Ok(RpcClient {
             chan: self.inner.clone(),
             client,
+            pending: false,
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
             liveness: Liveness::default(),
@@ -915,6 +916,8 @@ impl Drop for RpcServer {
 pub struct RpcClient {
     chan: Arc<sys::Channel>,
     client: rpc::Client,
+    /// Whether a request waits for its reply.
+    pending: bool,
     strategy: WaitStrategy,
     spin: super::algo::Spin,
     liveness: Liveness,
@@ -936,12 +939,13 @@ impl RpcClient {
     }
 
     /// Sends `request` and waits up to `timeout` (`None`: as long as it takes) for its
-    /// reply, which goes into `reply` (replacing its contents).
+    /// reply, which goes into `reply` (replacing its contents): [`RpcClient::send_request`]
+    /// and [`RpcClient::wait_reply`].
     ///
     /// # Errors
     ///
-    /// [`Error::MessageTooLarge`]; [`Error::Timeout`] (the request is then given up: a late
-    /// reply is thrown away); [`Error::Disconnected`] if the server closed or died
+    /// [`Error::MessageTooLarge`]; [`Error::Timeout`] (a reply that comes later is thrown
+    /// away by the next request); [`Error::Disconnected`] if the server closed or died
     /// without answering; [`Error::Corrupt`].
     pub fn call(
         &mut self,
@@ -949,13 +953,52 @@ impl RpcClient {
         reply: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.send_request(request)?;
+        self.wait_reply(reply, timeout)
+    }
+
+    /// Sends `request` without waiting for its reply. A request still pending from before
+    /// is given up: its reply, if it comes, is thrown away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`].
+    pub fn send_request(&mut self, request: &[u8]) -> Result<()> {
         let chan = &*self.chan;
         let c = RequestReply::clients(chan);
         if request.len() > c.max_request as usize {
             return Err(too_large(chan, request.len(), c.max_request));
         }
         self.client.send(&c, request, chan.parker());
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the reply to the pending request, into `reply`. A
+    /// timeout leaves the request pending: wait again, or send another.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] with no request pending; [`Error::Timeout`];
+    /// [`Error::Disconnected`] if the server closed or died without answering;
+    /// [`Error::Corrupt`].
+    pub fn wait_reply(&mut self, reply: &mut Vec<u8>, timeout: Option<Duration>) -> Result<()> {
+        if !self.pending {
+            return Err(Error::InvalidArgument {
+                what: format!("no request is waiting for a reply on {}", self.chan.name()),
+            });
+        }
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let r = self.wait(reply, deadline);
+        if !matches!(r, Err(Error::Timeout { .. })) {
+            self.pending = false;
+        }
+        r
+    }
+
+    fn wait(&mut self, reply: &mut Vec<u8>, deadline: Option<Instant>) -> Result<()> {
+        let chan = &*self.chan;
+        let c = RequestReply::clients(chan);
         loop {
             match self.client.try_reply(&c, reply) {
                 Ok(true) => return Ok(()),

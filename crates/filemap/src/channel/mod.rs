@@ -384,6 +384,9 @@ impl Stream {
         let producer = Producer::attach(&ring).map_err(|e| corrupt(&self.inner, e))?;
         let ctl = ring.ctl;
         ctl.producer_pid.store(std::process::id(), Relaxed);
+        // A producer that died asleep left its flag up: the consumer would wake nobody
+        // with every release.
+        ctl.tx_waiting.store(0, Relaxed);
         ctl.producer.store(CONNECTED, Release);
         Ok(Sender {
             chan: self.inner.clone(),
@@ -405,6 +408,9 @@ impl Stream {
         let consumer = Consumer::attach(&ring).map_err(|e| corrupt(&self.inner, e))?;
         let ctl = ring.ctl;
         ctl.consumer_pid.store(std::process::id(), Relaxed);
+        // A consumer that died asleep left its flag up: the producer would wake nobody
+        // with every message.
+        ctl.rx_waiting.store(0, Relaxed);
         ctl.consumer.store(CONNECTED, Release);
         Ok(Receiver {
             chan: self.inner.clone(),
