@@ -20,7 +20,7 @@ import mmap as _mmap
 import os as _os
 import secrets as _secrets
 import sys
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union, cast
 
 from . import _filemap
 from ._filemap import CorruptError, KindMismatchError
@@ -142,15 +142,15 @@ class FileMapping:
 
     @property
     def name(self) -> Optional[str]:
-        return self._m.name
+        return cast(Optional[str], self._m.name)
 
     @property
     def size(self) -> int:
-        return self._m.size
+        return int(self._m.size)
 
     @property
     def already_existed(self) -> bool:
-        return self._m.already_existed
+        return bool(self._m.already_existed)
 
     @property
     def os_path(self) -> Optional[str]:
@@ -159,11 +159,11 @@ class FileMapping:
 
     @property
     def access(self) -> str:
-        return self._m.access
+        return str(self._m.access)
 
     @property
     def closed(self) -> bool:
-        return self._m.closed
+        return bool(self._m.closed)
 
     def view(self, offset: int = 0, length: int = 0, access: Optional[str] = None) -> memoryview:
         """Maps ``length`` bytes at ``offset`` (``length`` 0: to the end), with ``access``
@@ -241,11 +241,11 @@ class Mutex:
 
     @property
     def name(self) -> str:
-        return self._m.name
+        return str(self._m.name)
 
     @property
     def already_existed(self) -> bool:
-        return self._m.already_existed
+        return bool(self._m.already_existed)
 
     def acquire(self, timeout: Optional[float] = None) -> bool:
         """Takes the mutex, waiting up to ``timeout`` seconds (``None``: as long as it
@@ -312,22 +312,22 @@ class Semaphore:
 
     @property
     def name(self) -> str:
-        return self._m.name
+        return str(self._m.name)
 
     @property
     def count(self) -> int:
-        return self._m.count
+        return int(self._m.count)
 
     @property
     def already_existed(self) -> bool:
-        return self._m.already_existed
+        return bool(self._m.already_existed)
 
     def acquire(self, timeout: Optional[float] = None) -> bool:
-        return self._m.acquire(timeout)
+        return bool(self._m.acquire(timeout))
 
     def release(self, n: int = 1) -> int:
         """Adds ``n``; returns the previous count. ``ValueError`` past the maximum."""
-        return self._m.release(n)
+        return int(self._m.release(n))
 
     def __enter__(self) -> "Semaphore":
         self.acquire()
@@ -380,11 +380,11 @@ class Event:
 
     @property
     def name(self) -> str:
-        return self._m.name
+        return str(self._m.name)
 
     @property
     def already_existed(self) -> bool:
-        return self._m.already_existed
+        return bool(self._m.already_existed)
 
     def set(self) -> None:
         self._m.set()
@@ -393,11 +393,11 @@ class Event:
         self._m.reset()
 
     def is_set(self) -> bool:
-        return self._m.is_set()
+        return bool(self._m.is_set())
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Waits until set (an auto-reset event is reset by it); ``False`` on timeout."""
-        return self._m.wait(timeout)
+        return bool(self._m.wait(timeout))
 
     def __enter__(self) -> "Event":
         return self
@@ -449,19 +449,19 @@ class Stream:
 
     @property
     def name(self) -> str:
-        return self._m.name
+        return str(self._m.name)
 
     @property
     def capacity(self) -> int:
-        return self._m.capacity
+        return int(self._m.capacity)
 
     @property
     def max_message(self) -> int:
-        return self._m.max_message
+        return int(self._m.max_message)
 
     @property
     def queued(self) -> int:
-        return self._m.queued
+        return int(self._m.queued)
 
     def sender(self) -> "Sender":
         return Sender(self._m.sender())
@@ -490,7 +490,7 @@ class _Channel:
 
     @property
     def name(self) -> str:
-        return self._m.name
+        return str(self._m.name)
 
     def close(self) -> None:
         self._m = _Closed()
@@ -634,7 +634,7 @@ class RpcServer(_End):
 
     def reply(self, ticket: int, data: bytes) -> bool:
         """Answers; ``False`` if the client is gone (or gave up)."""
-        return self._m.reply(ticket, bytes(data))
+        return bool(self._m.reply(ticket, bytes(data)))
 
 
 class RpcClient(_End):
