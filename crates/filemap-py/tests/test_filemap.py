@@ -117,6 +117,17 @@ def test_events_and_mutexes_between_python_and_the_cli():
     with m:
         assert cli("lock", "Local\\lock", "--timeout", "0.2", "--", "true").returncode == 124
     assert cli("lock", "Local\\lock", "--timeout", "5", "--", "true").returncode == 0
+    # The CLI holds it: Python cannot take it; the CLI killed holding it abandons it.
+    holder = subprocess.Popen([EXE, "lock", "Local\\lock", "--", "sleep", "60"])
+    deadline = time.monotonic() + 10
+    while m.acquire(timeout=0.05):
+        m.release()
+        assert time.monotonic() < deadline, "the CLI never took the mutex"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    with pytest.raises(filemap.AbandonedMutexError):
+        m.acquire(timeout=10)
+    m.release()
     e.close()
     m.close()
 
@@ -283,7 +294,8 @@ def test_ctrl_c_interrupts_a_wait():
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=10)
     assert out.startswith("interrupted"), err
-    assert time.monotonic() - sent < 2
+    # A fraction of a second (the wait wakes every 50 ms), with room for a loaded machine.
+    assert time.monotonic() - sent < 1
 
 
 def test_a_stream_between_python_processes():

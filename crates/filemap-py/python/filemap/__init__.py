@@ -728,9 +728,19 @@ class SharedMemory:
     - A bare name works as in Python; it means ``Local\\name`` (per user on Linux, per
       session on Windows). ``Global\\name`` shares between users.
     - ``size`` is the exact size asked for by the creator.
+    - ``track`` (Python 3.13's switch for the resource tracker) is accepted and ignored:
+      there is no tracker to switch off.
     """
 
-    def __init__(self, name: Optional[str] = None, create: bool = False, size: int = 0, *, root: _PathLike = None) -> None:
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        create: bool = False,
+        size: int = 0,
+        *,
+        track: bool = True,
+        root: _PathLike = None,
+    ) -> None:
         if size < 0:
             raise ValueError("'size' must be a positive integer")
         if create and size == 0:
