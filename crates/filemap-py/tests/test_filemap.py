@@ -354,3 +354,24 @@ def test_broadcast_latest_and_request_reply_between_python_processes():
         reader.wait_newer(5, timeout=5)
     for h in (sub, reader, server, b, latest, rr):
         h.close()
+
+
+def test_a_numpy_array_written_in_one_process_is_read_in_another():
+    np = pytest.importorskip("numpy")
+    m = filemap.FileMapping.create("Local\\matrix", 8 * 256 * 256)
+    writer = python(
+        """
+        import numpy as np, filemap
+        m = filemap.FileMapping.open("Local\\\\matrix")
+        a = np.frombuffer(m.view(), dtype=np.float64).reshape(256, 256)
+        a[:] = np.arange(256 * 256, dtype=np.float64).reshape(256, 256) * 0.5
+        print("written", flush=True)
+        """
+    )
+    out, err = writer.communicate(timeout=30)
+    assert out.strip() == "written", err
+    a = np.frombuffer(m.view(access="r"), dtype=np.float64).reshape(256, 256)
+    assert a[255, 255] == (256 * 256 - 1) * 0.5 and a.sum() == 0.5 * (256 * 256 - 1) * 256 * 128
+    assert not a.flags.writeable
+    m.close()
+    assert filemap.list() == []

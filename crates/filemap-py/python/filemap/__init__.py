@@ -16,6 +16,7 @@ Python processes) share them.
 
 from __future__ import annotations
 
+import builtins
 import mmap as _mmap
 import os as _os
 import secrets as _secrets
@@ -804,7 +805,7 @@ class SharedMemory:
         return f"{self.__class__.__name__}({self.name!r}, size={self.size})"
 
 
-def list_objects(*, root: _PathLike = None) -> list[dict[str, Any]]:
+def list_objects(*, root: _PathLike = None) -> "builtins.list[dict[str, Any]]":
     """The objects of your ``Local\\`` namespace and of ``Global\\`` (Linux)."""
     return _filemap.list_objects(root=root)
 
@@ -819,6 +820,11 @@ def remove(name: str, *, root: _PathLike = None) -> None:
     _filemap.remove(name, root=root)
 
 
-def gc(*, root: _PathLike = None) -> list[str]:
+def gc(*, root: _PathLike = None) -> "builtins.list[str]":
     """Removes stale objects (whose holders all died); returns their names."""
     return _filemap.gc(root=root)
+
+
+#: ``filemap.list()``, as the Rust library's ``Namespace::list`` (``list_objects`` is the
+#: same function under a name that does not hide the built-in in ``from filemap import *``).
+list = list_objects  # noqa: A001
