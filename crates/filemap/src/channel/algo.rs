@@ -654,25 +654,13 @@ impl Producer {
     ) -> bool {
         let ctl = ring.ctl;
         let seen = self.head;
-        let moved = || ctl.head.load(Relaxed) != seen;
-        match strategy {
-            WaitStrategy::BusyPoll => {
-                for _ in 0..1024 {
-                    if moved() {
-                        return true;
-                    }
-                    std::hint::spin_loop();
-                }
-                return deadline.is_none_or(|d| Instant::now() < d);
-            }
-            WaitStrategy::SpinThenPark => {
-                if self.spin.spin(moved) {
-                    return true;
-                }
-            }
-            WaitStrategy::Park => {}
-        }
-        park_on(&ctl.tx_waiting, &ctl.head, seen, parker, deadline)
+        wait_as(
+            strategy,
+            &mut self.spin,
+            deadline,
+            || ctl.head.load(Relaxed) != seen,
+            || park_on(&ctl.tx_waiting, &ctl.head, seen, parker, deadline),
+        )
     }
 }
 
@@ -828,31 +816,45 @@ impl Consumer {
     ) -> bool {
         let ctl = ring.ctl;
         let seen = self.tail;
-        let moved = || ctl.tail.load(Relaxed) != seen;
-        match strategy {
-            WaitStrategy::BusyPoll => {
-                for _ in 0..1024 {
-                    if moved() {
-                        return true;
-                    }
-                    std::hint::spin_loop();
-                }
-                return deadline.is_none_or(|d| Instant::now() < d);
-            }
-            WaitStrategy::SpinThenPark => {
-                if self.spin.spin(moved) {
+        wait_as(
+            strategy,
+            &mut self.spin,
+            deadline,
+            || ctl.tail.load(Relaxed) != seen,
+            || park_on(&ctl.rx_waiting, &ctl.tail, seen, parker, deadline),
+        )
+    }
+}
+
+/// Waits as `strategy` says until `moved()`: polls it (busy-poll: for a while, then returns
+/// so that the caller looks at its own state and the deadline), spins the adaptive budget
+/// and then calls `park` (spin-then-park), or calls `park` at once. Returns `false` if
+/// `deadline` passed.
+pub(crate) fn wait_as(
+    strategy: WaitStrategy,
+    spin: &mut Spin,
+    deadline: Option<Instant>,
+    mut moved: impl FnMut() -> bool,
+    park: impl FnOnce() -> bool,
+) -> bool {
+    match strategy {
+        WaitStrategy::BusyPoll => {
+            for _ in 0..1024 {
+                if moved() {
                     return true;
                 }
+                std::hint::spin_loop();
             }
-            WaitStrategy::Park => {}
+            deadline.is_none_or(|d| Instant::now() < d)
         }
-        park_on(&ctl.rx_waiting, &ctl.tail, seen, parker, deadline)
+        WaitStrategy::SpinThenPark if spin.spin(moved) => true,
+        _ => park(),
     }
 }
 
 /// Sleeps on `word` while it reads `seen`, with `flag` raised so that the other side wakes
 /// us; at most [`LIVENESS_PERIOD`]. Returns `false` if `deadline` passed.
-fn park_on(
+pub(crate) fn park_on(
     flag: &AtomicU32,
     word: &AtomicU32,
     seen: u32,
@@ -862,19 +864,30 @@ fn park_on(
     flag.store(1, Relaxed);
     // The slow side of the Dekker pair with the other side's `publish` or `release`.
     parker.fence_slow();
-    let mut timed_out = false;
-    if word.load(Relaxed) == seen {
-        let period = Instant::now() + LIVENESS_PERIOD;
-        let until = match deadline {
-            Some(d) if d < period => Some(d),
-            _ => Some(period),
-        };
-        if parker.park(word, seen, until) == Parked::TimedOut {
-            timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-        }
-    }
+    let woke = sleep_while(word, seen, parker, deadline);
     flag.store(0, Relaxed);
-    !timed_out
+    woke
+}
+
+/// The sleep of a side that has raised its waiting flag and fenced: on `word` while it
+/// still reads `seen`, at most [`LIVENESS_PERIOD`] (after which the caller checks that its
+/// peer lives). Returns `false` if `deadline` passed.
+pub(crate) fn sleep_while(
+    word: &AtomicU32,
+    seen: u32,
+    parker: &impl Parker,
+    deadline: Option<Instant>,
+) -> bool {
+    if word.load(Relaxed) != seen {
+        return true;
+    }
+    let period = Instant::now() + LIVENESS_PERIOD;
+    let until = match deadline {
+        Some(d) if d < period => d,
+        _ => period,
+    };
+    parker.park(word, seen, Some(until)) != Parked::TimedOut
+        || deadline.is_none_or(|d| Instant::now() < d)
 }
 
 /// Checks that `head` and `tail` can be true of a ring: at most `capacity` apart, and
@@ -892,14 +905,14 @@ fn check_positions(ring: &Ring<'_>, head: u32, tail: u32) -> Result<(), RingErro
     Ok(())
 }
 
+/// The parker of the channels' unit tests: it yields, so that Miri (which has no futexes)
+/// can run the waits.
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_parker {
     use super::*;
     use std::sync::atomic::Ordering::SeqCst;
-    use std::sync::Arc;
 
-    /// Parks by yielding, so that Miri (which has no futexes) can run the waits.
-    struct Yield;
+    pub(crate) struct Yield;
 
     impl Parker for Yield {
         fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
@@ -916,6 +929,15 @@ mod tests {
         }
         fn unpark(&self, _: &AtomicU32, _: u32) {}
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Arc;
+
+    use super::test_parker::Yield;
 
     /// A control page and a ring on the heap, as one 8-aligned block.
     struct Heap {

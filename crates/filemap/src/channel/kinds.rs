@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::algo::{
-    Geometry, CLOSED, CONNECTED, KIND_BROADCAST, KIND_LATEST, KIND_REQUEST_REPLY, MAX_CLIENTS,
+    wait_as, Geometry, CLOSED, CONNECTED, KIND_BROADCAST, KIND_LATEST, KIND_REQUEST_REPLY,
+    MAX_CLIENTS,
 };
-use super::rpc::{self, Clients};
-use super::seqlock::{self, SlotControl, Slots};
+use super::rpc;
+use super::seqlock::{self, Slots};
 use super::{type_of, Liveness, Plain, WaitStrategy};
 use crate::sync::algo::Parker;
 use crate::sys::{self, Disposition};
@@ -233,10 +234,6 @@ impl Options {
 }
 
 impl Broadcast {
-    fn slots(chan: &sys::Channel) -> Slots<'_> {
-        chan.slots()
-    }
-
     /// The number of message slots.
     pub fn slots_len(&self) -> u32 {
         self.inner.geometry().capacity
@@ -248,16 +245,10 @@ impl Broadcast {
     ///
     /// [`Error::Busy`] while another live handle publishes.
     pub fn publisher(&self) -> Result<Publisher> {
-        let claim = self.inner.claim(WRITER, "publisher")?;
-        let s = Broadcast::slots(&self.inner);
-        let p = seqlock::Publisher::attach(&s);
-        s.ctl.producer_pid.store(std::process::id(), Relaxed);
-        s.ctl.producer.store(CONNECTED, Release);
+        let w = SlotWriter::claim(&self.inner, "publisher")?;
         Ok(Publisher {
-            chan: self.inner.clone(),
-            p,
-            sweep: Instant::now(),
-            _claim: claim,
+            p: seqlock::Publisher::attach(&self.inner.slots()),
+            w,
         })
     }
 
@@ -267,16 +258,9 @@ impl Broadcast {
     ///
     /// [`Error::Busy`] when 64 subscribers are connected.
     pub fn subscriber(&self) -> Result<Subscriber> {
-        let (role, claim) = self.inner.claim_any(
-            FIRST_PEER..FIRST_PEER + MAX_CLIENTS as u16,
-            "subscriber (all 64 are taken)",
-        )?;
-        let s = Broadcast::slots(&self.inner);
-        let bit = 1u64 << (role - FIRST_PEER);
-        // A dead subscriber of this slot may have left its bit.
-        s.ctl.sleeping.fetch_and(!bit, Relaxed);
+        let (bit, claim) = claim_reader(&self.inner, "subscriber (all 64 are taken)")?;
         Ok(Subscriber {
-            sub: seqlock::Subscriber::attach(&s),
+            sub: seqlock::Subscriber::attach(&self.inner.slots()),
             chan: self.inner.clone(),
             bit,
             strategy: WaitStrategy::SpinThenPark,
@@ -287,33 +271,81 @@ impl Broadcast {
     }
 }
 
-/// Clears the sleeping bits of subscribers or readers that died, at most every 100 ms
-/// (each costs the writer a futex wake per message until cleared).
-fn sweep(chan: &sys::Channel, ctl: &SlotControl, last: &mut Instant) {
-    let bits = ctl.sleeping.load(Relaxed);
-    if bits == 0 || last.elapsed() < Duration::from_millis(100) {
-        return;
+/// The writing side of a broadcast or latest-value channel, as both kinds share it: the
+/// role, the state word, the sweep of dead readers' sleeping bits, and the clean close.
+struct SlotWriter {
+    chan: Arc<sys::Channel>,
+    sweep: Instant,
+    _claim: sys::Claim,
+}
+
+impl SlotWriter {
+    fn claim(chan: &Arc<sys::Channel>, what: &'static str) -> Result<SlotWriter> {
+        let claim = chan.claim(WRITER, what)?;
+        let ctl = chan.slots().ctl;
+        ctl.producer_pid.store(std::process::id(), Relaxed);
+        ctl.producer.store(CONNECTED, Release);
+        Ok(SlotWriter {
+            chan: chan.clone(),
+            sweep: Instant::now(),
+            _claim: claim,
+        })
     }
-    *last = Instant::now();
-    for i in 0..64u16 {
-        if bits & (1 << i) != 0 && !chan.role_alive(FIRST_PEER + i) {
-            ctl.sleeping.fetch_and(!(1u64 << i), Relaxed);
+
+    /// The slots, once `len` is known to fit.
+    fn slots_for(&self, len: usize) -> Result<Slots<'_>> {
+        let s = self.chan.slots();
+        if len > s.max as usize {
+            return Err(too_large(&self.chan, len, s.max));
+        }
+        Ok(s)
+    }
+
+    /// After each write: clear the sleeping bits of readers that died, at most every
+    /// 100 ms (each costs a futex wake per message until cleared).
+    fn sweep(&mut self) {
+        let ctl = self.chan.slots().ctl;
+        let bits = ctl.sleeping.load(Relaxed);
+        if bits == 0 || self.sweep.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.sweep = Instant::now();
+        for i in 0..64u16 {
+            if bits & (1 << i) != 0 && !self.chan.role_alive(FIRST_PEER + i) {
+                ctl.sleeping.fetch_and(!(1u64 << i), Relaxed);
+            }
         }
     }
 }
 
+impl Drop for SlotWriter {
+    fn drop(&mut self) {
+        let ctl = self.chan.slots().ctl;
+        ctl.producer.store(CLOSED, Release);
+        std::sync::atomic::fence(SeqCst);
+        self.chan.parker().unpark(&ctl.wake, u32::MAX);
+    }
+}
+
+/// Takes a free reader role (a broadcast subscriber or a latest-value reader) and returns
+/// its sleeping bit, cleared of what a dead reader of the same role may have left.
+fn claim_reader(chan: &sys::Channel, what: &'static str) -> Result<(u64, sys::Claim)> {
+    let (role, claim) = chan.claim_any(FIRST_PEER..FIRST_PEER + MAX_CLIENTS as u16, what)?;
+    let bit = 1u64 << (role - FIRST_PEER);
+    chan.slots().ctl.sleeping.fetch_and(!bit, Relaxed);
+    Ok((bit, claim))
+}
+
 /// The publisher of a broadcast channel. Dropping it closes the channel cleanly.
 pub struct Publisher {
-    chan: Arc<sys::Channel>,
+    w: SlotWriter,
     p: seqlock::Publisher,
-    sweep: Instant,
-    _claim: sys::Claim,
 }
 
 impl fmt::Debug for Publisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
-            .field("name", self.chan.name())
+            .field("name", self.w.chan.name())
             .finish_non_exhaustive()
     }
 }
@@ -325,12 +357,9 @@ impl Publisher {
     ///
     /// [`Error::MessageTooLarge`].
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        let s = Broadcast::slots(&self.chan);
-        if msg.len() > s.max as usize {
-            return Err(too_large(&self.chan, msg.len(), s.max));
-        }
-        self.p.publish(&s, msg, self.chan.parker());
-        sweep(&self.chan, s.ctl, &mut self.sweep);
+        let s = self.w.slots_for(msg.len())?;
+        self.p.publish(&s, msg, self.w.chan.parker());
+        self.w.sweep();
         Ok(())
     }
 
@@ -341,15 +370,6 @@ impl Publisher {
     /// As for [`Publisher::send`].
     pub fn send_value<T: Plain>(&mut self, value: &T) -> Result<()> {
         self.send(bytemuck::bytes_of(value))
-    }
-}
-
-impl Drop for Publisher {
-    fn drop(&mut self) {
-        let s = Broadcast::slots(&self.chan);
-        s.ctl.producer.store(CLOSED, Release);
-        std::sync::atomic::fence(SeqCst);
-        self.chan.parker().unpark(&s.ctl.wake, u32::MAX);
     }
 }
 
@@ -382,7 +402,7 @@ impl Subscriber {
     /// returns how many messages were lost before it.
     fn next(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<u64> {
         let chan = &*self.chan;
-        let s = Broadcast::slots(chan);
+        let s = chan.slots();
         loop {
             let seen = s.ctl.wake.load(Acquire);
             match self.sub.try_recv(&s, buf) {
@@ -399,15 +419,14 @@ impl Subscriber {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(timed_out(chan, "a message"));
             }
-            let moved = || s.ctl.wake.load(Relaxed) != seen;
-            let woke = match self.strategy {
-                WaitStrategy::BusyPoll => {
-                    std::hint::spin_loop();
-                    true
-                }
-                WaitStrategy::SpinThenPark if self.spin.spin(moved) => true,
-                _ => seqlock::park(s.ctl, self.bit, seen, chan.parker(), deadline),
-            };
+            let bit = self.bit;
+            let woke = wait_as(
+                self.strategy,
+                &mut self.spin,
+                deadline,
+                || s.ctl.wake.load(Relaxed) != seen,
+                || seqlock::park(s.ctl, bit, seen, chan.parker(), deadline),
+            );
             if !woke {
                 return Err(timed_out(chan, "a message"));
             }
@@ -540,16 +559,10 @@ impl Latest {
     ///
     /// [`Error::Busy`] while another live handle writes.
     pub fn writer(&self) -> Result<LatestWriter> {
-        let claim = self.inner.claim(WRITER, "writer")?;
-        let s = Broadcast::slots(&self.inner);
-        let w = seqlock::Writer::attach(&s);
-        s.ctl.producer_pid.store(std::process::id(), Relaxed);
-        s.ctl.producer.store(CONNECTED, Release);
+        let w = SlotWriter::claim(&self.inner, "writer")?;
         Ok(LatestWriter {
-            chan: self.inner.clone(),
+            v: seqlock::Writer::attach(&self.inner.slots()),
             w,
-            sweep: Instant::now(),
-            _claim: claim,
         })
     }
 
@@ -559,15 +572,7 @@ impl Latest {
     ///
     /// [`Error::Busy`] when 64 readers are connected.
     pub fn reader(&self) -> Result<LatestReader> {
-        let (role, claim) = self.inner.claim_any(
-            FIRST_PEER..FIRST_PEER + MAX_CLIENTS as u16,
-            "reader (all 64 are taken)",
-        )?;
-        let bit = 1u64 << (role - FIRST_PEER);
-        Broadcast::slots(&self.inner)
-            .ctl
-            .sleeping
-            .fetch_and(!bit, Relaxed);
+        let (bit, claim) = claim_reader(&self.inner, "reader (all 64 are taken)")?;
         Ok(LatestReader {
             chan: self.inner.clone(),
             bit,
@@ -579,16 +584,14 @@ impl Latest {
 
 /// The writer of a latest-value channel.
 pub struct LatestWriter {
-    chan: Arc<sys::Channel>,
-    w: seqlock::Writer,
-    sweep: Instant,
-    _claim: sys::Claim,
+    w: SlotWriter,
+    v: seqlock::Writer,
 }
 
 impl fmt::Debug for LatestWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LatestWriter")
-            .field("name", self.chan.name())
+            .field("name", self.w.chan.name())
             .finish_non_exhaustive()
     }
 }
@@ -600,12 +603,9 @@ impl LatestWriter {
     ///
     /// [`Error::MessageTooLarge`].
     pub fn publish(&mut self, value: &[u8]) -> Result<()> {
-        let s = Broadcast::slots(&self.chan);
-        if value.len() > s.max as usize {
-            return Err(too_large(&self.chan, value.len(), s.max));
-        }
-        self.w.publish(&s, value, self.chan.parker());
-        sweep(&self.chan, s.ctl, &mut self.sweep);
+        let s = self.w.slots_for(value.len())?;
+        self.v.publish(&s, value, self.w.chan.parker());
+        self.w.sweep();
         Ok(())
     }
 
@@ -616,15 +616,6 @@ impl LatestWriter {
     /// As for [`LatestWriter::publish`].
     pub fn publish_value<T: Plain>(&mut self, value: &T) -> Result<()> {
         self.publish(bytemuck::bytes_of(value))
-    }
-}
-
-impl Drop for LatestWriter {
-    fn drop(&mut self) {
-        let s = Broadcast::slots(&self.chan);
-        s.ctl.producer.store(CLOSED, Release);
-        std::sync::atomic::fence(SeqCst);
-        self.chan.parker().unpark(&s.ctl.wake, u32::MAX);
     }
 }
 
@@ -652,7 +643,7 @@ impl LatestReader {
     ///
     /// [`Error::Corrupt`].
     pub fn read(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
-        let s = Broadcast::slots(&self.chan);
+        let s = self.chan.slots();
         seqlock::read_latest(&s, buf).map_err(|_| corrupt(&self.chan, "a value slot"))
     }
 
@@ -692,7 +683,7 @@ impl LatestReader {
     ) -> Result<u64> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let chan = &*self.chan;
-        let s = Broadcast::slots(chan);
+        let s = chan.slots();
         loop {
             let seen = s.ctl.wake.load(Acquire);
             let latest =
@@ -769,10 +760,6 @@ impl Options {
 }
 
 impl RequestReply {
-    fn clients(chan: &sys::Channel) -> Clients<'_> {
-        chan.clients()
-    }
-
     /// The largest reply in bytes.
     pub fn max_reply(&self) -> usize {
         self.inner.geometry().max_reply as usize
@@ -785,7 +772,7 @@ impl RequestReply {
     /// [`Error::Busy`] while another live handle serves.
     pub fn server(&self) -> Result<RpcServer> {
         let claim = self.inner.claim(WRITER, "server")?;
-        let c = RequestReply::clients(&self.inner);
+        let c = self.inner.clients();
         let server = rpc::Server::attach(&c);
         c.ctl.server_pid.store(std::process::id(), Relaxed);
         c.ctl.server.store(CONNECTED, Release);
@@ -808,7 +795,7 @@ impl RequestReply {
         let (role, claim) = self
             .inner
             .claim_any(FIRST_PEER..FIRST_PEER + n, "client (every slot is taken)")?;
-        let c = RequestReply::clients(&self.inner);
+        let c = self.inner.clients();
         let client = rpc::Client::attach(&c, u32::from(role - FIRST_PEER));
         Ok(RpcClient {
             chan: self.inner.clone(),
@@ -859,7 +846,7 @@ impl RpcServer {
     pub fn recv(&mut self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<Ticket> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let chan = &*self.chan;
-        let c = RequestReply::clients(chan);
+        let c = chan.clients();
         loop {
             let seen = self.server.doorbell(&c);
             match self.server.try_take(&c, buf) {
@@ -870,15 +857,14 @@ impl RpcServer {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(timed_out(chan, "a request"));
             }
-            let moved = || c.ctl.doorbell.load(Relaxed) != seen;
-            let woke = match self.strategy {
-                WaitStrategy::BusyPoll => {
-                    std::hint::spin_loop();
-                    true
-                }
-                WaitStrategy::SpinThenPark if self.spin.spin(moved) => true,
-                _ => self.server.wait(&c, seen, chan.parker(), deadline),
-            };
+            let server = &self.server;
+            let woke = wait_as(
+                self.strategy,
+                &mut self.spin,
+                deadline,
+                || c.ctl.doorbell.load(Relaxed) != seen,
+                || server.wait(&c, seen, chan.parker(), deadline),
+            );
             if !woke {
                 return Err(timed_out(chan, "a request"));
             }
@@ -892,7 +878,7 @@ impl RpcServer {
     ///
     /// [`Error::MessageTooLarge`].
     pub fn reply(&mut self, t: Ticket, reply: &[u8]) -> Result<bool> {
-        let c = RequestReply::clients(&self.chan);
+        let c = self.chan.clients();
         if reply.len() > c.max_reply as usize {
             return Err(too_large(&self.chan, reply.len(), c.max_reply));
         }
@@ -902,7 +888,7 @@ impl RpcServer {
 
 impl Drop for RpcServer {
     fn drop(&mut self) {
-        let c = RequestReply::clients(&self.chan);
+        let c = self.chan.clients();
         c.ctl.server.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
         // Every waiting client looks again, and sees the close.
@@ -965,7 +951,7 @@ impl RpcClient {
     /// [`Error::MessageTooLarge`].
     pub fn send_request(&mut self, request: &[u8]) -> Result<()> {
         let chan = &*self.chan;
-        let c = RequestReply::clients(chan);
+        let c = chan.clients();
         if request.len() > c.max_request as usize {
             return Err(too_large(chan, request.len(), c.max_request));
         }
@@ -998,8 +984,12 @@ impl RpcClient {
 
     fn wait(&mut self, reply: &mut Vec<u8>, deadline: Option<Instant>) -> Result<()> {
         let chan = &*self.chan;
-        let c = RequestReply::clients(chan);
+        let c = chan.clients();
+        let state = c.state(self.client.slot);
         loop {
+            // Read before looking for the reply: a reply that comes in between moves it,
+            // so the wait below cannot spin past it.
+            let seen = state.load(Relaxed);
             match self.client.try_reply(&c, reply) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
@@ -1014,18 +1004,14 @@ impl RpcClient {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(timed_out(chan, "a reply"));
             }
-            let state = c.state(self.client.slot);
-            let seen = state.load(Relaxed);
-            let woke = match self.strategy {
-                WaitStrategy::BusyPoll => {
-                    std::hint::spin_loop();
-                    true
-                }
-                WaitStrategy::SpinThenPark if self.spin.spin(|| state.load(Relaxed) != seen) => {
-                    true
-                }
-                _ => self.client.wait(&c, chan.parker(), deadline),
-            };
+            let client = &self.client;
+            let woke = wait_as(
+                self.strategy,
+                &mut self.spin,
+                deadline,
+                || state.load(Relaxed) != seen,
+                || client.wait(&c, chan.parker(), deadline),
+            );
             if !woke {
                 return Err(timed_out(chan, "a reply"));
             }

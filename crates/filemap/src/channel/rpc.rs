@@ -34,8 +34,8 @@ use std::sync::atomic::{
 };
 use std::time::Instant;
 
-use super::algo::{ControlPage, Geometry, Header, LIVENESS_PERIOD};
-use crate::sync::algo::{Parked, Parker};
+use super::algo::{park_on, ControlPage, Geometry, Header};
+use crate::sync::algo::Parker;
 
 pub(crate) const IDLE: u32 = 0;
 pub(crate) const REQUEST: u32 = 1;
@@ -235,7 +235,7 @@ impl Client {
         Ok(true)
     }
 
-    /// Sleeps until the reply may have come, at most [`LIVENESS_PERIOD`]; `false` if
+    /// Sleeps until the reply may have come, at most [`LIVENESS_PERIOD`](super::algo::LIVENESS_PERIOD); `false` if
     /// `deadline` passed.
     pub(crate) fn wait(
         &self,
@@ -354,7 +354,7 @@ impl Server {
     }
 
     /// Sleeps until a request may have come after the doorbell read `seen`, at most
-    /// [`LIVENESS_PERIOD`]; `false` if `deadline` passed.
+    /// [`LIVENESS_PERIOD`](super::algo::LIVENESS_PERIOD); `false` if `deadline` passed.
     pub(crate) fn wait(
         &self,
         c: &Clients<'_>,
@@ -372,54 +372,14 @@ impl Server {
     }
 }
 
-fn park_on(
-    flag: &AtomicU32,
-    word: &AtomicU32,
-    seen: u32,
-    parker: &impl Parker,
-    deadline: Option<Instant>,
-) -> bool {
-    flag.store(1, Relaxed);
-    parker.fence_slow();
-    let mut timed_out = false;
-    if word.load(Relaxed) == seen {
-        let period = Instant::now() + LIVENESS_PERIOD;
-        let until = match deadline {
-            Some(d) if d < period => d,
-            _ => period,
-        };
-        if parker.park(word, seen, Some(until)) == Parked::TimedOut {
-            timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-        }
-    }
-    flag.store(0, Relaxed);
-    !timed_out
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::algo::KIND_REQUEST_REPLY;
     use super::*;
-    use std::sync::atomic::Ordering::SeqCst;
+
     use std::sync::Arc;
 
-    struct Yield;
-
-    impl Parker for Yield {
-        fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Parked::TimedOut;
-            }
-            if word.load(SeqCst) == expected {
-                std::thread::yield_now();
-            }
-            Parked::Woken
-        }
-        fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
-            self.park(words[0].0, words[0].1, deadline)
-        }
-        fn unpark(&self, _: &AtomicU32, _: u32) {}
-    }
+    use super::super::algo::test_parker::Yield;
 
     struct Heap {
         ctl: Box<RpcControl>,

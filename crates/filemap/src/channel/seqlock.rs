@@ -46,8 +46,8 @@ use std::sync::atomic::{
 };
 use std::time::Instant;
 
-use super::algo::{ControlPage, Geometry, Header, LIVENESS_PERIOD};
-use crate::sync::algo::{Parked, Parker};
+use super::algo::{sleep_while, ControlPage, Geometry, Header};
+use crate::sync::algo::Parker;
 
 /// The control page of a broadcast or latest-value channel: the header, then the
 /// writer's line.
@@ -228,7 +228,7 @@ impl<'a> Slots<'a> {
 }
 
 /// Sleeps on `ctl.wake` while it reads `seen`, with `bit` set in `sleeping`; at most
-/// [`LIVENESS_PERIOD`]. Returns `false` if `deadline` passed.
+/// [`LIVENESS_PERIOD`](super::algo::LIVENESS_PERIOD). Returns `false` if `deadline` passed.
 pub(crate) fn park(
     ctl: &SlotControl,
     bit: u64,
@@ -239,19 +239,9 @@ pub(crate) fn park(
     ctl.sleeping.fetch_or(bit, Relaxed);
     // The slow side of the Dekker pair with the writer's `wake` store and `sleeping` load.
     parker.fence_slow();
-    let mut timed_out = false;
-    if ctl.wake.load(Relaxed) == seen {
-        let period = Instant::now() + LIVENESS_PERIOD;
-        let until = match deadline {
-            Some(d) if d < period => d,
-            _ => period,
-        };
-        if parker.park(&ctl.wake, seen, Some(until)) == Parked::TimedOut {
-            timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-        }
-    }
+    let woke = sleep_while(&ctl.wake, seen, parker, deadline);
     ctl.sleeping.fetch_and(!bit, Relaxed);
-    !timed_out
+    woke
 }
 
 /// Publishes number `n` as the latest (stores `published` and `wake`), and wakes the
@@ -382,26 +372,10 @@ pub(crate) fn read_latest(s: &Slots<'_>, buf: &mut Vec<u8>) -> Result<Option<u64
 mod tests {
     use super::super::algo::{KIND_BROADCAST, KIND_LATEST};
     use super::*;
-    use std::sync::atomic::Ordering::SeqCst;
+
     use std::sync::Arc;
 
-    struct Yield;
-
-    impl Parker for Yield {
-        fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Parked::TimedOut;
-            }
-            if word.load(SeqCst) == expected {
-                std::thread::yield_now();
-            }
-            Parked::Woken
-        }
-        fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
-            self.park(words[0].0, words[0].1, deadline)
-        }
-        fn unpark(&self, _: &AtomicU32, _: u32) {}
-    }
+    use super::super::algo::test_parker::Yield;
 
     struct Heap {
         ctl: Box<SlotControl>,
