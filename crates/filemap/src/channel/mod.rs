@@ -538,6 +538,7 @@ impl Loan<'_> {
     }
 }
 
+#[inline]
 fn check_range(offset: usize, len: usize, size: usize) -> Result<()> {
     if offset.checked_add(len).is_none_or(|end| end > size) {
         return Err(Error::OutOfRange {
@@ -565,17 +566,28 @@ impl Sender {
         self.chan.geometry().max_message as usize
     }
 
+    #[inline]
     fn send_by(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
         let chan = &*self.chan;
-        let r = reserve(
-            chan,
-            &mut self.producer,
-            &mut self.liveness,
-            self.strategy,
-            msg.len(),
-            deadline,
-        )?;
         let ring = chan.ring();
+        // The fast path (room now), inlined into the caller; waiting is out of line.
+        let fast = match msg.len() <= chan.geometry().max_message as usize {
+            true => self
+                .producer
+                .try_reserve(&ring, msg.len() as u32, chan.parker()),
+            false => Ok(None),
+        };
+        let r = match fast {
+            Ok(Some(r)) => r,
+            _ => reserve(
+                chan,
+                &mut self.producer,
+                &mut self.liveness,
+                self.strategy,
+                msg.len(),
+                deadline,
+            )?,
+        };
         ring.copy_in(r.offset, msg);
         self.producer.commit(&ring, r);
         self.producer.publish(&ring, chan.parker());
@@ -634,6 +646,7 @@ impl Sender {
     ///
     /// [`Error::MessageTooLarge`]; [`Error::Disconnected`] if the ring is full and the
     /// consumer closed its end or died; [`Error::Corrupt`].
+    #[inline]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_by(msg, None)
     }
@@ -777,7 +790,7 @@ fn peer_gone(chan: &sys::Channel, role: Role, liveness: &mut Liveness) -> Option
 }
 
 /// Reserves room for `len` bytes, waiting until `deadline` (`Some(now)`: not at all).
-#[inline]
+#[inline(never)]
 fn reserve(
     chan: &sys::Channel,
     producer: &mut Producer,
@@ -870,6 +883,7 @@ impl Message<'_> {
     /// # Errors
     ///
     /// [`Error::OutOfRange`] if they are not inside the message.
+    #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         check_range(offset, buf.len(), self.len())?;
         self.ring.copy_out(self.frame.offset + offset as u32, buf);
@@ -899,6 +913,7 @@ impl Message<'_> {
 }
 
 impl Drop for Message<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(c) = self.consumer.take() {
             c.consume(self.frame);
@@ -923,15 +938,20 @@ impl Receiver {
         self.chan.name()
     }
 
+    #[inline(always)]
     fn message(&mut self, deadline: Option<Instant>) -> Result<Message<'_>> {
         let chan = &*self.chan;
-        let frame = next(
-            chan,
-            &mut self.consumer,
-            &mut self.liveness,
-            self.strategy,
-            deadline,
-        )?;
+        // The fast path (a frame is ready), inlined into the caller; waiting is out of line.
+        let frame = match self.consumer.try_peek(&chan.ring()) {
+            Ok(Some(frame)) => frame,
+            _ => next(
+                chan,
+                &mut self.consumer,
+                &mut self.liveness,
+                self.strategy,
+                deadline,
+            )?,
+        };
         Ok(Message {
             ring: chan.ring(),
             frame,
@@ -946,6 +966,7 @@ impl Receiver {
     ///
     /// [`Error::Disconnected`] once the producer has closed its end (or died) and every
     /// message it sent has been received; [`Error::Corrupt`].
+    #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
         self.message(None)
     }
@@ -1108,7 +1129,7 @@ impl<'a> Readiness<'a> {
 }
 
 /// The next frame, waiting until `deadline` (`Some(now)`: not at all).
-#[inline]
+#[inline(never)]
 fn next(
     chan: &sys::Channel,
     consumer: &mut Consumer,

@@ -133,16 +133,19 @@ impl Channel {
         self.entry.path()
     }
 
+    #[inline]
     pub(crate) fn geometry(&self) -> Geometry {
         self.geometry
     }
 
     /// What this channel's sides sleep on.
+    #[inline]
     pub(crate) fn parker(&self) -> &'static Futex {
         &Futex
     }
 
     /// The control page, as the kind's own layout.
+    #[inline]
     pub(crate) fn control<T: ControlPage>(&self) -> &T {
         const { assert!(std::mem::size_of::<T>() <= CONTROL_LEN) };
         assert!(self.region.len() >= CONTROL_LEN);
@@ -154,6 +157,7 @@ impl Channel {
 
     /// The first byte after the control page, and how many bytes follow (at least
     /// `geometry().area_len()`, checked when the channel was opened).
+    #[inline]
     pub(crate) fn area(&self) -> (*mut u8, usize) {
         // SAFETY: the region is at least CONTROL_LEN bytes long.
         let base = unsafe { self.region.ptr().add(CONTROL_LEN) };
@@ -161,6 +165,7 @@ impl Channel {
     }
 
     /// A stream's memory.
+    #[inline]
     pub(crate) fn ring(&self) -> Ring<'_> {
         debug_assert_eq!(self.geometry.kind, KIND_STREAM);
         let (base, _) = self.area();
@@ -171,6 +176,7 @@ impl Channel {
     }
 
     /// A broadcast's or latest-value channel's slots.
+    #[inline]
     pub(crate) fn slots(&self) -> Slots<'_> {
         let (base, _) = self.area();
         // SAFETY: the area holds `capacity * slot_stride` bytes after the control page
