@@ -255,6 +255,22 @@ impl FileMapping {
         }
     }
 
+    /// A duplicate of the handle's own descriptor (Linux): no second `open`; the handle
+    /// gives its locks up when it closes, so the duplicate keeps the bytes, not the name.
+    fn dup_fd(&self) -> PyResult<i32> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::IntoRawFd;
+            Ok(self.get()?.dup_fd().map_err(err)?.into_raw_fd())
+        }
+        #[cfg(not(unix))]
+        {
+            Err(PyNotImplementedError::new_err(
+                "dup_fd is Linux-only; Windows maps the name (mmap tagname)",
+            ))
+        }
+    }
+
     /// Closes the handle. Views keep their memory; the name goes with the last handle.
     fn close(&mut self) {
         self.inner = None;

@@ -180,6 +180,42 @@ fn the_name_lives_with_the_handles_and_the_memory_with_the_views() {
     }
 }
 
+/// `FileMapping::dup_fd` hands out the handle's own description (what the Python package
+/// maps): it must keep the bytes, but not the name, once the handle is gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_duplicated_descriptor_keeps_the_bytes_but_not_the_name() {
+    use std::os::unix::fs::FileExt;
+    let root = TestRoot::new("dupfd");
+    let opts = root.opts();
+    let name = &root.name("Local\\dup");
+    let m = opts.create(name, 4096).unwrap();
+    m.map_view(Access::ReadWrite, 0, 0)
+        .unwrap()
+        .write_at(0, b"dup!")
+        .unwrap();
+    let dup = std::fs::File::from(m.dup_fd().unwrap());
+    let second = opts.open(name, Access::Read).unwrap();
+    // The handle goes while its duplicate lives: the other holder keeps the name.
+    drop(m);
+    let again = opts.open(name, Access::Read).unwrap();
+    drop(again);
+    // The other holder goes: the name goes, though the first handle's description (and
+    // with it, had they not been given up, its locks) is still open.
+    drop(second);
+    match after_last_close(|| opts.open(name, Access::Read)) {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("the duplicate kept the name: {other:?}"),
+    }
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
+    let fresh = opts.open_or_create(name, 4096).unwrap();
+    assert!(!fresh.already_existed());
+    // The duplicate still reads the old bytes.
+    let mut buf = [0u8; 4];
+    dup.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"dup!");
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn persistent_objects_outlive_their_holders_until_removed() {

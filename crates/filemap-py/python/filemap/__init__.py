@@ -186,9 +186,15 @@ class FileMapping:
             how = {"r": _mmap.ACCESS_READ, "rw": _mmap.ACCESS_WRITE, "copy": _mmap.ACCESS_COPY}
             mm = _mmap.mmap(-1, length + delta, tagname=self.name, access=how[access], offset=start)
         else:
-            # A descriptor of our own, without the handle's locks: the view must not keep
-            # the name alive, as on Windows.
-            fd = self._m.reopen(access)
+            # The view must not keep the name alive, as on Windows. A view with the handle's
+            # own access maps a duplicate of its descriptor, whose locks the handle gives up
+            # when it closes; any other (read-only of a writable handle, copy-on-write) gets
+            # a description of its own, without locks, whose access is the view's (so that
+            # no writable descriptor hides behind a read-only view's `mmap` object).
+            if access == self.access and access != "copy":
+                fd = self._m.dup_fd()
+            else:
+                fd = self._m.reopen(access)
             try:
                 if access == "copy":
                     flags, prot = _mmap.MAP_PRIVATE, _mmap.PROT_READ | _mmap.PROT_WRITE

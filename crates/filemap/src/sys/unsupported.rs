@@ -76,6 +76,9 @@ impl Mapping {
     pub(crate) fn reopen(&self, _: Access) -> Result<rustix::fd::OwnedFd> {
         match self.0 {}
     }
+    pub(crate) fn dup_fd(&self) -> Result<rustix::fd::OwnedFd> {
+        match self.0 {}
+    }
     pub(crate) fn map(&self, _: Access, _: u64, _: usize) -> Result<Region> {
         match self.0 {}
     }

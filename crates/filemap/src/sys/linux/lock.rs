@@ -31,6 +31,8 @@ pub(crate) struct Span {
     len: i64,
 }
 
+/// Every byte: what a holder whose description outlives it gives up.
+pub(crate) const ALL: Span = Span { start: 0, len: 0 };
 /// The first byte of the holders' range.
 const HOLDERS_BASE: i64 = 1 << 40;
 /// Slots per process: the handles of one process lock different bytes.

@@ -350,6 +350,17 @@ impl Mapping {
             .map_err(|e| Error::io("opening the mapping again (through /proc/self/fd)", e))
     }
 
+    /// A duplicate of the handle's descriptor (the same description), for `access` (at most
+    /// the handle's, and not copy-on-write: checked by the caller).
+    pub(crate) fn dup_fd(&self) -> Result<OwnedFd> {
+        match (&self.file, &self.entry) {
+            (Some(f), _) => rio::fcntl_dupfd_cloexec(f, 0)
+                .map_err(|e| Error::io("duplicating the mapping's descriptor", e)),
+            (None, Some(e)) => e.dup_fd(),
+            (None, None) => unreachable!("a mapping has a file or an entry"),
+        }
+    }
+
     /// The entry's file as a second description, without locks (`views_fd`); `None`
     /// without /proc, or if its mode has changed since.
     fn unlocked_fd(&self, entry: &Entry) -> Option<&OwnedFd> {

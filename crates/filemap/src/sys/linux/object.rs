@@ -59,6 +59,10 @@ pub(crate) struct Entry {
     record: Record,
     /// The slot of this process whose byte our read lock is on (see `lock.rs`).
     _slot: Slot,
+    /// Whether a duplicate of `fd` was handed out ([`Entry::dup_fd`]): the description,
+    /// and with it our locks, may then outlive `fd`, so dropping gives the locks up
+    /// explicitly.
+    exported: std::sync::atomic::AtomicBool,
 }
 
 /// What a new object looks like.
@@ -88,6 +92,15 @@ fn now_ns() -> u64 {
 impl Entry {
     pub(crate) fn fd(&self) -> &OwnedFd {
         &self.fd
+    }
+
+    /// A duplicate of the holder's descriptor (the same description, locks included, for as
+    /// long as this entry lives; dropping the entry gives the locks up explicitly).
+    pub(crate) fn dup_fd(&self) -> Result<OwnedFd> {
+        self.exported
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        rio::fcntl_dupfd_cloexec(&self.fd, 0)
+            .map_err(|e| Error::io("duplicating the mapping's descriptor", e))
     }
 
     pub(crate) fn record(&self) -> &Record {
@@ -284,6 +297,7 @@ impl Entry {
                 gid: st.st_gid,
                 mode: new.mode,
                 record,
+                exported: Default::default(),
             },
             true,
         ))
@@ -334,6 +348,11 @@ impl Drop for Entry {
                 }
             }
         }
+        if self.exported.load(std::sync::atomic::Ordering::Relaxed) {
+            // A duplicate keeps the description open: its locks would outlive this holder
+            // and keep the name alive (or a removed file write-locked).
+            lock::unlock(&self.fd, lock::ALL);
+        }
     }
 }
 
@@ -359,6 +378,7 @@ impl Found {
             mode: self.st.st_mode & 0o7777,
             record: self.record,
             _slot: self.slot,
+            exported: Default::default(),
         }
     }
 }
