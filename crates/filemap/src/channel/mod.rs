@@ -499,6 +499,7 @@ impl fmt::Debug for Loan<'_> {
 
 impl Loan<'_> {
     /// The message's length.
+    #[inline]
     pub fn len(&self) -> usize {
         self.reserved.len as usize
     }
@@ -513,6 +514,7 @@ impl Loan<'_> {
     /// # Errors
     ///
     /// [`Error::OutOfRange`] if it does not fit in the loan.
+    #[inline]
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         check_range(offset, data.len(), self.len())?;
         let ring = self.sender.chan.ring();
@@ -524,11 +526,13 @@ impl Loan<'_> {
     /// `read(2)`). It stays valid until the loan is committed or dropped; other processes
     /// that may open the channel can write these bytes too, so never make a reference to
     /// them that you rely on.
+    #[inline]
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.sender.chan.ring().at(self.reserved.offset)
     }
 
     /// Sends the message.
+    #[inline]
     pub fn commit(self) {
         let ring = self.sender.chan.ring();
         self.sender.producer.commit(&ring, self.reserved);
@@ -568,26 +572,9 @@ impl Sender {
 
     #[inline]
     fn send_by(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
+        let r = self.reserve_by(msg.len(), deadline)?;
         let chan = &*self.chan;
         let ring = chan.ring();
-        // The fast path (room now), inlined into the caller; waiting is out of line.
-        let fast = match msg.len() <= chan.geometry().max_message as usize {
-            true => self
-                .producer
-                .try_reserve(&ring, msg.len() as u32, chan.parker()),
-            false => Ok(None),
-        };
-        let r = match fast {
-            Ok(Some(r)) => r,
-            _ => reserve(
-                chan,
-                &mut self.producer,
-                &mut self.liveness,
-                self.strategy,
-                msg.len(),
-                deadline,
-            )?,
-        };
         ring.copy_in(r.offset, msg);
         self.producer.commit(&ring, r);
         self.producer.publish(&ring, chan.parker());
@@ -690,19 +677,38 @@ impl Sender {
     /// # Errors
     ///
     /// As for [`Sender::send`].
+    #[inline]
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
-        let reserved = reserve(
-            &self.chan,
-            &mut self.producer,
-            &mut self.liveness,
-            self.strategy,
-            len,
-            None,
-        )?;
+        let reserved = self.reserve_by(len, None)?;
         Ok(Loan {
             sender: self,
             reserved,
         })
+    }
+
+    /// Room for `len` bytes: the fast path (room now) inlined into the caller, so that
+    /// the reservation stays in registers (a `Reserved` passed through memory costs a
+    /// stall behind the ring's stores); waiting is out of line.
+    #[inline(always)]
+    fn reserve_by(&mut self, len: usize, deadline: Option<Instant>) -> Result<Reserved> {
+        let chan = &*self.chan;
+        let fast = match len <= chan.geometry().max_message as usize {
+            true => self
+                .producer
+                .try_reserve(&chan.ring(), len as u32, chan.parker()),
+            false => Ok(None),
+        };
+        match fast {
+            Ok(Some(r)) => Ok(r),
+            _ => reserve(
+                chan,
+                &mut self.producer,
+                &mut self.liveness,
+                self.strategy,
+                len,
+                deadline,
+            ),
+        }
     }
 
     /// Lends room for a message of `len` bytes if there is room now (`None` if not).
@@ -711,15 +717,7 @@ impl Sender {
     ///
     /// As for [`Sender::send`].
     pub fn try_loan(&mut self, len: usize) -> Result<Option<Loan<'_>>> {
-        let now = Some(Instant::now());
-        match reserve(
-            &self.chan,
-            &mut self.producer,
-            &mut self.liveness,
-            self.strategy,
-            len,
-            now,
-        ) {
+        match self.reserve_by(len, Some(Instant::now())) {
             Ok(reserved) => Ok(Some(Loan {
                 sender: self,
                 reserved,
@@ -869,6 +867,7 @@ impl fmt::Debug for Message<'_> {
 
 impl Message<'_> {
     /// The message's length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.frame.len as usize
     }
@@ -907,6 +906,7 @@ impl Message<'_> {
     /// The message's first byte, for reading in place. It stays valid while the message
     /// lives; another process that may open the channel could write these bytes, so never
     /// make a reference to them that you rely on.
+    #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.ring.at(self.frame.offset)
     }
