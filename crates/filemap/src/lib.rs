@@ -57,6 +57,12 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+/// The atomics (and the spin-loop hint) of the pure algorithms: `crates/filemap-loom`
+/// compiles those with loom's instead.
+mod atomic {
+    pub(crate) use std::hint::spin_loop;
+    pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+}
 mod channel;
 mod error;
 mod layout;

@@ -42,12 +42,13 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{
+use std::time::{Duration, Instant};
+
+use crate::atomic::{
     AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
-use std::time::{Duration, Instant};
-
+use crate::channel::mem::Shared;
 use crate::sync::algo::{Parked, Parker};
 
 /// `b"filemapC"`: the first 8 bytes of every channel's control page.
@@ -85,6 +86,7 @@ pub(crate) const CLOSED: u32 = 2;
 /// The first 128 bytes of every channel's control page: what the creator chose, written
 /// once before the object has a name. `#[repr(C)]`, every field an atomic (any bit pattern
 /// is a valid value).
+#[cfg_attr(loom, derive(Default))]
 #[repr(C, align(128))]
 pub(crate) struct Header {
     pub(crate) magic: AtomicU64,
@@ -104,10 +106,12 @@ pub(crate) struct Header {
     _line0: [AtomicU32; 21],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Header>() == 128);
 
 /// A stream's control page: the header, then the producer's and the consumer's lines,
 /// 128 bytes each, so that their writes do not fight over one cache line.
+#[cfg_attr(loom, derive(Default))]
 #[repr(C, align(128))]
 pub(crate) struct Control {
     pub(crate) header: Header,
@@ -131,6 +135,7 @@ pub(crate) struct Control {
     _line2: [AtomicU64; 13],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Control>() == 384);
 
 /// Control pages that may be viewed in shared memory: `#[repr(C)]`, at most
@@ -444,7 +449,7 @@ impl Spin {
                     self.budget = (self.budget * 2).min(Spin::MAX);
                     return true;
                 }
-                std::hint::spin_loop();
+                crate::atomic::spin_loop();
             }
             if start.elapsed() >= self.budget {
                 self.budget = (self.budget / 2).max(Spin::MIN);
@@ -462,7 +467,7 @@ pub(crate) const LIVENESS_PERIOD: Duration = Duration::from_millis(50);
 pub(crate) struct Ring<'a> {
     pub(crate) ctl: &'a Control,
     /// The ring's first byte; `geometry.capacity` bytes follow.
-    base: *mut u8,
+    mem: Shared,
     pub(crate) geometry: Geometry,
 }
 
@@ -474,7 +479,8 @@ impl<'a> Ring<'a> {
     pub(crate) unsafe fn new(ctl: &'a Control, base: *mut u8, geometry: Geometry) -> Ring<'a> {
         Ring {
             ctl,
-            base,
+            // SAFETY: the caller's promise, which is `Shared::new`'s.
+            mem: unsafe { Shared::new(base) },
             geometry,
         }
     }
@@ -486,21 +492,26 @@ impl<'a> Ring<'a> {
 
     /// The frame header word at ring offset `off` (a multiple of 8, inside the ring).
     #[inline]
-    fn header(&self, off: u32) -> &AtomicU32 {
+    fn read_header(&self, off: u32) -> u32 {
         debug_assert!(off % 8 == 0 && off < self.geometry.capacity);
         // SAFETY: `off` is a multiple of 8 inside the ring (callers mask positions, and
-        // positions are kept multiples of 8), so the 4 bytes are inside the mapping and
-        // aligned; AtomicU32 has no invalid values, and shared memory is only ever accessed
-        // through atomics or raw copies.
-        unsafe { &*self.base.add(off as usize).cast::<AtomicU32>() }
+        // positions are kept multiples of 8), so the 4 bytes are inside and aligned.
+        unsafe { self.mem.read_u32(off as usize) }
+    }
+
+    /// Writes the frame header word at ring offset `off` (as for `read_header`).
+    #[inline]
+    fn write_header(&self, off: u32, v: u32) {
+        debug_assert!(off % 8 == 0 && off < self.geometry.capacity);
+        // SAFETY: as in `read_header`.
+        unsafe { self.mem.write_u32(off as usize, v) }
     }
 
     /// A pointer to ring offset `off`.
     #[inline]
     pub(crate) fn at(&self, off: u32) -> *mut u8 {
         debug_assert!(off <= self.geometry.capacity);
-        // SAFETY: inside (or one past) the ring's mapping.
-        unsafe { self.base.add(off as usize) }
+        self.mem.ptr(off as usize)
     }
 
     /// Messages sent and not yet received (as the counters say; for listings).
@@ -516,10 +527,8 @@ impl<'a> Ring<'a> {
     #[inline]
     pub(crate) fn copy_out(&self, off: u32, dst: &mut [u8]) {
         assert!(off as usize + dst.len() <= self.geometry.capacity as usize);
-        // SAFETY: the range is inside the ring (checked above) and cannot overlap `dst`,
-        // which is ordinary Rust memory; the copy goes through raw pointers, so no
-        // reference to the shared bytes is ever made.
-        unsafe { std::ptr::copy_nonoverlapping(self.at(off), dst.as_mut_ptr(), dst.len()) }
+        // SAFETY: the range is inside the ring (checked above).
+        unsafe { self.mem.copy_out(off as usize, dst) }
     }
 
     /// Copies `src` into the ring at offset `off`.
@@ -531,7 +540,7 @@ impl<'a> Ring<'a> {
     pub(crate) fn copy_in(&self, off: u32, src: &[u8]) {
         assert!(off as usize + src.len() <= self.geometry.capacity as usize);
         // SAFETY: as in `copy_out`; the ring is mapped writable.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.at(off), src.len()) }
+        unsafe { self.mem.copy_in(off as usize, src) }
     }
 }
 
@@ -603,7 +612,7 @@ impl Producer {
             }
             // Fill the rest of the ring with a skip frame, publish it (so that the consumer
             // can free it), and go on at offset 0.
-            ring.header(off).store(SKIP, Relaxed);
+            ring.write_header(off, SKIP);
             self.tail = self.tail.wrapping_add(to_end);
             self.publish(ring, parker);
         }
@@ -614,7 +623,7 @@ impl Producer {
     pub(crate) fn commit(&mut self, ring: &Ring<'_>, r: Reserved) {
         let off = r.offset - FRAME_HEADER;
         debug_assert_eq!(off, self.tail & ring.mask());
-        ring.header(off).store(r.len, Relaxed);
+        ring.write_header(off, r.len);
         self.tail = self.tail.wrapping_add(frame_len(r.len));
         self.unpublished += 1;
     }
@@ -722,7 +731,7 @@ impl Consumer {
             let off = self.head & ring.mask();
             let to_end = cap - off;
             let used = self.tail.wrapping_sub(self.head);
-            let len = ring.header(off).load(Relaxed);
+            let len = ring.read_header(off);
             if len == SKIP {
                 if to_end > used {
                     return Err(RingError::SkipPastData);
@@ -762,7 +771,7 @@ impl Consumer {
             if ring.ctl.tail.load(Relaxed) != self.tail {
                 return true;
             }
-            std::hint::spin_loop();
+            crate::atomic::spin_loop();
         }
         false
     }
@@ -843,7 +852,7 @@ pub(crate) fn wait_as(
                 if moved() {
                     return true;
                 }
-                std::hint::spin_loop();
+                crate::atomic::spin_loop();
             }
             deadline.is_none_or(|d| Instant::now() < d)
         }
@@ -907,7 +916,7 @@ fn check_positions(ring: &Ring<'_>, head: u32, tail: u32) -> Result<(), RingErro
 
 /// The parker of the channels' unit tests: it yields, so that Miri (which has no futexes)
 /// can run the waits.
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) mod test_parker {
     use super::*;
     use std::sync::atomic::Ordering::SeqCst;
@@ -931,7 +940,7 @@ pub(crate) mod test_parker {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -1105,13 +1114,13 @@ mod tests {
         send(&mut p, &ring, b"hello");
         let mut c = Consumer::attach(&ring).unwrap();
         // A frame header claiming more than the largest message.
-        ring.header(0).store(1000, Relaxed);
+        ring.write_header(0, 1000);
         assert!(matches!(
             c.try_peek(&ring),
             Err(RingError::FrameTooLarge { len: 1000, max: 32 })
         ));
         // A length within the limit but past the published data.
-        ring.header(0).store(32, Relaxed);
+        ring.write_header(0, 32);
         assert!(matches!(
             c.try_peek(&ring),
             Err(RingError::FramePastEnd { len: 32 })
@@ -1185,8 +1194,7 @@ mod tests {
             // SAFETY: as in `Heap::ring`; the geometry was checked against the 256 bytes.
             let ring = unsafe { Ring::new(&heap.ctl, heap.ring.as_ptr() as *mut u8, g) };
             for w in 0..(256 / 8) {
-                ring.header(w * 8)
-                    .store(pick(words[(w % 8) as usize], 8), Relaxed);
+                ring.write_header(w * 8, pick(words[(w % 8) as usize], 8));
             }
             if let Ok(mut c) = Consumer::attach(&ring) {
                 for _ in 0..8 {

@@ -24,6 +24,7 @@
 
 pub(crate) mod algo;
 mod kinds;
+pub(crate) mod mem;
 pub(crate) mod rpc;
 pub(crate) mod seqlock;
 

@@ -40,17 +40,19 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{
+use std::time::Instant;
+
+use crate::atomic::{
     fence, AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
 };
-use std::time::Instant;
-
-use super::algo::{sleep_while, ControlPage, Geometry, Header};
+use crate::channel::algo::{sleep_while, ControlPage, Geometry, Header};
+use crate::channel::mem::Shared;
 use crate::sync::algo::Parker;
 
 /// The control page of a broadcast or latest-value channel: the header, then the
 /// writer's line.
+#[cfg_attr(loom, derive(Default))]
 #[repr(C, align(128))]
 pub(crate) struct SlotControl {
     pub(crate) header: Header,
@@ -68,6 +70,7 @@ pub(crate) struct SlotControl {
     _line1: [AtomicU64; 12],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<SlotControl>() == 256);
 
 // SAFETY: repr(C), atomics only, 256 bytes, starts with the header.
@@ -84,51 +87,49 @@ impl std::fmt::Debug for SlotControl {
 /// Bytes of a slot header.
 const SLOT_HEADER: usize = 16;
 
-/// Copies `src` into shared memory at `dst`, one `Relaxed` atomic 8-byte store per word
-/// (the last word padded with zeros).
+/// Copies `src` into shared memory at offset `off`, one `Relaxed` atomic 8-byte store per
+/// word (the last word padded with zeros).
 ///
 /// # Safety
 ///
-/// `dst` is 8-aligned, and `src.len()` rounded up to 8 bytes from it are mapped, writable,
+/// `off` is 8-aligned, and `src.len()` rounded up to 8 bytes from it are inside the memory
 /// and only ever accessed through atomics.
 #[inline]
-pub(crate) unsafe fn store_words(dst: *mut u8, src: &[u8]) {
-    let words = dst.cast::<AtomicU64>();
+pub(crate) unsafe fn store_words(mem: Shared, off: usize, src: &[u8]) {
     let mut chunks = src.chunks_exact(8);
     for (i, c) in chunks.by_ref().enumerate() {
         let v = u64::from_ne_bytes(c.try_into().unwrap_or([0; 8]));
         // SAFETY: word `i` is inside the range the caller vouches for, 8-aligned.
-        unsafe { (*words.add(i)).store(v, Relaxed) };
+        unsafe { mem.u64_at(off + 8 * i) }.store(v, Relaxed);
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut b = [0u8; 8];
         b[..rest.len()].copy_from_slice(rest);
         // SAFETY: the last, partial word is inside the rounded-up range.
-        unsafe { (*words.add(src.len() / 8)).store(u64::from_ne_bytes(b), Relaxed) };
+        unsafe { mem.u64_at(off + src.len() / 8 * 8) }.store(u64::from_ne_bytes(b), Relaxed);
     }
 }
 
-/// Copies `dst.len()` bytes of shared memory at `src` into `dst`, one `Relaxed` atomic
-/// 8-byte load per word.
+/// Copies `dst.len()` bytes of shared memory at offset `off` into `dst`, one `Relaxed`
+/// atomic 8-byte load per word.
 ///
 /// # Safety
 ///
-/// As for [`store_words`], readable.
+/// As for [`store_words`].
 #[inline]
-pub(crate) unsafe fn load_words(src: *const u8, dst: &mut [u8]) {
-    let words = src.cast::<AtomicU64>();
+pub(crate) unsafe fn load_words(mem: Shared, off: usize, dst: &mut [u8]) {
     let len = dst.len();
     let mut chunks = dst.chunks_exact_mut(8);
     for (i, c) in chunks.by_ref().enumerate() {
         // SAFETY: word `i` is inside the range the caller vouches for, 8-aligned.
-        let v = unsafe { (*words.add(i)).load(Relaxed) };
+        let v = unsafe { mem.u64_at(off + 8 * i) }.load(Relaxed);
         c.copy_from_slice(&v.to_ne_bytes());
     }
     let rest = chunks.into_remainder();
     if !rest.is_empty() {
         // SAFETY: the last, partial word is inside the rounded-up range.
-        let v = unsafe { (*words.add(len / 8)).load(Relaxed) };
+        let v = unsafe { mem.u64_at(off + len / 8 * 8) }.load(Relaxed);
         let n = rest.len();
         rest.copy_from_slice(&v.to_ne_bytes()[..n]);
     }
@@ -138,7 +139,7 @@ pub(crate) unsafe fn load_words(src: *const u8, dst: &mut [u8]) {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slots<'a> {
     pub(crate) ctl: &'a SlotControl,
-    base: *mut u8,
+    mem: Shared,
     stride: usize,
     count: u64,
     pub(crate) max: u32,
@@ -156,28 +157,29 @@ impl<'a> Slots<'a> {
     pub(crate) unsafe fn new(ctl: &'a SlotControl, base: *mut u8, g: Geometry) -> Slots<'a> {
         Slots {
             ctl,
-            base,
+            // SAFETY: the caller's promise, which is `Shared::new`'s.
+            mem: unsafe { Shared::new(base) },
             stride: g.slot_stride() as usize,
             count: u64::from(g.capacity),
             max: g.max_message,
         }
     }
 
-    fn slot(&self, i: u64) -> *mut u8 {
-        debug_assert!(i < self.count);
-        // SAFETY: `i` < count, so the slot is inside the area.
-        unsafe { self.base.add(i as usize * self.stride) }
+    /// The offset of slot `i` (`i` < count, so the slot is inside the area).
+    fn slot(&self, i: u64) -> usize {
+        assert!(i < self.count);
+        i as usize * self.stride
     }
 
     fn seq(&self, i: u64) -> &AtomicU64 {
         // SAFETY: the slot starts 8-aligned (the stride is a multiple of 64) inside the
-        // area; AtomicU64 has no invalid values.
-        unsafe { &*self.slot(i).cast::<AtomicU64>() }
+        // area.
+        unsafe { self.mem.u64_at(self.slot(i)) }
     }
 
     fn len(&self, i: u64) -> &AtomicU32 {
         // SAFETY: as above, 8 bytes in.
-        unsafe { &*self.slot(i).add(8).cast::<AtomicU32>() }
+        unsafe { self.mem.u32_at(self.slot(i) + 8) }
     }
 
     /// Writes `msg` (at most `max` bytes, checked by the caller) as number `n` into slot `i`.
@@ -191,7 +193,7 @@ impl<'a> Slots<'a> {
         self.len(i).store(msg.len() as u32, Relaxed);
         // SAFETY: the slot's message area holds `max` bytes rounded up to 8 (the stride),
         // 8-aligned, and is only accessed through atomics.
-        unsafe { store_words(self.slot(i).add(SLOT_HEADER), msg) };
+        unsafe { store_words(self.mem, self.slot(i) + SLOT_HEADER, msg) };
         // Release: the words happen before a reader's Acquire load of the even `seq`.
         seq.store(2 * n + 2, Release);
     }
@@ -212,7 +214,7 @@ impl<'a> Slots<'a> {
         buf.clear();
         buf.resize(len, 0);
         // SAFETY: as in `write`; `len` is at most `max`.
-        unsafe { load_words(self.slot(i).add(SLOT_HEADER), buf) };
+        unsafe { load_words(self.mem, self.slot(i) + SLOT_HEADER, buf) };
         // Acquire fence: if we read any word of a later write, the `seq` load below sees
         // that write's odd number (or later).
         fence(Acquire);
@@ -363,12 +365,12 @@ pub(crate) fn read_latest(s: &Slots<'_>, buf: &mut Vec<u8>) -> Result<Option<u64
             return Ok(Some(v));
         }
         // The writer is past `v` and writing this slot again: the newer value is next.
-        std::hint::spin_loop();
+        crate::atomic::spin_loop();
     }
     Err(Corrupt)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::super::algo::{KIND_BROADCAST, KIND_LATEST};
     use super::*;

@@ -53,11 +53,12 @@
 // The algorithms are portable; only the Linux backend uses them (Windows has kernel objects).
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 
-use std::sync::atomic::{
+use std::time::{Duration, Instant};
+
+use crate::atomic::{
     AtomicU32,
     Ordering::{Acquire, Relaxed, Release, SeqCst},
 };
-use std::time::{Duration, Instant};
 
 /// How a sleep ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +82,13 @@ pub(crate) trait Parker {
     /// [`fence_slow`](Parker::fence_slow) makes every other CPU fence for it.
     #[inline]
     fn fence_fast(&self) {
-        std::sync::atomic::fence(SeqCst);
+        crate::atomic::fence(SeqCst);
     }
     /// The fence of the slow side (one about to sleep): strong enough for a fast side that
     /// used [`fence_fast`](Parker::fence_fast).
     #[inline]
     fn fence_slow(&self) {
-        std::sync::atomic::fence(SeqCst);
+        crate::atomic::fence(SeqCst);
     }
 }
 
@@ -191,7 +192,9 @@ pub(crate) struct SemaphoreState {
     reserved: [AtomicU32; 13],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<SemaphoreState>() == 64);
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::align_of::<SemaphoreState>() == 4);
 
 /// Releasing would pass the maximum count (Windows' `ERROR_TOO_MANY_POSTS`).
@@ -288,6 +291,7 @@ pub(crate) struct EventState {
     reserved: [AtomicU32; 12],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<EventState>() == 64);
 
 impl EventState {
@@ -397,6 +401,7 @@ pub(crate) struct MutexState {
     pub(crate) watches: [Cell; SLOTS],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<MutexState>() == 8 * (1 + 2 * SLOTS));
 
 /// Releasing a mutex whose lock word does not name this process: someone outside the
@@ -524,7 +529,7 @@ impl MutexState {
     /// What the kernel does to the word of a robust futex when the thread `dead` dies
     /// (`handle_futex_death`, non-PI): if the word names `dead`, it becomes
     /// `OWNER_DIED | (WAITERS if it was set)`, and one sleeper is woken if it was.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn kernel_death(word: &AtomicU32, dead: u32, parker: &dyn Parker) {
         let mut v = word.load(SeqCst);
         while v & ID_MASK == dead {
@@ -608,7 +613,7 @@ impl Waitable for MutexWait<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     //! The algorithms on heap memory, with threads and a yielding parker (Miri-friendly).
     //! Threads stand for processes; a process's death is what the kernel does to its

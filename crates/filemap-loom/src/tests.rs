@@ -1,0 +1,257 @@
+//! The model checks. Each runs every interleaving of its threads (up to
+//! [`PREEMPTIONS`] preemptions) and checks its assertions in each; the ring's bytes are
+//! loom cells, so a frame read that is not ordered after its write, or a write over a frame
+//! not yet read, fails the check too.
+
+use std::time::Instant;
+
+use loom::sync::Arc;
+use loom::thread;
+
+use crate::atomic::{AtomicU32, Ordering::SeqCst};
+use crate::channel::algo::KIND_BROADCAST;
+use crate::channel::algo::{Consumer, Control, Geometry, Producer, Ring, KIND_LATEST, KIND_STREAM};
+use crate::channel::mem::LoomMem;
+use crate::channel::seqlock::{read_latest, Publisher, SlotControl, Slots, Subscriber, Writer};
+use crate::sync::algo::{Parked, Parker};
+
+/// Enough to find the reorderings these algorithms could suffer (each needs one or two
+/// preemptions at the wrong place), small enough to finish in seconds.
+const PREEMPTIONS: usize = 3;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(PREEMPTIONS);
+    b.check(f);
+}
+
+/// Parking is a yield: the checks are about the data path and its orderings.
+struct Yield;
+
+impl Parker for Yield {
+    fn park(&self, word: &AtomicU32, expected: u32, _: Option<Instant>) -> Parked {
+        if word.load(SeqCst) == expected {
+            thread::yield_now();
+        }
+        Parked::Woken
+    }
+    fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
+        self.park(words[0].0, words[0].1, deadline)
+    }
+    fn unpark(&self, _: &AtomicU32, _: u32) {}
+}
+
+fn geometry(kind: u32, capacity: u32, max_message: u32) -> Geometry {
+    let g = Geometry {
+        kind,
+        capacity,
+        max_message,
+        type_size: 0,
+        type_align: 0,
+        type_hash: 0,
+        max_reply: 0,
+    };
+    g.check().unwrap();
+    g
+}
+
+struct Stream {
+    ctl: Control,
+    mem: LoomMem,
+    g: Geometry,
+}
+
+// SAFETY: the ring's cells are only touched through the algorithms, which loom checks.
+unsafe impl Sync for Stream {}
+// SAFETY: as above.
+unsafe impl Send for Stream {}
+
+impl Stream {
+    fn new(capacity: u32, max_message: u32) -> Arc<Stream> {
+        let g = geometry(KIND_STREAM, capacity, max_message);
+        let ctl = Control::default();
+        g.init(&ctl.header);
+        Arc::new(Stream {
+            ctl,
+            mem: LoomMem::new(capacity as usize),
+            g,
+        })
+    }
+
+    fn ring(&self) -> Ring<'_> {
+        // SAFETY: the memory lives as long as `self`.
+        unsafe { Ring::new(&self.ctl, self.mem.base(), self.g) }
+    }
+}
+
+fn send(p: &mut Producer, ring: &Ring<'_>, msg: &[u8]) {
+    loop {
+        if let Some(r) = p.try_reserve(ring, msg.len() as u32, &Yield).unwrap() {
+            ring.copy_in(r.offset, msg);
+            p.commit(ring, r);
+            p.publish(ring, &Yield);
+            return;
+        }
+        thread::yield_now();
+    }
+}
+
+fn recv(c: &mut Consumer, ring: &Ring<'_>) -> Vec<u8> {
+    loop {
+        if let Some(f) = c.try_peek(ring).unwrap() {
+            let mut v = vec![0; f.len as usize];
+            ring.copy_out(f.offset, &mut v);
+            c.consume(f);
+            c.release(ring, &Yield);
+            return v;
+        }
+        thread::yield_now();
+    }
+}
+
+/// Three messages through a 64-byte ring: the second leaves 8 bytes at the end, so the
+/// third needs a skip frame and goes to offset 0, over the first, once that is read.
+#[test]
+fn stream_messages_arrive_whole_in_order_and_are_written_over_only_once_read() {
+    model(|| {
+        let s = Stream::new(64, 32);
+        let msgs: [Vec<u8>; 3] = [vec![1; 20], vec![2; 12], vec![3; 20]];
+        let s2 = s.clone();
+        let m2 = msgs.clone();
+        let producer = thread::spawn(move || {
+            let ring = s2.ring();
+            let mut p = Producer::attach(&ring).unwrap();
+            for m in &m2 {
+                send(&mut p, &ring, m);
+            }
+        });
+        let ring = s.ring();
+        let mut c = Consumer::attach(&ring).unwrap();
+        for m in &msgs {
+            assert_eq!(&recv(&mut c, &ring), m);
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// A consumer that gives room back in a batch (two frames at once), as `recv_batch` and
+/// dropped messages do.
+#[test]
+fn stream_room_given_back_in_a_batch() {
+    model(|| {
+        let s = Stream::new(64, 24);
+        let s2 = s.clone();
+        let producer = thread::spawn(move || {
+            let ring = s2.ring();
+            let mut p = Producer::attach(&ring).unwrap();
+            for i in 0..3u8 {
+                send(&mut p, &ring, &[i; 16]);
+            }
+        });
+        let ring = s.ring();
+        let mut c = Consumer::attach(&ring).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            while let Some(f) = c.try_peek(&ring).unwrap() {
+                let mut v = vec![0; f.len as usize];
+                ring.copy_out(f.offset, &mut v);
+                c.consume(f);
+                got.push(v);
+            }
+            c.release(&ring, &Yield);
+            thread::yield_now();
+        }
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(v, &vec![i as u8; 16]);
+        }
+        producer.join().unwrap();
+    });
+}
+
+struct SlotChannel {
+    ctl: SlotControl,
+    mem: LoomMem,
+    g: Geometry,
+}
+
+impl SlotChannel {
+    fn new(kind: u32, capacity: u32, max_message: u32) -> Arc<SlotChannel> {
+        let g = geometry(kind, capacity, max_message);
+        let ctl = SlotControl::default();
+        g.init(&ctl.header);
+        Arc::new(SlotChannel {
+            ctl,
+            mem: LoomMem::new(g.area_len() as usize),
+            g,
+        })
+    }
+
+    fn slots(&self) -> Slots<'_> {
+        // SAFETY: the memory lives as long as `self`.
+        unsafe { Slots::new(&self.ctl, self.mem.base(), self.g) }
+    }
+}
+
+/// Value `v` is 16 bytes of `v`: a torn copy mixes two values.
+fn value(v: u8) -> Vec<u8> {
+    vec![v; 16]
+}
+
+/// A latest-value reader racing a writer of three values never accepts a torn copy, and
+/// the versions it sees never go back.
+#[test]
+fn latest_values_are_never_torn_and_never_go_back() {
+    model(|| {
+        let c = SlotChannel::new(KIND_LATEST, 2, 16);
+        let c2 = c.clone();
+        let writer = thread::spawn(move || {
+            let s = c2.slots();
+            let mut w = Writer::attach(&s);
+            for v in 1..=3u8 {
+                w.publish(&s, &value(v), &Yield);
+            }
+        });
+        let s = c.slots();
+        let mut buf = Vec::new();
+        let mut last = 0;
+        for _ in 0..2 {
+            if let Some(v) = read_latest(&s, &mut buf).unwrap() {
+                assert!(v >= last, "version {v} after {last}");
+                assert_eq!(buf, value(v as u8), "version {v} read torn");
+                last = v;
+            }
+        }
+        writer.join().unwrap();
+    });
+}
+
+/// A broadcast subscriber racing a publisher that laps it (two slots, three messages)
+/// gets whole messages in order, and counts what it lost.
+#[test]
+fn broadcast_subscribers_get_whole_messages_or_a_count_of_the_lost() {
+    model(|| {
+        let c = SlotChannel::new(KIND_BROADCAST, 2, 16);
+        let c2 = c.clone();
+        let s = c.slots();
+        let mut sub = Subscriber::attach(&s);
+        let publisher = thread::spawn(move || {
+            let s = c2.slots();
+            let mut p = Publisher::attach(&s);
+            for n in 0..3u8 {
+                p.publish(&s, &value(n), &Yield);
+            }
+        });
+        let mut buf = Vec::new();
+        let mut next = 0u64;
+        for _ in 0..3 {
+            if let Some(lost) = sub.try_recv(&s, &mut buf).unwrap() {
+                next += lost;
+                assert_eq!(buf, value(next as u8), "message {next} read torn");
+                next += 1;
+            }
+            thread::yield_now();
+        }
+        assert!(next <= 3);
+        publisher.join().unwrap();
+    });
+}

@@ -1,0 +1,102 @@
+//! Memory that other processes share, as the channel algorithms touch it: atomics at byte
+//! offsets, and copies in and out. Nothing else reads or writes it.
+//!
+//! This is the seam for the loom model checks (`crates/filemap-loom`), which compile the
+//! pure algorithms (`algo.rs`, `seqlock.rs`, `sync/algo.rs`) against a `mem.rs` of their
+//! own: there the ring's bytes are loom cells, whose every access loom checks for races,
+//! and the slots' words are loom atomics.
+#![allow(unsafe_code)]
+
+use crate::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// A base address of shared memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shared {
+    base: *mut u8,
+}
+
+impl Shared {
+    /// # Safety
+    ///
+    /// `base` is 8-aligned and points at memory that stays mapped, readable and writable,
+    /// for as long as this value or a copy of it is used, and that is never accessed
+    /// through Rust references other than the atomics given out here.
+    #[inline]
+    pub(crate) unsafe fn new(base: *mut u8) -> Shared {
+        Shared { base }
+    }
+
+    /// The address of offset `off` (for callers that copy in place; not dereferenced here).
+    #[inline]
+    pub(crate) fn ptr(self, off: usize) -> *mut u8 {
+        self.base.wrapping_add(off)
+    }
+
+    /// The `u32` at offset `off`, as an atomic.
+    ///
+    /// # Safety
+    ///
+    /// `off` is 4-aligned and `off..off + 4` is inside the memory.
+    #[inline]
+    pub(crate) unsafe fn u32_at<'a>(self, off: usize) -> &'a AtomicU32 {
+        // SAFETY: inside and aligned (the caller's promise); AtomicU32 has no invalid
+        // values, and the memory is only ever accessed through atomics and raw copies.
+        unsafe { &*self.base.add(off).cast::<AtomicU32>() }
+    }
+
+    /// The `u64` at offset `off`, as an atomic.
+    ///
+    /// # Safety
+    ///
+    /// `off` is 8-aligned and `off..off + 8` is inside the memory.
+    #[inline]
+    pub(crate) unsafe fn u64_at<'a>(self, off: usize) -> &'a AtomicU64 {
+        // SAFETY: as in `u32_at`.
+        unsafe { &*self.base.add(off).cast::<AtomicU64>() }
+    }
+
+    /// Reads a frame header word at `off` (`Relaxed`: the protocol orders it).
+    ///
+    /// # Safety
+    ///
+    /// As for [`u32_at`](Self::u32_at).
+    #[inline]
+    pub(crate) unsafe fn read_u32(self, off: usize) -> u32 {
+        // SAFETY: the caller's promise.
+        unsafe { self.u32_at(off) }.load(Relaxed)
+    }
+
+    /// Writes a frame header word at `off` (`Relaxed`: the protocol orders it).
+    ///
+    /// # Safety
+    ///
+    /// As for [`u32_at`](Self::u32_at).
+    #[inline]
+    pub(crate) unsafe fn write_u32(self, off: usize, v: u32) {
+        // SAFETY: the caller's promise.
+        unsafe { self.u32_at(off) }.store(v, Relaxed)
+    }
+
+    /// Copies `src` to offset `off`.
+    ///
+    /// # Safety
+    ///
+    /// `off..off + src.len()` is inside the memory.
+    #[inline]
+    pub(crate) unsafe fn copy_in(self, off: usize, src: &[u8]) {
+        // SAFETY: inside (the caller's promise); `src` is ordinary memory, so the two
+        // cannot overlap, and no reference to the shared bytes is made.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(off), src.len()) }
+    }
+
+    /// Copies `dst.len()` bytes from offset `off` into `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `off..off + dst.len()` is inside the memory.
+    #[inline]
+    pub(crate) unsafe fn copy_out(self, off: usize, dst: &mut [u8]) {
+        // SAFETY: as in `copy_in`.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+}
