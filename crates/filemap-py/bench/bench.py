@@ -47,6 +47,14 @@ def fm_create():
     m.close()
 
 
+def fm_sparse_create():
+    # Storage not reserved: pages come at first touch, as with shared_memory's ftruncate.
+    m = filemap.FileMapping.create("Local\\bench-s", 4096, sparse=True)
+    v = m.view()
+    v.release()
+    m.close()
+
+
 def shm_create():
     s = shared_memory.SharedMemory("bench-c", create=True, size=4096)
     s.close()
@@ -116,6 +124,8 @@ def main():
     fm, shm, fms = median(n, fm_create), median(n, shm_create), median(n, fms_create)
     rows.append(("create + map + close, 4 KiB", "FileMapping", fm, "SharedMemory (+ unlink)", shm))
     rows.append(("create + map + close, 4 KiB", "filemap.SharedMemory", fms, "SharedMemory (+ unlink)", shm))
+    sparse = median(n, fm_sparse_create)
+    rows.append(("create + map + close, 4 KiB", "FileMapping, sparse=True", sparse, "SharedMemory (+ unlink)", shm))
     held = filemap.FileMapping.create("Local\\bench-a", 4096)
     held_shm = shared_memory.SharedMemory("bench-a", create=True, size=4096)
 
