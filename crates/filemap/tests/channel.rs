@@ -148,6 +148,23 @@ fn child() {
             report("ready");
             common::wait_for_stdin_eof();
         }
+        // Publish messages `0..count` on broadcast `name`; then, with "hold", keep the
+        // publisher's role until killed (or stdin closes), else close.
+        "publish" => {
+            let count: u64 = args[1].parse().unwrap();
+            let b = opts().open_broadcast(name).unwrap();
+            let mut p = b.publisher().unwrap();
+            report("ready");
+            let mut buf = Vec::new();
+            for i in 0..count {
+                message(i, &mut buf);
+                p.send(&buf).unwrap();
+            }
+            report("done");
+            if args.get(2).is_some_and(|a| a == "hold") {
+                common::wait_for_stdin_eof();
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -792,6 +809,77 @@ fn a_receiver_waits_together_with_events() {
     quit.set().unwrap();
     assert_eq!(
         filemap::wait_any(&[&quit, &rx], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(0)
+    );
+}
+
+#[test]
+fn a_subscriber_waits_together_with_events() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-anysub");
+    let name = root.name("Local\\anysub");
+    let quit = root
+        .opts()
+        .create_event(&root.name("Local\\quit"), true, false)
+        .unwrap();
+    let b = root.opts().create_broadcast(&name, 4, 256).unwrap();
+    let mut sub = b.subscriber().unwrap();
+    let mut buf = Vec::new();
+    // Nothing yet: a timeout.
+    let t = Instant::now();
+    assert!(matches!(
+        filemap::wait_any(&[&quit, &sub], Some(Duration::from_millis(100))),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    // A message from another process wakes the wait, and is then received.
+    let mut kid = Reap(spawn_role(ENTRY, "publish", &root.path, &[&name, "1"]));
+    let outcome = filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap();
+    assert_eq!(outcome, filemap::WaitOutcome::Signalled(1));
+    assert_eq!(sub.try_recv(&mut buf).unwrap(), Some(0));
+    assert_eq!(check(&buf), 0);
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+    kid.0.wait().unwrap();
+    // The publisher closed: ready, and the receive says so.
+    assert_eq!(
+        filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(matches!(
+        sub.try_recv(&mut buf),
+        Err(Error::Disconnected { died: false, .. })
+    ));
+    // A publisher that dies while we wait (after one more message, which is read first):
+    // noticed within the liveness period.
+    let mut kid = Reap(spawn_role(
+        ENTRY,
+        "publish",
+        &root.path,
+        &[&name, "1", "hold"],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+    assert_eq!(
+        filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert_eq!(sub.try_recv(&mut buf).unwrap(), Some(0));
+    kill_hard(&mut kid);
+    let t = Instant::now();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(t.elapsed() < Stream::LIVENESS_PERIOD + Duration::from_secs(5));
+    assert!(matches!(
+        sub.try_recv(&mut buf),
+        Err(Error::Disconnected { died: true, .. })
+    ));
+    // The event still wins when it is set.
+    quit.set().unwrap();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap(),
         filemap::WaitOutcome::Signalled(0)
     );
 }

@@ -22,7 +22,7 @@ use crate::{Error, Kind, Name, Options, Result};
 
 /// The role of the writer side (publisher, writer, server); readers, subscribers and
 /// clients take the roles from 2 on.
-const WRITER: u16 = 0;
+pub(super) const WRITER: u16 = 0;
 const FIRST_PEER: u16 = 2;
 
 fn geometry(kind: u32, capacity: u32, max_message: u32, max_reply: u32) -> Geometry {
@@ -393,9 +393,26 @@ impl fmt::Debug for Subscriber {
 }
 
 impl Subscriber {
+    /// What [`wait_any`](crate::wait_any) looks at and sleeps on.
+    pub(crate) fn readiness(&self) -> super::Readiness<'_> {
+        super::Readiness {
+            chan: &self.chan,
+            liveness: &self.liveness,
+            side: super::Side::Broadcast {
+                next: self.sub.next(),
+                bit: self.bit,
+            },
+        }
+    }
+
     /// How a blocking receive waits.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Name {
+        self.chan.name()
     }
 
     /// The next message into `buf` (replacing its contents), waiting until `deadline`;

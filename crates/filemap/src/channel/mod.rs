@@ -1067,18 +1067,27 @@ impl Receiver {
     pub fn close(self) {}
 }
 
-/// A stream receiver inside [`wait_any`](crate::wait_any): "signalled" means a message is
-/// ready to receive, or the producer has gone (so that a receive would return
-/// [`Error::Disconnected`]). Nothing is consumed: the caller receives after the wait.
+/// A stream receiver or a broadcast subscriber inside [`wait_any`](crate::wait_any):
+/// "signalled" means a message is ready to receive, or the writer has gone (so that a
+/// receive would return [`Error::Disconnected`]). Nothing is consumed: the caller receives
+/// after the wait.
 // `pub` only because the backends' `WaitRef` is; the module is private, so it is never
 // nameable outside the crate.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
 pub struct Readiness<'a> {
     chan: &'a sys::Channel,
-    /// The receiver's next position.
-    head: u32,
     liveness: &'a Liveness,
+    side: Side,
+}
+
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+enum Side {
+    /// A stream receiver whose next frame is at `head`.
+    Stream { head: u32 },
+    /// A broadcast subscriber whose next message is number `next`, with its sleeping bit.
+    Broadcast { next: u64, bit: u64 },
 }
 
 #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
@@ -1086,8 +1095,10 @@ impl<'a> Readiness<'a> {
     pub(crate) fn of(r: &'a Receiver) -> Readiness<'a> {
         Readiness {
             chan: &r.chan,
-            head: r.consumer.position(),
             liveness: &r.liveness,
+            side: Side::Stream {
+                head: r.consumer.position(),
+            },
         }
     }
 
@@ -1096,20 +1107,39 @@ impl<'a> Readiness<'a> {
         self.chan
     }
 
-    /// The word that a sleeper sleeps on (`tail`) and the value it sleeps while.
-    pub(crate) fn word(&self) -> (&'a std::sync::atomic::AtomicU32, u32) {
-        (&self.chan.ring().ctl.tail, self.head)
+    /// The word that a sleeper sleeps on and the value it sleeps while: a stream's `tail`
+    /// at our position, or a broadcast's `wake` (the low half of `published`) at our next
+    /// number.
+    pub(crate) fn word(&self) -> (&'a crate::atomic::AtomicU32, u32) {
+        match self.side {
+            Side::Stream { head } => (&self.chan.ring().ctl.tail, head),
+            Side::Broadcast { next, .. } => (&self.chan.slots().ctl.wake, next as u32),
+        }
     }
 
     /// Whether a receive would not wait.
     pub(crate) fn ready(&self) -> bool {
-        let ctl = self.chan.ring().ctl;
-        if ctl.tail.load(Acquire) != self.head {
-            return true;
-        }
-        match ctl.producer.load(Acquire) {
+        let writer = match self.side {
+            Side::Stream { head } => {
+                let ctl = self.chan.ring().ctl;
+                if ctl.tail.load(Acquire) != head {
+                    return true;
+                }
+                (&ctl.producer, Role::Producer.index())
+            }
+            Side::Broadcast { next, .. } => {
+                let ctl = self.chan.slots().ctl;
+                // Not equal (rather than greater): a publisher that restarted from an older
+                // number is followed by the receive, which then waits as usual.
+                if ctl.published.load(Acquire) != next {
+                    return true;
+                }
+                (&ctl.producer, kinds::WRITER)
+            }
+        };
+        match writer.0.load(Acquire) {
             CLOSED => true,
-            CONNECTED if !self.chan.role_alive(Role::Producer.index()) => {
+            CONNECTED if !self.chan.role_alive(writer.1) => {
                 // So that the receive after the wait says so at once.
                 self.liveness.found_dead.store(true, Relaxed);
                 true
@@ -1118,14 +1148,25 @@ impl<'a> Readiness<'a> {
         }
     }
 
-    /// Raises the consumer's "may sleep" flag, and fences as a sleeper does.
+    /// Raises our "may sleep" flag (a stream's `rx_waiting`, a subscriber's bit in
+    /// `sleeping`), and fences as a sleeper does.
     pub(crate) fn begin_sleep(&self) {
-        self.chan.ring().ctl.rx_waiting.store(1, Relaxed);
+        match self.side {
+            Side::Stream { .. } => self.chan.ring().ctl.rx_waiting.store(1, Relaxed),
+            Side::Broadcast { bit, .. } => {
+                self.chan.slots().ctl.sleeping.fetch_or(bit, Relaxed);
+            }
+        }
         self.chan.parker().fence_slow();
     }
 
     pub(crate) fn end_sleep(&self) {
-        self.chan.ring().ctl.rx_waiting.store(0, Relaxed);
+        match self.side {
+            Side::Stream { .. } => self.chan.ring().ctl.rx_waiting.store(0, Relaxed),
+            Side::Broadcast { bit, .. } => {
+                self.chan.slots().ctl.sleeping.fetch_and(!bit, Relaxed);
+            }
+        }
     }
 }
 

@@ -291,6 +291,11 @@ pub(crate) struct Subscriber {
 }
 
 impl Subscriber {
+    /// The number of the next message to read.
+    pub(crate) fn next(&self) -> u64 {
+        self.next
+    }
+
     /// Starts with the next message published.
     pub(crate) fn attach(s: &Slots<'_>) -> Subscriber {
         Subscriber {

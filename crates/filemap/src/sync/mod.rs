@@ -707,17 +707,28 @@ mod sealed {
             crate::Receiver::name(self)
         }
     }
+
+    impl Sealed for crate::Subscriber {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Channel(self.readiness())
+        }
+        fn name(&self) -> &crate::Name {
+            crate::Subscriber::name(self)
+        }
+    }
 }
 
-/// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`], [`Mutex`], and a
-/// stream's [`Receiver`](crate::Receiver) (ready when a message is there to receive, or
-/// its producer has gone; nothing is taken, so receive after the wait).
+/// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`], [`Mutex`], a stream's
+/// [`Receiver`](crate::Receiver) and a broadcast's [`Subscriber`](crate::Subscriber)
+/// (ready when a message is there to receive, or the writer has gone; nothing is taken, so
+/// receive after the wait).
 pub trait Waitable: sealed::Sealed {}
 
 impl Waitable for Event {}
 impl Waitable for Semaphore {}
 impl Waitable for Mutex {}
 impl Waitable for crate::Receiver {}
+impl Waitable for crate::Subscriber {}
 
 /// Which object [`wait_any`] took, like the `WAIT_OBJECT_0 + i` and `WAIT_ABANDONED_0 + i`
 /// results of `WaitForMultipleObjects`.
