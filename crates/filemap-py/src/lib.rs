@@ -483,6 +483,8 @@ fn wait_any(
     let mut mutexes = Vec::new();
     let mut semaphores = Vec::new();
     let mut events = Vec::new();
+    let mut receivers = Vec::new();
+    let mut subscribers = Vec::new();
     let mut order = Vec::new();
     for o in &objects {
         if let Ok(m) = o.cast::<Mutex>() {
@@ -494,9 +496,15 @@ fn wait_any(
         } else if let Ok(e) = o.cast::<Event>() {
             order.push((2, events.len()));
             events.push(e.borrow());
+        } else if let Ok(r) = o.cast::<Receiver>() {
+            order.push((3, receivers.len()));
+            receivers.push(r.borrow());
+        } else if let Ok(s) = o.cast::<Subscriber>() {
+            order.push((4, subscribers.len()));
+            subscribers.push(s.borrow());
         } else {
             return Err(PyValueError::new_err(
-                "wait_any takes mutexes, semaphores and events",
+                "wait_any takes mutexes, semaphores, events, stream receivers and broadcast subscribers",
             ));
         }
     }
@@ -512,14 +520,24 @@ fn wait_any(
         .iter()
         .map(|e| e.inner.as_ref().ok_or_else(closed))
         .collect::<PyResult<_>>()?;
-    let (ms, ss, es, order) = (&ms, &ss, &es, &order);
+    let rs: Vec<&filemap::Receiver> = receivers
+        .iter()
+        .map(|r| r.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let subs: Vec<&filemap::Subscriber> = subscribers
+        .iter()
+        .map(|s| s.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let (ms, ss, es, rs, subs, order) = (&ms, &ss, &es, &rs, &subs, &order);
     blocking(py, timeout, move |slice| {
         let refs: Vec<&dyn filemap::Waitable> = order
             .iter()
             .map(|&(kind, i)| match kind {
                 0 => ms[i] as &dyn filemap::Waitable,
                 1 => ss[i],
-                _ => es[i],
+                2 => es[i],
+                3 => rs[i],
+                _ => subs[i],
             })
             .collect();
         match filemap::wait_any(&refs, Some(slice)) {

@@ -375,3 +375,24 @@ def test_a_numpy_array_written_in_one_process_is_read_in_another():
     assert not a.flags.writeable
     m.close()
     assert filemap.list() == []
+
+
+def test_wait_any_takes_stream_receivers_and_broadcast_subscribers():
+    with filemap.Event.create("Local\\wquit", manual_reset=True) as quit_ev, \
+            filemap.Stream.create("Local\\wstream", 4096, 64) as s, \
+            filemap.Broadcast.create("Local\\wcast", 4, 64) as b:
+        rx, tx = s.receiver(), s.sender()
+        sub, pub = b.subscriber(), b.publisher()
+        objects = [quit_ev, rx, sub]
+        with pytest.raises(TimeoutError):
+            filemap.wait_any(objects, timeout=0.05)
+        pub.send(b"to all")
+        assert filemap.wait_any(objects, timeout=5) == 2
+        assert sub.recv(timeout=1) == (b"to all", 0)
+        tx.send(b"to one")
+        assert filemap.wait_any(objects, timeout=5) == 1
+        assert rx.recv(timeout=1) == b"to one"
+        quit_ev.set()
+        assert filemap.wait_any(objects, timeout=5) == 0
+        for end in (rx, tx, sub, pub):
+            end.close()
