@@ -485,6 +485,7 @@ fn wait_any(
     let mut events = Vec::new();
     let mut receivers = Vec::new();
     let mut subscribers = Vec::new();
+    let mut servers = Vec::new();
     let mut order = Vec::new();
     for o in &objects {
         if let Ok(m) = o.cast::<Mutex>() {
@@ -502,9 +503,12 @@ fn wait_any(
         } else if let Ok(s) = o.cast::<Subscriber>() {
             order.push((4, subscribers.len()));
             subscribers.push(s.borrow());
+        } else if let Ok(s) = o.cast::<RpcServer>() {
+            order.push((5, servers.len()));
+            servers.push(s.borrow());
         } else {
             return Err(PyValueError::new_err(
-                "wait_any takes mutexes, semaphores, events, stream receivers and broadcast subscribers",
+                "wait_any takes mutexes, semaphores, events, stream receivers, broadcast subscribers and request/reply servers",
             ));
         }
     }
@@ -528,7 +532,11 @@ fn wait_any(
         .iter()
         .map(|s| s.inner.as_ref().ok_or_else(closed))
         .collect::<PyResult<_>>()?;
-    let (ms, ss, es, rs, subs, order) = (&ms, &ss, &es, &rs, &subs, &order);
+    let servs: Vec<&filemap::RpcServer> = servers
+        .iter()
+        .map(|s| s.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let (ms, ss, es, rs, subs, servs, order) = (&ms, &ss, &es, &rs, &subs, &servs, &order);
     blocking(py, timeout, move |slice| {
         let refs: Vec<&dyn filemap::Waitable> = order
             .iter()
@@ -537,7 +545,8 @@ fn wait_any(
                 1 => ss[i],
                 2 => es[i],
                 3 => rs[i],
-                _ => subs[i],
+                4 => subs[i],
+                _ => servs[i],
             })
             .collect();
         match filemap::wait_any(&refs, Some(slice)) {

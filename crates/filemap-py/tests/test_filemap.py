@@ -396,3 +396,26 @@ def test_wait_any_takes_stream_receivers_and_broadcast_subscribers():
         assert filemap.wait_any(objects, timeout=5) == 0
         for end in (rx, tx, sub, pub):
             end.close()
+
+
+def test_wait_any_takes_a_request_reply_server():
+    import threading
+
+    with filemap.Event.create("Local\\wquit2", manual_reset=True) as quit_ev, \
+            filemap.RequestReply.create("Local\\wrpc", 2, 64, 64) as rr:
+        server, client = rr.server(), rr.client()
+        with pytest.raises(TimeoutError):
+            filemap.wait_any([quit_ev, server], timeout=0.05)
+        replies = []
+        caller = threading.Thread(target=lambda: replies.append(client.call(b"ping", timeout=10)))
+        caller.start()
+        assert filemap.wait_any([quit_ev, server], timeout=5) == 1
+        ticket, req = server.recv(timeout=1)
+        assert req == b"ping"
+        assert server.reply(ticket, b"pong")
+        caller.join(10)
+        assert replies == [b"pong"]
+        with pytest.raises(TimeoutError):
+            filemap.wait_any([quit_ev, server], timeout=0.05)
+        server.close()
+        client.close()

@@ -885,6 +885,51 @@ fn a_subscriber_waits_together_with_events() {
 }
 
 #[test]
+fn a_server_waits_together_with_events() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-anyrpc");
+    let name = root.name("Local\\anyrpc");
+    let quit = root
+        .opts()
+        .create_event(&root.name("Local\\quit"), true, false)
+        .unwrap();
+    let rr = root
+        .opts()
+        .create_request_reply(&name, 2, 256, 256)
+        .unwrap();
+    let mut server = rr.server().unwrap();
+    let mut req = Vec::new();
+    for round in 0..2 {
+        // Nothing yet (and, the second time, nothing left): a timeout.
+        let t = Instant::now();
+        assert!(matches!(
+            filemap::wait_any(&[&quit, &server], Some(Duration::from_millis(100))),
+            Err(Error::Timeout { .. })
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(100), "round {round}");
+        // A request from another process wakes the wait, and is then taken and answered.
+        let mut kid = Reap(spawn_role(ENTRY, "call", &root.path, &[&name, "1"]));
+        assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+        assert_eq!(
+            filemap::wait_any(&[&quit, &server], Some(LINE)).unwrap(),
+            filemap::WaitOutcome::Signalled(1)
+        );
+        let ticket = server.recv(&mut req, Some(Duration::ZERO)).unwrap();
+        let mut reply = req.clone();
+        reply.reverse();
+        assert!(server.reply(ticket, &reply).unwrap());
+        assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+        kid.0.wait().unwrap();
+    }
+    // The event still wins when it is set.
+    quit.set().unwrap();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &server], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(0)
+    );
+}
+
+#[test]
 fn a_request_outlives_a_timed_out_wait_until_the_next_one() {
     let root = TestRoot::new("ch-pending");
     let rr = root

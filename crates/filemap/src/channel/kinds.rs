@@ -397,7 +397,7 @@ impl Subscriber {
     pub(crate) fn readiness(&self) -> super::Readiness<'_> {
         super::Readiness {
             chan: &self.chan,
-            liveness: &self.liveness,
+            liveness: Some(&self.liveness),
             side: super::Side::Broadcast {
                 next: self.sub.next(),
                 bit: self.bit,
@@ -798,6 +798,7 @@ impl RequestReply {
             server,
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
+            seen: Default::default(),
             _claim: claim,
         })
     }
@@ -837,6 +838,8 @@ pub struct RpcServer {
     server: rpc::Server,
     strategy: WaitStrategy,
     spin: super::algo::Spin,
+    /// The doorbell as `wait_any` last read it, before it looked for requests.
+    seen: crate::atomic::AtomicU32,
     _claim: sys::Claim,
 }
 
@@ -849,6 +852,20 @@ impl fmt::Debug for RpcServer {
 }
 
 impl RpcServer {
+    /// What [`wait_any`](crate::wait_any) looks at and sleeps on.
+    pub(crate) fn readiness(&self) -> super::Readiness<'_> {
+        super::Readiness {
+            chan: &self.chan,
+            liveness: None,
+            side: super::Side::Server { seen: &self.seen },
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Name {
+        self.chan.name()
+    }
+
     /// How a blocking receive waits.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;

@@ -1077,17 +1077,21 @@ impl Receiver {
 #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
 pub struct Readiness<'a> {
     chan: &'a sys::Channel,
-    liveness: &'a Liveness,
-    side: Side,
+    /// The receiving side's liveness checks (`None` for a server: clients come and go).
+    liveness: Option<&'a Liveness>,
+    side: Side<'a>,
 }
 
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
-enum Side {
+enum Side<'a> {
     /// A stream receiver whose next frame is at `head`.
     Stream { head: u32 },
     /// A broadcast subscriber whose next message is number `next`, with its sleeping bit.
     Broadcast { next: u64, bit: u64 },
+    /// A request/reply server; `seen` keeps the doorbell as read before the last look for
+    /// requests, which is what a sleep waits to change.
+    Server { seen: &'a crate::atomic::AtomicU32 },
 }
 
 #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
@@ -1095,7 +1099,7 @@ impl<'a> Readiness<'a> {
     pub(crate) fn of(r: &'a Receiver) -> Readiness<'a> {
         Readiness {
             chan: &r.chan,
-            liveness: &r.liveness,
+            liveness: Some(&r.liveness),
             side: Side::Stream {
                 head: r.consumer.position(),
             },
@@ -1114,6 +1118,7 @@ impl<'a> Readiness<'a> {
         match self.side {
             Side::Stream { head } => (&self.chan.ring().ctl.tail, head),
             Side::Broadcast { next, .. } => (&self.chan.slots().ctl.wake, next as u32),
+            Side::Server { seen } => (&self.chan.clients().ctl.doorbell, seen.load(Relaxed)),
         }
     }
 
@@ -1136,12 +1141,21 @@ impl<'a> Readiness<'a> {
                 }
                 (&ctl.producer, kinds::WRITER)
             }
+            Side::Server { seen } => {
+                let c = self.chan.clients();
+                // Acquire, and before the look: a request posted after the look rings a
+                // doorbell that no longer reads `seen`, so the sleep does not miss it.
+                seen.store(c.ctl.doorbell.load(Acquire), Relaxed);
+                return (0..c.count).any(|slot| c.state(slot).load(Acquire) & 3 == rpc::REQUEST);
+            }
         };
         match writer.0.load(Acquire) {
             CLOSED => true,
             CONNECTED if !self.chan.role_alive(writer.1) => {
                 // So that the receive after the wait says so at once.
-                self.liveness.found_dead.store(true, Relaxed);
+                if let Some(l) = self.liveness {
+                    l.found_dead.store(true, Relaxed);
+                }
                 true
             }
             _ => false,
@@ -1156,6 +1170,7 @@ impl<'a> Readiness<'a> {
             Side::Broadcast { bit, .. } => {
                 self.chan.slots().ctl.sleeping.fetch_or(bit, Relaxed);
             }
+            Side::Server { .. } => self.chan.clients().ctl.server_waiting.store(1, Relaxed),
         }
         self.chan.parker().fence_slow();
     }
@@ -1166,6 +1181,7 @@ impl<'a> Readiness<'a> {
             Side::Broadcast { bit, .. } => {
                 self.chan.slots().ctl.sleeping.fetch_and(!bit, Relaxed);
             }
+            Side::Server { .. } => self.chan.clients().ctl.server_waiting.store(0, Relaxed),
         }
     }
 }

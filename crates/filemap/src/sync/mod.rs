@@ -708,6 +708,15 @@ mod sealed {
         }
     }
 
+    impl Sealed for crate::RpcServer {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Channel(self.readiness())
+        }
+        fn name(&self) -> &crate::Name {
+            crate::RpcServer::name(self)
+        }
+    }
+
     impl Sealed for crate::Subscriber {
         fn wait_ref(&self) -> sys::WaitRef<'_> {
             sys::WaitRef::Channel(self.readiness())
@@ -720,8 +729,9 @@ mod sealed {
 
 /// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`], [`Mutex`], a stream's
 /// [`Receiver`](crate::Receiver) and a broadcast's [`Subscriber`](crate::Subscriber)
-/// (ready when a message is there to receive, or the writer has gone; nothing is taken, so
-/// receive after the wait).
+/// (ready when a message is there to receive, or the writer has gone), and a request/reply
+/// [`RpcServer`](crate::RpcServer) (ready when a request is waiting). Nothing is taken from
+/// a channel: receive after the wait.
 pub trait Waitable: sealed::Sealed {}
 
 impl Waitable for Event {}
@@ -729,6 +739,7 @@ impl Waitable for Semaphore {}
 impl Waitable for Mutex {}
 impl Waitable for crate::Receiver {}
 impl Waitable for crate::Subscriber {}
+impl Waitable for crate::RpcServer {}
 
 /// Which object [`wait_any`] took, like the `WAIT_OBJECT_0 + i` and `WAIT_ABANDONED_0 + i`
 /// results of `WaitForMultipleObjects`.
