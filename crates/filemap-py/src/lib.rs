@@ -486,6 +486,7 @@ fn wait_any(
     let mut receivers = Vec::new();
     let mut subscribers = Vec::new();
     let mut servers = Vec::new();
+    let mut readers = Vec::new();
     let mut order = Vec::new();
     for o in &objects {
         if let Ok(m) = o.cast::<Mutex>() {
@@ -506,9 +507,12 @@ fn wait_any(
         } else if let Ok(s) = o.cast::<RpcServer>() {
             order.push((5, servers.len()));
             servers.push(s.borrow());
+        } else if let Ok(r) = o.cast::<LatestReader>() {
+            order.push((6, readers.len()));
+            readers.push(r.borrow());
         } else {
             return Err(PyValueError::new_err(
-                "wait_any takes mutexes, semaphores, events, stream receivers, broadcast subscribers and request/reply servers",
+                "wait_any takes mutexes, semaphores, events, stream receivers, broadcast subscribers, latest-value readers and request/reply servers",
             ));
         }
     }
@@ -536,7 +540,12 @@ fn wait_any(
         .iter()
         .map(|s| s.inner.as_ref().ok_or_else(closed))
         .collect::<PyResult<_>>()?;
-    let (ms, ss, es, rs, subs, servs, order) = (&ms, &ss, &es, &rs, &subs, &servs, &order);
+    let lrs: Vec<&filemap::LatestReader> = readers
+        .iter()
+        .map(|r| r.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let (ms, ss, es, rs, subs, servs, lrs, order) =
+        (&ms, &ss, &es, &rs, &subs, &servs, &lrs, &order);
     blocking(py, timeout, move |slice| {
         let refs: Vec<&dyn filemap::Waitable> = order
             .iter()
@@ -546,7 +555,8 @@ fn wait_any(
                 2 => es[i],
                 3 => rs[i],
                 4 => subs[i],
-                _ => servs[i],
+                5 => servs[i],
+                _ => lrs[i],
             })
             .collect();
         match filemap::wait_any(&refs, Some(slice)) {

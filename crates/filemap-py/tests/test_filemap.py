@@ -398,6 +398,21 @@ def test_wait_any_takes_stream_receivers_and_broadcast_subscribers():
             end.close()
 
 
+def test_wait_any_takes_a_latest_value_reader():
+    with filemap.Event.create("Local\\wquit3", manual_reset=True) as quit_ev, \
+            filemap.Latest.create("Local\\wlatest", 64) as lat:
+        reader, writer = lat.reader(), lat.writer()
+        with pytest.raises(TimeoutError):
+            filemap.wait_any([quit_ev, reader], timeout=0.05)
+        writer.publish(b"v1")
+        assert filemap.wait_any([quit_ev, reader], timeout=5) == 1
+        assert reader.read() == (b"v1", 1)
+        with pytest.raises(TimeoutError):
+            filemap.wait_any([quit_ev, reader], timeout=0.05)
+        reader.close()
+        writer.close()
+
+
 def test_wait_any_takes_a_request_reply_server():
     import threading
 

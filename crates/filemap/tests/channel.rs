@@ -930,6 +930,76 @@ fn a_server_waits_together_with_events() {
 }
 
 #[test]
+fn latest_readers_and_clients_wait_together_with_events() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-anymore");
+    let o = root.opts();
+    let quit = o
+        .create_event(&root.name("Local\\quit"), true, false)
+        .unwrap();
+    let short = Some(Duration::from_millis(50));
+    let timed_out =
+        |r: filemap::Result<filemap::WaitOutcome>| matches!(r, Err(Error::Timeout { .. }));
+    // A latest-value reader: ready once a value newer than the last it read is there.
+    let l = o.create_latest(&root.name("Local\\value"), 64).unwrap();
+    let mut r = l.reader().unwrap();
+    let mut buf = Vec::new();
+    assert!(timed_out(filemap::wait_any(&[&quit, &r], short)));
+    let mut w = l.writer().unwrap();
+    w.publish(b"one").unwrap();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &r], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert_eq!(r.read(&mut buf).unwrap(), Some(1));
+    assert!(timed_out(filemap::wait_any(&[&quit, &r], short)));
+    w.publish(b"two").unwrap();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &r], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert_eq!(r.wait_newer(1, &mut buf, Some(LINE)).unwrap(), 2);
+    assert_eq!(buf, b"two");
+    drop(w);
+    assert_eq!(
+        filemap::wait_any(&[&quit, &r], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1),
+        "the writer closed"
+    );
+    // A client: ready with no request pending (a wait would not wait), then once the
+    // reply has come.
+    let rr = o
+        .create_request_reply(&root.name("Local\\rpc"), 2, 64, 64)
+        .unwrap();
+    let mut server = rr.server().unwrap();
+    let mut client = rr.client().unwrap();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &client], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    client.send_request(b"ping").unwrap();
+    assert!(timed_out(filemap::wait_any(&[&quit, &client], short)));
+    let t = server.recv(&mut buf, Some(LINE)).unwrap();
+    assert!(
+        timed_out(filemap::wait_any(&[&quit, &client], short)),
+        "taken, not answered"
+    );
+    assert!(server.reply(t, b"gnip").unwrap());
+    assert_eq!(
+        filemap::wait_any(&[&quit, &client], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    client.wait_reply(&mut buf, Some(Duration::ZERO)).unwrap();
+    assert_eq!(buf, b"gnip");
+    // The event still wins when it is set.
+    quit.set().unwrap();
+    assert_eq!(
+        filemap::wait_any(&[&quit, &r, &client], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(0)
+    );
+}
+
+#[test]
 fn a_request_outlives_a_timed_out_wait_until_the_next_one() {
     let root = TestRoot::new("ch-pending");
     let rr = root

@@ -417,14 +417,15 @@ class Event:
 
 
 def wait_any(
-    objects: "Sequence[Union[Mutex, Semaphore, Event, Receiver, Subscriber, RpcServer]]",
+    objects: "Sequence[Union[Mutex, Semaphore, Event, Receiver, Subscriber, LatestReader, RpcServer]]",
     timeout: Optional[float] = None,
 ) -> int:
     """Waits until any of ``objects`` is signalled, takes it (``WaitForMultipleObjects``)
     and returns its index; the lowest index wins. ``TimeoutError`` on timeout; an abandoned
     mutex raises ``AbandonedMutexError`` (with ``index``), owned by the caller. A stream
     ``Receiver`` or a broadcast ``Subscriber`` is ready when a message is there (or its
-    writer has gone), an ``RpcServer`` when a request is waiting; nothing is taken, so
+    writer has gone), a ``LatestReader`` when a value newer than the last it read is (or
+    its writer has gone), an ``RpcServer`` when a request is waiting; nothing is taken, so
     receive after the wait."""
     r = _filemap.wait_any([o._m for o in objects], timeout)
     if r is None:

@@ -398,8 +398,8 @@ impl Subscriber {
         super::Readiness {
             chan: &self.chan,
             liveness: Some(&self.liveness),
-            side: super::Side::Broadcast {
-                next: self.sub.next(),
+            side: super::Side::Slots {
+                seen: self.sub.next(),
                 bit: self.bit,
             },
         }
@@ -593,6 +593,7 @@ impl Latest {
         Ok(LatestReader {
             chan: self.inner.clone(),
             bit,
+            last: 0,
             liveness: Liveness::default(),
             _claim: claim,
         })
@@ -640,6 +641,8 @@ impl LatestWriter {
 pub struct LatestReader {
     chan: Arc<sys::Channel>,
     bit: u64,
+    /// The version of the last value read (0: none yet).
+    last: u64,
     liveness: Liveness,
     _claim: sys::Claim,
 }
@@ -661,7 +664,29 @@ impl LatestReader {
     /// [`Error::Corrupt`].
     pub fn read(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
         let s = self.chan.slots();
-        seqlock::read_latest(&s, buf).map_err(|_| corrupt(&self.chan, "a value slot"))
+        let v = seqlock::read_latest(&s, buf).map_err(|_| corrupt(&self.chan, "a value slot"))?;
+        if let Some(v) = v {
+            self.last = v;
+        }
+        Ok(v)
+    }
+
+    /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when a value newer
+    /// than the last one this reader read is published, or the writer has gone.
+    pub(crate) fn readiness(&self) -> super::Readiness<'_> {
+        super::Readiness {
+            chan: &self.chan,
+            liveness: Some(&self.liveness),
+            side: super::Side::Slots {
+                seen: self.last,
+                bit: self.bit,
+            },
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Name {
+        self.chan.name()
     }
 
     /// Reads a value of a typed channel (`None` before the first).
@@ -705,8 +730,11 @@ impl LatestReader {
             let seen = s.ctl.wake.load(Acquire);
             let latest =
                 seqlock::read_latest(&s, buf).map_err(|_| corrupt(chan, "a value slot"))?;
-            if latest.is_some_and(|v| v > version) {
-                return Ok(latest.unwrap_or(0));
+            if let Some(v) = latest {
+                self.last = v;
+                if v > version {
+                    return Ok(v);
+                }
             }
             if let Some(e) = writer_gone(chan, &s.ctl.producer, "writer", &mut self.liveness) {
                 return Err(e);
@@ -822,6 +850,7 @@ impl RequestReply {
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
             liveness: Liveness::default(),
+            seen: Default::default(),
             _claim: claim,
         })
     }
@@ -941,6 +970,8 @@ pub struct RpcClient {
     strategy: WaitStrategy,
     spin: super::algo::Spin,
     liveness: Liveness,
+    /// The slot's state word as `wait_any` last read it, before it looked for the reply.
+    seen: crate::atomic::AtomicU32,
     _claim: sys::Claim,
 }
 
@@ -975,6 +1006,27 @@ impl RpcClient {
     ) -> Result<()> {
         self.send_request(request)?;
         self.wait_reply(reply, timeout)
+    }
+
+    /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when the reply to
+    /// the pending request has come, the server has gone, or no request is pending (a
+    /// `wait_reply` would then not wait).
+    pub(crate) fn readiness(&self) -> super::Readiness<'_> {
+        super::Readiness {
+            chan: &self.chan,
+            liveness: Some(&self.liveness),
+            side: super::Side::Client {
+                slot: self.client.slot,
+                reply: self.client.reply_word(),
+                pending: self.pending,
+                seen: &self.seen,
+            },
+        }
+    }
+
+    /// The channel's name.
+    pub fn name(&self) -> &Name {
+        self.chan.name()
     }
 
     /// Sends `request` without waiting for its reply. A request still pending from before

@@ -1067,10 +1067,10 @@ impl Receiver {
     pub fn close(self) {}
 }
 
-/// A stream receiver or a broadcast subscriber inside [`wait_any`](crate::wait_any):
-/// "signalled" means a message is ready to receive, or the writer has gone (so that a
-/// receive would return [`Error::Disconnected`]). Nothing is consumed: the caller receives
-/// after the wait.
+/// A channel's receiving side inside [`wait_any`](crate::wait_any): "signalled" means that
+/// its receive would not wait (a message, value, request or reply is there, or the writer
+/// has gone, so that it would return [`Error::Disconnected`]). Nothing is consumed: the
+/// caller receives after the wait.
 // `pub` only because the backends' `WaitRef` is; the module is private, so it is never
 // nameable outside the crate.
 #[derive(Debug, Clone, Copy)]
@@ -1087,8 +1087,18 @@ pub struct Readiness<'a> {
 enum Side<'a> {
     /// A stream receiver whose next frame is at `head`.
     Stream { head: u32 },
-    /// A broadcast subscriber whose next message is number `next`, with its sleeping bit.
-    Broadcast { next: u64, bit: u64 },
+    /// A broadcast subscriber whose next message is number `seen`, or a latest-value reader
+    /// whose last value read is version `seen`, with its sleeping bit: ready once
+    /// `published` moves past it.
+    Slots { seen: u64, bit: u64 },
+    /// A request/reply client in `slot`, ready once the state word reads `reply` (or with
+    /// no request `pending`); `seen` keeps the word as read before the last look.
+    Client {
+        slot: u32,
+        reply: u32,
+        pending: bool,
+        seen: &'a crate::atomic::AtomicU32,
+    },
     /// A request/reply server; `seen` keeps the doorbell as read before the last look for
     /// requests, which is what a sleep waits to change.
     Server { seen: &'a crate::atomic::AtomicU32 },
@@ -1117,8 +1127,11 @@ impl<'a> Readiness<'a> {
     pub(crate) fn word(&self) -> (&'a crate::atomic::AtomicU32, u32) {
         match self.side {
             Side::Stream { head } => (&self.chan.ring().ctl.tail, head),
-            Side::Broadcast { next, .. } => (&self.chan.slots().ctl.wake, next as u32),
+            Side::Slots { seen, .. } => (&self.chan.slots().ctl.wake, seen as u32),
             Side::Server { seen } => (&self.chan.clients().ctl.doorbell, seen.load(Relaxed)),
+            Side::Client { slot, seen, .. } => {
+                (self.chan.clients().state(slot), seen.load(Relaxed))
+            }
         }
     }
 
@@ -1132,14 +1145,29 @@ impl<'a> Readiness<'a> {
                 }
                 (&ctl.producer, Role::Producer.index())
             }
-            Side::Broadcast { next, .. } => {
+            Side::Slots { seen, .. } => {
                 let ctl = self.chan.slots().ctl;
-                // Not equal (rather than greater): a publisher that restarted from an older
+                // Not equal (rather than greater): a writer that restarted from an older
                 // number is followed by the receive, which then waits as usual.
-                if ctl.published.load(Acquire) != next {
+                if ctl.published.load(Acquire) != seen {
                     return true;
                 }
                 (&ctl.producer, kinds::WRITER)
+            }
+            Side::Client {
+                slot,
+                reply,
+                pending,
+                seen,
+            } => {
+                let c = self.chan.clients();
+                let s = c.state(slot).load(Acquire);
+                seen.store(s, Relaxed);
+                // Another generation in our slot is corrupt: the wait would not wait either.
+                if !pending || s == reply || s >> 2 != reply >> 2 {
+                    return true;
+                }
+                (&c.ctl.server, kinds::WRITER)
             }
             Side::Server { seen } => {
                 let c = self.chan.clients();
@@ -1167,10 +1195,11 @@ impl<'a> Readiness<'a> {
     pub(crate) fn begin_sleep(&self) {
         match self.side {
             Side::Stream { .. } => self.chan.ring().ctl.rx_waiting.store(1, Relaxed),
-            Side::Broadcast { bit, .. } => {
+            Side::Slots { bit, .. } => {
                 self.chan.slots().ctl.sleeping.fetch_or(bit, Relaxed);
             }
             Side::Server { .. } => self.chan.clients().ctl.server_waiting.store(1, Relaxed),
+            Side::Client { slot, .. } => self.chan.clients().client_waiting(slot).store(1, Relaxed),
         }
         self.chan.parker().fence_slow();
     }
@@ -1178,10 +1207,11 @@ impl<'a> Readiness<'a> {
     pub(crate) fn end_sleep(&self) {
         match self.side {
             Side::Stream { .. } => self.chan.ring().ctl.rx_waiting.store(0, Relaxed),
-            Side::Broadcast { bit, .. } => {
+            Side::Slots { bit, .. } => {
                 self.chan.slots().ctl.sleeping.fetch_and(!bit, Relaxed);
             }
             Side::Server { .. } => self.chan.clients().ctl.server_waiting.store(0, Relaxed),
+            Side::Client { slot, .. } => self.chan.clients().client_waiting(slot).store(0, Relaxed),
         }
     }
 }

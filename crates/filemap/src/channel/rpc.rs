@@ -106,25 +106,26 @@ impl<'a> Clients<'a> {
         unsafe { self.base.add(slot as usize * self.stride + off) }
     }
 
-    fn word32(&self, slot: u32, i: usize) -> &AtomicU32 {
-        // SAFETY: 4-aligned inside the slot header; AtomicU32 has no invalid values.
+    fn word32(&self, slot: u32, i: usize) -> &'a AtomicU32 {
+        // SAFETY: 4-aligned inside the slot header, which stays mapped for 'a (`new`'s
+        // promise); AtomicU32 has no invalid values.
         unsafe { &*self.at(slot, 4 * i).cast::<AtomicU32>() }
     }
 
     /// The slot's state word: the client's futex word too.
-    pub(crate) fn state(&self, slot: u32) -> &AtomicU32 {
+    pub(crate) fn state(&self, slot: u32) -> &'a AtomicU32 {
         self.word32(slot, 0)
     }
 
-    fn request_len(&self, slot: u32) -> &AtomicU32 {
+    fn request_len(&self, slot: u32) -> &'a AtomicU32 {
         self.word32(slot, 1)
     }
 
-    fn reply_len(&self, slot: u32) -> &AtomicU32 {
+    fn reply_len(&self, slot: u32) -> &'a AtomicU32 {
         self.word32(slot, 2)
     }
 
-    pub(crate) fn client_waiting(&self, slot: u32) -> &AtomicU32 {
+    pub(crate) fn client_waiting(&self, slot: u32) -> &'a AtomicU32 {
         self.word32(slot, 3)
     }
 
@@ -180,6 +181,11 @@ fn word(generation: u32, phase: u32) -> u32 {
 }
 
 impl Client {
+    /// The state word's value once the reply to this generation's request has come.
+    pub(crate) fn reply_word(&self) -> u32 {
+        word(self.generation, REPLY)
+    }
+
     /// Takes over `slot` (which the caller's role lock gives it) with a new generation.
     pub(crate) fn attach(c: &Clients<'_>, slot: u32) -> Client {
         let generation = (c.state(slot).load(Acquire) >> 2).wrapping_add(1) & (u32::MAX >> 2);

@@ -717,6 +717,24 @@ mod sealed {
         }
     }
 
+    impl Sealed for crate::LatestReader {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Channel(self.readiness())
+        }
+        fn name(&self) -> &crate::Name {
+            crate::LatestReader::name(self)
+        }
+    }
+
+    impl Sealed for crate::RpcClient {
+        fn wait_ref(&self) -> sys::WaitRef<'_> {
+            sys::WaitRef::Channel(self.readiness())
+        }
+        fn name(&self) -> &crate::Name {
+            crate::RpcClient::name(self)
+        }
+    }
+
     impl Sealed for crate::Subscriber {
         fn wait_ref(&self) -> sys::WaitRef<'_> {
             sys::WaitRef::Channel(self.readiness())
@@ -727,11 +745,14 @@ mod sealed {
     }
 }
 
-/// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`], [`Mutex`], a stream's
-/// [`Receiver`](crate::Receiver) and a broadcast's [`Subscriber`](crate::Subscriber)
-/// (ready when a message is there to receive, or the writer has gone), and a request/reply
-/// [`RpcServer`](crate::RpcServer) (ready when a request is waiting). Nothing is taken from
-/// a channel: receive after the wait.
+/// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`], [`Mutex`], and every
+/// receiving side of a channel, ready when its receive would not wait: a stream's
+/// [`Receiver`](crate::Receiver) and a broadcast's [`Subscriber`](crate::Subscriber) (a
+/// message is there, or the writer has gone), a [`LatestReader`](crate::LatestReader) (a
+/// value newer than the last it read, or the writer has gone), an
+/// [`RpcServer`](crate::RpcServer) (a request waits) and an [`RpcClient`](crate::RpcClient)
+/// (the reply has come, the server has gone, or no request is pending). Nothing is taken
+/// from a channel: receive after the wait.
 pub trait Waitable: sealed::Sealed {}
 
 impl Waitable for Event {}
@@ -740,6 +761,8 @@ impl Waitable for Mutex {}
 impl Waitable for crate::Receiver {}
 impl Waitable for crate::Subscriber {}
 impl Waitable for crate::RpcServer {}
+impl Waitable for crate::LatestReader {}
+impl Waitable for crate::RpcClient {}
 
 /// Which object [`wait_any`] took, like the `WAIT_OBJECT_0 + i` and `WAIT_ABANDONED_0 + i`
 /// results of `WaitForMultipleObjects`.
