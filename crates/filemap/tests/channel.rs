@@ -616,7 +616,9 @@ fn a_broadcast_reaches_every_subscriber_and_a_slow_one_is_told_what_it_lost() {
         n,
         "the fast one accounts for every message"
     );
-    assert!(fast_seen > n / 2, "{fast_seen}");
+    // How much the fast one reads depends on the machine's load (under Wine, with other
+    // work running, it once read an eighth): only that it reads, and loses no count.
+    assert!(fast_seen > 0, "{fast_seen}");
     assert!(slow_lost > 0, "the slow one fell behind: {slow_seen} seen");
     assert_eq!(slow_seen + slow_lost, n);
     fast.0.wait().unwrap();
