@@ -487,6 +487,7 @@ fn wait_any(
     let mut subscribers = Vec::new();
     let mut servers = Vec::new();
     let mut readers = Vec::new();
+    let mut clients = Vec::new();
     let mut order = Vec::new();
     for o in &objects {
         if let Ok(m) = o.cast::<Mutex>() {
@@ -510,9 +511,12 @@ fn wait_any(
         } else if let Ok(r) = o.cast::<LatestReader>() {
             order.push((6, readers.len()));
             readers.push(r.borrow());
+        } else if let Ok(c) = o.cast::<RpcClient>() {
+            order.push((7, clients.len()));
+            clients.push(c.borrow());
         } else {
             return Err(PyValueError::new_err(
-                "wait_any takes mutexes, semaphores, events, stream receivers, broadcast subscribers, latest-value readers and request/reply servers",
+                "wait_any takes mutexes, semaphores, events and the receiving ends of channels",
             ));
         }
     }
@@ -544,8 +548,12 @@ fn wait_any(
         .iter()
         .map(|r| r.inner.as_ref().ok_or_else(closed))
         .collect::<PyResult<_>>()?;
-    let (ms, ss, es, rs, subs, servs, lrs, order) =
-        (&ms, &ss, &es, &rs, &subs, &servs, &lrs, &order);
+    let cls: Vec<&filemap::RpcClient> = clients
+        .iter()
+        .map(|c| c.inner.as_ref().ok_or_else(closed))
+        .collect::<PyResult<_>>()?;
+    let (ms, ss, es, rs, subs, servs, lrs, cls, order) =
+        (&ms, &ss, &es, &rs, &subs, &servs, &lrs, &cls, &order);
     blocking(py, timeout, move |slice| {
         let refs: Vec<&dyn filemap::Waitable> = order
             .iter()
@@ -556,7 +564,8 @@ fn wait_any(
                 3 => rs[i],
                 4 => subs[i],
                 5 => servs[i],
-                _ => lrs[i],
+                6 => lrs[i],
+                _ => cls[i],
             })
             .collect();
         match filemap::wait_any(&refs, Some(slice)) {
@@ -993,6 +1002,26 @@ impl RpcClient {
     ) -> PyResult<Option<Vec<u8>>> {
         let c = self.inner.as_mut().ok_or_else(closed)?;
         c.send_request(&request).map_err(err)?;
+        let mut reply = Vec::new();
+        blocking(py, timeout, |slice| {
+            timed(
+                c.wait_reply(&mut reply, Some(slice))
+                    .map(|()| reply.clone()),
+            )
+        })
+    }
+
+    /// Sends `request` without waiting for its reply (a request still pending is given up).
+    fn send_request(&mut self, request: Vec<u8>) -> PyResult<()> {
+        let c = self.inner.as_mut().ok_or_else(closed)?;
+        c.send_request(&request).map_err(err)
+    }
+
+    /// Waits for the reply to the pending request; `None` on timeout (the request stays
+    /// pending). `ValueError` with no request pending.
+    #[pyo3(signature = (timeout=None))]
+    fn wait_reply(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u8>>> {
+        let c = self.inner.as_mut().ok_or_else(closed)?;
         let mut reply = Vec::new();
         blocking(py, timeout, |slice| {
             timed(

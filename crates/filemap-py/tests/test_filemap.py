@@ -432,5 +432,15 @@ def test_wait_any_takes_a_request_reply_server():
         assert replies == [b"pong"]
         with pytest.raises(TimeoutError):
             filemap.wait_any([quit_ev, server], timeout=0.05)
+        # A client waits for its reply among other objects, too.
+        client.send_request(b"ping 2")
+        with pytest.raises(TimeoutError):
+            filemap.wait_any([quit_ev, client], timeout=0.05)
+        ticket, req = server.recv(timeout=1)
+        assert server.reply(ticket, req[::-1])
+        assert filemap.wait_any([quit_ev, client], timeout=5) == 1
+        assert client.wait_reply(timeout=1) == b"2 gnip"
+        with pytest.raises(ValueError):
+            client.wait_reply(timeout=0)
         server.close()
         client.close()

@@ -417,7 +417,7 @@ class Event:
 
 
 def wait_any(
-    objects: "Sequence[Union[Mutex, Semaphore, Event, Receiver, Subscriber, LatestReader, RpcServer]]",
+    objects: "Sequence[Union[Mutex, Semaphore, Event, Receiver, Subscriber, LatestReader, RpcServer, RpcClient]]",
     timeout: Optional[float] = None,
 ) -> int:
     """Waits until any of ``objects`` is signalled, takes it (``WaitForMultipleObjects``)
@@ -425,8 +425,9 @@ def wait_any(
     mutex raises ``AbandonedMutexError`` (with ``index``), owned by the caller. A stream
     ``Receiver`` or a broadcast ``Subscriber`` is ready when a message is there (or its
     writer has gone), a ``LatestReader`` when a value newer than the last it read is (or
-    its writer has gone), an ``RpcServer`` when a request is waiting; nothing is taken, so
-    receive after the wait."""
+    its writer has gone), an ``RpcServer`` when a request is waiting, an ``RpcClient`` when
+    the reply to its ``send_request`` has come (or the server has gone); nothing is taken,
+    so receive after the wait."""
     r = _filemap.wait_any([o._m for o in objects], timeout)
     if r is None:
         raise TimeoutError(f"timed out waiting for any of {len(objects)} objects")
@@ -657,6 +658,19 @@ class RpcClient(_End):
         later is thrown away by the next call); ``BrokenPipeError`` if the server closed or
         died. Ctrl-C interrupts the wait."""
         r = self._m.call(bytes(request), timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a reply")
+        return bytes(r)
+
+    def send_request(self, request: bytes) -> None:
+        """Sends ``request`` without waiting (a request still pending is given up); then
+        ``wait_reply()``, or ``wait_any`` with this client among other objects."""
+        self._m.send_request(bytes(request))
+
+    def wait_reply(self, timeout: Optional[float] = None) -> bytes:
+        """The reply to the pending request; ``TimeoutError`` (it stays pending);
+        ``ValueError`` with none pending; ``BrokenPipeError`` if the server closed or died."""
+        r = self._m.wait_reply(timeout)
         if r is None:
             raise TimeoutError("timed out waiting for a reply")
         return bytes(r)
