@@ -470,8 +470,58 @@ impl Event {
     }
 }
 
-/// Waits for any of `objects` (mutexes, semaphores, events); returns `(index, abandoned)`,
-/// or `None` on timeout.
+/// An object that `wait_any` takes, borrowed for the wait.
+enum Held<'py> {
+    Mutex(PyRef<'py, Mutex>),
+    Semaphore(PyRef<'py, Semaphore>),
+    Event(PyRef<'py, Event>),
+    Receiver(PyRef<'py, Receiver>),
+    Subscriber(PyRef<'py, Subscriber>),
+    LatestReader(PyRef<'py, LatestReader>),
+    RpcServer(PyRef<'py, RpcServer>),
+    RpcClient(PyRef<'py, RpcClient>),
+}
+
+macro_rules! held {
+    ($($t:ident),*) => {
+        impl<'py> Held<'py> {
+            fn of(o: &Bound<'py, PyAny>) -> PyResult<Held<'py>> {
+                $(
+                    if let Ok(x) = o.cast::<$t>() {
+                        return Ok(Held::$t(x.borrow()));
+                    }
+                )*
+                Err(PyValueError::new_err(
+                    "wait_any takes mutexes, semaphores, events and the receiving ends of channels",
+                ))
+            }
+
+            fn waitable(&self) -> PyResult<&(dyn filemap::Waitable + Sync)> {
+                match self {
+                    $(Held::$t(x) => x
+                        .inner
+                        .as_ref()
+                        .map(|n| n as &(dyn filemap::Waitable + Sync)),)*
+                }
+                .ok_or_else(closed)
+            }
+        }
+    };
+}
+
+held!(
+    Mutex,
+    Semaphore,
+    Event,
+    Receiver,
+    Subscriber,
+    LatestReader,
+    RpcServer,
+    RpcClient
+);
+
+/// Waits for any of `objects` (mutexes, semaphores, events, the receiving ends of
+/// channels); returns `(index, abandoned)`, or `None` on timeout.
 #[pyfunction]
 #[pyo3(signature = (objects, timeout=None))]
 fn wait_any(
@@ -480,93 +530,14 @@ fn wait_any(
     timeout: Option<f64>,
 ) -> PyResult<Option<(usize, bool)>> {
     // Borrow every handle for the whole wait.
-    let mut mutexes = Vec::new();
-    let mut semaphores = Vec::new();
-    let mut events = Vec::new();
-    let mut receivers = Vec::new();
-    let mut subscribers = Vec::new();
-    let mut servers = Vec::new();
-    let mut readers = Vec::new();
-    let mut clients = Vec::new();
-    let mut order = Vec::new();
-    for o in &objects {
-        if let Ok(m) = o.cast::<Mutex>() {
-            order.push((0, mutexes.len()));
-            mutexes.push(m.borrow());
-        } else if let Ok(s) = o.cast::<Semaphore>() {
-            order.push((1, semaphores.len()));
-            semaphores.push(s.borrow());
-        } else if let Ok(e) = o.cast::<Event>() {
-            order.push((2, events.len()));
-            events.push(e.borrow());
-        } else if let Ok(r) = o.cast::<Receiver>() {
-            order.push((3, receivers.len()));
-            receivers.push(r.borrow());
-        } else if let Ok(s) = o.cast::<Subscriber>() {
-            order.push((4, subscribers.len()));
-            subscribers.push(s.borrow());
-        } else if let Ok(s) = o.cast::<RpcServer>() {
-            order.push((5, servers.len()));
-            servers.push(s.borrow());
-        } else if let Ok(r) = o.cast::<LatestReader>() {
-            order.push((6, readers.len()));
-            readers.push(r.borrow());
-        } else if let Ok(c) = o.cast::<RpcClient>() {
-            order.push((7, clients.len()));
-            clients.push(c.borrow());
-        } else {
-            return Err(PyValueError::new_err(
-                "wait_any takes mutexes, semaphores, events and the receiving ends of channels",
-            ));
-        }
-    }
-    let ms: Vec<&filemap::Mutex> = mutexes
-        .iter()
-        .map(|m| m.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let ss: Vec<&filemap::Semaphore> = semaphores
-        .iter()
-        .map(|s| s.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let es: Vec<&filemap::Event> = events
-        .iter()
-        .map(|e| e.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let rs: Vec<&filemap::Receiver> = receivers
-        .iter()
-        .map(|r| r.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let subs: Vec<&filemap::Subscriber> = subscribers
-        .iter()
-        .map(|s| s.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let servs: Vec<&filemap::RpcServer> = servers
-        .iter()
-        .map(|s| s.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let lrs: Vec<&filemap::LatestReader> = readers
-        .iter()
-        .map(|r| r.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let cls: Vec<&filemap::RpcClient> = clients
-        .iter()
-        .map(|c| c.inner.as_ref().ok_or_else(closed))
-        .collect::<PyResult<_>>()?;
-    let (ms, ss, es, rs, subs, servs, lrs, cls, order) =
-        (&ms, &ss, &es, &rs, &subs, &servs, &lrs, &cls, &order);
+    let held: Vec<Held<'_>> = objects.iter().map(Held::of).collect::<PyResult<_>>()?;
+    let natives: Vec<&(dyn filemap::Waitable + Sync)> =
+        held.iter().map(Held::waitable).collect::<PyResult<_>>()?;
+    let natives = &natives;
     blocking(py, timeout, move |slice| {
-        let refs: Vec<&dyn filemap::Waitable> = order
+        let refs: Vec<&dyn filemap::Waitable> = natives
             .iter()
-            .map(|&(kind, i)| match kind {
-                0 => ms[i] as &dyn filemap::Waitable,
-                1 => ss[i],
-                2 => es[i],
-                3 => rs[i],
-                4 => subs[i],
-                5 => servs[i],
-                6 => lrs[i],
-                _ => cls[i],
-            })
+            .map(|&n| n as &dyn filemap::Waitable)
             .collect();
         match filemap::wait_any(&refs, Some(slice)) {
             Ok(o) => Ok(Some((o.index(), o.is_abandoned()))),
