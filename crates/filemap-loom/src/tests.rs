@@ -42,15 +42,7 @@ impl Parker for Yield {
 }
 
 fn geometry(kind: u32, capacity: u32, max_message: u32) -> Geometry {
-    let g = Geometry {
-        kind,
-        capacity,
-        max_message,
-        type_size: 0,
-        type_align: 0,
-        type_hash: 0,
-        max_reply: 0,
-    };
+    let g = Geometry::untyped(kind, capacity, max_message, 0);
     g.check().unwrap();
     g
 }

@@ -189,6 +189,24 @@ pub(crate) const fn round8(n: u32) -> u64 {
 }
 
 impl Geometry {
+    /// A geometry of byte messages (no message type).
+    pub(crate) const fn untyped(
+        kind: u32,
+        capacity: u32,
+        max_message: u32,
+        max_reply: u32,
+    ) -> Geometry {
+        Geometry {
+            kind,
+            capacity,
+            max_message,
+            type_size: 0,
+            type_align: 0,
+            type_hash: 0,
+            max_reply,
+        }
+    }
+
     /// The bytes of one broadcast or latest-value slot: a 16-byte slot header, then the
     /// message, rounded up to 64 bytes.
     pub(crate) fn slot_stride(&self) -> u64 {
@@ -957,15 +975,7 @@ mod tests {
 
     impl Heap {
         fn new(capacity: u32, max_message: u32) -> Arc<Heap> {
-            let geometry = Geometry {
-                kind: KIND_STREAM,
-                capacity,
-                max_message,
-                type_size: 0,
-                type_align: 0,
-                type_hash: 0,
-                max_reply: 0,
-            };
+            let geometry = Geometry::untyped(KIND_STREAM, capacity, max_message, 0);
             geometry.check().unwrap();
             // SAFETY: Control is atomics only, for which all-zero bytes are valid.
             let ctl: Box<Control> = unsafe { Box::new(std::mem::zeroed()) };

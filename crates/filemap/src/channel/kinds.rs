@@ -25,18 +25,6 @@ use crate::{Error, Kind, Name, Options, Result};
 pub(super) const WRITER: u16 = 0;
 const FIRST_PEER: u16 = 2;
 
-fn geometry(kind: u32, capacity: u32, max_message: u32, max_reply: u32) -> Geometry {
-    Geometry {
-        kind,
-        capacity,
-        max_message,
-        type_size: 0,
-        type_align: 0,
-        type_hash: 0,
-        max_reply,
-    }
-}
-
 fn typed(mut g: Geometry, t: (u32, u32, u64)) -> Geometry {
     (g.type_size, g.type_align, g.type_hash) = t;
     g
@@ -182,7 +170,7 @@ impl Options {
     ///
     /// [`Error::AlreadyExists`], [`Error::KindMismatch`], [`Error::InvalidArgument`].
     pub fn create_broadcast(&self, name: &str, slots: u32, max_message: u32) -> Result<Broadcast> {
-        let g = geometry(KIND_BROADCAST, slots, max_message, 0);
+        let g = Geometry::untyped(KIND_BROADCAST, slots, max_message, 0);
         make(self, name, g, Disposition::CreateNew).map(|inner| Broadcast { inner })
     }
 
@@ -197,7 +185,7 @@ impl Options {
         slots: u32,
         max_message: u32,
     ) -> Result<Broadcast> {
-        let g = geometry(KIND_BROADCAST, slots, max_message, 0);
+        let g = Geometry::untyped(KIND_BROADCAST, slots, max_message, 0);
         make(self, name, g, Disposition::OpenOrCreate).map(|inner| Broadcast { inner })
     }
 
@@ -217,7 +205,7 @@ impl Options {
     /// As for [`Options::create_broadcast`].
     pub fn create_broadcast_of<T: Plain>(&self, name: &str, slots: u32) -> Result<Broadcast> {
         let t = type_of::<T>();
-        let g = typed(geometry(KIND_BROADCAST, slots, t.0, 0), t);
+        let g = typed(Geometry::untyped(KIND_BROADCAST, slots, t.0, 0), t);
         make(self, name, g, Disposition::CreateNew).map(|inner| Broadcast { inner })
     }
 
@@ -523,7 +511,7 @@ impl Options {
     ///
     /// [`Error::AlreadyExists`], [`Error::KindMismatch`], [`Error::InvalidArgument`].
     pub fn create_latest(&self, name: &str, max_message: u32) -> Result<Latest> {
-        let g = geometry(KIND_LATEST, 2, max_message, 0);
+        let g = Geometry::untyped(KIND_LATEST, 2, max_message, 0);
         make(self, name, g, Disposition::CreateNew).map(|inner| Latest { inner })
     }
 
@@ -533,7 +521,7 @@ impl Options {
     ///
     /// As for [`Options::create_latest`], except `AlreadyExists`.
     pub fn open_or_create_latest(&self, name: &str, max_message: u32) -> Result<Latest> {
-        let g = geometry(KIND_LATEST, 2, max_message, 0);
+        let g = Geometry::untyped(KIND_LATEST, 2, max_message, 0);
         make(self, name, g, Disposition::OpenOrCreate).map(|inner| Latest { inner })
     }
 
@@ -553,7 +541,7 @@ impl Options {
     /// As for [`Options::create_latest`].
     pub fn create_latest_of<T: Plain>(&self, name: &str) -> Result<Latest> {
         let t = type_of::<T>();
-        let g = typed(geometry(KIND_LATEST, 2, t.0, 0), t);
+        let g = typed(Geometry::untyped(KIND_LATEST, 2, t.0, 0), t);
         make(self, name, g, Disposition::CreateNew).map(|inner| Latest { inner })
     }
 
@@ -774,7 +762,7 @@ impl Options {
         max_request: u32,
         max_reply: u32,
     ) -> Result<RequestReply> {
-        let g = geometry(KIND_REQUEST_REPLY, clients, max_request, max_reply);
+        let g = Geometry::untyped(KIND_REQUEST_REPLY, clients, max_request, max_reply);
         make(self, name, g, Disposition::CreateNew).map(|inner| RequestReply { inner })
     }
 
@@ -790,7 +778,7 @@ impl Options {
         max_request: u32,
         max_reply: u32,
     ) -> Result<RequestReply> {
-        let g = geometry(KIND_REQUEST_REPLY, clients, max_request, max_reply);
+        let g = Geometry::untyped(KIND_REQUEST_REPLY, clients, max_request, max_reply);
         make(self, name, g, Disposition::OpenOrCreate).map(|inner| RequestReply { inner })
     }
 

@@ -192,15 +192,7 @@ impl Options {
 }
 
 fn bytes_geometry(capacity: u32, max_message: u32) -> Geometry {
-    Geometry {
-        kind: KIND_STREAM,
-        capacity,
-        max_message,
-        type_size: 0,
-        type_align: 0,
-        type_hash: 0,
-        max_reply: 0,
-    }
+    Geometry::untyped(KIND_STREAM, capacity, max_message, 0)
 }
 
 fn typed_geometry<T: Plain>(messages: u32) -> Result<Geometry> {
@@ -929,6 +921,17 @@ impl Drop for Message<'_> {
 }
 
 impl Receiver {
+    /// What [`wait_any`](crate::wait_any) looks at and sleeps on.
+    pub(crate) fn readiness(&self) -> Readiness<'_> {
+        Readiness {
+            chan: &self.chan,
+            liveness: Some(&self.liveness),
+            side: Side::Stream {
+                head: self.consumer.position(),
+            },
+        }
+    }
+
     /// How a blocking receive waits for a message.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
@@ -1106,16 +1109,6 @@ enum Side<'a> {
 
 #[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
 impl<'a> Readiness<'a> {
-    pub(crate) fn of(r: &'a Receiver) -> Readiness<'a> {
-        Readiness {
-            chan: &r.chan,
-            liveness: Some(&r.liveness),
-            side: Side::Stream {
-                head: r.consumer.position(),
-            },
-        }
-    }
-
     #[cfg_attr(not(windows), allow(dead_code))]
     pub(crate) fn chan(&self) -> &'a sys::Channel {
         self.chan

@@ -400,15 +400,7 @@ mod tests {
 
     impl Heap {
         fn new(clients: u32) -> Arc<Heap> {
-            let g = Geometry {
-                kind: KIND_REQUEST_REPLY,
-                capacity: clients,
-                max_message: 32,
-                type_size: 0,
-                type_align: 0,
-                type_hash: 0,
-                max_reply: 40,
-            };
+            let g = Geometry::untyped(KIND_REQUEST_REPLY, clients, 32, 40);
             g.check().unwrap();
             // SAFETY: RpcControl is atomics only, for which zero bytes are valid.
             let ctl: Box<RpcControl> = unsafe { Box::new(std::mem::zeroed()) };

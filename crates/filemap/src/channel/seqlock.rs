@@ -397,15 +397,7 @@ mod tests {
 
     impl Heap {
         fn new(kind: u32, capacity: u32, max_message: u32) -> Arc<Heap> {
-            let g = Geometry {
-                kind,
-                capacity,
-                max_message,
-                type_size: 0,
-                type_align: 0,
-                type_hash: 0,
-                max_reply: 0,
-            };
+            let g = Geometry::untyped(kind, capacity, max_message, 0);
             g.check().unwrap();
             // SAFETY: SlotControl is atomics only, for which zero bytes are valid.
             let ctl: Box<SlotControl> = unsafe { Box::new(std::mem::zeroed()) };

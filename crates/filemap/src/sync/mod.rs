@@ -672,77 +672,34 @@ mod sealed {
         fn name(&self) -> &crate::Name;
     }
 
-    impl Sealed for super::Event {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Event(&self.inner)
-        }
-        fn name(&self) -> &crate::Name {
-            self.inner.name()
-        }
+    macro_rules! sync_objects {
+        ($($t:ident),*) => {$(
+            impl Sealed for super::$t {
+                fn wait_ref(&self) -> sys::WaitRef<'_> {
+                    sys::WaitRef::$t(&self.inner)
+                }
+                fn name(&self) -> &crate::Name {
+                    self.inner.name()
+                }
+            }
+        )*};
     }
 
-    impl Sealed for super::Semaphore {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Semaphore(&self.inner)
-        }
-        fn name(&self) -> &crate::Name {
-            self.inner.name()
-        }
+    macro_rules! channel_ends {
+        ($($t:ident),*) => {$(
+            impl Sealed for crate::$t {
+                fn wait_ref(&self) -> sys::WaitRef<'_> {
+                    sys::WaitRef::Channel(self.readiness())
+                }
+                fn name(&self) -> &crate::Name {
+                    crate::$t::name(self)
+                }
+            }
+        )*};
     }
 
-    impl Sealed for super::Mutex {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Mutex(&self.inner)
-        }
-        fn name(&self) -> &crate::Name {
-            self.inner.name()
-        }
-    }
-
-    impl Sealed for crate::Receiver {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Channel(crate::channel::Readiness::of(self))
-        }
-        fn name(&self) -> &crate::Name {
-            crate::Receiver::name(self)
-        }
-    }
-
-    impl Sealed for crate::RpcServer {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Channel(self.readiness())
-        }
-        fn name(&self) -> &crate::Name {
-            crate::RpcServer::name(self)
-        }
-    }
-
-    impl Sealed for crate::LatestReader {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Channel(self.readiness())
-        }
-        fn name(&self) -> &crate::Name {
-            crate::LatestReader::name(self)
-        }
-    }
-
-    impl Sealed for crate::RpcClient {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Channel(self.readiness())
-        }
-        fn name(&self) -> &crate::Name {
-            crate::RpcClient::name(self)
-        }
-    }
-
-    impl Sealed for crate::Subscriber {
-        fn wait_ref(&self) -> sys::WaitRef<'_> {
-            sys::WaitRef::Channel(self.readiness())
-        }
-        fn name(&self) -> &crate::Name {
-            crate::Subscriber::name(self)
-        }
-    }
+    sync_objects!(Event, Semaphore, Mutex);
+    channel_ends!(Receiver, Subscriber, LatestReader, RpcServer, RpcClient);
 }
 
 /// Objects that [`wait_any`] can wait for: [`Event`], [`Semaphore`], [`Mutex`], and every
