@@ -19,17 +19,13 @@ use std::ops::Range;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
-use windows_sys::Win32::Foundation::{
-    ERROR_ALREADY_EXISTS, ERROR_FILE_NOT_FOUND, INVALID_HANDLE_VALUE, WAIT_TIMEOUT,
-};
-use windows_sys::Win32::System::Memory::{
-    CreateFileMappingW, OpenFileMappingW, FILE_MAP_READ, FILE_MAP_WRITE, PAGE_READWRITE,
-};
+use windows_sys::Win32::Foundation::{ERROR_ALREADY_EXISTS, ERROR_FILE_NOT_FOUND, WAIT_TIMEOUT};
+use windows_sys::Win32::System::Memory::{OpenFileMappingW, FILE_MAP_READ, FILE_MAP_WRITE};
 use windows_sys::Win32::System::Threading::{
     CreateEventW, CreateSemaphoreW, OpenEventW, ReleaseSemaphore, WaitForSingleObject,
 };
 
-use super::mapping::{wait_for_record, Region};
+use super::mapping::{create_section, wait_for_record, write_record, Region};
 use super::object::*;
 use crate::channel::algo::{
     kind_name, Control, ControlPage, Geometry, Header, Ring, CONTROL_LEN, KIND_BROADCAST,
@@ -37,7 +33,6 @@ use crate::channel::algo::{
 };
 use crate::channel::rpc::{Clients, RpcControl};
 use crate::channel::seqlock::{SlotControl, Slots};
-use crate::layout::{Record, RECORD_LEN};
 use crate::sync::algo::{Parked, Parker};
 use crate::sys::{CreateOptions, Disposition};
 use crate::{Access, Error, Kind, Name, Namespace, Result};
@@ -159,69 +154,18 @@ impl Channel {
         no_persistence(&opts)?;
         let kind = object_kind(geometry.kind);
         let size = CONTROL_LEN as u64 + geometry.area_len();
-        let data_len = Record::data_len_for(size).ok_or_else(|| Error::InvalidSize {
-            what: format!("{size} bytes is too large"),
-        })?;
-        let total = data_len + RECORD_LEN;
-        let w = wide(name);
-        // SAFETY: `w` is NUL-terminated; INVALID_HANDLE_VALUE asks for a pagefile section.
-        let h = unsafe {
-            CreateFileMappingW(
-                INVALID_HANDLE_VALUE,
-                std::ptr::null(),
-                PAGE_READWRITE,
-                (total >> 32) as u32,
-                total as u32,
-                w.as_ptr(),
-            )
-        };
-        let code = last_error();
-        if h.is_null() {
-            return Err(object_error(code, name, kind, "creating"));
-        }
-        let section = Handle(h);
-        if code == ERROR_ALREADY_EXISTS {
-            if disposition == Disposition::CreateNew {
-                // Another kind under the name says so; the same kind already exists.
-                let found = super::object::section_kind(section.0).unwrap_or(Kind::Mapping);
-                return Err(if found == kind {
-                    Error::AlreadyExists {
-                        name: name.to_string(),
-                        kind,
-                    }
-                } else {
-                    Error::KindMismatch {
-                        name: name.to_string(),
-                        expected: kind,
-                        found,
-                    }
-                });
-            }
+        let (section, existed) = create_section(name, kind, size, disposition)?;
+        if existed {
             return Channel::attach(section, name, kind, false);
         }
         // New: the header first, then the record, whose presence tells openers that the
         // channel is ready.
-        let init = |c| object_error(c, name, kind, "initialising");
-        let region = Region::map(section.0, Access::ReadWrite, 0, size as usize).map_err(init)?;
+        let region = Region::map(section.0, Access::ReadWrite, 0, size as usize)
+            .map_err(|c| object_error(c, name, kind, "initialising"))?;
         let header = geometry.encode();
         // SAFETY: the view is `size` bytes (more than the header), writable, and ours.
         unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), region.ptr(), header.len()) };
-        let record = Record {
-            kind,
-            flags: 0,
-            creator_pid: std::process::id(),
-            size,
-            data_len,
-            created_ns: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64),
-            name_len: 0,
-        };
-        let view = Region::map(section.0, Access::ReadWrite, data_len, RECORD_LEN as usize)
-            .map_err(init)?;
-        let bytes = record.encode();
-        // SAFETY: the view is RECORD_LEN bytes, writable, and ours.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), view.ptr(), bytes.len()) };
+        write_record(section.0, name, kind, size)?;
         drop(region);
         Channel::attach(section, name, kind, true)
     }

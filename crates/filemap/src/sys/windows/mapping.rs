@@ -191,6 +191,85 @@ pub(super) fn wait_for_record(h: HANDLE, name: &Name, kind: Kind) -> Result<(u64
     }
 }
 
+/// A pagefile section for an object of `kind` with `size` bytes before filemap's record:
+/// a new one (`existed` false: the caller initialises it, record last), or the one that
+/// already holds the name. With [`Disposition::CreateNew`] an existing one is an error:
+/// `AlreadyExists` for the same kind, `KindMismatch` for another (a section that another
+/// program made counts as a mapping).
+pub(super) fn create_section(
+    name: &Name,
+    kind: Kind,
+    size: u64,
+    disposition: Disposition,
+) -> Result<(Handle, bool)> {
+    let too_large = || Error::InvalidSize {
+        what: format!("{size} bytes is too large"),
+    };
+    let data_len = Record::data_len_for(size).ok_or_else(too_large)?;
+    let total = data_len.checked_add(RECORD_LEN).ok_or_else(too_large)?;
+    let w = wide(name);
+    // SAFETY: `w` is NUL-terminated; INVALID_HANDLE_VALUE asks for a pagefile section.
+    let h = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            (total >> 32) as u32,
+            total as u32,
+            w.as_ptr(),
+        )
+    };
+    let code = last_error();
+    if h.is_null() {
+        return Err(match object_error(code, name, kind, "creating") {
+            Error::NoSpace { name, .. } => Error::NoSpace { name, size },
+            e => e,
+        });
+    }
+    let handle = Handle(h);
+    let existed = code == ERROR_ALREADY_EXISTS;
+    if existed && disposition == Disposition::CreateNew {
+        let found = super::object::section_kind(handle.0).unwrap_or(Kind::Mapping);
+        return Err(if found == kind {
+            Error::AlreadyExists {
+                name: name.to_string(),
+                kind,
+            }
+        } else {
+            Error::KindMismatch {
+                name: name.to_string(),
+                expected: kind,
+                found,
+            }
+        });
+    }
+    Ok((handle, existed))
+}
+
+/// Writes the record of a new object of `kind` and `size` bytes into its section: the
+/// last step of making it, which tells openers that it is ready.
+pub(super) fn write_record(h: HANDLE, name: &Name, kind: Kind, size: u64) -> Result<()> {
+    // `create_section` made a section this large, so the size was checked there.
+    let data_len = Record::data_len_for(size).unwrap_or(0);
+    let record = Record {
+        kind,
+        flags: 0,
+        creator_pid: std::process::id(),
+        size,
+        data_len,
+        created_ns: std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        name_len: 0,
+    };
+    let view = Region::map(h, Access::ReadWrite, data_len, RECORD_LEN as usize)
+        .map_err(|c| object_error(c, name, kind, "initialising"))?;
+    let bytes = record.encode();
+    // SAFETY: the view is RECORD_LEN bytes, writable, and ours.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), view.ptr(), bytes.len()) };
+    Ok(())
+}
+
 impl Mapping {
     pub(crate) fn create(
         _: &Namespace,
@@ -200,65 +279,11 @@ impl Mapping {
         disposition: Disposition,
     ) -> Result<Mapping> {
         no_persistence(&opts)?;
-        let too_large = || Error::InvalidSize {
-            what: format!("{size} bytes is too large"),
-        };
-        let data_len = Record::data_len_for(size).ok_or_else(too_large)?;
-        let total = data_len.checked_add(RECORD_LEN).ok_or_else(too_large)?;
-        let w = wide(name);
-        // SAFETY: `w` is NUL-terminated; INVALID_HANDLE_VALUE asks for a pagefile section.
-        let h = unsafe {
-            CreateFileMappingW(
-                INVALID_HANDLE_VALUE,
-                std::ptr::null(),
-                PAGE_READWRITE,
-                (total >> 32) as u32,
-                total as u32,
-                w.as_ptr(),
-            )
-        };
-        let code = last_error();
-        if h.is_null() {
-            return Err(match object_error(code, name, Kind::Mapping, "creating") {
-                Error::NoSpace { name, .. } => Error::NoSpace { name, size },
-                e => e,
-            });
-        }
-        let handle = Handle(h);
-        let existed = code == ERROR_ALREADY_EXISTS;
-        if existed && disposition == Disposition::CreateNew {
-            // A channel is a section too: then the name holds another kind.
-            return Err(match super::object::section_kind(handle.0) {
-                Some(found) if found != Kind::Mapping => Error::KindMismatch {
-                    name: name.to_string(),
-                    expected: Kind::Mapping,
-                    found,
-                },
-                _ => Error::AlreadyExists {
-                    name: name.to_string(),
-                    kind: Kind::Mapping,
-                },
-            });
-        }
+        let (handle, existed) = create_section(name, Kind::Mapping, size, disposition)?;
         let size = if existed {
             Self::wait_for_record(&handle, name)?
         } else {
-            let record = Record {
-                kind: Kind::Mapping,
-                flags: 0,
-                creator_pid: std::process::id(),
-                size,
-                data_len,
-                created_ns: std::time::SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64),
-                name_len: 0,
-            };
-            let view = Region::map(handle.0, Access::ReadWrite, data_len, RECORD_LEN as usize)
-                .map_err(|c| object_error(c, name, Kind::Mapping, "initialising"))?;
-            let bytes = record.encode();
-            // SAFETY: the view is RECORD_LEN bytes, writable, and ours.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), view.ptr(), bytes.len()) };
+            write_record(handle.0, name, Kind::Mapping, size)?;
             size
         };
         Ok(Mapping {
