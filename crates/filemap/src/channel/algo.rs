@@ -650,24 +650,9 @@ impl Producer {
     #[inline]
     pub(crate) fn publish(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
         let ctl = ring.ctl;
-        if self.unpublished != 0 {
-            // Only we write `sent`: a plain add, no read-modify-write.
-            ctl.sent.store(
-                ctl.sent.load(Relaxed).wrapping_add(self.unpublished),
-                Relaxed,
-            );
-            self.unpublished = 0;
-        }
-        // Release: the frames' bytes and headers happen before the consumer's Acquire load
-        // of `tail`.
-        ctl.tail.store(self.tail, Release);
-        // The fast side of the Dekker pair with the consumer's `park_on` (see the module
-        // documentation): either it sees our `tail`, or we see its flag.
-        parker.fence_fast();
-        if ctl.rx_waiting.load(Relaxed) != 0 {
-            // One consumer: one sleeper at most.
-            parker.unpark(&ctl.tail, 1);
-        }
+        add_own(&ctl.sent, &mut self.unpublished);
+        // The frames' bytes and headers happen before the consumer's Acquire load of `tail`.
+        advance(&ctl.tail, self.tail, &ctl.rx_waiting, parker);
     }
 
     /// Sleeps (or spins) until the ring may have room, `deadline` passes, or the liveness
@@ -811,25 +796,13 @@ impl Consumer {
     #[inline]
     pub(crate) fn release(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
         let ctl = ring.ctl;
-        if self.unreleased != 0 {
-            ctl.received.store(
-                ctl.received.load(Relaxed).wrapping_add(self.unreleased),
-                Relaxed,
-            );
-            self.unreleased = 0;
-        }
+        add_own(&ctl.received, &mut self.unreleased);
         if self.released == self.head {
             return;
         }
         self.released = self.head;
-        // Release: our reads of the frames happen before the producer's writes over them.
-        ctl.head.store(self.head, Release);
-        // The fast side of the Dekker pair with the producer's `park_on`.
-        parker.fence_fast();
-        if ctl.tx_waiting.load(Relaxed) != 0 {
-            // One producer: one sleeper at most.
-            parker.unpark(&ctl.head, 1);
-        }
+        // Our reads of the frames happen before the producer's writes over them.
+        advance(&ctl.head, self.head, &ctl.tx_waiting, parker);
     }
 
     /// Sleeps (or spins) until a message may have come, `deadline` passes, or the
@@ -876,6 +849,29 @@ pub(crate) fn wait_as(
         }
         WaitStrategy::SpinThenPark if spin.spin(moved) => true,
         _ => park(),
+    }
+}
+
+/// Adds `*n` to a counter that only this side writes (a plain add, no read-modify-write),
+/// and zeroes `*n`.
+#[inline]
+fn add_own(counter: &AtomicU64, n: &mut u64) {
+    if *n != 0 {
+        counter.store(counter.load(Relaxed).wrapping_add(*n), Relaxed);
+        *n = 0;
+    }
+}
+
+/// Moves a side's position (`tail` or `head`) to `to` with `Release`, and wakes the other
+/// side if its `waiting` flag says that it may sleep on the position: the fast side of the
+/// Dekker pair with that side's [`park_on`] (see the module documentation): either it sees
+/// the new position, or we see its flag. One sleeper at most (one producer, one consumer).
+#[inline]
+fn advance(position: &AtomicU32, to: u32, waiting: &AtomicU32, parker: &impl Parker) {
+    position.store(to, Release);
+    parker.fence_fast();
+    if waiting.load(Relaxed) != 0 {
+        parker.unpark(position, 1);
     }
 }
 
@@ -932,39 +928,13 @@ fn check_positions(ring: &Ring<'_>, head: u32, tail: u32) -> Result<(), RingErro
     Ok(())
 }
 
-/// The parker of the channels' unit tests: it yields, so that Miri (which has no futexes)
-/// can run the waits.
-#[cfg(all(test, not(loom)))]
-pub(crate) mod test_parker {
-    use super::*;
-    use std::sync::atomic::Ordering::SeqCst;
-
-    pub(crate) struct Yield;
-
-    impl Parker for Yield {
-        fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Parked::TimedOut;
-            }
-            if word.load(SeqCst) == expected {
-                std::thread::yield_now();
-            }
-            Parked::Woken
-        }
-        fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
-            self.park(words[0].0, words[0].1, deadline)
-        }
-        fn unpark(&self, _: &AtomicU32, _: u32) {}
-    }
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     use std::sync::Arc;
 
-    use super::test_parker::Yield;
+    use crate::sync::algo::test_parker::Yield;
 
     /// A control page and a ring on the heap, as one 8-aligned block.
     struct Heap {

@@ -385,7 +385,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use super::super::algo::test_parker::Yield;
+    use crate::sync::algo::test_parker::Yield;
 
     struct Heap {
         ctl: Box<RpcControl>,

@@ -613,19 +613,14 @@ impl Waitable for MutexWait<'_> {
     }
 }
 
+/// The parker of the unit tests (here and in the channels): it sleeps by yielding, so that
+/// Miri (which has no futexes) can run the waits, and every return is an early one, which
+/// the algorithms must handle.
 #[cfg(all(test, not(loom)))]
-mod tests {
-    //! The algorithms on heap memory, with threads and a yielding parker (Miri-friendly).
-    //! Threads stand for processes; a process's death is what the kernel does to its
-    //! robust words ([`MutexState::kernel_death`]).
-
+pub(crate) mod test_parker {
     use super::*;
-    use std::sync::atomic::{AtomicU64, AtomicUsize};
-    use std::sync::Arc;
-    use std::time::Duration;
 
-    /// Sleeps by yielding: every return is an early one, which the algorithms must handle.
-    struct Yield;
+    pub(crate) struct Yield;
 
     impl Parker for Yield {
         fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked {
@@ -642,6 +637,20 @@ mod tests {
         }
         fn unpark(&self, _: &AtomicU32, _: u32) {}
     }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The algorithms on heap memory, with threads and a yielding parker (Miri-friendly).
+    //! Threads stand for processes; a process's death is what the kernel does to its
+    //! robust words ([`MutexState::kernel_death`]).
+
+    use super::*;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::test_parker::Yield;
 
     /// Counts wake-ups by word address and size, to check who gets woken and how many.
     #[derive(Default)]
