@@ -90,25 +90,6 @@ fn too_large(chan: &sys::Channel, len: usize, max: u32) -> Error {
     }
 }
 
-/// Why the writer side will send nothing more: it closed, or it died (checked when due).
-fn writer_gone(
-    chan: &sys::Channel,
-    state: &std::sync::atomic::AtomicU32,
-    peer: &'static str,
-    liveness: &mut Liveness,
-) -> Option<Error> {
-    let died = match state.load(Acquire) {
-        CLOSED => false,
-        CONNECTED if liveness.due() && !chan.role_alive(WRITER) => true,
-        _ => return None,
-    };
-    Some(Error::Disconnected {
-        name: chan.name().to_string(),
-        peer,
-        died,
-    })
-}
-
 fn timed_out(chan: &sys::Channel, what: &str) -> Error {
     Error::Timeout {
         what: format!("{what} on the channel {}", chan.name()),
@@ -415,7 +396,13 @@ impl Subscriber {
                 Ok(None) => {}
                 Err(_) => return Err(corrupt(chan, "a broadcast slot")),
             }
-            if let Some(e) = writer_gone(chan, &s.ctl.producer, "publisher", &mut self.liveness) {
+            if let Some(e) = super::gone(
+                chan,
+                &s.ctl.producer,
+                WRITER,
+                "publisher",
+                &mut self.liveness,
+            ) {
                 if let Ok(Some(lost)) = self.sub.try_recv(&s, buf) {
                     return Ok(lost);
                 }
@@ -724,7 +711,9 @@ impl LatestReader {
                     return Ok(v);
                 }
             }
-            if let Some(e) = writer_gone(chan, &s.ctl.producer, "writer", &mut self.liveness) {
+            if let Some(e) =
+                super::gone(chan, &s.ctl.producer, WRITER, "writer", &mut self.liveness)
+            {
                 return Err(e);
             }
             if deadline.is_some_and(|d| Instant::now() >= d)
@@ -1069,7 +1058,8 @@ impl RpcClient {
                 Ok(false) => {}
                 Err(_) => return Err(corrupt(chan, "a client slot")),
             }
-            if let Some(e) = writer_gone(chan, &c.ctl.server, "server", &mut self.liveness) {
+            if let Some(e) = super::gone(chan, &c.ctl.server, WRITER, "server", &mut self.liveness)
+            {
                 if let Ok(true) = self.client.try_reply(&c, reply) {
                     return Ok(());
                 }

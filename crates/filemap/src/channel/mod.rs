@@ -760,17 +760,29 @@ impl Liveness {
     }
 }
 
-/// Why the peer in `role` will do nothing more, if so: it closed its end, or died. A
-/// clean close is seen at once; a death when the liveness check is due.
+/// Why the stream's peer in `role` will do nothing more, if so (see [`gone`]).
 fn peer_gone(chan: &sys::Channel, role: Role, liveness: &mut Liveness) -> Option<Error> {
     let ctl = chan.ring().ctl;
-    let (word, peer) = match role {
-        Role::Producer => (&ctl.producer, role.word()),
-        Role::Consumer => (&ctl.consumer, role.word()),
+    let state = match role {
+        Role::Producer => &ctl.producer,
+        Role::Consumer => &ctl.consumer,
     };
-    let died = match word.load(Acquire) {
+    gone(chan, state, role.index(), role.word(), liveness)
+}
+
+/// Why the side with state word `state`, playing `role` (`peer` in messages), will do
+/// nothing more, if so: it closed its end, or died. A clean close is seen at once; a death
+/// when the liveness check is due.
+fn gone(
+    chan: &sys::Channel,
+    state: &crate::atomic::AtomicU32,
+    role: u16,
+    peer: &'static str,
+    liveness: &mut Liveness,
+) -> Option<Error> {
+    let died = match state.load(Acquire) {
         CLOSED => false,
-        CONNECTED if liveness.due() && !chan.role_alive(role.index()) => true,
+        CONNECTED if liveness.due() && !chan.role_alive(role) => true,
         _ => return None,
     };
     Some(Error::Disconnected {
