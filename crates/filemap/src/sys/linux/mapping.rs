@@ -44,6 +44,20 @@ pub(crate) struct Mapping {
 }
 
 impl Mapping {
+    /// A handle to the shared memory of `entry` (not file-backed).
+    fn of_entry(entry: Entry, access: Access, created: bool) -> Mapping {
+        Mapping {
+            size: entry.record().size,
+            access,
+            os_path: Some(entry.path()),
+            entry: Some(entry),
+            file: None,
+            views_fd: OnceLock::new(),
+            tracker: OnceLock::new(),
+            created,
+        }
+    }
+
     pub(crate) fn create(
         ns: &Namespace,
         name: &Name,
@@ -65,16 +79,7 @@ impl Mapping {
         if !created && entry.record().file_backed() {
             return Self::attach_file_backed(entry, Access::ReadWrite, false);
         }
-        Ok(Mapping {
-            size: entry.record().size,
-            access: Access::ReadWrite,
-            os_path: Some(entry.path()),
-            entry: Some(entry),
-            file: None,
-            views_fd: OnceLock::new(),
-            tracker: OnceLock::new(),
-            created,
-        })
+        Ok(Mapping::of_entry(entry, Access::ReadWrite, created))
     }
 
     pub(crate) fn open(ns: &Namespace, name: &Name, access: Access) -> Result<Mapping> {
@@ -96,16 +101,7 @@ impl Mapping {
         if entry.record().file_backed() {
             return Self::attach_file_backed(entry, access, false);
         }
-        Ok(Mapping {
-            size: entry.record().size,
-            access,
-            os_path: Some(entry.path()),
-            entry: Some(entry),
-            file: None,
-            views_fd: OnceLock::new(),
-            tracker: OnceLock::new(),
-            created: false,
-        })
+        Ok(Mapping::of_entry(entry, access, false))
     }
 
     /// A mapping of `file`. `size` 0 means the file's size; a larger size grows the file.
@@ -206,16 +202,7 @@ impl Mapping {
         if !created {
             // Windows returns the existing object and ignores the new file; so do we.
             if !entry.record().file_backed() {
-                return Ok(Mapping {
-                    size: entry.record().size,
-                    access,
-                    os_path: Some(entry.path()),
-                    entry: Some(entry),
-                    file: None,
-                    views_fd: OnceLock::new(),
-                    tracker: OnceLock::new(),
-                    created: false,
-                });
+                return Ok(Mapping::of_entry(entry, access, false));
             }
             return Self::attach_file_backed(entry, access, false);
         }
