@@ -441,7 +441,9 @@ impl FileMapping {
     /// While the handle lives, the duplicate shares its locks (an OFD lock belongs to the
     /// description). When the handle is dropped, it gives them up explicitly, so the
     /// duplicate, and memory mapped through it, keeps the bytes but not the name, as a view
-    /// does. Do not resize the file through it: other holders' views would lose their pages
+    /// does. The locks go for every process that shares the description, so a child forked
+    /// without `exec` that holds a copy of this handle then no longer counts as a holder.
+    /// Do not resize the file through it: other holders' views would lose their pages
     /// (SIGBUS), exactly as if the file were truncated by its path.
     ///
     /// # Errors
