@@ -8,12 +8,17 @@
   ``multiprocessing.shared_memory.SharedMemory`` (and ``posix_ipc`` if installed).
 - Copy throughput into and out of a 1 MiB view, against ``SharedMemory.buf``.
 - An event round trip between two processes (spawned), against two
-  ``multiprocessing.Event``s and a ``multiprocessing.Pipe``.
+  ``multiprocessing.Event``s, a ``multiprocessing.Pipe`` and (if installed) two
+  ``posix_ipc.Semaphore``s.
+
+``posix_ipc`` is optional (``python3 -m pip install posix_ipc``); without it its rows are
+left out.
 
 Medians of 7 rounds (3 for the round trips); ratios are filemap's time over the other's
 (below 1 is faster), or throughput over throughput. Prints a Markdown table.
 """
 
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -26,6 +31,14 @@ from multiprocessing import shared_memory
 ROOT = os.environ.setdefault("FILEMAP_ROOT", f"/dev/shm/filemap-pybench-{os.getpid()}")
 
 import filemap  # noqa: E402
+
+try:
+    import posix_ipc  # type: ignore[import-not-found]
+except ImportError:  # optional: its rows are left out
+    posix_ipc = None
+
+# posix_ipc's names (POSIX: a leading slash), unique to this run.
+PX = f"/filemap-pybench-{os.getpid()}"
 
 ROUNDS = 7
 
@@ -61,6 +74,14 @@ def shm_create():
     s.unlink()
 
 
+def px_create():
+    s = posix_ipc.SharedMemory(PX + "-c", posix_ipc.O_CREX, size=4096)
+    m = mmap.mmap(s.fd, 4096)
+    s.close_fd()
+    m.close()
+    s.unlink()
+
+
 def fms_create():
     s = filemap.SharedMemory("bench-d", create=True, size=4096)
     s.close()
@@ -73,6 +94,13 @@ def events_child(ping, pong, n, kind):
         for _ in range(n):
             a.wait()
             b.set()
+    elif kind == "posix_ipc":
+        a, b = posix_ipc.Semaphore(ping), posix_ipc.Semaphore(pong)
+        for _ in range(n):
+            a.acquire()
+            b.release()
+        a.close()
+        b.close()
     elif kind == "mp":
         for _ in range(n):
             ping.wait()
@@ -90,6 +118,10 @@ def round_trip(kind, n):
         a = filemap.Event.create("Local\\bench-ping")
         b = filemap.Event.create("Local\\bench-pong")
         args = ("Local\\bench-ping", "Local\\bench-pong", n, kind)
+    elif kind == "posix_ipc":
+        a = posix_ipc.Semaphore(PX + "-ping", posix_ipc.O_CREX)
+        b = posix_ipc.Semaphore(PX + "-pong", posix_ipc.O_CREX)
+        args = (PX + "-ping", PX + "-pong", n, kind)
     elif kind == "mp":
         a, b = ctx.Event(), ctx.Event()
         args = (a, b, n, kind)
@@ -103,6 +135,9 @@ def round_trip(kind, n):
         if kind == "filemap":
             a.set()
             b.wait()
+        elif kind == "posix_ipc":
+            a.release()
+            b.acquire()
         elif kind == "mp":
             a.set()
             b.wait()
@@ -115,6 +150,10 @@ def round_trip(kind, n):
     if kind == "filemap":
         a.close()
         b.close()
+    elif kind == "posix_ipc":
+        for sem in (a, b):
+            sem.unlink()
+            sem.close()
     return dt / n
 
 
@@ -126,6 +165,8 @@ def main():
     rows.append(("create + map + close, 4 KiB", "filemap.SharedMemory", fms, "SharedMemory (+ unlink)", shm))
     sparse = median(n, fm_sparse_create)
     rows.append(("create + map + close, 4 KiB", "FileMapping, sparse=True", sparse, "SharedMemory (+ unlink)", shm))
+    if posix_ipc is not None:
+        rows.append(("create + map + close, 4 KiB", "FileMapping", fm, "posix_ipc.SharedMemory (+ unlink)", median(n, px_create)))
     held = filemap.FileMapping.create("Local\\bench-a", 4096)
     held_shm = shared_memory.SharedMemory("bench-a", create=True, size=4096)
 
@@ -139,7 +180,20 @@ def main():
         s = shared_memory.SharedMemory("bench-a")
         s.close()
 
-    rows.append(("attach + map + close, 4 KiB", "FileMapping", median(n, fm_attach), "SharedMemory", median(n, shm_attach)))
+    fm_att = median(n, fm_attach)
+    rows.append(("attach + map + close, 4 KiB", "FileMapping", fm_att, "SharedMemory", median(n, shm_attach)))
+    if posix_ipc is not None:
+        held_px = posix_ipc.SharedMemory(PX + "-a", posix_ipc.O_CREX, size=4096)
+
+        def px_attach():
+            s = posix_ipc.SharedMemory(PX + "-a")
+            m = mmap.mmap(s.fd, 4096)
+            s.close_fd()
+            m.close()
+
+        rows.append(("attach + map + close, 4 KiB", "FileMapping", fm_att, "posix_ipc.SharedMemory", median(n, px_attach)))
+        held_px.close_fd()
+        held_px.unlink()
     held.close()
     held_shm.close()
     held_shm.unlink()
@@ -169,12 +223,15 @@ def main():
     s.close()
     s.unlink()
 
-    rt = {k: statistics.median(round_trip(k, 2000) for _ in range(3)) for k in ("filemap", "mp", "pipe")}
+    kinds = ("filemap", "mp", "pipe") + (("posix_ipc",) if posix_ipc is not None else ())
+    rt = {k: statistics.median(round_trip(k, 2000) for _ in range(3)) for k in kinds}
     rows.append(("event round trip, two processes", "Event", rt["filemap"], "multiprocessing.Event", rt["mp"]))
     rows.append(("event round trip, two processes", "Event", rt["filemap"], "multiprocessing.Pipe", rt["pipe"]))
+    if posix_ipc is not None:
+        rows.append(("event round trip, two processes", "Event", rt["filemap"], "posix_ipc.Semaphore pair", rt["posix_ipc"]))
 
-    print(f"### Python {sys.version.split()[0]}: filemap-ipc against the standard library (median of {ROUNDS} rounds; round trips: 3)\n")
-    print("| measure | filemap | filemap value | standard library | its value | filemap / it |")
+    print(f"### Python {sys.version.split()[0]}: filemap-ipc against the standard library and posix_ipc (median of {ROUNDS} rounds; round trips: 3)\n")
+    print("| measure | filemap | filemap value | other | its value | filemap / it |")
     print("|---|---|---:|---|---:|---:|")
     for what, a, x, b, y in rows:
         if "GB/s" in what:
