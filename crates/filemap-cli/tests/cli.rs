@@ -1291,10 +1291,24 @@ fn lock_passes_signals_to_its_command_and_releases_only_after_it_ends() {
         "held\ngot-term\ncleaned\nsecond\n"
     );
     assert!(!stdout(&root.run(&["info", "m"])).contains("abandoned"));
-    // INT and HUP are passed on too.
+    // INT and HUP are passed on too. A shell cannot trap a signal that was ignored when it
+    // started, and one started in the background by a non-interactive shell (a CI job, say)
+    // inherits an ignored INT: `env` resets the dispositions that `lock` hands down.
     for (sig, code) in [("INT", 4), ("HUP", 5)] {
         let script = format!("trap 'exit {code}' {sig}; echo held; while :; do sleep 0.05; done");
-        let mut p = root.spawn(&["lock", "m", "--", "sh", "-c", &script]);
+        let mut cmd = Command::new("env");
+        cmd.args([
+            "--default-signal",
+            EXE,
+            "lock",
+            "m",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("FILEMAP_ROOT", &root.0);
+        let mut p = Proc::spawn(cmd);
         assert_eq!(p.read_until("\n"), "held\n");
         p.signal(&format!("-{sig}"));
         assert_eq!(p.finish().0.code(), Some(code), "{sig}");

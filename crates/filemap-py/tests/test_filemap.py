@@ -278,7 +278,10 @@ def test_bad_input_gets_the_right_exceptions():
 def test_ctrl_c_interrupts_a_wait():
     child = python(
         """
-        import filemap, time
+        import filemap, signal, time
+        # Python leaves SIGINT alone if it started ignored (a background job of a
+        # non-interactive shell): install the handler that raises KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         e = filemap.Event.create("Local\\\\forever")
         print("waiting", flush=True)
         t = time.monotonic()
