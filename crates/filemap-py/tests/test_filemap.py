@@ -18,13 +18,23 @@ EXE = os.environ.get("FILEMAP_EXE", "filemap")
 MESSAGE = "Message from the first process."
 
 
+# The children that `python` started for the running test.
+CHILDREN: list = []
+
+
 @pytest.fixture(autouse=True)
 def root(tmp_path_factory, monkeypatch):
     """A namespace root of the test's own under /dev/shm, in FILEMAP_ROOT for this process
-    and its children; checked empty and removed at the end."""
+    and its children; checked empty and removed at the end. Children of a test that failed
+    are killed first, so that none outlives the run."""
     path = f"/dev/shm/filemap-pytest-{os.getpid()}-{time.monotonic_ns()}"
     monkeypatch.setenv("FILEMAP_ROOT", path)
     yield path
+    while CHILDREN:
+        child = CHILDREN.pop()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     left = []
     for d in ("local-%d" % os.getuid(), "global"):
         p = os.path.join(path, d)
@@ -35,8 +45,9 @@ def root(tmp_path_factory, monkeypatch):
 
 
 def python(code, **kw):
-    """Starts a Python child running `code`, stdio piped."""
-    return subprocess.Popen(
+    """Starts a Python child running `code`, stdio piped (killed at the test's end if it
+    still runs)."""
+    return spawn(
         [sys.executable, "-c", textwrap.dedent(code)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -44,6 +55,13 @@ def python(code, **kw):
         text=True,
         **kw,
     )
+
+
+def spawn(args, **kw):
+    """Starts a process (killed at the test's end if it still runs)."""
+    child = subprocess.Popen(args, **kw)
+    CHILDREN.append(child)
+    return child
 
 
 def cli(*args, **kw):
@@ -92,7 +110,7 @@ def test_python_server_and_rust_client_and_the_reverse():
     assert MESSAGE in out.stdout, out.stderr
     server.communicate("\n", timeout=30)
     # The Rust server and a Python client.
-    rust = subprocess.Popen([EXE, "server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    rust = spawn([EXE, "server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = ""
     while "Press ENTER" not in line:
         line += rust.stdout.read(1)
@@ -104,11 +122,11 @@ def test_python_server_and_rust_client_and_the_reverse():
 
 def test_events_and_mutexes_between_python_and_the_cli():
     e = filemap.Event.create("Local\\go")
-    signal_it = subprocess.Popen([EXE, "signal", "Local\\go"])
+    signal_it = spawn([EXE, "signal", "Local\\go"])
     assert e.wait(10)
     assert signal_it.wait(10) == 0
     # The CLI waits, Python sets.
-    waiter = subprocess.Popen([EXE, "wait", "Local\\go", "--timeout", "20"], stdout=subprocess.PIPE, text=True)
+    waiter = spawn([EXE, "wait", "Local\\go", "--timeout", "20"], stdout=subprocess.PIPE, text=True)
     time.sleep(0.2)
     e.set()
     assert waiter.wait(20) == 0
@@ -118,7 +136,7 @@ def test_events_and_mutexes_between_python_and_the_cli():
         assert cli("lock", "Local\\lock", "--timeout", "0.2", "--", "true").returncode == 124
     assert cli("lock", "Local\\lock", "--timeout", "5", "--", "true").returncode == 0
     # The CLI holds it: Python cannot take it; the CLI killed holding it abandons it.
-    holder = subprocess.Popen([EXE, "lock", "Local\\lock", "--", "sleep", "60"])
+    holder = spawn([EXE, "lock", "Local\\lock", "--", "sleep", "60"])
     deadline = time.monotonic() + 10
     while m.acquire(timeout=0.05):
         m.release()
