@@ -1925,6 +1925,8 @@ fn file_backed_names_bound_the_opener_by_their_creator() {
          \x20   f.write(struct.pack('<QQI', int(dev), int(ino), len(p)) + p + struct.pack('<I', 7))\n",
     )
     .unwrap();
+    // Readable by nobody whatever the umask.
+    std::fs::set_permissions(&forge, std::fs::Permissions::from_mode(0o644)).unwrap();
     for (target, why) in [
         (&secret, "may not open for writing".to_owned()),
         (&hidden, format!("may not search {}", private.display())),
