@@ -524,7 +524,7 @@ fn bad_input_and_other_kinds() {
     assert_eq!((again.capacity(), again.max_message()), (4096, 10));
     drop((s, again));
     #[cfg(target_os = "linux")]
-    assert!(root.local_files().is_empty());
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
 // The object file is reachable by path on Linux only.

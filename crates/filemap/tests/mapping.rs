@@ -10,7 +10,7 @@ use std::io::Write;
 #[cfg(target_os = "linux")]
 use std::os::unix::fs::PermissionsExt;
 
-use common::{after_last_close, RemoveFile, TestRoot};
+use common::{RemoveFile, TestRoot};
 #[cfg(target_os = "linux")]
 use filemap::Kind;
 use filemap::{Access, Error};
@@ -138,7 +138,7 @@ fn the_name_lives_with_the_handles_and_the_memory_with_the_views() {
     drop(again);
     // The last handle goes: the name goes with it, as on Windows, though a view is mapped.
     drop(second);
-    match after_last_close(|| opts.open(name, Access::Read)) {
+    match opts.open(name, Access::Read) {
         Err(e @ Error::NotFound { .. }) => {
             assert_eq!(e.to_string(), format!("no mapping named {name}"))
         }
@@ -203,7 +203,7 @@ fn a_duplicated_descriptor_keeps_the_bytes_but_not_the_name() {
     // The other holder goes: the name goes, though the first handle's description (and
     // with it, had they not been given up, its locks) is still open.
     drop(second);
-    match after_last_close(|| opts.open(name, Access::Read)) {
+    match opts.open(name, Access::Read) {
         Err(Error::NotFound { .. }) => {}
         other => panic!("the duplicate kept the name: {other:?}"),
     }
@@ -381,14 +381,13 @@ fn long_names_work_like_any_other() {
             Err(Error::NotFound { .. })
         ));
         drop((m, o, s, e));
-        // Gone with their last handles (after_last_close waits out a child that another
-        // test's thread may be spawning, which shares our descriptors until it execs).
+        // Gone with their last handles.
         assert!(matches!(
-            after_last_close(|| opts.open(&long, Access::Read)),
+            opts.open(&long, Access::Read),
             Err(Error::NotFound { .. })
         ));
         assert!(matches!(
-            after_last_close(|| opts.open_event(&longest)),
+            opts.open_event(&longest),
             Err(Error::NotFound { .. })
         ));
         assert!(root.local_files().is_empty(), "{:?}", root.local_files());
@@ -686,7 +685,7 @@ fn a_full_tmpfs_is_an_error_at_create_not_a_sigbus_later() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(root.local_files().is_empty());
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
 /// Views that outlive their handle are moved off the handle's locked description when it
@@ -727,7 +726,7 @@ fn views_stay_sound_while_their_handle_closes() {
     views[0].read_at(0, &mut buf[..4]).unwrap();
     assert_eq!(buf[..4], rounds.to_ne_bytes());
     assert!(matches!(
-        after_last_close(|| opts.open(name, Access::Read)),
+        opts.open(name, Access::Read),
         Err(Error::NotFound { .. })
     ));
 }
@@ -788,11 +787,11 @@ fn sparse_mappings_take_memory_only_where_touched() {
     drop((fm, guard, m, other, reserved));
     for name in ["Local\\sparse", "Local\\reserved"] {
         assert!(matches!(
-            after_last_close(|| root.opts().open(name, Access::Read)),
+            root.opts().open(name, Access::Read),
             Err(Error::NotFound { .. })
         ));
     }
-    assert!(root.local_files().is_empty());
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
 /// Sizes too large for the machine, and too large for any machine, give the same errors
@@ -886,11 +885,11 @@ fn running_out_of_inodes_is_no_space() {
     drop(held);
     for i in 0..made {
         assert!(matches!(
-            after_last_close(|| opts.open(&format!("Local\\o{i}"), Access::Read)),
+            opts.open(&format!("Local\\o{i}"), Access::Read),
             Err(Error::NotFound { .. })
         ));
     }
-    assert!(root.local_files().is_empty());
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
 /// Issue 10: a named file-backed mapping's name goes with its last handle too, on both
@@ -909,7 +908,7 @@ fn a_file_backed_name_goes_with_its_last_handle() {
     let view = m.map_view(Access::ReadWrite, 0, 0).unwrap();
     drop(m);
     assert!(matches!(
-        after_last_close(|| root.opts().open(name, Access::Read)),
+        root.opts().open(name, Access::Read),
         Err(Error::NotFound { .. })
     ));
     view.write_at(0, b"after").unwrap();
@@ -1021,7 +1020,7 @@ fn named_file_backed_mapping_opens_by_name() {
     // The mapping object's name is gone with its last handle, though a view is mapped;
     // the view still reaches the file, which stays.
     assert!(matches!(
-        after_last_close(|| opts.open("Local\\onfile", Access::Read)),
+        opts.open("Local\\onfile", Access::Read),
         Err(Error::NotFound { .. })
     ));
     view.write_at(0, b"late").unwrap();
@@ -1158,4 +1157,51 @@ fn stale_objects_are_listed_then_collected() {
     drop(m);
     assert!(root.ns().list().unwrap().is_empty());
     assert!(root.ns().gc().unwrap().is_empty());
+}
+
+/// A child that another thread is spawning shares our open file descriptions until it
+/// execs. A handle that closes while others still hold the object gives its lock up
+/// explicitly, so that such a copy cannot outlive it as a holder: the last handle, closing
+/// right after, still finds itself alone and removes the name (Linux; on Windows the kernel
+/// counts handles).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_name_goes_with_the_last_handle_while_another_thread_spawns_children() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _watchdog = common::watchdog(120);
+    let root = TestRoot::new("spawning");
+    let opts = root.opts();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spawner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut spawned = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let mut kid = std::process::Command::new("true").spawn().unwrap();
+                kid.wait().unwrap();
+                spawned += 1;
+            }
+            spawned
+        })
+    };
+    let start = std::time::Instant::now();
+    let mut rounds = 0;
+    // Until the spawner has run for a while (at least 300 rounds).
+    while rounds < 300 || start.elapsed() < std::time::Duration::from_millis(1500) {
+        let name = format!("Local\\s{}", rounds % 4);
+        let first = opts.create(&name, 4096).unwrap();
+        let second = opts.open(&name, Access::Read).unwrap();
+        drop(first);
+        drop(second);
+        // Gone at once: no retry.
+        assert!(
+            matches!(opts.open(&name, Access::Read), Err(Error::NotFound { .. })),
+            "round {rounds}: {name} outlived its last handle"
+        );
+        assert!(root.local_files().is_empty(), "{:?}", root.local_files());
+        rounds += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(spawner.join().unwrap() > 0);
 }

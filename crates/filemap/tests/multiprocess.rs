@@ -305,7 +305,7 @@ fn a_view_in_another_process_keeps_the_memory_but_not_the_name() {
         assert_eq!(info.holders, [std::process::id()]);
     }
     drop(m);
-    match common::after_last_close(|| root.opts().open(name, Access::Read)) {
+    match root.opts().open(name, Access::Read) {
         Err(Error::NotFound { .. }) => {}
         other => panic!("{other:?}"),
     }

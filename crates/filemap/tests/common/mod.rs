@@ -294,22 +294,3 @@ pub fn own_mutex_until_eof(name: &str) {
     drop(lock);
     report("released");
 }
-
-/// Opens (with `open`) right after this process closed the last handle of an object, and
-/// returns the result once it is `NotFound`, or after 5 s.
-///
-/// A child that another thread of this test process is spawning at that instant shares
-/// every open file description with us until it execs, and with them the object's holder
-/// lock: the object then outlives our close by that instant (README, Known limits).
-pub fn after_last_close<T>(mut open: impl FnMut() -> filemap::Result<T>) -> filemap::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let result = open();
-        if matches!(result, Err(filemap::Error::NotFound { .. })) || Instant::now() >= deadline {
-            return result;
-        }
-        // Closing what we opened makes us the last holder, who removes it if it is stale.
-        drop(result);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}

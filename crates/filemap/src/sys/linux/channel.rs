@@ -45,7 +45,16 @@ pub(crate) struct Channel {
 /// role up.
 #[derive(Debug)]
 pub(crate) struct Claim {
-    _fd: OwnedFd,
+    fd: OwnedFd,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Explicitly, not only by closing: a child that another thread is spawning right
+        // now has a copy of the descriptor until it runs `exec`, which would keep the
+        // description, and with it the role, taken until then.
+        lock::unlock(&self.fd, lock::ALL);
+    }
 }
 
 /// The object kind of a channel kind code.
@@ -222,7 +231,7 @@ impl Channel {
         let path = format!("/proc/self/fd/{}", self.entry.fd().as_raw_fd());
         let fd = fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(failed)?;
         match lock::try_write(&fd, lock::role_byte(role)) {
-            Ok(true) => Ok(Some(Claim { _fd: fd })),
+            Ok(true) => Ok(Some(Claim { fd })),
             Ok(false) => Ok(None),
             Err(e) => Err(failed(e)),
         }

@@ -333,24 +333,34 @@ impl Drop for Entry {
         // The last holder anywhere removes the name, if it may; closing the descriptor then
         // drops our locks. A reader cannot take the write lock: the object is then stale,
         // and the next opener that may write it removes it.
+        // A duplicate keeps the description open: its locks would outlive this holder and
+        // keep the name alive (or a removed file write-locked).
+        let mut unlock = self.exported.load(std::sync::atomic::Ordering::Relaxed);
         if !self.record.persistent() {
             let id = StatId {
                 dev: self.dev,
                 ino: self.ino,
             };
-            if let Ok(Removal::NotAllowed) = remove_stale(&self.dir, &self.file_name, &self.fd, id)
-            {
-                // A read-only holder: one that may write the file removes it all the same.
-                let writable =
-                    fs::fcntl_getfl(&self.fd).is_ok_and(|fl| fl & OFlags::RWMODE == OFlags::RDWR);
-                if !writable {
-                    let _ = remove_as_writer(&self.dir, &self.name, &self.file_name, &self.fd, id);
+            match remove_stale(&self.dir, &self.file_name, &self.fd, id) {
+                Ok(Removal::NotAllowed) => {
+                    // A read-only holder: one that may write the file removes it all the same.
+                    let writable = fs::fcntl_getfl(&self.fd)
+                        .is_ok_and(|fl| fl & OFlags::RWMODE == OFlags::RDWR);
+                    if !writable {
+                        let _ =
+                            remove_as_writer(&self.dir, &self.name, &self.file_name, &self.fd, id);
+                    }
                 }
+                // Others hold it: our lock must go now, not when the description closes. A
+                // child that another thread is spawning right now has a copy of our
+                // descriptor until it runs `exec`; our lock would live on in it, and the
+                // last holder, closing meanwhile, would find us still there and leave the
+                // name (and its memory) behind as a stale object.
+                Ok(Removal::Busy) => unlock = true,
+                _ => {}
             }
         }
-        if self.exported.load(std::sync::atomic::Ordering::Relaxed) {
-            // A duplicate keeps the description open: its locks would outlive this holder
-            // and keep the name alive (or a removed file write-locked).
+        if unlock {
             lock::unlock(&self.fd, lock::ALL);
         }
     }
