@@ -341,23 +341,21 @@ impl Drop for Entry {
                 dev: self.dev,
                 ino: self.ino,
             };
+            let read_only =
+                || fs::fcntl_getfl(&self.fd).is_ok_and(|fl| fl & OFlags::RWMODE != OFlags::RDWR);
             match remove_stale(&self.dir, &self.file_name, &self.fd, id) {
-                Ok(Removal::NotAllowed) => {
-                    // A read-only holder: one that may write the file removes it all the same.
-                    let writable = fs::fcntl_getfl(&self.fd)
-                        .is_ok_and(|fl| fl & OFlags::RWMODE == OFlags::RDWR);
-                    if !writable {
-                        let _ =
-                            remove_as_writer(&self.dir, &self.name, &self.file_name, &self.fd, id);
-                    }
+                Ok(Removal::Done) => {}
+                // A read-only holder: one that may write the file removes it all the same
+                // (giving our lock up first).
+                Ok(Removal::NotAllowed) if read_only() => {
+                    let _ = remove_as_writer(&self.dir, &self.name, &self.file_name, &self.fd, id);
                 }
-                // Others hold it: our lock must go now, not when the description closes. A
-                // child that another thread is spawning right now has a copy of our
-                // descriptor until it runs `exec`; our lock would live on in it, and the
-                // last holder, closing meanwhile, would find us still there and leave the
-                // name (and its memory) behind as a stale object.
-                Ok(Removal::Busy) => unlock = true,
-                _ => {}
+                // Others hold it (or we may not remove it): our lock must go now, not when
+                // the description closes. A child that another thread is spawning right now
+                // has a copy of our descriptor until it runs `exec`; our lock would live on
+                // in it, and the last holder, closing meanwhile, would find us still there
+                // and leave the name (and its memory) behind as a stale object.
+                _ => unlock = true,
             }
         }
         if unlock {
