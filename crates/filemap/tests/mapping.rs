@@ -1161,9 +1161,9 @@ fn stale_objects_are_listed_then_collected() {
 
 /// A child that another thread is spawning shares our open file descriptions until it
 /// execs. A handle that closes while others still hold the object gives its lock up
-/// explicitly, so that such a copy cannot outlive it as a holder: the last handle, closing
-/// right after, still finds itself alone and removes the name (Linux; on Windows the kernel
-/// counts handles).
+/// explicitly, and so does an open or create that fails on a live object, so that such a
+/// copy cannot outlive them as a holder: the last handle, closing right after, still finds
+/// itself alone and removes the name (Linux; on Windows the kernel counts handles).
 #[cfg(target_os = "linux")]
 #[test]
 fn the_name_goes_with_the_last_handle_while_another_thread_spawns_children() {
@@ -1192,6 +1192,15 @@ fn the_name_goes_with_the_last_handle_while_another_thread_spawns_children() {
         let name = format!("Local\\s{}", rounds % 4);
         let first = opts.create(&name, 4096).unwrap();
         let second = opts.open(&name, Access::Read).unwrap();
+        // Opens that fail on the live object let go of it at once too.
+        assert!(matches!(
+            opts.create(&name, 4096),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert!(matches!(
+            opts.open_event(&name),
+            Err(Error::KindMismatch { .. })
+        ));
         drop(first);
         drop(second);
         // Gone at once: no retry.

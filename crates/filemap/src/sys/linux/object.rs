@@ -267,6 +267,7 @@ impl Entry {
             match attach(&dir, name, &file_name, OFlags::RDWR, Some(new.kind))? {
                 Attached::Live(existing) => {
                     if disposition == Disposition::CreateNew {
+                        existing.let_go();
                         return Err(Error::AlreadyExists {
                             name: display,
                             kind: new.kind,
@@ -373,6 +374,12 @@ pub(crate) struct Found {
 }
 
 impl Found {
+    /// Gives up the holder's lock we took, and closes: what a handle does when it closes
+    /// while others hold the object (see `Drop for Entry`).
+    fn let_go(self) {
+        lock::unlock(&self.fd, lock::ALL);
+    }
+
     fn into_entry(self, dir: Arc<NsDir>, name: Name, file_name: String) -> Entry {
         Entry {
             dir,
@@ -470,6 +477,8 @@ fn attach(
         if live {
             if let Some(kind) = kind {
                 if record.kind != kind {
+                    // Let go of our lock as a closing handle does (see `Drop for Entry`).
+                    lock::unlock(&fd, lock::ALL);
                     return Err(Error::KindMismatch {
                         name: name.to_string(),
                         expected: kind,
@@ -486,7 +495,12 @@ fn attach(
         }
         // Stale: its holders are gone (closed or killed). Remove it, and look again.
         match remove_stale(dir, file_name, &fd, id)? {
-            Removal::Done | Removal::Busy => continue,
+            Removal::Done => continue,
+            // Live again (or being removed): let go of our lock as a closing handle does.
+            Removal::Busy => {
+                lock::unlock(&fd, lock::ALL);
+                continue;
+            }
             Removal::NotAllowed if flags.contains(OFlags::RDWR) => {
                 return Ok(Attached::Stuck { owner: st.st_uid })
             }
