@@ -908,7 +908,12 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
                     }
                     continue;
                 }
-                Removal::NotAllowed => Err(Errno::PERM),
+                Removal::NotAllowed => {
+                    // Let go of the unlink byte now, not when the descriptor closes (see
+                    // `Drop for Entry`: a spawning thread's copy would keep it).
+                    lock::unlock(fd, UNLINK);
+                    Err(Errno::PERM)
+                }
             },
             _ => fs::unlinkat(dir.fd(), &file_name, AtFlags::empty()),
         };
