@@ -54,6 +54,12 @@ impl Drop for Root {
     }
 }
 
+/// The name of the user running the tests, as `ls` and `info` show owners.
+fn me() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn run_with_timeout(cmd: &mut Command) -> Output {
     let child = cmd
         .stdout(Stdio::piped())
@@ -510,7 +516,7 @@ fn create_write_read_ls_info_rm() {
     );
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>()[..6],
-        ["Local\\p", "mapping", "100", "root", "0640", "persistent"]
+        ["Local\\p", "mapping", "100", &me(), "0640", "persistent"]
     );
     let json = stdout(&root.run(&["ls", "--json"]));
     for field in [
@@ -533,8 +539,12 @@ fn create_write_read_ls_info_rm() {
     let mut holder = root.spawn(&["create", "Global\\held", "--size", "4K"]);
     holder.read_until("\n");
     assert!(stdout(&root.run(&["ls"])).contains("Global\\held"));
+    // Its input stays open until it has ended (`finish` would close it, and the end of
+    // input could wake it before the signal does).
+    let input = holder.child.stdin.take();
     holder.signal("-TERM");
     let (status, err) = holder.finish();
+    drop(input);
     assert!(status.success());
     assert_eq!(
         err,
@@ -1082,13 +1092,19 @@ fn sync_objects_from_the_shell() {
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
     let ls = stdout(&root.run(&["ls"]));
+    // Compared with single spaces: the columns are as wide as the owner's name.
+    let rows: Vec<String> = ls
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let me = me();
     for row in [
-        "Local\\go    event      -     root   0600  persistent  not set, manual-reset",
-        "Local\\jobs  semaphore  -     root   0600  persistent  count 1 of 2",
-        "Local\\m     mutex      -     root   0600  persistent  free",
-        "Local\\once  event      -     root   0600  persistent  not set, auto-reset",
+        format!("Local\\go event - {me} 0600 persistent not set, manual-reset"),
+        format!("Local\\jobs semaphore - {me} 0600 persistent count 1 of 2"),
+        format!("Local\\m mutex - {me} 0600 persistent free"),
+        format!("Local\\once event - {me} 0600 persistent not set, auto-reset"),
     ] {
-        assert!(ls.contains(row), "{row:?} in\n{ls}");
+        assert!(rows.iter().any(|r| r.starts_with(&row)), "{row:?} in\n{ls}");
     }
     // signal releases a semaphore by one, past its maximum is an error.
     assert!(root.run(&["signal", "jobs"]).status.success());
@@ -1222,10 +1238,15 @@ fn lock_runs_a_command_under_the_mutex() {
         (out.status.code(), stdout(&out)),
         (Some(7), "inside\n".to_owned())
     );
+    // (A search path of directories that we may search: one we may not makes it 126.)
     assert_eq!(
-        root.run(&["lock", "l", "--", "nonexistent-command-xyz"])
-            .status
-            .code(),
+        run_with_timeout(
+            root.cmd(&["lock", "l", "--", "nonexistent-command-xyz"])
+                .env("PATH", "/usr/bin:/bin")
+                .stdin(Stdio::null())
+        )
+        .status
+        .code(),
         Some(127)
     );
     // Several concurrent `lock` runs serialise a read-modify-write of a file.
