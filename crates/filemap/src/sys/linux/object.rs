@@ -24,6 +24,11 @@
 //!   file, and unlink it. Both write locks need a descriptor open for writing: a reader
 //!   that is the last holder leaves a stale object, which every opener treats as absent
 //!   and the next writer, `gc` or create removes.
+//! - **close**: the removal above; if it does not happen (others hold the object), give the
+//!   read lock up explicitly before closing. Closing alone is not enough: a child that
+//!   another thread is spawning has a copy of the descriptor until it runs `exec`, and the
+//!   lock would live on in it, to be found by the last holder's removal. An open that fails
+//!   on a live object lets go the same way.
 //! - **rm** takes the [`UNLINK`] lock of whatever the name points at, too.
 //! - **persistent** objects skip the staleness test and the removal at close; only `rm`
 //!   removes them.
