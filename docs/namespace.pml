@@ -147,7 +147,9 @@ retry:
   :: h[p] != NONE ->                                         /* close */
      atomic { e = h[p]; h[p] = NONE };
      remove(p, e, ok);
-     atomic { rd[e*NPROC+p] = false }
+     atomic { rd[e*NPROC+p] = false }                        /* F_UNLCK, not close(): a child
+                                                               * that another thread spawns
+                                                               * shares the descriptor */
   :: h[p] != NONE -> crash(p)
   od
 }
