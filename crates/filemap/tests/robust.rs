@@ -463,7 +463,8 @@ fn two_processes_hammering_the_mutex_both_finish() {
     let (mutex, counter) = (root.name("Local\\m"), root.name("Local\\c"));
     let _m = root.opts().create_mutex(&mutex).unwrap();
     let map = root.opts().create(&counter, 8).unwrap();
-    let n = 200_000u64;
+    // Fewer under Wine, where every contended lock is a round trip to wineserver.
+    let n = if cfg!(windows) { 50_000u64 } else { 200_000 };
     for round in 0..3 {
         let mut kids: Vec<Reap> = (0..2)
             .map(|i| {
@@ -476,8 +477,10 @@ fn two_processes_hammering_the_mutex_both_finish() {
             })
             .collect();
         assert_eq!(next_reports(&mut kids, LINE), ["ready", "ready"]);
+        // A hang detector, not a speed check: generous for a loaded machine (the test's
+        // watchdog still bounds the whole).
         assert_eq!(
-            next_reports(&mut kids, LINE),
+            next_reports(&mut kids, Duration::from_secs(90)),
             ["done", "done"],
             "round {round}"
         );
