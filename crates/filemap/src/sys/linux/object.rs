@@ -336,11 +336,11 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        // The last holder anywhere removes the name, if it may; closing the descriptor then
-        // drops our locks. A reader cannot take the write lock: the object is then stale,
-        // and the next opener that may write it removes it.
-        // A duplicate keeps the description open: its locks would outlive this holder and
-        // keep the name alive (or a removed file write-locked).
+        // The last holder anywhere removes the name, if it may. A reader cannot take the
+        // write lock: the object is then stale, and the next opener that may write it
+        // removes it. A duplicate handed out (`dup_fd`) keeps the description open: its
+        // locks would outlive this holder and keep the name alive (or a removed file
+        // write-locked), so they go explicitly too.
         let mut unlock = self.exported.load(std::sync::atomic::Ordering::Relaxed);
         if !self.record.persistent() {
             let id = StatId {
