@@ -337,8 +337,8 @@ impl Mapping {
             .map_err(|e| Error::io("opening the mapping again (through /proc/self/fd)", e))
     }
 
-    /// A duplicate of the handle's descriptor (the same description), for `access` (at most
-    /// the handle's, and not copy-on-write: checked by the caller).
+    /// A duplicate of the handle's descriptor (the same description, with the handle's
+    /// access): the backing file's for a file-backed mapping, else the object file's.
     pub(crate) fn dup_fd(&self) -> Result<OwnedFd> {
         match (&self.file, &self.entry) {
             (Some(f), _) => rio::fcntl_dupfd_cloexec(f, 0)
