@@ -54,10 +54,15 @@ impl Drop for Root {
     }
 }
 
-/// The name of the user running the tests, as `ls` and `info` show owners.
+/// The user running the tests as `ls` and `info` show owners: the name, or the uid of a
+/// user without one.
 fn me() -> String {
-    let out = Command::new("id").arg("-un").output().unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    let id = |arg: &str| {
+        let out = Command::new("id").arg(arg).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    id("-un").or_else(|| id("-u")).unwrap()
 }
 
 fn run_with_timeout(cmd: &mut Command) -> Output {
