@@ -175,6 +175,54 @@ def test_a_process_that_attaches_and_exits_does_not_destroy_the_memory():
         filemap.SharedMemory(s.name)
 
 
+def _close_inherited_copies(m, mutex, ev, tx):
+    # In a forked child: use the inherited handles, then close them all.
+    with m:
+        m.view()[0:5] = b"child"
+    try:
+        mutex.acquire()  # refused: a child opens a mutex again (README, Limits)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an inherited mutex was usable")
+    mutex.close()
+    ev.set()
+    ev.close()
+    tx.close()
+
+
+def test_a_forked_child_closing_its_copies_leaves_the_parents_handles_alone():
+    # multiprocessing's "fork" (the default on Linux before Python 3.14) hands the parent's
+    # handles to the child. Closing them there must not close the parent's: the names stay,
+    # and the stream's sender is still the parent's, still open.
+    m = filemap.FileMapping.create("Local\\forked", 4096)
+    mutex = filemap.Mutex.create("Local\\forked-mutex")
+    ev = filemap.Event.create("Local\\forked-event")
+    s = filemap.Stream.create("Local\\forked-stream", 4096, 64)
+    tx, rx = s.sender(), s.receiver()
+    p = multiprocessing.get_context("fork").Process(
+        target=_close_inherited_copies, args=(m, mutex, ev, tx)
+    )
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    with filemap.FileMapping.open("Local\\forked") as again:
+        assert bytes(again.view()[0:5]) == b"child"
+    filemap.Mutex.open("Local\\forked-mutex").close()
+    assert ev.wait(0)  # set by the child through its copy
+    filemap.Event.open("Local\\forked-event").close()
+    with pytest.raises(TimeoutError):  # not BrokenPipeError: the sender is open
+        rx.recv(timeout=0.05)
+    with pytest.raises(BlockingIOError):  # the role is still the parent's
+        s.sender()
+    tx.send(b"still ours")
+    assert rx.recv(timeout=10) == b"still ours"
+    for h in (tx, rx, s, ev, mutex, m):
+        h.close()
+    with pytest.raises(FileNotFoundError):
+        filemap.FileMapping.open("Local\\forked")
+
+
 def test_kill_9_of_every_holder_leaves_nothing_behind(root):
     holders = []
     for _ in range(3):

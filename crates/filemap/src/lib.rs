@@ -10,7 +10,10 @@
 //! - **Lifetime follows Windows**: a name exists while any process holds a handle, and is
 //!   gone when the last one closes, also if every holder died by SIGKILL. A mapping's
 //!   memory lasts as long as its last handle or view.
-//!   Persistent objects are an explicit opt-in ([`Options::persistent`]).
+//!   Persistent objects are an explicit opt-in ([`Options::persistent`]). On Linux, a
+//!   child that `fork`s without `exec` inherits copies of its parent's handles; dropping
+//!   them in the child leaves the parent's handles, names and channel ends alone (the
+//!   README's **fork** paragraph has the details and the limits).
 //! - **Views** at any offset, read-only, read-write or copy-on-write ([`View`]). Memory that
 //!   another process can write is never handed out as a safe `&[u8]`: views offer
 //!   copy-in/copy-out, atomics, raw pointers and `unsafe` slices.

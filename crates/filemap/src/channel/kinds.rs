@@ -289,6 +289,10 @@ impl SlotWriter {
 
 impl Drop for SlotWriter {
     fn drop(&mut self) {
+        if self._claim.inherited() {
+            // A forked child's copy: the channel end is still its parent's.
+            return;
+        }
         let ctl = self.chan.slots().ctl;
         ctl.producer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
@@ -928,6 +932,10 @@ impl RpcServer {
 
 impl Drop for RpcServer {
     fn drop(&mut self) {
+        if self._claim.inherited() {
+            // A forked child's copy: the channel end is still its parent's.
+            return;
+        }
         let c = self.chan.clients();
         c.ctl.server.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);

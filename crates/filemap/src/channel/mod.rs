@@ -828,6 +828,10 @@ fn reserve(
 
 impl Drop for Sender {
     fn drop(&mut self) {
+        if self._claim.inherited() {
+            // A forked child's copy: the channel end is still its parent's.
+            return;
+        }
         let ring = self.chan.ring();
         ring.ctl.producer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
@@ -1263,6 +1267,10 @@ fn next(
 
 impl Drop for Receiver {
     fn drop(&mut self) {
+        if self._claim.inherited() {
+            // A forked child's copy: the channel end is still its parent's.
+            return;
+        }
         let ring = self.chan.ring();
         self.consumer.release(&ring, self.chan.parker());
         ring.ctl.consumer.store(CLOSED, Release);

@@ -46,10 +46,24 @@ pub(crate) struct Channel {
 #[derive(Debug)]
 pub(crate) struct Claim {
     fd: OwnedFd,
+    /// The fork generation the role was taken in (see `fork.rs`).
+    forks: u32,
+}
+
+impl Claim {
+    /// Whether this is a copy that a forked child inherited: the role is still its
+    /// parent's, and the endpoint that holds it must leave the channel alone when it goes.
+    pub(crate) fn inherited(&self) -> bool {
+        self.forks != super::fork::generation()
+    }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
+        if self.inherited() {
+            // The parent's role: only the descriptor goes.
+            return;
+        }
         // Explicitly, not only by closing: a child that another thread is spawning right
         // now has a copy of the descriptor until it runs `exec`, which would keep the
         // description, and with it the role, taken until then.
@@ -231,7 +245,10 @@ impl Channel {
         let path = format!("/proc/self/fd/{}", self.entry.fd().as_raw_fd());
         let fd = fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(failed)?;
         match lock::try_write(&fd, lock::role_byte(role)) {
-            Ok(true) => Ok(Some(Claim { fd })),
+            Ok(true) => Ok(Some(Claim {
+                fd,
+                forks: super::fork::generation(),
+            })),
             Ok(false) => Ok(None),
             Err(e) => Err(failed(e)),
         }

@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 mod channel;
 mod dir;
+mod fork;
 mod futex;
 mod lock;
 mod mapping;

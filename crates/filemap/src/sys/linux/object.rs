@@ -68,6 +68,8 @@ pub(crate) struct Entry {
     /// and with it our locks, may then outlive `fd`, so dropping gives the locks up
     /// explicitly.
     exported: std::sync::atomic::AtomicBool,
+    /// The fork generation this handle was made in (see `fork.rs`).
+    forks: u32,
 }
 
 /// What a new object looks like.
@@ -304,6 +306,7 @@ impl Entry {
                 mode: new.mode,
                 record,
                 exported: Default::default(),
+                forks: super::fork::generation(),
             },
             true,
         ))
@@ -336,6 +339,12 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
+        if self.forks != super::fork::generation() {
+            // A copy that a forked child inherited: the description, and our lock on it,
+            // are its parent's hold, which the parent gives up when it closes its own copy.
+            // Only the descriptor goes.
+            return;
+        }
         // The last holder anywhere removes the name, if it may. A reader cannot take the
         // write lock: the object is then stale, and the next opener that may write it
         // removes it. A duplicate handed out (`dup_fd`) keeps the description open: its
@@ -399,6 +408,7 @@ impl Found {
             record: self.record,
             _slot: self.slot,
             exported: Default::default(),
+            forks: super::fork::generation(),
         }
     }
 }

@@ -58,19 +58,9 @@ const NODES_PER_CORE: usize = SLOTS + 2;
 /// Mutexes per sentinel, so that its list stays within the kernel's limit.
 const CORES_PER_SENTINEL: usize = KERNEL_LIST_LIMIT / NODES_PER_CORE;
 
-/// Incremented in the child after every `fork`: a sentinel does not survive a fork, so a
-/// child starts a new registry (and cores from before the fork are refused there).
-static FORKS: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn after_fork_in_child() {
-    FORKS.fetch_add(1, Relaxed);
-}
-
-/// The current fork generation.
-#[inline]
-fn generation() -> u32 {
-    FORKS.load(Relaxed)
-}
+// A sentinel does not survive a fork, so a child starts a new registry, one per fork
+// generation, and cores from before the fork are refused there.
+use super::fork::generation;
 
 /// A thread whose robust list the kernel walks when the process ends.
 #[derive(Debug)]
@@ -440,12 +430,6 @@ fn registry() -> &'static Registry {
             return reg;
         }
     }
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    // SAFETY: the handler only increments an atomic, which is async-signal-safe, as a
-    // child-side fork handler must be.
-    ATFORK.call_once(|| unsafe {
-        libc::pthread_atfork(None, None, Some(after_fork_in_child));
-    });
     let fresh: &'static Registry = Box::leak(Box::new(Registry {
         gen,
         inner: Default::default(),

@@ -69,6 +69,13 @@ pub(crate) struct Claim {
     _event: Handle,
 }
 
+impl Claim {
+    /// Always `false`: Windows has no `fork` (see the Linux backend).
+    pub(crate) fn inherited(&self) -> bool {
+        false
+    }
+}
+
 /// The wait semaphores of one channel, by the offset of their word.
 #[derive(Debug)]
 pub(crate) struct WaitObjects {

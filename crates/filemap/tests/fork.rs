@@ -1,0 +1,131 @@
+//! A child that `fork`s without `exec` inherits copies of its parent's handles. Closing
+//! them in the child (or exiting through destructors) must leave the parent's holds alone:
+//! its names, its mutex, its channel roles and the channel's open ends, as closing a
+//! handle in one process never affects another process's handle on Windows.
+//!
+//! The forking runs in a child role (this test binary re-run), so that the process that
+//! forks runs one test only.
+#![cfg(target_os = "linux")]
+#![allow(unsafe_code)]
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::{opts, read_line_within, role, spawn_role, watchdog, Reap, TestRoot};
+use filemap::{Access, Error};
+
+/// The entry point of the child role. In the parent test run it does nothing.
+#[test]
+fn child() {
+    let Some((role, _)) = role() else { return };
+    assert_eq!(role, "fork");
+    let report = match forked_copies_close() {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e,
+    };
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{}{report}", common::REPORT).unwrap();
+    o.flush().unwrap();
+    drop(o);
+    std::process::exit(0);
+}
+
+/// Makes one object of each family, forks a child that drops its copies and exits, and
+/// checks that all of them are still the parent's. `Err` says what went wrong.
+fn forked_copies_close() -> Result<(), String> {
+    let o = opts();
+    let e = |what: &str| {
+        let what = what.to_owned();
+        move |err: Error| format!("{what}: {err}")
+    };
+    let m = o.create("Local\\fork-map", 4096).map_err(e("create"))?;
+    let v = m.map_view(Access::ReadWrite, 0, 0).map_err(e("view"))?;
+    v.write_at(0, b"parent").map_err(e("write"))?;
+    let ev = o
+        .create_event("Local\\fork-event", true, false)
+        .map_err(e("event"))?;
+    let mx = o.create_mutex("Local\\fork-mutex").map_err(e("mutex"))?;
+    let st = o
+        .create_stream("Local\\fork-stream", 4096, 64)
+        .map_err(e("stream"))?;
+    let mut tx = st.sender().map_err(e("sender"))?;
+    let mut rx = st.receiver().map_err(e("receiver"))?;
+
+    // SAFETY: this process runs one test, on one thread besides the harness's main thread
+    // (which waits for it) and the mutex's sentinel; the child only drops handles (closes,
+    // munmaps and frees, which glibc's fork handlers make safe) and calls `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        drop((tx, rx, st, mx, ev, v, m));
+        // SAFETY: ends the child at once, without running the harness's exit path.
+        unsafe { libc::_exit(0) };
+    }
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid place for its status.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid || status != 0 {
+        return Err(format!("the forked child ended with status {status:#x}"));
+    }
+
+    // Every name is still there, and still the parent's.
+    let again = o
+        .open("Local\\fork-map", Access::Read)
+        .map_err(e("the mapping after the child closed its copy"))?;
+    let mut buf = [0u8; 6];
+    again
+        .map_view(Access::Read, 0, 6)
+        .and_then(|w| w.read_at(0, &mut buf))
+        .map_err(e("reading it"))?;
+    if &buf != b"parent" {
+        return Err(format!("the mapping reads {buf:?}"));
+    }
+    o.open_event("Local\\fork-event")
+        .map_err(e("the event after the child closed its copy"))?;
+    o.open_mutex("Local\\fork-mutex")
+        .map_err(e("the mutex after the child closed its copy"))?;
+    drop(mx.lock().map_err(e("locking the mutex"))?);
+    // The stream's ends are still open and still ours: no other sender may take the role,
+    // and the receiver does not see the sender closed.
+    match st.sender() {
+        Err(Error::Busy { .. }) => {}
+        other => return Err(format!("a second sender: {other:?}")),
+    }
+    match rx.try_recv() {
+        Ok(None) => {}
+        Err(err) => return Err(format!("receiving from an empty stream: {err}")),
+        Ok(Some(_)) => return Err("a message nobody sent".into()),
+    }
+    tx.send(b"after the fork").map_err(e("send"))?;
+    drop(tx);
+    let msg = rx
+        .try_recv()
+        .map_err(e("receive"))?
+        .ok_or("no message after the fork")?;
+    let mut got = vec![0u8; msg.len()];
+    msg.read_at(0, &mut got).map_err(e("reading the message"))?;
+    drop(msg);
+    if got != b"after the fork" {
+        return Err(format!("received {got:?}"));
+    }
+
+    // The parent's own last handles still take the names with them.
+    drop((again, rx, st, ev, v, m));
+    match o.open("Local\\fork-map", Access::Read) {
+        Err(Error::NotFound { .. }) => Ok(()),
+        other => Err(format!("after the parent's last close: {other:?}")),
+    }
+}
+
+#[test]
+fn a_forked_childs_copies_leave_the_parents_handles_alone() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("fork");
+    let mut kid = Reap(spawn_role("child", "fork", &root.path, &[]));
+    let report = read_line_within(&mut kid.0, Duration::from_secs(60));
+    assert_eq!(report, "ok");
+    assert!(kid.0.wait().unwrap().success());
+}
