@@ -11,7 +11,8 @@
 mod common;
 
 use std::io::Write;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::{opts, read_line_within, role, spawn_role, watchdog, Reap, TestRoot};
 use filemap::{Access, Error};
@@ -20,8 +21,12 @@ use filemap::{Access, Error};
 #[test]
 fn child() {
     let Some((role, _)) = role() else { return };
-    assert_eq!(role, "fork");
-    let report = match forked_copies_close() {
+    let result = match role.as_str() {
+        "fork" => forked_copies_close(),
+        "fork-busy" => forks_while_another_thread_opens(),
+        other => Err(format!("unknown role {other}")),
+    };
+    let report = match result {
         Ok(()) => "ok".to_owned(),
         Err(e) => e,
     };
@@ -126,6 +131,71 @@ fn a_forked_childs_copies_leave_the_parents_handles_alone() {
     let root = TestRoot::new("fork");
     let mut kid = Reap(spawn_role("child", "fork", &root.path, &[]));
     let report = read_line_within(&mut kid.0, Duration::from_secs(60));
+    assert_eq!(report, "ok");
+    assert!(kid.0.wait().unwrap().success());
+}
+
+/// Forks again and again while another thread opens and closes handles, and has every
+/// child make an object of its own: a lock that the other thread held at the fork (the
+/// namespace directories' cache, the holders' slots) must not be left held in the child.
+fn forks_while_another_thread_opens() -> Result<(), String> {
+    let o = opts();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(m) = o.open_or_create("Local\\busy", 4096) {
+                    drop(m);
+                }
+            }
+        });
+        let result = (0..FORKS).try_for_each(|i| {
+            // SAFETY: the child only makes and drops one object (open, lock, close and
+            // malloc, which glibc's fork handlers make safe) and calls `_exit`.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = o.create(&format!("Local\\child-{i}"), 4096).is_ok();
+                // SAFETY: ends the child at once, without the harness's exit path.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            if pid < 0 {
+                return Err(format!("fork: {}", std::io::Error::last_os_error()));
+            }
+            let start = Instant::now();
+            loop {
+                let mut status = 0;
+                // SAFETY: polls our own child; `status` is a valid place for its status.
+                match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
+                    0 if start.elapsed() < Duration::from_secs(10) => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    0 => {
+                        // SAFETY: kills and reaps our own child.
+                        unsafe {
+                            libc::kill(pid, libc::SIGKILL);
+                            libc::waitpid(pid, &mut status, 0);
+                        }
+                        return Err(format!("forked child {i} hung"));
+                    }
+                    _ if status == 0 => return Ok(()),
+                    _ => return Err(format!("forked child {i} ended with status {status:#x}")),
+                }
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        result
+    })
+}
+
+/// Forks of [`forks_while_another_thread_opens`].
+const FORKS: u32 = 300;
+
+#[test]
+fn a_child_forked_while_another_thread_opens_objects_can_make_its_own() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("fork-busy");
+    let mut kid = Reap(spawn_role("child", "fork-busy", &root.path, &[]));
+    let report = read_line_within(&mut kid.0, Duration::from_secs(240));
     assert_eq!(report, "ok");
     assert!(kid.0.wait().unwrap().success());
 }

@@ -26,7 +26,8 @@
 //!   `open(ns, name)`, `name`, `created`, `os_path`, `geometry`, `ring()`, `slots()`,
 //!   `clients()` and `control()`/`area()` (the control page and ring or slots of
 //!   `channel/`, mapped shared), `claim(role) -> Claim` and `claim_any(roles)` (play a
-//!   role; `Error::Busy` while someone lives in it) and
+//!   role; `Error::Busy` while someone lives in it; `Claim::inherited()` tells a copy that a
+//!   forked child inherited, whose endpoint then leaves the channel alone when it goes) and
 //!   `role_alive(Role)`, `parker()` (the `Parker` its sides sleep on: futexes on Linux,
 //!   named semaphores on Windows), and `ChannelParker`, its type. `no_channels.rs` serves
 //!   targets without a backend.
@@ -35,7 +36,7 @@
 //!
 //! `linux` is the Linux implementation and `windows` the Windows one (kernel objects), each
 //! split by kind. On Linux the modules form layers, each using only those below it:
-//! `dir`, `lock`, `futex`, `memory` and `user` at the bottom; `object` (the entry protocol
+//! `dir`, `lock`, `futex`, `fork`, `memory` and `user` at the bottom; `object` (the entry protocol
 //! that gives every kind its name, lifetime and permissions) above them; `mapping`,
 //! `robust` and `sync` above that; `admin` on top. On Windows, `object` (handles, names, the
 //! kernel's errors) is the bottom, with `mapping` and `sync` above it and `admin` on top.

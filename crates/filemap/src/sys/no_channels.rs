@@ -24,6 +24,12 @@ pub(crate) struct Channel(Never);
 #[derive(Debug)]
 pub(crate) struct Claim(Never);
 
+impl Claim {
+    pub(crate) fn inherited(&self) -> bool {
+        match self.0 {}
+    }
+}
+
 /// Never parks: no channel can exist to park on.
 #[derive(Debug)]
 pub(crate) struct NoParker;

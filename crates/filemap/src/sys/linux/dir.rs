@@ -18,13 +18,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{self, FileType, Mode, OFlags, CWD};
 use rustix::io::Errno;
 use rustix::process::geteuid;
 
+use super::fork::PerGeneration;
 use crate::{Error, Kind, Name, Namespace, Result, Scope};
 
 /// An open, checked namespace directory.
@@ -41,9 +42,11 @@ pub(crate) struct NsDir {
 
 type Cache = Mutex<HashMap<(PathBuf, Scope, u32), Arc<NsDir>>>;
 
+/// The open namespace directories, one cache per fork generation (a child forked while
+/// another thread held the cache's lock starts a cache of its own).
 fn cache() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+    static CACHE: PerGeneration<Cache> = PerGeneration::new();
+    CACHE.get()
 }
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY

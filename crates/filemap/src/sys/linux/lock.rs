@@ -19,7 +19,7 @@
 //! descriptor share its locks.
 #![allow(unsafe_code)]
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use rustix::fd::{AsFd, AsRawFd};
 use rustix::io::Errno;
@@ -81,25 +81,26 @@ pub(crate) fn holder_byte(pid: u32, slot: u16) -> Span {
 #[derive(Debug)]
 pub(crate) struct Slot(u16);
 
-/// The slots in use in this process, one bit each. A forked child inherits the parent's
-/// bits; that only makes it skip slots, since its pid differs.
-static USED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+/// The slots in use in this process, one bit each, without a lock: a thread that `fork`s
+/// while another takes a slot leaves no lock held in the child. A forked child inherits
+/// the parent's bits; that only makes it skip slots, since its pid differs.
+static USED: [AtomicU64; (SLOTS / 64) as usize] =
+    [const { AtomicU64::new(0) }; (SLOTS / 64) as usize];
 
 impl Slot {
     /// The lowest free slot. Past 2^16 handles in one process, the last slot is shared,
     /// which only makes `holders` count fewer handles.
     pub(crate) fn take() -> Slot {
-        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
-        for (i, word) in used.iter_mut().enumerate() {
-            if *word != u64::MAX {
-                let bit = word.trailing_ones() as usize;
-                *word |= 1 << bit;
-                return Slot((i * 64 + bit) as u16);
+        // Relaxed: a bit only hands out a number; nothing is published through it.
+        for (i, word) in USED.iter().enumerate() {
+            let mut cur = word.load(Relaxed);
+            while cur != u64::MAX {
+                let bit = cur.trailing_ones();
+                match word.compare_exchange_weak(cur, cur | 1 << bit, Relaxed, Relaxed) {
+                    Ok(_) => return Slot((i * 64) as u16 + bit as u16),
+                    Err(now) => cur = now,
+                }
             }
-        }
-        if used.len() < (SLOTS / 64) as usize {
-            used.push(1);
-            return Slot(((used.len() - 1) * 64) as u16);
         }
         Slot(u16::MAX)
     }
@@ -111,12 +112,8 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.0 == u16::MAX {
-            return;
-        }
-        let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(word) = used.get_mut(usize::from(self.0) / 64) {
-            *word &= !(1 << (self.0 % 64));
+        if self.0 != u16::MAX {
+            USED[usize::from(self.0) / 64].fetch_and(!(1 << (self.0 % 64)), Relaxed);
         }
     }
 }
