@@ -458,6 +458,11 @@ impl Drop for Mapping {
         let (Some(tracker), Some(entry)) = (self.tracker.get(), &self.entry) else {
             return;
         };
+        if entry.inherited() {
+            // A forked child's copy: its views need not move, since its closing gives up
+            // no lock (and the tracker's lock may be a copy that another thread held).
+            return;
+        }
         let mut live = tracker.lock();
         if live.is_empty() {
             return;

@@ -101,6 +101,12 @@ impl Entry {
         &self.fd
     }
 
+    /// Whether this is a copy that a forked child inherited (see `fork.rs`): its closing
+    /// leaves everything to the parent.
+    pub(crate) fn inherited(&self) -> bool {
+        self.forks != super::fork::generation()
+    }
+
     /// A duplicate of the holder's descriptor (the same description, locks included, for as
     /// long as this entry lives; dropping the entry gives the locks up explicitly).
     pub(crate) fn dup_fd(&self) -> Result<OwnedFd> {
@@ -339,7 +345,7 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        if self.forks != super::fork::generation() {
+        if self.inherited() {
             // A copy that a forked child inherited: the description, and our lock on it,
             // are its parent's hold, which the parent gives up when it closes its own copy.
             // Only the descriptor goes.
