@@ -135,11 +135,16 @@ fn a_forked_childs_copies_leave_the_parents_handles_alone() {
     assert!(kid.0.wait().unwrap().success());
 }
 
-/// Forks again and again while another thread opens and closes handles, and has every
-/// child make an object of its own: a lock that the other thread held at the fork (the
-/// namespace directories' cache, the holders' slots) must not be left held in the child.
+/// Forks again and again while another thread opens and closes handles and maps and
+/// unmaps views of a mapping, and has every child make an object of its own, map a view of
+/// the inherited mapping and drop an inherited view: a lock that the other thread held at
+/// the fork (the namespace directories' cache, the holders' slots, the mapping's list of
+/// views) must not be left held in the child.
 fn forks_while_another_thread_opens() -> Result<(), String> {
     let o = opts();
+    let shared = o
+        .create("Local\\shared", 4096)
+        .map_err(|e| format!("create: {e}"))?;
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -147,17 +152,27 @@ fn forks_while_another_thread_opens() -> Result<(), String> {
                 if let Ok(m) = o.open_or_create("Local\\busy", 4096) {
                     drop(m);
                 }
+                if let Ok(v) = shared.map_view(Access::ReadWrite, 0, 0) {
+                    drop(v);
+                }
             }
         });
         let result = (0..FORKS).try_for_each(|i| {
-            // SAFETY: the child only makes and drops one object (open, lock, close and
-            // malloc, which glibc's fork handlers make safe) and calls `_exit`.
+            let inherited = shared
+                .map_view(Access::Read, 0, 0)
+                .map_err(|e| format!("view: {e}"))?;
+            let inherited = std::cell::Cell::new(Some(inherited));
+            // SAFETY: the child only makes and drops an object and views (open, lock, mmap,
+            // close and malloc, which glibc's fork handlers make safe) and calls `_exit`.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
-                let ok = o.create(&format!("Local\\child-{i}"), 4096).is_ok();
+                drop(inherited.take());
+                let ok = o.create(&format!("Local\\child-{i}"), 4096).is_ok()
+                    && shared.map_view(Access::ReadWrite, 0, 0).is_ok();
                 // SAFETY: ends the child at once, without the harness's exit path.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) };
             }
+            drop(inherited.take());
             if pid < 0 {
                 return Err(format!("fork: {}", std::io::Error::last_os_error()));
             }

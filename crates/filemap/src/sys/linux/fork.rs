@@ -15,7 +15,8 @@
 //! A fork also copies locks that other threads held at that instant, and those threads do
 //! not exist in the child. Process-wide state that sits behind a lock is therefore made
 //! afresh in each generation ([`PerGeneration`]: the namespace directories' cache; the
-//! mutex registry does the same), or needs no lock (the holders' slots, `lock.rs`).
+//! mutex registry does the same), needs no lock (the holders' slots, `lock.rs`), or is
+//! left alone in a child (a mapping's list of views, `memory.rs`).
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::*};

@@ -374,6 +374,10 @@ impl Mapping {
     fn view_fd(&self, access: Access) -> (&OwnedFd, Option<&Tracker>) {
         match (&self.file, &self.entry) {
             (Some(f), _) => (f, None),
+            // A forked child's copy of a handle gives no lock up when it closes, so its
+            // views need neither an unlocked description nor tracking (and it stays off
+            // locks that another thread of its parent may have held at the fork).
+            (None, Some(e)) if e.inherited() => (e.fd(), None),
             (None, Some(e)) => match access {
                 Access::CopyOnWrite => match self.unlocked_fd(e) {
                     Some(fd) => (fd, None),
@@ -432,8 +436,8 @@ impl Mapping {
         })?;
         let base = NonNull::new(base.cast::<u8>())
             .ok_or_else(|| Error::io("mapping a view", Errno::NOMEM))?;
-        if let Some(tracker) = tracker {
-            tracker.lock().push(TrackedView {
+        if let Some(mut live) = tracker.and_then(Tracker::lock) {
+            live.push(TrackedView {
                 base: base.as_ptr() as usize,
                 len: map_len,
                 offset: aligned,
@@ -463,7 +467,9 @@ impl Drop for Mapping {
             // no lock (and the tracker's lock may be a copy that another thread held).
             return;
         }
-        let mut live = tracker.lock();
+        let Some(mut live) = tracker.lock() else {
+            return;
+        };
         if live.is_empty() {
             return;
         }

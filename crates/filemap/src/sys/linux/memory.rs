@@ -23,13 +23,31 @@ pub(super) struct TrackedView {
     pub(super) prot: ProtFlags,
 }
 
-/// The shared views that map a handle's locked description.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Tracker(Arc<Mutex<Vec<TrackedView>>>);
+/// The shared views that map a handle's locked description, and the fork generation that
+/// made the list.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracker {
+    forks: u32,
+    views: Arc<Mutex<Vec<TrackedView>>>,
+}
+
+impl Default for Tracker {
+    fn default() -> Tracker {
+        Tracker {
+            forks: super::fork::generation(),
+            views: Default::default(),
+        }
+    }
+}
 
 impl Tracker {
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TrackedView>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    /// The list, locked; `None` in a forked child. There the list is its parent's: the
+    /// child's copies of the views need no moving, since its copy of the handle gives no
+    /// lock up, and its copy of the list's lock may have been held by a thread it does not
+    /// have.
+    pub(super) fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<TrackedView>>> {
+        (self.forks == super::fork::generation())
+            .then(|| self.views.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -88,7 +106,7 @@ impl Drop for Region {
     fn drop(&mut self) {
         // Unregistered and unmapped under the tracker's lock, so that the handle's drop
         // never maps over a range that is being unmapped.
-        let mut live = self.tracker.as_ref().map(Tracker::lock);
+        let mut live = self.tracker.as_ref().and_then(Tracker::lock);
         if let Some(live) = live.as_mut() {
             let base = self.base.as_ptr() as usize;
             live.retain(|v| v.base != base);
