@@ -4,6 +4,7 @@ crashes, and bad input. Run by tests/python.rs (``cargo test``), or by hand:
 
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -173,6 +174,71 @@ def test_a_process_that_attaches_and_exits_does_not_destroy_the_memory():
     s.close()
     with pytest.raises(FileNotFoundError):
         filemap.SharedMemory(s.name)
+
+
+def _use_pickled_handles(m, mutex, ev, stream):
+    # In a spawned child: every handle arrived pickled, as its name, and was opened here.
+    m.view()[0:7] = b"spawned"
+    with mutex:
+        pass
+    with stream.sender() as tx:
+        tx.send(b"from the child")
+    ev.set()
+    for h in (stream, ev, mutex, m):
+        h.close()
+
+
+def test_handles_pickle_as_their_names_for_spawned_processes(tmp_path, root):
+    # multiprocessing's spawn and forkserver start methods, and its queues, pickle what
+    # they pass: a handle goes as its name, and the receiver opens it (its own handle).
+    m = filemap.FileMapping.create("Local\\pickled", 4096)
+    mutex = filemap.Mutex.create("Local\\pickled-mutex")
+    ev = filemap.Event.create("Local\\pickled-event", manual_reset=True)
+    s = filemap.Stream.create("Local\\pickled-stream", 4096, 64)
+    rx = s.receiver()
+    p = multiprocessing.get_context("spawn").Process(
+        target=_use_pickled_handles, args=(m, mutex, ev, s)
+    )
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert ev.wait(0)
+    assert bytes(m.view()[0:7]) == b"spawned"
+    assert rx.recv(timeout=10) == b"from the child"
+
+    # In one process too: the copy is a handle of its own, and keeps the name alive. A
+    # read-only handle's copy is read-only.
+    copy = pickle.loads(pickle.dumps(m))
+    assert (copy.name, copy.size, copy.access) == (m.name, m.size, "rw")
+    with filemap.FileMapping.open("Local\\pickled", "r") as ro:
+        with pickle.loads(pickle.dumps(ro)) as ro_copy:
+            assert ro_copy.access == "r"
+    m.close()
+    assert bytes(filemap.FileMapping.open("Local\\pickled", "r").view()[0:7]) == b"spawned"
+    copy.close()
+    with pytest.raises(FileNotFoundError):
+        filemap.FileMapping.open("Local\\pickled")
+
+    # A closed handle, or one without a name, has no name to send.
+    with pytest.raises(ValueError):
+        pickle.dumps(m)
+    f = tmp_path / "data"
+    f.write_bytes(b"x" * 4096)
+    with filemap.FileMapping.from_file(str(f)) as unnamed:
+        with pytest.raises(TypeError):
+            pickle.dumps(unnamed)
+    for h in (rx, s, ev, mutex):
+        h.close()
+
+    # A SharedMemory pickles as the standard class does, and keeps a root of its own.
+    other = f"{root}-other"
+    shm = filemap.SharedMemory(create=True, size=64, root=other)
+    shm.buf[:2] = b"hi"
+    again = pickle.loads(pickle.dumps(shm))
+    assert (again.name, again.size, bytes(again.buf[:2])) == (shm.name, 64, b"hi")
+    again.close()
+    shm.close()
+    subprocess.run(["rm", "-rf", other])
 
 
 def _close_inherited_copies(m, mutex, ev, tx):

@@ -12,6 +12,9 @@ Python processes) share them.
 - Errors are the built-in exceptions (``FileNotFoundError``, ``FileExistsError``,
   ``PermissionError``, ``TimeoutError``, ``ValueError``, ...) with filemap's message.
 - Blocking calls release the GIL, and Ctrl-C interrupts them.
+- Handles pickle as their names: a process that unpickles one (``multiprocessing`` with
+  ``spawn``, a queue) opens the name and gets a handle of its own.
+- A child made by ``fork`` may close the handles it inherited: its parent's stay open.
 """
 
 from __future__ import annotations
@@ -67,6 +70,23 @@ class AbandonedMutexError(Exception):
         self.index = index
 
 
+def _open_by_name(cls: Any, name: str, root: _PathLike, *args: Any) -> Any:
+    """Unpickles a handle: opens its name (``OpenFileMapping``, ``OpenEvent``, ...)."""
+    return cls.open(name, *args, root=root)
+
+
+def _reduce_by_name(handle: Any, *args: Any) -> Any:
+    """Pickles a handle as its name: the receiving process opens the name, and gets a
+    handle of its own, as a duplicated handle is on Windows. It needs the object to live
+    until then (the sender's handle keeps it alive)."""
+    name = handle.name  # ValueError if the handle is closed
+    if name is None:
+        raise TypeError(
+            f"an unnamed {type(handle).__name__} cannot be pickled: there is no name to open"
+        )
+    return (_open_by_name, (type(handle), name, handle._root, *args))
+
+
 def _access_of(access: Optional[str], default: str) -> str:
     return default if access is None else access
 
@@ -78,8 +98,9 @@ class FileMapping:
     was the last handle anywhere; views keep their memory.
     """
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, root: _PathLike = None) -> None:
         self._m = native
+        self._root = root
 
     @classmethod
     def create(
@@ -96,7 +117,8 @@ class FileMapping:
         return cls(
             _filemap.FileMapping.make(
                 name, size, root=root, mode=mode, persistent=persistent, sparse=sparse
-            )
+            ),
+            root=root,
         )
 
     @classmethod
@@ -120,13 +142,14 @@ class FileMapping:
                 mode=mode,
                 persistent=persistent,
                 sparse=sparse,
-            )
+            ),
+            root=root,
         )
 
     @classmethod
     def open(cls, name: str, access: str = "rw", *, root: _PathLike = None) -> "FileMapping":
         """Opens the live mapping for ``access`` ("r" or "rw"); ``FileNotFoundError`` if none."""
-        return cls(_filemap.FileMapping.open(name, access, root=root))
+        return cls(_filemap.FileMapping.open(name, access, root=root), root=root)
 
     @classmethod
     def from_file(
@@ -139,7 +162,10 @@ class FileMapping:
         root: _PathLike = None,
     ) -> "FileMapping":
         """Maps a file (``size`` 0: its length), optionally under a name."""
-        return cls(_filemap.FileMapping.from_file(path, size, access, name=name, root=root))
+        return cls(
+            _filemap.FileMapping.from_file(path, size, access, name=name, root=root),
+            root=root,
+        )
 
     @property
     def name(self) -> Optional[str]:
@@ -210,6 +236,9 @@ class FileMapping:
     def close(self) -> None:
         self._m.close()
 
+    def __reduce__(self) -> Any:
+        return _reduce_by_name(self, self.access)
+
     def __enter__(self) -> "FileMapping":
         return self
 
@@ -229,22 +258,23 @@ class Mutex:
     raises ``AbandonedMutexError`` with the lock taken (see there).
     """
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, root: _PathLike = None) -> None:
         self._m = native
+        self._root = root
 
     @classmethod
     def create(cls, name: str, *, root: _PathLike = None, mode: Optional[int] = None) -> "Mutex":
-        return cls(_filemap.Mutex.make(name, root=root, mode=mode))
+        return cls(_filemap.Mutex.make(name, root=root, mode=mode), root=root)
 
     @classmethod
     def open_or_create(
         cls, name: str, *, root: _PathLike = None, mode: Optional[int] = None
     ) -> "Mutex":
-        return cls(_filemap.Mutex.make(name, open=True, root=root, mode=mode))
+        return cls(_filemap.Mutex.make(name, open=True, root=root, mode=mode), root=root)
 
     @classmethod
     def open(cls, name: str, *, root: _PathLike = None) -> "Mutex":
-        return cls(_filemap.Mutex.make(name, create=False, root=root))
+        return cls(_filemap.Mutex.make(name, create=False, root=root), root=root)
 
     @property
     def name(self) -> str:
@@ -279,13 +309,17 @@ class Mutex:
     def close(self) -> None:
         self._m.close()
 
+    def __reduce__(self) -> Any:
+        return _reduce_by_name(self)
+
 
 class Semaphore:
     """A named counting semaphore (``CreateSemaphore``). ``with sem:`` takes one and gives
     it back."""
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, root: _PathLike = None) -> None:
         self._m = native
+        self._root = root
 
     @classmethod
     def create(
@@ -297,7 +331,7 @@ class Semaphore:
         root: _PathLike = None,
         mode: Optional[int] = None,
     ) -> "Semaphore":
-        return cls(_filemap.Semaphore.make(name, initial, maximum, root=root, mode=mode))
+        return cls(_filemap.Semaphore.make(name, initial, maximum, root=root, mode=mode), root=root)
 
     @classmethod
     def open_or_create(
@@ -310,12 +344,13 @@ class Semaphore:
         mode: Optional[int] = None,
     ) -> "Semaphore":
         return cls(
-            _filemap.Semaphore.make(name, initial, maximum, open=True, root=root, mode=mode)
+            _filemap.Semaphore.make(name, initial, maximum, open=True, root=root, mode=mode),
+            root=root,
         )
 
     @classmethod
     def open(cls, name: str, *, root: _PathLike = None) -> "Semaphore":
-        return cls(_filemap.Semaphore.make(name, create=False, root=root))
+        return cls(_filemap.Semaphore.make(name, create=False, root=root), root=root)
 
     @property
     def name(self) -> str:
@@ -346,12 +381,16 @@ class Semaphore:
     def close(self) -> None:
         self._m.close()
 
+    def __reduce__(self) -> Any:
+        return _reduce_by_name(self)
+
 
 class Event:
     """A named auto-reset or manual-reset event (``CreateEvent``)."""
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, root: _PathLike = None) -> None:
         self._m = native
+        self._root = root
 
     @classmethod
     def create(
@@ -363,7 +402,10 @@ class Event:
         root: _PathLike = None,
         mode: Optional[int] = None,
     ) -> "Event":
-        return cls(_filemap.Event.make(name, manual_reset, initially_set, root=root, mode=mode))
+        return cls(
+            _filemap.Event.make(name, manual_reset, initially_set, root=root, mode=mode),
+            root=root,
+        )
 
     @classmethod
     def open_or_create(
@@ -378,12 +420,13 @@ class Event:
         return cls(
             _filemap.Event.make(
                 name, manual_reset, initially_set, open=True, root=root, mode=mode
-            )
+            ),
+            root=root,
         )
 
     @classmethod
     def open(cls, name: str, *, root: _PathLike = None) -> "Event":
-        return cls(_filemap.Event.make(name, create=False, root=root))
+        return cls(_filemap.Event.make(name, create=False, root=root), root=root)
 
     @property
     def name(self) -> str:
@@ -415,6 +458,9 @@ class Event:
     def close(self) -> None:
         self._m.close()
 
+    def __reduce__(self) -> Any:
+        return _reduce_by_name(self)
+
 
 def wait_any(
     objects: "Sequence[Union[Mutex, Semaphore, Event, Receiver, Subscriber, LatestReader, RpcServer, RpcClient]]",
@@ -443,24 +489,28 @@ class Stream:
     """A named stream channel: one producer (``sender()``), one consumer (``receiver()``),
     byte messages in a ring in shared memory."""
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, root: _PathLike = None) -> None:
         self._m = native
+        self._root = root
 
     @classmethod
     def create(
         cls, name: str, capacity: int = 1 << 20, max_message: int = 0, *, root: _PathLike = None
     ) -> "Stream":
-        return cls(_filemap.Stream.make(name, capacity, max_message, root=root))
+        return cls(_filemap.Stream.make(name, capacity, max_message, root=root), root=root)
 
     @classmethod
     def open_or_create(
         cls, name: str, capacity: int = 1 << 20, max_message: int = 0, *, root: _PathLike = None
     ) -> "Stream":
-        return cls(_filemap.Stream.make(name, capacity, max_message, open=True, root=root))
+        return cls(
+            _filemap.Stream.make(name, capacity, max_message, open=True, root=root),
+            root=root,
+        )
 
     @classmethod
     def open(cls, name: str, *, root: _PathLike = None) -> "Stream":
-        return cls(_filemap.Stream.make(name, create=False, root=root))
+        return cls(_filemap.Stream.make(name, create=False, root=root), root=root)
 
     @property
     def name(self) -> str:
@@ -488,6 +538,9 @@ class Stream:
         """Closes this handle (its senders and receivers keep the channel open)."""
         self._m = _Closed()
 
+    def __reduce__(self) -> Any:
+        return _reduce_by_name(self)
+
     def __enter__(self) -> "Stream":
         return self
 
@@ -500,8 +553,9 @@ class _Channel:
 
     _native: Any = None
 
-    def __init__(self, native: Any) -> None:
+    def __init__(self, native: Any, root: _PathLike = None) -> None:
         self._m = native
+        self._root = root
 
     @property
     def name(self) -> str:
@@ -509,6 +563,9 @@ class _Channel:
 
     def close(self) -> None:
         self._m = _Closed()
+
+    def __reduce__(self) -> Any:
+        return _reduce_by_name(self)
 
     def __enter__(self) -> Any:
         return self
@@ -540,15 +597,18 @@ class Broadcast(_Channel):
 
     @classmethod
     def create(cls, name: str, slots: int = 64, max_message: int = 4096, *, root: _PathLike = None) -> "Broadcast":
-        return cls(_filemap.Broadcast.make(name, slots, max_message, root=root))
+        return cls(_filemap.Broadcast.make(name, slots, max_message, root=root), root=root)
 
     @classmethod
     def open_or_create(cls, name: str, slots: int = 64, max_message: int = 4096, *, root: _PathLike = None) -> "Broadcast":
-        return cls(_filemap.Broadcast.make(name, slots, max_message, open=True, root=root))
+        return cls(
+            _filemap.Broadcast.make(name, slots, max_message, open=True, root=root),
+            root=root,
+        )
 
     @classmethod
     def open(cls, name: str, *, root: _PathLike = None) -> "Broadcast":
-        return cls(_filemap.Broadcast.make(name, create=False, root=root))
+        return cls(_filemap.Broadcast.make(name, create=False, root=root), root=root)
 
     def publisher(self) -> "Publisher":
         return Publisher(self._m.publisher())
@@ -579,15 +639,15 @@ class Latest(_Channel):
 
     @classmethod
     def create(cls, name: str, max_message: int = 4096, *, root: _PathLike = None) -> "Latest":
-        return cls(_filemap.Latest.make(name, max_message, root=root))
+        return cls(_filemap.Latest.make(name, max_message, root=root), root=root)
 
     @classmethod
     def open_or_create(cls, name: str, max_message: int = 4096, *, root: _PathLike = None) -> "Latest":
-        return cls(_filemap.Latest.make(name, max_message, open=True, root=root))
+        return cls(_filemap.Latest.make(name, max_message, open=True, root=root), root=root)
 
     @classmethod
     def open(cls, name: str, *, root: _PathLike = None) -> "Latest":
-        return cls(_filemap.Latest.make(name, create=False, root=root))
+        return cls(_filemap.Latest.make(name, create=False, root=root), root=root)
 
     def writer(self) -> "LatestWriter":
         return LatestWriter(self._m.writer())
@@ -622,15 +682,21 @@ class RequestReply(_Channel):
 
     @classmethod
     def create(cls, name: str, clients: int = 8, max_request: int = 4096, max_reply: int = 4096, *, root: _PathLike = None) -> "RequestReply":
-        return cls(_filemap.RequestReply.make(name, clients, max_request, max_reply, root=root))
+        return cls(
+            _filemap.RequestReply.make(name, clients, max_request, max_reply, root=root),
+            root=root,
+        )
 
     @classmethod
     def open_or_create(cls, name: str, clients: int = 8, max_request: int = 4096, max_reply: int = 4096, *, root: _PathLike = None) -> "RequestReply":
-        return cls(_filemap.RequestReply.make(name, clients, max_request, max_reply, open=True, root=root))
+        return cls(
+            _filemap.RequestReply.make(name, clients, max_request, max_reply, open=True, root=root),
+            root=root,
+        )
 
     @classmethod
     def open(cls, name: str, *, root: _PathLike = None) -> "RequestReply":
-        return cls(_filemap.RequestReply.make(name, create=False, root=root))
+        return cls(_filemap.RequestReply.make(name, create=False, root=root), root=root)
 
     def server(self) -> "RpcServer":
         return RpcServer(self._m.server())
@@ -826,10 +892,17 @@ class SharedMemory:
         self.close()
 
     def __reduce__(self) -> Any:
+        if self._root is not None:
+            return (_attach_shared_memory, (self.__class__, self.name, self._root))
         return (self.__class__, (self.name, False, self.size))
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.name!r}, size={self.size})"
+
+
+def _attach_shared_memory(cls: Any, name: str, root: _PathLike) -> Any:
+    """Unpickles a ``SharedMemory`` made under another namespace root."""
+    return cls(name, root=root)
 
 
 def list_objects(*, root: _PathLike = None) -> "builtins.list[dict[str, Any]]":
