@@ -227,6 +227,8 @@ def test_handles_pickle_as_their_names_for_spawned_processes(tmp_path, root):
     with filemap.FileMapping.from_file(str(f)) as unnamed:
         with pytest.raises(TypeError):
             pickle.dumps(unnamed)
+    with pytest.raises(TypeError, match="channel's end"):
+        pickle.dumps(rx)
     for h in (rx, s, ev, mutex):
         h.close()
 

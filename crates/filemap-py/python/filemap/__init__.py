@@ -87,6 +87,12 @@ def _reduce_by_name(handle: Any, *args: Any) -> Any:
     return (_open_by_name, (type(handle), name, handle._root, *args))
 
 
+_END_NOT_PICKLED = (
+    "a channel's end cannot be pickled: it is a role that this process plays; send the "
+    "channel, and take the end in the other process"
+)
+
+
 def _access_of(access: Optional[str], default: str) -> str:
     return default if access is None else access
 
@@ -583,6 +589,9 @@ class _End:
     def close(self) -> None:
         self._m.close()
 
+    def __reduce__(self) -> Any:
+        raise TypeError(_END_NOT_PICKLED)
+
     def __enter__(self) -> Any:
         return self
 
@@ -764,6 +773,9 @@ class Sender:
     def close(self) -> None:
         self._m.close()
 
+    def __reduce__(self) -> Any:
+        raise TypeError(_END_NOT_PICKLED)
+
     def __enter__(self) -> "Sender":
         return self
 
@@ -796,6 +808,9 @@ class Receiver:
 
     def close(self) -> None:
         self._m.close()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(_END_NOT_PICKLED)
 
     def __enter__(self) -> "Receiver":
         return self
