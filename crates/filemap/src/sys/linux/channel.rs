@@ -16,6 +16,7 @@ use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{self, Mode, OFlags};
 
 use super::dir::NsDir;
+use super::fork::Made;
 use super::futex::Futex;
 use super::lock;
 use super::memory::{map_shared, Region};
@@ -47,14 +48,14 @@ pub(crate) struct Channel {
 pub(crate) struct Claim {
     fd: OwnedFd,
     /// The fork generation the role was taken in (see `fork.rs`).
-    forks: u32,
+    made: Made,
 }
 
 impl Claim {
     /// Whether this is a copy that a forked child inherited: the role is still its
     /// parent's, and the endpoint that holds it must leave the channel alone when it goes.
     pub(crate) fn inherited(&self) -> bool {
-        self.forks != super::fork::generation()
+        self.made.inherited()
     }
 }
 
@@ -247,7 +248,7 @@ impl Channel {
         match lock::try_write(&fd, lock::role_byte(role)) {
             Ok(true) => Ok(Some(Claim {
                 fd,
-                forks: super::fork::generation(),
+                made: Made::now(),
             })),
             Ok(false) => Ok(None),
             Err(e) => Err(failed(e)),

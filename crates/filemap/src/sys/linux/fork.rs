@@ -14,9 +14,9 @@
 //!
 //! A fork also copies locks that other threads held at that instant, and those threads do
 //! not exist in the child. Process-wide state that sits behind a lock is therefore made
-//! afresh in each generation ([`PerGeneration`]: the namespace directories' cache; the
-//! mutex registry does the same), needs no lock (the holders' slots, `lock.rs`), or is
-//! left alone in a child (a mapping's list of views, `memory.rs`).
+//! afresh in each generation ([`PerGeneration`]: the namespace directories' cache, the
+//! mutex registry), needs no lock (the holders' slots, `lock.rs`), or is left alone in a
+//! child (a mapping's list of views, `memory.rs`).
 #![allow(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering::*};
@@ -43,6 +43,21 @@ pub(crate) fn generation() -> u32 {
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     }
     FORKS.load(Relaxed)
+}
+
+/// The fork generation that something (a handle, a role, a list of views) was made in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Made(u32);
+
+impl Made {
+    pub(crate) fn now() -> Made {
+        Made(generation())
+    }
+
+    /// Whether this process is a child forked since: the thing is a copy it inherited.
+    pub(crate) fn inherited(self) -> bool {
+        self.0 != generation()
+    }
 }
 
 /// A process-wide value that each fork generation makes afresh on first use, for state

@@ -462,11 +462,8 @@ impl Drop for Mapping {
         let (Some(tracker), Some(entry)) = (self.tracker.get(), &self.entry) else {
             return;
         };
-        if entry.inherited() {
-            // A forked child's copy: its views need not move, since its closing gives up
-            // no lock (and the tracker's lock may be a copy that another thread held).
-            return;
-        }
+        // `None` in a forked child, whose copy of the handle gives no lock up, so its views
+        // need not move.
         let Some(mut live) = tracker.lock() else {
             return;
         };

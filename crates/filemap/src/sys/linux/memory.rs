@@ -12,6 +12,7 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::mm::{self, MapFlags, MsyncFlags, ProtFlags};
 
+use super::fork::Made;
 use crate::{Error, Result};
 
 /// What a tracked view is: its whole mapping.
@@ -27,14 +28,14 @@ pub(super) struct TrackedView {
 /// made the list.
 #[derive(Debug, Clone)]
 pub(crate) struct Tracker {
-    forks: u32,
+    made: Made,
     views: Arc<Mutex<Vec<TrackedView>>>,
 }
 
 impl Default for Tracker {
     fn default() -> Tracker {
         Tracker {
-            forks: super::fork::generation(),
+            made: Made::now(),
             views: Default::default(),
         }
     }
@@ -46,8 +47,7 @@ impl Tracker {
     /// lock up, and its copy of the list's lock may have been held by a thread it does not
     /// have.
     pub(super) fn lock(&self) -> Option<std::sync::MutexGuard<'_, Vec<TrackedView>>> {
-        (self.forks == super::fork::generation())
-            .then(|| self.views.lock().unwrap_or_else(|e| e.into_inner()))
+        (!self.made.inherited()).then(|| self.views.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

@@ -43,6 +43,7 @@ use rustix::io::{self as rio, Errno};
 use rustix::process::getpid;
 
 use super::dir::NsDir;
+use super::fork::Made;
 use super::lock::{self, Slot, Span, HOLDERS, REMOVE, UNLINK};
 use crate::layout::{Record, RECORD_LEN, RECORD_USED};
 use crate::sys::Disposition;
@@ -69,7 +70,7 @@ pub(crate) struct Entry {
     /// explicitly.
     exported: std::sync::atomic::AtomicBool,
     /// The fork generation this handle was made in (see `fork.rs`).
-    forks: u32,
+    made: Made,
 }
 
 /// What a new object looks like.
@@ -104,7 +105,7 @@ impl Entry {
     /// Whether this is a copy that a forked child inherited (see `fork.rs`): its closing
     /// leaves everything to the parent.
     pub(crate) fn inherited(&self) -> bool {
-        self.forks != super::fork::generation()
+        self.made.inherited()
     }
 
     /// A duplicate of the holder's descriptor (the same description, locks included, for as
@@ -312,7 +313,7 @@ impl Entry {
                 mode: new.mode,
                 record,
                 exported: Default::default(),
-                forks: super::fork::generation(),
+                made: Made::now(),
             },
             true,
         ))
@@ -414,7 +415,7 @@ impl Found {
             record: self.record,
             _slot: self.slot,
             exported: Default::default(),
-            forks: super::fork::generation(),
+            made: Made::now(),
         }
     }
 }

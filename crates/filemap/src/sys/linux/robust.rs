@@ -32,6 +32,9 @@ use std::sync::{Arc, Weak};
 
 use rustix::fd::OwnedFd;
 
+// A sentinel does not survive a fork, so a child starts a new registry, one per fork
+// generation, and cores from before the fork are refused there.
+use super::fork::{generation, PerGeneration};
 use super::futex::Futex;
 use super::memory::ShadowedState;
 use crate::sync::algo::{MutexState, SLOTS};
@@ -57,10 +60,6 @@ const KERNEL_LIST_LIMIT: usize = 2048;
 const NODES_PER_CORE: usize = SLOTS + 2;
 /// Mutexes per sentinel, so that its list stays within the kernel's limit.
 const CORES_PER_SENTINEL: usize = KERNEL_LIST_LIMIT / NODES_PER_CORE;
-
-// A sentinel does not survive a fork, so a child starts a new registry, one per fork
-// generation, and cores from before the fork are refused there.
-use super::fork::generation;
 
 /// A thread whose robust list the kernel walks when the process ends.
 #[derive(Debug)]
@@ -395,9 +394,8 @@ impl Drop for Core {
 }
 
 /// The process's mutex cores and sentinels (one registry per fork generation).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Registry {
-    gen: u32,
     inner: std::sync::Mutex<Inner>,
 }
 
@@ -417,30 +415,11 @@ impl Registry {
     }
 }
 
-static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
-
 /// This generation's registry, made on first use (registries are never freed: one per
 /// process, plus one per forked child that uses mutexes).
 fn registry() -> &'static Registry {
-    let gen = generation();
-    let current = REGISTRY.load(Acquire);
-    // SAFETY: a non-null REGISTRY always points at a leaked, never-freed Registry.
-    if let Some(reg) = unsafe { current.as_ref() } {
-        if reg.gen == gen {
-            return reg;
-        }
-    }
-    let fresh: &'static Registry = Box::leak(Box::new(Registry {
-        gen,
-        inner: Default::default(),
-    }));
-    let fresh_ptr = fresh as *const Registry as *mut Registry;
-    match REGISTRY.compare_exchange(current, fresh_ptr, AcqRel, Acquire) {
-        Ok(_) => fresh,
-        // Another thread installed one first: use it (ours stays leaked, once).
-        // SAFETY: as above.
-        Err(other) => unsafe { &*other },
-    }
+    static REGISTRY: PerGeneration<Registry> = PerGeneration::new();
+    REGISTRY.get()
 }
 
 /// Maps the state of the mutex object open as `fd` (whose file is `key`), or returns this
@@ -472,7 +451,7 @@ pub(crate) fn attach(fd: &OwnedFd, key: (u64, u64)) -> Result<Arc<Core>> {
         id,
         sentinel,
         slot: None,
-        gen: reg.gen,
+        gen: generation(),
         key,
         owner: AtomicU64::new(0),
         depth: AtomicU32::new(0),
