@@ -125,14 +125,20 @@ fn forked_copies_close() -> Result<(), String> {
     }
 }
 
-#[test]
-fn a_forked_childs_copies_leave_the_parents_handles_alone() {
-    let _w = watchdog(120);
-    let root = TestRoot::new("fork");
-    let mut kid = Reap(spawn_role("child", "fork", &root.path, &[]));
-    let report = read_line_within(&mut kid.0, Duration::from_secs(60));
+/// Runs `role` in a child process of its own and checks that it reports "ok" within
+/// `secs` seconds.
+fn role_reports_ok(role: &str, secs: u64) {
+    let _w = watchdog(secs + 60);
+    let root = TestRoot::new(role);
+    let mut kid = Reap(spawn_role("child", role, &root.path, &[]));
+    let report = read_line_within(&mut kid.0, Duration::from_secs(secs));
     assert_eq!(report, "ok");
     assert!(kid.0.wait().unwrap().success());
+}
+
+#[test]
+fn a_forked_childs_copies_leave_the_parents_handles_alone() {
+    role_reports_ok("fork", 60);
 }
 
 /// Forks again and again while another thread opens and closes handles and maps and
@@ -207,10 +213,5 @@ const FORKS: u32 = 300;
 
 #[test]
 fn a_child_forked_while_another_thread_opens_objects_can_make_its_own() {
-    let _w = watchdog(300);
-    let root = TestRoot::new("fork-busy");
-    let mut kid = Reap(spawn_role("child", "fork-busy", &root.path, &[]));
-    let report = read_line_within(&mut kid.0, Duration::from_secs(240));
-    assert_eq!(report, "ok");
-    assert!(kid.0.wait().unwrap().success());
+    role_reports_ok("fork-busy", 240);
 }
