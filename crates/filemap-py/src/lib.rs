@@ -1,12 +1,13 @@
 //! The native half of the `filemap-ipc` Python package (`import filemap`): handles to named
 //! mappings, mutexes, semaphores, events and streams, and the namespace's administration.
 //! The Python half (`python/filemap/__init__.py`) adds views, `SharedMemory` and the
-//! context managers. No memory is handed to Python from here: views are made in Python by
-//! the `mmap` module, over a descriptor from [`FileMapping::reopen`](filemap::FileMapping),
-//! so that a `memoryview` keeps its memory mapped for as long as it lives.
+//! context managers. Views are [`filemap::View`]s that Python sees as `memoryview`s
+//! (`buffer.rs`, the extension's only `unsafe` code): a view stays mapped for as long as
+//! any Python object uses it.
 //!
 //! Blocking calls release the GIL and wake every 50 ms to let Python handle signals, so
 //! Ctrl-C interrupts a wait promptly (`KeyboardInterrupt`).
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ use pyo3::exceptions::{
     PyNotImplementedError, PyOSError, PyPermissionError, PyTimeoutError, PyValueError,
 };
 use pyo3::prelude::*;
+
+mod buffer;
 
 create_exception!(
     _filemap,
@@ -217,58 +220,20 @@ impl FileMapping {
         self.inner.is_none()
     }
 
-    /// Checks a view's range: returns its length (`length` 0: to the end).
-    fn check_view(&self, offset: u64, length: u64, access: &str) -> PyResult<u64> {
-        let m = self.get()?;
-        let a = self::access(access)?;
-        if !m.access().allows(a) {
-            return Err(err(Error::PermissionDenied {
-                what: format!("a {a} view of a mapping opened {}", m.access()),
-            }));
-        }
-        let size = m.size();
-        let len = if length == 0 {
-            size.saturating_sub(offset)
-        } else {
-            length
-        };
-        if offset >= size || len == 0 || len > size - offset {
-            return Err(err(Error::OutOfRange { offset, len, size }));
-        }
-        Ok(len)
-    }
-
-    /// A new descriptor of the mapped bytes, holding none of the handle's locks (Linux).
-    fn reopen(&self, access: &str) -> PyResult<i32> {
-        #[cfg(unix)]
-        {
-            use std::os::fd::IntoRawFd;
-            let f = self.get()?.reopen(self::access(access)?).map_err(err)?;
-            Ok(f.into_raw_fd())
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = access;
-            Err(PyNotImplementedError::new_err(
-                "reopen is Linux-only; Windows maps the name (mmap tagname)",
-            ))
-        }
-    }
-
-    /// A duplicate of the handle's own descriptor (Linux): no second `open`; the handle
-    /// gives its locks up when it closes, so the duplicate keeps the bytes, not the name.
-    fn dup_fd(&self) -> PyResult<i32> {
-        #[cfg(unix)]
-        {
-            use std::os::fd::IntoRawFd;
-            Ok(self.get()?.dup_fd().map_err(err)?.into_raw_fd())
-        }
-        #[cfg(not(unix))]
-        {
-            Err(PyNotImplementedError::new_err(
-                "dup_fd is Linux-only; Windows maps the name (mmap tagname)",
-            ))
-        }
+    /// Maps `length` bytes at `offset` (`length` 0: to the end) with `access`, as a
+    /// `memoryview` that unmaps them when the last object using it goes.
+    fn view<'py>(
+        &self,
+        py: Python<'py>,
+        offset: u64,
+        length: u64,
+        access: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let v = self
+            .get()?
+            .map_view(self::access(access)?, offset, length)
+            .map_err(err)?;
+        buffer::memoryview(py, v)
     }
 
     /// Closes the handle. Views keep their memory; the name goes with the last handle.
@@ -1064,6 +1029,7 @@ fn gc(root: Option<PathBuf>) -> PyResult<Vec<String>> {
 
 #[pymodule]
 fn _filemap(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    buffer::register(m)?;
     m.add_class::<FileMapping>()?;
     m.add_class::<Mutex>()?;
     m.add_class::<Semaphore>()?;

@@ -372,6 +372,52 @@ def test_views_are_buffers_and_outlive_their_mapping():
         m.view()
 
 
+def _mapped_ranges(inode):
+    """This process's mapped ranges of the file with ``inode`` (from /proc/self/maps)."""
+    with open("/proc/self/maps") as f:
+        return [line for line in f if line.split()[4] == str(inode)]
+
+
+def test_a_view_is_unmapped_with_the_last_object_that_uses_it():
+    np = pytest.importorskip("numpy")
+    import ctypes
+    import gc
+    import io
+
+    m = filemap.FileMapping.create("Local\\last-user", 3 * 4096)
+    inode = os.stat(m.os_path).st_ino
+    v = m.view(100, 5000)
+    assert len(_mapped_ranges(inode)) == 1
+    # A slice and an array keep the view mapped after the view itself and the handle go.
+    part = v[10:20]
+    arr = np.frombuffer(v, dtype=np.uint8)
+    v[10:15] = b"kept!"
+    del v
+    m.close()
+    gc.collect()
+    assert len(_mapped_ranges(inode)) == 1
+    assert bytes(part[0:5]) == b"kept!" and bytes(arr[10:15]) == b"kept!"
+    del part
+    gc.collect()
+    assert len(_mapped_ranges(inode)) == 1 and arr[14] == ord("!")
+    del arr
+    gc.collect()
+    assert _mapped_ranges(inode) == []
+    # A read-only view never hands out a writable buffer, by any route.
+    m = filemap.FileMapping.create("Local\\last-user", 4096)
+    ro = m.view(0, 0, "r")
+    with pytest.raises(TypeError):
+        ctypes.c_char.from_buffer(ro)
+    assert not np.frombuffer(ro, dtype=np.uint8).flags.writeable
+    with pytest.raises(TypeError):
+        io.BytesIO(b"abc").readinto(ro.obj)
+    assert bytes(ro[0:3]) == b"\0\0\0"
+    # The exporter type made from Python (without a view) exports nothing.
+    with pytest.raises((BufferError, TypeError)):
+        memoryview(type(ro.obj)())
+    m.close()
+
+
 def test_bad_input_gets_the_right_exceptions():
     with pytest.raises(ValueError):
         filemap.FileMapping.create("Local\\a\\b", 10)

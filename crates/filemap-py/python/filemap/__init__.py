@@ -6,8 +6,8 @@ Python processes) share them.
 
 - A name lives exactly as long as its last handle, in any process, also after ``kill -9``:
   nothing leaks, and no process unlinks what another still uses.
-- Views are ``memoryview`` objects over the ``mmap`` module's mappings: they keep their
-  memory mapped for as long as they (or anything made from them, a NumPy array say) live,
+- Views are ``memoryview`` objects over filemap's own views: they keep their memory
+  mapped for as long as they (or anything made from them, a NumPy array say) live,
   whatever happens to the mapping's handle.
 - Errors are the built-in exceptions (``FileNotFoundError``, ``FileExistsError``,
   ``PermissionError``, ``TimeoutError``, ``ValueError``, ...) with filemap's message.
@@ -20,7 +20,6 @@ Python processes) share them.
 from __future__ import annotations
 
 import builtins
-import mmap as _mmap
 import os as _os
 import secrets as _secrets
 import sys
@@ -209,35 +208,7 @@ class FileMapping:
         arrays made from it live.
         """
         access = _access_of(access, self.access)
-        length = self._m.check_view(offset, length, access)
-        start = offset - offset % _mmap.ALLOCATIONGRANULARITY
-        delta = offset - start
-        if sys.platform == "win32":
-            if self.name is None:
-                raise NotImplementedError("views of an unnamed mapping on Windows")
-            how = {"r": _mmap.ACCESS_READ, "rw": _mmap.ACCESS_WRITE, "copy": _mmap.ACCESS_COPY}
-            mm = _mmap.mmap(-1, length + delta, tagname=self.name, access=how[access], offset=start)
-        else:
-            # The view must not keep the name alive, as on Windows. A view with the handle's
-            # own access maps a duplicate of its descriptor, whose locks the handle gives up
-            # when it closes; any other (read-only of a writable handle, copy-on-write) gets
-            # a description of its own, without locks, whose access is the view's (so that
-            # no writable descriptor hides behind a read-only view's `mmap` object).
-            if access == self.access and access != "copy":
-                fd = self._m.dup_fd()
-            else:
-                fd = self._m.reopen(access)
-            try:
-                if access == "copy":
-                    flags, prot = _mmap.MAP_PRIVATE, _mmap.PROT_READ | _mmap.PROT_WRITE
-                elif access == "r":
-                    flags, prot = _mmap.MAP_SHARED, _mmap.PROT_READ
-                else:
-                    flags, prot = _mmap.MAP_SHARED, _mmap.PROT_READ | _mmap.PROT_WRITE
-                mm = _mmap.mmap(fd, length + delta, flags=flags, prot=prot, offset=start)
-            finally:
-                _os.close(fd)
-        return memoryview(mm)[delta : delta + length]
+        return cast(memoryview, self._m.view(offset, length, access))
 
     def close(self) -> None:
         self._m.close()
