@@ -256,6 +256,12 @@ def _close_inherited_copies(m, mutex, ev, tx):
     mutex.close()
     ev.set()
     ev.close()
+    try:
+        tx.send(b"from the child")  # refused: the producer's role is still the parent's
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an inherited sender was usable")
     tx.close()
 
 
@@ -284,7 +290,7 @@ def test_a_forked_child_closing_its_copies_leaves_the_parents_handles_alone():
     with pytest.raises(BlockingIOError):  # the role is still the parent's
         s.sender()
     tx.send(b"still ours")
-    assert rx.recv(timeout=10) == b"still ours"
+    assert rx.recv(timeout=10) == b"still ours"  # and nothing from the child before it
     for h in (tx, rx, s, ev, mutex, m):
         h.close()
     with pytest.raises(FileNotFoundError):

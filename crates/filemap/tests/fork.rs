@@ -24,6 +24,7 @@ fn child() {
     let result = match role.as_str() {
         "fork" => forked_copies_close(),
         "fork-busy" => forks_while_another_thread_opens(),
+        "fork-use" => inherited_ends_are_refused(),
         other => Err(format!("unknown role {other}")),
     };
     let report = match result {
@@ -125,6 +126,135 @@ fn forked_copies_close() -> Result<(), String> {
     }
 }
 
+/// Makes one end of each channel role, forks a child that tries to use its copies, and
+/// checks the parent's ends afterwards. The roles are the parent's (they belong to the
+/// open file descriptions that parent and child share), so every end that sends, takes
+/// messages from a stream, serves or calls refuses in the child (`InvalidArgument`): two
+/// processes in one role would lose or tear messages. Broadcast subscribers and
+/// latest-value readers only read, and work in both.
+fn inherited_ends_are_refused() -> Result<(), String> {
+    let o = opts();
+    let e = |what: &str| {
+        let what = what.to_owned();
+        move |err: Error| format!("{what}: {err}")
+    };
+    let st = o
+        .create_stream("Local\\use-stream", 4096, 64)
+        .map_err(e("stream"))?;
+    let mut tx = st.sender().map_err(e("sender"))?;
+    let mut rx = st.receiver().map_err(e("receiver"))?;
+    let bc = o
+        .create_broadcast("Local\\use-broadcast", 8, 64)
+        .map_err(e("broadcast"))?;
+    let mut publisher = bc.publisher().map_err(e("publisher"))?;
+    let mut subscriber = bc.subscriber().map_err(e("subscriber"))?;
+    let lt = o
+        .create_latest("Local\\use-latest", 64)
+        .map_err(e("latest"))?;
+    let mut writer = lt.writer().map_err(e("writer"))?;
+    let mut reader = lt.reader().map_err(e("reader"))?;
+    let rr = o
+        .create_request_reply("Local\\use-rpc", 2, 64, 64)
+        .map_err(e("request/reply"))?;
+    let mut server = rr.server().map_err(e("server"))?;
+    let mut client = rr.client().map_err(e("client"))?;
+    publisher.send(b"before").map_err(e("publishing"))?;
+    writer.publish(b"value").map_err(e("writing a value"))?;
+
+    // SAFETY: this process runs one test, on one thread besides the harness's main thread
+    // (which waits for it); the child only makes calls that fail or read shared memory,
+    // drops handles, and calls `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let refused = |r: Result<(), Error>| matches!(r, Err(Error::InvalidArgument { .. }));
+        let mut buf = Vec::new();
+        let checks = [
+            refused(tx.send(b"child")),
+            matches!(
+                tx.try_send(b"child"),
+                Err(filemap::TrySendError::Failed(Error::InvalidArgument { .. }))
+            ),
+            refused(tx.loan(5).map(drop)),
+            refused(tx.send_all([&b"child"[..]]).map(drop)),
+            refused(rx.try_recv().map(drop)),
+            refused(rx.recv_batch(8, |_| {}).map(drop)),
+            refused(publisher.send(b"child")),
+            refused(writer.publish(b"child")),
+            refused(server.recv(&mut buf, Some(Duration::ZERO)).map(drop)),
+            refused(client.send_request(b"child")),
+            matches!(subscriber.try_recv(&mut buf), Ok(Some(0))) && buf == b"before",
+            matches!(reader.read(&mut buf), Ok(Some(1))) && buf == b"value",
+        ];
+        let failed = checks
+            .iter()
+            .position(|ok| !ok)
+            .map_or(0, |i| 10 + i as i32);
+        drop((
+            tx, rx, publisher, subscriber, writer, reader, server, client,
+        ));
+        // SAFETY: ends the child at once, without running the harness's exit path.
+        unsafe { libc::_exit(failed) };
+    }
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid place for its status.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!(
+            "in the child, check {} of the list failed (status {status:#x})",
+            libc::WEXITSTATUS(status) - 10
+        ));
+    }
+
+    // The parent's ends work, and nothing of the child's reached the channels.
+    tx.send(b"parent").map_err(e("send"))?;
+    let msg = rx
+        .try_recv()
+        .map_err(e("receive"))?
+        .ok_or("no message from the parent")?;
+    let got = msg.to_vec();
+    drop(msg);
+    if got != b"parent" {
+        return Err(format!("the stream delivered {got:?} first"));
+    }
+    let mut buf = Vec::new();
+    match subscriber.try_recv(&mut buf) {
+        Ok(Some(0)) if buf == b"before" => {}
+        other => return Err(format!("the parent's subscriber: {other:?} {buf:?}")),
+    }
+    match subscriber.try_recv(&mut buf) {
+        Ok(None) => {}
+        other => return Err(format!("the broadcast after the child: {other:?} {buf:?}")),
+    }
+    match reader.read(&mut buf) {
+        Ok(Some(1)) if buf == b"value" => {}
+        other => {
+            return Err(format!(
+                "the latest value after the child: {other:?} {buf:?}"
+            ))
+        }
+    }
+    client.send_request(b"ping").map_err(e("request"))?;
+    let ticket = server
+        .recv(&mut buf, Some(Duration::from_secs(10)))
+        .map_err(e("serving"))?;
+    if buf != b"ping" {
+        return Err(format!("the server got {buf:?}"));
+    }
+    server.reply(ticket, b"pong").map_err(e("reply"))?;
+    client
+        .wait_reply(&mut buf, Some(Duration::from_secs(10)))
+        .map_err(e("reply"))?;
+    if buf != b"pong" {
+        return Err(format!("the client got {buf:?}"));
+    }
+    Ok(())
+}
+
 /// Runs `role` in a child process of its own and checks that it reports "ok" within
 /// `secs` seconds.
 fn role_reports_ok(role: &str, secs: u64) {
@@ -139,6 +269,11 @@ fn role_reports_ok(role: &str, secs: u64) {
 #[test]
 fn a_forked_childs_copies_leave_the_parents_handles_alone() {
     role_reports_ok("fork", 60);
+}
+
+#[test]
+fn a_forked_child_cannot_use_the_channel_ends_it_inherited() {
+    role_reports_ok("fork-use", 60);
 }
 
 /// Forks again and again while another thread opens and closes handles and maps and

@@ -261,8 +261,9 @@ impl SlotWriter {
         })
     }
 
-    /// The slots, once `len` is known to fit.
+    /// The slots, once `len` is known to fit (and the role is this process's own).
     fn slots_for(&self, len: usize) -> Result<Slots<'_>> {
+        super::usable(&self._claim, &self.chan)?;
         let s = self.chan.slots();
         if len > s.max as usize {
             return Err(too_large(&self.chan, len, s.max));
@@ -328,7 +329,8 @@ impl Publisher {
     ///
     /// # Errors
     ///
-    /// [`Error::MessageTooLarge`].
+    /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] in a child forked after this
+    /// end was made (the role is still the parent's).
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         let s = self.w.slots_for(msg.len())?;
         self.p.publish(&s, msg, self.w.chan.parker());
@@ -598,7 +600,8 @@ impl LatestWriter {
     ///
     /// # Errors
     ///
-    /// [`Error::MessageTooLarge`].
+    /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] in a child forked after this
+    /// end was made (the role is still the parent's).
     pub fn publish(&mut self, value: &[u8]) -> Result<()> {
         let s = self.w.slots_for(value.len())?;
         self.v.publish(&s, value, self.w.chan.parker());
@@ -886,10 +889,13 @@ impl RpcServer {
     ///
     /// # Errors
     ///
-    /// [`Error::Timeout`]; [`Error::Corrupt`].
+    /// [`Error::Timeout`]; [`Error::Corrupt`]; [`Error::InvalidArgument`] in a child
+    /// forked after this end was made (the role is still the parent's; also for
+    /// [`RpcServer::reply`]).
     pub fn recv(&mut self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<Ticket> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let chan = &*self.chan;
+        super::usable(&self._claim, chan)?;
         let c = chan.clients();
         loop {
             let seen = self.server.doorbell(&c);
@@ -922,6 +928,7 @@ impl RpcServer {
     ///
     /// [`Error::MessageTooLarge`].
     pub fn reply(&mut self, t: Ticket, reply: &[u8]) -> Result<bool> {
+        super::usable(&self._claim, &self.chan)?;
         let c = self.chan.clients();
         if reply.len() > c.max_reply as usize {
             return Err(too_large(&self.chan, reply.len(), c.max_reply));
@@ -1019,9 +1026,12 @@ impl RpcClient {
     ///
     /// # Errors
     ///
-    /// [`Error::MessageTooLarge`].
+    /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] in a child forked after this
+    /// end was made (the client's slot is still the parent's; also for
+    /// [`RpcClient::wait_reply`]).
     pub fn send_request(&mut self, request: &[u8]) -> Result<()> {
         let chan = &*self.chan;
+        super::usable(&self._claim, chan)?;
         let c = chan.clients();
         if request.len() > c.max_request as usize {
             return Err(too_large(chan, request.len(), c.max_request));
@@ -1040,6 +1050,7 @@ impl RpcClient {
     /// [`Error::Disconnected`] if the server closed or died without answering;
     /// [`Error::Corrupt`].
     pub fn wait_reply(&mut self, reply: &mut Vec<u8>, timeout: Option<Duration>) -> Result<()> {
+        super::usable(&self._claim, &self.chan)?;
         if !self.pending {
             return Err(Error::InvalidArgument {
                 what: format!("no request is waiting for a reply on {}", self.chan.name()),

@@ -429,6 +429,29 @@ pub enum Peer {
 }
 
 #[cold]
+/// Refuses a channel end that this process inherited through `fork`: its role is still the
+/// parent's (the role belongs to the open file description, which parent and child share),
+/// and two processes playing one role would overwrite each other's messages or share out
+/// what each should get whole.
+#[inline]
+pub(crate) fn usable(claim: &sys::Claim, chan: &sys::Channel) -> Result<()> {
+    if claim.inherited() {
+        return Err(inherited_end(chan));
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn inherited_end(chan: &sys::Channel) -> Error {
+    Error::InvalidArgument {
+        what: format!(
+            "this end of {} was made before this process forked, and its role stays with the parent; make the end in the child instead (and not in the parent)",
+            chan.name()
+        ),
+    }
+}
+
 fn corrupt(chan: &sys::Channel, e: algo::RingError) -> Error {
     Error::Corrupt {
         path: chan.os_path(),
@@ -583,6 +606,7 @@ impl Sender {
     /// As for [`Sender::send`]; the messages before the failing one are sent.
     pub fn send_all<'m>(&mut self, msgs: impl IntoIterator<Item = &'m [u8]>) -> Result<usize> {
         let chan = &*self.chan;
+        usable(&self._claim, chan)?;
         let ring = chan.ring();
         let max = chan.geometry().max_message as usize;
         let mut n = 0;
@@ -602,6 +626,7 @@ impl Sender {
                         self.producer.publish(&ring, chan.parker());
                         reserve(
                             chan,
+                            &self._claim,
                             &mut self.producer,
                             &mut self.liveness,
                             self.strategy,
@@ -625,7 +650,8 @@ impl Sender {
     /// # Errors
     ///
     /// [`Error::MessageTooLarge`]; [`Error::Disconnected`] if the ring is full and the
-    /// consumer closed its end or died; [`Error::Corrupt`].
+    /// consumer closed its end or died; [`Error::Corrupt`]; [`Error::InvalidArgument`] in
+    /// a child forked after this end was made (the role is still the parent's).
     #[inline]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.send_by(msg, None)
@@ -685,7 +711,7 @@ impl Sender {
     #[inline(always)]
     fn reserve_by(&mut self, len: usize, deadline: Option<Instant>) -> Result<Reserved> {
         let chan = &*self.chan;
-        let fast = match len <= chan.geometry().max_message as usize {
+        let fast = match len <= chan.geometry().max_message as usize && !self._claim.inherited() {
             true => self
                 .producer
                 .try_reserve(&chan.ring(), len as u32, chan.parker()),
@@ -695,6 +721,7 @@ impl Sender {
             Ok(Some(r)) => Ok(r),
             _ => reserve(
                 chan,
+                &self._claim,
                 &mut self.producer,
                 &mut self.liveness,
                 self.strategy,
@@ -796,12 +823,14 @@ fn gone(
 #[inline(never)]
 fn reserve(
     chan: &sys::Channel,
+    claim: &sys::Claim,
     producer: &mut Producer,
     liveness: &mut Liveness,
     strategy: WaitStrategy,
     len: usize,
     deadline: Option<Instant>,
 ) -> Result<Reserved> {
+    usable(claim, chan)?;
     if len > chan.geometry().max_message as usize {
         return Err(too_large(chan, len));
     }
@@ -962,10 +991,15 @@ impl Receiver {
     fn message(&mut self, deadline: Option<Instant>) -> Result<Message<'_>> {
         let chan = &*self.chan;
         // The fast path (a frame is ready), inlined into the caller; waiting is out of line.
-        let frame = match self.consumer.try_peek(&chan.ring()) {
+        let fast = match self._claim.inherited() {
+            false => self.consumer.try_peek(&chan.ring()),
+            true => Ok(None),
+        };
+        let frame = match fast {
             Ok(Some(frame)) => frame,
             _ => next(
                 chan,
+                &self._claim,
                 &mut self.consumer,
                 &mut self.liveness,
                 self.strategy,
@@ -985,7 +1019,8 @@ impl Receiver {
     /// # Errors
     ///
     /// [`Error::Disconnected`] once the producer has closed its end (or died) and every
-    /// message it sent has been received; [`Error::Corrupt`].
+    /// message it sent has been received; [`Error::Corrupt`]; [`Error::InvalidArgument`]
+    /// in a child forked after this end was made (the role is still the parent's).
     #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
         self.message(None)
@@ -1025,6 +1060,7 @@ impl Receiver {
         let ring = chan.ring();
         let mut frame = next(
             chan,
+            &self._claim,
             &mut self.consumer,
             &mut self.liveness,
             self.strategy,
@@ -1229,11 +1265,13 @@ impl<'a> Readiness<'a> {
 #[inline(never)]
 fn next(
     chan: &sys::Channel,
+    claim: &sys::Claim,
     consumer: &mut Consumer,
     liveness: &mut Liveness,
     strategy: WaitStrategy,
     deadline: Option<Instant>,
 ) -> Result<Frame> {
+    usable(claim, chan)?;
     let ring = chan.ring();
     let trying = deadline.is_some_and(|d| Instant::now() >= d);
     loop {

@@ -54,6 +54,7 @@ pub(crate) struct Claim {
 impl Claim {
     /// Whether this is a copy that a forked child inherited: the role is still its
     /// parent's, and the endpoint that holds it must leave the channel alone when it goes.
+    #[inline]
     pub(crate) fn inherited(&self) -> bool {
         self.made.inherited()
     }

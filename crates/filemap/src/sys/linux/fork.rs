@@ -55,8 +55,11 @@ impl Made {
     }
 
     /// Whether this process is a child forked since: the thing is a copy it inherited.
+    /// One load, cheap enough for a channel's every message: making this stamp registered
+    /// the fork handler already.
+    #[inline]
     pub(crate) fn inherited(self) -> bool {
-        self.0 != generation()
+        self.0 != FORKS.load(Relaxed)
     }
 }
 

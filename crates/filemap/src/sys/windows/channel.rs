@@ -71,6 +71,7 @@ pub(crate) struct Claim {
 
 impl Claim {
     /// Always `false`: Windows has no `fork` (see the Linux backend).
+    #[inline]
     pub(crate) fn inherited(&self) -> bool {
         false
     }
