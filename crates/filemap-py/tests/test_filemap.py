@@ -176,6 +176,55 @@ def test_a_process_that_attaches_and_exits_does_not_destroy_the_memory():
         filemap.SharedMemory(s.name)
 
 
+def _update_shareable_list(sl):
+    # In a spawned child: the list arrived pickled (its name) and was attached here.
+    assert list(sl) == ["howdy", b"HoWdY", -273.154, 100, None, True, 42]
+    sl[0] = "hi"
+    sl[4] = 7.5  # another type, within the item's room (8 bytes)
+    sl[6] = b"byte"  # 4 bytes and their length: 8
+    sl.shm.close()
+
+
+def test_a_shareable_list_between_processes():
+    # The standard library's ShareableList example, over filemap.SharedMemory.
+    sl = filemap.ShareableList(["howdy", b"HoWdY", -273.154, 100, None, True, 42])
+    assert len(sl) == 7 and sl.format == "12s12sdqx?q"
+    p = multiprocessing.get_context("spawn").Process(target=_update_shareable_list, args=(sl,))
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    assert list(sl) == ["hi", b"HoWdY", -273.154, 100, 7.5, True, b"byte"]
+    assert sl.count(100) == 1 and sl.index(True) == 5 and sl[-1] == b"byte"
+    with pytest.raises(ValueError):
+        sl[6] = b"bytes"
+    # A process that attached and exited took nothing away.
+    again = filemap.ShareableList(name=sl.shm.name)
+    assert again[0] == "hi"
+    with pytest.raises(ValueError):
+        again[0] = "a string longer than the room of the first item"
+    with pytest.raises(TypeError):
+        again[0] = [1, 2]
+    with pytest.raises(OverflowError):
+        again[3] = 2**64
+    with pytest.raises(IndexError):
+        again[7]
+    assert list(again) == list(sl)  # the refused writes changed nothing
+    # Bytes that are not a list are an error, never a wrong value.
+    with filemap.FileMapping.create("Local\\not-a-list", 64) as other:
+        with pytest.raises(filemap.CorruptError):
+            filemap.ShareableList(name="not-a-list")
+        other.view()[0:4] = b"FMSL"
+    again.shm.buf[16] = 9  # the first item's kind
+    with pytest.raises(filemap.CorruptError):
+        sl[0]
+    # The memory and the name go with the last handle.
+    name = sl.shm.name
+    for h in (again, sl):
+        h.shm.close()
+    with pytest.raises(FileNotFoundError):
+        filemap.ShareableList(name=name)
+
+
 def _use_pickled_handles(m, mutex, ev, stream):
     # In a spawned child: every handle arrived pickled, as its name, and was opened here.
     m.view()[0:7] = b"spawned"

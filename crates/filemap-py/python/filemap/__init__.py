@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence, Union, cast
 
 from . import _filemap
 from ._filemap import CorruptError, KindMismatchError
+from ._shareable import ShareableList
 
 __all__ = [
     "AbandonedMutexError",
@@ -39,6 +40,7 @@ __all__ = [
     "KindMismatchError",
     "Mutex",
     "Semaphore",
+    "ShareableList",
     "SharedMemory",
     "Stream",
     "gc",
