@@ -21,6 +21,9 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 
 mod buffer;
+mod shared;
+
+use shared::{Shared, Taken};
 
 create_exception!(
     _filemap,
@@ -79,21 +82,37 @@ fn access(s: &str) -> PyResult<Access> {
 }
 
 /// Runs `wait(slice)` with the GIL released, in slices of at most 50 ms until it gives
-/// `Some`, the timeout passes (`None`), or a signal handler raises (Ctrl-C).
+/// `Some`, the timeout passes (`None`), or a signal handler raises (Ctrl-C). A first try
+/// with a zero slice keeps the GIL: what is ready at once (a message in a busy stream, a
+/// free mutex) costs no release and re-acquisition of the GIL.
 fn blocking<T: Send>(
     py: Python<'_>,
     timeout: Option<f64>,
+    wait: impl FnMut(Duration) -> filemap::Result<Option<T>> + Send,
+) -> PyResult<Option<T>> {
+    blocking_until(py, deadline_of(timeout)?, wait)
+}
+
+/// The instant a `timeout` in seconds ends (`None`: never).
+fn deadline_of(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        Some(t) if !(t >= 0.0 && t.is_finite()) => Err(PyValueError::new_err(format!(
+            "timeout must be a finite number of seconds, 0 or more, not {t}"
+        ))),
+        Some(t) => Ok(Some(Instant::now() + Duration::from_secs_f64(t))),
+        None => Ok(None),
+    }
+}
+
+/// [`blocking`] until `deadline`.
+fn blocking_until<T: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
     mut wait: impl FnMut(Duration) -> filemap::Result<Option<T>> + Send,
 ) -> PyResult<Option<T>> {
-    let deadline = match timeout {
-        Some(t) if !(t >= 0.0 && t.is_finite()) => {
-            return Err(PyValueError::new_err(format!(
-                "timeout must be a finite number of seconds, 0 or more, not {t}"
-            )))
-        }
-        Some(t) => Some(Instant::now() + Duration::from_secs_f64(t)),
-        None => None,
-    };
+    if let Some(v) = wait(Duration::ZERO).map_err(err)? {
+        return Ok(Some(v));
+    }
     loop {
         let slice = match deadline {
             Some(d) => d
@@ -435,55 +454,75 @@ impl Event {
     }
 }
 
-/// An object that `wait_any` takes, borrowed for the wait.
-enum Held<'py> {
-    Mutex(PyRef<'py, Mutex>),
-    Semaphore(PyRef<'py, Semaphore>),
-    Event(PyRef<'py, Event>),
-    Receiver(PyRef<'py, Receiver>),
-    Subscriber(PyRef<'py, Subscriber>),
-    LatestReader(PyRef<'py, LatestReader>),
-    RpcServer(PyRef<'py, RpcServer>),
-    RpcClient(PyRef<'py, RpcClient>),
+/// An object that `wait_any` waits on, for the whole wait: a sync object borrowed, or a
+/// channel end taken (its turn, as for a call on it).
+enum Held<'a> {
+    Mutex(PyRef<'a, Mutex>),
+    Semaphore(PyRef<'a, Semaphore>),
+    Event(PyRef<'a, Event>),
+    Receiver(Taken<'a, filemap::Receiver>),
+    Subscriber(Taken<'a, filemap::Subscriber>),
+    LatestReader(Taken<'a, filemap::LatestReader>),
+    RpcServer(Taken<'a, ServerEnd>),
+    RpcClient(Taken<'a, filemap::RpcClient>),
+    /// The same object as the one at this earlier index.
+    Again(usize),
 }
 
-macro_rules! held {
-    ($($t:ident),*) => {
-        impl<'py> Held<'py> {
-            fn of(o: &Bound<'py, PyAny>) -> PyResult<Held<'py>> {
-                $(
-                    if let Ok(x) = o.cast::<$t>() {
-                        return Ok(Held::$t(x.borrow()));
-                    }
-                )*
-                Err(PyValueError::new_err(
-                    "wait_any takes mutexes, semaphores, events and the receiving ends of channels",
-                ))
-            }
-
-            fn waitable(&self) -> PyResult<&(dyn filemap::Waitable + Sync)> {
-                match self {
-                    $(Held::$t(x) => x
-                        .inner
-                        .as_ref()
-                        .map(|n| n as &(dyn filemap::Waitable + Sync)),)*
+impl<'a> Held<'a> {
+    /// `None` if `deadline` passed while another thread's call had a channel end.
+    fn of(
+        py: Python<'_>,
+        o: &'a Bound<'_, PyAny>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<Held<'a>>> {
+        macro_rules! end {
+            ($t:ident) => {
+                if let Ok(x) = o.cast::<$t>() {
+                    return Ok(x.get().end.take(py, deadline)?.map(Held::$t));
                 }
-                .ok_or_else(closed)
-            }
+            };
         }
-    };
-}
+        if let Ok(x) = o.cast::<Mutex>() {
+            return Ok(Some(Held::Mutex(x.borrow())));
+        }
+        if let Ok(x) = o.cast::<Semaphore>() {
+            return Ok(Some(Held::Semaphore(x.borrow())));
+        }
+        if let Ok(x) = o.cast::<Event>() {
+            return Ok(Some(Held::Event(x.borrow())));
+        }
+        end!(Receiver);
+        end!(Subscriber);
+        end!(LatestReader);
+        end!(RpcServer);
+        end!(RpcClient);
+        Err(PyValueError::new_err(
+            "wait_any takes mutexes, semaphores, events and the receiving ends of channels",
+        ))
+    }
 
-held!(
-    Mutex,
-    Semaphore,
-    Event,
-    Receiver,
-    Subscriber,
-    LatestReader,
-    RpcServer,
-    RpcClient
-);
+    fn waitable<'s>(&'s self, all: &'s [Held<'a>]) -> PyResult<&'s (dyn filemap::Waitable + Sync)> {
+        fn sync<T: filemap::Waitable + Sync>(
+            x: &Option<T>,
+        ) -> PyResult<&(dyn filemap::Waitable + Sync)> {
+            x.as_ref()
+                .map(|n| n as &(dyn filemap::Waitable + Sync))
+                .ok_or_else(closed)
+        }
+        Ok(match self {
+            Held::Mutex(x) => sync(&x.inner)?,
+            Held::Semaphore(x) => sync(&x.inner)?,
+            Held::Event(x) => sync(&x.inner)?,
+            Held::Receiver(t) => &**t,
+            Held::Subscriber(t) => &**t,
+            Held::LatestReader(t) => &**t,
+            Held::RpcServer(t) => &t.server,
+            Held::RpcClient(t) => &**t,
+            Held::Again(i) => return all[*i].waitable(all),
+        })
+    }
+}
 
 /// Waits for any of `objects` (mutexes, semaphores, events, the receiving ends of
 /// channels); returns `(index, abandoned)`, or `None` on timeout.
@@ -494,12 +533,25 @@ fn wait_any(
     objects: Vec<Bound<'_, PyAny>>,
     timeout: Option<f64>,
 ) -> PyResult<Option<(usize, bool)>> {
-    // Borrow every handle for the whole wait.
-    let held: Vec<Held<'_>> = objects.iter().map(Held::of).collect::<PyResult<_>>()?;
-    let natives: Vec<&(dyn filemap::Waitable + Sync)> =
-        held.iter().map(Held::waitable).collect::<PyResult<_>>()?;
+    let deadline = deadline_of(timeout)?;
+    // Hold every object for the whole wait; an object listed twice is held once.
+    let mut held: Vec<Held<'_>> = Vec::with_capacity(objects.len());
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(j) = objects[..i].iter().position(|p| p.is(o)) {
+            held.push(Held::Again(j));
+            continue;
+        }
+        match Held::of(py, o, deadline)? {
+            Some(h) => held.push(h),
+            None => return Ok(None),
+        }
+    }
+    let natives: Vec<&(dyn filemap::Waitable + Sync)> = held
+        .iter()
+        .map(|h| h.waitable(&held))
+        .collect::<PyResult<_>>()?;
     let natives = &natives;
-    blocking(py, timeout, move |slice| {
+    blocking_until(py, deadline, move |slice| {
         let refs: Vec<&dyn filemap::Waitable> = natives
             .iter()
             .map(|&n| n as &dyn filemap::Waitable)
@@ -548,13 +600,13 @@ impl Stream {
 
     fn sender(&self) -> PyResult<Sender> {
         Ok(Sender {
-            inner: Some(self.inner.sender().map_err(err)?),
+            end: Shared::new(self.inner.sender().map_err(err)?),
         })
     }
 
     fn receiver(&self) -> PyResult<Receiver> {
         Ok(Receiver {
-            inner: Some(self.inner.receiver().map_err(err)?),
+            end: Shared::new(self.inner.receiver().map_err(err)?),
         })
     }
 
@@ -579,10 +631,21 @@ impl Stream {
     }
 }
 
-/// A stream's producer.
-#[pyclass(module = "filemap._filemap")]
+/// Takes `end` for one call (waiting while another thread's call has it, until
+/// `deadline`), or gives `on_timeout` if the deadline passes first.
+macro_rules! take_or {
+    ($end:expr, $py:expr, $deadline:expr, $on_timeout:expr) => {
+        match $end.take($py, $deadline)? {
+            Some(taken) => taken,
+            None => return Ok($on_timeout),
+        }
+    };
+}
+
+/// A stream's producer. Threads may share it (see `shared.rs`).
+#[pyclass(module = "filemap._filemap", frozen)]
 struct Sender {
-    inner: Option<filemap::Sender>,
+    end: Shared<filemap::Sender>,
 }
 
 #[pymethods]
@@ -590,20 +653,21 @@ impl Sender {
     /// Sends `data`, waiting for room up to `timeout` (`None`: as long as it takes);
     /// `False` on timeout.
     #[pyo3(signature = (data, timeout=None))]
-    fn send(&mut self, py: Python<'_>, data: Vec<u8>, timeout: Option<f64>) -> PyResult<bool> {
-        let tx = self.inner.as_mut().ok_or_else(closed)?;
-        Ok(blocking(py, timeout, |slice| timed(tx.send_timeout(&data, slice)))?.is_some())
+    fn send(&self, py: Python<'_>, data: Vec<u8>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = deadline_of(timeout)?;
+        let mut tx = take_or!(self.end, py, deadline, false);
+        Ok(blocking_until(py, deadline, |slice| timed(tx.send_timeout(&data, slice)))?.is_some())
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("Sender")
     }
 }
 
-/// A stream's consumer.
-#[pyclass(module = "filemap._filemap")]
+/// A stream's consumer. Threads may share it.
+#[pyclass(module = "filemap._filemap", frozen)]
 struct Receiver {
-    inner: Option<filemap::Receiver>,
+    end: Shared<filemap::Receiver>,
 }
 
 #[pymethods]
@@ -611,15 +675,16 @@ impl Receiver {
     /// The next message, waiting up to `timeout` (`None`: as long as it takes); `None` on
     /// timeout. `BrokenPipeError` once the producer has gone and everything was received.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u8>>> {
-        let rx = self.inner.as_mut().ok_or_else(closed)?;
-        blocking(py, timeout, |slice| {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u8>>> {
+        let deadline = deadline_of(timeout)?;
+        let mut rx = take_or!(self.end, py, deadline, None);
+        blocking_until(py, deadline, |slice| {
             timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
         })
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("Receiver")
     }
 }
 
@@ -654,13 +719,13 @@ impl Broadcast {
 
     fn publisher(&self) -> PyResult<Publisher> {
         Ok(Publisher {
-            inner: Some(self.inner.publisher().map_err(err)?),
+            end: Shared::new(self.inner.publisher().map_err(err)?),
         })
     }
 
     fn subscriber(&self) -> PyResult<Subscriber> {
         Ok(Subscriber {
-            inner: Some(self.inner.subscriber().map_err(err)?),
+            end: Shared::new(self.inner.subscriber().map_err(err)?),
         })
     }
 
@@ -670,41 +735,39 @@ impl Broadcast {
     }
 }
 
-/// A broadcast's publisher.
-#[pyclass(module = "filemap._filemap")]
+/// A broadcast's publisher. Threads may share it.
+#[pyclass(module = "filemap._filemap", frozen)]
 struct Publisher {
-    inner: Option<filemap::Publisher>,
+    end: Shared<filemap::Publisher>,
 }
 
 #[pymethods]
 impl Publisher {
-    fn send(&mut self, data: Vec<u8>) -> PyResult<()> {
-        self.inner
-            .as_mut()
-            .ok_or_else(closed)?
-            .send(&data)
-            .map_err(err)
+    fn send(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
+        let mut p = take_or!(self.end, py, None, ());
+        p.send(&data).map_err(err)
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("Publisher")
     }
 }
 
-/// A broadcast's subscriber.
-#[pyclass(module = "filemap._filemap")]
+/// A broadcast's subscriber. Threads may share it.
+#[pyclass(module = "filemap._filemap", frozen)]
 struct Subscriber {
-    inner: Option<filemap::Subscriber>,
+    end: Shared<filemap::Subscriber>,
 }
 
 #[pymethods]
 impl Subscriber {
     /// `(message, lost)`, or `None` on timeout.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(Vec<u8>, u64)>> {
-        let sub = self.inner.as_mut().ok_or_else(closed)?;
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(Vec<u8>, u64)>> {
+        let deadline = deadline_of(timeout)?;
+        let mut sub = take_or!(self.end, py, deadline, None);
         let mut buf = Vec::new();
-        blocking(py, timeout, |slice| {
+        blocking_until(py, deadline, |slice| {
             timed(
                 sub.recv_timeout(&mut buf, slice)
                     .map(|lost| (buf.clone(), lost)),
@@ -712,8 +775,8 @@ impl Subscriber {
         })
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("Subscriber")
     }
 }
 
@@ -747,13 +810,13 @@ impl Latest {
 
     fn writer(&self) -> PyResult<LatestWriter> {
         Ok(LatestWriter {
-            inner: Some(self.inner.writer().map_err(err)?),
+            end: Shared::new(self.inner.writer().map_err(err)?),
         })
     }
 
     fn reader(&self) -> PyResult<LatestReader> {
         Ok(LatestReader {
-            inner: Some(self.inner.reader().map_err(err)?),
+            end: Shared::new(self.inner.reader().map_err(err)?),
         })
     }
 
@@ -763,38 +826,35 @@ impl Latest {
     }
 }
 
-/// A latest-value channel's writer.
-#[pyclass(module = "filemap._filemap")]
+/// A latest-value channel's writer. Threads may share it.
+#[pyclass(module = "filemap._filemap", frozen)]
 struct LatestWriter {
-    inner: Option<filemap::LatestWriter>,
+    end: Shared<filemap::LatestWriter>,
 }
 
 #[pymethods]
 impl LatestWriter {
-    fn publish(&mut self, data: Vec<u8>) -> PyResult<()> {
-        self.inner
-            .as_mut()
-            .ok_or_else(closed)?
-            .publish(&data)
-            .map_err(err)
+    fn publish(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
+        let mut w = take_or!(self.end, py, None, ());
+        w.publish(&data).map_err(err)
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("LatestWriter")
     }
 }
 
-/// A latest-value channel's reader.
-#[pyclass(module = "filemap._filemap")]
+/// A latest-value channel's reader. Threads may share it.
+#[pyclass(module = "filemap._filemap", frozen)]
 struct LatestReader {
-    inner: Option<filemap::LatestReader>,
+    end: Shared<filemap::LatestReader>,
 }
 
 #[pymethods]
 impl LatestReader {
     /// `(value, version)`, or `None` before the first value.
-    fn read(&mut self) -> PyResult<Option<(Vec<u8>, u64)>> {
-        let r = self.inner.as_mut().ok_or_else(closed)?;
+    fn read(&self, py: Python<'_>) -> PyResult<Option<(Vec<u8>, u64)>> {
+        let mut r = take_or!(self.end, py, None, None);
         let mut buf = Vec::new();
         Ok(r.read(&mut buf).map_err(err)?.map(|v| (buf, v)))
     }
@@ -802,14 +862,15 @@ impl LatestReader {
     /// Waits for a value newer than `version`: `(value, version)`, or `None` on timeout.
     #[pyo3(signature = (version, timeout=None))]
     fn wait_newer(
-        &mut self,
+        &self,
         py: Python<'_>,
         version: u64,
         timeout: Option<f64>,
     ) -> PyResult<Option<(Vec<u8>, u64)>> {
-        let r = self.inner.as_mut().ok_or_else(closed)?;
+        let deadline = deadline_of(timeout)?;
+        let mut r = take_or!(self.end, py, deadline, None);
         let mut buf = Vec::new();
-        blocking(py, timeout, |slice| {
+        blocking_until(py, deadline, |slice| {
             timed(
                 r.wait_newer(version, &mut buf, Some(slice))
                     .map(|v| (buf.clone(), v)),
@@ -817,8 +878,8 @@ impl LatestReader {
         })
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("LatestReader")
     }
 }
 
@@ -855,15 +916,17 @@ impl RequestReply {
 
     fn server(&self) -> PyResult<RpcServer> {
         Ok(RpcServer {
-            inner: Some(self.inner.server().map_err(err)?),
-            pending: std::collections::HashMap::new(),
-            next: 0,
+            end: Shared::new(ServerEnd {
+                server: self.inner.server().map_err(err)?,
+                pending: std::collections::HashMap::new(),
+                next: 0,
+            }),
         })
     }
 
     fn client(&self) -> PyResult<RpcClient> {
         Ok(RpcClient {
-            inner: Some(self.inner.client().map_err(err)?),
+            end: Shared::new(self.inner.client().map_err(err)?),
         })
     }
 
@@ -873,55 +936,58 @@ impl RequestReply {
     }
 }
 
-/// A request/reply channel's server.
-#[pyclass(module = "filemap._filemap")]
-struct RpcServer {
-    inner: Option<filemap::RpcServer>,
-    /// Tickets handed to Python, by number.
+/// A request/reply server, with the tickets it handed to Python, by number.
+struct ServerEnd {
+    server: filemap::RpcServer,
     pending: std::collections::HashMap<u64, filemap::Ticket>,
     next: u64,
+}
+
+/// A request/reply channel's server. Threads may share it.
+#[pyclass(module = "filemap._filemap", frozen)]
+struct RpcServer {
+    end: Shared<ServerEnd>,
 }
 
 #[pymethods]
 impl RpcServer {
     /// `(ticket, request)`, or `None` on timeout.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u64, Vec<u8>)>> {
-        let server = self.inner.as_mut().ok_or_else(closed)?;
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u64, Vec<u8>)>> {
+        let deadline = deadline_of(timeout)?;
+        let mut s = take_or!(self.end, py, deadline, None);
         let mut buf = Vec::new();
-        let got = blocking(py, timeout, |slice| {
+        let server = &mut s.server;
+        let got = blocking_until(py, deadline, |slice| {
             timed(server.recv(&mut buf, Some(slice)).map(|t| (t, buf.clone())))
         })?;
         Ok(got.map(|(t, req)| {
-            let n = self.next;
-            self.next += 1;
-            self.pending.insert(n, t);
+            let n = s.next;
+            s.next += 1;
+            s.pending.insert(n, t);
             (n, req)
         }))
     }
 
     /// Answers the request `ticket`; `False` if its client is gone.
-    fn reply(&mut self, ticket: u64, data: Vec<u8>) -> PyResult<bool> {
-        let t = self
+    fn reply(&self, py: Python<'_>, ticket: u64, data: Vec<u8>) -> PyResult<bool> {
+        let mut s = take_or!(self.end, py, None, false);
+        let t = s
             .pending
             .remove(&ticket)
             .ok_or_else(|| PyValueError::new_err(format!("no pending request {ticket}")))?;
-        self.inner
-            .as_mut()
-            .ok_or_else(closed)?
-            .reply(t, &data)
-            .map_err(err)
+        s.server.reply(t, &data).map_err(err)
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("RpcServer")
     }
 }
 
-/// A request/reply channel's client.
-#[pyclass(module = "filemap._filemap")]
+/// A request/reply channel's client. Threads may share it.
+#[pyclass(module = "filemap._filemap", frozen)]
 struct RpcClient {
-    inner: Option<filemap::RpcClient>,
+    end: Shared<filemap::RpcClient>,
 }
 
 #[pymethods]
@@ -931,15 +997,16 @@ impl RpcClient {
     /// interrupts it.
     #[pyo3(signature = (request, timeout=None))]
     fn call(
-        &mut self,
+        &self,
         py: Python<'_>,
         request: Vec<u8>,
         timeout: Option<f64>,
     ) -> PyResult<Option<Vec<u8>>> {
-        let c = self.inner.as_mut().ok_or_else(closed)?;
+        let deadline = deadline_of(timeout)?;
+        let mut c = take_or!(self.end, py, deadline, None);
         c.send_request(&request).map_err(err)?;
         let mut reply = Vec::new();
-        blocking(py, timeout, |slice| {
+        blocking_until(py, deadline, |slice| {
             timed(
                 c.wait_reply(&mut reply, Some(slice))
                     .map(|()| reply.clone()),
@@ -948,18 +1015,19 @@ impl RpcClient {
     }
 
     /// Sends `request` without waiting for its reply (a request still pending is given up).
-    fn send_request(&mut self, request: Vec<u8>) -> PyResult<()> {
-        let c = self.inner.as_mut().ok_or_else(closed)?;
+    fn send_request(&self, py: Python<'_>, request: Vec<u8>) -> PyResult<()> {
+        let mut c = take_or!(self.end, py, None, ());
         c.send_request(&request).map_err(err)
     }
 
     /// Waits for the reply to the pending request; `None` on timeout (the request stays
     /// pending). `ValueError` with no request pending.
     #[pyo3(signature = (timeout=None))]
-    fn wait_reply(&mut self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u8>>> {
-        let c = self.inner.as_mut().ok_or_else(closed)?;
+    fn wait_reply(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u8>>> {
+        let deadline = deadline_of(timeout)?;
+        let mut c = take_or!(self.end, py, deadline, None);
         let mut reply = Vec::new();
-        blocking(py, timeout, |slice| {
+        blocking_until(py, deadline, |slice| {
             timed(
                 c.wait_reply(&mut reply, Some(slice))
                     .map(|()| reply.clone()),
@@ -967,8 +1035,8 @@ impl RpcClient {
         })
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(&self) -> PyResult<()> {
+        self.end.close("RpcClient")
     }
 }
 

@@ -554,6 +554,51 @@ def test_a_stream_between_python_processes():
     rx.close()
 
 
+def test_threads_share_a_channel_end():
+    # An end plays one role; threads that share it take turns instead of failing.
+    import threading
+
+    s = filemap.Stream.create("Local\\threads", 4096, 64)
+    tx, rx = s.sender(), s.receiver()
+    errors = []
+
+    def produce(k):
+        try:
+            for i in range(5000):
+                tx.send(b"%d-%d" % (k, i), timeout=30)
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    producers = [threading.Thread(target=produce, args=(k,)) for k in range(2)]
+    for t in producers:
+        t.start()
+    got = {0: [], 1: []}
+    for _ in range(10000):
+        k, i = rx.recv(timeout=10).split(b"-")
+        got[int(k)].append(int(i))
+    for t in producers:
+        t.join(30)
+    assert errors == []
+    assert got == {0: list(range(5000)), 1: list(range(5000))}
+    # A blocking call holds the turn: another thread's call waits within its timeout, and
+    # closing the end meanwhile is refused, not a crash.
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(rx.recv(timeout=30)))
+    waiter.start()
+    time.sleep(0.2)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        rx.recv(timeout=0.3)
+    assert time.monotonic() - start >= 0.3
+    with pytest.raises(RuntimeError):
+        rx.close()
+    tx.send(b"wake")
+    waiter.join(30)
+    assert results == [b"wake"]
+    for h in (rx, tx, s):
+        h.close()
+
+
 def test_broadcast_latest_and_request_reply_between_python_processes():
     b = filemap.Broadcast.create("Local\\news", 16, 64)
     sub = b.subscriber()

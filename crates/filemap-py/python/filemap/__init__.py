@@ -554,7 +554,8 @@ class _Channel:
 
 
 class _End:
-    """What every end of a channel has."""
+    """What every end of a channel has. Threads may share an end: their calls take turns,
+    and ``close()`` while another thread's call runs is a ``RuntimeError``."""
 
     def __init__(self, native: Any) -> None:
         self._m = native
@@ -732,7 +733,8 @@ class _Closed:
 
 
 class Sender:
-    """A stream's producer; closing it (or leaving a ``with`` block) ends the stream cleanly."""
+    """A stream's producer; closing it (or leaving a ``with`` block) ends the stream cleanly.
+    Threads may share it: their calls take turns."""
 
     def __init__(self, native: Any) -> None:
         self._m = native
@@ -757,7 +759,7 @@ class Sender:
 
 
 class Receiver:
-    """A stream's consumer."""
+    """A stream's consumer. Threads may share it: each message goes to one of them."""
 
     def __init__(self, native: Any) -> None:
         self._m = native

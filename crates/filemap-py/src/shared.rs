@@ -1,0 +1,130 @@
+//! Channel ends that Python threads share.
+//!
+//! An end plays one role (a stream's producer, a server...), and its Rust type takes
+//! `&mut self`. A call takes the end out of its [`Shared`] for the call's duration, so that
+//! no borrow of the Python object spans a wait without the GIL; a call from another thread
+//! meanwhile waits for its turn (without the GIL, within its own deadline, and
+//! interruptibly), instead of failing with PyO3's "Already borrowed".
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::closed;
+
+enum State<T> {
+    Idle(T),
+    /// A thread's call has it.
+    Busy,
+    Closed,
+}
+
+/// A channel end between calls. The lock is only ever held for a moment, never across a
+/// wait or a GIL operation, so a thread that holds the GIL may take it.
+pub(crate) struct Shared<T> {
+    state: Mutex<State<T>>,
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn new(end: T) -> Shared<T> {
+        Shared {
+            state: Mutex::new(State::Idle(end)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The end, for one call: at once if no other thread's call has it; otherwise after
+    /// that call returns, polling without the GIL (Ctrl-C interrupts). `None` if `deadline`
+    /// passes first.
+    pub(crate) fn take(
+        &self,
+        py: Python<'_>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<Taken<'_, T>>> {
+        let mut pause = Duration::from_micros(20);
+        loop {
+            {
+                let mut state = self.lock();
+                match std::mem::replace(&mut *state, State::Busy) {
+                    State::Idle(end) => {
+                        return Ok(Some(Taken {
+                            home: self,
+                            end: Some(end),
+                        }))
+                    }
+                    State::Busy => {}
+                    State::Closed => {
+                        *state = State::Closed;
+                        return Err(closed());
+                    }
+                }
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None);
+            }
+            let nap = deadline.map_or(pause, |d| pause.min(d - now));
+            py.detach(|| std::thread::sleep(nap));
+            py.check_signals()?;
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Closes the end (drops it). `RuntimeError` while another thread's call has it, since
+    /// that call may block for ever.
+    pub(crate) fn close(&self, what: &str) -> PyResult<()> {
+        let mut state = self.lock();
+        match std::mem::replace(&mut *state, State::Closed) {
+            State::Busy => {
+                *state = State::Busy;
+                Err(PyRuntimeError::new_err(format!(
+                    "this {what} is in use by another thread's call; close it once that call has returned"
+                )))
+            }
+            State::Idle(end) => {
+                drop(state);
+                drop(end);
+                Ok(())
+            }
+            State::Closed => Ok(()),
+        }
+    }
+}
+
+/// An end taken out for one call; it goes back when this is dropped.
+pub(crate) struct Taken<'a, T> {
+    home: &'a Shared<T>,
+    end: Option<T>,
+}
+
+impl<T> Deref for Taken<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.end
+            .as_ref()
+            .expect("a taken end is there until dropped")
+    }
+}
+
+impl<T> DerefMut for Taken<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.end
+            .as_mut()
+            .expect("a taken end is there until dropped")
+    }
+}
+
+impl<T> Drop for Taken<'_, T> {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            *self.home.lock() = State::Idle(end);
+        }
+    }
+}
