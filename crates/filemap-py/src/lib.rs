@@ -463,7 +463,7 @@ enum Held<'a> {
     Receiver(Taken<'a, filemap::Receiver>),
     Subscriber(Taken<'a, filemap::Subscriber>),
     LatestReader(Taken<'a, filemap::LatestReader>),
-    RpcServer(Taken<'a, ServerEnd>),
+    RpcServer(Taken<'a, filemap::RpcServer>),
     RpcClient(Taken<'a, filemap::RpcClient>),
     /// The same object as the one at this earlier index.
     Again(usize),
@@ -517,7 +517,7 @@ impl<'a> Held<'a> {
             Held::Receiver(t) => &**t,
             Held::Subscriber(t) => &**t,
             Held::LatestReader(t) => &**t,
-            Held::RpcServer(t) => &t.server,
+            Held::RpcServer(t) => &**t,
             Held::RpcClient(t) => &**t,
             Held::Again(i) => return all[*i].waitable(all),
         })
@@ -915,12 +915,11 @@ impl RequestReply {
     }
 
     fn server(&self) -> PyResult<RpcServer> {
+        let server = self.inner.server().map_err(err)?;
         Ok(RpcServer {
-            end: Shared::new(ServerEnd {
-                server: self.inner.server().map_err(err)?,
-                pending: std::collections::HashMap::new(),
-                next: 0,
-            }),
+            replier: server.replier(),
+            end: Shared::new(server),
+            pending: Default::default(),
         })
     }
 
@@ -936,17 +935,23 @@ impl RequestReply {
     }
 }
 
-/// A request/reply server, with the tickets it handed to Python, by number.
-struct ServerEnd {
-    server: filemap::RpcServer,
-    pending: std::collections::HashMap<u64, filemap::Ticket>,
-    next: u64,
-}
-
-/// A request/reply channel's server. Threads may share it.
+/// A request/reply channel's server. Threads may share it: `recv` calls take turns, and
+/// `reply` needs no turn (a `filemap::Replier`), so one thread may wait for requests while
+/// others answer the ones it took.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct RpcServer {
-    end: Shared<ServerEnd>,
+    end: Shared<filemap::RpcServer>,
+    replier: filemap::Replier,
+    /// Tickets handed to Python, by number, and the next number.
+    pending: std::sync::Mutex<(std::collections::HashMap<u64, filemap::Ticket>, u64)>,
+}
+
+impl RpcServer {
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (std::collections::HashMap<u64, filemap::Ticket>, u64)> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[pymethods]
@@ -955,32 +960,37 @@ impl RpcServer {
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u64, Vec<u8>)>> {
         let deadline = deadline_of(timeout)?;
-        let mut s = take_or!(self.end, py, deadline, None);
+        let mut server = take_or!(self.end, py, deadline, None);
         let mut buf = Vec::new();
-        let server = &mut s.server;
         let got = blocking_until(py, deadline, |slice| {
             timed(server.recv(&mut buf, Some(slice)).map(|t| (t, buf.clone())))
         })?;
         Ok(got.map(|(t, req)| {
-            let n = s.next;
-            s.next += 1;
-            s.pending.insert(n, t);
+            let mut pending = self.pending();
+            let n = pending.1;
+            pending.1 += 1;
+            pending.0.insert(n, t);
             (n, req)
         }))
     }
 
     /// Answers the request `ticket`; `False` if its client is gone.
-    fn reply(&self, py: Python<'_>, ticket: u64, data: Vec<u8>) -> PyResult<bool> {
-        let mut s = take_or!(self.end, py, None, false);
-        let t = s
-            .pending
+    fn reply(&self, ticket: u64, data: Vec<u8>) -> PyResult<bool> {
+        if self.end.is_closed() {
+            return Err(closed());
+        }
+        let t = self
+            .pending()
+            .0
             .remove(&ticket)
             .ok_or_else(|| PyValueError::new_err(format!("no pending request {ticket}")))?;
-        s.server.reply(t, &data).map_err(err)
+        self.replier.reply(t, &data).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
-        self.end.close("RpcServer")
+        self.end.close("RpcServer")?;
+        self.pending().0.clear();
+        Ok(())
     }
 }
 

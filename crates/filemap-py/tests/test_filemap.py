@@ -597,6 +597,23 @@ def test_threads_share_a_channel_end():
     assert results == [b"wake"]
     for h in (rx, tx, s):
         h.close()
+    # A server that waits for requests in one thread answers from another meanwhile.
+    rr = filemap.RequestReply.create("Local\\threads-rpc", 2, 64, 64)
+    server, first, second = rr.server(), rr.client(), rr.client()
+    first.send_request(b"one")
+    ticket, request = server.recv(timeout=30)
+    taken = []
+    waiting = threading.Thread(target=lambda: taken.append(server.recv(timeout=30)))
+    waiting.start()
+    time.sleep(0.2)
+    assert server.reply(ticket, b"answer to " + request)
+    assert first.wait_reply(timeout=30) == b"answer to one"
+    second.send_request(b"two")
+    waiting.join(30)
+    (t2, r2), = taken
+    assert r2 == b"two" and server.reply(t2, b"2") and second.wait_reply(timeout=30) == b"2"
+    for h in (first, second, server, rr):
+        h.close()
 
 
 def test_broadcast_latest_and_request_reply_between_python_processes():

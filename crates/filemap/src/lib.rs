@@ -79,7 +79,7 @@ mod view;
 
 pub use channel::{
     Broadcast, Latest, LatestReader, LatestWriter, Loan, Message, Peer, Plain, Publisher, Receiver,
-    RequestReply, RpcClient, RpcServer, Sender, Stream, Subscriber, Ticket, TrySendError,
+    Replier, RequestReply, RpcClient, RpcServer, Sender, Stream, Subscriber, Ticket, TrySendError,
     WaitStrategy, DEFAULT_CAPACITY,
 };
 pub use error::{Error, Result};

@@ -1040,3 +1040,55 @@ fn a_request_outlives_a_timed_out_wait_until_the_next_one() {
     c.wait_reply(&mut reply, Some(LINE)).unwrap();
     assert_eq!(reply, b"for third");
 }
+
+#[test]
+fn a_replier_answers_while_the_server_waits_for_the_next_request() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-replier");
+    let rr = root
+        .opts()
+        .create_request_reply(&root.name("Local\\replier"), 2, 16, 16)
+        .unwrap();
+    let mut server = rr.server().unwrap();
+    let replier = server.replier();
+    let mut first = rr.client().unwrap();
+    let mut second = rr.client().unwrap();
+    first.send_request(b"one").unwrap();
+    let mut req = Vec::new();
+    let ticket = server.recv(&mut req, Some(LINE)).unwrap();
+    assert_eq!(req, b"one");
+    std::thread::scope(|s| {
+        // The server waits for the next request in one thread ...
+        let next = s.spawn(|| {
+            let mut req = Vec::new();
+            let t = server.recv(&mut req, Some(LINE)).unwrap();
+            (t, req)
+        });
+        // ... while another answers the first, which arrives before any second request.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(replier.reply(ticket, b"1").unwrap());
+        let mut reply = Vec::new();
+        first.wait_reply(&mut reply, Some(LINE)).unwrap();
+        assert_eq!(reply, b"1");
+        second.send_request(b"two").unwrap();
+        let (t2, req2) = next.join().unwrap();
+        assert_eq!(req2, b"two");
+        assert!(replier.reply(t2, b"2").unwrap());
+        second.wait_reply(&mut reply, Some(LINE)).unwrap();
+        assert_eq!(reply, b"2");
+    });
+    // Too large, as for the server; after the server goes, a replier answers nothing.
+    first.send_request(b"three").unwrap();
+    let t3 = server.recv(&mut req, Some(LINE)).unwrap();
+    assert!(matches!(
+        replier.reply(t3, &[0u8; 17]),
+        Err(Error::MessageTooLarge { .. })
+    ));
+    drop(server);
+    assert!(!replier.reply(t3, b"3").unwrap());
+    let mut reply = Vec::new();
+    assert!(matches!(
+        first.wait_reply(&mut reply, Some(LINE)),
+        Err(Error::Disconnected { .. })
+    ));
+}

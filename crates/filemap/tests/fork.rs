@@ -158,7 +158,13 @@ fn inherited_ends_are_refused() -> Result<(), String> {
         .map_err(e("request/reply"))?;
     let mut server = rr.server().map_err(e("server"))?;
     let mut client = rr.client().map_err(e("client"))?;
+    let replier = server.replier();
     publisher.send(b"before").map_err(e("publishing"))?;
+    client.send_request(b"before").map_err(e("a request"))?;
+    let mut buf = Vec::new();
+    let taken = server
+        .recv(&mut buf, Some(Duration::from_secs(10)))
+        .map_err(e("taking the request"))?;
     writer.publish(b"value").map_err(e("writing a value"))?;
 
     // SAFETY: this process runs one test, on one thread besides the harness's main thread
@@ -182,6 +188,7 @@ fn inherited_ends_are_refused() -> Result<(), String> {
             refused(writer.publish(b"child")),
             refused(server.recv(&mut buf, Some(Duration::ZERO)).map(drop)),
             refused(client.send_request(b"child")),
+            refused(replier.reply(taken, b"child").map(drop)),
             matches!(subscriber.try_recv(&mut buf), Ok(Some(0))) && buf == b"before",
             matches!(reader.read(&mut buf), Ok(Some(1))) && buf == b"value",
         ];

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -811,6 +812,7 @@ impl RequestReply {
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
             seen: Default::default(),
+            serving: Arc::new(AtomicBool::new(true)),
             _claim: claim,
         })
     }
@@ -853,6 +855,8 @@ pub struct RpcServer {
     spin: super::algo::Spin,
     /// The doorbell as `wait_any` last read it, before it looked for requests.
     seen: crate::atomic::AtomicU32,
+    /// Cleared when the server goes, for its [`Replier`]s.
+    serving: Arc<AtomicBool>,
     _claim: sys::Claim,
 }
 
@@ -929,11 +933,58 @@ impl RpcServer {
     /// [`Error::MessageTooLarge`].
     pub fn reply(&mut self, t: Ticket, reply: &[u8]) -> Result<bool> {
         super::usable(&self._claim, &self.chan)?;
-        let c = self.chan.clients();
-        if reply.len() > c.max_reply as usize {
-            return Err(too_large(&self.chan, reply.len(), c.max_reply));
+        answer(&self.chan, t, reply)
+    }
+
+    /// A handle that answers this server's requests from any thread, while the server
+    /// itself goes on taking requests (`recv` needs `&mut self`; answering does not): a
+    /// server may receive in one thread and answer in others.
+    pub fn replier(&self) -> Replier {
+        Replier {
+            chan: self.chan.clone(),
+            serving: self.serving.clone(),
+            pid: std::process::id(),
         }
-        Ok(self.server.reply(&c, t.0, reply, self.chan.parker()))
+    }
+}
+
+/// Answers `t` with `reply`: the work of [`RpcServer::reply`] and [`Replier::reply`].
+fn answer(chan: &sys::Channel, t: Ticket, reply: &[u8]) -> Result<bool> {
+    let c = chan.clients();
+    if reply.len() > c.max_reply as usize {
+        return Err(too_large(chan, reply.len(), c.max_reply));
+    }
+    Ok(rpc::Server::reply(&c, t.0, reply, chan.parker()))
+}
+
+/// Answers requests on behalf of an [`RpcServer`], from any thread: see
+/// [`RpcServer::replier`]. Once the server is dropped, its repliers answer nothing
+/// (`Ok(false)`), as a new server answers the requests again.
+#[derive(Debug, Clone)]
+pub struct Replier {
+    chan: Arc<sys::Channel>,
+    serving: Arc<AtomicBool>,
+    /// The process the server was made in: a forked child's copy refuses, as the server's
+    /// other operations do there.
+    pid: u32,
+}
+
+impl Replier {
+    /// Answers the request `t` with `reply`, as [`RpcServer::reply`] does. Returns `false`
+    /// if its client is gone (or gave up waiting), or the server has been dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] in a child forked after the
+    /// server was made.
+    pub fn reply(&self, t: Ticket, reply: &[u8]) -> Result<bool> {
+        if std::process::id() != self.pid {
+            return Err(super::inherited_end(&self.chan));
+        }
+        if !self.serving.load(Acquire) {
+            return Ok(false);
+        }
+        answer(&self.chan, t, reply)
     }
 }
 
@@ -943,6 +994,7 @@ impl Drop for RpcServer {
             // A forked child's copy: the channel end is still its parent's.
             return;
         }
+        self.serving.store(false, Release);
         let c = self.chan.clients();
         c.ctl.server.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);

@@ -29,8 +29,8 @@ pub(crate) mod rpc;
 pub(crate) mod seqlock;
 
 pub use kinds::{
-    Broadcast, Latest, LatestReader, LatestWriter, Publisher, RequestReply, RpcClient, RpcServer,
-    Subscriber, Ticket,
+    Broadcast, Latest, LatestReader, LatestWriter, Publisher, Replier, RequestReply, RpcClient,
+    RpcServer, Subscriber, Ticket,
 };
 
 use std::fmt;
@@ -443,7 +443,7 @@ pub(crate) fn usable(claim: &sys::Claim, chan: &sys::Channel) -> Result<()> {
 
 #[cold]
 #[inline(never)]
-fn inherited_end(chan: &sys::Channel) -> Error {
+pub(crate) fn inherited_end(chan: &sys::Channel) -> Error {
     Error::InvalidArgument {
         what: format!(
             "this end of {} was made before this process forked, and its role stays with the parent; make the end in the child instead (and not in the parent)",

@@ -325,14 +325,11 @@ impl Server {
     }
 
     /// Answers `t` with `reply` (at most `max_reply` bytes, checked by the caller).
-    /// `false`: the client is gone (or gave up), and the reply is thrown away.
-    pub(crate) fn reply(
-        &mut self,
-        c: &Clients<'_>,
-        t: Taken,
-        reply: &[u8],
-        parker: &impl Parker,
-    ) -> bool {
+    /// `false`: the client is gone (or gave up), and the reply is thrown away. It touches no
+    /// state of the server's own (the ticket says where the answer goes: a slot that only
+    /// its taker may move from BUSY), so answers may come from any thread while the server
+    /// takes further requests.
+    pub(crate) fn reply(c: &Clients<'_>, t: Taken, reply: &[u8], parker: &impl Parker) -> bool {
         let state = c.state(t.slot);
         if state.load(Relaxed) != word(t.generation, BUSY) {
             return false;
@@ -449,7 +446,7 @@ mod tests {
             match server.try_take(&c, &mut buf).unwrap() {
                 Some(t) => {
                     let reply = [b"re ".as_slice(), &buf].concat();
-                    assert!(server.reply(&c, t, &reply, &Yield));
+                    assert!(Server::reply(&c, t, &reply, &Yield));
                     answered += 1;
                 }
                 None => {
@@ -474,7 +471,7 @@ mod tests {
         assert_eq!(buf, b"old");
         // The client dies; a new one takes its slot and asks something else.
         let mut new = Client::attach(&c, 0);
-        assert!(!server.reply(&c, t, b"for old", &Yield), "thrown away");
+        assert!(!Server::reply(&c, t, b"for old", &Yield), "thrown away");
         new.send(&c, b"new", &Yield);
         // The server dies holding it; the next one answers it again.
         let t = server.try_take(&c, &mut buf).unwrap().unwrap();
@@ -483,7 +480,7 @@ mod tests {
         let mut server = Server::attach(&c);
         let t = server.try_take(&c, &mut buf).unwrap().unwrap();
         assert_eq!(buf, b"new");
-        assert!(server.reply(&c, t, b"for new", &Yield));
+        assert!(Server::reply(&c, t, b"for new", &Yield));
         assert!(new.try_reply(&c, &mut buf).unwrap());
         assert_eq!(buf, b"for new");
         // Nonsense lengths are errors.
