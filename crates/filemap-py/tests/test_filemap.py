@@ -614,6 +614,20 @@ def test_threads_share_a_channel_end():
     assert r2 == b"two" and server.reply(t2, b"2") and second.wait_reply(timeout=30) == b"2"
     for h in (first, second, server, rr):
         h.close()
+    # Sync objects: threads wait together; closing one that a thread waits on is refused.
+    ev = filemap.Event.create("Local\\threads-event", manual_reset=True)
+    woke = []
+    waiters = [threading.Thread(target=lambda: woke.append(ev.wait(30))) for _ in range(2)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.2)
+    with pytest.raises(RuntimeError, match="another thread"):
+        ev.close()
+    ev.set()
+    for t in waiters:
+        t.join(30)
+    assert woke == [True, True]
+    ev.close()
 
 
 def test_broadcast_latest_and_request_reply_between_python_processes():

@@ -94,6 +94,20 @@ _END_NOT_PICKLED = (
 )
 
 
+def _close_native(handle: Any) -> None:
+    """Closes a sync object's native handle. Another thread's wait on it holds it, and
+    closing then is refused (as on Windows, where it is undefined), with a clear message."""
+    try:
+        handle._m.close()
+    except RuntimeError as e:
+        if "borrowed" not in str(e):
+            raise
+        raise RuntimeError(
+            f"this {type(handle).__name__} is in use by another thread's wait; "
+            "close it once that wait has returned"
+        ) from None
+
+
 def _access_of(access: Optional[str], default: str) -> str:
     return default if access is None else access
 
@@ -286,7 +300,7 @@ class Mutex:
         self.release()
 
     def close(self) -> None:
-        self._m.close()
+        _close_native(self)
 
     def __reduce__(self) -> Any:
         return _reduce_by_name(self)
@@ -358,7 +372,7 @@ class Semaphore:
         self.release()
 
     def close(self) -> None:
-        self._m.close()
+        _close_native(self)
 
     def __reduce__(self) -> Any:
         return _reduce_by_name(self)
@@ -435,7 +449,7 @@ class Event:
         self.close()
 
     def close(self) -> None:
-        self._m.close()
+        _close_native(self)
 
     def __reduce__(self) -> Any:
         return _reduce_by_name(self)
