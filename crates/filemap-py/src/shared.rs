@@ -8,6 +8,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::PyRuntimeError;
@@ -17,8 +18,8 @@ use crate::closed;
 
 enum State<T> {
     Idle(T),
-    /// A thread's call has it.
-    Busy,
+    /// This thread's call has it.
+    Busy(ThreadId),
     Closed,
 }
 
@@ -47,18 +48,27 @@ impl<T> Shared<T> {
         py: Python<'_>,
         deadline: Option<Instant>,
     ) -> PyResult<Option<Taken<'_, T>>> {
+        let me = std::thread::current().id();
         let mut pause = Duration::from_micros(20);
         loop {
             {
                 let mut state = self.lock();
-                match std::mem::replace(&mut *state, State::Busy) {
+                match std::mem::replace(&mut *state, State::Busy(me)) {
                     State::Idle(end) => {
                         return Ok(Some(Taken {
                             home: self,
                             end: Some(end),
                         }))
                     }
-                    State::Busy => {}
+                    State::Busy(holder) => {
+                        *state = State::Busy(holder);
+                        if holder == me {
+                            // A signal handler, run while this thread's call waits.
+                            return Err(PyRuntimeError::new_err(
+                                "a call on a channel end from inside another call on it (a signal handler?) would wait for itself",
+                            ));
+                        }
+                    }
                     State::Closed => {
                         *state = State::Closed;
                         return Err(closed());
@@ -86,8 +96,8 @@ impl<T> Shared<T> {
     pub(crate) fn close(&self, what: &str) -> PyResult<()> {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Closed) {
-            State::Busy => {
-                *state = State::Busy;
+            State::Busy(holder) => {
+                *state = State::Busy(holder);
                 Err(PyRuntimeError::new_err(format!(
                     "this {what} is in use by another thread's call; close it once that call has returned"
                 )))

@@ -630,6 +630,32 @@ def test_threads_share_a_channel_end():
     ev.close()
 
 
+def test_a_signal_handler_that_uses_the_end_it_interrupted_gets_an_error():
+    # The handler runs inside the interrupted call, on its thread: waiting for that call's
+    # turn would wait for ever.
+    import threading
+
+    s = filemap.Stream.create("Local\\reentrant", 4096, 64)
+    tx, rx = s.sender(), s.receiver()
+    seen = []
+
+    def handler(signum, frame):
+        with pytest.raises(RuntimeError, match="wait for itself"):
+            rx.recv(timeout=0.1)
+        seen.append(signum)
+        tx.send(b"from the handler")
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        assert rx.recv(timeout=30) == b"from the handler"
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert seen == [signal.SIGUSR1]
+    for h in (tx, rx, s):
+        h.close()
+
+
 def test_broadcast_latest_and_request_reply_between_python_processes():
     b = filemap.Broadcast.create("Local\\news", 16, 64)
     sub = b.subscriber()
