@@ -1093,6 +1093,13 @@ fn remove(name: &str, root: Option<PathBuf>) -> PyResult<()> {
     namespace(root).remove(name).map_err(err)
 }
 
+/// For `os.register_at_fork(after_in_child=...)`: channel ends that other threads had
+/// taken when the process forked are refused in the child instead of awaited for ever.
+#[pyfunction]
+fn _after_fork_in_child() {
+    shared::after_fork_in_child();
+}
+
 /// Removes stale objects; returns their names.
 #[pyfunction]
 #[pyo3(signature = (*, root=None))]
@@ -1129,6 +1136,7 @@ fn _filemap(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(info, m)?)?;
     m.add_function(wrap_pyfunction!(remove, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     m.add("KindMismatchError", m.py().get_type::<KindMismatchError>())?;
     m.add("CorruptError", m.py().get_type::<CorruptError>())?;
     Ok(())

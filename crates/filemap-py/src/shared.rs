@@ -7,19 +7,36 @@
 //! interruptibly), instead of failing with PyO3's "Already borrowed".
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::closed;
 
+/// Counts the `fork`s this process has been through (`after_fork_in_child`, which the
+/// Python package registers with `os.register_at_fork`).
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+/// Called in the child after each `fork`: the ends that other threads of the parent had
+/// taken stay taken in the child, by threads that do not exist there.
+pub(crate) fn after_fork_in_child() {
+    FORKS.fetch_add(1, Relaxed);
+}
+
+/// Who has an end: a thread, in the fork generation it took it in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    thread: ThreadId,
+    forks: u32,
+}
+
 enum State<T> {
     Idle(T),
-    /// This thread's call has it.
-    Busy(ThreadId),
+    Busy(Holder),
     Closed,
 }
 
@@ -48,7 +65,10 @@ impl<T> Shared<T> {
         py: Python<'_>,
         deadline: Option<Instant>,
     ) -> PyResult<Option<Taken<'_, T>>> {
-        let me = std::thread::current().id();
+        let me = Holder {
+            thread: std::thread::current().id(),
+            forks: FORKS.load(Relaxed),
+        };
         let mut pause = Duration::from_micros(20);
         loop {
             {
@@ -62,6 +82,13 @@ impl<T> Shared<T> {
                     }
                     State::Busy(holder) => {
                         *state = State::Busy(holder);
+                        if holder.forks != me.forks {
+                            // Taken in the parent by a thread that this child does not have:
+                            // it is never given back here, and the role is the parent's.
+                            return Err(PyValueError::new_err(
+                                "this channel end was in use by another thread when this process forked, and its role stays with the parent; make the end in the child instead (and not in the parent)",
+                            ));
+                        }
                         if holder == me {
                             // A signal handler, run while this thread's call waits.
                             return Err(PyRuntimeError::new_err(
@@ -96,6 +123,8 @@ impl<T> Shared<T> {
     pub(crate) fn close(&self, what: &str) -> PyResult<()> {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Closed) {
+            // Taken in the parent before a fork: nothing here to wait for, or to drop.
+            State::Busy(holder) if holder.forks != FORKS.load(Relaxed) => Ok(()),
             State::Busy(holder) => {
                 *state = State::Busy(holder);
                 Err(PyRuntimeError::new_err(format!(

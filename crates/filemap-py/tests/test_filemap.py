@@ -346,6 +346,41 @@ def test_a_forked_child_closing_its_copies_leaves_the_parents_handles_alone():
         filemap.FileMapping.open("Local\\forked")
 
 
+def _use_an_end_taken_at_the_fork(rx):
+    # In a forked child: a thread of the parent had `rx` in a call when it forked.
+    start = time.monotonic()
+    try:
+        rx.recv(timeout=20)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("an end taken by a parent's thread was usable")
+    assert time.monotonic() - start < 10, "the child waited for the parent's thread"
+    rx.close()
+
+
+def test_a_child_forked_while_a_thread_uses_an_end_is_refused_not_stuck():
+    import threading
+
+    s = filemap.Stream.create("Local\\forked-busy", 4096, 64)
+    tx, rx = s.sender(), s.receiver()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(rx.recv(timeout=30)))
+    waiter.start()
+    time.sleep(0.2)  # the thread now waits in rx.recv(), holding the end
+    p = multiprocessing.get_context("fork").Process(
+        target=_use_an_end_taken_at_the_fork, args=(rx,)
+    )
+    p.start()
+    p.join(30)
+    assert p.exitcode == 0
+    tx.send(b"for the parent's thread")
+    waiter.join(30)
+    assert got == [b"for the parent's thread"]
+    for h in (tx, rx, s):
+        h.close()
+
+
 def test_kill_9_of_every_holder_leaves_nothing_behind(root):
     holders = []
     for _ in range(3):

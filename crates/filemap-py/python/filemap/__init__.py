@@ -29,6 +29,11 @@ from . import _filemap
 from ._filemap import CorruptError, KindMismatchError
 from ._shareable import ShareableList
 
+if hasattr(_os, "register_at_fork"):
+    # Channel ends that other threads had taken when the process forked are refused in the
+    # child (ValueError), instead of awaited for ever.
+    _os.register_at_fork(after_in_child=_filemap._after_fork_in_child)
+
 __all__ = [
     "AbandonedMutexError",
     "Broadcast",
