@@ -19,6 +19,7 @@ use pyo3::exceptions::{
     PyNotImplementedError, PyOSError, PyPermissionError, PyTimeoutError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 mod buffer;
 mod shared;
@@ -653,10 +654,10 @@ impl Sender {
     /// Sends `data`, waiting for room up to `timeout` (`None`: as long as it takes);
     /// `False` on timeout.
     #[pyo3(signature = (data, timeout=None))]
-    fn send(&self, py: Python<'_>, data: Vec<u8>, timeout: Option<f64>) -> PyResult<bool> {
+    fn send(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<bool> {
         let deadline = deadline_of(timeout)?;
         let mut tx = take_or!(self.end, py, deadline, false);
-        Ok(blocking_until(py, deadline, |slice| timed(tx.send_timeout(&data, slice)))?.is_some())
+        Ok(blocking_until(py, deadline, |slice| timed(tx.send_timeout(data, slice)))?.is_some())
     }
 
     fn close(&self) -> PyResult<()> {
@@ -675,12 +676,21 @@ impl Receiver {
     /// The next message, waiting up to `timeout` (`None`: as long as it takes); `None` on
     /// timeout. `BrokenPipeError` once the producer has gone and everything was received.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Vec<u8>>> {
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let deadline = deadline_of(timeout)?;
         let mut rx = take_or!(self.end, py, deadline, None);
-        blocking_until(py, deadline, |slice| {
+        // A message waiting: copied once, from the ring straight into the bytes object.
+        if let Some(m) = rx.try_recv().map_err(err)? {
+            return PyBytes::new_with(py, m.len(), |b| m.read_at(0, b).map_err(err)).map(Some);
+        }
+        let got = blocking_until(py, deadline, |slice| {
             timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
-        })
+        })?;
+        Ok(got.map(|v| PyBytes::new(py, &v)))
     }
 
     fn close(&self) -> PyResult<()> {
@@ -743,9 +753,9 @@ struct Publisher {
 
 #[pymethods]
 impl Publisher {
-    fn send(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
+    fn send(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let mut p = take_or!(self.end, py, None, ());
-        p.send(&data).map_err(err)
+        p.send(data).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
@@ -770,7 +780,7 @@ impl Subscriber {
         blocking_until(py, deadline, |slice| {
             timed(
                 sub.recv_timeout(&mut buf, slice)
-                    .map(|lost| (buf.clone(), lost)),
+                    .map(|lost| (std::mem::take(&mut buf), lost)),
             )
         })
     }
@@ -834,9 +844,9 @@ struct LatestWriter {
 
 #[pymethods]
 impl LatestWriter {
-    fn publish(&self, py: Python<'_>, data: Vec<u8>) -> PyResult<()> {
+    fn publish(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
         let mut w = take_or!(self.end, py, None, ());
-        w.publish(&data).map_err(err)
+        w.publish(data).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
@@ -873,7 +883,7 @@ impl LatestReader {
         blocking_until(py, deadline, |slice| {
             timed(
                 r.wait_newer(version, &mut buf, Some(slice))
-                    .map(|v| (buf.clone(), v)),
+                    .map(|v| (std::mem::take(&mut buf), v)),
             )
         })
     }
@@ -963,7 +973,11 @@ impl RpcServer {
         let mut server = take_or!(self.end, py, deadline, None);
         let mut buf = Vec::new();
         let got = blocking_until(py, deadline, |slice| {
-            timed(server.recv(&mut buf, Some(slice)).map(|t| (t, buf.clone())))
+            timed(
+                server
+                    .recv(&mut buf, Some(slice))
+                    .map(|t| (t, std::mem::take(&mut buf))),
+            )
         })?;
         Ok(got.map(|(t, req)| {
             let mut pending = self.pending();
@@ -975,7 +989,7 @@ impl RpcServer {
     }
 
     /// Answers the request `ticket`; `False` if its client is gone.
-    fn reply(&self, ticket: u64, data: Vec<u8>) -> PyResult<bool> {
+    fn reply(&self, ticket: u64, data: &[u8]) -> PyResult<bool> {
         if self.end.is_closed() {
             return Err(closed());
         }
@@ -984,7 +998,7 @@ impl RpcServer {
             .0
             .remove(&ticket)
             .ok_or_else(|| PyValueError::new_err(format!("no pending request {ticket}")))?;
-        self.replier.reply(t, &data).map_err(err)
+        self.replier.reply(t, data).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
@@ -1009,25 +1023,25 @@ impl RpcClient {
     fn call(
         &self,
         py: Python<'_>,
-        request: Vec<u8>,
+        request: &[u8],
         timeout: Option<f64>,
     ) -> PyResult<Option<Vec<u8>>> {
         let deadline = deadline_of(timeout)?;
         let mut c = take_or!(self.end, py, deadline, None);
-        c.send_request(&request).map_err(err)?;
+        c.send_request(request).map_err(err)?;
         let mut reply = Vec::new();
         blocking_until(py, deadline, |slice| {
             timed(
                 c.wait_reply(&mut reply, Some(slice))
-                    .map(|()| reply.clone()),
+                    .map(|()| std::mem::take(&mut reply)),
             )
         })
     }
 
     /// Sends `request` without waiting for its reply (a request still pending is given up).
-    fn send_request(&self, py: Python<'_>, request: Vec<u8>) -> PyResult<()> {
+    fn send_request(&self, py: Python<'_>, request: &[u8]) -> PyResult<()> {
         let mut c = take_or!(self.end, py, None, ());
-        c.send_request(&request).map_err(err)
+        c.send_request(request).map_err(err)
     }
 
     /// Waits for the reply to the pending request; `None` on timeout (the request stays
@@ -1040,7 +1054,7 @@ impl RpcClient {
         blocking_until(py, deadline, |slice| {
             timed(
                 c.wait_reply(&mut reply, Some(slice))
-                    .map(|()| reply.clone()),
+                    .map(|()| std::mem::take(&mut reply)),
             )
         })
     }
