@@ -41,7 +41,9 @@ enum State<T> {
 }
 
 /// A channel end between calls. The lock is only ever held for a moment, never across a
-/// wait or a GIL operation, so a thread that holds the GIL may take it.
+/// wait or a GIL operation, so a thread that holds the GIL may take it. It is also only
+/// ever taken with the GIL held, so a `fork` (which Python makes holding the GIL) never
+/// copies it locked into the child.
 pub(crate) struct Shared<T> {
     state: Mutex<State<T>>,
 }
