@@ -219,8 +219,9 @@ def test_a_shareable_list_between_processes():
         sl[0]
     # The memory and the name go with the last handle.
     name = sl.shm.name
-    for h in (again, sl):
-        h.shm.close()
+    again.shm.close()
+    with sl:  # a context manager, as every filemap object (close() closes .shm)
+        assert len(sl) == 7
     with pytest.raises(FileNotFoundError):
         filemap.ShareableList(name=name)
 

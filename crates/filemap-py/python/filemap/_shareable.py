@@ -211,6 +211,17 @@ class ShareableList:
     def __len__(self) -> int:
         return self._n
 
+    def close(self) -> None:
+        """Closes the list's memory (``list.shm.close()``): the name and the memory go with
+        the last handle anywhere."""
+        self.shm.close()
+
+    def __enter__(self) -> "ShareableList":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __iter__(self) -> Iterator[Item]:
         for i in range(self._n):
             yield self[i]
