@@ -11,7 +11,10 @@ Python processes) share them.
   whatever happens to the mapping's handle.
 - Errors are the built-in exceptions (``FileNotFoundError``, ``FileExistsError``,
   ``PermissionError``, ``TimeoutError``, ``ValueError``, ...) with filemap's message.
-- Blocking calls release the GIL, and Ctrl-C interrupts them.
+- Blocking calls release the GIL, and Ctrl-C interrupts them. Threads may share every
+  object; calls on one channel end take turns.
+- ``SharedMemory`` and ``ShareableList`` stand in for ``multiprocessing.shared_memory``'s,
+  without its resource tracker.
 - Handles pickle as their names: a process that unpickles one (``multiprocessing`` with
   ``spawn``, a queue) opens the name and gets a handle of its own.
 - A child made by ``fork`` may close the handles it inherited: its parent's stay open.
