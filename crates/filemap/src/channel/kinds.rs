@@ -959,7 +959,8 @@ fn answer(chan: &sys::Channel, t: Ticket, reply: &[u8]) -> Result<bool> {
 
 /// Answers requests on behalf of an [`RpcServer`], from any thread: see
 /// [`RpcServer::replier`]. Once the server is dropped, its repliers answer nothing
-/// (`Ok(false)`), as a new server answers the requests again.
+/// (`Ok(false)`), as a new server answers the requests again. A replier keeps the
+/// channel open, as a handle does.
 #[derive(Debug, Clone)]
 pub struct Replier {
     chan: Arc<sys::Channel>,
