@@ -19,6 +19,7 @@ use pyo3::exceptions::{
     PyNotImplementedError, PyOSError, PyPermissionError, PyTimeoutError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 
 mod buffer;
@@ -660,6 +661,25 @@ impl Sender {
         Ok(blocking_until(py, deadline, |slice| timed(tx.send_timeout(data, slice)))?.is_some())
     }
 
+    /// Sends `messages` in order, each as `send` does, in one turn; returns how many were
+    /// sent: all, unless `timeout` passed first.
+    #[pyo3(signature = (messages, timeout=None))]
+    fn send_many(
+        &self,
+        py: Python<'_>,
+        messages: Vec<PyBackedBytes>,
+        timeout: Option<f64>,
+    ) -> PyResult<usize> {
+        let deadline = deadline_of(timeout)?;
+        let mut tx = take_or!(self.end, py, deadline, 0);
+        for (i, m) in messages.iter().enumerate() {
+            if blocking_until(py, deadline, |slice| timed(tx.send_timeout(m, slice)))?.is_none() {
+                return Ok(i);
+            }
+        }
+        Ok(messages.len())
+    }
+
     fn close(&self) -> PyResult<()> {
         self.end.close("Sender")
     }
@@ -691,6 +711,49 @@ impl Receiver {
             timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
         })?;
         Ok(got.map(|v| PyBytes::new(py, &v)))
+    }
+
+    /// Up to `max` messages: waits up to `timeout` for the first (`None` on timeout), then
+    /// takes those that are already there, in one turn. The producer's close (or death)
+    /// after some messages ends the list; the next call reports it.
+    #[pyo3(signature = (max, timeout=None))]
+    fn recv_many<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Vec<Bound<'py, PyBytes>>>> {
+        if max == 0 {
+            return Err(PyValueError::new_err("max must be 1 or more"));
+        }
+        let deadline = deadline_of(timeout)?;
+        let mut rx = take_or!(self.end, py, deadline, None);
+        let ready = match rx.try_recv().map_err(err)? {
+            Some(m) => Some(PyBytes::new_with(py, m.len(), |b| {
+                m.read_at(0, b).map_err(err)
+            })?),
+            None => None,
+        };
+        let first = match ready {
+            Some(b) => b,
+            None => match blocking_until(py, deadline, |slice| {
+                timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
+            })? {
+                Some(v) => PyBytes::new(py, &v),
+                None => return Ok(None),
+            },
+        };
+        let mut out = vec![first];
+        while out.len() < max {
+            match rx.try_recv() {
+                Ok(Some(m)) => out.push(PyBytes::new_with(py, m.len(), |b| {
+                    m.read_at(0, b).map_err(err)
+                })?),
+                Ok(None) | Err(Error::Disconnected { .. }) => break,
+                Err(e) => return Err(err(e)),
+            }
+        }
+        Ok(Some(out))
     }
 
     fn close(&self) -> PyResult<()> {

@@ -692,6 +692,33 @@ def test_a_signal_handler_that_uses_the_end_it_interrupted_gets_an_error():
         h.close()
 
 
+def test_stream_messages_in_batches():
+    s = filemap.Stream.create("Local\\batches", 4096, 64)
+    tx, rx = s.sender(), s.receiver()
+    assert tx.send_many([b"a", bytearray(b"bb"), memoryview(b"ccc")]) == 3
+    assert rx.recv_many(2) == [b"a", b"bb"]
+    assert rx.recv_many(10) == [b"ccc"]
+    with pytest.raises(TimeoutError):
+        rx.recv_many(10, timeout=0.05)
+    with pytest.raises(ValueError):
+        rx.recv_many(0)
+    # A full ring: what fits goes, the rest times out and is counted out.
+    sent = tx.send_many([bytes(60)] * 100, timeout=0.1)
+    assert 0 < sent < 100
+    got = []
+    while len(got) < sent:
+        got += rx.recv_many(1000, timeout=10)
+    assert got == [bytes(60)] * sent
+    # The producer's close ends a batch; the next call reports it.
+    tx.send_many([b"x", b"y"])
+    tx.close()
+    assert rx.recv_many(10) == [b"x", b"y"]
+    with pytest.raises(BrokenPipeError):
+        rx.recv_many(10, timeout=10)
+    rx.close()
+    s.close()
+
+
 def test_broadcast_latest_and_request_reply_between_python_processes():
     b = filemap.Broadcast.create("Local\\news", 16, 64)
     sub = b.subscriber()
