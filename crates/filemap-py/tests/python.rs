@@ -74,6 +74,10 @@ fn the_python_package_passes_its_tests() {
         "pytest",
         Command::new("python3")
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+            // pytest's temporary folders go with the rest of this run's files, not under
+            // /tmp/pytest-of-USER, where every run would leave some behind.
+            .arg("--basetemp")
+            .arg(out.join("pytest-tmp"))
             .arg(crate_dir.join("tests"))
             .env("PYTHONPATH", &site)
             .env("PYTHONDONTWRITEBYTECODE", "1")
