@@ -428,7 +428,6 @@ pub enum Peer {
     Died,
 }
 
-#[cold]
 /// Refuses a channel end that this process inherited through `fork`: its role is still the
 /// parent's (the role belongs to the open file description, which parent and child share),
 /// and two processes playing one role would overwrite each other's messages or share out
@@ -452,6 +451,7 @@ pub(crate) fn inherited_end(chan: &sys::Channel) -> Error {
     }
 }
 
+#[cold]
 fn corrupt(chan: &sys::Channel, e: algo::RingError) -> Error {
     Error::Corrupt {
         path: chan.os_path(),
