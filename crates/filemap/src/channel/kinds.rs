@@ -943,7 +943,7 @@ impl RpcServer {
         Replier {
             chan: self.chan.clone(),
             serving: self.serving.clone(),
-            pid: std::process::id(),
+            made: self._claim.made(),
         }
     }
 }
@@ -965,9 +965,9 @@ fn answer(chan: &sys::Channel, t: Ticket, reply: &[u8]) -> Result<bool> {
 pub struct Replier {
     chan: Arc<sys::Channel>,
     serving: Arc<AtomicBool>,
-    /// The process the server was made in: a forked child's copy refuses, as the server's
-    /// other operations do there.
-    pid: u32,
+    /// The fork generation of the server's role: a forked child's copy refuses, as the
+    /// server's other operations do there.
+    made: sys::Made,
 }
 
 impl Replier {
@@ -979,7 +979,7 @@ impl Replier {
     /// [`Error::MessageTooLarge`]; [`Error::InvalidArgument`] in a child forked after the
     /// server was made.
     pub fn reply(&self, t: Ticket, reply: &[u8]) -> Result<bool> {
-        if std::process::id() != self.pid {
+        if self.made.inherited() {
             return Err(super::inherited_end(&self.chan));
         }
         if !self.serving.load(Acquire) {

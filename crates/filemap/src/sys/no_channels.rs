@@ -9,7 +9,7 @@ use crate::sync::algo::{Parked, Parker};
 use crate::sys::{CreateOptions, Disposition};
 use crate::{Error, Name, Namespace, Result};
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Never {}
 
 fn unsupported<T>() -> Result<T> {
@@ -26,6 +26,20 @@ pub(crate) struct Claim(Never);
 
 impl Claim {
     pub(crate) fn inherited(&self) -> bool {
+        match self.0 {}
+    }
+
+    pub(crate) fn made(&self) -> Made {
+        match self.0 {}
+    }
+}
+
+/// A fork generation; no channel exists here to have one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Made(Never);
+
+impl Made {
+    pub(crate) fn inherited(self) -> bool {
         match self.0 {}
     }
 }

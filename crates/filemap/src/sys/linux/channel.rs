@@ -58,6 +58,12 @@ impl Claim {
     pub(crate) fn inherited(&self) -> bool {
         self.made.inherited()
     }
+
+    /// The fork generation the role was taken in, for what acts for the role elsewhere
+    /// (a request/reply server's `Replier`).
+    pub(crate) fn made(&self) -> Made {
+        self.made
+    }
 }
 
 impl Drop for Claim {

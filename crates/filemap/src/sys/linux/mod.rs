@@ -15,6 +15,7 @@ mod sync;
 mod user;
 
 pub(crate) use channel::{Channel, ChannelParker, Claim};
+pub(crate) use fork::Made;
 pub(crate) use mapping::{dup_file, open_for_mapping, Mapping};
 pub(crate) use memory::Region;
 pub(crate) use sync::{wait_any, Event, Mutex, Semaphore, WaitRef};

@@ -75,6 +75,21 @@ impl Claim {
     pub(crate) fn inherited(&self) -> bool {
         false
     }
+
+    /// The role's fork generation: Windows has only one.
+    pub(crate) fn made(&self) -> Made {
+        Made
+    }
+}
+
+/// A fork generation, as on Linux; Windows has no `fork`, so nothing is ever inherited.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Made;
+
+impl Made {
+    pub(crate) fn inherited(self) -> bool {
+        false
+    }
 }
 
 /// The wait semaphores of one channel, by the offset of their word.
