@@ -990,9 +990,12 @@ impl RequestReply {
     fn server(&self) -> PyResult<RpcServer> {
         let server = self.inner.server().map_err(err)?;
         Ok(RpcServer {
-            replier: server.replier(),
+            answers: std::sync::Mutex::new(Answers {
+                replier: Some(server.replier()),
+                pending: Default::default(),
+                next: 0,
+            }),
             end: Shared::new(server),
-            pending: Default::default(),
         })
     }
 
@@ -1014,16 +1017,21 @@ impl RequestReply {
 #[pyclass(module = "filemap._filemap", frozen)]
 struct RpcServer {
     end: Shared<filemap::RpcServer>,
-    replier: filemap::Replier,
-    /// Tickets handed to Python, by number, and the next number.
-    pending: std::sync::Mutex<(std::collections::HashMap<u64, filemap::Ticket>, u64)>,
+    answers: std::sync::Mutex<Answers>,
+}
+
+/// What a request/reply server's `reply` needs, outside the server's turn.
+struct Answers {
+    /// `None` once closed: a replier keeps the channel open, as a handle does.
+    replier: Option<filemap::Replier>,
+    /// Tickets handed to Python, by number.
+    pending: std::collections::HashMap<u64, filemap::Ticket>,
+    next: u64,
 }
 
 impl RpcServer {
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (std::collections::HashMap<u64, filemap::Ticket>, u64)> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -1043,30 +1051,33 @@ impl RpcServer {
             )
         })?;
         Ok(got.map(|(t, req)| {
-            let mut pending = self.pending();
-            let n = pending.1;
-            pending.1 += 1;
-            pending.0.insert(n, t);
+            let mut a = self.answers();
+            let n = a.next;
+            a.next += 1;
+            a.pending.insert(n, t);
             (n, req)
         }))
     }
 
     /// Answers the request `ticket`; `False` if its client is gone.
     fn reply(&self, ticket: u64, data: &[u8]) -> PyResult<bool> {
-        if self.end.is_closed() {
-            return Err(closed());
-        }
-        let t = self
-            .pending()
-            .0
-            .remove(&ticket)
-            .ok_or_else(|| PyValueError::new_err(format!("no pending request {ticket}")))?;
-        self.replier.reply(t, data).map_err(err)
+        let (replier, t) = {
+            let mut a = self.answers();
+            let replier = a.replier.clone().ok_or_else(closed)?;
+            let t = a
+                .pending
+                .remove(&ticket)
+                .ok_or_else(|| PyValueError::new_err(format!("no pending request {ticket}")))?;
+            (replier, t)
+        };
+        replier.reply(t, data).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
         self.end.close("RpcServer")?;
-        self.pending().0.clear();
+        let mut a = self.answers();
+        a.replier = None;
+        a.pending.clear();
         Ok(())
     }
 }

@@ -115,11 +115,6 @@ impl<T> Shared<T> {
         }
     }
 
-    /// Whether the end was closed.
-    pub(crate) fn is_closed(&self) -> bool {
-        matches!(*self.lock(), State::Closed)
-    }
-
     /// Closes the end (drops it). `RuntimeError` while another thread's call has it, since
     /// that call may block for ever.
     pub(crate) fn close(&self, what: &str) -> PyResult<()> {

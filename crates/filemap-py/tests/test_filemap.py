@@ -650,6 +650,11 @@ def test_threads_share_a_channel_end():
     assert r2 == b"two" and server.reply(t2, b"2") and second.wait_reply(timeout=30) == b"2"
     for h in (first, second, server, rr):
         h.close()
+    # Closed, the server keeps nothing open (its object still lives here), and answers nothing.
+    with pytest.raises(FileNotFoundError):
+        filemap.RequestReply.open("Local\\threads-rpc")
+    with pytest.raises(ValueError):
+        server.reply(t2, b"late")
     # Sync objects: threads wait together; closing one that a thread waits on is refused.
     ev = filemap.Event.create("Local\\threads-event", manual_reset=True)
     woke = []
