@@ -115,6 +115,15 @@ fn blocking_until<T: Send>(
     if let Some(v) = wait(Duration::ZERO).map_err(err)? {
         return Ok(Some(v));
     }
+    wait_in_slices(py, deadline, wait)
+}
+
+/// The waiting part of [`blocking_until`], for a caller that has tried already.
+fn wait_in_slices<T: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    mut wait: impl FnMut(Duration) -> filemap::Result<Option<T>> + Send,
+) -> PyResult<Option<T>> {
     loop {
         let slice = match deadline {
             Some(d) => d
@@ -707,7 +716,7 @@ impl Receiver {
         if let Some(m) = rx.try_recv().map_err(err)? {
             return PyBytes::new_with(py, m.len(), |b| m.read_at(0, b).map_err(err)).map(Some);
         }
-        let got = blocking_until(py, deadline, |slice| {
+        let got = wait_in_slices(py, deadline, |slice| {
             timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
         })?;
         Ok(got.map(|v| PyBytes::new(py, &v)))
@@ -736,7 +745,7 @@ impl Receiver {
         };
         let first = match ready {
             Some(b) => b,
-            None => match blocking_until(py, deadline, |slice| {
+            None => match wait_in_slices(py, deadline, |slice| {
                 timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
             })? {
                 Some(v) => PyBytes::new(py, &v),
