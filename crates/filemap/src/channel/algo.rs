@@ -54,7 +54,7 @@ use crate::sync::algo::{Parked, Parker};
 /// `b"filemapC"`: the first 8 bytes of every channel's control page.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"filemapC");
 /// The layout version described here.
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
 /// The channel kinds in the control page (and, as object kinds, in the record).
 pub(crate) const KIND_STREAM: u32 = 1;
 pub(crate) const KIND_BROADCAST: u32 = 2;
@@ -110,7 +110,11 @@ pub(crate) struct Header {
 const _: () = assert!(std::mem::size_of::<Header>() == 128);
 
 /// A stream's control page: the header, then the producer's and the consumer's lines,
-/// 128 bytes each, so that their writes do not fight over one cache line.
+/// 128 bytes each, so that their writes do not fight over one cache line, then a line
+/// for the two waiting flags. The flags are read after every publish and release but
+/// written only by a side about to sleep, so on a line of their own they stay cached on
+/// both sides; on a position's line, the load that follows each position store waited
+/// for the line to come back from the other side, which polls the position.
 #[cfg_attr(loom, derive(Default))]
 #[repr(C, align(128))]
 pub(crate) struct Control {
@@ -119,8 +123,8 @@ pub(crate) struct Control {
     pub(crate) tail: AtomicU32,
     pub(crate) producer: AtomicU32,
     pub(crate) producer_pid: AtomicU32,
-    /// Non-zero while the consumer may sleep on `tail`.
-    pub(crate) rx_waiting: AtomicU32,
+    /// Unused (the waiting flag of layout version 1).
+    _reserved_rx: AtomicU32,
     /// Messages sent (committed) so far.
     pub(crate) sent: AtomicU64,
     _line1: [AtomicU64; 13],
@@ -128,15 +132,21 @@ pub(crate) struct Control {
     pub(crate) head: AtomicU32,
     pub(crate) consumer: AtomicU32,
     pub(crate) consumer_pid: AtomicU32,
-    /// Non-zero while the producer may sleep on `head`.
-    pub(crate) tx_waiting: AtomicU32,
+    /// Unused (the waiting flag of layout version 1).
+    _reserved_tx: AtomicU32,
     /// Messages received (released) so far.
     pub(crate) received: AtomicU64,
     _line2: [AtomicU64; 13],
+    // The waiting flags' line.
+    /// Non-zero while the consumer may sleep on `tail`.
+    pub(crate) rx_waiting: AtomicU32,
+    /// Non-zero while the producer may sleep on `head`.
+    pub(crate) tx_waiting: AtomicU32,
+    _line3: [AtomicU64; 15],
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Control>() == 384);
+const _: () = assert!(std::mem::size_of::<Control>() == 512);
 
 /// Control pages that may be viewed in shared memory: `#[repr(C)]`, at most
 /// [`CONTROL_LEN`] bytes, aligned to at most a page, every byte inside an atomic, every
@@ -147,7 +157,7 @@ const _: () = assert!(std::mem::size_of::<Control>() == 384);
 /// Implementors must meet the description above.
 pub(crate) unsafe trait ControlPage: Sync {}
 
-// SAFETY: repr(C), atomics only, 384 bytes, starts with the header.
+// SAFETY: repr(C), atomics only, 512 bytes, starts with the header.
 unsafe impl ControlPage for Control {}
 
 impl std::fmt::Debug for Control {
@@ -570,6 +580,8 @@ pub(crate) struct Producer {
     head: u32,
     /// Frames written since the last publish.
     unpublished: u64,
+    /// Our copy of the `sent` counter (we are its only writer).
+    sent: u64,
     pub(crate) spin: Spin,
 }
 
@@ -591,6 +603,7 @@ impl Producer {
             tail,
             head,
             unpublished: 0,
+            sent: ring.ctl.sent.load(Relaxed),
             spin: Spin::new(),
         })
     }
@@ -650,7 +663,7 @@ impl Producer {
     #[inline]
     pub(crate) fn publish(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
         let ctl = ring.ctl;
-        add_own(&ctl.sent, &mut self.unpublished);
+        add_own(&ctl.sent, &mut self.sent, &mut self.unpublished);
         // The frames' bytes and headers happen before the consumer's Acquire load of `tail`.
         advance(&ctl.tail, self.tail, &ctl.rx_waiting, parker);
     }
@@ -690,6 +703,8 @@ pub(crate) struct Consumer {
     tail: u32,
     /// Frames read since the last release.
     unreleased: u64,
+    /// Our copy of the `received` counter (we are its only writer).
+    received: u64,
     pub(crate) spin: Spin,
 }
 
@@ -712,6 +727,7 @@ impl Consumer {
             released: head,
             tail,
             unreleased: 0,
+            received: ring.ctl.received.load(Relaxed),
             spin: Spin::new(),
         })
     }
@@ -796,7 +812,7 @@ impl Consumer {
     #[inline]
     pub(crate) fn release(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
         let ctl = ring.ctl;
-        add_own(&ctl.received, &mut self.unreleased);
+        add_own(&ctl.received, &mut self.received, &mut self.unreleased);
         if self.released == self.head {
             return;
         }
@@ -852,12 +868,14 @@ pub(crate) fn wait_as(
     }
 }
 
-/// Adds `*n` to a counter that only this side writes (a plain add, no read-modify-write),
-/// and zeroes `*n`.
+/// Adds `*n` to a counter that only this side writes, and zeroes `*n`. `own` is our copy
+/// of the counter, so this is a plain store: a load of the counter would wait for its
+/// line, which the other side takes from us whenever it polls the position beside it.
 #[inline]
-fn add_own(counter: &AtomicU64, n: &mut u64) {
+fn add_own(counter: &AtomicU64, own: &mut u64, n: &mut u64) {
     if *n != 0 {
-        counter.store(counter.load(Relaxed).wrapping_add(*n), Relaxed);
+        *own = own.wrapping_add(*n);
+        counter.store(*own, Relaxed);
         *n = 0;
     }
 }
@@ -935,6 +953,37 @@ mod tests {
     use std::sync::Arc;
 
     use crate::sync::algo::test_parker::Yield;
+
+    /// The offsets that docs/channels.md gives to C and Python programs.
+    #[test]
+    fn the_stream_control_page_is_laid_out_as_documented() {
+        use std::mem::offset_of;
+        let fields = [
+            ("magic", offset_of!(Header, magic), 0),
+            ("version", offset_of!(Header, version), 8),
+            ("kind", offset_of!(Header, kind), 12),
+            ("capacity", offset_of!(Header, capacity), 16),
+            ("max_message", offset_of!(Header, max_message), 20),
+            ("type_size", offset_of!(Header, type_size), 24),
+            ("type_align", offset_of!(Header, type_align), 28),
+            ("type_hash", offset_of!(Header, type_hash), 32),
+            ("max_reply", offset_of!(Header, max_reply), 40),
+            ("tail", offset_of!(Control, tail), 128),
+            ("producer", offset_of!(Control, producer), 132),
+            ("producer_pid", offset_of!(Control, producer_pid), 136),
+            ("sent", offset_of!(Control, sent), 144),
+            ("head", offset_of!(Control, head), 256),
+            ("consumer", offset_of!(Control, consumer), 260),
+            ("consumer_pid", offset_of!(Control, consumer_pid), 264),
+            ("received", offset_of!(Control, received), 272),
+            ("rx_waiting", offset_of!(Control, rx_waiting), 384),
+            ("tx_waiting", offset_of!(Control, tx_waiting), 388),
+        ];
+        for (field, at, documented) in fields {
+            assert_eq!(at, documented, "{field}");
+        }
+        assert_eq!(VERSION, 2);
+    }
 
     /// A control page and a ring on the heap, as one 8-aligned block.
     struct Heap {

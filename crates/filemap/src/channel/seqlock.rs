@@ -65,15 +65,20 @@ pub(crate) struct SlotControl {
     pub(crate) producer: AtomicU32,
     pub(crate) producer_pid: AtomicU32,
     _pad: AtomicU32,
+    /// Unused (the sleeping bits of layout version 1).
+    _reserved: AtomicU64,
+    _line1: [AtomicU64; 12],
+    // The sleeping bits' line: read after every write, written only by a reader about to
+    // sleep (or waking), so that it stays cached on every side.
     /// One bit per subscriber or reader slot that may sleep on `wake`.
     pub(crate) sleeping: AtomicU64,
-    _line1: [AtomicU64; 12],
+    _line2: [AtomicU64; 15],
 }
 
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<SlotControl>() == 256);
+const _: () = assert!(std::mem::size_of::<SlotControl>() == 384);
 
-// SAFETY: repr(C), atomics only, 256 bytes, starts with the header.
+// SAFETY: repr(C), atomics only, 384 bytes, starts with the header.
 unsafe impl ControlPage for SlotControl {}
 
 impl std::fmt::Debug for SlotControl {
@@ -381,6 +386,22 @@ mod tests {
     use super::*;
 
     use std::sync::Arc;
+
+    /// The offsets that docs/channels.md gives to C and Python programs.
+    #[test]
+    fn the_slot_control_page_is_laid_out_as_documented() {
+        use std::mem::offset_of;
+        let fields = [
+            ("published", offset_of!(SlotControl, published), 128),
+            ("wake", offset_of!(SlotControl, wake), 136),
+            ("producer", offset_of!(SlotControl, producer), 140),
+            ("producer_pid", offset_of!(SlotControl, producer_pid), 144),
+            ("sleeping", offset_of!(SlotControl, sleeping), 256),
+        ];
+        for (field, at, documented) in fields {
+            assert_eq!(at, documented, "{field}");
+        }
+    }
 
     use crate::sync::algo::test_parker::Yield;
 
