@@ -5,7 +5,9 @@
 //! default with the peer idle), against a raw atomic ping-pong on one cache line (with the
 //! same payload copies: the hardware's limit), a raw futex ping-pong, a pipe and a Unix
 //! socket. Throughput: messages per second one way, copied, zero-copy and (64 B) batched,
-//! against a raw single-producer ring, a pipe and a Unix socket.
+//! against a raw single-producer ring, a pipe and a Unix socket. The throughput runs go
+//! round by round, each round taking every contender in turn, and each ratio is the median
+//! of the runs' ratios to the raw ring's run in the same round.
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 // The raw baselines are atomics and copies on a shared mapping.
 #![allow(unsafe_code)]
@@ -48,6 +50,10 @@ struct Row {
     median: f64,
     /// Latency: p99 of the round trips; throughput: the slowest run.
     tail: f64,
+    /// Throughput: the median over runs of this run's result divided by the raw ring's
+    /// in the same round (the rounds take the contenders in turn, so that this VM's slow
+    /// phases hit them alike).
+    ratio: Option<f64>,
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -449,6 +455,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 contender: label.into(),
                 median,
                 tail,
+                ratio: None,
             });
         }
         for (label, contender) in [
@@ -464,6 +471,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 contender: label.into(),
                 median,
                 tail,
+                ratio: None,
             });
         }
     }
@@ -483,11 +491,18 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
         if size == 64 {
             modes.push(("filemap stream, batched (64)", Thr::Filemap("batch")));
         }
-        for (label, contender) in modes {
-            let mut v = Vec::new();
-            for _ in 0..runs {
+        // Round by round, every contender in turn: a slow phase of the machine then costs
+        // every contender alike, and each run is compared with the raw ring's in its round.
+        let mut results = vec![Vec::new(); modes.len()];
+        for _ in 0..runs {
+            for (v, &(_, contender)) in results.iter_mut().zip(&modes) {
                 v.push(throughput(&opts, &root.0, &sock.0, contender, size, count)?);
             }
+        }
+        let raw = results[0].clone();
+        for (v, &(label, _)) in results.into_iter().zip(&modes) {
+            let ratios = v.iter().zip(&raw).map(|(x, r)| x / r).collect();
+            let (ratio, _) = median_and_tail(ratios, false);
             let (median, tail) = median_and_tail(v, false);
             rows.push(Row {
                 test: "throughput",
@@ -495,6 +510,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 contender: label.into(),
                 median,
                 tail,
+                ratio: Some(ratio),
             });
         }
     }
@@ -504,7 +520,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
             .map(|r| {
                 serde_json::json!({
                     "test": r.test, "size": r.size, "contender": r.contender,
-                    "median": r.median, "tail": r.tail,
+                    "median": r.median, "tail": r.tail, "ratio": r.ratio,
                     "unit": if r.test == "latency" { "us per round trip (tail: p99)" }
                         else { "million messages per second (tail: slowest run)" },
                 })
@@ -545,7 +561,7 @@ fn print_tables(rows: &[Row]) {
             .filter(|r| r.test == "throughput" && r.size == size)
             .collect();
         let base = thr[0].median;
-        outln!("### One way, {size} B messages (median and slowest run)\n");
+        outln!("### One way, {size} B messages (median and slowest run; ratio: median of the runs' ratios to the raw ring's run in the same round)\n");
         outln!("| contender | median M msg/s | GB/s | slowest M msg/s | / raw ring |");
         outln!("|---|---:|---:|---:|---:|");
         for r in &thr {
@@ -555,7 +571,7 @@ fn print_tables(rows: &[Row]) {
                 r.median,
                 r.median * size as f64 / 1e3,
                 r.tail,
-                r.median / base
+                r.ratio.unwrap_or(r.median / base)
             );
         }
         outln!();
