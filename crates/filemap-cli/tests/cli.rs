@@ -435,6 +435,153 @@ fn python_attaches_by_os_path_and_reads_the_message() {
     assert!(server.finish().0.success());
 }
 
+/// A stream consumer written from docs/channels.md alone, in plain Python (no filemap
+/// package): it joins as a holder, takes the consumer's role, reads frames (skip frames
+/// too), gives the room back and wakes the producer with a futex, and stops when the
+/// producer has closed and everything is read. Aligned 4- and 8-byte loads and stores are
+/// single accesses on x86-64, whose order they keep, which is what the protocol's acquire
+/// and release ask for; the waker's fence is left out, so the producer is woken after every
+/// release, whatever its flag says.
+const PYTHON_STREAM_CONSUMER: &str = r#"
+import ctypes, fcntl, json, mmap, os, platform, struct, subprocess, sys, time
+exe, name = sys.argv[1], sys.argv[2]
+info = json.loads(subprocess.check_output([exe, "info", name, "--json"]))
+assert info["kind"] == "stream", info
+path, size = info["os_path"], info["size"]
+def lock(kind, start, length):  # struct flock: type, whence, start, len, pid
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, start, length, 0)
+fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock(fcntl.F_RDLCK, 2**40 + os.getpid() * 65536 + 65535, 1))
+if os.stat(path).st_ino != os.fstat(fd).st_ino:
+    sys.exit("gone: the name points at another object now")
+role = os.open(f"/proc/self/fd/{fd}", os.O_RDWR)  # the role's own description
+fcntl.fcntl(role, fcntl.F_OFD_SETLK, lock(fcntl.F_WRLCK, 2**39 + 1, 1))  # role 1: consumer
+m = mmap.mmap(fd, size)
+def u32(off): return struct.unpack_from("<I", m, off)[0]
+def put32(off, v): struct.pack_into("<I", m, off, v)
+magic, version, kind, capacity, max_message = struct.unpack_from("<8sIIII", m, 0)
+assert (magic, version, kind) == (b"filemapC", 2, 1), (magic, version, kind)
+RING, TAIL, PRODUCER, HEAD, CONSUMER, RECEIVED = 4096, 128, 132, 256, 260, 272
+put32(CONSUMER + 4, os.getpid())
+put32(CONSUMER, 1)  # connected
+SYS_futex = {"x86_64": 202, "aarch64": 98}[platform.machine()]
+libc = ctypes.CDLL(None, use_errno=True)
+head_word = ctypes.c_uint32.from_buffer(m, HEAD)
+def release(head, received):
+    struct.pack_into("<Q", m, RECEIVED, received)
+    put32(HEAD, head)
+    libc.syscall(SYS_futex, ctypes.byref(head_word), 1, 2**31 - 1, None, None, 0)  # FUTEX_WAKE
+out = sys.stdout.buffer
+out.write(b"ready\n")
+out.flush()
+head, received, skips = u32(HEAD), struct.unpack_from("<Q", m, RECEIVED)[0], 0
+while True:
+    tail = u32(TAIL)
+    if tail == head:
+        if u32(PRODUCER) == 2 and u32(TAIL) == head:
+            break  # closed, and every message read
+        time.sleep(0.0002)
+        continue
+    assert (tail - head) % 2**32 <= capacity, (head, tail)
+    while head != tail:
+        off = head % capacity
+        n = u32(RING + off)
+        if n == 0xFFFFFFFF:  # skip frame: the rest of the ring
+            head, skips = (head + capacity - off) % 2**32, skips + 1
+            continue
+        frame = 8 + (n + 7) // 8 * 8
+        assert n <= max_message and frame <= capacity - off, (n, off)
+        out.write(m[RING + off + 8 : RING + off + 8 + n])
+        head, received = (head + frame) % 2**32, received + 1
+    release(head, received)
+put32(CONSUMER, 2)  # closed cleanly
+out.flush()
+sys.stderr.write(f"{received} messages, {skips} skip frames\n")
+del head_word
+"#;
+
+#[test]
+fn python_speaks_the_stream_protocol_from_the_docs() {
+    let root = Root::new("pystream");
+    let name = "Local\\py stream";
+    let made = root.run(&[
+        "create",
+        name,
+        "--kind",
+        "stream",
+        "--capacity",
+        "4096",
+        "--max-message",
+        "300",
+        "--persistent",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", PYTHON_STREAM_CONSUMER, EXE, name])
+        .env("FILEMAP_ROOT", &root.0);
+    let mut consumer = Proc::spawn(cmd);
+    assert_eq!(consumer.read_until("ready\n"), "ready\n");
+    // 3,000 lines of 1 to 290 bytes: about 100 laps of the 4 KiB ring, with skip frames.
+    let mut input = Vec::new();
+    for i in 0..3000usize {
+        let len = i * 37 % 290;
+        input.extend((0..len).map(|j| b'a' + ((i + j) % 26) as u8));
+        input.push(b'\n');
+    }
+    let mut send = root
+        .cmd(&["send", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = send.stdin.take().unwrap();
+    let feed = input.clone();
+    let feeder = std::thread::spawn(move || stdin.write_all(&feed));
+    let pid = send.id();
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(TIMEOUT).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    });
+    let sent = send.wait_with_output().unwrap();
+    let _ = tx.send(());
+    let fed = feeder.join().unwrap();
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    fed.unwrap();
+    let mut got = Vec::new();
+    loop {
+        match consumer.out.recv_timeout(TIMEOUT) {
+            Ok(b) => got.push(b),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!(
+                "the consumer stopped writing ({e:?}) after {} bytes",
+                got.len()
+            ),
+        }
+    }
+    let (status, err) = consumer.finish();
+    assert!(status.success(), "{err}");
+    assert!(err.starts_with("3000 messages, "), "{err}");
+    assert!(
+        !err.starts_with("3000 messages, 0 skip"),
+        "no skip frame was read: {err}"
+    );
+    assert!(
+        got == input,
+        "{} bytes came through, {} went in",
+        got.len(),
+        input.len()
+    );
+    // The consumer's clean close is what `info` reports.
+    let info = stdout(&root.run(&["info", name, "--json"]));
+    assert!(info.contains("\"queued\":0"), "{info}");
+    assert!(root.run(&["rm", name]).status.success());
+}
+
 #[test]
 fn create_write_read_ls_info_rm() {
     let root = Root::new("admin");
