@@ -14,8 +14,10 @@
 ``posix_ipc`` is optional (``python3 -m pip install posix_ipc``); without it its rows are
 left out.
 
-Medians of 7 rounds (3 for the round trips); ratios are filemap's time over the other's
-(below 1 is faster), or throughput over throughput. Prints a Markdown table.
+Every round times each contender in turn (a slow phase of the machine then costs them
+alike), starting one further on each round: medians of 7 rounds (3 for the round trips); a ratio is the median of the rounds'
+ratios of filemap's time over the other's (below 1 is faster), or of throughput over
+throughput. Prints a Markdown table.
 """
 
 import mmap
@@ -43,14 +45,24 @@ PX = f"/filemap-pybench-{os.getpid()}"
 ROUNDS = 7
 
 
-def median(n, f):
-    def once():
-        t = time.perf_counter()
-        for _ in range(n):
-            f()
-        return (time.perf_counter() - t) / n
+def once(n, f):
+    t = time.perf_counter()
+    for _ in range(n):
+        f()
+    return (time.perf_counter() - t) / n
 
-    return statistics.median(once() for _ in range(ROUNDS))
+
+def interleaved(n, *fs):
+    """Seconds per call of each of ``fs``, one list of ROUNDS each. Every round times each
+    function in turn, so that a slow phase of the machine costs them alike, and each round
+    starts one function further on, so that none always follows the same one (a cycle
+    leaves the kernel deferred work, freeing inodes and pages, that the next one pays)."""
+    times = [[] for _ in fs]
+    for r in range(ROUNDS):
+        for i in range(len(fs)):
+            k = (r + i) % len(fs)
+            times[k].append(once(n, fs[k]))
+    return times
 
 
 def fm_create():
@@ -158,17 +170,20 @@ def round_trip(kind, n):
 
 
 def main():
+    # Each row: what, filemap's label, its per-round values, the other's label, its values.
+    # Values are seconds, or bytes per second for the copies.
     rows = []
     n = 2000
-    fm, shm, fms = median(n, fm_create), median(n, shm_create), median(n, fms_create)
+    fs = [fm_create, shm_create, fms_create, fm_sparse_create] + ([px_create] if posix_ipc else [])
+    fm, shm, fms, sparse, *px = interleaved(n, *fs)
     rows.append(("create + map + close, 4 KiB", "FileMapping", fm, "SharedMemory (+ unlink)", shm))
     rows.append(("create + map + close, 4 KiB", "filemap.SharedMemory", fms, "SharedMemory (+ unlink)", shm))
-    sparse = median(n, fm_sparse_create)
     rows.append(("create + map + close, 4 KiB", "FileMapping, sparse=True", sparse, "SharedMemory (+ unlink)", shm))
-    if posix_ipc is not None:
-        rows.append(("create + map + close, 4 KiB", "FileMapping", fm, "posix_ipc.SharedMemory (+ unlink)", median(n, px_create)))
+    if px:
+        rows.append(("create + map + close, 4 KiB", "FileMapping", fm, "posix_ipc.SharedMemory (+ unlink)", px[0]))
     held = filemap.FileMapping.create("Local\\bench-a", 4096)
     held_shm = shared_memory.SharedMemory("bench-a", create=True, size=4096)
+    held_px = posix_ipc.SharedMemory(PX + "-a", posix_ipc.O_CREX, size=4096) if posix_ipc else None
 
     def fm_attach():
         m = filemap.FileMapping.open("Local\\bench-a")
@@ -180,18 +195,17 @@ def main():
         s = shared_memory.SharedMemory("bench-a")
         s.close()
 
-    fm_att = median(n, fm_attach)
-    rows.append(("attach + map + close, 4 KiB", "FileMapping", fm_att, "SharedMemory", median(n, shm_attach)))
-    if posix_ipc is not None:
-        held_px = posix_ipc.SharedMemory(PX + "-a", posix_ipc.O_CREX, size=4096)
+    def px_attach():
+        s = posix_ipc.SharedMemory(PX + "-a")
+        m = mmap.mmap(s.fd, 4096)
+        s.close_fd()
+        m.close()
 
-        def px_attach():
-            s = posix_ipc.SharedMemory(PX + "-a")
-            m = mmap.mmap(s.fd, 4096)
-            s.close_fd()
-            m.close()
-
-        rows.append(("attach + map + close, 4 KiB", "FileMapping", fm_att, "posix_ipc.SharedMemory", median(n, px_attach)))
+    fm_att, shm_att, *px_att = interleaved(n, fm_attach, shm_attach, *([px_attach] if posix_ipc else []))
+    rows.append(("attach + map + close, 4 KiB", "FileMapping", fm_att, "SharedMemory", shm_att))
+    if px_att:
+        rows.append(("attach + map + close, 4 KiB", "FileMapping", fm_att, "posix_ipc.SharedMemory", px_att[0]))
+    if held_px is not None:
         held_px.close_fd()
         held_px.unlink()
     held.close()
@@ -216,28 +230,37 @@ def main():
     def shm_out():
         out[:] = s.buf[:size]
 
-    rows.append(("copy 1 MiB in (GB/s)", "view[:] = data", size / median(200, fm_in) / 1e9, "buf[:] = data", size / median(200, shm_in) / 1e9))
-    rows.append(("copy 1 MiB out (GB/s)", "out[:] = view", size / median(200, fm_out) / 1e9, "out[:] = buf", size / median(200, shm_out) / 1e9))
+    def rate(times):
+        return [size / t for t in times]
+
+    fm_i, shm_i, fm_o, shm_o = map(rate, interleaved(200, fm_in, shm_in, fm_out, shm_out))
+    rows.append(("copy 1 MiB in (GB/s)", "view[:] = data", fm_i, "buf[:] = data", shm_i))
+    rows.append(("copy 1 MiB out (GB/s)", "out[:] = view", fm_o, "out[:] = buf", shm_o))
     v.release()
     big.close()
     s.close()
     s.unlink()
 
     kinds = ("filemap", "mp", "pipe") + (("posix_ipc",) if posix_ipc is not None else ())
-    rt = {k: statistics.median(round_trip(k, 2000) for _ in range(3)) for k in kinds}
+    rt = {k: [] for k in kinds}
+    for _ in range(3):
+        for k in kinds:
+            rt[k].append(round_trip(k, 2000))
     rows.append(("event round trip, two processes", "Event", rt["filemap"], "multiprocessing.Event", rt["mp"]))
     rows.append(("event round trip, two processes", "Event", rt["filemap"], "multiprocessing.Pipe", rt["pipe"]))
     if posix_ipc is not None:
         rows.append(("event round trip, two processes", "Event", rt["filemap"], "posix_ipc.Semaphore pair", rt["posix_ipc"]))
 
-    print(f"### Python {sys.version.split()[0]}: filemap-ipc against the standard library and posix_ipc (median of {ROUNDS} rounds; round trips: 3)\n")
+    print(f"### Python {sys.version.split()[0]}: filemap-ipc against the standard library and posix_ipc (medians of {ROUNDS} rounds, 3 for the round trips; the ratio is the median of the rounds' ratios)\n")
     print("| measure | filemap | filemap value | other | its value | filemap / it |")
     print("|---|---|---:|---|---:|---:|")
-    for what, a, x, b, y in rows:
+    for what, a, xs, b, ys in rows:
+        x, y = statistics.median(xs), statistics.median(ys)
+        ratio = statistics.median(p / q for p, q in zip(xs, ys))
         if "GB/s" in what:
-            print(f"| {what} | {a} | {x:.2f} | {b} | {y:.2f} | {x / y:.2f}x |")
+            print(f"| {what} | {a} | {x / 1e9:.2f} | {b} | {y / 1e9:.2f} | {ratio:.2f}x |")
         else:
-            print(f"| {what} | {a} | {x * 1e6:.1f} µs | {b} | {y * 1e6:.1f} µs | {x / y:.2f}x |")
+            print(f"| {what} | {a} | {x * 1e6:.1f} µs | {b} | {y * 1e6:.1f} µs | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

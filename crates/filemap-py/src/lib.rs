@@ -169,7 +169,7 @@ impl FileMapping {
 #[pymethods]
 impl FileMapping {
     #[staticmethod]
-    #[pyo3(signature = (name, size, *, create=true, open=false, root=None, mode=None, persistent=false, sparse=false))]
+    #[pyo3(signature = (name, size, create=true, open=false, root=None, mode=None, persistent=false, sparse=false))]
     #[allow(clippy::too_many_arguments)]
     fn make(
         name: &str,
@@ -250,19 +250,22 @@ impl FileMapping {
         self.inner.is_none()
     }
 
-    /// Maps `length` bytes at `offset` (`length` 0: to the end) with `access`, as a
-    /// `memoryview` that unmaps them when the last object using it goes.
+    /// Maps `length` bytes at `offset` (`length` 0: to the end) with `access` (`None`: the
+    /// handle's), as a `memoryview` that unmaps them when the last object using it goes.
+    #[pyo3(signature = (offset=0, length=0, access=None))]
     fn view<'py>(
         &self,
         py: Python<'py>,
         offset: u64,
         length: u64,
-        access: &str,
+        access: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let v = self
-            .get()?
-            .map_view(self::access(access)?, offset, length)
-            .map_err(err)?;
+        let m = self.get()?;
+        let access = match access {
+            Some(a) => self::access(a)?,
+            None => m.access(),
+        };
+        let v = m.map_view(access, offset, length).map_err(err)?;
         buffer::memoryview(py, v)
     }
 

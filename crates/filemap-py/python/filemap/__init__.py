@@ -116,10 +116,6 @@ def _close_native(handle: Any) -> None:
         ) from None
 
 
-def _access_of(access: Optional[str], default: str) -> str:
-    return default if access is None else access
-
-
 class FileMapping:
     """A handle to a named mapping (``CreateFileMapping`` / ``OpenFileMapping``).
 
@@ -127,7 +123,7 @@ class FileMapping:
     was the last handle anywhere; views keep their memory.
     """
 
-    def __init__(self, native: Any, root: _PathLike = None) -> None:
+    def __init__(self, native: "_filemap.FileMapping", root: _PathLike = None) -> None:
         self._m = native
         self._root = root
 
@@ -143,11 +139,10 @@ class FileMapping:
         sparse: bool = False,
     ) -> "FileMapping":
         """Creates a mapping of ``size`` bytes; ``FileExistsError`` if a live one has the name."""
+        # Positional arguments: the native call parses them faster than keywords.
         return cls(
-            _filemap.FileMapping.make(
-                name, size, root=root, mode=mode, persistent=persistent, sparse=sparse
-            ),
-            root=root,
+            _filemap.FileMapping.make(name, size, True, False, root, mode, persistent, sparse),
+            root,
         )
 
     @classmethod
@@ -198,7 +193,7 @@ class FileMapping:
 
     @property
     def name(self) -> Optional[str]:
-        return cast(Optional[str], self._m.name)
+        return self._m.name
 
     @property
     def size(self) -> int:
@@ -231,8 +226,7 @@ class FileMapping:
         the mapping does not unmap it, and neither does ``view.release()`` while NumPy
         arrays made from it live.
         """
-        access = _access_of(access, self.access)
-        return cast(memoryview, self._m.view(offset, length, access))
+        return self._m.view(offset, length, access)
 
     def close(self) -> None:
         self._m.close()
