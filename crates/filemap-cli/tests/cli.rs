@@ -65,13 +65,9 @@ fn me() -> String {
     id("-un").or_else(|| id("-u")).unwrap()
 }
 
-fn run_with_timeout(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+/// Kills process `pid` after the timeout, or when the returned sender is dropped, unless
+/// told first that it is done (send `()`).
+fn watchdog(pid: u32) -> mpsc::Sender<()> {
     let (tx, rx) = mpsc::channel::<()>();
     std::thread::spawn(move || {
         if rx.recv_timeout(TIMEOUT).is_err() {
@@ -80,8 +76,18 @@ fn run_with_timeout(cmd: &mut Command) -> Output {
                 .status();
         }
     });
+    tx
+}
+
+fn run_with_timeout(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = watchdog(child.id());
     let out = child.wait_with_output().unwrap();
-    let _ = tx.send(());
+    let _ = done.send(());
     out
 }
 
@@ -150,17 +156,9 @@ impl Proc {
 
     /// Waits for exit under the watchdog; returns the status and what was on stderr.
     fn finish(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id();
-        let (tx, rx) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if rx.recv_timeout(TIMEOUT).is_err() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        });
+        let done = watchdog(self.child.id());
         let status = self.child.wait().unwrap();
-        let _ = tx.send(());
+        let _ = done.send(());
         let mut err = String::new();
         let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
         (status, err)
@@ -538,17 +536,9 @@ fn python_speaks_the_stream_protocol_from_the_docs() {
     let mut stdin = send.stdin.take().unwrap();
     let feed = input.clone();
     let feeder = std::thread::spawn(move || stdin.write_all(&feed));
-    let pid = send.id();
-    let (tx, rx) = mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(TIMEOUT).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    });
+    let done = watchdog(send.id());
     let sent = send.wait_with_output().unwrap();
-    let _ = tx.send(());
+    let _ = done.send(());
     let fed = feeder.join().unwrap();
     assert!(sent.status.success(), "{}", stderr(&sent));
     fed.unwrap();

@@ -1104,9 +1104,9 @@ mod tests {
         let ring = heap.ring();
         let mut p = Producer::attach(&ring).unwrap();
         let mut c = Consumer::attach(&ring).unwrap();
-        let msg = [7u8; 56]; // 64-byte frames
-        // Each time the ring runs dry, the next frame is there at the first look: after
-        // FLOWING such waits the consumer counts as flowing.
+        // 64-byte frames. Each time the ring runs dry, the next frame is there at the first
+        // look: after FLOWING such waits the consumer counts as flowing.
+        let msg = [7u8; 56];
         for i in 0..FLOWING {
             assert!(c.streak < FLOWING, "flowing after {i} waits");
             send(&mut p, &ring, &msg);
