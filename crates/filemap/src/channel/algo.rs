@@ -694,16 +694,44 @@ impl Producer {
 /// last release to the next consumer, which reads them again.
 pub(crate) const RELEASE_BATCH: u64 = 32;
 
-/// Waits in a row that end within two pauses after which a consumer counts as flowing
-/// (see [`Consumer::tail_moves_soon`]).
+/// Waits in a row that end at once (within [`SOON_NS`]) after which a consumer counts as
+/// flowing (see [`Consumer::tail_moves_soon`]).
 const FLOWING: u32 = 8;
 
-/// Pauses a flowing consumer waits before it looks for the next frame. A pause takes about
-/// 23 ns on these machines (AMD EPYC), so this is about 0.75 µs, in which a producer in
-/// full flow writes dozens of small frames. Measured (docs/BENCHMARKS.md, 2026-11-28): 16
-/// pauses gave 64 B one way 96–101 M messages/s, 32 gave 113–117 M, 64 gave 127 M but
-/// would add 1.5 µs to the first message after the flow stops.
-const FLOWING_PAUSE: u32 = 32;
+/// How soon after running dry the next frame must come for a wait to count as ending at
+/// once: two pauses on these machines (AMD EPYC, 23 ns a pause); a round trip takes 140 ns
+/// or more.
+const SOON_NS: u64 = 50;
+
+/// How long a flowing consumer waits before it looks for the next frame: 32 pauses on
+/// these machines, in which a producer in full flow writes dozens of small frames.
+/// Measured (docs/BENCHMARKS.md, 2026-11-28): 16 pauses gave 64 B one way 96–101 M
+/// messages/s, 32 gave 113–117 M, 64 gave 127 M but would add 1.5 µs to the first message
+/// after the flow stops.
+const FLOWING_NS: u64 = 750;
+
+/// The number of `pause`s (spin-loop hints) that take about `ns` nanoseconds on this CPU,
+/// from 1 to 4096: a pause takes 23 ns on an AMD EPYC here, about 40 on recent Intel cores
+/// and a few on older ones. Measured once per process, the best of three runs of 256.
+fn pauses_for(ns: u64) -> u32 {
+    // Not the loom atomics: this is no part of the model, and runs outside it.
+    static NS_PER_256: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut per_256 = NS_PER_256.load(std::sync::atomic::Ordering::Relaxed);
+    if per_256 == 0 {
+        per_256 = (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..256 {
+                    std::hint::spin_loop();
+                }
+                start.elapsed().as_nanos()
+            })
+            .min()
+            .map_or(1, |n| u64::try_from(n).unwrap_or(u64::MAX).max(1));
+        NS_PER_256.store(per_256, std::sync::atomic::Ordering::Relaxed);
+    }
+    (ns.saturating_mul(256) / per_256).clamp(1, 4096) as u32
+}
 
 /// The consumer's private half: its copy of `head` (it is the only writer), the `head` it
 /// last published, and its last look at `tail`.
@@ -714,10 +742,14 @@ pub(crate) struct Consumer {
     tail: u32,
     /// Frames read since the last release.
     unreleased: u64,
-    /// Waits in a row that ended within a pause or two (see `tail_moves_soon`).
+    /// Waits in a row that ended at once (see `tail_moves_soon`).
     streak: u32,
     /// The bytes of the last frame read.
     last_frame: u32,
+    /// Looks at `tail` within which a wait counts as ending at once ([`SOON_NS`]), and
+    /// pauses a flowing consumer waits ([`FLOWING_NS`]), for this CPU.
+    soon: u32,
+    flowing_pause: u32,
     /// Our copy of the `received` counter (we are its only writer).
     received: u64,
     pub(crate) spin: Spin,
@@ -744,6 +776,8 @@ impl Consumer {
             unreleased: 0,
             streak: 0,
             last_frame: 0,
+            soon: pauses_for(SOON_NS),
+            flowing_pause: pauses_for(FLOWING_NS),
             received: ring.ctl.received.load(Relaxed),
             spin: Spin::new(),
         })
@@ -803,19 +837,19 @@ impl Consumer {
 
     /// Whether `tail` moves past our last look within a short spin (64 pauses).
     ///
-    /// A consumer that keeps finding the next frame within a pause or two of running dry
-    /// ([`FLOWING`] times in a row) is right behind a producer in full flow. Looking at
-    /// once then costs both sides: every look takes the line with `tail`, and the frame
-    /// being written, away from the producer, which must fetch them back for the next
-    /// message. So a flowing consumer first waits [`FLOWING_PAUSE`] pauses without looking,
-    /// and stays flowing only while the producer gets at least two frames out meanwhile.
-    /// A round trip (a reply that comes only after our own message) never looks like
-    /// that, so request/response latency is untouched.
+    /// A consumer that keeps finding the next frame at once after running dry
+    /// ([`FLOWING`] times in a row, each within [`SOON_NS`]) is right behind a producer in
+    /// full flow. Looking at once then costs both sides: every look takes the line with
+    /// `tail`, and the frame being written, away from the producer, which must fetch them
+    /// back for the next message. So a flowing consumer first waits [`FLOWING_NS`]
+    /// without looking, and stays flowing only while the producer gets at least two frames
+    /// out meanwhile. A round trip (a reply that comes only after our own message) never
+    /// looks like that, so request/response latency is untouched.
     #[inline]
     pub(crate) fn tail_moves_soon(&mut self, ring: &Ring<'_>) -> bool {
         let flowing = self.streak >= FLOWING;
         if flowing {
-            for _ in 0..FLOWING_PAUSE {
+            for _ in 0..self.flowing_pause {
                 crate::atomic::spin_loop();
             }
         }
@@ -826,7 +860,7 @@ impl Consumer {
                     if tail.wrapping_sub(self.tail) < 2 * self.last_frame {
                         self.streak = 0;
                     }
-                } else if i <= 2 {
+                } else if i <= self.soon {
                     self.streak += 1;
                 } else {
                     self.streak = 0;
@@ -1130,6 +1164,18 @@ mod tests {
         c.streak = FLOWING;
         assert!(!c.tail_moves_soon(&ring), "nothing was sent");
         assert_eq!(c.streak, 0);
+    }
+
+    #[test]
+    fn pause_counts_follow_the_time_they_stand_for() {
+        let (soon, flowing) = (pauses_for(SOON_NS), pauses_for(FLOWING_NS));
+        assert!((1..=4096).contains(&soon) && (1..=4096).contains(&flowing));
+        assert!(
+            flowing >= soon,
+            "{flowing} pauses for 750 ns, {soon} for 50 ns"
+        );
+        // The measurement is taken once: the counts do not move between calls.
+        assert_eq!(pauses_for(FLOWING_NS), flowing);
     }
 
     fn message(i: u32, max: u32) -> Vec<u8> {
