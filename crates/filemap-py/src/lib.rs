@@ -16,7 +16,8 @@ use filemap::{Access, Error, Namespace, Options};
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyBlockingIOError, PyBrokenPipeError, PyFileExistsError, PyFileNotFoundError,
-    PyNotImplementedError, PyOSError, PyPermissionError, PyTimeoutError, PyValueError,
+    PyNotImplementedError, PyOSError, PyPermissionError, PyRuntimeError, PyTimeoutError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -330,9 +331,26 @@ impl Mutex {
         Ok(self.inner.as_ref().ok_or_else(closed)?.already_existed())
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        close_unless_waited(slf, |m| m.inner = None)
     }
+}
+
+/// Closes a sync object's handle, which another thread's wait borrows for the whole wait:
+/// closing then is refused (as on Windows, where it is undefined) with a clear
+/// `RuntimeError`, instead of PyO3's "Already borrowed".
+fn close_unless_waited<T>(slf: &Bound<'_, T>, close: impl FnOnce(&mut T)) -> PyResult<()>
+where
+    T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
+{
+    let mut this = slf.try_borrow_mut().map_err(|_| {
+        PyRuntimeError::new_err(format!(
+            "this {} is in use by another thread's wait; close it once that wait has returned",
+            T::NAME
+        ))
+    })?;
+    close(&mut this);
+    Ok(())
 }
 
 /// A named semaphore.
@@ -398,8 +416,8 @@ impl Semaphore {
         Ok(self.inner.as_ref().ok_or_else(closed)?.already_existed())
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        close_unless_waited(slf, |x| x.inner = None)
     }
 }
 
@@ -463,8 +481,8 @@ impl Event {
         Ok(self.inner.as_ref().ok_or_else(closed)?.already_existed())
     }
 
-    fn close(&mut self) {
-        self.inner = None;
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        close_unless_waited(slf, |x| x.inner = None)
     }
 }
 
@@ -697,6 +715,27 @@ impl Sender {
     }
 }
 
+/// A message as a new `bytes` object: one copy, from the ring straight into it.
+fn bytes_of<'py>(py: Python<'py>, m: &filemap::Message<'_>) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, m.len(), |b| m.read_at(0, b).map_err(err))
+}
+
+/// The next message of `rx`, waiting until `deadline` (`None` on timeout). A message that
+/// is there already is copied once, and costs no release of the GIL.
+fn next_message<'py>(
+    py: Python<'py>,
+    rx: &mut filemap::Receiver,
+    deadline: Option<Instant>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    if let Some(m) = rx.try_recv().map_err(err)? {
+        return bytes_of(py, &m).map(Some);
+    }
+    let got = wait_in_slices(py, deadline, |slice| {
+        timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
+    })?;
+    Ok(got.map(|v| PyBytes::new(py, &v)))
+}
+
 /// A stream's consumer. Threads may share it.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct Receiver {
@@ -715,14 +754,7 @@ impl Receiver {
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let deadline = deadline_of(timeout)?;
         let mut rx = take_or!(self.end, py, deadline, None);
-        // A message waiting: copied once, from the ring straight into the bytes object.
-        if let Some(m) = rx.try_recv().map_err(err)? {
-            return PyBytes::new_with(py, m.len(), |b| m.read_at(0, b).map_err(err)).map(Some);
-        }
-        let got = wait_in_slices(py, deadline, |slice| {
-            timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
-        })?;
-        Ok(got.map(|v| PyBytes::new(py, &v)))
+        next_message(py, &mut rx, deadline)
     }
 
     /// Up to `max` messages: waits up to `timeout` for the first (`None` on timeout), then
@@ -740,27 +772,13 @@ impl Receiver {
         }
         let deadline = deadline_of(timeout)?;
         let mut rx = take_or!(self.end, py, deadline, None);
-        let ready = match rx.try_recv().map_err(err)? {
-            Some(m) => Some(PyBytes::new_with(py, m.len(), |b| {
-                m.read_at(0, b).map_err(err)
-            })?),
-            None => None,
-        };
-        let first = match ready {
-            Some(b) => b,
-            None => match wait_in_slices(py, deadline, |slice| {
-                timed(rx.recv_timeout(slice).map(|m| m.to_vec()))
-            })? {
-                Some(v) => PyBytes::new(py, &v),
-                None => return Ok(None),
-            },
+        let Some(first) = next_message(py, &mut rx, deadline)? else {
+            return Ok(None);
         };
         let mut out = vec![first];
         while out.len() < max {
             match rx.try_recv() {
-                Ok(Some(m)) => out.push(PyBytes::new_with(py, m.len(), |b| {
-                    m.read_at(0, b).map_err(err)
-                })?),
+                Ok(Some(m)) => out.push(bytes_of(py, &m)?),
                 Ok(None) | Err(Error::Disconnected { .. }) => break,
                 Err(e) => return Err(err(e)),
             }

@@ -102,20 +102,6 @@ _END_NOT_PICKLED = (
 )
 
 
-def _close_native(handle: Any) -> None:
-    """Closes a sync object's native handle. Another thread's wait on it holds it, and
-    closing then is refused (as on Windows, where it is undefined), with a clear message."""
-    try:
-        handle._m.close()
-    except RuntimeError as e:
-        if "borrowed" not in str(e):
-            raise
-        raise RuntimeError(
-            f"this {type(handle).__name__} is in use by another thread's wait; "
-            "close it once that wait has returned"
-        ) from None
-
-
 class FileMapping:
     """A handle to a named mapping (``CreateFileMapping`` / ``OpenFileMapping``).
 
@@ -302,7 +288,7 @@ class Mutex:
         self.release()
 
     def close(self) -> None:
-        _close_native(self)
+        self._m.close()
 
     def __reduce__(self) -> Any:
         return _reduce_by_name(self)
@@ -374,7 +360,7 @@ class Semaphore:
         self.release()
 
     def close(self) -> None:
-        _close_native(self)
+        self._m.close()
 
     def __reduce__(self) -> Any:
         return _reduce_by_name(self)
@@ -451,7 +437,7 @@ class Event:
         self.close()
 
     def close(self) -> None:
-        _close_native(self)
+        self._m.close()
 
     def __reduce__(self) -> Any:
         return _reduce_by_name(self)
