@@ -50,10 +50,11 @@ struct Row {
     median: f64,
     /// Latency: p99 of the round trips; throughput: the slowest run.
     tail: f64,
-    /// Throughput: the median over runs of this run's result divided by the raw ring's
-    /// in the same round (the rounds take the contenders in turn, so that this VM's slow
+    /// Against the baseline. Latency: the median over the raw atomic ping-pong's.
+    /// Throughput: the median over runs of this run's result divided by the raw ring's in
+    /// the same round (the rounds take the contenders in turn, so that this VM's slow
     /// phases hit them alike).
-    ratio: Option<f64>,
+    ratio: f64,
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -436,6 +437,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
     let runs = if a.quick { 3 } else { 7 };
     let mut rows = Vec::new();
     for size in SIZES {
+        let first = rows.len();
         for (label, contender) in [
             ("raw atomic ping-pong + copies", Lat::Raw { futex: false }),
             ("raw futex ping-pong + copies", Lat::Raw { futex: true }),
@@ -455,7 +457,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 contender: label.into(),
                 median,
                 tail,
-                ratio: None,
+                ratio: 0.0,
             });
         }
         for (label, contender) in [
@@ -471,8 +473,12 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 contender: label.into(),
                 median,
                 tail,
-                ratio: None,
+                ratio: 0.0,
             });
+        }
+        let base = rows[first].median;
+        for r in &mut rows[first..] {
+            r.ratio = r.median / base;
         }
     }
     for size in SIZES {
@@ -510,7 +516,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 contender: label.into(),
                 median,
                 tail,
-                ratio: Some(ratio),
+                ratio,
             });
         }
     }
@@ -540,7 +546,6 @@ fn print_tables(rows: &[Row]) {
             .iter()
             .filter(|r| r.test == "latency" && r.size == size)
             .collect();
-        let base = lat[0].median;
         outln!("### Round trip, {size} B (median and p99 of the round trips)\n");
         outln!("| contender | median µs | p99 µs | / raw atomic |");
         outln!("|---|---:|---:|---:|");
@@ -550,7 +555,7 @@ fn print_tables(rows: &[Row]) {
                 r.contender,
                 r.median,
                 r.tail,
-                r.median / base
+                r.ratio
             );
         }
         outln!();
@@ -560,7 +565,6 @@ fn print_tables(rows: &[Row]) {
             .iter()
             .filter(|r| r.test == "throughput" && r.size == size)
             .collect();
-        let base = thr[0].median;
         outln!("### One way, {size} B messages (median and slowest run; ratio: median of the runs' ratios to the raw ring's run in the same round)\n");
         outln!("| contender | median M msg/s | GB/s | slowest M msg/s | / raw ring |");
         outln!("|---|---:|---:|---:|---:|");
@@ -571,7 +575,7 @@ fn print_tables(rows: &[Row]) {
                 r.median,
                 r.median * size as f64 / 1e3,
                 r.tail,
-                r.ratio.unwrap_or(r.median / base)
+                r.ratio
             );
         }
         outln!();
