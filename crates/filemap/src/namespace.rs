@@ -1,6 +1,6 @@
 //! The namespace root, and listing, inspecting and cleaning up objects.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::{sys, Kind, Name, Result};
@@ -37,12 +37,17 @@ impl Namespace {
 
     /// The root directory this namespace resolves to now.
     pub fn root(&self) -> PathBuf {
+        self.root_now().into_owned()
+    }
+
+    /// [`Namespace::root`], borrowed when the root was given (no allocation per open).
+    pub(crate) fn root_now(&self) -> std::borrow::Cow<'_, Path> {
         if let Some(root) = &self.root {
-            return root.clone();
+            return root.into();
         }
         match std::env::var_os(Self::ROOT_ENV) {
-            Some(r) if !r.is_empty() => PathBuf::from(r),
-            _ => sys::default_root(),
+            Some(r) if !r.is_empty() => PathBuf::from(r).into(),
+            _ => sys::default_root().into(),
         }
     }
 

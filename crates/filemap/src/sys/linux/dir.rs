@@ -16,7 +16,6 @@
 //! There is no namespace lock: the lifetime protocol locks object files only (see
 //! `object.rs`), so that another user, who can open a shared directory, cannot freeze it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -38,9 +37,19 @@ pub(crate) struct NsDir {
     scope: Scope,
     /// The uid that owns the objects in this directory (`Local\`), or `None` (`Global\`).
     owner: Option<u32>,
+    /// The effective uid that opened and checked it (the cache's key, with root and scope).
+    checked_for: u32,
 }
 
-type Cache = Mutex<HashMap<(PathBuf, Scope, u32), Arc<NsDir>>>;
+impl NsDir {
+    fn is(&self, root: &Path, scope: Scope, uid: u32) -> bool {
+        self.scope == scope && self.checked_for == uid && self.root == root
+    }
+}
+
+/// A handful of entries (one per root, scope and effective uid in use): a list, searched
+/// without building a key, is cheaper per open than a hash map.
+type Cache = Mutex<Vec<Arc<NsDir>>>;
 
 /// The open namespace directories, one cache per fork generation (a child forked while
 /// another thread held the cache's lock starts a cache of its own).
@@ -60,12 +69,11 @@ impl NsDir {
     /// Returns `Ok(None)` if it does not exist and `create` is not set.
     pub(crate) fn get(root: &Path, scope: Scope, create: bool) -> Result<Option<Arc<NsDir>>> {
         let uid = geteuid().as_raw();
-        let key = (root.to_path_buf(), scope, uid);
         let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
         // Not checked again here (a system call per operation): a directory that was
         // removed meanwhile (by `rm -rf` of the root, say) shows as a missing name or a
         // failed create, after which `refreshed` opens it again.
-        if let Some(dir) = cache.get(&key) {
+        if let Some(dir) = cache.iter().find(|d| d.is(root, scope, uid)) {
             return Ok(Some(dir.clone()));
         }
         let Some(root_fd) = open_root(root, create)? else {
@@ -115,8 +123,9 @@ impl NsDir {
             path,
             scope,
             owner,
+            checked_for: uid,
         });
-        cache.insert(key, dir.clone());
+        cache.push(dir.clone());
         Ok(Some(dir))
     }
 
@@ -130,20 +139,14 @@ impl NsDir {
         }
         {
             let mut cache = cache().lock().unwrap_or_else(|e| e.into_inner());
-            let key = (self.root.clone(), self.scope, geteuid().as_raw());
-            if cache
-                .get(&key)
-                .is_some_and(|d| std::ptr::eq(Arc::as_ptr(d), self))
-            {
-                cache.remove(&key);
-            }
+            cache.retain(|d| !std::ptr::eq(Arc::as_ptr(d), self));
         }
         NsDir::get(&self.root, self.scope, create)
     }
 
     /// The directory in which to create `name`, made if need be.
     pub(crate) fn for_create(ns: &Namespace, name: &Name) -> Result<Arc<NsDir>> {
-        let root = ns.root();
+        let root = ns.root_now();
         NsDir::get(&root, name.scope(), true)?.ok_or_else(|| {
             Error::io(
                 format!("opening the namespace under {}", root.display()),
@@ -154,7 +157,7 @@ impl NsDir {
 
     /// The directory in which to open `name`; if it does not exist, neither does the name.
     pub(crate) fn for_open(ns: &Namespace, name: &Name, kind: Kind) -> Result<Arc<NsDir>> {
-        NsDir::get(&ns.root(), name.scope(), false)?.ok_or_else(|| Error::NotFound {
+        NsDir::get(&ns.root_now(), name.scope(), false)?.ok_or_else(|| Error::NotFound {
             name: name.to_string(),
             kind: Some(kind),
         })

@@ -39,7 +39,9 @@ pub(crate) struct Mapping {
     tracker: OnceLock<Tracker>,
     size: u64,
     access: Access,
-    os_path: Option<PathBuf>,
+    /// The file's path: set for file-backed mappings, worked out on first use for shared
+    /// memory (a path costs two allocations, which an open need not pay).
+    os_path: OnceLock<Option<PathBuf>>,
     created: bool,
 }
 
@@ -49,7 +51,7 @@ impl Mapping {
         Mapping {
             size: entry.record().size,
             access,
-            os_path: Some(entry.path()),
+            os_path: OnceLock::new(),
             entry: Some(entry),
             file: None,
             views_fd: OnceLock::new(),
@@ -151,7 +153,7 @@ impl Mapping {
                 tracker: OnceLock::new(),
                 size,
                 access,
-                os_path: real_path.or_else(|| path_hint.map(Path::to_path_buf)),
+                os_path: OnceLock::from(real_path.or_else(|| path_hint.map(Path::to_path_buf))),
                 created: true,
             });
         };
@@ -213,7 +215,7 @@ impl Mapping {
             tracker: OnceLock::new(),
             size,
             access,
-            os_path: Some(real_path),
+            os_path: OnceLock::from(Some(real_path)),
             created: true,
         })
     }
@@ -293,7 +295,7 @@ impl Mapping {
             tracker: OnceLock::new(),
             size,
             access,
-            os_path: Some(path),
+            os_path: OnceLock::from(Some(path)),
             created,
         })
     }
@@ -311,7 +313,9 @@ impl Mapping {
     }
 
     pub(crate) fn os_path(&self) -> Option<&Path> {
-        self.os_path.as_deref()
+        self.os_path
+            .get_or_init(|| self.entry.as_ref().map(Entry::path))
+            .as_deref()
     }
 
     pub(crate) fn name(&self) -> Option<&Name> {

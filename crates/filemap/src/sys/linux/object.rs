@@ -152,7 +152,8 @@ impl Entry {
         disposition: Disposition,
         prepare: &mut dyn FnMut(&OwnedFd) -> Result<()>,
     ) -> Result<(Entry, bool)> {
-        let display = name.to_string();
+        // Formatted only for an error: an allocation per create otherwise.
+        let display = name;
         let data_len = Record::data_len_for(new.data_len).ok_or_else(|| Error::InvalidSize {
             what: format!("{} bytes is too large", new.data_len),
         })?;
@@ -202,7 +203,7 @@ impl Entry {
             // Out of inodes (tmpfs's nr_inodes): as full as out of bytes.
             Err(Errno::NOSPC) | Err(Errno::DQUOT) => {
                 return Err(Error::NoSpace {
-                    name: display,
+                    name: name.to_string(),
                     size: new.data_len,
                 })
             }
@@ -220,7 +221,7 @@ impl Entry {
         };
         sized.map_err(|e| match e {
             Errno::NOSPC | Errno::FBIG => Error::NoSpace {
-                name: display.clone(),
+                name: name.to_string(),
                 size: new.data_len,
             },
             e => Error::io(format!("reserving {total} bytes for {display}"), e),
@@ -238,7 +239,7 @@ impl Entry {
         // A sparse file gets its pages here, so a full file system shows up now.
         let init_err = |e| match e {
             Errno::NOSPC => Error::NoSpace {
-                name: display.clone(),
+                name: name.to_string(),
                 size: new.data_len,
             },
             e => Error::io(format!("initialising {display}"), e),
@@ -267,7 +268,7 @@ impl Entry {
             match link_unnamed(&fd, &dir, &file_name) {
                 Ok(()) => break,
                 Err(Errno::EXIST) if attempt < MAX_TRIES => {}
-                Err(Errno::EXIST) => return Err(keeps_changing(&display)),
+                Err(Errno::EXIST) => return Err(keeps_changing(&name.to_string())),
                 // The directory was removed since we opened it: start again in its
                 // successor (this file, never named, goes with its descriptor).
                 Err(Errno::NOENT) => {
@@ -283,7 +284,7 @@ impl Entry {
                     if disposition == Disposition::CreateNew {
                         existing.let_go();
                         return Err(Error::AlreadyExists {
-                            name: display,
+                            name: name.to_string(),
                             kind: new.kind,
                         });
                     }
