@@ -1,5 +1,6 @@
-//! Behaviour across real processes: racing creators, SIGKILL of every holder, sharing and
-//! copy-on-write privacy. Children are this test binary, re-run in a role (see `child`).
+//! Behaviour across real processes: racing creators, one name churned by several processes,
+//! SIGKILL of every holder, sharing and copy-on-write privacy. Children are this test
+//! binary, re-run in a role (see `child`).
 // Linux and Windows (under Wine in CI); Linux-only parts (info, list, gc) are marked so.
 #![cfg(any(target_os = "linux", windows))]
 
@@ -10,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{
-    kill_hard, opts, read_line_within, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot,
+    kill_hard, opts, read_line_within, report, role, spawn_role, wait_for_stdin_eof, Reap, TestRoot,
 };
 use filemap::{Access, Error};
 
@@ -88,6 +89,14 @@ fn child() {
             v.flush().unwrap();
             out(format!("size {}", m.size()));
         }
+        // Open, create, close and re-create one name in a loop with the other churners, and
+        // check on a board that every process holding the name holds the same object.
+        "churn" => churn(
+            name,
+            &args[1],
+            args[2].parse().unwrap(),
+            args[3].parse().unwrap(),
+        ),
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -143,6 +152,153 @@ fn eight_racing_creators_make_one_object() {
             Err(Error::NotFound { .. })
         ));
     }
+    #[cfg(target_os = "linux")]
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
+}
+
+/// How many processes churn one name in `names_churned_by_several_processes_always_mean_one_object`.
+const CHURNERS: usize = 4;
+
+/// The "churn" role: for `millis`, open-or-create (now and then open, or read-only) the
+/// mapping `name`, and close it again. A creator stamps its object with a token of its own
+/// at offset 0; every holder posts the token of the object it holds in its slot of `board`
+/// (a mapping that the test holds) while it holds it, and checks the other slots: two
+/// different tokens posted at once are two objects under one name at once, which the
+/// lifetime protocol must never allow. Reports `ok CREATED OPENED`, or `split ...`.
+fn churn(name: &str, board: &str, index: usize, millis: u64) {
+    let board = opts().open(board, Access::ReadWrite).unwrap();
+    let board = board.map_view(Access::ReadWrite, 0, 0).unwrap();
+    let slot = |i: usize| board.atomic_u64(8 * i).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (index as u64 + 1) ^ u64::from(std::process::id());
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut created, mut opened) = (0u64, 0u64);
+    let deadline = std::time::Instant::now() + Duration::from_millis(millis);
+    let mut round = 0u64;
+    while std::time::Instant::now() < deadline {
+        round += 1;
+        let r = random();
+        let (m, access) = match r % 8 {
+            0 => match opts().open(name, Access::Read) {
+                Ok(m) => (m, Access::Read),
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            },
+            1 => match opts().open(name, Access::ReadWrite) {
+                Ok(m) => (m, Access::ReadWrite),
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => panic!("{e}"),
+            },
+            _ => (
+                opts().open_or_create(name, 4096).unwrap(),
+                Access::ReadWrite,
+            ),
+        };
+        let view = m.map_view(access, 0, 8).unwrap();
+        let token = if m.already_existed() {
+            opened += 1;
+            // Its creator stamps it right after creating it.
+            let mut spins = 0u32;
+            loop {
+                let t = view.load_u64(0).unwrap();
+                if t != 0 {
+                    break t;
+                }
+                spins += 1;
+                assert!(
+                    spins < 10_000_000,
+                    "an object that its creator never stamped"
+                );
+                std::thread::yield_now();
+            }
+        } else {
+            created += 1;
+            let t = ((index as u64 + 1) << 48) | round;
+            view.atomic_u64(0).unwrap().store(t, Ordering::SeqCst);
+            t
+        };
+        slot(index).store(token, Ordering::SeqCst);
+        for other in (0..CHURNERS).filter(|&i| i != index) {
+            let theirs = slot(other).load(Ordering::SeqCst);
+            if theirs != 0 && theirs != token {
+                report(format!(
+                    "split: process {index} holds {token:#x} while process {other} holds {theirs:#x}"
+                ));
+                std::process::exit(1);
+            }
+        }
+        // Hold it for a moment, now and then.
+        for _ in 0..r % 4 * 100 {
+            std::hint::spin_loop();
+        }
+        // Give up the post before the handle: a posted token is always held. A view may
+        // outlive the handle; it keeps the memory but not the name.
+        slot(index).store(0, Ordering::SeqCst);
+        if r & 16 == 0 {
+            drop(view);
+            drop(m);
+        } else {
+            drop(m);
+            drop(view);
+        }
+        // Leave gaps in which the name may die, so that it is made again and again.
+        if r & 32 == 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    report(format!("ok {created} {opened}"));
+}
+
+/// Several processes open, create and close one name for a while, through every path of
+/// the lifetime protocol (creating, opening a live object, closing as the last holder and
+/// not, views outliving handles). At no moment do two of them hold different objects under
+/// the name, and nothing is left afterwards.
+#[test]
+fn names_churned_by_several_processes_always_mean_one_object() {
+    let _watchdog = common::watchdog(120);
+    let root = TestRoot::new("churn");
+    let name = root.name("Local\\churned");
+    let board_name = root.name("Local\\churn-board");
+    let board = root.opts().create(&board_name, 4096).unwrap();
+    let millis = if cfg!(windows) { 3000 } else { 1500 };
+    let mut kids: Vec<Reap> = (0..CHURNERS)
+        .map(|i| {
+            Reap(spawn_role(
+                "child",
+                "churn",
+                &root.path,
+                &[&name, &board_name, &i.to_string(), &millis.to_string()],
+            ))
+        })
+        .collect();
+    let reports = common::next_reports(&mut kids, Duration::from_secs(100));
+    let (mut created, mut opened) = (0u64, 0u64);
+    for r in &reports {
+        let counts: Vec<u64> = r
+            .strip_prefix("ok ")
+            .unwrap_or_else(|| panic!("{reports:?}"))
+            .split(' ')
+            .map(|n| n.parse().unwrap())
+            .collect();
+        created += counts[0];
+        opened += counts[1];
+    }
+    for mut k in kids {
+        assert!(k.0.wait().unwrap().success());
+    }
+    // The name died and was made again many times, and was opened live many times: the
+    // check above ran across every path.
+    assert!(created >= 10, "created {created} times, opened {opened}");
+    assert!(opened >= 10, "created {created} times, opened {opened}");
+    drop(board);
+    assert!(matches!(
+        root.opts().open(&name, Access::Read),
+        Err(Error::NotFound { .. })
+    ));
     #[cfg(target_os = "linux")]
     assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
