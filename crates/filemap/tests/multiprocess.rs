@@ -160,11 +160,14 @@ fn eight_racing_creators_make_one_object() {
 const CHURNERS: usize = 4;
 
 /// The "churn" role: for `millis`, open-or-create (now and then open, or read-only) the
-/// mapping `name`, and close it again. A creator stamps its object with a token of its own
-/// at offset 0; every holder posts the token of the object it holds in its slot of `board`
-/// (a mapping that the test holds) while it holds it, and checks the other slots: two
-/// different tokens posted at once are two objects under one name at once, which the
-/// lifetime protocol must never allow. Reports `ok CREATED OPENED`, or `split ...`.
+/// mapping `name`, and close it again; the last churner takes a mutex of the same name
+/// instead in a quarter of its rounds. A creator stamps its mapping with a token of its own
+/// at offset 0, and a mutex holder makes one up; every holder posts the token of the object
+/// it holds in its slot of `board` (a mapping that the test holds) while it holds it, and
+/// checks the other slots: two different tokens posted at once are two objects under one
+/// name at once, which the lifetime protocol and the one namespace of all kinds must never
+/// allow. Reports `ok CREATED OPENED REFUSED` (REFUSED: opens that met the other kind), or
+/// `split ...`.
 fn churn(name: &str, board: &str, index: usize, millis: u64) {
     let board = opts().open(board, Access::ReadWrite).unwrap();
     let board = board.map_view(Access::ReadWrite, 0, 0).unwrap();
@@ -176,27 +179,55 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
         seed ^= seed << 17;
         seed
     };
-    let (mut created, mut opened) = (0u64, 0u64);
+    let (mut created, mut opened, mut refused) = (0u64, 0u64, 0u64);
     let deadline = std::time::Instant::now() + Duration::from_millis(millis);
     let mut round = 0u64;
+    // Posts `token`, and checks that no other process posts a different one.
+    let post = |token: u64| {
+        slot(index).store(token, Ordering::SeqCst);
+        for other in (0..CHURNERS).filter(|&i| i != index) {
+            let theirs = slot(other).load(Ordering::SeqCst);
+            if theirs != 0 && theirs != token {
+                report(format!(
+                    "split: process {index} holds {token:#x} while process {other} holds {theirs:#x}"
+                ));
+                std::process::exit(1);
+            }
+        }
+    };
     while std::time::Instant::now() < deadline {
         round += 1;
         let r = random();
-        let (m, access) = match r % 8 {
-            0 => match opts().open(name, Access::Read) {
-                Ok(m) => (m, Access::Read),
-                Err(Error::NotFound { .. }) => continue,
+        if index == CHURNERS - 1 && r % 4 == 3 {
+            match opts().open_or_create_mutex(name) {
+                Ok(mutex) => {
+                    post((0xa << 60) | round);
+                    drop(mutex.lock().unwrap());
+                    slot(index).store(0, Ordering::SeqCst);
+                    drop(mutex);
+                }
+                Err(Error::KindMismatch { .. }) => refused += 1,
                 Err(e) => panic!("{e}"),
-            },
-            1 => match opts().open(name, Access::ReadWrite) {
-                Ok(m) => (m, Access::ReadWrite),
-                Err(Error::NotFound { .. }) => continue,
-                Err(e) => panic!("{e}"),
-            },
-            _ => (
-                opts().open_or_create(name, 4096).unwrap(),
-                Access::ReadWrite,
-            ),
+            }
+            continue;
+        }
+        let opened_as = match r % 8 {
+            0 => opts().open(name, Access::Read).map(|m| (m, Access::Read)),
+            1 => opts()
+                .open(name, Access::ReadWrite)
+                .map(|m| (m, Access::ReadWrite)),
+            _ => opts()
+                .open_or_create(name, 4096)
+                .map(|m| (m, Access::ReadWrite)),
+        };
+        let (m, access) = match opened_as {
+            Ok(opened) => opened,
+            Err(Error::NotFound { .. }) => continue,
+            Err(Error::KindMismatch { .. }) => {
+                refused += 1;
+                continue;
+            }
+            Err(e) => panic!("{e}"),
         };
         let view = m.map_view(access, 0, 8).unwrap();
         let token = if m.already_existed() {
@@ -221,16 +252,7 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
             view.atomic_u64(0).unwrap().store(t, Ordering::SeqCst);
             t
         };
-        slot(index).store(token, Ordering::SeqCst);
-        for other in (0..CHURNERS).filter(|&i| i != index) {
-            let theirs = slot(other).load(Ordering::SeqCst);
-            if theirs != 0 && theirs != token {
-                report(format!(
-                    "split: process {index} holds {token:#x} while process {other} holds {theirs:#x}"
-                ));
-                std::process::exit(1);
-            }
-        }
+        post(token);
         // Hold it for a moment, now and then.
         for _ in 0..r % 4 * 100 {
             std::hint::spin_loop();
@@ -250,13 +272,14 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
             std::thread::sleep(Duration::from_micros(50));
         }
     }
-    report(format!("ok {created} {opened}"));
+    report(format!("ok {created} {opened} {refused}"));
 }
 
 /// Several processes open, create and close one name for a while, through every path of
 /// the lifetime protocol (creating, opening a live object, closing as the last holder and
-/// not, views outliving handles). At no moment do two of them hold different objects under
-/// the name, and nothing is left afterwards.
+/// not, views outliving handles), and one of them takes a mutex of that name now and then.
+/// At no moment do two of them hold different objects under the name, and nothing is left
+/// afterwards.
 #[test]
 fn names_churned_by_several_processes_always_mean_one_object() {
     let _watchdog = common::watchdog(120);
@@ -276,7 +299,7 @@ fn names_churned_by_several_processes_always_mean_one_object() {
         })
         .collect();
     let reports = common::next_reports(&mut kids, Duration::from_secs(100));
-    let (mut created, mut opened) = (0u64, 0u64);
+    let (mut created, mut opened, mut refused) = (0u64, 0u64, 0u64);
     for r in &reports {
         let counts: Vec<u64> = r
             .strip_prefix("ok ")
@@ -286,14 +309,17 @@ fn names_churned_by_several_processes_always_mean_one_object() {
             .collect();
         created += counts[0];
         opened += counts[1];
+        refused += counts[2];
     }
     for mut k in kids {
         assert!(k.0.wait().unwrap().success());
     }
-    // The name died and was made again many times, and was opened live many times: the
-    // check above ran across every path.
-    assert!(created >= 10, "created {created} times, opened {opened}");
-    assert!(opened >= 10, "created {created} times, opened {opened}");
+    // The name died and was made again many times, was opened live many times, and was
+    // met held by the other kind: the check above ran across every path.
+    let counts = format!("created {created} times, opened {opened}, refused {refused}");
+    assert!(created >= 10, "{counts}");
+    assert!(opened >= 10, "{counts}");
+    assert!(refused >= 1, "{counts}");
     drop(board);
     assert!(matches!(
         root.opts().open(&name, Access::Read),
