@@ -97,6 +97,14 @@ fn child() {
             args[2].parse().unwrap(),
             args[3].parse().unwrap(),
         ),
+        // Report, then create a large mapping (its reservation takes a while), and report.
+        "create-big" => {
+            out("creating".into());
+            let m = opts().create(name, args[1].parse().unwrap()).unwrap();
+            out("created".into());
+            wait_for_stdin_eof();
+            drop(m);
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -381,6 +389,75 @@ fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
         .read_at(0, &mut buf)
         .unwrap();
     assert_eq!(buf, [0; 8]);
+}
+
+/// A creator killed while it reserves the storage of a large mapping leaves nothing: the
+/// object is built unnamed and named only when it is whole, so no one ever sees the name,
+/// and its memory goes with the killed process. Linux only: Windows makes a mapping in one
+/// call and commits its memory lazily, so there is no "while".
+#[cfg(target_os = "linux")]
+#[test]
+fn a_creator_killed_while_it_creates_leaves_nothing() {
+    let _watchdog = common::watchdog(120);
+    let root = TestRoot::new("killcreate");
+    let name = root.name("Local\\half-made");
+    // 2 GiB: reserving (and zeroing) it takes a few hundred milliseconds.
+    let size: u64 = 2 << 30;
+    let free = || {
+        // The root is made on first use; its parent is on the same file system.
+        let st = rustix::fs::statvfs(root.path.parent().unwrap()).unwrap();
+        st.f_bavail * st.f_frsize
+    };
+    if free() < 4 * size {
+        eprintln!("skipped: the namespace's file system has less than 8 GiB free");
+        return;
+    }
+    let before = free();
+    let mut kid = Reap(spawn_role(
+        "child",
+        "create-big",
+        &root.path,
+        &[&name, &size.to_string()],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "creating");
+    // Wait until the reservation is under way: the file system fills up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while before.saturating_sub(free()) < size / 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reservation never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Half made, the object has no name yet.
+    assert!(matches!(
+        root.opts().open(&name, Access::Read),
+        Err(Error::NotFound { .. })
+    ));
+    sigkill(&mut kid);
+    // It was killed before it was done (it never said so).
+    let mut rest = String::new();
+    std::io::Read::read_to_string(kid.0.stdout.as_mut().unwrap(), &mut rest).unwrap();
+    assert!(
+        !rest.contains("created"),
+        "the kill came too late: {rest:?}"
+    );
+    // Nothing is left: no name, no file, and the memory is free again (give or take what
+    // tests running alongside use).
+    assert!(matches!(
+        root.opts().open(&name, Access::Read),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while before.saturating_sub(free()) > size / 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} bytes still in use",
+            before.saturating_sub(free())
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Linux only: Windows has no stale objects to collect.
