@@ -1,6 +1,6 @@
 //! Behaviour across real processes: racing creators, one name churned by several processes,
-//! SIGKILL of every holder, sharing and copy-on-write privacy. Children are this test
-//! binary, re-run in a role (see `child`).
+//! SIGKILL of every holder and of a creator half-way, sharing and copy-on-write privacy.
+//! Children are this test binary, re-run in a role (see `child`).
 // Linux and Windows (under Wine in CI); Linux-only parts (info, list, gc) are marked so.
 #![cfg(any(target_os = "linux", windows))]
 
