@@ -167,10 +167,13 @@ fn eight_racing_creators_make_one_object() {
 /// How many processes churn one name in `names_churned_by_several_processes_always_mean_one_object`.
 const CHURNERS: usize = 4;
 
+/// Where the churners' board keeps the flags that mark a churner as being killed.
+const DOOMED: usize = 256;
+
 /// The "churn" role: for `millis`, open-or-create (now and then open, or read-only) the
 /// mapping `name`, and close it again; the last churner takes a mutex of the same name
-/// instead in a quarter of its rounds. A creator stamps its mapping with a token of its own
-/// at offset 0, and a mutex holder makes one up; every holder posts the token of the object
+/// instead in a quarter of its rounds. The first writer to hold a mapping stamps it with a
+/// token of its own at offset 0, and a mutex holder makes one up; every holder posts the token of the object
 /// it holds in its slot of `board` (a mapping that the test holds) while it holds it, and
 /// checks the other slots: two different tokens posted at once are two objects under one
 /// name at once, which the lifetime protocol and the one namespace of all kinds must never
@@ -180,6 +183,7 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
     let board = opts().open(board, Access::ReadWrite).unwrap();
     let board = board.map_view(Access::ReadWrite, 0, 0).unwrap();
     let slot = |i: usize| board.atomic_u64(8 * i).unwrap();
+    let doomed = |i: usize| board.atomic_u64(DOOMED + 8 * i).unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (index as u64 + 1) ^ u64::from(std::process::id());
     let mut random = move || {
         seed ^= seed << 13;
@@ -195,7 +199,9 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
         slot(index).store(token, Ordering::SeqCst);
         for other in (0..CHURNERS).filter(|&i| i != index) {
             let theirs = slot(other).load(Ordering::SeqCst);
-            if theirs != 0 && theirs != token {
+            // A process that the test is killing holds nothing any more, or soon: the test
+            // marks it doomed before the kill, and clears its slot after.
+            if theirs != 0 && theirs != token && doomed(other).load(Ordering::SeqCst) == 0 {
                 report(format!(
                     "split: process {index} holds {token:#x} while process {other} holds {theirs:#x}"
                 ));
@@ -238,28 +244,35 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
             Err(e) => panic!("{e}"),
         };
         let view = m.map_view(access, 0, 8).unwrap();
-        let token = if m.already_existed() {
-            opened += 1;
-            // Its creator stamps it right after creating it.
-            let mut spins = 0u32;
-            loop {
-                let t = view.load_u64(0).unwrap();
-                if t != 0 {
-                    break t;
-                }
-                spins += 1;
-                assert!(
-                    spins < 10_000_000,
-                    "an object that its creator never stamped"
-                );
-                std::thread::yield_now();
+        // The first holder that may write stamps the object (its creator, unless that was
+        // killed first); the others read the stamp.
+        let token = if access == Access::ReadWrite {
+            let mine = ((index as u64 + 1) << 48) | round;
+            let stamp = view.atomic_u64(0).unwrap();
+            match stamp.compare_exchange(0, mine, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => mine,
+                Err(theirs) => theirs,
             }
         } else {
-            created += 1;
-            let t = ((index as u64 + 1) << 48) | round;
-            view.atomic_u64(0).unwrap().store(t, Ordering::SeqCst);
-            t
+            // A reader waits a little for a writer's stamp, and otherwise skips the round.
+            let mut stamp = 0;
+            for _ in 0..10_000 {
+                stamp = view.load_u64(0).unwrap();
+                if stamp != 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            stamp
         };
+        if token == 0 {
+            continue;
+        }
+        if m.already_existed() {
+            opened += 1;
+        } else {
+            created += 1;
+        }
         post(token);
         // Hold it for a moment, now and then.
         for _ in 0..r % 4 * 100 {
@@ -389,6 +402,81 @@ fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
         .read_at(0, &mut buf)
         .unwrap();
     assert_eq!(buf, [0; 8]);
+}
+
+/// The churn of `names_churned_by_several_processes_always_mean_one_object`, while the test
+/// SIGKILLs a churner every few tens of milliseconds and starts a new one in its place:
+/// killed holders, killed creators and killed mutex owners in any state. Still no two
+/// processes ever hold different objects under the name, and what the killed leave behind
+/// is absent for everyone.
+#[cfg(target_os = "linux")]
+#[test]
+fn names_churned_while_churners_are_killed_still_mean_one_object() {
+    use std::os::unix::process::ExitStatusExt;
+    let _watchdog = common::watchdog(120);
+    let root = TestRoot::new("churnkill");
+    let name = root.name("Local\\churned");
+    let board_name = root.name("Local\\churn-board");
+    let board = root.opts().create(&board_name, 4096).unwrap();
+    let view = board.map_view(Access::ReadWrite, 0, 0).unwrap();
+    let total = Duration::from_millis(2000);
+    let start = std::time::Instant::now();
+    let spawn = |i: usize| {
+        let left = total
+            .saturating_sub(start.elapsed())
+            .as_millis()
+            .to_string();
+        Reap(spawn_role(
+            "child",
+            "churn",
+            &root.path,
+            &[&name, &board_name, &i.to_string(), &left],
+        ))
+    };
+    let mut kids: Vec<Reap> = (0..CHURNERS).map(spawn).collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut kills = 0;
+    while start.elapsed() + Duration::from_millis(300) < total {
+        std::thread::sleep(Duration::from_millis(10 + random() % 30));
+        let i = (random() % CHURNERS as u64) as usize;
+        view.atomic_u64(DOOMED + 8 * i)
+            .unwrap()
+            .store(1, Ordering::SeqCst);
+        let kid = &mut kids[i].0;
+        kid.kill().unwrap();
+        let status = kid.wait().unwrap();
+        if status.signal() != Some(9) {
+            let mut said = String::new();
+            let _ = std::io::Read::read_to_string(kid.stdout.as_mut().unwrap(), &mut said);
+            panic!("churner {i} ended by itself ({status}): {said}");
+        }
+        view.atomic_u64(8 * i).unwrap().store(0, Ordering::SeqCst);
+        view.atomic_u64(DOOMED + 8 * i)
+            .unwrap()
+            .store(0, Ordering::SeqCst);
+        kids[i] = spawn(i);
+        kills += 1;
+    }
+    let reports = common::next_reports(&mut kids, Duration::from_secs(100));
+    assert!(reports.iter().all(|r| r.starts_with("ok ")), "{reports:?}");
+    for mut k in kids {
+        assert!(k.0.wait().unwrap().success());
+    }
+    assert!(kills >= 10, "only {kills} kills");
+    drop((view, board));
+    // A killed last holder leaves a stale object: absent for everyone, and removed by the
+    // next open that may remove it.
+    assert!(matches!(
+        root.opts().open(&name, Access::Read),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
 /// A creator killed while it reserves the storage of a large mapping leaves nothing: the
