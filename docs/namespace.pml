@@ -36,7 +36,8 @@
  *   - crash             the kernel drops every lock of the process's descriptors
  *
  * Checked: every handle refers to the object the name points to, all handles refer to the
- * same object, and a handle implies its read lock.
+ * same object, and a handle implies its read lock. The second property is also checked on
+ * real processes, with SIGKILLs, by the churn tests in crates/filemap/tests/multiprocess.rs.
  *
  * Run: spin -a namespace.pml && gcc -O2 -DSAFETY -DCOLLAPSE -o pan pan.c && ./pan -m1000000
  */
