@@ -164,6 +164,36 @@ fn eight_racing_creators_make_one_object() {
     assert!(root.local_files().is_empty(), "{:?}", root.local_files());
 }
 
+/// A small pseudo-random sequence, different in every process.
+fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed ^ u64::from(std::process::id());
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
+/// A test root for the churn tests, the churned name, and the board, held by the test.
+fn churn_setup(tag: &str) -> (TestRoot, String, String, filemap::FileMapping) {
+    let root = TestRoot::new(tag);
+    let name = root.name("Local\\churned");
+    let board_name = root.name("Local\\churn-board");
+    let board = root.opts().create(&board_name, 4096).unwrap();
+    (root, name, board_name, board)
+}
+
+/// Starts churner `i` for `millis`.
+fn spawn_churner(root: &TestRoot, name: &str, board: &str, i: usize, millis: u128) -> Reap {
+    Reap(spawn_role(
+        "child",
+        "churn",
+        &root.path,
+        &[name, board, &i.to_string(), &millis.to_string()],
+    ))
+}
+
 /// How many processes churn one name in `names_churned_by_several_processes_always_mean_one_object`.
 const CHURNERS: usize = 4;
 
@@ -184,13 +214,7 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
     let board = board.map_view(Access::ReadWrite, 0, 0).unwrap();
     let slot = |i: usize| board.atomic_u64(8 * i).unwrap();
     let doomed = |i: usize| board.atomic_u64(DOOMED + 8 * i).unwrap();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ (index as u64 + 1) ^ u64::from(std::process::id());
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = xorshift(0x9e37_79b9_7f4a_7c15 ^ (index as u64 + 1));
     let (mut created, mut opened, mut refused) = (0u64, 0u64, 0u64);
     let deadline = std::time::Instant::now() + Duration::from_millis(millis);
     let mut round = 0u64;
@@ -304,20 +328,10 @@ fn churn(name: &str, board: &str, index: usize, millis: u64) {
 #[test]
 fn names_churned_by_several_processes_always_mean_one_object() {
     let _watchdog = common::watchdog(120);
-    let root = TestRoot::new("churn");
-    let name = root.name("Local\\churned");
-    let board_name = root.name("Local\\churn-board");
-    let board = root.opts().create(&board_name, 4096).unwrap();
+    let (root, name, board_name, board) = churn_setup("churn");
     let millis = if cfg!(windows) { 3000 } else { 1500 };
     let mut kids: Vec<Reap> = (0..CHURNERS)
-        .map(|i| {
-            Reap(spawn_role(
-                "child",
-                "churn",
-                &root.path,
-                &[&name, &board_name, &i.to_string(), &millis.to_string()],
-            ))
-        })
+        .map(|i| spawn_churner(&root, &name, &board_name, i, millis))
         .collect();
     let reports = common::next_reports(&mut kids, Duration::from_secs(100));
     let (mut created, mut opened, mut refused) = (0u64, 0u64, 0u64);
@@ -414,33 +428,16 @@ fn sigkill_of_every_holder_leaves_nothing_usable_or_visible() {
 fn names_churned_while_churners_are_killed_still_mean_one_object() {
     use std::os::unix::process::ExitStatusExt;
     let _watchdog = common::watchdog(120);
-    let root = TestRoot::new("churnkill");
-    let name = root.name("Local\\churned");
-    let board_name = root.name("Local\\churn-board");
-    let board = root.opts().create(&board_name, 4096).unwrap();
+    let (root, name, board_name, board) = churn_setup("churnkill");
     let view = board.map_view(Access::ReadWrite, 0, 0).unwrap();
     let total = Duration::from_millis(2000);
     let start = std::time::Instant::now();
     let spawn = |i: usize| {
-        let left = total
-            .saturating_sub(start.elapsed())
-            .as_millis()
-            .to_string();
-        Reap(spawn_role(
-            "child",
-            "churn",
-            &root.path,
-            &[&name, &board_name, &i.to_string(), &left],
-        ))
+        let left = total.saturating_sub(start.elapsed()).as_millis();
+        spawn_churner(&root, &name, &board_name, i, left)
     };
     let mut kids: Vec<Reap> = (0..CHURNERS).map(spawn).collect();
-    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = xorshift(0x2545_f491_4f6c_dd1d);
     let mut kills = 0;
     while start.elapsed() + Duration::from_millis(300) < total {
         std::thread::sleep(Duration::from_millis(10 + random() % 30));
