@@ -857,7 +857,7 @@ impl Consumer {
             let tail = ring.ctl.tail.load(Relaxed);
             if tail != self.tail {
                 if flowing {
-                    if tail.wrapping_sub(self.tail) < 2 * self.last_frame {
+                    if tail.wrapping_sub(self.tail) < self.last_frame.saturating_mul(2) {
                         self.streak = 0;
                     }
                 } else if i <= self.soon {
