@@ -1092,3 +1092,49 @@ fn a_replier_answers_while_the_server_waits_for_the_next_request() {
         Err(Error::Disconnected { .. })
     ));
 }
+
+/// A replier answering while its server is dropped and a new server takes the request
+/// back: the client gets one whole answer, the old server's or the new one's, never bytes
+/// of both (the drop waits for answers under way before it gives the role up).
+#[test]
+fn a_replier_racing_its_servers_drop_never_mixes_two_answers() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-replier-race");
+    let rr = root
+        .opts()
+        .create_request_reply(&root.name("Local\\replier-race"), 1, 16, 1 << 20)
+        .unwrap();
+    let mut client = rr.client().unwrap();
+    let (old, new) = (vec![b'o'; 1 << 20], vec![b'n'; 1 << 20]);
+    let (mut req, mut reply) = (Vec::new(), Vec::new());
+    let mut server = rr.server().unwrap();
+    for _ in 0..500 {
+        client.send_request(b"q").unwrap();
+        let t = server.recv(&mut req, Some(LINE)).unwrap();
+        let replier = server.replier();
+        let go = std::sync::Barrier::new(2);
+        server = std::thread::scope(|s| {
+            s.spawn(|| {
+                go.wait();
+                replier.reply(t, &old).unwrap()
+            });
+            go.wait();
+            drop(server);
+            let mut next = rr.server().unwrap();
+            // The request is pending again unless the old server's answer got in first.
+            match next.recv(&mut req, Some(Duration::ZERO)) {
+                Ok(t) => assert!(next.reply(t, &new).unwrap()),
+                Err(Error::Timeout { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+            next
+        });
+        client.wait_reply(&mut reply, Some(LINE)).unwrap();
+        assert!(
+            reply == old || reply == new,
+            "a mixed answer: {} bytes of the old server's, {} of the new one's",
+            reply.iter().filter(|&&b| b == b'o').count(),
+            reply.iter().filter(|&&b| b == b'n').count()
+        );
+    }
+}

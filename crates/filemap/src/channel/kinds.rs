@@ -5,8 +5,8 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -812,7 +812,7 @@ impl RequestReply {
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
             seen: Default::default(),
-            serving: Arc::new(AtomicBool::new(true)),
+            repliers: Arc::new(AtomicU32::new(0)),
             _claim: claim,
         })
     }
@@ -855,8 +855,8 @@ pub struct RpcServer {
     spin: super::algo::Spin,
     /// The doorbell as `wait_any` last read it, before it looked for requests.
     seen: crate::atomic::AtomicU32,
-    /// Cleared when the server goes, for its [`Replier`]s.
-    serving: Arc<AtomicBool>,
+    /// Shared with its [`Replier`]s: their answers in flight, and [`SERVER_GONE`].
+    repliers: Arc<AtomicU32>,
     _claim: sys::Claim,
 }
 
@@ -942,7 +942,7 @@ impl RpcServer {
     pub fn replier(&self) -> Replier {
         Replier {
             chan: self.chan.clone(),
-            serving: self.serving.clone(),
+            repliers: self.repliers.clone(),
             made: self._claim.made(),
         }
     }
@@ -959,12 +959,14 @@ fn answer(chan: &sys::Channel, t: Ticket, reply: &[u8]) -> Result<bool> {
 
 /// Answers requests on behalf of an [`RpcServer`], from any thread: see
 /// [`RpcServer::replier`]. Once the server is dropped, its repliers answer nothing
-/// (`Ok(false)`), as a new server answers the requests again. A replier keeps the
+/// (`Ok(false)`), as a new server answers the requests again; the drop waits for answers
+/// already under way, so that two answers never fill one slot. A replier keeps the
 /// channel open, as a handle does.
 #[derive(Debug, Clone)]
 pub struct Replier {
     chan: Arc<sys::Channel>,
-    serving: Arc<AtomicBool>,
+    /// The answers in flight, and [`SERVER_GONE`] once the server has gone.
+    repliers: Arc<AtomicU32>,
     /// The fork generation of the server's role: a forked child's copy refuses, as the
     /// server's other operations do there.
     made: sys::Made,
@@ -982,12 +984,22 @@ impl Replier {
         if self.made.inherited() {
             return Err(super::inherited_end(&self.chan));
         }
-        if !self.serving.load(Acquire) {
+        // Counted in before looking: the server's drop waits for the answers in flight
+        // before it gives its role up, so no new server can take this request back (and
+        // answer it) while we write our answer into its slot.
+        if self.repliers.fetch_add(1, Acquire) & SERVER_GONE != 0 {
+            self.repliers.fetch_sub(1, Release);
             return Ok(false);
         }
-        answer(&self.chan, t, reply)
+        let answered = answer(&self.chan, t, reply);
+        self.repliers.fetch_sub(1, Release);
+        answered
     }
 }
+
+/// The bit of a server's `repliers` word that says it has gone; the rest counts answers
+/// in flight.
+const SERVER_GONE: u32 = 1 << 31;
 
 impl Drop for RpcServer {
     fn drop(&mut self) {
@@ -995,7 +1007,12 @@ impl Drop for RpcServer {
             // A forked child's copy: the channel end is still its parent's.
             return;
         }
-        self.serving.store(false, Release);
+        // No replier starts an answer from now on; wait for those under way (a copy each).
+        let mut repliers = self.repliers.fetch_or(SERVER_GONE, AcqRel);
+        while repliers & !SERVER_GONE != 0 {
+            std::thread::yield_now();
+            repliers = self.repliers.load(Acquire);
+        }
         let c = self.chan.clients();
         c.ctl.server.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
