@@ -86,7 +86,7 @@ impl Shared {
     pub(crate) unsafe fn copy_in(self, off: usize, src: &[u8]) {
         // SAFETY: inside (the caller's promise); `src` is ordinary memory, so the two
         // cannot overlap, and no reference to the shared bytes is made.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(off), src.len()) }
+        unsafe { copy(src.as_ptr(), self.base.add(off), src.len()) }
     }
 
     /// Copies `dst.len()` bytes from offset `off` into `dst`.
@@ -97,6 +97,49 @@ impl Shared {
     #[inline]
     pub(crate) unsafe fn copy_out(self, off: usize, dst: &mut [u8]) {
         // SAFETY: as in `copy_in`.
-        unsafe { std::ptr::copy_nonoverlapping(self.base.add(off), dst.as_mut_ptr(), dst.len()) }
+        unsafe { copy(self.base.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
+/// Copies `len` bytes from `src` to `dst`: under 32 bytes inline, as two overlapping
+/// unaligned chunks, and from 32 bytes with `memcpy`. A call per tiny message costs more
+/// than the copy (the registers it may clobber are spilled around it, and a side in full
+/// flow waits on its store buffer); from 32 bytes the C library's wide vector moves, chosen
+/// for this CPU at run time, win (64 B messages one way: 206–217 M/s with `memcpy`, 166–182
+/// with 16-byte moves inline; docs/BENCHMARKS.md, 2026-11-28).
+///
+/// # Safety
+///
+/// `src..src + len` is readable, `dst..dst + len` is writable, and the two do not overlap.
+#[inline(always)]
+unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
+    /// Copies `N <= len <= 2N` bytes as the first and the last `N`.
+    ///
+    /// # Safety
+    ///
+    /// As for `copy`, and `N <= len <= 2 * N`.
+    #[inline(always)]
+    unsafe fn two<const N: usize>(src: *const u8, dst: *mut u8, len: usize) {
+        // SAFETY: both chunks lie inside the ranges (N <= len), read and written unaligned.
+        unsafe {
+            let a = src.cast::<[u8; N]>().read_unaligned();
+            let b = src.add(len - N).cast::<[u8; N]>().read_unaligned();
+            dst.cast::<[u8; N]>().write_unaligned(a);
+            dst.add(len - N).cast::<[u8; N]>().write_unaligned(b);
+        }
+    }
+    // SAFETY: each arm's bounds meet `two`'s condition; the rest is the caller's promise.
+    unsafe {
+        match len {
+            32.. => std::ptr::copy_nonoverlapping(src, dst, len),
+            16..=31 => two::<16>(src, dst, len),
+            8..=15 => two::<8>(src, dst, len),
+            4..=7 => two::<4>(src, dst, len),
+            _ => {
+                for i in 0..len {
+                    dst.add(i).write(src.add(i).read());
+                }
+            }
+        }
     }
 }

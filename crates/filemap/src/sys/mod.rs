@@ -29,8 +29,7 @@
 //!   role; `Error::Busy` while someone lives in it; `Claim::inherited()` tells a copy that a
 //!   forked child inherited, whose endpoint then leaves the channel alone when it goes) and
 //!   `role_alive(Role)`, `parker()` (the `Parker` its sides sleep on: futexes on Linux,
-//!   named semaphores on Windows), and `ChannelParker`, its type. `no_channels.rs` serves
-//!   targets without a backend.
+//!   named semaphores on Windows). `no_channels.rs` serves targets without a backend.
 //! - **Administration.** `admin::{init, list, info, kind, remove, gc}` over a namespace
 //!   root, `default_root()`, and `user_name(uid)`.
 //!

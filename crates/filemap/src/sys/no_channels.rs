@@ -58,8 +58,6 @@ impl Parker for NoParker {
     fn unpark(&self, _: &AtomicU32, _: u32) {}
 }
 
-pub(crate) type ChannelParker = NoParker;
-
 impl Channel {
     pub(crate) fn create(
         _: &Namespace,

@@ -29,9 +29,6 @@ use crate::channel::seqlock::{SlotControl, Slots};
 use crate::sys::{CreateOptions, Disposition};
 use crate::{Error, Kind, Name, Namespace, Result};
 
-/// What channels park on: shared futexes.
-pub(crate) type ChannelParker = Futex;
-
 /// A holder's handle to a channel: its entry and its mapped memory.
 #[derive(Debug)]
 pub(crate) struct Channel {

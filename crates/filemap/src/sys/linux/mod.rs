@@ -14,7 +14,7 @@ mod robust;
 mod sync;
 mod user;
 
-pub(crate) use channel::{Channel, ChannelParker, Claim};
+pub(crate) use channel::{Channel, Claim};
 pub(crate) use fork::Made;
 pub(crate) use mapping::{dup_file, open_for_mapping, Mapping};
 pub(crate) use memory::Region;

@@ -15,7 +15,7 @@ mod mapping;
 mod object;
 mod sync;
 
-pub(crate) use channel::{Channel, Claim, Made, WaitObjects as ChannelParker};
+pub(crate) use channel::{Channel, Claim, Made};
 pub(crate) use mapping::{dup_file, open_for_mapping, Mapping, Region};
 pub(crate) use sync::{wait_any, Event, Mutex, Semaphore, WaitRef};
 
