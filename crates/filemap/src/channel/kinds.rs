@@ -236,6 +236,7 @@ impl Broadcast {
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
             liveness: Liveness::default(),
+            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -357,6 +358,8 @@ pub struct Subscriber {
     strategy: WaitStrategy,
     spin: super::algo::Spin,
     liveness: Liveness,
+    /// The bytes of the last typed value (kept, so that typed receives do not allocate).
+    scratch: Vec<u8>,
     _claim: sys::Claim,
 }
 
@@ -392,14 +395,16 @@ impl Subscriber {
     }
 
     /// The next message into `buf` (replacing its contents), waiting until `deadline`;
-    /// returns how many messages were lost before it.
-    fn next(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<u64> {
+    /// returns how many messages were lost before it, or `None` if the deadline passed
+    /// first (no error value is made for that here: an empty `try_recv` allocates
+    /// nothing).
+    fn next(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<Option<u64>> {
         let chan = &*self.chan;
         let s = chan.slots();
         loop {
             let seen = s.ctl.wake.load(Acquire);
             match self.sub.try_recv(&s, buf) {
-                Ok(Some(lost)) => return Ok(lost),
+                Ok(Some(lost)) => return Ok(Some(lost)),
                 Ok(None) => {}
                 Err(_) => return Err(corrupt(chan, "a broadcast slot")),
             }
@@ -411,12 +416,12 @@ impl Subscriber {
                 &mut self.liveness,
             ) {
                 if let Ok(Some(lost)) = self.sub.try_recv(&s, buf) {
-                    return Ok(lost);
+                    return Ok(Some(lost));
                 }
                 return Err(e);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(timed_out(chan, "a message"));
+                return Ok(None);
             }
             let bit = self.bit;
             let woke = wait_as(
@@ -427,7 +432,7 @@ impl Subscriber {
                 || seqlock::park(s.ctl, bit, seen, chan.parker(), deadline),
             );
             if !woke {
-                return Err(timed_out(chan, "a message"));
+                return Ok(None);
             }
         }
     }
@@ -441,7 +446,8 @@ impl Subscriber {
     /// [`Error::Disconnected`] once the publisher closed (or died) and every message was
     /// read; [`Error::Corrupt`].
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<u64> {
-        self.next(buf, None)
+        self.next(buf, None)?
+            .ok_or_else(|| timed_out(&self.chan, "a message"))
     }
 
     /// As [`Subscriber::recv`], waiting up to `timeout`.
@@ -450,7 +456,8 @@ impl Subscriber {
     ///
     /// [`Error::Timeout`]; as for [`Subscriber::recv`].
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<u64> {
-        self.next(buf, Instant::now().checked_add(timeout))
+        self.next(buf, Instant::now().checked_add(timeout))?
+            .ok_or_else(|| timed_out(&self.chan, "a message"))
     }
 
     /// As [`Subscriber::recv`], without waiting: `None` if no message is there.
@@ -459,11 +466,7 @@ impl Subscriber {
     ///
     /// As for [`Subscriber::recv`].
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
-        match self.next(buf, Some(Instant::now())) {
-            Ok(lost) => Ok(Some(lost)),
-            Err(Error::Timeout { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        self.next(buf, Some(Instant::now()))
     }
 
     /// Receives a value of a typed channel, and how many were lost before it.
@@ -472,18 +475,24 @@ impl Subscriber {
     ///
     /// [`Error::Incompatible`] for a message of another size; as for [`Subscriber::recv`].
     pub fn recv_value<T: Plain>(&mut self) -> Result<(T, u64)> {
-        let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
-        let lost = self.recv(&mut buf)?;
-        let value = bytemuck::try_pod_read_unaligned(&buf).map_err(|_| Error::Incompatible {
-            name: self.chan.name().to_string(),
-            reason: format!(
-                "a message of {} bytes came where a {} was expected",
-                buf.len(),
-                std::any::type_name::<T>()
-            ),
-        })?;
-        Ok((value, lost))
+        let mut buf = std::mem::take(&mut self.scratch);
+        let got = self.recv(&mut buf);
+        let value = got.and_then(|lost| Ok((value_of(&self.chan, "message", &buf)?, lost)));
+        self.scratch = buf;
+        value
     }
+}
+
+/// `buf` as a `T`, or the error for a message of another size.
+fn value_of<T: Plain>(chan: &sys::Channel, what: &str, buf: &[u8]) -> Result<T> {
+    bytemuck::try_pod_read_unaligned(buf).map_err(|_| Error::Incompatible {
+        name: chan.name().to_string(),
+        reason: format!(
+            "a {what} of {} bytes came where a {} was expected",
+            buf.len(),
+            std::any::type_name::<T>()
+        ),
+    })
 }
 
 // ------------------------------------------------------------------------------------
@@ -577,6 +586,7 @@ impl Latest {
             bit,
             last: 0,
             liveness: Liveness::default(),
+            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -627,6 +637,8 @@ pub struct LatestReader {
     /// The version of the last value read (0: none yet).
     last: u64,
     liveness: Liveness,
+    /// The bytes of the last typed value (kept, so that typed reads do not allocate).
+    scratch: Vec<u8>,
     _claim: sys::Claim,
 }
 
@@ -678,19 +690,15 @@ impl LatestReader {
     ///
     /// [`Error::Incompatible`] for a value of another size; [`Error::Corrupt`].
     pub fn read_value<T: Plain>(&mut self) -> Result<Option<(T, u64)>> {
-        let mut buf = Vec::with_capacity(std::mem::size_of::<T>());
-        let Some(v) = self.read(&mut buf)? else {
-            return Ok(None);
+        let mut buf = std::mem::take(&mut self.scratch);
+        let got = self.read(&mut buf);
+        let value = match got {
+            Ok(Some(v)) => value_of(&self.chan, "value", &buf).map(|value| Some((value, v))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
         };
-        let value = bytemuck::try_pod_read_unaligned(&buf).map_err(|_| Error::Incompatible {
-            name: self.chan.name().to_string(),
-            reason: format!(
-                "a value of {} bytes where a {} was expected",
-                buf.len(),
-                std::any::type_name::<T>()
-            ),
-        })?;
-        Ok(Some((value, v)))
+        self.scratch = buf;
+        value
     }
 
     /// Waits until a value newer than `version` is published (up to `timeout`), and

@@ -586,15 +586,19 @@ impl Sender {
         self.chan.geometry().max_message as usize
     }
 
+    /// Sends `msg`, waiting for room until `deadline`; `false` if it passed first (no
+    /// error value is made for that here: a `try_send` on a full ring allocates nothing).
     #[inline(always)]
-    fn send_by(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
-        let r = self.reserve_by(msg.len(), deadline)?;
+    fn send_by(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<bool> {
+        let Some(r) = self.reserve_by(msg.len(), deadline)? else {
+            return Ok(false);
+        };
         let chan = &*self.chan;
         let ring = chan.ring();
         ring.copy_in(r.offset, msg);
         self.producer.commit(&ring, r);
         self.producer.publish(&ring, chan.parker());
-        Ok(())
+        Ok(true)
     }
 
     /// Sends every message of `msgs` in order, making them visible to the consumer in
@@ -633,6 +637,7 @@ impl Sender {
                             msg.len(),
                             None,
                         )?
+                        .ok_or_else(|| no_room(chan))?
                     }
                 };
                 ring.copy_in(r.offset, msg);
@@ -654,7 +659,10 @@ impl Sender {
     /// a child forked after this end was made (the role is still the parent's).
     #[inline(always)]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.send_by(msg, None)
+        match self.send_by(msg, None)? {
+            true => Ok(()),
+            false => Err(no_room(&self.chan)),
+        }
     }
 
     /// Sends `msg`, waiting for room up to `timeout`.
@@ -663,7 +671,10 @@ impl Sender {
     ///
     /// [`Error::Timeout`]; as for [`Sender::send`].
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        self.send_by(msg, Instant::now().checked_add(timeout))
+        match self.send_by(msg, Instant::now().checked_add(timeout))? {
+            true => Ok(()),
+            false => Err(no_room(&self.chan)),
+        }
     }
 
     /// Sends `msg` if there is room now.
@@ -674,8 +685,8 @@ impl Sender {
     /// [`TrySendError::Disconnected`] if there is none and the consumer is gone.
     pub fn try_send<'m>(&mut self, msg: &'m [u8]) -> Result<(), TrySendError<&'m [u8]>> {
         match self.send_by(msg, Some(Instant::now())) {
-            Ok(()) => Ok(()),
-            Err(Error::Timeout { .. }) => Err(TrySendError::Full(msg)),
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TrySendError::Full(msg)),
             Err(e @ Error::Disconnected { .. }) => Err(TrySendError::Disconnected(msg, e)),
             Err(e) => Err(TrySendError::Failed(e)),
         }
@@ -698,7 +709,9 @@ impl Sender {
     /// As for [`Sender::send`].
     #[inline(always)]
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
-        let reserved = self.reserve_by(len, None)?;
+        let Some(reserved) = self.reserve_by(len, None)? else {
+            return Err(no_room(&self.chan));
+        };
         Ok(Loan {
             sender: self,
             reserved,
@@ -709,7 +722,7 @@ impl Sender {
     /// the reservation stays in registers (a `Reserved` passed through memory costs a
     /// stall behind the ring's stores); waiting is out of line.
     #[inline(always)]
-    fn reserve_by(&mut self, len: usize, deadline: Option<Instant>) -> Result<Reserved> {
+    fn reserve_by(&mut self, len: usize, deadline: Option<Instant>) -> Result<Option<Reserved>> {
         let chan = &*self.chan;
         let fast = match len <= chan.geometry().max_message as usize && !self._claim.inherited() {
             true => self
@@ -718,7 +731,7 @@ impl Sender {
             false => Ok(None),
         };
         match fast {
-            Ok(Some(r)) => Ok(r),
+            Ok(Some(r)) => Ok(Some(r)),
             _ => reserve(
                 chan,
                 &self._claim,
@@ -737,14 +750,12 @@ impl Sender {
     ///
     /// As for [`Sender::send`].
     pub fn try_loan(&mut self, len: usize) -> Result<Option<Loan<'_>>> {
-        match self.reserve_by(len, Some(Instant::now())) {
-            Ok(reserved) => Ok(Some(Loan {
+        Ok(self
+            .reserve_by(len, Some(Instant::now()))?
+            .map(|reserved| Loan {
                 sender: self,
                 reserved,
-            })),
-            Err(Error::Timeout { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+            }))
     }
 
     /// Closes the producer's end (as dropping the sender does).
@@ -819,7 +830,24 @@ fn gone(
     })
 }
 
-/// Reserves room for `len` bytes, waiting until `deadline` (`Some(now)`: not at all).
+/// The error of a send that found no room in time.
+#[cold]
+fn no_room(chan: &sys::Channel) -> Error {
+    Error::Timeout {
+        what: format!("room in the channel {}", chan.name()),
+    }
+}
+
+/// The error of a receive that found no message in time.
+#[cold]
+fn no_message(chan: &sys::Channel) -> Error {
+    Error::Timeout {
+        what: format!("a message on the channel {}", chan.name()),
+    }
+}
+
+/// Reserves room for `len` bytes, waiting until `deadline` (`Some(now)`: not at all);
+/// `None` if the deadline passed first.
 #[inline(never)]
 fn reserve(
     chan: &sys::Channel,
@@ -829,7 +857,7 @@ fn reserve(
     strategy: WaitStrategy,
     len: usize,
     deadline: Option<Instant>,
-) -> Result<Reserved> {
+) -> Result<Option<Reserved>> {
     usable(claim, chan)?;
     if len > chan.geometry().max_message as usize {
         return Err(too_large(chan, len));
@@ -840,7 +868,7 @@ fn reserve(
             .try_reserve(&ring, len as u32, chan.parker())
             .map_err(|e| corrupt(chan, e))?
         {
-            return Ok(r);
+            return Ok(Some(r));
         }
         if let Some(e) = peer_gone(chan, Role::Consumer, liveness) {
             return Err(e);
@@ -848,9 +876,7 @@ fn reserve(
         if deadline.is_some_and(|d| Instant::now() >= d)
             || !producer.wait(&ring, strategy, chan.parker(), deadline)
         {
-            return Err(Error::Timeout {
-                what: format!("room in the channel {}", chan.name()),
-            });
+            return Ok(None);
         }
     }
 }
@@ -995,8 +1021,11 @@ impl Receiver {
         self.chan.name()
     }
 
+    /// The next message's frame, waiting until `deadline`; `None` if it passed first (no
+    /// error value is made for that here: a `try_recv` on an empty ring allocates
+    /// nothing).
     #[inline(always)]
-    fn message(&mut self, deadline: Option<Instant>) -> Result<Message<'_>> {
+    fn frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame>> {
         let chan = &*self.chan;
         // The fast path (a frame is ready), inlined into the caller; waiting is out of line.
         let fast = match self._claim.inherited() {
@@ -1005,21 +1034,30 @@ impl Receiver {
         };
         let frame = match fast {
             Ok(Some(frame)) => frame,
-            _ => next(
+            _ => match next(
                 chan,
                 &self._claim,
                 &mut self.consumer,
                 &mut self.liveness,
                 self.strategy,
                 deadline,
-            )?,
+            )? {
+                Some(frame) => frame,
+                None => return Ok(None),
+            },
         };
-        Ok(Message {
-            chan,
-            ring: chan.ring(),
+        Ok(Some(frame))
+    }
+
+    /// The message in `frame`, which [`frame`](Self::frame) returned.
+    #[inline(always)]
+    fn message(&mut self, frame: Frame) -> Message<'_> {
+        Message {
+            chan: &self.chan,
+            ring: self.chan.ring(),
             frame,
             consumer: Some(&mut self.consumer),
-        })
+        }
     }
 
     /// Receives the next message, waiting as long as it takes.
@@ -1031,7 +1069,10 @@ impl Receiver {
     /// in a child forked after this end was made (the role is still the parent's).
     #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
-        self.message(None)
+        match self.frame(None)? {
+            Some(frame) => Ok(self.message(frame)),
+            None => Err(no_message(&self.chan)),
+        }
     }
 
     /// Receives the next message, waiting up to `timeout`.
@@ -1040,7 +1081,10 @@ impl Receiver {
     ///
     /// [`Error::Timeout`]; as for [`Receiver::recv`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>> {
-        self.message(Instant::now().checked_add(timeout))
+        match self.frame(Instant::now().checked_add(timeout))? {
+            Some(frame) => Ok(self.message(frame)),
+            None => Err(no_message(&self.chan)),
+        }
     }
 
     /// Receives the next message if there is one (`None` if the ring is empty).
@@ -1049,11 +1093,9 @@ impl Receiver {
     ///
     /// As for [`Receiver::recv`].
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
-        match self.message(Some(Instant::now())) {
-            Ok(m) => Ok(Some(m)),
-            Err(Error::Timeout { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .frame(Some(Instant::now()))?
+            .map(|frame| self.message(frame)))
     }
 
     /// Receives up to `max` messages at once, waiting for the first as long as it takes,
@@ -1073,7 +1115,8 @@ impl Receiver {
             &mut self.liveness,
             self.strategy,
             None,
-        )?;
+        )?
+        .ok_or_else(|| no_message(chan))?;
         let mut n = 0;
         loop {
             f(&Message {
@@ -1107,13 +1150,12 @@ impl Receiver {
     /// [`Error::Incompatible`] if the message is not the size of `T`; as for
     /// [`Receiver::recv`].
     pub fn recv_value<T: Plain>(&mut self) -> Result<T> {
-        let name = self.name().to_string();
         let m = self.recv()?;
         let mut value = T::zeroed();
         let bytes = bytemuck::bytes_of_mut(&mut value);
         if m.len() != bytes.len() {
             return Err(Error::Incompatible {
-                name,
+                name: m.chan.name().to_string(),
                 reason: format!(
                     "a message of {} bytes came where a {} of {} bytes was expected",
                     m.len(),
@@ -1269,7 +1311,8 @@ impl<'a> Readiness<'a> {
     }
 }
 
-/// The next frame, waiting until `deadline` (`Some(now)`: not at all).
+/// The next frame, waiting until `deadline` (`Some(now)`: not at all); `None` if it passed
+/// first.
 #[inline(never)]
 fn next(
     chan: &sys::Channel,
@@ -1278,13 +1321,13 @@ fn next(
     liveness: &mut Liveness,
     strategy: WaitStrategy,
     deadline: Option<Instant>,
-) -> Result<Frame> {
+) -> Result<Option<Frame>> {
     usable(claim, chan)?;
     let ring = chan.ring();
     let trying = deadline.is_some_and(|d| Instant::now() >= d);
     loop {
         if let Some(f) = consumer.try_peek(&ring).map_err(|e| corrupt(chan, e))? {
-            return Ok(f);
+            return Ok(Some(f));
         }
         // A producer in full flow refills the ring within a few hundred nanoseconds: look
         // again for a moment before giving room back and checking on the producer (a store
@@ -1297,16 +1340,14 @@ fn next(
         if let Some(e) = peer_gone(chan, Role::Producer, liveness) {
             // It may have sent more before it went: look once more.
             if let Some(f) = consumer.try_peek(&ring).map_err(|e| corrupt(chan, e))? {
-                return Ok(f);
+                return Ok(Some(f));
             }
             return Err(e);
         }
         if deadline.is_some_and(|d| Instant::now() >= d)
             || !consumer.wait(&ring, strategy, chan.parker(), deadline)
         {
-            return Err(Error::Timeout {
-                what: format!("a message on the channel {}", chan.name()),
-            });
+            return Ok(None);
         }
     }
 }
