@@ -61,6 +61,9 @@ pub(crate) struct Channel {
     created: bool,
     geometry: Geometry,
     parker: WaitObjects,
+    /// A role event's name (see [`Channel::role_name`]), built here at each liveness check
+    /// (a waiting side asks every few milliseconds: no allocation for that).
+    role_buf: std::sync::Mutex<Vec<u16>>,
 }
 
 /// A role being played: the event whose existence says so.
@@ -250,6 +253,7 @@ impl Channel {
             created,
             geometry,
             parker,
+            role_buf: std::sync::Mutex::default(),
         })
     }
 
@@ -307,11 +311,22 @@ impl Channel {
         unsafe { Clients::new(self.control::<RpcControl>(), base, self.geometry) }
     }
 
-    fn role_name(&self, role: u16) -> Vec<u16> {
-        format!("{}:filemap-role-{role}", self.name)
-            .encode_utf16()
-            .chain(std::iter::once(0))
-            .collect()
+    /// The NUL-terminated name of the event that says that `role` is played, written
+    /// into `w` (which keeps its room from one call to the next).
+    fn role_name(&self, role: u16, w: &mut Vec<u16>) {
+        use std::fmt::Write as _;
+        /// Encodes what is written into UTF-16 at the end of a vector.
+        struct Utf16<'a>(&'a mut Vec<u16>);
+        impl std::fmt::Write for Utf16<'_> {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                self.0.extend(s.encode_utf16());
+                Ok(())
+            }
+        }
+        w.clear();
+        // Writing into a vector cannot fail.
+        let _ = write!(Utf16(w), "{}:filemap-role-{role}", self.name);
+        w.push(0);
     }
 
     pub(crate) fn claim(&self, role: u16, what: &'static str) -> Result<Claim> {
@@ -334,7 +349,8 @@ impl Channel {
     }
 
     fn try_claim(&self, role: u16) -> Result<Option<Claim>> {
-        let w = self.role_name(role);
+        let mut w = Vec::new();
+        self.role_name(role, &mut w);
         // SAFETY: `w` is NUL-terminated; default security.
         let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, w.as_ptr()) };
         let code = last_error();
@@ -350,7 +366,11 @@ impl Channel {
 
     pub(crate) fn role_alive(&self, role: u16) -> bool {
         use windows_sys::Win32::Storage::FileSystem::SYNCHRONIZE;
-        let w = self.role_name(role);
+        let mut w = self
+            .role_buf
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.role_name(role, &mut w);
         // SAFETY: `w` is NUL-terminated.
         let h = unsafe { OpenEventW(SYNCHRONIZE, 0, w.as_ptr()) };
         if h.is_null() {
