@@ -832,6 +832,7 @@ fn gone(
 
 /// The error of a send that found no room in time.
 #[cold]
+#[inline(never)]
 fn no_room(chan: &sys::Channel) -> Error {
     Error::Timeout {
         what: format!("room in the channel {}", chan.name()),
@@ -840,6 +841,7 @@ fn no_room(chan: &sys::Channel) -> Error {
 
 /// The error of a receive that found no message in time.
 #[cold]
+#[inline(never)]
 fn no_message(chan: &sys::Channel) -> Error {
     Error::Timeout {
         what: format!("a message on the channel {}", chan.name()),
@@ -1067,7 +1069,9 @@ impl Receiver {
     /// [`Error::Disconnected`] once the producer has closed its end (or died) and every
     /// message it sent has been received; [`Error::Corrupt`]; [`Error::InvalidArgument`]
     /// in a child forked after this end was made (the role is still the parent's).
-    #[inline]
+    // Always inlined: as a call, the message is returned through memory and dropped
+    // through another call (64 B one way fell from about 200 to 72 M msg/s).
+    #[inline(always)]
     pub fn recv(&mut self) -> Result<Message<'_>> {
         match self.frame(None)? {
             Some(frame) => Ok(self.message(frame)),

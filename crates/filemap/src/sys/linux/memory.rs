@@ -119,7 +119,12 @@ impl Drop for Region {
 }
 
 /// Maps the first `len` bytes of an object file shared and read-write: a channel's control
-/// page and ring.
+/// page and ring, with its page tables filled in now (`MAP_POPULATE`). Otherwise each
+/// process takes a page fault at its first touch of each page of the ring, in the middle
+/// of sending or receiving: about 0.5 ms per MiB of ring, spread over the first lap
+/// (docs/BENCHMARKS.md, 2026-11-28). The pages exist already (the file is reserved), so
+/// this costs only the page tables, at open: 0.1 ms per MiB here. A page that is not
+/// there (a file that another user truncated) is left out, not an error.
 pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> Result<Region> {
     let failed = |e| Error::io("mapping a channel", e);
     // SAFETY: a new mapping at an address of the kernel's choosing cannot overlap memory
@@ -129,7 +134,7 @@ pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> Result<Region> {
             std::ptr::null_mut(),
             len,
             ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED,
+            MapFlags::SHARED | MapFlags::POPULATE,
             fd.as_fd(),
             0,
         )
