@@ -13,7 +13,7 @@ use crate::channel::algo::KIND_BROADCAST;
 use crate::channel::algo::{Consumer, Control, Geometry, Producer, Ring, KIND_LATEST, KIND_STREAM};
 use crate::channel::mem::LoomMem;
 use crate::channel::seqlock::{read_latest, Publisher, SlotControl, Slots, Subscriber, Writer};
-use crate::sync::algo::{Parked, Parker};
+use crate::sync::algo::{Parked, Parker, Words};
 
 /// Enough to find the reorderings these algorithms could suffer (each needs one or two
 /// preemptions at the wrong place), small enough to finish in seconds.
@@ -35,8 +35,11 @@ impl Parker for Yield {
         }
         Parked::Woken
     }
-    fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
-        self.park(words[0].0, words[0].1, deadline)
+    fn park_any(&self, words: &Words<'_>, deadline: Option<Instant>) -> Parked {
+        match words.first() {
+            Some((word, val)) => self.park(word, val, deadline),
+            None => Parked::Woken,
+        }
     }
     fn unpark(&self, _: &AtomicU32, _: u32) {}
 }

@@ -261,3 +261,76 @@ fn requests_and_replies_allocate_nothing() {
         assert_eq!(reply, i.to_le_bytes());
     });
 }
+
+/// "A message or quit": `wait_any` over an event, a semaphore, a mutex and a stream
+/// receiver, both when a message is there already and when the wait has to sleep until
+/// another thread sends one.
+#[test]
+fn waiting_for_a_message_or_quit_allocates_nothing() {
+    let root = TestRoot::new("alloc-wait");
+    let o = root.opts();
+    let quit = o
+        .create_event(&root.name("Local\\alloc-quit"), true, false)
+        .unwrap();
+    let sem = o
+        .create_semaphore(&root.name("Local\\alloc-sem"), 0, 1)
+        .unwrap();
+    let lock = o.create_mutex(&root.name("Local\\alloc-lock")).unwrap();
+    let name = root.name("Local\\alloc-wait");
+    let s = o.create_stream(&name, 1 << 16, 64).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    // Another thread owns the mutex throughout, so that it is never the one taken.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let owner = std::thread::spawn({
+        let lock = o.open_mutex(&root.name("Local\\alloc-lock")).unwrap();
+        move || {
+            let guard = lock.lock().unwrap();
+            held_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+            drop(guard);
+        }
+    });
+    held_rx.recv().unwrap();
+    let mut buf = [0u8; 8];
+    assert_no_allocation("a message there already", |i| {
+        tx.send(&i.to_le_bytes()).unwrap();
+        let got = filemap::wait_any(&[&quit, &sem, &lock, &rx], Some(Duration::from_secs(5)));
+        assert_eq!(got.unwrap(), filemap::WaitOutcome::Signalled(3));
+        rx.try_recv()
+            .unwrap()
+            .unwrap()
+            .read_at(0, &mut buf)
+            .unwrap();
+    });
+    // A sender on another thread (its allocations are its own): the wait sleeps, as far
+    // as the timing goes, until the message comes.
+    let sender = std::thread::spawn(move || {
+        for i in 0..=40u64 {
+            std::thread::sleep(Duration::from_millis(1));
+            tx.send(&i.to_le_bytes()).unwrap();
+        }
+    });
+    let mut before = 0;
+    for i in 0..=40u64 {
+        let got = filemap::wait_any(&[&quit, &sem, &lock, &rx], Some(Duration::from_secs(5)));
+        assert_eq!(got.unwrap(), filemap::WaitOutcome::Signalled(3));
+        rx.try_recv()
+            .unwrap()
+            .unwrap()
+            .read_at(0, &mut buf)
+            .unwrap();
+        assert_eq!(u64::from_le_bytes(buf), i);
+        if i == 0 {
+            // The first sleep may set up what later ones reuse (on Windows, the
+            // channel's semaphore): count from the second.
+            before = allocations();
+        }
+    }
+    let n = allocations() - before;
+    sender.join().unwrap();
+    done_tx.send(()).unwrap();
+    owner.join().unwrap();
+    assert_eq!(n, 0, "{n} allocations in 40 sleeping waits");
+}

@@ -74,7 +74,7 @@ pub(crate) trait Parker {
     /// Sleeps while `*word == expected`, until woken or `deadline`. May return early.
     fn park(&self, word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> Parked;
     /// Sleeps while every `*word == expected`, until one is woken or `deadline`.
-    fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked;
+    fn park_any(&self, words: &Words<'_>, deadline: Option<Instant>) -> Parked;
     /// Wakes up to `n` sleepers on `word`.
     fn unpark(&self, word: &AtomicU32, n: u32);
     /// The fence of the fast side of an asymmetric Dekker pair (a side that stores, then
@@ -111,7 +111,7 @@ pub(crate) trait Waitable {
     /// Announces a sleeper, and adds the words to sleep on, with the values they have
     /// while the waiter must sleep, to `words`. `false` if there is no value to sleep on
     /// (a mutex found free): the waiter then looks again instead of sleeping.
-    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool;
+    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Words<'a>) -> bool;
     /// Withdraws what `prepare_sleep` announced.
     fn finish_sleep(&self);
     /// Whether every wake-up that this object needs reaches its sleepers. A mutex waiter
@@ -121,26 +121,89 @@ pub(crate) trait Waitable {
     }
 }
 
+/// The most objects one wait takes (Windows' `MAXIMUM_WAIT_OBJECTS`).
+pub(crate) const MAX_OBJECTS: usize = 64;
+
+/// The most words one wait sleeps on: two per object at most (also `futex_waitv`'s
+/// limit).
+pub(crate) const MAX_WORDS: usize = 2 * MAX_OBJECTS;
+
+/// The words a wait sleeps on, with the values they have while it must sleep: on the
+/// stack, so that a wait allocates nothing.
+#[derive(Debug)]
+pub(crate) struct Words<'a> {
+    items: [Option<(&'a AtomicU32, u32)>; MAX_WORDS],
+    len: usize,
+}
+
+impl<'a> Words<'a> {
+    pub(crate) fn new() -> Words<'a> {
+        Words {
+            items: [None; MAX_WORDS],
+            len: 0,
+        }
+    }
+
+    /// Adds a word. Past [`MAX_WORDS`] (which [`MAX_OBJECTS`] objects cannot reach) the
+    /// word is left out, and the sleep is cut short instead (see [`wait_any`]).
+    pub(crate) fn push(&mut self, word: (&'a AtomicU32, u32)) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = Some(word);
+        }
+        self.len += 1;
+    }
+
+    fn clear(&mut self) {
+        self.items = [None; MAX_WORDS];
+        self.len = 0;
+    }
+
+    /// Whether some word was left out.
+    fn overflowed(&self) -> bool {
+        self.len > MAX_WORDS
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.min(MAX_WORDS)
+    }
+
+    /// The words, in the order they were added.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a AtomicU32, u32)> + '_ {
+        self.items.iter().map_while(|w| *w)
+    }
+
+    /// The first word.
+    pub(crate) fn first(&self) -> Option<(&'a AtomicU32, u32)> {
+        self.items[0]
+    }
+}
+
 /// The most that `FUTEX_WAKE` takes for "everyone" (the count is a C `int`).
 pub(crate) const WAKE_ALL: u32 = i32::MAX as u32;
 
 /// Waits until one of `objects` can be taken, takes it and returns its index and how it
 /// was taken; the lowest index wins when several are signalled, as in
-/// `WaitForMultipleObjects`. `None` means the deadline passed.
+/// `WaitForMultipleObjects`. `None` means the deadline passed. At most [`MAX_OBJECTS`]
+/// objects (the callers check; more are left out). Nothing is allocated.
 pub(crate) fn wait_any(
     objects: &[&dyn Waitable],
     parker: &dyn Parker,
     deadline: Option<Instant>,
 ) -> Option<(usize, Taken)> {
-    let tokens: Vec<u32> = objects.iter().map(|o| o.begin()).collect();
+    let objects = &objects[..objects.len().min(MAX_OBJECTS)];
+    let mut tokens = [0u32; MAX_OBJECTS];
+    for (t, o) in tokens.iter_mut().zip(objects) {
+        *t = o.begin();
+    }
+    let tokens = &tokens[..objects.len()];
     let take = || {
         objects
             .iter()
-            .zip(&tokens)
+            .zip(tokens)
             .enumerate()
             .find_map(|(i, (o, &t))| o.try_take(t).map(|how| (i, how)))
     };
-    let mut words = Vec::with_capacity(objects.len() * 2);
+    let mut words = Words::new();
     let unwatched = objects.iter().any(|o| !o.watched());
     loop {
         // 1. Take the first one that is signalled.
@@ -153,19 +216,19 @@ pub(crate) fn wait_any(
         // 2. Announce ourselves, then look once more before sleeping.
         words.clear();
         let mut sleep = true;
-        for (o, &t) in objects.iter().zip(&tokens) {
+        for (o, &t) in objects.iter().zip(tokens) {
             sleep &= o.prepare_sleep(t, &mut words);
         }
         let taken = take();
         if taken.is_none() && sleep {
-            let until = if unwatched {
+            let until = if unwatched || words.overflowed() {
                 let recheck = Instant::now() + Duration::from_millis(UNWATCHED_RECHECK_MS);
                 Some(deadline.map_or(recheck, |d| d.min(recheck)))
             } else {
                 deadline
             };
-            match words[..] {
-                [(word, val)] => parker.park(word, val, until),
+            match (words.len(), words.first()) {
+                (1, Some((word, val))) => parker.park(word, val, until),
                 _ => parker.park_any(&words, until),
             };
         }
@@ -260,7 +323,7 @@ impl Waitable for SemaphoreState {
         None
     }
 
-    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
+    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Words<'a>) -> bool {
         self.waiters.fetch_add(1, SeqCst);
         words.push((&self.count, 0));
         true
@@ -345,7 +408,7 @@ impl Waitable for EventState {
         taken.then_some(Taken::Signalled)
     }
 
-    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
+    fn prepare_sleep<'a>(&'a self, token: u32, words: &mut Words<'a>) -> bool {
         self.waiters.fetch_add(1, SeqCst);
         words.push(if self.manual_reset() {
             (&self.generation, token)
@@ -574,7 +637,7 @@ impl Waitable for MutexWait<'_> {
         }
     }
 
-    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
+    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Words<'a>) -> bool {
         let lock = &self.state.lock.word;
         // Only ever sleep on an owned word with WAITERS set: the unlock of exactly that
         // word wakes us. (A free value would be wrong: the word may go from free to owned
@@ -632,8 +695,11 @@ pub(crate) mod test_parker {
             }
             Parked::Woken
         }
-        fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
-            self.park(words[0].0, words[0].1, deadline)
+        fn park_any(&self, words: &Words<'_>, deadline: Option<Instant>) -> Parked {
+            match words.first() {
+                Some((word, val)) => self.park(word, val, deadline),
+                None => Parked::Woken,
+            }
         }
         fn unpark(&self, _: &AtomicU32, _: u32) {}
     }
@@ -660,7 +726,7 @@ mod tests {
         fn park(&self, w: &AtomicU32, e: u32, d: Option<Instant>) -> Parked {
             Yield.park(w, e, d)
         }
-        fn park_any(&self, w: &[(&AtomicU32, u32)], d: Option<Instant>) -> Parked {
+        fn park_any(&self, w: &Words<'_>, d: Option<Instant>) -> Parked {
             Yield.park_any(w, d)
         }
         fn unpark(&self, word: &AtomicU32, n: u32) {
@@ -756,7 +822,7 @@ mod tests {
         auto.set(&rec);
         assert!(rec.0.lock().unwrap().is_empty());
         // Three sleepers each.
-        let mut words = Vec::new();
+        let mut words = Words::new();
         for o in [&*s as &dyn Waitable, &*auto, &*manual] {
             for _ in 0..3 {
                 assert!(o.prepare_sleep(o.begin(), &mut words));
@@ -838,11 +904,12 @@ mod tests {
                     let token = e.begin();
                     started.fetch_add(1, SeqCst);
                     // The same steps as wait_any, with the token taken before the set.
-                    let mut words = Vec::new();
+                    let mut words = Words::new();
                     while e.try_take(token).is_none() {
                         words.clear();
                         assert!(e.prepare_sleep(token, &mut words));
-                        Yield.park(words[0].0, words[0].1, None);
+                        let (word, val) = words.first().unwrap();
+                        Yield.park(word, val, None);
                         e.finish_sleep();
                     }
                 })
@@ -1027,7 +1094,7 @@ mod tests {
             slot: Some(slot),
             recursive: false,
         });
-        let mut words = Vec::new();
+        let mut words = Words::new();
         for w in &waits {
             assert_eq!(w.try_take(0), None);
             assert!(w.prepare_sleep(0, &mut words));
@@ -1070,16 +1137,16 @@ mod tests {
             slot: Some(0),
             recursive: false,
         };
-        let mut words = Vec::new();
+        let mut words = Words::new();
         // Free: no value to sleep on (it could be free again when the kernel compares).
         assert!(!w.prepare_sleep(0, &mut words));
-        assert!(words.is_empty());
+        assert_eq!(words.len(), 0);
         m.lock.word.store(WAITERS | OWNER_DIED, SeqCst);
         assert!(!w.prepare_sleep(0, &mut words), "free and abandoned");
         // Owned: WAITERS is set first, and that is the value slept on.
         m.lock.word.store(1, SeqCst);
         assert!(w.prepare_sleep(0, &mut words));
-        let got: Vec<(usize, u32)> = words.iter().map(|&(w, v)| (addr(w), v)).collect();
+        let got: Vec<(usize, u32)> = words.iter().map(|(w, v)| (addr(w), v)).collect();
         assert_eq!(
             got,
             [
@@ -1194,8 +1261,11 @@ mod tests {
             std::thread::sleep(d.saturating_duration_since(Instant::now()));
             Parked::TimedOut
         }
-        fn park_any(&self, w: &[(&AtomicU32, u32)], d: Option<Instant>) -> Parked {
-            self.park(w[0].0, w[0].1, d)
+        fn park_any(&self, w: &Words<'_>, d: Option<Instant>) -> Parked {
+            match w.first() {
+                Some((word, val)) => self.park(word, val, d),
+                None => Parked::Woken,
+            }
         }
         fn unpark(&self, _: &AtomicU32, _: u32) {}
     }

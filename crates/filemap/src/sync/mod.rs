@@ -262,7 +262,7 @@ named_object!(Event);
 
 /// Waits for one event or semaphore, and takes it.
 fn wait_one(object: &dyn Waitable, timeout: Option<Duration>) -> Result<()> {
-    match sys::wait_any(&[sealed::Sealed::wait_ref(object)], deadline(timeout))? {
+    match sys::wait_any(&[object], deadline(timeout))? {
         Some(_) => Ok(()),
         None => Err(timed_out(sealed::Sealed::name(object))),
     }
@@ -664,7 +664,7 @@ impl Event {
     }
 }
 
-mod sealed {
+pub(crate) mod sealed {
     use crate::sys;
 
     pub trait Sealed {
@@ -750,6 +750,7 @@ impl WaitOutcome {
 
 /// The most objects [`wait_any`] takes, as Windows' `MAXIMUM_WAIT_OBJECTS`.
 pub const MAX_WAIT_OBJECTS: usize = 64;
+const _: () = assert!(MAX_WAIT_OBJECTS == algo::MAX_OBJECTS);
 
 /// Waits until any of `objects` is signalled, takes it and says which, like
 /// `WaitForMultipleObjects` with `bWaitAll = FALSE`: a semaphore is decremented, an
@@ -804,11 +805,7 @@ pub fn wait_any(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<
             ),
         });
     }
-    let refs: Vec<sys::WaitRef<'_>> = objects
-        .iter()
-        .map(|o| sealed::Sealed::wait_ref(*o))
-        .collect();
-    match sys::wait_any(&refs, deadline(timeout))? {
+    match sys::wait_any(objects, deadline(timeout))? {
         Some((i, false)) => Ok(WaitOutcome::Signalled(i)),
         Some((i, true)) => Ok(WaitOutcome::Abandoned(i)),
         None => Err(Error::Timeout {

@@ -52,7 +52,7 @@ impl Parker for NoParker {
     fn park(&self, _: &AtomicU32, _: u32, _: Option<Instant>) -> Parked {
         Parked::Woken
     }
-    fn park_any(&self, _: &[(&AtomicU32, u32)], _: Option<Instant>) -> Parked {
+    fn park_any(&self, _: &crate::sync::algo::Words<'_>, _: Option<Instant>) -> Parked {
         Parked::Woken
     }
     fn unpark(&self, _: &AtomicU32, _: u32) {}

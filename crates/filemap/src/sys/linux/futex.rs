@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use crate::sync::algo::{Parked, Parker};
+use crate::sync::algo::{Parked, Parker, Words, MAX_WORDS};
 
 /// Shared futexes: no `FUTEX_PRIVATE_FLAG`, so they work across processes.
 #[derive(Debug, Clone, Copy)]
@@ -118,23 +118,23 @@ impl Parker for Futex {
         }
     }
 
-    fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
+    fn park_any(&self, words: &Words<'_>, deadline: Option<Instant>) -> Parked {
         let Some(left) = remaining(deadline) else {
             return Parked::TimedOut;
         };
-        let waits: Vec<futex::Wait> = words
-            .iter()
-            .map(|(word, val)| {
-                let mut w = futex::Wait::new();
-                w.val = u64::from(*val);
-                w.uaddr = futex::WaitPtr::new(word.as_ptr().cast());
-                w.flags = futex::WaitFlags::SIZE_U32;
-                w
-            })
-            .collect();
+        let Some(first) = words.first() else {
+            return Parked::Woken;
+        };
+        // On the stack: a wait allocates nothing.
+        let mut waits: [futex::Wait; MAX_WORDS] = std::array::from_fn(|_| futex::Wait::new());
+        for (w, (word, val)) in waits.iter_mut().zip(words.iter()) {
+            w.val = u64::from(val);
+            w.uaddr = futex::WaitPtr::new(word.as_ptr().cast());
+            w.flags = futex::WaitFlags::SIZE_U32;
+        }
         let abs = left.map(monotonic_after);
         match futex::waitv(
-            &waits,
+            &waits[..words.len()],
             futex::WaitvFlags::empty(),
             abs.as_ref(),
             rustix::time::ClockId::Monotonic,
@@ -148,7 +148,7 @@ impl Parker for Futex {
                     Some(d) if Some(d) < short => Some(d),
                     _ => short,
                 };
-                self.park(words[0].0, words[0].1, d);
+                self.park(first.0, first.1, d);
                 Parked::Woken
             }
             _ => Parked::Woken,

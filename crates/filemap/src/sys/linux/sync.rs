@@ -12,7 +12,7 @@
 //!   abandoned. No one polls.
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use super::memory::{map_state, Region};
 use super::object::{Entry, NewObject};
 use super::robust::{self, Core, Fast, Me};
 use crate::sync::algo::{
-    self, EventState, MutexState, MutexWait, SemaphoreState, Taken, Waitable, ID_MASK, OWNER_DIED,
+    self, EventState, MutexState, MutexWait, SemaphoreState, Taken, ID_MASK, OWNER_DIED,
 };
 use crate::sys::{CreateOptions, Disposition, Locked};
 use crate::{Error, Kind, Name, Namespace, Result, SyncState};
@@ -299,7 +299,7 @@ impl algo::Waitable for ChannelWait<'_> {
     fn try_take(&self, _: u32) -> Option<Taken> {
         self.0.ready().then_some(Taken::Signalled)
     }
-    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut Vec<(&'a AtomicU32, u32)>) -> bool {
+    fn prepare_sleep<'a>(&'a self, _: u32, words: &mut algo::Words<'a>) -> bool {
         self.0.begin_sleep();
         words.push(self.0.word());
         true
@@ -312,46 +312,61 @@ impl algo::Waitable for ChannelWait<'_> {
     }
 }
 
-/// Waits for any of `objects` and takes it; `None` on timeout. A mutex that is taken is
-/// owned by the calling thread, as after [`Mutex::lock`].
-/// The flag says whether the object was a mutex whose owner had died.
+/// A filler for the unused entries of [`wait_any`]'s fixed arrays; never waited for.
+struct Never;
+
+impl algo::Waitable for Never {
+    fn begin(&self) -> u32 {
+        0
+    }
+    fn try_take(&self, _: u32) -> Option<Taken> {
+        None
+    }
+    fn prepare_sleep<'a>(&'a self, _: u32, _: &mut algo::Words<'a>) -> bool {
+        false
+    }
+    fn finish_sleep(&self) {}
+}
+
+/// Waits for any of `objects` (at most [`algo::MAX_OBJECTS`], which the caller checks)
+/// and takes it; `None` on timeout. A mutex that is taken is owned by the calling thread,
+/// as after [`Mutex::lock`]. The flag says whether the object was a mutex whose owner had
+/// died. Nothing is allocated: the per-object state is in arrays on the stack.
 pub(crate) fn wait_any(
-    objects: &[WaitRef<'_>],
+    objects: &[&dyn crate::Waitable],
     deadline: Option<Instant>,
 ) -> Result<Option<(usize, bool)>> {
+    const MAX: usize = algo::MAX_OBJECTS;
+    let n = objects.len().min(MAX);
     robust::with_thread(|me| {
-        let mut mutexes = Vec::new();
-        for o in objects {
-            mutexes.push(match o {
-                WaitRef::Mutex(m) => Some(m.waiter(me)?),
-                _ => None,
-            });
+        let refs: [Option<WaitRef<'_>>; MAX] =
+            std::array::from_fn(|i| objects.get(i).map(|o| o.wait_ref()));
+        let mut mutexes: [Option<MutexWait<'_>>; MAX] = [const { None }; MAX];
+        for (w, r) in mutexes.iter_mut().zip(&refs) {
+            if let Some(WaitRef::Mutex(m)) = r {
+                *w = Some(m.waiter(me)?);
+            }
         }
-        let channels: Vec<Option<ChannelWait<'_>>> = objects
-            .iter()
-            .map(|o| match o {
-                WaitRef::Channel(r) => Some(ChannelWait(*r)),
-                _ => None,
-            })
-            .collect();
-        let states: Vec<&dyn Waitable> = objects
-            .iter()
-            .zip(&mutexes)
-            .zip(&channels)
-            .map(|((o, w), c)| match (o, w, c) {
-                (_, Some(w), _) => w as &dyn Waitable,
-                (_, _, Some(c)) => c as &dyn Waitable,
-                (WaitRef::Event(e), ..) => e.state() as &dyn Waitable,
-                (WaitRef::Semaphore(s), ..) => s.state() as &dyn Waitable,
-                (WaitRef::Mutex(_), ..) | (WaitRef::Channel(_), ..) => {
-                    unreachable!("every mutex has a waiter, every channel a wait")
-                }
-            })
-            .collect();
-        let Some((i, how)) = algo::wait_any(&states, &Futex, deadline) else {
+        let channels: [Option<ChannelWait<'_>>; MAX] = std::array::from_fn(|i| match refs[i] {
+            Some(WaitRef::Channel(r)) => Some(ChannelWait(r)),
+            _ => None,
+        });
+        let mut states: [&dyn algo::Waitable; MAX] = [&Never; MAX];
+        for (i, state) in states.iter_mut().enumerate().take(n) {
+            *state = match (&refs[i], &mutexes[i], &channels[i]) {
+                (_, Some(w), _) => w,
+                (_, _, Some(c)) => c,
+                (Some(WaitRef::Event(e)), ..) => e.state(),
+                (Some(WaitRef::Semaphore(s)), ..) => s.state(),
+                // Every mutex has a waiter and every channel a wait, and every index below
+                // `n` an object.
+                _ => &Never,
+            };
+        }
+        let Some((i, how)) = algo::wait_any(&states[..n], &Futex, deadline) else {
             return Ok(None);
         };
-        if let (WaitRef::Mutex(m), Some(w)) = (&objects[i], &mutexes[i]) {
+        if let (Some(WaitRef::Mutex(m)), Some(w)) = (&refs[i], &mutexes[i]) {
             m.owned_now(me, w.recursive)?;
         }
         Ok(Some((i, how == Taken::Abandoned)))

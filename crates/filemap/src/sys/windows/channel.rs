@@ -33,7 +33,7 @@ use crate::channel::algo::{
 };
 use crate::channel::rpc::{Clients, RpcControl};
 use crate::channel::seqlock::{SlotControl, Slots};
-use crate::sync::algo::{Parked, Parker};
+use crate::sync::algo::{Parked, Parker, Words};
 use crate::sys::{CreateOptions, Disposition};
 use crate::{Access, Error, Kind, Name, Namespace, Result};
 
@@ -155,8 +155,11 @@ impl Parker for WaitObjects {
         }
     }
 
-    fn park_any(&self, words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> Parked {
-        self.park(words[0].0, words[0].1, deadline)
+    fn park_any(&self, words: &Words<'_>, deadline: Option<Instant>) -> Parked {
+        match words.first() {
+            Some((word, val)) => self.park(word, val, deadline),
+            None => Parked::Woken,
+        }
     }
 
     fn unpark(&self, word: &AtomicU32, n: u32) {

@@ -375,44 +375,49 @@ pub enum WaitRef<'a> {
     Channel(crate::channel::Readiness<'a>),
 }
 
-/// `WaitForMultipleObjects`: the index of the object taken, and whether it was a mutex
-/// whose owner had died (`WAIT_ABANDONED_0 + i`); `None` on timeout.
+/// `WaitForMultipleObjects` on `objects` (at most `MAXIMUM_WAIT_OBJECTS`, which the caller
+/// checks): the index of the object taken, and whether it was a mutex whose owner had
+/// died (`WAIT_ABANDONED_0 + i`); `None` on timeout. Nothing is allocated (after a
+/// channel's first wait, which makes its semaphore).
 pub(crate) fn wait_any(
-    objects: &[WaitRef<'_>],
+    objects: &[&dyn crate::Waitable],
     deadline: Option<Instant>,
 ) -> Result<Option<(usize, bool)>> {
+    const MAX: usize = crate::sync::algo::MAX_OBJECTS;
+    let objects: [Option<WaitRef<'_>>; MAX] =
+        std::array::from_fn(|i| objects.get(i).map(|o| o.wait_ref()));
+    let objects = &objects[..objects.iter().take_while(|o| o.is_some()).count()];
     // A stream receiver is waited for through the semaphore its producer releases (see
     // `channel.rs`); a token may be stale, so the index counts only if it is ready.
-    let mut sems = Vec::new();
-    let handles: Vec<HANDLE> = objects
-        .iter()
-        .map(|o| match o {
-            WaitRef::Event(e) => Ok(e.handle.0),
-            WaitRef::Semaphore(s) => Ok(s.handle.0),
-            WaitRef::Mutex(m) => Ok(m.handle.0),
-            WaitRef::Channel(r) => {
-                let sem = r.chan().parker().semaphore(r.word().0).ok_or_else(|| {
+    let mut sems: [Option<std::sync::Arc<Handle>>; MAX] = [const { None }; MAX];
+    let mut handles: [HANDLE; MAX] = [std::ptr::null_mut(); MAX];
+    for ((o, h), sem) in objects.iter().zip(&mut handles).zip(&mut sems) {
+        *h = match o {
+            Some(WaitRef::Event(e)) => e.handle.0,
+            Some(WaitRef::Semaphore(s)) => s.handle.0,
+            Some(WaitRef::Mutex(m)) => m.handle.0,
+            Some(WaitRef::Channel(r)) => {
+                let s = r.chan().parker().semaphore(r.word().0).ok_or_else(|| {
                     os_error(format!("waiting for {}", r.chan().name()), last_error())
                 })?;
-                let h = sem.0;
-                sems.push(sem);
-                Ok(h)
+                sem.insert(s).0
             }
-        })
-        .collect::<Result<_>>()?;
+            None => std::ptr::null_mut(),
+        };
+    }
     let channels = || {
         objects.iter().filter_map(|o| match o {
-            WaitRef::Channel(r) => Some(r),
+            Some(WaitRef::Channel(r)) => Some(r),
             _ => None,
         })
     };
     let has_channels = channels().next().is_some();
-    let n = handles.len() as u32;
+    let n = objects.len() as u32;
     loop {
         // A ready channel, unless a kernel object before it is signalled already.
         let ready = objects
             .iter()
-            .position(|o| matches!(o, WaitRef::Channel(r) if r.ready()));
+            .position(|o| matches!(o, Some(WaitRef::Channel(r)) if r.ready()));
         let wait_ms = if ready.is_some() { 0 } else { millis(deadline) };
         // A channel's producer does not wake a sleeper when it dies: look again in a while.
         let wait_ms = if has_channels {
@@ -427,7 +432,7 @@ pub(crate) fn wait_any(
         if (WAIT_OBJECT_0..WAIT_OBJECT_0 + n).contains(&r) {
             let i = (r - WAIT_OBJECT_0) as usize;
             match &objects[i] {
-                WaitRef::Channel(c) if !c.ready() => continue,
+                Some(WaitRef::Channel(c)) if !c.ready() => continue,
                 _ => return Ok(Some((ready.map_or(i, |j| j.min(i)), false))),
             }
         }
