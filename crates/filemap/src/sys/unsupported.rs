@@ -239,10 +239,10 @@ pub enum WaitRef<'a> {
 }
 
 pub(crate) fn wait_any(
-    objects: &[WaitRef<'_>],
+    objects: &[&dyn crate::Waitable],
     _: Option<std::time::Instant>,
 ) -> Result<Option<(usize, bool)>> {
-    match objects.first() {
+    match objects.first().map(|o| o.wait_ref()) {
         Some(WaitRef::Event(e)) => match e.0 {},
         Some(WaitRef::Semaphore(s)) => match s.0 {},
         Some(WaitRef::Mutex(m)) => match m.0 {},
