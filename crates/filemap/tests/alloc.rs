@@ -293,16 +293,21 @@ fn waiting_for_a_message_or_quit_allocates_nothing() {
         }
     });
     held_rx.recv().unwrap();
-    let mut buf = [0u8; 8];
-    assert_no_allocation("a message there already", |i| {
-        tx.send(&i.to_le_bytes()).unwrap();
+    // Waits for the next message (number `i`) and receives it.
+    let mut next = |i: u64| {
         let got = filemap::wait_any(&[&quit, &sem, &lock, &rx], Some(Duration::from_secs(5)));
         assert_eq!(got.unwrap(), filemap::WaitOutcome::Signalled(3));
+        let mut buf = [0u8; 8];
         rx.try_recv()
             .unwrap()
             .unwrap()
             .read_at(0, &mut buf)
             .unwrap();
+        assert_eq!(u64::from_le_bytes(buf), i);
+    };
+    assert_no_allocation("a message there already", |i| {
+        tx.send(&i.to_le_bytes()).unwrap();
+        next(i);
     });
     // A sender on another thread (its allocations are its own): the wait sleeps, as far
     // as the timing goes, until the message comes.
@@ -314,14 +319,7 @@ fn waiting_for_a_message_or_quit_allocates_nothing() {
     });
     let mut before = 0;
     for i in 0..=40u64 {
-        let got = filemap::wait_any(&[&quit, &sem, &lock, &rx], Some(Duration::from_secs(5)));
-        assert_eq!(got.unwrap(), filemap::WaitOutcome::Signalled(3));
-        rx.try_recv()
-            .unwrap()
-            .unwrap()
-            .read_at(0, &mut buf)
-            .unwrap();
-        assert_eq!(u64::from_le_bytes(buf), i);
+        next(i);
         if i == 0 {
             // The first sleep may set up what later ones reuse (on Windows, the
             // channel's semaphore): count from the second.
