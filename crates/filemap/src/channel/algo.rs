@@ -879,11 +879,14 @@ impl Consumer {
         self.head
     }
 
-    /// Whether enough is consumed to give it back now: [`RELEASE_BATCH`] frames, or a
-    /// quarter of the ring.
+    /// Whether to give the consumed frames back now: [`RELEASE_BATCH`] of them, a quarter
+    /// of the ring, or every frame we have seen published (the consumer may stop here, and
+    /// a producer must not then wait for room that is free: a pipe gives room back as it is
+    /// read).
     #[inline(always)]
     pub(crate) fn should_release(&self, ring: &Ring<'_>) -> bool {
         self.unreleased >= RELEASE_BATCH
+            || self.head == self.tail
             || self.head.wrapping_sub(self.released) >= ring.geometry.capacity / 4
     }
 
