@@ -499,10 +499,15 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
         }
         // Round by round, every contender in turn: a slow phase of the machine then costs
         // every contender alike, and each run is compared with the raw ring's in its round.
+        // The order rotates from round to round, so that no contender always runs right
+        // after the pipe and the socket (whose runs left the next one's 4 KiB rate about
+        // 20% lower; docs/BENCHMARKS.md, 2026-11-28).
         let mut results = vec![Vec::new(); modes.len()];
-        for _ in 0..runs {
-            for (v, &(_, contender)) in results.iter_mut().zip(&modes) {
-                v.push(throughput(&opts, &root.0, &sock.0, contender, size, count)?);
+        for round in 0..runs {
+            for k in 0..modes.len() {
+                let i = (round + k) % modes.len();
+                let r = throughput(&opts, &root.0, &sock.0, modes[i].1, size, count)?;
+                results[i].push(r);
             }
         }
         let raw = results[0].clone();
@@ -785,7 +790,11 @@ fn throughput(
         }
         Thr::Filemap(mode) => {
             let name = unique("thr");
-            let s = opts.create_stream(&name, 1 << 20, 65536)?;
+            // 512 KiB (the raw ring has 128 KiB): with a ring the size of this CPU's L2
+            // (1 MiB), about one run in five of 4 KiB copies ran at half speed for the
+            // whole run (docs/BENCHMARKS.md, 2026-11-28); at 512 KiB none did. 64 B and
+            // 64 KiB measure the same with either.
+            let s = opts.create_stream(&name, 1 << 19, 65536)?;
             let mut rx = s.receiver()?;
             rx.set_wait_strategy(WaitStrategy::BusyPoll);
             let mut kid = Kid::spawn(root, "produce-filemap", &{
