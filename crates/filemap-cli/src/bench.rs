@@ -791,7 +791,7 @@ fn throughput(
         Thr::Filemap(mode) => {
             let name = unique("thr");
             // 512 KiB (the raw ring has 128 KiB): with a ring the size of this CPU's L2
-            // (1 MiB), about one run in five of 4 KiB copies ran at half speed for the
+            // (1 MiB), about one run in seven of 4 KiB copies ran at half speed for the
             // whole run (docs/BENCHMARKS.md, 2026-11-28); at 512 KiB none did. 64 B and
             // 64 KiB measure the same with either.
             let s = opts.create_stream(&name, 1 << 19, 65536)?;
