@@ -438,8 +438,10 @@ fn python_attaches_by_os_path_and_reads_the_message() {
 /// too), gives the room back and wakes the producer with a futex, and stops when the
 /// producer has closed and everything is read. Aligned 4- and 8-byte loads and stores are
 /// single accesses on x86-64, whose order they keep, which is what the protocol's acquire
-/// and release ask for; the waker's fence is left out, so the producer is woken after every
-/// release, whatever its flag says.
+/// and release ask for; the shared words go through `ctypes` integers for that (`struct`
+/// reads and writes them a byte at a time, so another process could see half a store). The
+/// waker's fence is left out, so the producer is woken after every release, whatever its
+/// flag says.
 const PYTHON_STREAM_CONSUMER: &str = r#"
 import ctypes, fcntl, json, mmap, os, platform, struct, subprocess, sys, time
 exe, name = sys.argv[1], sys.argv[2]
@@ -455,8 +457,9 @@ if os.stat(path).st_ino != os.fstat(fd).st_ino:
 role = os.open(f"/proc/self/fd/{fd}", os.O_RDWR)  # the role's own description
 fcntl.fcntl(role, fcntl.F_OFD_SETLK, lock(fcntl.F_WRLCK, 2**39 + 1, 1))  # role 1: consumer
 m = mmap.mmap(fd, size)
-def u32(off): return struct.unpack_from("<I", m, off)[0]
-def put32(off, v): struct.pack_into("<I", m, off, v)
+# One load or store per word (struct would move bytes one at a time).
+def u32(off): return ctypes.c_uint32.from_buffer(m, off).value
+def put32(off, v): ctypes.c_uint32.from_buffer(m, off).value = v
 magic, version, kind, capacity, max_message = struct.unpack_from("<8sIIII", m, 0)
 assert (magic, version, kind) == (b"filemapC", 2, 1), (magic, version, kind)
 RING, TAIL, PRODUCER, HEAD, CONSUMER, RECEIVED = 4096, 128, 132, 256, 260, 272
@@ -465,14 +468,15 @@ put32(CONSUMER, 1)  # connected
 SYS_futex = {"x86_64": 202, "aarch64": 98}[platform.machine()]
 libc = ctypes.CDLL(None, use_errno=True)
 head_word = ctypes.c_uint32.from_buffer(m, HEAD)
+received_word = ctypes.c_uint64.from_buffer(m, RECEIVED)
 def release(head, received):
-    struct.pack_into("<Q", m, RECEIVED, received)
-    put32(HEAD, head)
+    received_word.value = received
+    head_word.value = head
     libc.syscall(SYS_futex, ctypes.byref(head_word), 1, 2**31 - 1, None, None, 0)  # FUTEX_WAKE
 out = sys.stdout.buffer
 out.write(b"ready\n")
 out.flush()
-head, received, skips = u32(HEAD), struct.unpack_from("<Q", m, RECEIVED)[0], 0
+head, received, skips = u32(HEAD), received_word.value, 0
 while True:
     tail = u32(TAIL)
     if tail == head:
@@ -495,7 +499,7 @@ while True:
 put32(CONSUMER, 2)  # closed cleanly
 out.flush()
 sys.stderr.write(f"{received} messages, {skips} skip frames\n")
-del head_word
+del head_word, received_word
 "#;
 
 #[test]
