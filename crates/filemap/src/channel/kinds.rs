@@ -16,7 +16,7 @@ use super::algo::{
 };
 use super::rpc;
 use super::seqlock::{self, Slots};
-use super::{type_of, Liveness, Plain, WaitStrategy};
+use super::{timed_out, type_of, Liveness, Plain, WaitStrategy};
 use crate::sync::algo::Parker;
 use crate::sys::{self, Disposition};
 use crate::{Error, Kind, Name, Options, Result};
@@ -88,12 +88,6 @@ fn too_large(chan: &sys::Channel, len: usize, max: u32) -> Error {
         name: chan.name().to_string(),
         len,
         max: max as usize,
-    }
-}
-
-fn timed_out(chan: &sys::Channel, what: &str) -> Error {
-    Error::Timeout {
-        what: format!("{what} on the channel {}", chan.name()),
     }
 }
 

@@ -830,22 +830,22 @@ fn gone(
     })
 }
 
-/// The error of a send that found no room in time.
+/// The timeout error for `what` on `chan` (out of line: built only when it is returned,
+/// so that the paths that wait, and `try_` calls that find nothing, allocate nothing).
 #[cold]
 #[inline(never)]
-fn no_room(chan: &sys::Channel) -> Error {
+pub(crate) fn timed_out(chan: &sys::Channel, what: &str) -> Error {
     Error::Timeout {
-        what: format!("room in the channel {}", chan.name()),
+        what: format!("{what} on the channel {}", chan.name()),
     }
 }
 
-/// The error of a receive that found no message in time.
-#[cold]
-#[inline(never)]
+fn no_room(chan: &sys::Channel) -> Error {
+    timed_out(chan, "room")
+}
+
 fn no_message(chan: &sys::Channel) -> Error {
-    Error::Timeout {
-        what: format!("a message on the channel {}", chan.name()),
-    }
+    timed_out(chan, "a message")
 }
 
 /// Reserves room for `len` bytes, waiting until `deadline` (`Some(now)`: not at all);
