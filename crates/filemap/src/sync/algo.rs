@@ -154,7 +154,6 @@ impl<'a> Words<'a> {
     }
 
     fn clear(&mut self) {
-        self.items = [None; MAX_WORDS];
         self.len = 0;
     }
 
@@ -169,12 +168,12 @@ impl<'a> Words<'a> {
 
     /// The words, in the order they were added.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a AtomicU32, u32)> + '_ {
-        self.items.iter().map_while(|w| *w)
+        self.items[..self.len()].iter().flatten().copied()
     }
 
     /// The first word.
     pub(crate) fn first(&self) -> Option<(&'a AtomicU32, u32)> {
-        self.items[0]
+        self.iter().next()
     }
 }
 
