@@ -82,7 +82,7 @@ impl Stream {
 fn send(p: &mut Producer, ring: &Ring<'_>, msg: &[u8]) {
     loop {
         if let Some(r) = p.try_reserve(ring, msg.len() as u32, &Yield).unwrap() {
-            ring.copy_in(r.offset, msg);
+            assert!(ring.write(r.offset, msg));
             p.commit(ring, r);
             p.publish(ring, &Yield);
             return;

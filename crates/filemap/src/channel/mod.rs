@@ -534,8 +534,11 @@ impl Loan<'_> {
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
         check_range(offset, data.len(), self.len())?;
         let ring = self.sender.chan.ring();
-        ring.copy_in(self.reserved.offset + offset as u32, data);
-        Ok(())
+        // Inside the ring, so this copies (see `Ring::write`).
+        match ring.write(self.reserved.offset + offset as u32, data) {
+            true => Ok(()),
+            false => Err(out_of_range(offset, data.len(), self.len())),
+        }
     }
 
     /// The message's first byte, for writing in place (for instance by a decoder or a
@@ -561,13 +564,18 @@ impl Loan<'_> {
 #[inline]
 fn check_range(offset: usize, len: usize, size: usize) -> Result<()> {
     if offset.checked_add(len).is_none_or(|end| end > size) {
-        return Err(Error::OutOfRange {
-            offset: offset as u64,
-            len: len as u64,
-            size: size as u64,
-        });
+        return Err(out_of_range(offset, len, size));
     }
     Ok(())
+}
+
+#[cold]
+fn out_of_range(offset: usize, len: usize, size: usize) -> Error {
+    Error::OutOfRange {
+        offset: offset as u64,
+        len: len as u64,
+        size: size as u64,
+    }
 }
 
 impl Sender {
@@ -595,7 +603,14 @@ impl Sender {
         };
         let chan = &*self.chan;
         let ring = chan.ring();
-        ring.copy_in(r.offset, msg);
+        // A reservation is inside the ring, so this copies (see `Ring::write`).
+        if !ring.write(r.offset, msg) {
+            return Err(out_of_range(
+                r.offset as usize,
+                msg.len(),
+                ring.capacity as usize,
+            ));
+        }
         self.producer.commit(&ring, r);
         self.producer.publish(&ring, chan.parker());
         Ok(true)
@@ -640,7 +655,13 @@ impl Sender {
                         .ok_or_else(|| no_room(chan))?
                     }
                 };
-                ring.copy_in(r.offset, msg);
+                if !ring.write(r.offset, msg) {
+                    return Err(out_of_range(
+                        r.offset as usize,
+                        msg.len(),
+                        ring.capacity as usize,
+                    ));
+                }
                 self.producer.commit(&ring, r);
                 n += 1;
             }
@@ -953,8 +974,12 @@ impl Message<'_> {
     #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         check_range(offset, buf.len(), self.len())?;
-        self.ring.copy_out(self.frame.offset + offset as u32, buf);
-        Ok(())
+        // The frame is inside the ring, so this copies; an error, not a panic, otherwise
+        // (see `Ring::read`).
+        match self.ring.read(self.frame.offset + offset as u32, buf) {
+            true => Ok(()),
+            false => Err(out_of_range(offset, buf.len(), self.len())),
+        }
     }
 
     /// The message as a new vector.
@@ -1023,43 +1048,44 @@ impl Receiver {
         self.chan.name()
     }
 
-    /// The next message's frame, waiting until `deadline`; `None` if it passed first (no
-    /// error value is made for that here: a `try_recv` on an empty ring allocates
+    /// The next message, waiting until `deadline`; if it passed first, the channel (for
+    /// the caller's error: none is made here, so a `try_recv` on an empty ring allocates
     /// nothing).
+    ///
+    /// The ring is made once per message and moves into the `Message` (making it again
+    /// there costs a check and five loads a message).
     #[inline(always)]
-    fn frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame>> {
+    fn take(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<std::result::Result<Message<'_>, &sys::Channel>> {
         let chan = &*self.chan;
+        let ring = chan.ring();
         // The fast path (a frame is ready), inlined into the caller; waiting is out of line.
         let fast = match self._claim.inherited() {
-            false => self.consumer.try_peek(&chan.ring()),
+            false => self.consumer.try_peek(&ring),
             true => Ok(None),
         };
         let frame = match fast {
-            Ok(Some(frame)) => frame,
-            _ => match next(
+            Ok(Some(frame)) => Some(frame),
+            _ => next(
                 chan,
                 &self._claim,
                 &mut self.consumer,
                 &mut self.liveness,
                 self.strategy,
                 deadline,
-            )? {
-                Some(frame) => frame,
-                None => return Ok(None),
-            },
+            )?,
         };
-        Ok(Some(frame))
-    }
-
-    /// The message in `frame`, which [`frame`](Self::frame) returned.
-    #[inline(always)]
-    fn message(&mut self, frame: Frame) -> Message<'_> {
-        Message {
-            chan: &self.chan,
-            ring: self.chan.ring(),
-            frame,
-            consumer: Some(&mut self.consumer),
-        }
+        Ok(match frame {
+            Some(frame) => Ok(Message {
+                chan,
+                ring,
+                frame,
+                consumer: Some(&mut self.consumer),
+            }),
+            None => Err(chan),
+        })
     }
 
     /// Receives the next message, waiting as long as it takes.
@@ -1073,10 +1099,7 @@ impl Receiver {
     // through another call (64 B one way fell from about 200 to 72 M msg/s).
     #[inline(always)]
     pub fn recv(&mut self) -> Result<Message<'_>> {
-        match self.frame(None)? {
-            Some(frame) => Ok(self.message(frame)),
-            None => Err(no_message(&self.chan)),
-        }
+        self.take(None)?.map_err(no_message)
     }
 
     /// Receives the next message, waiting up to `timeout`.
@@ -1085,10 +1108,8 @@ impl Receiver {
     ///
     /// [`Error::Timeout`]; as for [`Receiver::recv`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>> {
-        match self.frame(Instant::now().checked_add(timeout))? {
-            Some(frame) => Ok(self.message(frame)),
-            None => Err(no_message(&self.chan)),
-        }
+        self.take(Instant::now().checked_add(timeout))?
+            .map_err(no_message)
     }
 
     /// Receives the next message if there is one (`None` if the ring is empty).
@@ -1097,9 +1118,7 @@ impl Receiver {
     ///
     /// As for [`Receiver::recv`].
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
-        Ok(self
-            .frame(Some(Instant::now()))?
-            .map(|frame| self.message(frame)))
+        Ok(self.take(Some(Instant::now()))?.ok())
     }
 
     /// Receives up to `max` messages at once, waiting for the first as long as it takes,
