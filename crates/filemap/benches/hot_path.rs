@@ -1,0 +1,223 @@
+//! The cost of one `send` and one `recv` on a stream's hot path, in one thread with the
+//! ring in cache: the instructions a message costs each side, without the cache-line
+//! transfers between two cores that `filemap bench` measures on top.
+//!
+//! `cargo bench -p filemap --bench hot_path` prints a Markdown table for
+//! docs/BENCHMARKS.md.
+//!
+//! Per message size (8 and 64 bytes), in alternating rounds (the median of 31 rounds, each the best of 20
+//! batches):
+//! - **raw ring:** fixed slots of the message's size, a `u64` head and tail, a copy in and
+//!   a copy out (`copy_nonoverlapping`, which is `memcpy`), as `filemap bench`'s raw SPSC
+//!   ring does;
+//! - **filemap, copied:** `Sender::send`, then `Receiver::recv` and `Message::read_at`;
+//! - **filemap, zero-copy:** `Sender::loan`, an 8-byte `Loan::write_at` and `commit`, then
+//!   `recv` and an 8-byte `read_at`.
+//!
+//! A batch fills 64 KiB of a 128 KiB ring and then drains it, so that neither side waits.
+// A benchmark's report may panic on a closed stdout.
+#![allow(clippy::disallowed_macros)]
+
+#[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the benchmarks need the Linux backend");
+}
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod linux {
+    use std::hint::black_box;
+    use std::sync::atomic::{AtomicU64, Ordering::*};
+    use std::time::Instant;
+
+    use filemap::{Receiver, Result, Sender};
+
+    use super::common::{median, RemoveOnDrop};
+
+    const ROUNDS: usize = 31;
+    const BATCHES: usize = 20;
+    const RING: usize = 1 << 17;
+
+    /// The raw ring: slots of one size in a heap buffer, and the two positions.
+    struct Raw {
+        buf: Vec<u8>,
+        head: AtomicU64,
+        tail: AtomicU64,
+        slots: u64,
+    }
+
+    #[inline(never)]
+    fn raw_send(r: &Raw, msg: &[u8], n: usize) -> Result<()> {
+        let size = msg.len();
+        let mut t = r.tail.load(Relaxed);
+        let mut h = r.head.load(Acquire);
+        for _ in 0..n {
+            while t - h >= r.slots {
+                h = r.head.load(Acquire);
+            }
+            let off = (t % r.slots) as usize * size;
+            assert!(off + size <= r.buf.len());
+            // SAFETY: inside the buffer (checked); nothing else uses it meanwhile.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    msg.as_ptr(),
+                    r.buf.as_ptr().add(off).cast_mut(),
+                    size,
+                )
+            };
+            t += 1;
+            r.tail.store(t, Release);
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn raw_recv(r: &Raw, buf: &mut [u8], n: usize) -> Result<()> {
+        let size = buf.len();
+        let mut h = r.head.load(Relaxed);
+        let mut t = r.tail.load(Acquire);
+        for _ in 0..n {
+            while t == h {
+                t = r.tail.load(Acquire);
+            }
+            let off = (h % r.slots) as usize * size;
+            assert!(off + size <= r.buf.len());
+            // SAFETY: as in `raw_send`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(r.buf.as_ptr().add(off), buf.as_mut_ptr(), size)
+            };
+            h += 1;
+            r.head.store(h, Release);
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn send(tx: &mut Sender, msg: &[u8], n: usize) -> Result<()> {
+        for _ in 0..n {
+            tx.send(msg)?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn recv(rx: &mut Receiver, buf: &mut [u8], n: usize) -> Result<()> {
+        for _ in 0..n {
+            rx.recv()?.read_at(0, buf)?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn loan(tx: &mut Sender, len: usize, n: usize) -> Result<()> {
+        for i in 0..n {
+            let mut loan = tx.loan(len)?;
+            loan.write_at(0, &(i as u64).to_le_bytes())?;
+            loan.commit();
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn recv_word(rx: &mut Receiver, n: usize) -> Result<u64> {
+        let mut sum = 0;
+        let mut word = [0u8; 8];
+        for _ in 0..n {
+            rx.recv()?.read_at(0, &mut word)?;
+            sum += u64::from_le_bytes(word);
+        }
+        Ok(sum)
+    }
+
+    /// The best of `BATCHES` batches of `n`: nanoseconds per message, sending and
+    /// receiving.
+    fn best(
+        n: usize,
+        mut tx: impl FnMut(usize) -> Result<()>,
+        mut rx: impl FnMut(usize) -> Result<()>,
+    ) -> (f64, f64) {
+        let (mut s, mut r) = (f64::MAX, f64::MAX);
+        for _ in 0..BATCHES {
+            let t = Instant::now();
+            tx(n).unwrap();
+            s = s.min(t.elapsed().as_nanos() as f64 / n as f64);
+            let t = Instant::now();
+            rx(n).unwrap();
+            r = r.min(t.elapsed().as_nanos() as f64 / n as f64);
+        }
+        (s, r)
+    }
+
+    pub fn main() {
+        let dir = std::env::temp_dir().join(format!("filemap-hot-path-{}", std::process::id()));
+        let _clean = RemoveOnDrop(vec![dir.clone()]);
+        let mut opts = filemap::Options::new();
+        opts.namespace(filemap::Namespace::at(&dir));
+        println!("| size | contender | send ns | recv ns | send / raw | recv / raw |");
+        println!("|---:|---|---:|---:|---:|---:|");
+        for size in [8usize, 64] {
+            let stream = opts.create_stream("hot", RING as u32, 4096).unwrap();
+            let (mut tx, mut rx) = (stream.sender().unwrap(), stream.receiver().unwrap());
+            let raw = Raw {
+                buf: vec![0; RING],
+                head: AtomicU64::new(0),
+                tail: AtomicU64::new(0),
+                slots: (RING / size) as u64,
+            };
+            let msg = vec![7u8; size];
+            let mut buf = vec![0u8; size];
+            // Half the ring per batch; a frame is the message and an 8-byte header.
+            let n = RING / 2 / (size + 8);
+            let mut rows = vec![(Vec::new(), Vec::new()); 3];
+            for _ in 0..ROUNDS {
+                let (s, r) = best(
+                    n,
+                    |n| raw_send(&raw, black_box(&msg), n),
+                    |n| raw_recv(&raw, black_box(&mut buf[..]), n),
+                );
+                rows[0].0.push(s);
+                rows[0].1.push(r);
+                let mut b = vec![0u8; size];
+                let (s, r) = best(
+                    n,
+                    |n| send(&mut tx, black_box(&msg), n),
+                    |n| recv(&mut rx, black_box(&mut b[..]), n),
+                );
+                rows[1].0.push(s);
+                rows[1].1.push(r);
+                let (s, r) = best(
+                    n,
+                    |n| loan(&mut tx, black_box(size), n),
+                    |n| {
+                        recv_word(&mut rx, n).map(|sum| {
+                            black_box(sum);
+                        })
+                    },
+                );
+                rows[2].0.push(s);
+                rows[2].1.push(r);
+            }
+            let (raw_s, raw_r) = (median(rows[0].0.clone()), median(rows[0].1.clone()));
+            for (label, (s, r)) in ["raw ring", "filemap, copied", "filemap, zero-copy"]
+                .iter()
+                .zip(rows)
+            {
+                let (s, r) = (median(s), median(r));
+                println!(
+                    "| {size} | {label} | {s:.2} | {r:.2} | {:.2}x | {:.2}x |",
+                    s / raw_s,
+                    r / raw_r
+                );
+            }
+            drop((tx, rx, stream));
+        }
+    }
+}
