@@ -496,10 +496,7 @@ pub(crate) struct Ring<'a> {
     pub(crate) ctl: &'a Control,
     /// The ring's first byte; `geometry.capacity` bytes follow.
     mem: Shared,
-    /// The ring's bytes (a power of two), and its largest message: all a side needs of
-    /// the geometry (a `Ring` is made per message, and copied into each `Message`).
-    pub(crate) capacity: u32,
-    pub(crate) max_message: u32,
+    pub(crate) geometry: Geometry,
 }
 
 impl<'a> Ring<'a> {
@@ -512,20 +509,19 @@ impl<'a> Ring<'a> {
             ctl,
             // SAFETY: the caller's promise, which is `Shared::new`'s.
             mem: unsafe { Shared::new(base) },
-            capacity: geometry.capacity,
-            max_message: geometry.max_message,
+            geometry,
         }
     }
 
     #[inline]
     fn mask(&self) -> u32 {
-        self.capacity - 1
+        self.geometry.capacity - 1
     }
 
     /// The frame header word at ring offset `off` (a multiple of 8, inside the ring).
     #[inline]
     fn read_header(&self, off: u32) -> u32 {
-        debug_assert!(off % 8 == 0 && off < self.capacity);
+        debug_assert!(off % 8 == 0 && off < self.geometry.capacity);
         // SAFETY: `off` is a multiple of 8 inside the ring (callers mask positions, and
         // positions are kept multiples of 8), so the 4 bytes are inside and aligned.
         unsafe { self.mem.read_u32(off as usize) }
@@ -534,7 +530,7 @@ impl<'a> Ring<'a> {
     /// Writes the frame header word at ring offset `off` (as for `read_header`).
     #[inline]
     fn write_header(&self, off: u32, v: u32) {
-        debug_assert!(off % 8 == 0 && off < self.capacity);
+        debug_assert!(off % 8 == 0 && off < self.geometry.capacity);
         // SAFETY: as in `read_header`.
         unsafe { self.mem.write_u32(off as usize, v) }
     }
@@ -542,7 +538,7 @@ impl<'a> Ring<'a> {
     /// A pointer to ring offset `off`.
     #[inline]
     pub(crate) fn at(&self, off: u32) -> *mut u8 {
-        debug_assert!(off <= self.capacity);
+        debug_assert!(off <= self.geometry.capacity);
         self.mem.ptr(off as usize)
     }
 
@@ -558,18 +554,18 @@ impl<'a> Ring<'a> {
     /// If the range is not inside the ring (callers pass frames, which are).
     #[inline]
     pub(crate) fn copy_out(&self, off: u32, dst: &mut [u8]) {
-        assert!(off as usize + dst.len() <= self.capacity as usize);
+        assert!(off as usize + dst.len() <= self.geometry.capacity as usize);
         // SAFETY: the range is inside the ring (checked above).
         unsafe { self.mem.copy_out(off as usize, dst) }
     }
 
     /// As [`copy_out`](Self::copy_out), but `false` (copying nothing) where that panics.
-    /// For the per-message paths, whose frames are always inside (`try_peek` and
-    /// `try_reserve` made them so): a call that may panic makes the caller keep its
-    /// message in memory for the unwinding, about ten stores and loads a message.
+    /// For the per-message paths, whose frames are always inside (`try_peek` checked
+    /// them): a call that may panic makes the caller keep its message in memory for the
+    /// unwinding, about ten stores and loads a message (benches/hot_path.rs).
     #[inline(always)]
     pub(crate) fn read(&self, off: u32, dst: &mut [u8]) -> bool {
-        let inside = off as usize + dst.len() <= self.capacity as usize;
+        let inside = off as usize + dst.len() <= self.geometry.capacity as usize;
         if inside {
             // SAFETY: the range is inside the ring (checked above).
             unsafe { self.mem.copy_out(off as usize, dst) }
@@ -578,10 +574,10 @@ impl<'a> Ring<'a> {
     }
 
     /// Copies `src` into the ring at offset `off`; `false` (copying nothing) if the range
-    /// is not inside the ring (see [`read`](Self::read)).
+    /// is not inside the ring (reservations always are; see [`read`](Self::read)).
     #[inline(always)]
     pub(crate) fn write(&self, off: u32, src: &[u8]) -> bool {
-        let inside = off as usize + src.len() <= self.capacity as usize;
+        let inside = off as usize + src.len() <= self.geometry.capacity as usize;
         if inside {
             // SAFETY: as in `read`; the ring is mapped writable.
             unsafe { self.mem.copy_in(off as usize, src) }
@@ -634,7 +630,7 @@ impl Producer {
         len: u32,
         parker: &impl Parker,
     ) -> Result<Option<Reserved>, RingError> {
-        let cap = ring.capacity;
+        let cap = ring.geometry.capacity;
         let need = frame_len(len);
         loop {
             let off = self.tail & ring.mask();
@@ -806,7 +802,7 @@ impl Consumer {
     /// are passed over.
     #[inline(always)]
     pub(crate) fn try_peek(&mut self, ring: &Ring<'_>) -> Result<Option<Frame>, RingError> {
-        let cap = ring.capacity;
+        let cap = ring.geometry.capacity;
         loop {
             if self.head == self.tail {
                 // Acquire: the frames' bytes happen before our reads of them.
@@ -828,10 +824,10 @@ impl Consumer {
                 self.head = self.head.wrapping_add(to_end);
                 continue;
             }
-            if len > ring.max_message {
+            if len > ring.geometry.max_message {
                 return Err(RingError::FrameTooLarge {
                     len,
-                    max: ring.max_message,
+                    max: ring.geometry.max_message,
                 });
             }
             let flen = frame_len(len);
@@ -905,7 +901,7 @@ impl Consumer {
     pub(crate) fn should_release(&self, ring: &Ring<'_>) -> bool {
         self.unreleased >= RELEASE_BATCH
             || self.head == self.tail
-            || self.head.wrapping_sub(self.released) >= ring.capacity / 4
+            || self.head.wrapping_sub(self.released) >= ring.geometry.capacity / 4
     }
 
     /// Gives every consumed frame back to the producer, and wakes it if it may sleep.
@@ -1036,11 +1032,11 @@ pub(crate) fn sleep_while(
 #[inline]
 fn check_positions(ring: &Ring<'_>, head: u32, tail: u32) -> Result<(), RingError> {
     let used = tail.wrapping_sub(head);
-    if used > ring.capacity || head % 8 != 0 || tail % 8 != 0 {
+    if used > ring.geometry.capacity || head % 8 != 0 || tail % 8 != 0 {
         return Err(RingError::Positions {
             head,
             tail,
-            capacity: ring.capacity,
+            capacity: ring.geometry.capacity,
         });
     }
     Ok(())

@@ -608,7 +608,7 @@ impl Sender {
             return Err(out_of_range(
                 r.offset as usize,
                 msg.len(),
-                ring.capacity as usize,
+                ring.geometry.capacity as usize,
             ));
         }
         self.producer.commit(&ring, r);
@@ -659,7 +659,7 @@ impl Sender {
                     return Err(out_of_range(
                         r.offset as usize,
                         msg.len(),
-                        ring.capacity as usize,
+                        ring.geometry.capacity as usize,
                     ));
                 }
                 self.producer.commit(&ring, r);
@@ -1048,44 +1048,43 @@ impl Receiver {
         self.chan.name()
     }
 
-    /// The next message, waiting until `deadline`; if it passed first, the channel (for
-    /// the caller's error: none is made here, so a `try_recv` on an empty ring allocates
+    /// The next message's frame, waiting until `deadline`; `None` if it passed first (no
+    /// error value is made for that here: a `try_recv` on an empty ring allocates
     /// nothing).
-    ///
-    /// The ring is made once per message and moves into the `Message` (making it again
-    /// there costs a check and five loads a message).
     #[inline(always)]
-    fn take(
-        &mut self,
-        deadline: Option<Instant>,
-    ) -> Result<std::result::Result<Message<'_>, &sys::Channel>> {
+    fn frame(&mut self, deadline: Option<Instant>) -> Result<Option<Frame>> {
         let chan = &*self.chan;
-        let ring = chan.ring();
         // The fast path (a frame is ready), inlined into the caller; waiting is out of line.
         let fast = match self._claim.inherited() {
-            false => self.consumer.try_peek(&ring),
+            false => self.consumer.try_peek(&chan.ring()),
             true => Ok(None),
         };
         let frame = match fast {
-            Ok(Some(frame)) => Some(frame),
-            _ => next(
+            Ok(Some(frame)) => frame,
+            _ => match next(
                 chan,
                 &self._claim,
                 &mut self.consumer,
                 &mut self.liveness,
                 self.strategy,
                 deadline,
-            )?,
+            )? {
+                Some(frame) => frame,
+                None => return Ok(None),
+            },
         };
-        Ok(match frame {
-            Some(frame) => Ok(Message {
-                chan,
-                ring,
-                frame,
-                consumer: Some(&mut self.consumer),
-            }),
-            None => Err(chan),
-        })
+        Ok(Some(frame))
+    }
+
+    /// The message in `frame`, which [`frame`](Self::frame) returned.
+    #[inline(always)]
+    fn message(&mut self, frame: Frame) -> Message<'_> {
+        Message {
+            chan: &self.chan,
+            ring: self.chan.ring(),
+            frame,
+            consumer: Some(&mut self.consumer),
+        }
     }
 
     /// Receives the next message, waiting as long as it takes.
@@ -1099,7 +1098,10 @@ impl Receiver {
     // through another call (64 B one way fell from about 200 to 72 M msg/s).
     #[inline(always)]
     pub fn recv(&mut self) -> Result<Message<'_>> {
-        self.take(None)?.map_err(no_message)
+        match self.frame(None)? {
+            Some(frame) => Ok(self.message(frame)),
+            None => Err(no_message(&self.chan)),
+        }
     }
 
     /// Receives the next message, waiting up to `timeout`.
@@ -1108,8 +1110,10 @@ impl Receiver {
     ///
     /// [`Error::Timeout`]; as for [`Receiver::recv`].
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>> {
-        self.take(Instant::now().checked_add(timeout))?
-            .map_err(no_message)
+        match self.frame(Instant::now().checked_add(timeout))? {
+            Some(frame) => Ok(self.message(frame)),
+            None => Err(no_message(&self.chan)),
+        }
     }
 
     /// Receives the next message if there is one (`None` if the ring is empty).
@@ -1118,7 +1122,9 @@ impl Receiver {
     ///
     /// As for [`Receiver::recv`].
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
-        Ok(self.take(Some(Instant::now()))?.ok())
+        Ok(self
+            .frame(Some(Instant::now()))?
+            .map(|frame| self.message(frame)))
     }
 
     /// Receives up to `max` messages at once, waiting for the first as long as it takes,

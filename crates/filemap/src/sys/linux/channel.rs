@@ -176,11 +176,10 @@ impl Channel {
     #[inline]
     pub(crate) fn control<T: ControlPage>(&self) -> &T {
         const { assert!(std::mem::size_of::<T>() <= CONTROL_LEN) };
-        debug_assert!(self.region.len() >= CONTROL_LEN);
+        assert!(self.region.len() >= CONTROL_LEN);
         // SAFETY: the region is page-aligned (so aligned for T) and at least a control page
-        // long (`map` refused anything shorter); ControlPage types are atomics only, so
-        // every bit pattern is valid and all access goes through them; it lives as long as
-        // `self`.
+        // long; ControlPage types are atomics only, so every bit pattern is valid and all
+        // access goes through them; it lives as long as `self`.
         unsafe { &*self.region.ptr().cast::<T>() }
     }
 

@@ -283,9 +283,9 @@ impl Channel {
 
     pub(crate) fn control<T: ControlPage>(&self) -> &T {
         const { assert!(std::mem::size_of::<T>() <= CONTROL_LEN) };
-        debug_assert!(self.region.len() >= CONTROL_LEN);
+        assert!(self.region.len() >= CONTROL_LEN);
         // SAFETY: the view is aligned to the allocation granularity and at least a control
-        // page long (`attach` mapped no less); ControlPage types are atomics only; it lives as long as `self`.
+        // page long; ControlPage types are atomics only; it lives as long as `self`.
         unsafe { &*self.region.ptr().cast::<T>() }
     }
 
