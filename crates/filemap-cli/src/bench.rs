@@ -18,7 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, ValueEnum};
 use filemap::{Access, Namespace, Options, WaitStrategy};
 
 use crate::{CmdResult, Failure};
@@ -31,6 +32,40 @@ pub(crate) struct BenchArgs {
     /// Fewer samples (a quick look; the figures are noisier).
     #[arg(long)]
     quick: bool,
+    /// Measure only messages of this size (repeatable; default: all three).
+    #[arg(
+        long = "size",
+        value_name = "BYTES",
+        value_parser = PossibleValuesParser::new(["64", "4096", "65536"])
+            .map(|s| s.parse::<usize>().unwrap_or(0)),
+    )]
+    sizes: Vec<usize>,
+    /// Measure only round trips or only one-way rates (repeatable; default: both).
+    #[arg(long = "test", value_enum, value_name = "TEST")]
+    tests: Vec<Part>,
+}
+
+/// The two halves of `filemap bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Part {
+    /// Round trips.
+    Latency,
+    /// Messages per second, one way.
+    Throughput,
+}
+
+impl BenchArgs {
+    /// The sizes to measure, in the tables' order.
+    fn sizes(&self) -> Vec<usize> {
+        SIZES
+            .into_iter()
+            .filter(|s| self.sizes.is_empty() || self.sizes.contains(s))
+            .collect()
+    }
+
+    fn runs(&self, part: Part) -> bool {
+        self.tests.is_empty() || self.tests.contains(&part)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -435,8 +470,9 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
     let samples = if a.quick { 2_000 } else { 20_000 };
     let idle_samples = if a.quick { 100 } else { 500 };
     let runs = if a.quick { 3 } else { 7 };
+    let sizes = a.sizes();
     let mut rows = Vec::new();
-    for size in SIZES {
+    for &size in sizes.iter().filter(|_| a.runs(Part::Latency)) {
         let first = rows.len();
         for (label, contender) in [
             ("raw atomic ping-pong + copies", Lat::Raw { futex: false }),
@@ -481,7 +517,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
             r.ratio = r.median / base;
         }
     }
-    for size in SIZES {
+    for &size in sizes.iter().filter(|_| a.runs(Part::Throughput)) {
         let count = match size {
             64 => 2_000_000,
             4096 => 200_000,
@@ -551,6 +587,9 @@ fn print_tables(rows: &[Row]) {
             .iter()
             .filter(|r| r.test == "latency" && r.size == size)
             .collect();
+        if lat.is_empty() {
+            continue;
+        }
         outln!("### Round trip, {size} B (median and p99 of the round trips)\n");
         outln!("| contender | median µs | p99 µs | / raw atomic |");
         outln!("|---|---:|---:|---:|");
@@ -570,6 +609,9 @@ fn print_tables(rows: &[Row]) {
             .iter()
             .filter(|r| r.test == "throughput" && r.size == size)
             .collect();
+        if thr.is_empty() {
+            continue;
+        }
         outln!("### One way, {size} B messages (median and slowest run; ratio: median of the runs' ratios to the raw ring's run in the same round)\n");
         outln!("| contender | median M msg/s | GB/s | slowest M msg/s | / raw ring |");
         outln!("|---|---:|---:|---:|---:|");

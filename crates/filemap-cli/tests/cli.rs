@@ -68,9 +68,14 @@ fn me() -> String {
 /// Kills process `pid` after the timeout, or when the returned sender is dropped, unless
 /// told first that it is done (send `()`).
 fn watchdog(pid: u32) -> mpsc::Sender<()> {
+    watchdog_after(pid, TIMEOUT)
+}
+
+/// As [`watchdog`], after `limit`.
+fn watchdog_after(pid: u32, limit: Duration) -> mpsc::Sender<()> {
     let (tx, rx) = mpsc::channel::<()>();
     std::thread::spawn(move || {
-        if rx.recv_timeout(TIMEOUT).is_err() {
+        if rx.recv_timeout(limit).is_err() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
@@ -574,6 +579,70 @@ fn python_speaks_the_stream_protocol_from_the_docs() {
     let info = stdout(&root.run(&["info", name, "--json"]));
     assert!(info.contains("\"queued\":0"), "{info}");
     assert!(root.run(&["rm", name]).status.success());
+}
+
+/// `filemap bench --size 64 --test throughput` measures those rows and no others, against
+/// the raw ring of the same rounds, and leaves nothing behind; bad choices are one-line
+/// errors.
+#[test]
+fn bench_measures_only_the_sizes_and_tests_asked_for() {
+    let child = Command::new(EXE)
+        .args([
+            "bench",
+            "--quick",
+            "--size",
+            "64",
+            "--test",
+            "throughput",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Busy-polling pairs of processes on a machine that runs other tests too: generous.
+    let done = watchdog_after(pid, Duration::from_secs(300));
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let contenders: Vec<&str> = rows
+        .iter()
+        .map(|r| r["contender"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contenders,
+        [
+            "raw SPSC ring",
+            "pipe",
+            "Unix socket",
+            "filemap stream, copied",
+            "filemap stream, zero-copy",
+            "filemap stream, batched (64)",
+        ],
+        "{}",
+        stdout(&out)
+    );
+    for r in rows {
+        assert_eq!(r["test"], "throughput", "{r}");
+        assert_eq!(r["size"], 64, "{r}");
+        assert!(r["median"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(rows[0]["ratio"], 1.0);
+    // Its own namespace root and socket are gone.
+    assert!(!Path::new(&format!("/dev/shm/filemap-bench-{pid}")).exists());
+    assert!(!Path::new(&format!("/tmp/filemap-bench-{pid}.sock")).exists());
+    for bad in [&["--size", "100"][..], &["--test", "speed"]] {
+        let out = run_with_timeout(Command::new(EXE).arg("bench").args(bad));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(bad[0]) && err.contains(bad[1]), "{err}");
+    }
 }
 
 #[test]
