@@ -562,7 +562,7 @@ impl<'a> Ring<'a> {
     /// As [`copy_out`](Self::copy_out), but `false` (copying nothing) where that panics.
     /// For the per-message paths, whose frames are always inside (`try_peek` checked
     /// them): a call that may panic makes the caller keep its message in memory for the
-    /// unwinding, about ten stores and loads a message (benches/hot_path.rs).
+    /// unwinding, nine stores a received message (benches/hot_path.rs).
     #[inline(always)]
     pub(crate) fn read(&self, off: u32, dst: &mut [u8]) -> bool {
         let inside = off as usize + dst.len() <= self.geometry.capacity as usize;

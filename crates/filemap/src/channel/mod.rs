@@ -569,6 +569,20 @@ fn check_range(offset: usize, len: usize, size: usize) -> Result<()> {
     Ok(())
 }
 
+/// Copies `msg` into the room `r` reserved in `ring`. A reservation is inside the ring, so
+/// this copies; an error, not a panic, otherwise (see `Ring::write`).
+#[inline(always)]
+fn write_reserved(ring: &Ring<'_>, r: Reserved, msg: &[u8]) -> Result<()> {
+    match ring.write(r.offset, msg) {
+        true => Ok(()),
+        false => Err(out_of_range(
+            r.offset as usize,
+            msg.len(),
+            ring.geometry.capacity as usize,
+        )),
+    }
+}
+
 #[cold]
 fn out_of_range(offset: usize, len: usize, size: usize) -> Error {
     Error::OutOfRange {
@@ -603,14 +617,7 @@ impl Sender {
         };
         let chan = &*self.chan;
         let ring = chan.ring();
-        // A reservation is inside the ring, so this copies (see `Ring::write`).
-        if !ring.write(r.offset, msg) {
-            return Err(out_of_range(
-                r.offset as usize,
-                msg.len(),
-                ring.geometry.capacity as usize,
-            ));
-        }
+        write_reserved(&ring, r, msg)?;
         self.producer.commit(&ring, r);
         self.producer.publish(&ring, chan.parker());
         Ok(true)
@@ -655,13 +662,7 @@ impl Sender {
                         .ok_or_else(|| no_room(chan))?
                     }
                 };
-                if !ring.write(r.offset, msg) {
-                    return Err(out_of_range(
-                        r.offset as usize,
-                        msg.len(),
-                        ring.geometry.capacity as usize,
-                    ));
-                }
+                write_reserved(&ring, r, msg)?;
                 self.producer.commit(&ring, r);
                 n += 1;
             }
