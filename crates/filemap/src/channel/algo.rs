@@ -707,7 +707,13 @@ impl Producer {
 /// Frames a consumer reads before it gives their room back, at most (see
 /// [`Consumer::should_release`]). A consumer that dies leaves the frames it read since its
 /// last release to the next consumer, which reads them again.
-pub(crate) const RELEASE_BATCH: u64 = 32;
+///
+/// Each release stores `head`, whose line the producer of a full ring keeps reading, so the
+/// store waits for the line and the consumer's later stores (its copies) queue behind it.
+/// Measured (docs/BENCHMARKS.md, 2026-11-28, Intel Xeon): 64 B one way, copied and
+/// zero-copy, 1.13x with 256 against 32 (16 alternated rounds); 128 gave 0.96x of 256 and
+/// 1024 no more.
+pub(crate) const RELEASE_BATCH: u64 = 256;
 
 /// Waits in a row that end at once (within [`SOON_NS`]) after which a consumer counts as
 /// flowing (see [`Consumer::tail_moves_soon`]).

@@ -55,6 +55,7 @@ fn object_kind(code: u32) -> Kind {
 #[derive(Debug)]
 pub(crate) struct Channel {
     // The view goes before the section handle.
+    /// At least a control page long (`attach` checks), and never replaced.
     region: Region,
     _section: Handle,
     name: Name,
@@ -283,9 +284,12 @@ impl Channel {
 
     pub(crate) fn control<T: ControlPage>(&self) -> &T {
         const { assert!(std::mem::size_of::<T>() <= CONTROL_LEN) };
-        assert!(self.region.len() >= CONTROL_LEN);
+        // Checked where the channel was mapped, and the region never changes: no panic
+        // branch in every send and receive.
+        debug_assert!(self.region.len() >= CONTROL_LEN);
         // SAFETY: the view is aligned to the allocation granularity and at least a control
-        // page long; ControlPage types are atomics only; it lives as long as `self`.
+        // page long (the field's invariant); ControlPage types are atomics only; it lives
+        // as long as `self`.
         unsafe { &*self.region.ptr().cast::<T>() }
     }
 
