@@ -53,7 +53,8 @@ mod linux {
         buf: Box<[UnsafeCell<u8>]>,
         head: AtomicU64,
         tail: AtomicU64,
-        slots: u64,
+        /// The number of slots (a power of two) less one.
+        mask: u64,
     }
 
     impl Raw {
@@ -70,10 +71,10 @@ mod linux {
         let mut t = r.tail.load(Relaxed);
         let mut h = r.head.load(Acquire);
         for _ in 0..n {
-            while t - h >= r.slots {
+            while t - h > r.mask {
                 h = r.head.load(Acquire);
             }
-            let off = (t % r.slots) as usize * size;
+            let off = (t & r.mask) as usize * size;
             assert!(off + size <= r.buf.len());
             // SAFETY: inside the buffer (checked); the bytes are cells, so writing through a
             // pointer from a shared borrow is allowed, and nothing else touches them now.
@@ -93,7 +94,7 @@ mod linux {
             while t == h {
                 t = r.tail.load(Acquire);
             }
-            let off = (h % r.slots) as usize * size;
+            let off = (h & r.mask) as usize * size;
             assert!(off + size <= r.buf.len());
             // SAFETY: inside the buffer (checked); nothing writes these bytes meanwhile.
             unsafe { std::ptr::copy_nonoverlapping(r.at(off), buf.as_mut_ptr(), size) };
@@ -173,7 +174,7 @@ mod linux {
                 buf: (0..RING).map(|_| UnsafeCell::new(0)).collect(),
                 head: AtomicU64::new(0),
                 tail: AtomicU64::new(0),
-                slots: (RING / size) as u64,
+                mask: (RING / size) as u64 - 1,
             };
             let msg = vec![7u8; size];
             let mut buf = vec![0u8; size];
