@@ -446,10 +446,14 @@ pub enum WaitStrategy {
     Park,
 }
 
-/// The adaptive spin before parking: it doubles (up to [`Spin::MAX`]) when a spin found
-/// what it waited for and halves (down to [`Spin::MIN`]) when it had to park, so a side
-/// whose peer answers within microseconds keeps spinning and one whose peer is idle soon
-/// stops burning the CPU.
+/// The adaptive spin before parking. Its budget doubles (up to [`Spin::MAX`]) when the
+/// wait ended within `MAX`, whether the spin caught the change or the side had to park
+/// (spinning longer would have caught it), and halves (down to [`Spin::MIN`]) when it took
+/// longer. So a side whose peer answers within microseconds keeps spinning and one whose
+/// peer is idle soon stops burning the CPU. (Halving after every park instead trapped a
+/// side at the minimum whenever its peer's answers took longer than the budget had shrunk
+/// to: a 64 KiB round trip then slept every time, 76 µs against 16 busy-polling, and the
+/// idle 64 B round trip paid two wake-ups, 82 µs against 28–38; docs/BENCHMARKS.md.)
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Spin {
     budget: Duration,
@@ -466,11 +470,11 @@ impl Spin {
         }
     }
 
-    /// Polls `ready` until it returns true (then `true`) or the budget is spent (`false`),
-    /// adapting the budget.
+    /// Polls `ready` until it returns true (then `true`, and the budget grows) or the
+    /// budget, counted from `start`, is spent (`false`; the caller parks, then reports the
+    /// whole wait to [`waited`](Self::waited)).
     #[inline]
-    pub(crate) fn spin(&mut self, mut ready: impl FnMut() -> bool) -> bool {
-        let start = Instant::now();
+    pub(crate) fn spin(&mut self, start: Instant, mut ready: impl FnMut() -> bool) -> bool {
         loop {
             for _ in 0..32 {
                 if ready() {
@@ -480,10 +484,24 @@ impl Spin {
                 crate::atomic::spin_loop();
             }
             if start.elapsed() >= self.budget {
-                self.budget = (self.budget / 2).max(Spin::MIN);
                 return false;
             }
         }
+    }
+
+    /// Adapts the budget to a wait that spun it all and then parked, `whole` long in all.
+    pub(crate) fn waited(&mut self, whole: Duration) {
+        self.budget = if whole <= Spin::MAX {
+            (self.budget * 2).min(Spin::MAX)
+        } else {
+            (self.budget / 2).max(Spin::MIN)
+        };
+    }
+
+    /// The current budget (for tests).
+    #[cfg(test)]
+    pub(crate) fn budget(&self) -> Duration {
+        self.budget
     }
 }
 
@@ -965,8 +983,16 @@ pub(crate) fn wait_as(
             }
             deadline.is_none_or(|d| Instant::now() < d)
         }
-        WaitStrategy::SpinThenPark if spin.spin(moved) => true,
-        _ => park(),
+        WaitStrategy::SpinThenPark => {
+            let start = Instant::now();
+            if spin.spin(start, moved) {
+                return true;
+            }
+            let woke = park();
+            spin.waited(start.elapsed());
+            woke
+        }
+        WaitStrategy::Park => park(),
     }
 }
 
@@ -1200,6 +1226,63 @@ mod tests {
         );
         // The measurement is taken once: the counts do not move between calls.
         assert_eq!(pauses_for(FLOWING_NS), flowing);
+    }
+
+    #[test]
+    fn the_spin_budget_follows_how_long_waits_take_parked_or_not() {
+        let mut spin = Spin::new();
+        // Waits that end within the maximum, even after parking, grow the budget.
+        for _ in 0..10 {
+            spin.waited(Duration::from_micros(60));
+        }
+        assert_eq!(spin.budget(), Spin::MAX);
+        // Longer ones shrink it.
+        for _ in 0..10 {
+            spin.waited(Duration::from_millis(5));
+        }
+        assert_eq!(spin.budget(), Spin::MIN);
+    }
+
+    /// A peer that answers after longer than the budget has shrunk to: the waiting side
+    /// parks a few times, then spins long enough to catch the answers (halving after every
+    /// park kept it parking for good).
+    #[test]
+    #[cfg_attr(miri, ignore = "timed against the real clock, which Miri replaces")]
+    fn a_side_whose_peer_answers_within_the_maximum_learns_to_spin_for_it() {
+        let answer = Duration::from_micros(30);
+        let mut spin = Spin::new();
+        // The budget starts under the answer's time.
+        spin.waited(Duration::from_millis(5));
+        spin.waited(Duration::from_millis(5));
+        assert!(spin.budget() < answer);
+        let mut parked = Vec::new();
+        for _ in 0..20 {
+            let start = Instant::now();
+            let mut did_park = false;
+            let woke = wait_as(
+                WaitStrategy::SpinThenPark,
+                &mut spin,
+                None,
+                || start.elapsed() >= answer,
+                || {
+                    did_park = true;
+                    while start.elapsed() < answer {
+                        std::hint::spin_loop();
+                    }
+                    true
+                },
+            );
+            assert!(woke);
+            parked.push(did_park);
+        }
+        assert!(
+            parked[0],
+            "the first wait, with a budget under the answer, parks"
+        );
+        assert!(
+            parked[10..].iter().any(|p| !p),
+            "the waits never learnt to spin: {parked:?}"
+        );
     }
 
     fn message(i: u32, max: u32) -> Vec<u8> {
