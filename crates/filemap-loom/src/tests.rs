@@ -94,8 +94,8 @@ fn send(p: &mut Producer, ring: &Ring<'_>, msg: &[u8]) {
 fn recv(c: &mut Consumer, ring: &Ring<'_>) -> Vec<u8> {
     loop {
         if let Some(f) = c.try_peek(ring).unwrap() {
-            let mut v = vec![0; f.len as usize];
-            ring.copy_out(f.offset, &mut v);
+            let mut v = Vec::new();
+            ring.append_to(f.offset, f.len as usize, &mut v);
             c.consume(f);
             c.release(ring, &Yield);
             return v;
@@ -148,8 +148,8 @@ fn stream_room_given_back_in_a_batch() {
         let mut got = Vec::new();
         while got.len() < 3 {
             while let Some(f) = c.try_peek(&ring).unwrap() {
-                let mut v = vec![0; f.len as usize];
-                ring.copy_out(f.offset, &mut v);
+                let mut v = Vec::new();
+                ring.append_to(f.offset, f.len as usize, &mut v);
                 c.consume(f);
                 got.push(v);
             }

@@ -402,6 +402,27 @@ fn a_killed_consumers_unreturned_messages_come_again_at_most_a_batch() {
     ));
 }
 
+/// A received message goes after what the buffer holds, whole; `to_vec` copies it alone.
+#[test]
+fn a_message_is_appended_to_what_the_buffer_holds() {
+    let root = TestRoot::new("ch-append");
+    let name = root.name("Local\\append");
+    let s = root.opts().create_stream(&name, 1 << 18, 65536).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let big: Vec<u8> = (0..65536u32).map(|i| (i * 7 + 3) as u8).collect();
+    for m in [&b"abc"[..], &big, &big[..5]] {
+        tx.send(m).unwrap();
+    }
+    let mut buf = b"x".to_vec();
+    rx.recv().unwrap().append_to(&mut buf);
+    assert_eq!(buf, b"xabc");
+    rx.recv().unwrap().append_to(&mut buf);
+    assert_eq!(&buf[..4], b"xabc");
+    assert_eq!(&buf[4..], &big[..]);
+    assert_eq!(rx.recv().unwrap().to_vec(), &big[..5]);
+}
+
 #[test]
 fn roles_are_exclusive_while_their_player_lives() {
     let root = TestRoot::new("ch-roles");

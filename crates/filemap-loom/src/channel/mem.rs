@@ -88,4 +88,11 @@ impl Shared {
             *d = self.mem().bytes[off + i].with(|p| unsafe { *p });
         }
     }
+
+    pub(crate) unsafe fn copy_out_uninit(self, off: usize, dst: &mut [std::mem::MaybeUninit<u8>]) {
+        for (i, d) in dst.iter_mut().enumerate() {
+            // SAFETY: loom's cell checks the access.
+            d.write(self.mem().bytes[off + i].with(|p| unsafe { *p }));
+        }
+    }
 }

@@ -7,6 +7,8 @@
 //! and the slots' words are loom atomics.
 #![allow(unsafe_code)]
 
+use std::mem::MaybeUninit;
+
 use crate::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A base address of shared memory.
@@ -98,6 +100,18 @@ impl Shared {
     pub(crate) unsafe fn copy_out(self, off: usize, dst: &mut [u8]) {
         // SAFETY: as in `copy_in`.
         unsafe { copy(self.base.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// As [`copy_out`](Self::copy_out), into bytes not yet initialized (a vector's spare
+    /// room: no zeroing before the copy); all of `dst` is initialized afterwards.
+    ///
+    /// # Safety
+    ///
+    /// As for `copy_out`.
+    #[inline]
+    pub(crate) unsafe fn copy_out_uninit(self, off: usize, dst: &mut [MaybeUninit<u8>]) {
+        // SAFETY: as in `copy_in`; `MaybeUninit<u8>` has `u8`'s layout.
+        unsafe { copy(self.base.add(off), dst.as_mut_ptr().cast::<u8>(), dst.len()) }
     }
 }
 

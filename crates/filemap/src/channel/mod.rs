@@ -985,16 +985,14 @@ impl Message<'_> {
 
     /// The message as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0; self.len()];
-        self.ring.copy_out(self.frame.offset, &mut v);
+        let mut v = Vec::with_capacity(self.len());
+        self.append_to(&mut v);
         v
     }
 
     /// Appends the message to `buf` (no allocation once `buf` has room).
     pub fn append_to(&self, buf: &mut Vec<u8>) {
-        let start = buf.len();
-        buf.resize(start + self.len(), 0);
-        self.ring.copy_out(self.frame.offset, &mut buf[start..]);
+        self.ring.append_to(self.frame.offset, self.len(), buf);
     }
 
     /// The message's first byte, for reading in place. It stays valid while the message

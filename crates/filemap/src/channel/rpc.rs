@@ -162,10 +162,16 @@ impl<'a> Clients<'a> {
             self.max_request
         };
         assert!(len <= max as usize);
+        // Into the vector's spare room, not zeroed first (a 64 KiB request paid a 64 KiB
+        // `memset` before its copy).
         buf.clear();
-        buf.resize(len, 0);
-        // SAFETY: as in `put`.
-        unsafe { std::ptr::copy_nonoverlapping(self.data(slot, reply), buf.as_mut_ptr(), len) };
+        buf.reserve(len);
+        // SAFETY: as in `put`; `buf` has room for `len` bytes (reserved above), which the
+        // copy initializes before `set_len` makes them its contents.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data(slot, reply), buf.as_mut_ptr(), len);
+            buf.set_len(len);
+        }
     }
 }
 
