@@ -587,9 +587,11 @@ impl<'a> Ring<'a> {
 
     /// Copies `dst.len()` bytes of the ring from offset `off` into `dst`; `false` (copying
     /// nothing) if the range is not inside the ring.
+    ///
     /// For the per-message paths, whose frames are always inside (`try_peek` checked
-    /// them): a call that may panic makes the caller keep its message in memory for the
-    /// unwinding, nine stores a received message (benches/hot_path.rs).
+    /// them). It returns `false` rather than panicking because a call that may panic makes
+    /// the caller keep its message in memory for the unwinding: nine stores a received
+    /// message (benches/hot_path.rs).
     #[inline(always)]
     pub(crate) fn read(&self, off: u32, dst: &mut [u8]) -> bool {
         let inside = off as usize + dst.len() <= self.geometry.capacity as usize;
