@@ -448,9 +448,12 @@ mod tests {
         let n = if cfg!(miri) { 300 } else { 50_000 };
         let heap = Heap::new(KIND_BROADCAST, 8, 40);
         let h2 = heap.clone();
+        // Attached before the publisher starts: a subscriber starts with the next message
+        // published, so one attached in the thread after all `n` were published waited
+        // for message `n - 1` for ever (the test hung about one run in three).
+        let mut sub = Subscriber::attach(&heap.slots());
         let reader = std::thread::spawn(move || {
             let s = h2.slots();
-            let mut sub = Subscriber::attach(&s);
             let mut buf = Vec::new();
             let (mut seen, mut lost, mut last) = (0u64, 0u64, None::<u64>);
             loop {
