@@ -96,8 +96,8 @@ fn recv(c: &mut Consumer, ring: &Ring<'_>) -> Vec<u8> {
         if let Some(f) = c.try_peek(ring).unwrap() {
             let mut v = Vec::new();
             ring.append_to(f.offset, f.len as usize, &mut v);
-            c.consume(f);
-            c.release(ring, &Yield);
+            let _ = c.consume(f);
+            c.release_after(f.len, ring, &Yield);
             return v;
         }
         thread::yield_now();
@@ -150,7 +150,7 @@ fn stream_room_given_back_in_a_batch() {
             while let Some(f) = c.try_peek(&ring).unwrap() {
                 let mut v = Vec::new();
                 ring.append_to(f.offset, f.len as usize, &mut v);
-                c.consume(f);
+                let _ = c.consume(f);
                 got.push(v);
             }
             c.release(&ring, &Yield);

@@ -95,6 +95,23 @@ fn child() {
             report(last);
             std::thread::sleep(Duration::from_secs(3600));
         }
+        // The same, inside one `recv_batch` of up to 1000 messages.
+        "take-batch" => {
+            let n: u64 = args[1].parse().unwrap();
+            let s = opts().open_stream(name).unwrap();
+            let mut rx = s.receiver().unwrap();
+            let mut took = 0;
+            loop {
+                rx.recv_batch(1000, |m| {
+                    took += 1;
+                    if took == n {
+                        report(check(&m.to_vec()));
+                        std::thread::sleep(Duration::from_secs(3600));
+                    }
+                })
+                .unwrap();
+            }
+        }
         // Subscribe to broadcast `name`, read (sleeping `delay` µs per message) until the
         // publisher closes; check every message; report what was seen and lost.
         "subscribe" => {
@@ -352,8 +369,18 @@ fn a_killed_consumer_never_wedges_the_producer_and_is_replaced() {
 /// is lost, and at most 256 (the release batch) come twice.
 #[test]
 fn a_killed_consumers_unreturned_messages_come_again_at_most_a_batch() {
+    killed_consumers_messages_come_again_at_most_a_batch("take");
+}
+
+/// The same for a consumer killed inside a `recv_batch` longer than a release batch.
+#[test]
+fn a_consumer_killed_inside_a_long_recv_batch_leaves_at_most_a_batch() {
+    killed_consumers_messages_come_again_at_most_a_batch("take-batch");
+}
+
+fn killed_consumers_messages_come_again_at_most_a_batch(role: &str) {
     let _w = watchdog(120);
-    let root = TestRoot::new("ch-again");
+    let root = TestRoot::new(&format!("ch-again-{role}"));
     let name = root.name("Local\\again");
     // Room for every message with the quarter-ring release never reached (1000 messages of
     // at most 216 bytes is under 256 KiB).
@@ -368,7 +395,7 @@ fn a_killed_consumers_unreturned_messages_come_again_at_most_a_batch() {
     for took in [300, 200] {
         let mut kid = Reap(spawn_role(
             ENTRY,
-            "take",
+            role,
             &root.path,
             &[&name, &took.to_string()],
         ));

@@ -621,6 +621,10 @@ impl<'a> Ring<'a> {
 pub(crate) struct Producer {
     tail: u32,
     head: u32,
+    /// Where the room that may be taken without a closer look ends: at the room freed
+    /// (`head + capacity`), or at the end of the ring if that comes first
+    /// (`tail <= limit`).
+    limit: u32,
     /// Frames committed so far: the `sent` counter as the next publish stores it (we are
     /// its only writer).
     sent: u64,
@@ -644,6 +648,7 @@ impl Producer {
         Ok(Producer {
             tail,
             head,
+            limit: tail,
             sent: ring.ctl.sent.load(Relaxed),
             spin: Spin::new(),
         })
@@ -659,8 +664,26 @@ impl Producer {
         len: u32,
         parker: &impl Parker,
     ) -> Result<Option<Reserved>, RingError> {
-        let cap = ring.geometry.capacity;
         let need = frame_len(len);
+        if need <= self.limit.wrapping_sub(self.tail) {
+            return Ok(Some(Reserved {
+                offset: (self.tail & ring.mask()) + FRAME_HEADER,
+                len,
+            }));
+        }
+        self.reserve_slow(ring, need, len, parker)
+    }
+
+    /// `try_reserve` past `limit`.
+    #[inline(always)]
+    fn reserve_slow(
+        &mut self,
+        ring: &Ring<'_>,
+        need: u32,
+        len: u32,
+        parker: &impl Parker,
+    ) -> Result<Option<Reserved>, RingError> {
+        let cap = ring.geometry.capacity;
         loop {
             let off = self.tail & ring.mask();
             let to_end = cap - off;
@@ -672,9 +695,11 @@ impl Producer {
                 let head = ring.ctl.head.load(Acquire);
                 check_positions(ring, head, self.tail)?;
                 self.head = head;
-                if cap - self.tail.wrapping_sub(self.head) < want {
-                    return Ok(None);
-                }
+            }
+            let free = cap - self.tail.wrapping_sub(self.head);
+            self.limit = self.tail.wrapping_add(free.min(to_end));
+            if free < want {
+                return Ok(None);
             }
             if need <= to_end {
                 return Ok(Some(Reserved {
@@ -734,7 +759,7 @@ impl Producer {
 }
 
 /// Frames a consumer reads before it gives their room back, at most (see
-/// [`Consumer::should_release`]). A consumer that dies leaves the frames it read since its
+/// [`Consumer::consume`]). A consumer that dies leaves the frames it read since its
 /// last release to the next consumer, which reads them again.
 ///
 /// Each release stores `head`, whose line the producer of a full ring keeps reading, so the
@@ -742,7 +767,7 @@ impl Producer {
 /// Measured (docs/BENCHMARKS.md, 2026-11-28, Intel Xeon): 64 B one way, copied and
 /// zero-copy, 1.13x with 256 against 32 (16 alternated rounds); 128 gave 0.96x of 256 and
 /// 1024 no more.
-pub(crate) const RELEASE_BATCH: u64 = 256;
+pub(crate) const RELEASE_BATCH: u32 = 256;
 
 /// Waits in a row that end at once (within [`SOON_NS`]) after which a consumer counts as
 /// flowing (see [`Consumer::tail_moves_soon`]).
@@ -790,11 +815,18 @@ pub(crate) struct Consumer {
     head: u32,
     released: u32,
     tail: u32,
-    /// Frames read since the last release.
-    unreleased: u64,
-    /// Waits in a row that ended at once (see `tail_moves_soon`).
+    /// Where the frames that may be taken without a closer look end: at `tail`, or at the
+    /// end of the ring if that comes first (`head <= limit <= tail`). A frame that starts
+    /// before it and ends at or before it is published and inside the ring.
+    limit: u32,
+    /// The position at or past which a consumed frame gives the room back: `tail`, or a
+    /// quarter of the ring past `released` if that comes first.
+    release_at: u32,
+    /// Frames still to read before the room goes back ([`RELEASE_BATCH`] at a release).
+    left: u32,
+    /// Waits in a row that end at once (see `tail_moves_soon`).
     streak: u32,
-    /// The bytes of the last frame read.
+    /// The bytes of the last frame read before the room went back.
     last_frame: u32,
     /// Looks at `tail` within which a wait counts as ending at once ([`SOON_NS`]), and
     /// pauses a flowing consumer waits ([`FLOWING_NS`]), for this CPU.
@@ -805,11 +837,13 @@ pub(crate) struct Consumer {
     pub(crate) spin: Spin,
 }
 
-/// A message in the ring: its payload is at ring offset `offset`.
+/// A message in the ring: its payload is at ring offset `offset`, and the frame ends at
+/// position `end`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Frame {
     pub(crate) offset: u32,
     pub(crate) len: u32,
+    end: u32,
 }
 
 impl Consumer {
@@ -819,24 +853,51 @@ impl Consumer {
         let head = ring.ctl.head.load(Acquire);
         let tail = ring.ctl.tail.load(Acquire);
         check_positions(ring, head, tail)?;
-        Ok(Consumer {
+        let mut c = Consumer {
             head,
             released: head,
             tail,
-            unreleased: 0,
+            limit: head,
+            release_at: head,
+            left: RELEASE_BATCH,
             streak: 0,
             last_frame: 0,
             soon: pauses_for(SOON_NS),
             flowing_pause: pauses_for(FLOWING_NS),
             received: ring.ctl.received.load(Relaxed),
             spin: Spin::new(),
-        })
+        };
+        c.set_release_at(ring);
+        Ok(c)
     }
 
     /// The next message, without waiting; `None` if the ring is empty for now. Skip frames
     /// are passed over.
+    ///
+    /// The first frame before `limit` needs two checks: its length is at most the largest
+    /// message (so not a skip), and it ends by `limit`. Anything else takes the slow path.
     #[inline(always)]
     pub(crate) fn try_peek(&mut self, ring: &Ring<'_>) -> Result<Option<Frame>, RingError> {
+        if self.head != self.limit {
+            let off = self.head & ring.mask();
+            let len = ring.read_header(off);
+            if len <= ring.geometry.max_message {
+                let flen = frame_len(len);
+                if flen <= self.limit.wrapping_sub(self.head) {
+                    return Ok(Some(Frame {
+                        offset: off + FRAME_HEADER,
+                        len,
+                        end: self.head.wrapping_add(flen),
+                    }));
+                }
+            }
+        }
+        self.peek_slow(ring)
+    }
+
+    /// `try_peek` at `limit`, at a skip frame, or at a frame it cannot vouch for.
+    #[inline(always)]
+    fn peek_slow(&mut self, ring: &Ring<'_>) -> Result<Option<Frame>, RingError> {
         let cap = ring.geometry.capacity;
         loop {
             if self.head == self.tail {
@@ -844,13 +905,16 @@ impl Consumer {
                 let tail = ring.ctl.tail.load(Acquire);
                 check_positions(ring, self.head, tail)?;
                 self.tail = tail;
+                self.set_release_at(ring);
                 if self.head == self.tail {
+                    self.limit = self.head;
                     return Ok(None);
                 }
             }
             let off = self.head & ring.mask();
             let to_end = cap - off;
             let used = self.tail.wrapping_sub(self.head);
+            self.limit = self.head.wrapping_add(used.min(to_end));
             let len = ring.read_header(off);
             if len == SKIP {
                 if to_end > used {
@@ -872,17 +936,32 @@ impl Consumer {
             return Ok(Some(Frame {
                 offset: off + FRAME_HEADER,
                 len,
+                end: self.head.wrapping_add(flen),
             }));
         }
     }
 
+    /// `release_at` for the current `released` and `tail`.
+    #[inline]
+    fn set_release_at(&mut self, ring: &Ring<'_>) {
+        let quarter = ring.geometry.capacity / 4;
+        self.release_at = self
+            .released
+            .wrapping_add(self.tail.wrapping_sub(self.released).min(quarter));
+    }
+
     /// Passes over the frame that [`try_peek`](Self::try_peek) returned; the producer may
-    /// reuse it after the next [`release`](Self::release).
+    /// reuse it after the next [`release`](Self::release). Returns whether to give the
+    /// room back now: after [`RELEASE_BATCH`] frames, a quarter of the ring, or every
+    /// frame we have seen published (the consumer may stop here, and a producer must not
+    /// then wait for room that is free: a pipe gives room back as it is read).
     #[inline(always)]
-    pub(crate) fn consume(&mut self, f: Frame) {
-        self.last_frame = frame_len(f.len);
-        self.head = self.head.wrapping_add(self.last_frame);
-        self.unreleased += 1;
+    pub(crate) fn consume(&mut self, f: Frame) -> bool {
+        self.head = f.end;
+        self.left = self.left.wrapping_sub(1);
+        // Positions are at most a ring (1 GiB) apart, so the difference's sign says which
+        // comes first.
+        self.left == 0 || self.release_at.wrapping_sub(self.head) as i32 <= 0
     }
 
     /// Whether `tail` moves past our last look within a short spin (64 pauses).
@@ -928,26 +1007,27 @@ impl Consumer {
         self.head
     }
 
-    /// Whether to give the consumed frames back now: [`RELEASE_BATCH`] of them, a quarter
-    /// of the ring, or every frame we have seen published (the consumer may stop here, and
-    /// a producer must not then wait for room that is free: a pipe gives room back as it is
-    /// read).
-    #[inline(always)]
-    pub(crate) fn should_release(&self, ring: &Ring<'_>) -> bool {
-        self.unreleased >= RELEASE_BATCH
-            || self.head == self.tail
-            || self.head.wrapping_sub(self.released) >= ring.geometry.capacity / 4
+    /// Gives every consumed frame back to the producer after the last consumed, of `len`
+    /// bytes, and wakes the producer if it may sleep.
+    #[inline]
+    pub(crate) fn release_after(&mut self, len: u32, ring: &Ring<'_>, parker: &impl Parker) {
+        self.last_frame = frame_len(len);
+        self.release(ring, parker);
     }
 
     /// Gives every consumed frame back to the producer, and wakes it if it may sleep.
     #[inline]
     pub(crate) fn release(&mut self, ring: &Ring<'_>, parker: &impl Parker) {
         let ctl = ring.ctl;
-        add_own(&ctl.received, &mut self.received, &mut self.unreleased);
+        // Wrapping: a caller that went on past `consume`'s `true` consumed more than a batch.
+        let mut n = u64::from(RELEASE_BATCH.wrapping_sub(self.left));
+        self.left = RELEASE_BATCH;
+        add_own(&ctl.received, &mut self.received, &mut n);
         if self.released == self.head {
             return;
         }
         self.released = self.head;
+        self.set_release_at(ring);
         // Our reads of the frames happen before the producer's writes over them.
         advance(&ctl.head, self.head, &ctl.tx_waiting, parker);
     }
@@ -1185,8 +1265,8 @@ mod tests {
                 unsafe {
                     std::ptr::copy_nonoverlapping(ring.at(f.offset), v.as_mut_ptr(), v.len())
                 };
-                c.consume(f);
-                c.release(ring, &Yield);
+                let _ = c.consume(f);
+                c.release_after(f.len, ring, &Yield);
                 return v;
             }
             c.wait(ring, WaitStrategy::SpinThenPark, &Yield, None);
@@ -1396,6 +1476,25 @@ mod tests {
             c.try_peek(&ring),
             Err(RingError::FramePastEnd { len: 32 })
         ));
+        // The same for a frame after one already taken, which the fast path looks at.
+        let heap2 = Heap::new(256, 64);
+        let ring2 = heap2.ring();
+        let mut p2 = Producer::attach(&ring2).unwrap();
+        let mut c2 = Consumer::attach(&ring2).unwrap();
+        send(&mut p2, &ring2, b"one");
+        send(&mut p2, &ring2, b"two");
+        let f = c2.try_peek(&ring2).unwrap().unwrap();
+        let _ = c2.consume(f);
+        // The second frame is at 16; published data ends at 32.
+        for (len, past) in [(64, true), (9, true), (SKIP, false), (3, false)] {
+            ring2.write_header(16, len);
+            match c2.try_peek(&ring2) {
+                Err(RingError::FramePastEnd { len: l }) => assert!(past && l == len),
+                Err(RingError::SkipPastData) => assert_eq!(len, SKIP),
+                Ok(Some(f)) => assert!(len == 3 && f.len == 3 && f.offset == 24),
+                other => panic!("{len}: {other:?}"),
+            }
+        }
         // Positions that no ring can have.
         heap.ctl.tail.store(1_000_000, Relaxed);
         assert!(Consumer::attach(&ring).is_err());
@@ -1472,7 +1571,7 @@ mod tests {
                     match c.try_peek(&ring) {
                         Ok(Some(f)) => {
                             assert!(f.offset + f.len <= g.capacity);
-                            c.consume(f);
+                            let _ = c.consume(f);
                         }
                         _ => break,
                     }
