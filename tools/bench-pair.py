@@ -22,6 +22,7 @@ ROWS = {
         "filemap stream, copied",
         "filemap stream, zero-copy",
         "filemap stream, batched (64)",
+        "raw SPSC ring, 72-byte slots (a stream frame's stride)",
     ],
     "latency": [
         "raw atomic ping-pong + copies",

@@ -176,7 +176,12 @@ struct Raw {
 #[cfg(target_os = "linux")]
 const RAW_BUF: usize = 4096;
 #[cfg(target_os = "linux")]
-const RAW_LEN: u64 = (RAW_BUF + 2 * 65536) as u64;
+/// The raw ring's area: 128 KiB of slots, or as many slots of a stream frame's stride
+/// (at most 144 KiB: 2,048 slots of 72 bytes).
+#[cfg(target_os = "linux")]
+const RAW_RING: usize = 3 * 65536;
+#[cfg(target_os = "linux")]
+const RAW_LEN: u64 = (RAW_BUF + RAW_RING) as u64;
 
 #[cfg(target_os = "linux")]
 impl Raw {
@@ -232,9 +237,9 @@ impl Raw {
         }
     }
 
-    /// A slot of the raw ring (`slot` < `count` of `size` bytes in the 128 KiB area).
+    /// The raw ring's slot at byte `off` of its area.
     fn slot(&self, off: usize) -> *mut u8 {
-        assert!(off < 2 * 65536);
+        assert!(off < RAW_RING);
         // SAFETY: inside the view.
         unsafe { (self.view.as_ptr() as *mut u8).add(RAW_BUF + off) }
     }
@@ -384,7 +389,7 @@ pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
         // The raw ring: fixed slots of `size` bytes, head and tail words, busy polling.
         "produce-raw" => {
             let raw = Raw::open(&opts, &arg(0))?;
-            let (size, count) = (num(1), num(2));
+            let (size, count, stride) = (num(1), num(2), num(3));
             ready();
             // A power of two (the sizes are): a mask, not a division, finds the slot (a
             // division per message cost this baseline 16% at 64 B; docs/BENCHMARKS.md).
@@ -398,7 +403,7 @@ pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
                     std::hint::spin_loop();
                     h = head.load(Acquire);
                 }
-                let off = (t & mask) as usize * size;
+                let off = (t & mask) as usize * stride;
                 // SAFETY: the slot is inside the ring and free (the consumer is past it).
                 unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off), size) };
                 t += 1;
@@ -526,7 +531,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
             _ => 20_000,
         } / if a.quick { 4 } else { 1 };
         let mut modes = vec![
-            ("raw SPSC ring", Thr::Raw),
+            ("raw SPSC ring", Thr::Raw(false)),
             ("pipe", Thr::Pipe),
             ("Unix socket", Thr::Unix),
             ("filemap stream, copied", Thr::Filemap("copy")),
@@ -534,6 +539,13 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
         ];
         if size == 64 {
             modes.push(("filemap stream, batched (64)", Thr::Filemap("batch")));
+            // The same raw ring with its slots a stream frame apart (an 8-byte header and
+            // the payload), so that 64-byte messages cross cache lines as the stream's do:
+            // what the frame format costs, apart from the code.
+            modes.push((
+                "raw SPSC ring, 72-byte slots (a stream frame's stride)",
+                Thr::Raw(true),
+            ));
         }
         // Round by round, every contender in turn: a slow phase of the machine then costs
         // every contender alike, and each run is compared with the raw ring's in its round.
@@ -641,7 +653,8 @@ enum Lat {
 
 #[derive(Clone, Copy)]
 enum Thr {
-    Raw,
+    /// The raw ring; `true`: its slots a stream frame apart.
+    Raw(bool),
     Pipe,
     Unix,
     Filemap(&'static str),
@@ -780,10 +793,19 @@ fn throughput(
     };
     let start;
     match contender {
-        Thr::Raw => {
+        Thr::Raw(framed) => {
             let name = unique("ring");
             let raw = Raw::create(opts, &name)?;
-            let mut kid = Kid::spawn(root, "produce-raw", &args(&[name]))?;
+            // A stream frame's stride: the payload rounded up to 8 bytes, and the header.
+            let stride = match framed {
+                true => size.next_multiple_of(8) + 8,
+                false => size,
+            };
+            let mut kid = Kid::spawn(root, "produce-raw", &{
+                let mut v = args(&[name]);
+                v.push(stride.to_string());
+                v
+            })?;
             kid.ready()?;
             let mask = (2 * 65536 / size) as u64 - 1;
             let (head, tail) = (raw.word64(0), raw.word64(1));
@@ -797,7 +819,7 @@ fn throughput(
                 }
                 first.get_or_insert_with(Instant::now);
                 while h < t {
-                    let off = (h & mask) as usize * size;
+                    let off = (h & mask) as usize * stride;
                     // SAFETY: the slot is published (tail is past it) and inside the ring.
                     unsafe { std::ptr::copy_nonoverlapping(raw.slot(off), buf.as_mut_ptr(), size) };
                     h += 1;
