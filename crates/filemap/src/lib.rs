@@ -77,6 +77,39 @@ mod sync;
 mod sys;
 mod view;
 
+/// Unit tests' helpers.
+#[cfg(all(test, not(loom)))]
+mod testing {
+    use std::io::Write;
+    use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+    use std::time::Duration;
+
+    /// Aborts the test process unless dropped within its time: a unit test whose threads
+    /// wait for each other would otherwise hang the whole run (and CI with it).
+    pub(crate) struct Watchdog(#[allow(dead_code)] Option<Sender<()>>);
+
+    /// A [`Watchdog`] of `secs` seconds for the test `name` (none under Miri, whose clock
+    /// is not the wall's).
+    pub(crate) fn watchdog(name: &'static str, secs: u64) -> Watchdog {
+        if cfg!(miri) {
+            return Watchdog(None);
+        }
+        let (tx, rx) = channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
+                // Straight to stderr: the test harness captures `eprintln!`, and an abort
+                // loses what it captured.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{name}: still running after {secs} s; aborting"
+                );
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
 pub use channel::{
     Broadcast, Latest, LatestReader, LatestWriter, Loan, Message, Peer, Plain, Publisher, Receiver,
     Replier, RequestReply, RpcClient, RpcServer, Sender, Stream, Subscriber, Ticket, TrySendError,
