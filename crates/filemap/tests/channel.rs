@@ -753,17 +753,21 @@ fn latest_values_are_never_torn_and_a_dead_writer_leaves_the_last_one() {
     let mut buf = Vec::new();
     assert_eq!(r.read(&mut buf).unwrap(), None);
     for round in 0..3 {
+        let before = r.read(&mut buf).unwrap().unwrap_or(0);
         let mut kid = Reap(spawn_role(ENTRY, "write-latest", &root.path, &[&name]));
         assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
-        let mut newest = 0;
-        for _ in 0..200_000 {
+        // At least 200,000 reads, and on until this round's writer has written 1,000
+        // values: with every test running at once on two CPUs, the writer could get no
+        // CPU during a fixed number of reads (the test failed about one run in twelve).
+        let (mut newest, mut reads) = (0, 0u64);
+        while reads < 200_000 || newest < before + 1000 {
             if let Some(v) = r.read(&mut buf).unwrap() {
                 assert!(v >= newest);
                 newest = v;
                 check(&buf);
             }
+            reads += 1;
         }
-        assert!(newest > 0, "round {round}");
         kill_hard(&mut kid);
         // The last whole value stays; waiting for a newer one tells of the death.
         let last = r.read(&mut buf).unwrap().unwrap();
