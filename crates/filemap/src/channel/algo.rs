@@ -964,6 +964,13 @@ impl Consumer {
         self.left == 0 || self.release_at.wrapping_sub(self.head) as i32 <= 0
     }
 
+    /// Whether [`RELEASE_BATCH`] frames have been consumed since the last release (a batch
+    /// of messages gives its room back at its end, and inside it only this often).
+    #[inline(always)]
+    pub(crate) fn batch_done(&self) -> bool {
+        self.left == 0
+    }
+
     /// Whether `tail` moves past our last look within a short spin (64 pauses).
     ///
     /// A consumer that keeps finding the next frame at once after running dry
