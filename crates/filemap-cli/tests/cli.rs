@@ -622,6 +622,7 @@ fn bench_measures_only_the_sizes_and_tests_asked_for() {
             "filemap stream, copied",
             "filemap stream, zero-copy",
             "filemap stream, batched (64)",
+            "raw SPSC ring, 72-byte slots (a stream frame's stride)",
         ],
         "{}",
         stdout(&out)
