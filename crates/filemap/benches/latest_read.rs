@@ -1,0 +1,80 @@
+//! The cost of one latest-value read (`LatestReader::read`, which broadcast subscribers
+//! share: one seqlock read of a slot), against a plain `memcpy` of the same bytes into a
+//! vector, in one thread with the value in cache.
+//!
+//! `cargo bench -p filemap --bench latest_read` prints a Markdown table for
+//! docs/BENCHMARKS.md: per value size, the median of 31 rounds, each the best of 20
+//! batches of reads, nanoseconds per read.
+// A benchmark's report may panic on a closed stdout.
+#![allow(clippy::disallowed_macros)]
+
+#[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
+fn main() {
+    linux::main();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the benchmarks need the Linux backend");
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    use super::common::{median, RemoveOnDrop};
+
+    const ROUNDS: usize = 31;
+    const BATCHES: usize = 20;
+
+    /// The best time per call of `f` over the batches, in nanoseconds.
+    fn best(n: usize, mut f: impl FnMut()) -> f64 {
+        (0..BATCHES)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..n {
+                    f();
+                }
+                start.elapsed().as_nanos() as f64 / n as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    pub fn main() {
+        let dir = std::env::temp_dir().join(format!("filemap-latest-read-{}", std::process::id()));
+        let _clean = RemoveOnDrop(vec![dir.clone()]);
+        let mut opts = filemap::Options::new();
+        opts.namespace(filemap::Namespace::at(&dir));
+        println!("| size | memcpy ns | filemap read ns | / memcpy |");
+        println!("|---:|---:|---:|---:|");
+        for size in [64usize, 4096, 65536] {
+            let latest = opts.create_latest("latest", size as u32).unwrap();
+            let mut w = latest.writer().unwrap();
+            let mut r = latest.reader().unwrap();
+            let value: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            w.publish(&value).unwrap();
+            let n = (1 << 22) / size.max(256);
+            let (mut raw, mut ours) = (Vec::new(), Vec::new());
+            let mut buf = Vec::with_capacity(size);
+            for _ in 0..ROUNDS {
+                raw.push(best(n, || {
+                    // What a reader of a private copy pays: the bytes into a vector.
+                    buf.clear();
+                    buf.extend_from_slice(black_box(&value[..]));
+                    black_box(&buf);
+                }));
+                ours.push(best(n, || {
+                    black_box(r.read(&mut buf).unwrap());
+                }));
+            }
+            assert_eq!(buf, value);
+            let (raw, ours) = (median(raw), median(ours));
+            println!("| {size} | {raw:.1} | {ours:.1} | {:.2}x |", ours / raw);
+            drop((w, r, latest));
+        }
+    }
+}
