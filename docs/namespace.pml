@@ -148,9 +148,16 @@ retry:
   :: h[p] != NONE ->                                         /* close */
      atomic { e = h[p]; h[p] = NONE };
      remove(p, e, ok);
-     atomic { rd[e*NPROC+p] = false }                        /* F_UNLCK, not close(): a child
+     atomic { rd[e*NPROC+p] = false };                       /* F_UNLCK, not close(): a child
                                                                * that another thread spawns
                                                                * shares the descriptor */
+     if
+     :: !ok -> if :: crash(p); goto end_idle :: skip fi;
+               remove(p, e, ok)                               /* once more, holding nothing:
+                                                               * two closing at once must not
+                                                               * both leave it stale */
+     :: else -> skip
+     fi
   :: h[p] != NONE -> crash(p)
   od
 }

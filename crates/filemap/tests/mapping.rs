@@ -1214,3 +1214,33 @@ fn the_name_goes_with_the_last_handle_while_another_thread_spawns_children() {
     stop.store(true, Ordering::Relaxed);
     assert!(spawner.join().unwrap() > 0);
 }
+
+/// Two last handles closed at the same moment: the name goes with them. Each used to find
+/// the other still holding the object and leave it stale (CI caught `filemap send` and
+/// `recv --follow` ending together; this loop without the fix failed at round 9,671); now
+/// the one that looks last removes it.
+#[cfg(target_os = "linux")]
+#[test]
+fn two_last_handles_closed_at_once_leave_nothing_behind() {
+    let root = TestRoot::new("close-race");
+    let name = root.name("Local\\race");
+    let opts = root.opts();
+    for round in 0..20_000 {
+        let a = opts.create(&name, 4096).unwrap();
+        let b = opts.open(&name, Access::ReadWrite).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let other = barrier.clone();
+        let t = std::thread::spawn(move || {
+            other.wait();
+            drop(b);
+        });
+        barrier.wait();
+        drop(a);
+        t.join().unwrap();
+        assert!(
+            root.local_files().is_empty(),
+            "round {round}: {:?}",
+            root.local_files()
+        );
+    }
+}

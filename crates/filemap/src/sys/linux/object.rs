@@ -25,7 +25,8 @@
 //!   that is the last holder leaves a stale object, which every opener treats as absent
 //!   and the next writer, `gc` or create removes.
 //! - **close**: the removal above; if it does not happen (others hold the object), give the
-//!   read lock up explicitly before closing. Closing alone is not enough: a child that
+//!   read lock up explicitly, and try the removal once more holding nothing (two holders
+//!   closing at once would otherwise each find the other and both leave it stale). Closing alone is not enough: a child that
 //!   another thread is spawning has a copy of the descriptor until it runs `exec`, and the
 //!   lock would live on in it, to be found by the last holder's removal. An open that fails
 //!   on a live object lets go the same way.
@@ -372,6 +373,15 @@ impl Drop for Entry {
                 // (giving our lock up first).
                 Ok(Removal::NotAllowed) if read_only() => {
                     let _ = remove_as_writer(&self.dir, &self.name, &self.file_name, &self.fd, id);
+                }
+                // Others held it a moment ago. Two last holders that close at once each
+                // find the other still there, and both left the object stale (CI caught
+                // `filemap send` and `recv --follow` ending together). So give our lock up
+                // and look once more, holding nothing: of two such closers, the one that
+                // looks last finds nobody and removes the object.
+                Ok(Removal::Busy) => {
+                    lock::unlock(&self.fd, lock::ALL);
+                    let _ = remove_stale(&self.dir, &self.file_name, &self.fd, id);
                 }
                 // Others hold it (or we may not remove it): our lock must go now, not when
                 // the description closes. A child that another thread is spawning right now
