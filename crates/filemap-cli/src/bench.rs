@@ -175,7 +175,6 @@ struct Raw {
 
 #[cfg(target_os = "linux")]
 const RAW_BUF: usize = 4096;
-#[cfg(target_os = "linux")]
 /// The raw ring's area: 128 KiB of slots, or as many slots of a stream frame's stride
 /// (at most 144 KiB: 2,048 slots of 72 bytes).
 #[cfg(target_os = "linux")]

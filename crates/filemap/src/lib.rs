@@ -88,12 +88,14 @@ mod testing {
     /// wait for each other would otherwise hang the whole run (and CI with it).
     pub(crate) struct Watchdog(#[allow(dead_code)] Option<Sender<()>>);
 
-    /// A [`Watchdog`] of `secs` seconds for the test `name` (none under Miri, whose clock
-    /// is not the wall's).
-    pub(crate) fn watchdog(name: &'static str, secs: u64) -> Watchdog {
+    /// A [`Watchdog`] of `secs` seconds for the calling test, which it names by its thread
+    /// (the harness names each test's thread after the test); none under Miri, whose clock
+    /// is not the wall's.
+    pub(crate) fn watchdog(secs: u64) -> Watchdog {
         if cfg!(miri) {
             return Watchdog(None);
         }
+        let name = std::thread::current().name().unwrap_or("a test").to_owned();
         let (tx, rx) = channel::<()>();
         std::thread::spawn(move || {
             if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {

@@ -1390,7 +1390,7 @@ mod tests {
 
     #[test]
     fn messages_arrive_whole_and_in_order_across_threads() {
-        let _w = crate::testing::watchdog("messages_arrive_whole_and_in_order_across_threads", 120);
+        let _w = crate::testing::watchdog(120);
         let n = if cfg!(miri) { 200 } else { 20_000 };
         let heap = Heap::new(256, 100);
         let h2 = heap.clone();

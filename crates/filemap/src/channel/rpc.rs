@@ -423,7 +423,7 @@ mod tests {
 
     #[test]
     fn every_client_gets_its_own_replies() {
-        let _w = crate::testing::watchdog("every_client_gets_its_own_replies", 120);
+        let _w = crate::testing::watchdog(120);
         let calls = if cfg!(miri) { 20 } else { 5_000 };
         let heap = Heap::new(3);
         let clients: Vec<_> = (0..3u32)

@@ -449,10 +449,7 @@ mod tests {
 
     #[test]
     fn a_slow_subscriber_is_told_what_it_lost_and_never_reads_a_torn_message() {
-        let _w = crate::testing::watchdog(
-            "a_slow_subscriber_is_told_what_it_lost_and_never_reads_a_torn_message",
-            120,
-        );
+        let _w = crate::testing::watchdog(120);
         let n = if cfg!(miri) { 300 } else { 50_000 };
         let heap = Heap::new(KIND_BROADCAST, 8, 40);
         let h2 = heap.clone();
@@ -495,7 +492,7 @@ mod tests {
 
     #[test]
     fn readers_of_the_latest_value_never_see_a_torn_one() {
-        let _w = crate::testing::watchdog("readers_of_the_latest_value_never_see_a_torn_one", 120);
+        let _w = crate::testing::watchdog(120);
         let n = if cfg!(miri) { 200 } else { 50_000 };
         let heap = Heap::new(KIND_LATEST, 2, 64);
         let readers: Vec<_> = (0..2)

@@ -779,7 +779,7 @@ mod tests {
 
     #[test]
     fn semaphore_hands_out_exactly_what_is_released() {
-        let _w = crate::testing::watchdog("semaphore_hands_out_exactly_what_is_released", 120);
+        let _w = crate::testing::watchdog(120);
         let s: Arc<SemaphoreState> = Arc::from(zeroed::<SemaphoreState>());
         s.init(0, u32::MAX);
         let got = Arc::new(AtomicUsize::new(0));
@@ -843,7 +843,7 @@ mod tests {
 
     #[test]
     fn auto_reset_event_releases_one_waiter_per_set() {
-        let _w = crate::testing::watchdog("auto_reset_event_releases_one_waiter_per_set", 120);
+        let _w = crate::testing::watchdog(120);
         let e: Arc<EventState> = Arc::from(zeroed::<EventState>());
         e.init(false, false);
         let woken = Arc::new(AtomicUsize::new(0));
@@ -895,10 +895,7 @@ mod tests {
 
     #[test]
     fn manual_reset_releases_every_waiter_of_a_set_even_if_reset_at_once() {
-        let _w = crate::testing::watchdog(
-            "manual_reset_releases_every_waiter_of_a_set_even_if_reset_at_once",
-            120,
-        );
+        let _w = crate::testing::watchdog(120);
         let e: Arc<EventState> = Arc::from(zeroed::<EventState>());
         e.init(true, false);
         let started = Arc::new(AtomicUsize::new(0));
@@ -957,7 +954,7 @@ mod tests {
 
     #[test]
     fn wait_any_across_threads() {
-        let _w = crate::testing::watchdog("wait_any_across_threads", 120);
+        let _w = crate::testing::watchdog(120);
         let e: Arc<EventState> = Arc::from(zeroed::<EventState>());
         let s: Arc<SemaphoreState> = Arc::from(zeroed::<SemaphoreState>());
         e.init(false, false);
@@ -1015,10 +1012,7 @@ mod tests {
 
     #[test]
     fn mutex_excludes_across_threads_that_stand_for_processes() {
-        let _w = crate::testing::watchdog(
-            "mutex_excludes_across_threads_that_stand_for_processes",
-            120,
-        );
+        let _w = crate::testing::watchdog(120);
         let m = mutex();
         // Relaxed and non-atomic on purpose: only the mutex's Acquire/Release orders them,
         // so a broken mutex loses updates (and Miri sees stale values).
@@ -1051,7 +1045,7 @@ mod tests {
 
     #[test]
     fn a_dead_owner_hands_the_mutex_on_as_abandoned_once() {
-        let _w = crate::testing::watchdog("a_dead_owner_hands_the_mutex_on_as_abandoned_once", 120);
+        let _w = crate::testing::watchdog(120);
         let m = mutex();
         let owner = 7;
         assert_eq!(m.try_lock(owner), Some(false));
