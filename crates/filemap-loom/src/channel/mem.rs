@@ -53,6 +53,9 @@ impl Shared {
         unimplemented!("the loom checks do not use raw pointers into the ring")
     }
 
+    /// A hint to the CPU, no access: nothing for loom to check.
+    pub(crate) fn prefetch(self, _off: usize) {}
+
     pub(crate) unsafe fn u32_at<'a>(self, off: usize) -> &'a AtomicU32 {
         assert_eq!(off % 4, 0);
         &self.mem().u32s[off / 4]
