@@ -36,12 +36,22 @@
  *   - crash             the kernel drops every lock of the process's descriptors
  *
  * Checked: every handle refers to the object the name points to, all handles refer to the
- * same object, and a handle implies its read lock. The second property is also checked on
+ * same object, and a handle implies its read lock. With -DCLEAN (no crashes; read-only
+ * holders aside), also: once no process is inside an open or a close, a name that nobody
+ * holds is gone. The second property is also checked on
  * real processes, with SIGKILLs, by the churn tests in crates/filemap/tests/multiprocess.rs.
  *
  * Run: spin -a namespace.pml && gcc -O2 -DSAFETY -DCOLLAPSE -o pan pan.c && ./pan -m1000000
+ * and, for the end-state property (no crashes), the same with `spin -DCLEAN -a`.
  */
 #define NPROC 3
+#ifdef CLEAN
+#define CAN_CRASH false        /* no process crashes: the end-state property is checked */
+#define BUSY(p, v) inop[p] = v  /* only the end-state check asks who is mid-operation */
+#else
+#define CAN_CRASH true
+#define BUSY(p, v) skip
+#endif
 #define MAXI 4
 #define NONE 255
 
@@ -52,6 +62,7 @@ byte ul[MAXI] = NONE;          /* process holding the write lock on i's unlink b
 byte h[NPROC] = NONE;          /* the inode process p holds a handle on, or NONE */
 bool writable[NPROC];          /* whether p's descriptors are read-write */
 byte next_inode = 0;
+bool inop[NPROC];              /* p is inside an open_or_create or a close */
 
 inline others_hold(i, p, r) {  /* r = some process other than p locks i's holders' range */
   r = false;
@@ -65,6 +76,7 @@ inline others_hold(i, p, r) {  /* r = some process other than p locks i's holder
 
 inline crash(p) {
   atomic {
+    CAN_CRASH;
     byte j = 0;
     do
     :: j < MAXI ->
@@ -106,12 +118,12 @@ proctype Proc(byte p) {
 end_idle:
   do
   :: atomic { h[p] == NONE && next_inode < MAXI ->   /* open_or_create: build tmp */
-       t = next_inode; next_inode++; rd[t*NPROC+p] = true };
+       t = next_inode; next_inode++; rd[t*NPROC+p] = true; BUSY(p, true) };
      if :: crash(p); goto end_idle :: skip fi;
 retry:
      atomic {
        if
-       :: P == NONE -> P = t; h[p] = t; goto end_idle        /* publish */
+       :: P == NONE -> P = t; h[p] = t; BUSY(p, false); goto end_idle   /* publish */
        :: else -> e = P                                      /* open E */
        fi
      };
@@ -133,7 +145,8 @@ retry:
      atomic {
        others_hold(e, p, busy);
        if
-       :: busy -> h[p] = e; rd[t*NPROC+p] = false; goto end_idle   /* live: opened */
+       :: busy -> h[p] = e; rd[t*NPROC+p] = false; BUSY(p, false); goto end_idle
+                                                                   /* live: opened */
        :: else -> skip                                             /* stale */
        fi
      };
@@ -142,11 +155,11 @@ retry:
      atomic { rd[e*NPROC+p] = false };                       /* let go of e */
      if
      :: ok || writable[p] -> goto retry                      /* look again */
-     :: else -> atomic { rd[t*NPROC+p] = false }              /* a stale object that we
+     :: else -> atomic { rd[t*NPROC+p] = false; BUSY(p, false) }  /* a stale object that we
                                                                * may not remove: give up */
      fi
   :: h[p] != NONE ->                                         /* close */
-     atomic { e = h[p]; h[p] = NONE };
+     atomic { e = h[p]; h[p] = NONE; BUSY(p, true) };
      remove(p, e, ok);
      atomic { rd[e*NPROC+p] = false };                       /* F_UNLCK, not close(): a child
                                                                * that another thread spawns
@@ -157,8 +170,9 @@ retry:
                                                                * two closing at once must not
                                                                * both leave it stale */
      :: else -> skip
-     fi
-  :: h[p] != NONE -> crash(p)
+     fi;
+     BUSY(p, false)
+  :: h[p] != NONE && CAN_CRASH -> crash(p)
   od
 }
 
@@ -183,7 +197,19 @@ end_mon:
           :: else -> skip
           fi; a++
        :: a >= NPROC -> break
-       od
+       od;
+#ifdef CLEAN
+       /* Once every process has finished what it was doing, without a crash and with
+        * read-write descriptors, a name that nobody holds is gone: no stale object is
+        * left behind (two last holders closing at once both found the other and left
+        * it, before the second try in `close`). */
+       if
+       :: writable[0] && writable[1] && !inop[0] && !inop[1] && !inop[2] &&
+          P != NONE ->
+          assert(h[0] == P || h[1] == P || h[2] == P)
+       :: else -> skip
+       fi
+#endif
      }
   od
 }
