@@ -871,9 +871,14 @@ fn throughput(
             // The clock starts at the first message, as for the raw ring; each mode has a
             // loop of its own, so that no message pays for telling the modes apart.
             let mut word = [0u8; 8];
+            // A batch's copies keep their first error here (`let _ =` on each result would
+            // call the error's drop for every message: it is not inlined).
+            let mut failed = None;
             let mut got = match mode {
                 "batch" => rx.recv_batch(256, |m| {
-                    let _ = m.read_at(0, &mut buf);
+                    if let Err(e) = m.read_at(0, &mut buf) {
+                        failed = Some(e);
+                    }
                 })?,
                 _ => {
                     rx.recv()?.read_at(0, &mut word)?;
@@ -890,8 +895,13 @@ fn throughput(
                 "batch" => {
                     while got < count {
                         got += rx.recv_batch(256, |m| {
-                            let _ = m.read_at(0, &mut buf);
+                            if let Err(e) = m.read_at(0, &mut buf) {
+                                failed = Some(e);
+                            }
                         })?;
+                    }
+                    if let Some(e) = failed {
+                        return Err(e.into());
                     }
                 }
                 _ => {

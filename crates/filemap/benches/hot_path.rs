@@ -12,7 +12,9 @@
 //!   ring does;
 //! - **filemap, copied:** `Sender::send`, then `Receiver::recv` and `Message::read_at`;
 //! - **filemap, zero-copy:** `Sender::loan`, an 8-byte `Loan::write_at` and `commit`, then
-//!   `recv` and an 8-byte `read_at`.
+//!   `recv` and an 8-byte `read_at`;
+//! - **filemap, batched:** `Sender::send_all` of 64 messages, then `Receiver::recv_batch`
+//!   of up to 256 with a `read_at` of each, as `filemap bench`'s batched row does.
 //!
 //! A batch fills 64 KiB of a 128 KiB ring and then drains it, so that neither side waits.
 // A benchmark's report may panic on a closed stdout.
@@ -141,6 +143,29 @@ mod linux {
         Ok(sum)
     }
 
+    #[inline(never)]
+    fn send_batched(tx: &mut Sender, msg: &[u8], n: usize) -> Result<()> {
+        let mut sent = 0;
+        while sent < n {
+            sent += tx.send_all(std::iter::repeat_n(msg, (n - sent).min(64)))?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn recv_batched(rx: &mut Receiver, buf: &mut [u8], n: usize) -> Result<()> {
+        let (mut got, mut failed) = (0, None);
+        while got < n {
+            got += rx.recv_batch((n - got).min(256), |m| {
+                // Not `let _ =`: the error's drop, called on every result, is not inlined.
+                if let Err(e) = m.read_at(0, buf) {
+                    failed = Some(e);
+                }
+            })?;
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
     /// The best of `BATCHES` batches of `n`: nanoseconds per message, sending and
     /// receiving.
     fn best(
@@ -180,7 +205,7 @@ mod linux {
             let mut buf = vec![0u8; size];
             // Half the ring per batch; a frame is the message and an 8-byte header.
             let n = RING / 2 / (size + 8);
-            let mut rows = vec![(Vec::new(), Vec::new()); 3];
+            let mut rows = vec![(Vec::new(), Vec::new()); 4];
             for _ in 0..ROUNDS {
                 let (s, r) = best(
                     n,
@@ -208,11 +233,23 @@ mod linux {
                 );
                 rows[2].0.push(s);
                 rows[2].1.push(r);
+                let (s, r) = best(
+                    n,
+                    |n| send_batched(&mut tx, black_box(&msg), n),
+                    |n| recv_batched(&mut rx, black_box(&mut b[..]), n),
+                );
+                rows[3].0.push(s);
+                rows[3].1.push(r);
             }
             let (raw_s, raw_r) = (median(rows[0].0.clone()), median(rows[0].1.clone()));
-            for (label, (s, r)) in ["raw ring", "filemap, copied", "filemap, zero-copy"]
-                .iter()
-                .zip(rows)
+            for (label, (s, r)) in [
+                "raw ring",
+                "filemap, copied",
+                "filemap, zero-copy",
+                "filemap, batched",
+            ]
+            .iter()
+            .zip(rows)
             {
                 let (s, r) = (median(s), median(r));
                 println!(

@@ -1148,19 +1148,22 @@ impl Receiver {
         )?
         .ok_or_else(|| no_message(chan))?;
         let mut n = 0;
+        // One message, whose frame changes: `f` takes a reference, so a message made anew
+        // for each frame was written out to the stack whole every time.
+        let mut msg = Message {
+            chan,
+            ring,
+            frame,
+            consumer: None,
+        };
         loop {
-            f(&Message {
-                chan,
-                ring,
-                frame,
-                consumer: None,
-            });
+            f(&msg);
             // Room goes back at the end of the batch (below), and inside a long one only
             // every RELEASE_BATCH messages, which bounds what a consumer killed in it
             // leaves to be received again.
             let _ = self.consumer.consume(frame);
             if self.consumer.batch_done() {
-                self.consumer.release_after(frame.len, &ring, chan.parker());
+                release(chan, &mut self.consumer, frame.len);
             }
             n += 1;
             if n >= max {
@@ -1171,7 +1174,10 @@ impl Receiver {
                 .try_peek(&ring)
                 .map_err(|e| corrupt(chan, e))?
             {
-                Some(f) => frame = f,
+                Some(f) => {
+                    frame = f;
+                    msg.frame = f;
+                }
                 None => break,
             }
         }
