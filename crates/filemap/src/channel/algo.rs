@@ -922,6 +922,17 @@ impl Consumer {
         let cap = ring.geometry.capacity;
         loop {
             if self.head == self.tail {
+                if self.streak >= FLOWING {
+                    // Right behind a producer in full flow: give it a moment before taking
+                    // the line with `tail` from it (see `tail_moves_soon`). Without this, a
+                    // consumer that kept catching up loaded `tail` seven times per wait,
+                    // each time for the few frames written since, and each load cost the
+                    // producer its line back: 64 B one way ran at 51–60 M/s against 71–82
+                    // with the ring full (docs/BENCHMARKS.md, 2026-11-28).
+                    for _ in 0..self.flowing_pause {
+                        crate::atomic::spin_loop();
+                    }
+                }
                 // Acquire: the frames' bytes happen before our reads of them.
                 let tail = ring.ctl.tail.load(Acquire);
                 check_positions(ring, self.head, tail)?;
@@ -999,17 +1010,14 @@ impl Consumer {
     /// full flow. Looking at once then costs both sides: every look takes the line with
     /// `tail`, and the frame being written, away from the producer, which must fetch them
     /// back for the next message. So a flowing consumer first waits [`FLOWING_NS`]
-    /// without looking, and stays flowing only while the producer gets at least two frames
-    /// out meanwhile. A round trip (a reply that comes only after our own message) never
+    /// without looking (in `peek_slow`, before every load of `tail` once it has caught up,
+    /// which is what comes right before this), and stays flowing only while the producer
+    /// gets at least two frames out meanwhile. A round trip (a reply that comes only after our own message) never
     /// looks like that, so request/response latency is untouched.
     #[inline]
     pub(crate) fn tail_moves_soon(&mut self, ring: &Ring<'_>) -> bool {
+        // A flowing consumer has just waited, in `peek_slow`.
         let flowing = self.streak >= FLOWING;
-        if flowing {
-            for _ in 0..self.flowing_pause {
-                crate::atomic::spin_loop();
-            }
-        }
         for i in 0..64 {
             let tail = ring.ctl.tail.load(Relaxed);
             if tail != self.tail {
@@ -1333,6 +1341,32 @@ mod tests {
         c.streak = FLOWING;
         assert!(!c.tail_moves_soon(&ring), "nothing was sent");
         assert_eq!(c.streak, 0);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "times pauses")]
+    fn a_flowing_consumer_that_caught_up_waits_before_it_loads_tail() {
+        let heap = Heap::new(4096, 256);
+        let ring = heap.ring();
+        let mut p = Producer::attach(&ring).unwrap();
+        let mut c = Consumer::attach(&ring).unwrap();
+        let msg = [7u8; 56];
+        send(&mut p, &ring, &msg);
+        assert_eq!(recv(&mut c, &ring), msg);
+        // Caught up and flowing: the next look at `tail` comes after FLOWING_NS (the
+        // pauses were counted on this CPU, the fastest of three runs, so they take at
+        // least about that long; half of it is the bound checked).
+        c.streak = FLOWING;
+        let start = Instant::now();
+        assert!(c.try_peek(&ring).unwrap().is_none());
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_nanos(FLOWING_NS / 2),
+            "looked after {waited:?}"
+        );
+        // What came meanwhile is found.
+        send(&mut p, &ring, &msg);
+        assert_eq!(recv(&mut c, &ring), msg);
     }
 
     #[test]
