@@ -922,7 +922,8 @@ impl Consumer {
         let cap = ring.geometry.capacity;
         loop {
             if self.head == self.tail {
-                if self.streak >= FLOWING {
+                let flowing = self.streak >= FLOWING;
+                if flowing {
                     // Right behind a producer in full flow: give it a moment before taking
                     // the line with `tail` from it (see `tail_moves_soon`). Without this, a
                     // consumer that kept catching up loaded `tail` seven times per wait,
@@ -936,6 +937,15 @@ impl Consumer {
                 // Acquire: the frames' bytes happen before our reads of them.
                 let tail = ring.ctl.tail.load(Acquire);
                 check_positions(ring, self.head, tail)?;
+                // Fewer than two frames in that moment: no flow (a reply to our own message,
+                // or the end of the flow), so the next look is not put off. Without a frame
+                // length to go by yet, the flow ends too.
+                if flowing
+                    && (self.last_frame == 0
+                        || tail.wrapping_sub(self.tail) < self.last_frame.saturating_mul(2))
+                {
+                    self.streak = 0;
+                }
                 self.tail = tail;
                 self.set_release_at(ring);
                 if self.head == self.tail {
@@ -1003,30 +1013,26 @@ impl Consumer {
         self.left == 0
     }
 
-    /// Whether `tail` moves past our last look within a short spin (64 pauses).
+    /// Whether `tail` moves past our last look within a short spin (64 pauses), after the
+    /// ring ran dry.
     ///
     /// A consumer that keeps finding the next frame at once after running dry
     /// ([`FLOWING`] times in a row, each within [`SOON_NS`]) is right behind a producer in
     /// full flow. Looking at once then costs both sides: every look takes the line with
     /// `tail`, and the frame being written, away from the producer, which must fetch them
-    /// back for the next message. So a flowing consumer first waits [`FLOWING_NS`]
-    /// without looking (in `peek_slow`, before every load of `tail` once it has caught up,
-    /// which is what comes right before this), and stays flowing only while the producer
-    /// gets at least two frames out meanwhile. A round trip (a reply that comes only after our own message) never
-    /// looks like that, so request/response latency is untouched.
+    /// back for the next message. So once it has caught up, a flowing consumer waits
+    /// [`FLOWING_NS`] before each load of `tail` (in `peek_slow`), and stays flowing only
+    /// while the producer gets at least two frames out meanwhile; otherwise that look ends
+    /// the flow, before the ring is found dry and this is called. A round trip (a reply
+    /// that comes only after our own message) never looks like a flow, so
+    /// request/response latency is untouched.
     #[inline]
     pub(crate) fn tail_moves_soon(&mut self, ring: &Ring<'_>) -> bool {
-        // A flowing consumer has just waited, in `peek_slow`.
-        let flowing = self.streak >= FLOWING;
         for i in 0..64 {
             let tail = ring.ctl.tail.load(Relaxed);
             if tail != self.tail {
-                if flowing {
-                    if tail.wrapping_sub(self.tail) < self.last_frame.saturating_mul(2) {
-                        self.streak = 0;
-                    }
-                } else if i <= self.soon {
-                    self.streak += 1;
+                if i <= self.soon {
+                    self.streak = self.streak.saturating_add(1);
                 } else {
                     self.streak = 0;
                 }
@@ -1316,31 +1322,35 @@ mod tests {
         let mut p = Producer::attach(&ring).unwrap();
         let mut c = Consumer::attach(&ring).unwrap();
         // 64-byte frames. Each time the ring runs dry, the next frame is there at the first
-        // look: after FLOWING such waits the consumer counts as flowing.
+        // look: after FLOWING such waits the consumer counts as flowing (and the producer
+        // writes on while it waits, as one in full flow does).
         let msg = [7u8; 56];
         for i in 0..FLOWING {
             assert!(c.streak < FLOWING, "flowing after {i} waits");
             send(&mut p, &ring, &msg);
+            if i == FLOWING - 1 {
+                send(&mut p, &ring, &msg);
+            }
             assert!(c.tail_moves_soon(&ring));
             assert_eq!(recv(&mut c, &ring), msg);
         }
+        assert_eq!(recv(&mut c, &ring), msg);
         assert!(c.streak >= FLOWING, "flowing");
         // Flowing: two frames or more written while it waited keep it flowing...
         send(&mut p, &ring, &msg);
         send(&mut p, &ring, &msg);
-        assert!(c.tail_moves_soon(&ring));
+        assert_eq!(recv(&mut c, &ring), msg);
         assert!(c.streak >= FLOWING, "still flowing");
         assert_eq!(recv(&mut c, &ring), msg);
-        assert_eq!(recv(&mut c, &ring), msg);
-        // ... one frame alone ends it, as a reply to our own message would.
+        // ... one frame alone ends it, as a reply to our own message would, so that the
+        // next look comes at once.
         send(&mut p, &ring, &msg);
-        assert!(c.tail_moves_soon(&ring));
-        assert_eq!(c.streak, 0, "a single frame ends the flow");
         assert_eq!(recv(&mut c, &ring), msg);
+        assert_eq!(c.streak, 0, "a single frame ends the flow");
         // And so does nothing at all.
         c.streak = FLOWING;
-        assert!(!c.tail_moves_soon(&ring), "nothing was sent");
-        assert_eq!(c.streak, 0);
+        assert!(c.try_peek(&ring).unwrap().is_none());
+        assert_eq!(c.streak, 0, "nothing was sent");
     }
 
     #[test]
