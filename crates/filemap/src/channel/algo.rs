@@ -1432,10 +1432,11 @@ mod tests {
     fn a_side_whose_peer_answers_within_the_maximum_learns_to_spin_for_it() {
         let answer = Duration::from_micros(30);
         let mut spin = Spin::new();
-        // The budget starts under the answer's time.
-        spin.waited(Duration::from_millis(5));
-        spin.waited(Duration::from_millis(5));
-        assert!(spin.budget() < answer);
+        // The budget starts at its least, far under the answer's time.
+        for _ in 0..8 {
+            spin.waited(Duration::from_millis(5));
+        }
+        assert_eq!(spin.budget(), Spin::MIN);
         let mut parked = Vec::new();
         for _ in 0..20 {
             let start = Instant::now();
@@ -1456,9 +1457,12 @@ mod tests {
             assert!(woke);
             parked.push(did_park);
         }
+        // The spin looks at the clock between polls, and a slow clock (Wine's, on a loaded
+        // machine) or a preemption can make one spin outlast the answer: one of the first
+        // three must park (CI once saw the first one spin there).
         assert!(
-            parked[0],
-            "the first wait, with a budget under the answer, parks"
+            parked[..3].iter().any(|p| *p),
+            "the first waits, with a budget under the answer, never parked: {parked:?}"
         );
         assert!(
             parked[10..].iter().any(|p| !p),
