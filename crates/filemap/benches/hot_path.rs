@@ -14,7 +14,9 @@
 //! - **filemap, zero-copy:** `Sender::loan`, an 8-byte `Loan::write_at` and `commit`, then
 //!   `recv` and an 8-byte `read_at`;
 //! - **filemap, batched:** `Sender::send_all` of 64 messages, then `Receiver::recv_batch`
-//!   of up to 256 with a `read_at` of each, as `filemap bench`'s batched row does.
+//!   of up to 256 with a `read_at` of each, as `filemap bench`'s batched row does;
+//! - **filemap, recv_into:** `Sender::send`, then `Receiver::recv_into` (the copy
+//!   without a message value).
 //!
 //! A batch fills 64 KiB of a 128 KiB ring and then drains it, so that neither side waits.
 // A benchmark's report may panic on a closed stdout.
@@ -123,6 +125,14 @@ mod linux {
     }
 
     #[inline(never)]
+    fn recv_into(rx: &mut Receiver, buf: &mut [u8], n: usize) -> Result<()> {
+        for _ in 0..n {
+            rx.recv_into(buf)?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
     fn loan(tx: &mut Sender, len: usize, n: usize) -> Result<()> {
         for i in 0..n {
             let mut loan = tx.loan(len)?;
@@ -205,7 +215,7 @@ mod linux {
             let mut buf = vec![0u8; size];
             // Half the ring per batch; a frame is the message and an 8-byte header.
             let n = RING / 2 / (size + 8);
-            let mut rows = vec![(Vec::new(), Vec::new()); 4];
+            let mut rows = vec![(Vec::new(), Vec::new()); 5];
             for _ in 0..ROUNDS {
                 let (s, r) = best(
                     n,
@@ -240,6 +250,13 @@ mod linux {
                 );
                 rows[3].0.push(s);
                 rows[3].1.push(r);
+                let (s, r) = best(
+                    n,
+                    |n| send(&mut tx, black_box(&msg), n),
+                    |n| recv_into(&mut rx, black_box(&mut b[..]), n),
+                );
+                rows[4].0.push(s);
+                rows[4].1.push(r);
             }
             let (raw_s, raw_r) = (median(rows[0].0.clone()), median(rows[0].1.clone()));
             for (label, (s, r)) in [
@@ -247,6 +264,7 @@ mod linux {
                 "filemap, copied",
                 "filemap, zero-copy",
                 "filemap, batched",
+                "filemap, recv_into",
             ]
             .iter()
             .zip(rows)

@@ -101,6 +101,10 @@ fn stream_messages_allocate_nothing() {
         let m = rx.recv().unwrap();
         m.read_at(0, &mut buf[..m.len()]).unwrap();
     });
+    assert_no_allocation("send and recv_into", |i| {
+        tx.send(&payload[..(i % 200) as usize]).unwrap();
+        assert_eq!(rx.recv_into(&mut buf).unwrap(), (i % 200) as usize);
+    });
     assert_no_allocation("try_send and try_recv", |_| {
         tx.try_send(&payload).unwrap();
         let m = rx.try_recv().unwrap().unwrap();

@@ -450,6 +450,47 @@ fn a_message_is_appended_to_what_the_buffer_holds() {
     assert_eq!(rx.recv().unwrap().to_vec(), &big[..5]);
 }
 
+/// `recv_into` copies a message into a buffer and says how long it was; a message longer
+/// than the buffer is refused with its length and stays first, for a larger buffer.
+#[test]
+fn recv_into_copies_whole_messages_and_keeps_one_that_does_not_fit() {
+    let root = TestRoot::new("ch-into");
+    let name = root.name("Local\\into");
+    let s = root.opts().create_stream(&name, 1 << 16, 4096).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let long: Vec<u8> = (0..3000u32).map(|i| (i * 13 + 1) as u8).collect();
+    for m in [&b"hello"[..], &b""[..], &long, &b"end"[..]] {
+        tx.send(m).unwrap();
+    }
+    let mut small = [0u8; 100];
+    assert_eq!(rx.recv_into(&mut small).unwrap(), 5);
+    assert_eq!(&small[..5], b"hello");
+    assert_eq!(rx.recv_into(&mut small).unwrap(), 0);
+    for _ in 0..2 {
+        match rx.recv_into(&mut small) {
+            Err(Error::InvalidArgument { what }) => {
+                assert!(what.contains("3000 bytes"), "{what}");
+                assert!(what.contains("100"), "{what}");
+            }
+            other => panic!("a 3000-byte message into 100 bytes: {other:?}"),
+        }
+    }
+    let mut large = vec![0u8; 4096];
+    assert_eq!(rx.recv_into(&mut large).unwrap(), 3000);
+    assert_eq!(&large[..3000], &long[..]);
+    assert_eq!(rx.recv_into(&mut small).unwrap(), 3);
+    assert_eq!(&small[..3], b"end");
+    drop(tx);
+    assert!(
+        matches!(
+            rx.recv_into(&mut small),
+            Err(Error::Disconnected { died: false, .. })
+        ),
+        "after a clean close"
+    );
+}
+
 #[test]
 fn roles_are_exclusive_while_their_player_lives() {
     let root = TestRoot::new("ch-roles");

@@ -866,6 +866,19 @@ fn no_room(chan: &sys::Channel) -> Error {
     timed_out(chan, "room")
 }
 
+/// A received message longer than the caller's buffer (it stays in the channel).
+#[cold]
+#[inline(never)]
+fn does_not_fit(chan: &sys::Channel, len: usize, room: usize) -> Error {
+    Error::InvalidArgument {
+        what: format!(
+            "the next message in {} has {len} bytes, more than the buffer's {room}; it stays \
+             in the channel",
+            chan.name()
+        ),
+    }
+}
+
 fn no_message(chan: &sys::Channel) -> Error {
     timed_out(chan, "a message")
 }
@@ -1102,6 +1115,38 @@ impl Receiver {
         }
     }
 
+    /// Receives the next message into `buf`, waiting as long as it takes, and returns its
+    /// length: the copy of [`recv`](Self::recv) + [`Message::read_at`], without a message
+    /// value in between.
+    ///
+    /// A message longer than `buf` is not received: it stays first in the channel, and the
+    /// error states its length, so that a larger buffer can take it (as `ReadFile` on a
+    /// message-mode pipe does, with `ERROR_MORE_DATA`, but without a partial read).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the message does not fit `buf`; as for
+    /// [`Receiver::recv`].
+    #[inline(always)]
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let frame = match self.frame(None)? {
+            Some(frame) => frame,
+            None => return Err(no_message(&self.chan)),
+        };
+        let len = frame.len as usize;
+        let Some(dst) = buf.get_mut(..len) else {
+            return Err(does_not_fit(&self.chan, len, buf.len()));
+        };
+        // The frame is inside the ring (`try_peek` checked it), so this copies.
+        if !self.chan.ring().read(frame.offset, dst) {
+            return Err(out_of_range(0, len, len));
+        }
+        if self.consumer.consume(frame) {
+            release(&self.chan, &mut self.consumer, frame.len);
+        }
+        Ok(len)
+    }
+
     /// Receives the next message, waiting up to `timeout`.
     ///
     /// # Errors
@@ -1160,7 +1205,7 @@ impl Receiver {
     pub fn recv_batch(&mut self, max: usize, mut f: impl FnMut(&Message<'_>)) -> Result<usize> {
         let chan = &*self.chan;
         let ring = chan.ring();
-        let mut frame = next(
+        let frame = next(
             chan,
             &self._claim,
             &mut self.consumer,
@@ -1169,7 +1214,6 @@ impl Receiver {
             None,
         )?
         .ok_or_else(|| no_message(chan))?;
-        let mut n = 0;
         // One message, whose frame changes: `f` takes a reference, so a message made anew
         // for each frame was written out to the stack whole every time.
         let mut msg = Message {
@@ -1178,33 +1222,47 @@ impl Receiver {
             frame,
             consumer: None,
         };
+        f(&msg);
+        let _ = self.consumer.consume(frame);
+        let mut n = 1;
+        // The last frame's length: what a flowing consumer compares the producer's
+        // progress with (`tail_moves_soon`).
+        let mut last = frame.len;
         loop {
-            f(&msg);
             // Room goes back at the end of the batch (below), and inside a long one only
             // every RELEASE_BATCH messages, which bounds what a consumer killed in it
             // leaves to be received again.
-            let _ = self.consumer.consume(frame);
             if self.consumer.batch_done() {
-                release(chan, &mut self.consumer, frame.len);
+                release(chan, &mut self.consumer, last);
             }
-            n += 1;
             if n >= max {
                 break;
             }
+            let ready = self.consumer.take_ready(&ring, max - n, |fr| {
+                msg.frame = fr;
+                last = fr.len;
+                f(&msg);
+            });
+            n += ready;
+            if ready > 0 {
+                continue;
+            }
+            // At the last `tail` seen, or at a skip frame: the slow path.
             match self
                 .consumer
                 .try_peek(&ring)
                 .map_err(|e| corrupt(chan, e))?
             {
-                Some(f) => {
-                    frame = f;
-                    msg.frame = f;
+                Some(fr) => {
+                    msg.frame = fr;
+                    last = fr.len;
+                    f(&msg);
+                    let _ = self.consumer.consume(fr);
+                    n += 1;
                 }
                 None => break,
             }
         }
-        // `frame` is the last one consumed: its length is what a flowing consumer compares
-        // the producer's progress with (`tail_moves_soon`).
         self.consumer.release_after(frame.len, &ring, chan.parker());
         Ok(n)
     }
