@@ -163,6 +163,38 @@ fn stream_room_given_back_in_a_batch() {
     });
 }
 
+/// Messages written the way `send_all` writes them: `fill_ready` while they fit before
+/// `limit`, `try_reserve` (which looks at `head`) for the one where it stops, one publish
+/// per run. The third needs a skip frame and the room of the first.
+#[test]
+fn stream_runs_filled_in() {
+    model(|| {
+        let s = Stream::new(64, 32);
+        let msgs: [Vec<u8>; 3] = [vec![1; 20], vec![2; 12], vec![3; 20]];
+        let s2 = s.clone();
+        let m2 = msgs.clone();
+        let producer = thread::spawn(move || {
+            let ring = s2.ring();
+            let mut p = Producer::attach(&ring).unwrap();
+            let mut it = m2.iter().map(|m| &m[..]);
+            loop {
+                let (_, rest) = p.fill_ready(&ring, &mut it);
+                p.publish(&ring, &Yield);
+                match rest {
+                    Some(m) => send(&mut p, &ring, m),
+                    None => break,
+                }
+            }
+        });
+        let ring = s.ring();
+        let mut c = Consumer::attach(&ring).unwrap();
+        for m in &msgs {
+            assert_eq!(&recv(&mut c, &ring), m);
+        }
+        producer.join().unwrap();
+    });
+}
+
 /// A batch taken the way `recv_batch` takes it: the frames `take_ready` vouches for, then
 /// `try_peek` (which looks at `tail`) where it stops, and the room back at the end. The
 /// third message needs a skip frame, which only `try_peek` passes over.

@@ -54,6 +54,27 @@ fn child() {
             }
             report("done");
         }
+        // The same with `send_all`, in batches of 1 to 97 messages.
+        "produce-batches" => {
+            let from: u64 = args[1].parse().unwrap();
+            let to: u64 = args[2].parse().unwrap();
+            let s = opts().open_stream(name).unwrap();
+            let mut tx = s.sender().unwrap();
+            report("ready");
+            let mut i = from;
+            let mut bufs: Vec<Vec<u8>> = Vec::new();
+            while i < to {
+                let k = (1 + i % 97).min(to - i);
+                bufs.resize_with(k as usize, Vec::new);
+                for (j, b) in bufs.iter_mut().enumerate() {
+                    message(i + j as u64, b);
+                }
+                let sent = tx.send_all(bufs.iter().map(|b| &b[..])).unwrap();
+                assert_eq!(sent as u64, k);
+                i += k;
+            }
+            report("done");
+        }
         // Receive and check messages until killed or the producer closes; report each
         // thousandth.
         "consume" => {
@@ -246,6 +267,96 @@ fn two_million_messages_arrive_whole_and_in_order() {
     }
     assert_eq!(s.queued(), 0);
     kid.0.wait().unwrap();
+}
+
+/// Batches both ways between two processes (`send_all` of 1 to 97 messages, `recv_batch`
+/// of up to 1 to 300), through a ring small enough to wrap every few hundred messages.
+#[test]
+fn batches_arrive_whole_and_in_order_between_processes() {
+    let _w = watchdog(300);
+    let root = TestRoot::new("ch-batches");
+    let name = root.name("Local\\batches");
+    let s = root.opts().create_stream(&name, 1 << 15, 512).unwrap();
+    let mut rx = s.receiver().unwrap();
+    let n: u64 = if cfg!(windows) { 100_000 } else { 1_000_000 };
+    let mut kid = Reap(spawn_role(
+        ENTRY,
+        "produce-batches",
+        &root.path,
+        &[&name, "0", &n.to_string()],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    let (mut next, mut batches, mut largest) = (0u64, 0u64, 0usize);
+    let mut got = Vec::new();
+    while next < n {
+        let max = 1 + (batches % 300) as usize;
+        let k = rx
+            .recv_batch(max, |m| {
+                got.clear();
+                m.append_to(&mut got);
+                assert_eq!(check(&got), next, "out of order");
+                next += 1;
+            })
+            .unwrap();
+        assert!(
+            (1..=max).contains(&k),
+            "{k} messages in a batch of up to {max}"
+        );
+        largest = largest.max(k);
+        batches += 1;
+    }
+    assert!(largest > 1, "every batch held one message");
+    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+    match rx.recv_batch(10, |_| panic!("a message after the last")) {
+        Err(Error::Disconnected { died: false, .. }) => {}
+        other => panic!("expected a clean disconnect, got {other:?}"),
+    }
+    kid.0.wait().unwrap();
+}
+
+/// `send_all` stops at a message larger than the channel allows: those before it are sent,
+/// the error states the limit, and nothing after it is sent.
+#[test]
+fn send_all_stops_at_a_message_too_large() {
+    let root = TestRoot::new("ch-send-all");
+    let name = root.name("Local\\send-all");
+    let s = root.opts().create_stream(&name, 1 << 12, 100).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let big = [9u8; 101];
+    let msgs: [&[u8]; 4] = [b"one", b"two", &big, b"four"];
+    match tx.send_all(msgs) {
+        Err(Error::MessageTooLarge {
+            len: 101, max: 100, ..
+        }) => {}
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    let mut buf = [0u8; 100];
+    assert_eq!(rx.recv_into(&mut buf).unwrap(), 3);
+    assert_eq!(&buf[..3], b"one");
+    assert_eq!(rx.recv_into(&mut buf).unwrap(), 3);
+    assert_eq!(&buf[..3], b"two");
+    assert!(
+        rx.try_recv().unwrap().is_none(),
+        "nothing after the refused message"
+    );
+    // More than the ring holds at once: the sender waits for room while this side reads.
+    let reader = std::thread::spawn(move || {
+        let mut total = 0usize;
+        let mut buf = [0u8; 100];
+        for i in 0..1000u32 {
+            let n = rx.recv_into(&mut buf).unwrap();
+            assert_eq!(&buf[..n], i.to_le_bytes().repeat(1 + i as usize % 20));
+            total += n;
+        }
+        total
+    });
+    let owned: Vec<Vec<u8>> = (0..1000u32)
+        .map(|i| i.to_le_bytes().repeat(1 + i as usize % 20))
+        .collect();
+    assert_eq!(tx.send_all(owned.iter().map(|m| &m[..])).unwrap(), 1000);
+    let want: usize = owned.iter().map(Vec::len).sum();
+    assert_eq!(reader.join().unwrap(), want);
 }
 
 #[test]

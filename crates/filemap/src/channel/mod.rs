@@ -636,8 +636,15 @@ impl Sender {
         let ring = chan.ring();
         let max = chan.geometry().max_message as usize;
         let mut n = 0;
+        let mut msgs = msgs.into_iter();
         let result = (|| {
-            for msg in msgs {
+            loop {
+                // The messages that fit before `limit`, their position in a register.
+                let (ready, rest) = self.producer.fill_ready(&ring, &mut msgs);
+                n += ready;
+                let Some(msg) = rest else {
+                    return Ok(());
+                };
                 if msg.len() > max {
                     return Err(too_large(chan, msg.len()));
                 }
@@ -666,7 +673,6 @@ impl Sender {
                 self.producer.commit(&ring, r);
                 n += 1;
             }
-            Ok(())
         })();
         self.producer.publish(&ring, chan.parker());
         result.map(|()| n)
