@@ -10,7 +10,9 @@ use loom::thread;
 
 use crate::atomic::{AtomicU32, Ordering::SeqCst};
 use crate::channel::algo::KIND_BROADCAST;
-use crate::channel::algo::{Consumer, Control, Geometry, Producer, Ring, KIND_LATEST, KIND_STREAM};
+use crate::channel::algo::{
+    Consumer, Control, Frame, Geometry, Producer, Ring, KIND_LATEST, KIND_STREAM,
+};
 use crate::channel::mem::LoomMem;
 use crate::channel::seqlock::{read_latest, Publisher, SlotControl, Slots, Subscriber, Writer};
 use crate::sync::algo::{Parked, Parker, Words};
@@ -105,10 +107,10 @@ fn recv(c: &mut Consumer, ring: &Ring<'_>) -> Vec<u8> {
 }
 
 /// Three messages through a 64-byte ring: the second leaves 8 bytes at the end, so the
-/// third needs a skip frame and goes to offset 0, over the first, once that is read.
-#[test]
-fn stream_messages_arrive_whole_in_order_and_are_written_over_only_once_read() {
-    model(|| {
+/// third needs a skip frame and goes to offset 0, over the first, once that is read. The
+/// producer is `produce`; the consumer receives one message at a time.
+fn three_messages(produce: fn(&mut Producer, &Ring<'_>, &[Vec<u8>])) {
+    model(move || {
         let s = Stream::new(64, 32);
         let msgs: [Vec<u8>; 3] = [vec![1; 20], vec![2; 12], vec![3; 20]];
         let s2 = s.clone();
@@ -116,9 +118,7 @@ fn stream_messages_arrive_whole_in_order_and_are_written_over_only_once_read() {
         let producer = thread::spawn(move || {
             let ring = s2.ring();
             let mut p = Producer::attach(&ring).unwrap();
-            for m in &m2 {
-                send(&mut p, &ring, m);
-            }
+            produce(&mut p, &ring, &m2);
         });
         let ring = s.ring();
         let mut c = Consumer::attach(&ring).unwrap();
@@ -129,11 +129,19 @@ fn stream_messages_arrive_whole_in_order_and_are_written_over_only_once_read() {
     });
 }
 
-/// A consumer that gives room back in a batch (two frames at once), as `recv_batch` and
-/// dropped messages do.
 #[test]
-fn stream_room_given_back_in_a_batch() {
-    model(|| {
+fn stream_messages_arrive_whole_in_order_and_are_written_over_only_once_read() {
+    three_messages(|p, ring, msgs| {
+        for m in msgs {
+            send(p, ring, m);
+        }
+    });
+}
+
+/// Three 16-byte messages through a 64-byte ring (the third needs a skip frame), taken
+/// in batches: `take` takes what it can, and the room goes back after each batch.
+fn three_in_batches(take: fn(&mut Consumer, &Ring<'_>, &mut Vec<Vec<u8>>)) {
+    model(move || {
         let s = Stream::new(64, 24);
         let s2 = s.clone();
         let producer = thread::spawn(move || {
@@ -147,12 +155,7 @@ fn stream_room_given_back_in_a_batch() {
         let mut c = Consumer::attach(&ring).unwrap();
         let mut got = Vec::new();
         while got.len() < 3 {
-            while let Some(f) = c.try_peek(&ring).unwrap() {
-                let mut v = Vec::new();
-                ring.append_to(f.offset, f.len as usize, &mut v);
-                let _ = c.consume(f);
-                got.push(v);
-            }
+            take(&mut c, &ring, &mut got);
             c.release(&ring, &Yield);
             thread::yield_now();
         }
@@ -163,83 +166,61 @@ fn stream_room_given_back_in_a_batch() {
     });
 }
 
-/// Messages written the way `send_all` writes them: `fill_ready` while they fit before
-/// `limit`, `try_reserve` (which looks at `head`) for the one where it stops, one publish
-/// per run. The third needs a skip frame and the room of the first.
+/// The frame at `f`, consumed.
+fn take_frame(c: &mut Consumer, ring: &Ring<'_>, f: Frame, got: &mut Vec<Vec<u8>>) {
+    let mut v = Vec::new();
+    ring.append_to(f.offset, f.len as usize, &mut v);
+    let _ = c.consume(f);
+    got.push(v);
+}
+
+/// A consumer that gives room back in a batch (two frames at once), as dropped messages
+/// do.
+#[test]
+fn stream_room_given_back_in_a_batch() {
+    three_in_batches(|c, ring, got| {
+        while let Some(f) = c.try_peek(ring).unwrap() {
+            take_frame(c, ring, f, got);
+        }
+    });
+}
+
+/// The same, with messages written the way `send_all` writes them: `fill_ready` while they
+/// fit before `limit`, `try_reserve` (which looks at `head`) for the one where it stops,
+/// one publish per run.
 #[test]
 fn stream_runs_filled_in() {
-    model(|| {
-        let s = Stream::new(64, 32);
-        let msgs: [Vec<u8>; 3] = [vec![1; 20], vec![2; 12], vec![3; 20]];
-        let s2 = s.clone();
-        let m2 = msgs.clone();
-        let producer = thread::spawn(move || {
-            let ring = s2.ring();
-            let mut p = Producer::attach(&ring).unwrap();
-            let mut it = m2.iter().map(|m| &m[..]);
-            loop {
-                let (_, rest) = p.fill_ready(&ring, &mut it);
-                p.publish(&ring, &Yield);
-                match rest {
-                    Some(m) => send(&mut p, &ring, m),
-                    None => break,
-                }
+    three_messages(|p, ring, msgs| {
+        let mut it = msgs.iter().map(|m| &m[..]);
+        loop {
+            let (_, rest) = p.fill_ready(ring, &mut it);
+            p.publish(ring, &Yield);
+            match rest {
+                Some(m) => send(p, ring, m),
+                None => break,
             }
-        });
-        let ring = s.ring();
-        let mut c = Consumer::attach(&ring).unwrap();
-        for m in &msgs {
-            assert_eq!(&recv(&mut c, &ring), m);
         }
-        producer.join().unwrap();
     });
 }
 
 /// A batch taken the way `recv_batch` takes it: the frames `take_ready` vouches for, then
-/// `try_peek` (which looks at `tail`) where it stops, and the room back at the end. The
-/// third message needs a skip frame, which only `try_peek` passes over.
+/// `try_peek` (which looks at `tail`) where it stops. The third message needs a skip
+/// frame, which only `try_peek` passes over.
 #[test]
 fn stream_batches_of_ready_frames() {
-    model(|| {
-        let s = Stream::new(64, 24);
-        let s2 = s.clone();
-        let producer = thread::spawn(move || {
-            let ring = s2.ring();
-            let mut p = Producer::attach(&ring).unwrap();
-            for i in 0..3u8 {
-                send(&mut p, &ring, &[i; 16]);
-            }
+    three_in_batches(|c, ring, got| loop {
+        let ready = c.take_ready(ring, 8, |f| {
+            let mut v = Vec::new();
+            ring.append_to(f.offset, f.len as usize, &mut v);
+            got.push(v);
         });
-        let ring = s.ring();
-        let mut c = Consumer::attach(&ring).unwrap();
-        let mut got = Vec::new();
-        while got.len() < 3 {
-            loop {
-                let ready = c.take_ready(&ring, 8, |f| {
-                    let mut v = Vec::new();
-                    ring.append_to(f.offset, f.len as usize, &mut v);
-                    got.push(v);
-                });
-                if ready > 0 {
-                    continue;
-                }
-                match c.try_peek(&ring).unwrap() {
-                    Some(f) => {
-                        let mut v = Vec::new();
-                        ring.append_to(f.offset, f.len as usize, &mut v);
-                        let _ = c.consume(f);
-                        got.push(v);
-                    }
-                    None => break,
-                }
-            }
-            c.release(&ring, &Yield);
-            thread::yield_now();
+        if ready > 0 {
+            continue;
         }
-        for (i, v) in got.iter().enumerate() {
-            assert_eq!(v, &vec![i as u8; 16]);
+        match c.try_peek(ring).unwrap() {
+            Some(f) => take_frame(c, ring, f, got),
+            None => break,
         }
-        producer.join().unwrap();
     });
 }
 

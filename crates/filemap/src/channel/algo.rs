@@ -1556,66 +1556,74 @@ mod tests {
         (0..len).map(|j| (i ^ j) as u8).collect()
     }
 
-    #[test]
-    fn messages_arrive_whole_and_in_order_across_threads() {
+    /// A 256-byte stream on the heap (messages up to 100 bytes): `consume` runs in a new
+    /// thread and `produce` in this one; then every one of the `n` messages must have been
+    /// sent and received.
+    fn across_threads(
+        n: u32,
+        consume: impl FnOnce(&Ring<'_>, &mut Consumer) + Send + 'static,
+        produce: impl FnOnce(&Ring<'_>, &mut Producer),
+    ) {
         let _w = crate::testing::watchdog(120);
-        let n = if cfg!(miri) { 200 } else { 20_000 };
         let heap = Heap::new(256, 100);
         let h2 = heap.clone();
         let consumer = std::thread::spawn(move || {
             let ring = h2.ring();
             let mut c = Consumer::attach(&ring).unwrap();
-            for i in 0..n {
-                assert_eq!(recv(&mut c, &ring), message(i, 100), "message {i}");
-            }
+            consume(&ring, &mut c);
         });
         let ring = heap.ring();
         let mut p = Producer::attach(&ring).unwrap();
-        for i in 0..n {
-            send(&mut p, &ring, &message(i, 100));
-        }
+        produce(&ring, &mut p);
         consumer.join().unwrap();
         assert_eq!(ring.queued(), 0);
         assert_eq!(heap.ctl.sent.load(Relaxed), u64::from(n));
+    }
+
+    /// Receives messages `0..n` one by one and checks them.
+    fn recv_all(n: u32) -> impl FnOnce(&Ring<'_>, &mut Consumer) + Send + 'static {
+        move |ring, c| {
+            for i in 0..n {
+                assert_eq!(recv(c, ring), message(i, 100), "message {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_arrive_whole_and_in_order_across_threads() {
+        let n = if cfg!(miri) { 200 } else { 20_000 };
+        across_threads(n, recv_all(n), |ring, p| {
+            for i in 0..n {
+                send(p, ring, &message(i, 100));
+            }
+        });
     }
 
     /// Runs of messages written with `fill_ready` (as `send_all` writes them), falling back
     /// to `try_reserve` for the message where it stops, arrive whole and in order.
     #[test]
     fn runs_of_messages_filled_in_arrive_whole_and_in_order_across_threads() {
-        let _w = crate::testing::watchdog(120);
         // Under Miri, fewer: see the next test.
         let n = if cfg!(miri) { 150 } else { 20_000 };
-        let heap = Heap::new(256, 100);
-        let h2 = heap.clone();
-        let consumer = std::thread::spawn(move || {
-            let ring = h2.ring();
-            let mut c = Consumer::attach(&ring).unwrap();
-            for i in 0..n {
-                assert_eq!(recv(&mut c, &ring), message(i, 100), "message {i}");
-            }
-        });
-        let ring = heap.ring();
-        let mut p = Producer::attach(&ring).unwrap();
-        let msgs: Vec<Vec<u8>> = (0..n).map(|i| message(i, 100)).collect();
-        let mut it = msgs.iter().map(|m| &m[..]);
-        let (mut filled, mut slow) = (0, 0);
-        loop {
-            let (k, rest) = p.fill_ready(&ring, &mut it);
-            filled += k;
-            p.publish(&ring, &Yield);
-            match rest {
-                Some(m) => {
-                    send(&mut p, &ring, m);
-                    slow += 1;
+        across_threads(n, recv_all(n), |ring, p| {
+            let msgs: Vec<Vec<u8>> = (0..n).map(|i| message(i, 100)).collect();
+            let mut it = msgs.iter().map(|m| &m[..]);
+            let (mut filled, mut slow) = (0, 0);
+            loop {
+                let (k, rest) = p.fill_ready(ring, &mut it);
+                filled += k;
+                p.publish(ring, &Yield);
+                match rest {
+                    Some(m) => {
+                        send(p, ring, m);
+                        slow += 1;
+                    }
+                    None => break,
                 }
-                None => break,
             }
-        }
-        consumer.join().unwrap();
-        assert_eq!(filled + slow, n as usize);
-        assert!(filled > 0, "no message went through fill_ready");
-        assert_eq!(heap.ctl.sent.load(Relaxed), u64::from(n));
+            assert_eq!(filled + slow, n as usize);
+            assert!(filled > 0, "no message went through fill_ready");
+        });
     }
 
     /// Batches taken with `take_ready` (as `recv_batch` takes them), falling back to
@@ -1623,24 +1631,19 @@ mod tests {
     /// asked for or past a due release.
     #[test]
     fn batches_of_ready_frames_arrive_whole_and_in_order_across_threads() {
-        let _w = crate::testing::watchdog(120);
         // Under Miri, 200: from about 300 messages on (here and in the test above), the
         // nightly of 2026-05-19 stops with an internal error in its weak-memory emulation
         // ("cannot have empty store buffer when previous write was atomic"), where a
         // header word is written again after payload bytes covered it (compare
         // rust-lang/miri#5185).
         let n = if cfg!(miri) { 200 } else { 30_000 };
-        let heap = Heap::new(256, 100);
-        let h2 = heap.clone();
-        let consumer = std::thread::spawn(move || {
-            let ring = h2.ring();
-            let mut c = Consumer::attach(&ring).unwrap();
+        let consume = move |ring: &Ring<'_>, c: &mut Consumer| {
             let (mut i, mut batched) = (0, 0);
             while i < n {
                 let max = 1 + i as usize % 7;
                 let left = c.left;
                 let mut got = 0;
-                let took = c.take_ready(&ring, max, |f| {
+                let took = c.take_ready(ring, max, |f| {
                     let mut v = vec![0; f.len as usize];
                     // SAFETY: as in `recv`.
                     unsafe {
@@ -1658,24 +1661,22 @@ mod tests {
                 i += got;
                 batched += got;
                 if c.batch_done() {
-                    c.release(&ring, &Yield);
+                    c.release(ring, &Yield);
                 }
                 if took == 0 && i < n {
-                    assert_eq!(recv(&mut c, &ring), message(i, 100), "message {i}");
+                    assert_eq!(recv(c, ring), message(i, 100), "message {i}");
                     i += 1;
                 } else {
-                    c.release(&ring, &Yield);
+                    c.release(ring, &Yield);
                 }
             }
             assert!(batched > 0, "no frame came through take_ready");
+        };
+        across_threads(n, consume, |ring, p| {
+            for i in 0..n {
+                send(p, ring, &message(i, 100));
+            }
         });
-        let ring = heap.ring();
-        let mut p = Producer::attach(&ring).unwrap();
-        for i in 0..n {
-            send(&mut p, &ring, &message(i, 100));
-        }
-        consumer.join().unwrap();
-        assert_eq!(ring.queued(), 0);
     }
 
     #[test]
