@@ -699,6 +699,11 @@ impl Producer {
     /// from message to message (see [`Consumer::take_ready`]). Returns how many, and the
     /// first message that did not fit there or is larger than `max_message` (which the
     /// caller refuses), taken from `msgs`.
+    ///
+    /// Orderings: none of its own. The room before `limit` was freed by a `head` that an
+    /// earlier look loaded with Acquire, so the consumer's reads of it happen before these
+    /// writes, as in `try_reserve`; the frames become visible at the next
+    /// [`publish`](Self::publish).
     #[inline(always)]
     pub(crate) fn fill_ready<'m>(
         &mut self,
@@ -974,6 +979,10 @@ impl Consumer {
     /// Through `try_peek` and [`consume`](Self::consume), each frame's position went
     /// through memory (stored by one, loaded by the next), which put a store-to-load
     /// forwarding on the chain that finds each frame from the last one.
+    ///
+    /// Orderings: none of its own. Every frame before `limit` was published by a `tail`
+    /// that an earlier look loaded with Acquire, so its header and bytes happen before
+    /// these reads, as in `try_peek`; the room goes back through [`release`](Self::release).
     #[inline(always)]
     pub(crate) fn take_ready(
         &mut self,
