@@ -1147,6 +1147,12 @@ impl Consumer {
         false
     }
 
+    /// The bytes of the last frame read before the room went back.
+    #[cfg(test)]
+    pub(crate) fn last_frame(&self) -> u32 {
+        self.last_frame
+    }
+
     /// The position of the next frame to read.
     pub(crate) fn position(&self) -> u32 {
         self.head

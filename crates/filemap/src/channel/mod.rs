@@ -1143,9 +1143,15 @@ impl Receiver {
         let Some(dst) = buf.get_mut(..len) else {
             return Err(does_not_fit(&self.chan, len, buf.len()));
         };
-        // The frame is inside the ring (`try_peek` checked it), so this copies.
-        if !self.chan.ring().read(frame.offset, dst) {
-            return Err(out_of_range(0, len, len));
+        // The frame is inside the ring (`try_peek` checked it), so this copies; an error,
+        // not a panic, otherwise (see `Ring::read`).
+        let ring = self.chan.ring();
+        if !ring.read(frame.offset, dst) {
+            return Err(out_of_range(
+                frame.offset as usize,
+                len,
+                ring.geometry.capacity as usize,
+            ));
         }
         if self.consumer.consume(frame) {
             release(&self.chan, &mut self.consumer, frame.len);
@@ -1269,7 +1275,7 @@ impl Receiver {
                 None => break,
             }
         }
-        self.consumer.release_after(frame.len, &ring, chan.parker());
+        self.consumer.release_after(last, &ring, chan.parker());
         Ok(n)
     }
 
@@ -1493,5 +1499,34 @@ impl Drop for Receiver {
         ring.ctl.consumer.store(CLOSED, Release);
         std::sync::atomic::fence(SeqCst);
         self.chan.parker().unpark(&ring.ctl.head, u32::MAX);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use crate::{Namespace, Options};
+
+    /// A batch tells the consumer the length of its last frame, which the flowing state
+    /// compares the producer's progress with, not the length of its first.
+    #[test]
+    fn a_batch_remembers_its_last_frame() {
+        let root = std::path::PathBuf::from(format!(
+            "/dev/shm/filemap-unit-batch-{}",
+            std::process::id()
+        ));
+        struct Remove(std::path::PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let _clean = Remove(root.clone());
+        let mut opts = Options::new();
+        opts.namespace(Namespace::at(&root));
+        let s = opts.create_stream("Local\\batch", 1 << 12, 256).unwrap();
+        let (mut tx, mut rx) = (s.sender().unwrap(), s.receiver().unwrap());
+        tx.send_all([&[1u8; 8][..], &[2; 8], &[3; 200]]).unwrap();
+        assert_eq!(rx.recv_batch(10, |_| {}).unwrap(), 3);
+        assert_eq!(rx.consumer.last_frame(), super::algo::frame_len(200));
     }
 }
