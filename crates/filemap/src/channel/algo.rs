@@ -920,6 +920,32 @@ pub(crate) struct Frame {
     end: u32,
 }
 
+/// The frame at position `head` if one check vouches for it, with frames published up to
+/// `limit` (`head <= limit`, and `limit` at most the ring's end): its length is at most the
+/// largest message (so it is no skip frame) and it ends by `limit`. `None` otherwise, for
+/// the slow path. Asks for the line [`PREFETCH_AHEAD`] bytes on (see there).
+#[inline(always)]
+fn ready_frame(ring: &Ring<'_>, head: u32, limit: u32) -> Option<Frame> {
+    if head == limit {
+        return None;
+    }
+    let off = head & ring.mask();
+    ring.prefetch_ahead(head);
+    let len = ring.read_header(off);
+    if len > ring.geometry.max_message {
+        return None;
+    }
+    let flen = frame_len(len);
+    if flen > limit.wrapping_sub(head) {
+        return None;
+    }
+    Some(Frame {
+        offset: off + FRAME_HEADER,
+        len,
+        end: head.wrapping_add(flen),
+    })
+}
+
 impl Consumer {
     /// Takes over the consumer's side of `ring` (after a crash too: a frame that a dead
     /// consumer was reading is read again).
@@ -948,31 +974,19 @@ impl Consumer {
     /// The next message, without waiting; `None` if the ring is empty for now. Skip frames
     /// are passed over.
     ///
-    /// The first frame before `limit` needs two checks: its length is at most the largest
-    /// message (so not a skip), and it ends by `limit`. Anything else takes the slow path.
+    /// The first frame before `limit` needs the two checks of [`ready_frame`]; anything else
+    /// takes the slow path.
     #[inline(always)]
     pub(crate) fn try_peek(&mut self, ring: &Ring<'_>) -> Result<Option<Frame>, RingError> {
-        if self.head != self.limit {
-            let off = self.head & ring.mask();
-            ring.prefetch_ahead(self.head);
-            let len = ring.read_header(off);
-            if len <= ring.geometry.max_message {
-                let flen = frame_len(len);
-                if flen <= self.limit.wrapping_sub(self.head) {
-                    return Ok(Some(Frame {
-                        offset: off + FRAME_HEADER,
-                        len,
-                        end: self.head.wrapping_add(flen),
-                    }));
-                }
-            }
+        match ready_frame(ring, self.head, self.limit) {
+            Some(f) => Ok(Some(f)),
+            None => self.peek_slow(ring),
         }
-        self.peek_slow(ring)
     }
 
-    /// Hands `f` the frames that [`try_peek`](Self::try_peek)'s first check vouches for, in
-    /// order, and consumes them: at most `max`, and none past the point where a release is
-    /// due ([`batch_done`](Self::batch_done)). Returns how many; 0 where `try_peek` would
+    /// Hands `f` the frames that [`ready_frame`] vouches for (as in
+    /// [`try_peek`](Self::try_peek)), in order, and consumes them: at most `max`, and none
+    /// past the point where a release is due ([`batch_done`](Self::batch_done)). Returns how many; 0 where `try_peek` would
     /// take its slow path (at `limit`, at a skip frame, or at a frame it cannot vouch for).
     ///
     /// For a batch of messages: the position stays in a register from frame to frame.
@@ -993,23 +1007,12 @@ impl Consumer {
         let (mut head, limit) = (self.head, self.limit);
         let quota = max.min(self.left as usize);
         let mut n = 0;
-        while n < quota && head != limit {
-            let off = head & ring.mask();
-            ring.prefetch_ahead(head);
-            let len = ring.read_header(off);
-            if len > ring.geometry.max_message {
+        while n < quota {
+            let Some(frame) = ready_frame(ring, head, limit) else {
                 break;
-            }
-            let flen = frame_len(len);
-            if flen > limit.wrapping_sub(head) {
-                break;
-            }
-            head = head.wrapping_add(flen);
-            f(Frame {
-                offset: off + FRAME_HEADER,
-                len,
-                end: head,
-            });
+            };
+            head = frame.end;
+            f(frame);
             n += 1;
         }
         self.head = head;
