@@ -217,46 +217,43 @@ mod linux {
             let n = RING / 2 / (size + 8);
             let mut rows = vec![(Vec::new(), Vec::new()); 5];
             for _ in 0..ROUNDS {
-                let (s, r) = best(
-                    n,
-                    |n| raw_send(&raw, black_box(&msg), n),
-                    |n| raw_recv(&raw, black_box(&mut buf[..]), n),
-                );
-                rows[0].0.push(s);
-                rows[0].1.push(r);
                 let mut b = vec![0u8; size];
-                let (s, r) = best(
-                    n,
-                    |n| send(&mut tx, black_box(&msg), n),
-                    |n| recv(&mut rx, black_box(&mut b[..]), n),
-                );
-                rows[1].0.push(s);
-                rows[1].1.push(r);
-                let (s, r) = best(
-                    n,
-                    |n| loan(&mut tx, black_box(size), n),
-                    |n| {
-                        recv_word(&mut rx, n).map(|sum| {
-                            black_box(sum);
-                        })
-                    },
-                );
-                rows[2].0.push(s);
-                rows[2].1.push(r);
-                let (s, r) = best(
-                    n,
-                    |n| send_batched(&mut tx, black_box(&msg), n),
-                    |n| recv_batched(&mut rx, black_box(&mut b[..]), n),
-                );
-                rows[3].0.push(s);
-                rows[3].1.push(r);
-                let (s, r) = best(
-                    n,
-                    |n| send(&mut tx, black_box(&msg), n),
-                    |n| recv_into(&mut rx, black_box(&mut b[..]), n),
-                );
-                rows[4].0.push(s);
-                rows[4].1.push(r);
+                // One (send, receive) pair per row, in the order of the labels below.
+                let round = [
+                    best(
+                        n,
+                        |n| raw_send(&raw, black_box(&msg), n),
+                        |n| raw_recv(&raw, black_box(&mut buf[..]), n),
+                    ),
+                    best(
+                        n,
+                        |n| send(&mut tx, black_box(&msg), n),
+                        |n| recv(&mut rx, black_box(&mut b[..]), n),
+                    ),
+                    best(
+                        n,
+                        |n| loan(&mut tx, black_box(size), n),
+                        |n| {
+                            recv_word(&mut rx, n).map(|sum| {
+                                black_box(sum);
+                            })
+                        },
+                    ),
+                    best(
+                        n,
+                        |n| send_batched(&mut tx, black_box(&msg), n),
+                        |n| recv_batched(&mut rx, black_box(&mut b[..]), n),
+                    ),
+                    best(
+                        n,
+                        |n| send(&mut tx, black_box(&msg), n),
+                        |n| recv_into(&mut rx, black_box(&mut b[..]), n),
+                    ),
+                ];
+                for (row, (s, r)) in rows.iter_mut().zip(round) {
+                    row.0.push(s);
+                    row.1.push(r);
+                }
             }
             let (raw_s, raw_r) = (median(rows[0].0.clone()), median(rows[0].1.clone()));
             for (label, (s, r)) in [
