@@ -1509,6 +1509,7 @@ mod tests {
     /// A batch tells the consumer the length of its last frame, which the flowing state
     /// compares the producer's progress with, not the length of its first.
     #[test]
+    #[cfg_attr(miri, ignore = "makes a real stream: files and shared memory")]
     fn a_batch_remembers_its_last_frame() {
         let root = std::path::PathBuf::from(format!(
             "/dev/shm/filemap-unit-batch-{}",
