@@ -286,7 +286,7 @@ pub enum SyncState {
     },
     /// A channel.
     Channel {
-        /// Its kind: [`Kind::Stream`](crate::Kind::Stream), `Broadcast`, `Latest` or
+        /// Its kind: [`Kind::Stream`], `Broadcast`, `Latest` or
         /// `RequestReply`.
         kind: crate::Kind,
         /// Stream: the ring's bytes; broadcast: the slots; request/reply: the client slots.

@@ -312,8 +312,8 @@ impl Geometry {
         Ok(())
     }
 
-    /// The first bytes of a new control page (the rest is zero), little-endian: what
-    /// [`init`](Self::init) stores, as bytes for a file that no one has mapped yet.
+    /// The first bytes of a new control page (the rest is zero), little-endian: what the
+    /// unit tests' `init` stores, as bytes for a file that no one has mapped yet.
     pub(crate) fn encode(&self) -> [u8; 44] {
         let mut b = [0u8; 44];
         b[0..8].copy_from_slice(&MAGIC.to_le_bytes());

@@ -40,7 +40,7 @@
 //! `robust` and `sync` above that; `admin` on top. On Windows, `object` (handles, names, the
 //! kernel's errors) is the bottom, with `mapping` and `sync` above it and `admin` on top.
 //! `unsupported` serves every other target and returns
-//! [`Error::Unsupported`](crate::Error::Unsupported).
+//! [`Error::Unsupported`].
 
 use crate::layout::FLAG_PERSISTENT;
 use crate::{Access, Error, Result};
