@@ -910,7 +910,9 @@ pub(crate) struct Consumer {
     received: u64,
     /// The payload length of the last frame that [`try_peek`](Self::try_peek) vouched for
     /// (at most `max_message`), and that frame's bytes: the guess for the next frame (see
-    /// there).
+    /// there). The bytes are kept, not worked out from the length at each call: where the
+    /// header equals `guess_len` the compiler may use either, and `frame_len` of the header
+    /// would put the header's load back on the chain to the next frame.
     guess_len: u32,
     guess_frame: u32,
     pub(crate) spin: Spin,
@@ -926,17 +928,22 @@ pub(crate) struct Frame {
 }
 
 /// The frame at position `head` if one check vouches for it, with frames published up to
-/// `limit` (`head <= limit`, and `limit` at most the ring's end): its length is at most the
-/// largest message (so it is no skip frame) and it ends by `limit`. `None` otherwise, for
-/// the slow path. Asks for the line [`PREFETCH_AHEAD`] bytes on (see there).
+/// `limit` (`head <= limit`, and `limit` at most the ring's end). `None` otherwise, for the
+/// slow path. Asks for the line [`PREFETCH_AHEAD`] bytes on (see there).
 #[inline(always)]
 fn ready_frame(ring: &Ring<'_>, head: u32, limit: u32) -> Option<Frame> {
     if head == limit {
         return None;
     }
-    let off = head & ring.mask();
     ring.prefetch_ahead(head);
-    let len = ring.read_header(off);
+    vouch(ring, head, limit, ring.read_header(head & ring.mask()))
+}
+
+/// The frame at position `head` (before `limit`, as in [`ready_frame`]) whose header reads
+/// `len`, if `len` is at most the largest message (so it is no skip frame) and the frame
+/// ends by `limit`.
+#[inline(always)]
+fn vouch(ring: &Ring<'_>, head: u32, limit: u32, len: u32) -> Option<Frame> {
     if len > ring.geometry.max_message {
         return None;
     }
@@ -945,7 +952,7 @@ fn ready_frame(ring: &Ring<'_>, head: u32, limit: u32) -> Option<Frame> {
         return None;
     }
     Some(Frame {
-        offset: off + FRAME_HEADER,
+        offset: (head & ring.mask()) + FRAME_HEADER,
         len,
         end: head.wrapping_add(flen),
     })
@@ -985,17 +992,17 @@ impl Consumer {
     /// check: that it ends by `limit`. Its end is the last frame's stride on from `head`, a
     /// sum of two registers, so the next call's address does not wait for this header's
     /// load (a branch that the CPU predicts takes the place of a data dependency). Other
-    /// frames before `limit` need the two checks of [`ready_frame`]; anything else takes
-    /// the slow path.
+    /// frames before `limit` need the two checks of [`vouch`], on the header already read;
+    /// anything else takes the slow path.
     #[inline(always)]
     pub(crate) fn try_peek(&mut self, ring: &Ring<'_>) -> Result<Option<Frame>, RingError> {
         let (head, limit) = (self.head, self.limit);
-        if head != limit {
+        let vouched = if head != limit {
             let off = head & ring.mask();
             ring.prefetch_ahead(head);
             let len = ring.read_header(off);
             // `guess_len` is at most `max_message` and `guess_frame` is its frame's bytes, so
-            // this is `ready_frame`'s check for a frame of that length.
+            // this is `vouch`'s check for a frame of that length.
             if len == self.guess_len && self.guess_frame <= limit.wrapping_sub(head) {
                 return Ok(Some(Frame {
                     offset: off + FRAME_HEADER,
@@ -1003,8 +1010,11 @@ impl Consumer {
                     end: head.wrapping_add(self.guess_frame),
                 }));
             }
-        }
-        let f = match ready_frame(ring, head, limit) {
+            vouch(ring, head, limit, len)
+        } else {
+            None
+        };
+        let f = match vouched {
             Some(f) => f,
             None => match self.peek_slow(ring)? {
                 Some(f) => f,
