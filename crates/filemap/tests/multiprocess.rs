@@ -700,3 +700,65 @@ fn named_file_mapping_is_opened_by_name_from_another_process() {
     assert_eq!(&buf, b"CHILD");
     drop(m);
 }
+
+/// An open waits out a lock that someone holds on the name's object for a while, as a
+/// remover that the scheduler put aside in the middle of a removal does. Here a
+/// description outside the protocol write-locks this process's holder bytes for 150 ms
+/// (the protocol's layout: byte 2^40 + pid × 2^16 + slot, `sys/linux/lock.rs`), so every
+/// look of the open finds its holder lock refused until then. The open succeeds after the
+/// lock goes, and not before. With a count of quick looks and no sleeps, it gave up within
+/// a few milliseconds ("the name keeps changing"), as the churn tests did once in CI.
+#[cfg(target_os = "linux")]
+#[test]
+#[allow(unsafe_code)]
+fn an_open_waits_out_a_lock_held_on_the_object_for_a_while() {
+    use std::os::fd::AsRawFd;
+    let _watchdog = common::watchdog(60);
+    let root = TestRoot::new("heldlock");
+    let name = &root.name("Local\\held");
+    let mut kid = Reap(spawn_role("child", "hold", &root.path, &[name]));
+    assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "ready");
+    let path = root
+        .opts()
+        .open(name, Access::Read)
+        .unwrap()
+        .os_path()
+        .unwrap()
+        .to_path_buf();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // SAFETY: all-zero bytes are a valid `flock`, whose fields are set below.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = libc::F_WRLCK as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l.l_start = (1 << 40) + i64::from(std::process::id()) * (1 << 16);
+    l.l_len = 1 << 16;
+    // SAFETY: `l` is a valid `flock` that F_OFD_SETLK reads, and the descriptor is open.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut l) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let held = Duration::from_millis(150);
+    let start = std::time::Instant::now();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(held);
+        drop(file);
+    });
+    let m = root.opts().open(name, Access::Read).unwrap();
+    assert!(
+        start.elapsed() >= held,
+        "opened after {:?}",
+        start.elapsed()
+    );
+    release.join().unwrap();
+    let mut buf = [0u8; 8];
+    m.map_view(Access::Read, 100, 8)
+        .unwrap()
+        .read_at(0, &mut buf)
+        .unwrap();
+    assert_eq!(&buf, b"holding!");
+    drop(m);
+    drop(kid.0.stdin.take());
+    assert!(kid.0.wait().unwrap().success());
+}

@@ -265,11 +265,14 @@ impl Entry {
         //    fails if the name is taken, and then the object under the name is examined
         //    (and removed if stale, after which we try again).
         let file_name = name.file_name();
-        for attempt in 0.. {
+        let mut pace = Pace::default();
+        loop {
+            if !pace.look() {
+                return Err(keeps_changing(&name.to_string()));
+            }
             match link_unnamed(&fd, &dir, &file_name) {
                 Ok(()) => break,
-                Err(Errno::EXIST) if attempt < MAX_TRIES => {}
-                Err(Errno::EXIST) => return Err(keeps_changing(&name.to_string())),
+                Err(Errno::EXIST) => {}
                 // The directory was removed since we opened it: start again in its
                 // successor (this file, never named, goes with its descriptor).
                 Err(Errno::NOENT) => {
@@ -431,9 +434,33 @@ impl Found {
     }
 }
 
-/// How often an open or create looks at a name that keeps changing under it (other
-/// processes creating and removing it), before it gives up.
+/// How often an open, create or removal looks at a name that keeps changing under it, at
+/// most (see [`Pace`]).
 const MAX_TRIES: u32 = 1000;
+
+/// Paces the looks of a loop at a name that keeps changing under it: other processes
+/// creating and removing it, or a remover that holds the name's locks while it waits for
+/// a CPU. The first look comes at once, the next 100 after yielding the CPU, and the rest
+/// after 1 ms each: [`MAX_TRIES`] looks, about a second in all. A count of looks alone,
+/// without sleeps, ran out within milliseconds on a loaded machine while a preempted
+/// remover held the locks (the churn test in `tests/multiprocess.rs` failed in CI).
+#[derive(Debug, Default)]
+struct Pace(u32);
+
+impl Pace {
+    /// Waits before the next look, if it is not the first; `false` when the looks are used
+    /// up.
+    fn look(&mut self) -> bool {
+        self.0 += 1;
+        match self.0 {
+            1 => {}
+            2..=101 => std::thread::yield_now(),
+            n if n <= MAX_TRIES => std::thread::sleep(std::time::Duration::from_millis(1)),
+            _ => return false,
+        }
+        true
+    }
+}
 
 fn keeps_changing(display: &str) -> Error {
     Error::io(
@@ -481,7 +508,8 @@ fn attach(
     flags: OFlags,
     kind: Option<Kind>,
 ) -> Result<Attached> {
-    for _ in 0..MAX_TRIES {
+    let mut pace = Pace::default();
+    while pace.look() {
         let Some(fd) = open_object(dir, name, file_name, flags)? else {
             return Ok(Attached::Missing);
         };
@@ -499,7 +527,6 @@ fn attach(
         if !locked.map_err(locking)? {
             // Someone is removing it right now (or a writer outside the protocol blocks
             // it): look again in a moment.
-            std::thread::yield_now();
             continue;
         }
         let id = StatId {
@@ -892,7 +919,8 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
         name: name.to_string(),
         kind: None,
     };
-    for attempt in 0..MAX_TRIES {
+    let mut pace = Pace::default();
+    while pace.look() {
         // A regular object file: take its unlink lock, so that a remover of the same file
         // cannot unlink whatever comes under the name after us.
         let fd = match fs::openat(
@@ -931,16 +959,9 @@ pub(crate) fn remove(dir: &NsDir, name: &Name) -> Result<()> {
         let result = match (&fd, id) {
             (Some(fd), Some(id)) => match unlink_locked(dir, &file_name, fd, id)? {
                 Removal::Done => Ok(()),
-                // A remover is at it (an instant), or someone holds the byte: wait a
-                // little, up to about a second in all.
-                Removal::Busy => {
-                    if attempt < 100 {
-                        std::thread::yield_now();
-                    } else {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    continue;
-                }
+                // A remover is at it (an instant), or someone holds the byte: look again
+                // in a moment, up to about a second in all.
+                Removal::Busy => continue,
                 Removal::NotAllowed => {
                     // Let go of the unlink byte now, not when the descriptor closes (see
                     // `Drop for Entry`: a spawning thread's copy would keep it).
