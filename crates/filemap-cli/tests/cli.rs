@@ -2482,6 +2482,21 @@ fn recv_exit_codes_timeout_and_a_dead_producer() {
     let _ = holder.finish();
 }
 
+/// Waits until `info NAME` counts `n` peers (subscribers, readers, consumers or clients)
+/// on the channel; fails after the timeout.
+fn wait_for_peers(root: &Root, name: &str, n: u32) {
+    let want = format!("\"peers\":{n}");
+    let t = std::time::Instant::now();
+    loop {
+        let o = root.run(&["info", name, "--json"]);
+        if stdout(&o).contains(&want) {
+            return;
+        }
+        assert!(t.elapsed() < TIMEOUT, "no {want} in {}", stdout(&o));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn channels_of_every_kind_from_the_cli() {
     let root = Root::new("kinds");
@@ -2513,7 +2528,7 @@ fn channels_of_every_kind_from_the_cli() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for_peers(&root, "Local\\b", 1);
     let o = root.run(&["send", "Local\\b", "a", "b", "c"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = sub.wait_with_output().unwrap();
