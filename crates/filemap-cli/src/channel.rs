@@ -85,12 +85,34 @@ enum Channel {
     Latest(filemap::Latest),
 }
 
-fn open_channel(ns: &Namespace, name: &str, g: &GeometryArgs) -> Result<Channel, Failure> {
+/// With `reading`, a broadcast or latest-value channel that this user may only read is
+/// opened read-only (its subscribers and readers need nothing more).
+fn open_channel(
+    ns: &Namespace,
+    name: &str,
+    g: &GeometryArgs,
+    reading: bool,
+) -> Result<Channel, Failure> {
     let mut opts = Options::new();
     opts.namespace(ns.clone());
+    fn denied<T>(reading: bool, r: &filemap::Result<T>) -> bool {
+        reading && matches!(r, Err(Error::PermissionDenied { .. }))
+    }
     match ns.kind(name) {
-        Ok(Kind::Broadcast) => return Ok(Channel::Broadcast(opts.open_broadcast(name)?)),
-        Ok(Kind::Latest) => return Ok(Channel::Latest(opts.open_latest(name)?)),
+        Ok(Kind::Broadcast) => {
+            let mut b = opts.open_broadcast(name);
+            if denied(reading, &b) {
+                b = opts.open_broadcast_read_only(name);
+            }
+            return Ok(Channel::Broadcast(b?));
+        }
+        Ok(Kind::Latest) => {
+            let mut l = opts.open_latest(name);
+            if denied(reading, &l) {
+                l = opts.open_latest_read_only(name);
+            }
+            return Ok(Channel::Latest(l?));
+        }
         Ok(Kind::RequestReply) => {
             return Err(format!(
             "{name} is a request/reply channel, which send and recv do not speak; use the library"
@@ -206,7 +228,7 @@ fn failure(e: Error) -> Failure {
 }
 
 pub(crate) fn send(ns: &Namespace, a: SendArgs) -> CmdResult {
-    let ch = open_channel(ns, &a.name, &a.geometry)?;
+    let ch = open_channel(ns, &a.name, &a.geometry, false)?;
     let mut tx = match &ch {
         Channel::Stream(s) => Sink::Stream(s.sender()?),
         Channel::Broadcast(b) => Sink::Broadcast(b.publisher()?),
@@ -321,7 +343,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 pub(crate) fn recv(ns: &Namespace, a: RecvArgs) -> CmdResult {
-    let ch = open_channel(ns, &a.name, &a.geometry)?;
+    let ch = open_channel(ns, &a.name, &a.geometry, true)?;
     let mut rx = match &ch {
         Channel::Stream(s) => Source::Stream(s.receiver()?),
         Channel::Broadcast(b) => Source::Broadcast(b.subscriber()?),

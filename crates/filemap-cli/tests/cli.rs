@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -2630,6 +2630,119 @@ fn another_user_may_use_a_channel_only_as_its_mode_allows() {
         p.press_enter();
     }
     for p in [private, readable, open] {
+        assert!(p.finish().0.success());
+    }
+}
+
+#[test]
+fn another_user_who_may_only_read_a_channel_subscribes_and_reads_read_only() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("chanreaders");
+    assert!(root.run(&["init"]).status.success());
+    // Nobody makes a latest value and a broadcast that others may read, and a latest value
+    // that only nobody may use.
+    let mut made = Vec::new();
+    for (name, kind, mode) in [
+        ("Global\\ro-latest", "latest", "644"),
+        ("Global\\ro-bcast", "broadcast", "644"),
+        ("Global\\ro-private", "latest", "600"),
+    ] {
+        let mut p = Proc::spawn(other.cmd(
+            NOBODY,
+            &root.0,
+            &["create", name, "--kind", kind, "--mode", mode],
+        ));
+        p.read_until("\n");
+        made.push(p);
+    }
+    // The other user reads the latest value, and waits for the next one, while nobody
+    // writes lines.
+    let mut writer = Proc::spawn(other.cmd(NOBODY, &root.0, &["send", "Global\\ro-latest"]));
+    let mut input = writer.child.stdin.take().unwrap();
+    input.write_all(b"v1\n").unwrap();
+    let out = other.run(
+        OTHER,
+        &root.0,
+        &["recv", "Global\\ro-latest", "--timeout", "20"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "v1\n");
+    let mut reader = Proc::spawn(other.cmd(
+        OTHER,
+        &root.0,
+        &[
+            "recv",
+            "Global\\ro-latest",
+            "--count",
+            "2",
+            "--timeout",
+            "20",
+        ],
+    ));
+    assert_eq!(reader.read_until("v1\n"), "v1\n");
+    input.write_all(b"v2\n").unwrap();
+    assert_eq!(reader.read_until("v2\n"), "v2\n");
+    let (status, err) = reader.finish();
+    assert!(status.success(), "{err}");
+    drop(input);
+    let (status, err) = writer.finish();
+    assert!(status.success(), "{err}");
+    // It may not write, nor read what it may not read: one line each.
+    for (name, args) in [
+        ("Global\\ro-latest", &["send", "x"][..]),
+        ("Global\\ro-bcast", &["send", "x"]),
+        ("Global\\ro-private", &["recv", "--timeout", "0.1"]),
+    ] {
+        let mut a = vec![args[0], name];
+        a.extend(&args[1..]);
+        let out = other.run(OTHER, &root.0, &a);
+        assert_eq!(out.status.code(), Some(1), "{a:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("permission denied"),
+            "{a:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    // It subscribes to the broadcast: nobody publishes lines until two have arrived.
+    let mut sub = Proc::spawn(other.cmd(
+        OTHER,
+        &root.0,
+        &[
+            "recv",
+            "Global\\ro-bcast",
+            "--count",
+            "2",
+            "--timeout",
+            "20",
+        ],
+    ));
+    let mut publisher = Proc::spawn(other.cmd(NOBODY, &root.0, &["send", "Global\\ro-bcast"]));
+    let mut input = publisher.child.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && input.write_all(b"tick\n").is_ok() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    assert_eq!(sub.read_until("tick\ntick\n"), "tick\ntick\n");
+    stop.store(true, Ordering::Relaxed);
+    ticker.join().unwrap();
+    let (status, err) = sub.finish();
+    assert!(status.success(), "{err}");
+    // The publisher's input ended (the ticker closed it): a clean close.
+    let (status, err) = publisher.finish();
+    assert!(status.success(), "{err}");
+    for p in &mut made {
+        p.press_enter();
+    }
+    for p in made {
         assert!(p.finish().0.success());
     }
 }

@@ -791,6 +791,13 @@ impl Receiver {
     }
 }
 
+/// The error for a read-only handle asked of a call that may create the channel.
+fn read_only_create() -> PyErr {
+    pyo3::exceptions::PyValueError::new_err(
+        "read_only opens a channel that exists; it cannot create one (pass create=False)",
+    )
+}
+
 /// A named broadcast channel.
 #[pyclass(module = "filemap._filemap")]
 struct Broadcast {
@@ -800,7 +807,8 @@ struct Broadcast {
 #[pymethods]
 impl Broadcast {
     #[staticmethod]
-    #[pyo3(signature = (name, slots=64, max_message=4096, *, create=true, open=false, root=None, mode=None))]
+    #[pyo3(signature = (name, slots=64, max_message=4096, *, create=true, open=false, root=None, mode=None, read_only=false))]
+    #[allow(clippy::too_many_arguments)]
     fn make(
         name: &str,
         slots: u32,
@@ -809,15 +817,24 @@ impl Broadcast {
         open: bool,
         root: Option<PathBuf>,
         mode: Option<u32>,
+        read_only: bool,
     ) -> PyResult<Broadcast> {
         let o = options(root, mode, false, false);
-        let b = match (create, open) {
-            (true, true) => o.open_or_create_broadcast(name, slots, max_message),
-            (false, _) => o.open_broadcast(name),
+        let b = match (create, open, read_only) {
+            (false, _, true) => o.open_broadcast_read_only(name),
+            (_, _, true) => return Err(read_only_create()),
+            (true, true, _) => o.open_or_create_broadcast(name, slots, max_message),
+            (false, ..) => o.open_broadcast(name),
             _ => o.create_broadcast(name, slots, max_message),
         }
         .map_err(err)?;
         Ok(Broadcast { inner: b })
+    }
+
+    /// Whether this handle opened the channel read-only (it can only subscribe).
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.inner.is_read_only()
     }
 
     fn publisher(&self) -> PyResult<Publisher> {
@@ -892,7 +909,7 @@ struct Latest {
 #[pymethods]
 impl Latest {
     #[staticmethod]
-    #[pyo3(signature = (name, max_message=4096, *, create=true, open=false, root=None, mode=None))]
+    #[pyo3(signature = (name, max_message=4096, *, create=true, open=false, root=None, mode=None, read_only=false))]
     fn make(
         name: &str,
         max_message: u32,
@@ -900,15 +917,24 @@ impl Latest {
         open: bool,
         root: Option<PathBuf>,
         mode: Option<u32>,
+        read_only: bool,
     ) -> PyResult<Latest> {
         let o = options(root, mode, false, false);
-        let l = match (create, open) {
-            (true, true) => o.open_or_create_latest(name, max_message),
-            (false, _) => o.open_latest(name),
+        let l = match (create, open, read_only) {
+            (false, _, true) => o.open_latest_read_only(name),
+            (_, _, true) => return Err(read_only_create()),
+            (true, true, _) => o.open_or_create_latest(name, max_message),
+            (false, ..) => o.open_latest(name),
             _ => o.create_latest(name, max_message),
         }
         .map_err(err)?;
         Ok(Latest { inner: l })
+    }
+
+    /// Whether this handle opened the channel read-only (it can only read).
+    #[getter]
+    fn read_only(&self) -> bool {
+        self.inner.is_read_only()
     }
 
     fn writer(&self) -> PyResult<LatestWriter> {

@@ -724,6 +724,17 @@ def test_stream_messages_in_batches():
     s.close()
 
 
+def drain(sub, timeout=20):
+    """The messages a subscriber receives until its publisher has gone."""
+    got = []
+    while True:
+        try:
+            msg, _lost = sub.recv(timeout=timeout)
+        except BrokenPipeError:
+            return got
+        got.append(msg)
+
+
 def test_broadcast_latest_and_request_reply_between_python_processes():
     b = filemap.Broadcast.create("Local\\news", 16, 64)
     sub = b.subscriber()
@@ -749,18 +760,51 @@ def test_broadcast_latest_and_request_reply_between_python_processes():
     assert server.reply(ticket, b"pong")
     out, err = child.communicate(timeout=30)
     assert out.strip() == "pong", err
-    got = []
-    while True:
-        try:
-            msg, lost = sub.recv(timeout=5)
-        except BrokenPipeError:
-            break
-        got.append(msg)
-    assert got == [b"n%d" % i for i in range(5)]
+    assert drain(sub) == [b"n%d" % i for i in range(5)]
     assert reader.read() == (b"v4", 5)
     with pytest.raises(BrokenPipeError):
         reader.wait_newer(5, timeout=5)
     for h in (sub, reader, server, b, latest, rr):
+        h.close()
+
+
+def test_read_only_subscribers_and_readers_read_what_another_process_writes():
+    b = filemap.Broadcast.create("Local\\ronews", 16, 64)
+    latest = filemap.Latest.create("Local\\ropose", 64)
+    rb = filemap.Broadcast.open("Local\\ronews", read_only=True)
+    rl = filemap.Latest.open("Local\\ropose", read_only=True)
+    assert rb.read_only and rl.read_only and not b.read_only
+    # A writing role is refused; a read-only handle cannot create.
+    with pytest.raises(PermissionError, match="read-only"):
+        rb.publisher()
+    with pytest.raises(PermissionError, match="read-only"):
+        rl.writer()
+    with pytest.raises(ValueError, match="create=False"):
+        filemap._filemap.Latest.make("Local\\ropose", read_only=True)
+    sub, reader = rb.subscriber(), rl.reader()
+    child = python(
+        """
+        import filemap
+        b = filemap.Broadcast.open("Local\\\\ronews")
+        l = filemap.Latest.open("Local\\\\ropose")
+        with b.publisher() as p, l.writer() as w:
+            print("ready", flush=True)
+            input()
+            for i in range(5):
+                p.send(b"n%d" % i)
+                w.publish(b"v%d" % i)
+        """
+    )
+    assert child.stdout.readline().strip() == "ready"
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    assert drain(sub) == [b"n%d" % i for i in range(5)]
+    assert reader.read() == (b"v4", 5)
+    with pytest.raises(BrokenPipeError):
+        reader.wait_newer(5, timeout=20)
+    child.communicate(timeout=30)
+    assert child.returncode == 0
+    for h in (sub, reader, rb, rl, b, latest):
         h.close()
 
 

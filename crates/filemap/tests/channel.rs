@@ -135,9 +135,14 @@ fn child() {
         }
         // Subscribe to broadcast `name`, read (sleeping `delay` µs per message) until the
         // publisher closes; check every message; report what was seen and lost.
+        // Subscribe (read-only with a third argument "ro"), read until the publisher
+        // closes, checking every message and the lost counts; report "seen lost".
         "subscribe" => {
             let delay = Duration::from_micros(args[1].parse().unwrap());
-            let b = opts().open_broadcast(name).unwrap();
+            let b = match args.get(2).map(String::as_str) {
+                Some("ro") => opts().open_broadcast_read_only(name).unwrap(),
+                _ => opts().open_broadcast(name).unwrap(),
+            };
             let mut sub = b.subscriber().unwrap();
             report("ready");
             let (mut seen, mut lost, mut last) = (0u64, 0u64, None::<u64>);
@@ -893,6 +898,166 @@ fn a_broadcast_reaches_every_subscriber_and_a_slow_one_is_told_what_it_lost() {
     assert_eq!(slow_seen + slow_lost, n);
     fast.0.wait().unwrap();
     slow.0.wait().unwrap();
+}
+
+/// The permissions of this process's mappings of the file at `path`, as
+/// `/proc/self/maps` shows them ("rw-s", "r--s"), in address order.
+#[cfg(target_os = "linux")]
+fn mapped_as(path: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    // By inode: the creator's mapping shows the file under the name it had before it was
+    // linked in.
+    let ino = std::fs::metadata(path).unwrap().ino().to_string();
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some(&ino))
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn read_only_handles_read_and_wait_but_never_write() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-readonly");
+    let (bname, lname) = (root.name("Local\\robcast"), root.name("Local\\rolatest"));
+    let b = root.opts().create_broadcast(&bname, 8, 256).unwrap();
+    let l = root.opts().create_latest(&lname, 256).unwrap();
+    let rb = root.opts().open_broadcast_read_only(&bname).unwrap();
+    let rl = root.opts().open_latest_read_only(&lname).unwrap();
+    assert!(rb.is_read_only() && rl.is_read_only());
+    assert!(!b.is_read_only() && !l.is_read_only());
+    // The memory is mapped read-only: no code path can write it.
+    #[cfg(target_os = "linux")]
+    {
+        assert_eq!(mapped_as(&b.os_path()), ["r--s", "rw-s"]);
+        assert_eq!(mapped_as(&l.os_path()), ["r--s", "rw-s"]);
+    }
+    // The writing roles are refused, in words.
+    for e in [rb.publisher().err(), rl.writer().err()] {
+        let e = e.expect("a writing role on a read-only handle");
+        assert!(matches!(e, Error::PermissionDenied { .. }), "{e}");
+        assert!(e.to_string().contains("read-only"), "{e}");
+    }
+    // Readers take no role: all 64 read-write subscribers may connect beside them, and
+    // only those count as peers.
+    let subs: Vec<_> = (0..64).map(|_| b.subscriber().unwrap()).collect();
+    assert!(matches!(b.subscriber(), Err(Error::Busy { .. })));
+    let mut ro_sub = rb.subscriber().unwrap();
+    #[cfg(target_os = "linux")]
+    {
+        let peers = |name: &str| match root.ns().info(name).unwrap().state {
+            Some(filemap::SyncState::Channel { peers, .. }) => peers,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(peers(&bname), 64);
+        let rw_reader = l.reader().unwrap();
+        let _ro_reader = rl.reader().unwrap();
+        assert_eq!(peers(&lname), 1);
+        drop(rw_reader);
+        assert_eq!(peers(&lname), 0);
+    }
+    drop(subs);
+
+    // A latest value from another process, whole, then a newer one waited for; the
+    // writer's death is noticed.
+    let mut buf = Vec::new();
+    let mut reader = rl.reader().unwrap();
+    assert_eq!(reader.read(&mut buf).unwrap(), None);
+    let mut kid = Reap(spawn_role(ENTRY, "write-latest", &root.path, &[&lname]));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    let mut last = 0;
+    for _ in 0..200 {
+        last = reader.wait_newer(last, &mut buf, Some(LINE)).unwrap();
+        assert_eq!(check(&buf), last, "value {last} is whole and its own");
+    }
+    kill_hard(&mut kid);
+    let t = Instant::now();
+    loop {
+        match reader.wait_newer(last, &mut buf, Some(LINE)) {
+            Ok(v) => last = v,
+            Err(Error::Disconnected { died: true, .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(t.elapsed() < Stream::LIVENESS_PERIOD + Duration::from_secs(5));
+
+    // A read-only subscriber in another process reads every message, as one with a role
+    // does, until the publisher closes.
+    let mut kid = Reap(spawn_role(
+        ENTRY,
+        "subscribe",
+        &root.path,
+        &[&bname, "0", "ro"],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    let mut p = b.publisher().unwrap();
+    for i in 0..2000 {
+        message(i, &mut buf);
+        p.send(&buf).unwrap();
+        if i % 8 == 7 {
+            // Now and then, time to catch up (a subscriber may lose messages otherwise).
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    // Our own read-only subscriber, which waits in `wait_any`, is woken by its poll.
+    let quit = root
+        .opts()
+        .create_event(&root.name("Local\\roquit"), true, false)
+        .unwrap();
+    // It subscribed before the first: all but the last 7 were written over (the oldest of
+    // the 8 slots counts as lost, as the next message goes there).
+    assert_eq!(ro_sub.try_recv(&mut buf).unwrap(), Some(2000 + 1 - 8));
+    assert_eq!(check(&buf), 1993);
+    for i in 1994..2000 {
+        assert_eq!(ro_sub.try_recv(&mut buf).unwrap(), Some(0));
+        assert_eq!(check(&buf), i);
+    }
+    let t = Instant::now();
+    assert!(matches!(
+        filemap::wait_any(&[&quit, &ro_sub], Some(Duration::from_millis(50))),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    drop(p);
+    let seen_lost = read_line_within(&mut kid.0, LINE);
+    let (seen, lost) = seen_lost.split_once(' ').unwrap();
+    let (seen, lost): (u64, u64) = (seen.parse().unwrap(), lost.parse().unwrap());
+    assert_eq!(seen + lost, 2000, "{seen_lost}");
+    assert!(seen > 0);
+    assert!(kid.0.wait().unwrap().success());
+    // The close wakes the wait, and the receive says so.
+    assert_eq!(
+        filemap::wait_any(&[&quit, &ro_sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(matches!(
+        ro_sub.try_recv(&mut buf),
+        Err(Error::Disconnected { died: false, .. })
+    ));
+    // A message from a new publisher in another process wakes it too (nothing asked the
+    // publisher to: the wait looked again), and the publisher's death is noticed.
+    let mut kid = Reap(spawn_role(
+        ENTRY,
+        "publish",
+        &root.path,
+        &[&bname, "1", "hold"],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    assert_eq!(
+        filemap::wait_any(&[&quit, &ro_sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(ro_sub.try_recv(&mut buf).unwrap().is_some());
+    assert_eq!(check(&buf), 0);
+    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+    kill_hard(&mut kid);
+    assert!(matches!(
+        ro_sub.recv_timeout(&mut buf, LINE),
+        Err(Error::Disconnected { died: true, .. })
+    ));
 }
 
 #[test]

@@ -592,8 +592,19 @@ class Broadcast(_Channel):
         )
 
     @classmethod
-    def open(cls, name: str, *, root: _PathLike = None) -> "Broadcast":
-        return cls(_filemap.Broadcast.make(name, create=False, root=root), root=root)
+    def open(cls, name: str, *, root: _PathLike = None, read_only: bool = False) -> "Broadcast":
+        """Opens the live channel. With ``read_only``, read permission is enough and its
+        subscribers can never write to it; they take no role (not counted against the 64,
+        nor shown as peers) and look for messages every millisecond while they wait."""
+        return cls(
+            _filemap.Broadcast.make(name, create=False, root=root, read_only=read_only),
+            root=root,
+        )
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this handle opened the channel read-only (it can only subscribe)."""
+        return bool(self._m.read_only)
 
     def publisher(self) -> "Publisher":
         return Publisher(self._m.publisher())
@@ -631,8 +642,19 @@ class Latest(_Channel):
         return cls(_filemap.Latest.make(name, max_message, open=True, root=root), root=root)
 
     @classmethod
-    def open(cls, name: str, *, root: _PathLike = None) -> "Latest":
-        return cls(_filemap.Latest.make(name, create=False, root=root), root=root)
+    def open(cls, name: str, *, root: _PathLike = None, read_only: bool = False) -> "Latest":
+        """Opens the live channel. With ``read_only``, read permission is enough and its
+        readers can never write to it; they take no role (not counted against the 64, nor
+        shown as peers) and ``wait_newer`` looks for a value every millisecond."""
+        return cls(
+            _filemap.Latest.make(name, create=False, root=root, read_only=read_only),
+            root=root,
+        )
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this handle opened the channel read-only (it can only read)."""
+        return bool(self._m.read_only)
 
     def writer(self) -> "LatestWriter":
         return LatestWriter(self._m.writer())

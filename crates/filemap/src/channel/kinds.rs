@@ -19,7 +19,7 @@ use super::seqlock::{self, Slots};
 use super::{timed_out, type_of, Liveness, Plain, WaitStrategy};
 use crate::sync::algo::Parker;
 use crate::sys::{self, Disposition};
-use crate::{Error, Kind, Name, Options, Result};
+use crate::{Access, Error, Kind, Name, Options, Result};
 
 /// The role of the writer side (publisher, writer, server); readers, subscribers and
 /// clients take the roles from 2 on.
@@ -44,12 +44,13 @@ fn make(opts: &Options, name: &str, g: Geometry, d: Disposition) -> Result<Arc<s
     )?))
 }
 
-fn open(opts: &Options, name: &str, kind: Kind) -> Result<Arc<sys::Channel>> {
+fn open(opts: &Options, name: &str, kind: Kind, access: Access) -> Result<Arc<sys::Channel>> {
     let name = Name::parse(name)?;
     Ok(Arc::new(sys::Channel::open(
         opts.namespace_ref(),
         &name,
         kind,
+        access,
     )?))
 }
 
@@ -171,7 +172,22 @@ impl Options {
     ///
     /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::Corrupt`].
     pub fn open_broadcast(&self, name: &str) -> Result<Broadcast> {
-        open(self, name, Kind::Broadcast).map(|inner| Broadcast { inner })
+        open(self, name, Kind::Broadcast, Access::ReadWrite).map(|inner| Broadcast { inner })
+    }
+
+    /// Opens the live broadcast channel under `name` read-only: it needs only read
+    /// permission on the channel, and its subscribers can never write to it (a buggy one
+    /// cannot corrupt what the others read). Such a subscriber takes no role: it does not
+    /// count against the 64 (nor among the peers that `info` shows), and, as it cannot ask
+    /// the publisher to wake it, it looks for new messages every millisecond while it
+    /// waits (a read-write subscriber is woken at once).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_broadcast`]; [`Error::PermissionDenied`] without read
+    /// permission.
+    pub fn open_broadcast_read_only(&self, name: &str) -> Result<Broadcast> {
+        open(self, name, Kind::Broadcast, Access::Read).map(|inner| Broadcast { inner })
     }
 
     /// Creates a broadcast channel of messages of type `T`.
@@ -195,6 +211,18 @@ impl Options {
         check_type::<T>(&b.inner)?;
         Ok(b)
     }
+
+    /// Opens the live broadcast channel of `T` under `name` read-only (see
+    /// [`Options::open_broadcast_read_only`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_broadcast_of`].
+    pub fn open_broadcast_read_only_of<T: Plain>(&self, name: &str) -> Result<Broadcast> {
+        let b = self.open_broadcast_read_only(name)?;
+        check_type::<T>(&b.inner)?;
+        Ok(b)
+    }
 }
 
 impl Broadcast {
@@ -203,11 +231,17 @@ impl Broadcast {
         self.inner.geometry().capacity
     }
 
+    /// Whether this handle opened the channel read-only (it can only subscribe).
+    pub fn is_read_only(&self) -> bool {
+        !self.inner.writable()
+    }
+
     /// Becomes the channel's publisher.
     ///
     /// # Errors
     ///
-    /// [`Error::Busy`] while another live handle publishes.
+    /// [`Error::Busy`] while another live handle publishes; [`Error::PermissionDenied`]
+    /// for a handle opened read-only.
     pub fn publisher(&self) -> Result<Publisher> {
         let w = SlotWriter::claim(&self.inner, "publisher")?;
         Ok(Publisher {
@@ -220,7 +254,8 @@ impl Broadcast {
     ///
     /// # Errors
     ///
-    /// [`Error::Busy`] when 64 subscribers are connected.
+    /// [`Error::Busy`] when 64 subscribers are connected (read-only handles make
+    /// subscribers that do not count).
     pub fn subscriber(&self) -> Result<Subscriber> {
         let (bit, claim) = claim_reader(&self.inner, "subscriber (all 64 are taken)")?;
         Ok(Subscriber {
@@ -298,12 +333,17 @@ impl Drop for SlotWriter {
 }
 
 /// Takes a free reader role (a broadcast subscriber or a latest-value reader) and returns
-/// its sleeping bit, cleared of what a dead reader of the same role may have left.
-fn claim_reader(chan: &sys::Channel, what: &'static str) -> Result<(u64, sys::Claim)> {
+/// its sleeping bit, cleared of what a dead reader of the same role may have left. A
+/// channel opened read-only gives no role and bit 0: such a reader writes nothing (see
+/// [`seqlock::park`]).
+fn claim_reader(chan: &sys::Channel, what: &'static str) -> Result<(u64, Option<sys::Claim>)> {
+    if !chan.writable() {
+        return Ok((0, None));
+    }
     let (role, claim) = chan.claim_any(FIRST_PEER..FIRST_PEER + MAX_CLIENTS as u16, what)?;
     let bit = 1u64 << (role - FIRST_PEER);
     chan.slots().ctl.sleeping.fetch_and(!bit, Relaxed);
-    Ok((bit, claim))
+    Ok((bit, Some(claim)))
 }
 
 /// The publisher of a broadcast channel. Dropping it closes the channel cleanly.
@@ -354,7 +394,8 @@ pub struct Subscriber {
     liveness: Liveness,
     /// The bytes of the last typed value (kept, so that typed receives do not allocate).
     scratch: Vec<u8>,
-    _claim: sys::Claim,
+    /// The role (`None` for a channel opened read-only).
+    _claim: Option<sys::Claim>,
 }
 
 impl fmt::Debug for Subscriber {
@@ -528,7 +569,21 @@ impl Options {
     ///
     /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::Corrupt`].
     pub fn open_latest(&self, name: &str) -> Result<Latest> {
-        open(self, name, Kind::Latest).map(|inner| Latest { inner })
+        open(self, name, Kind::Latest, Access::ReadWrite).map(|inner| Latest { inner })
+    }
+
+    /// Opens the live latest-value channel under `name` read-only: it needs only read
+    /// permission on the channel, and its readers can never write to it. Such a reader
+    /// takes no role: it does not count against the 64 (nor among the peers that `info`
+    /// shows), and, as it cannot ask the writer to wake it, [`LatestReader::wait_newer`]
+    /// looks for a newer value every millisecond (a read-write reader is woken at once).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_latest`]; [`Error::PermissionDenied`] without read
+    /// permission.
+    pub fn open_latest_read_only(&self, name: &str) -> Result<Latest> {
+        open(self, name, Kind::Latest, Access::Read).map(|inner| Latest { inner })
     }
 
     /// Creates a latest-value channel of values of type `T`.
@@ -552,14 +607,32 @@ impl Options {
         check_type::<T>(&l.inner)?;
         Ok(l)
     }
+
+    /// Opens the live latest-value channel of `T` under `name` read-only (see
+    /// [`Options::open_latest_read_only`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Options::open_latest_of`].
+    pub fn open_latest_read_only_of<T: Plain>(&self, name: &str) -> Result<Latest> {
+        let l = self.open_latest_read_only(name)?;
+        check_type::<T>(&l.inner)?;
+        Ok(l)
+    }
 }
 
 impl Latest {
+    /// Whether this handle opened the channel read-only (it can only read).
+    pub fn is_read_only(&self) -> bool {
+        !self.inner.writable()
+    }
+
     /// Becomes the writer.
     ///
     /// # Errors
     ///
-    /// [`Error::Busy`] while another live handle writes.
+    /// [`Error::Busy`] while another live handle writes; [`Error::PermissionDenied`] for
+    /// a handle opened read-only.
     pub fn writer(&self) -> Result<LatestWriter> {
         let w = SlotWriter::claim(&self.inner, "writer")?;
         Ok(LatestWriter {
@@ -568,7 +641,7 @@ impl Latest {
         })
     }
 
-    /// A reader (up to 64 at a time).
+    /// A reader (up to 64 at a time; read-only handles make readers that do not count).
     ///
     /// # Errors
     ///
@@ -633,7 +706,8 @@ pub struct LatestReader {
     liveness: Liveness,
     /// The bytes of the last typed value (kept, so that typed reads do not allocate).
     scratch: Vec<u8>,
-    _claim: sys::Claim,
+    /// The role (`None` for a channel opened read-only).
+    _claim: Option<sys::Claim>,
 }
 
 impl fmt::Debug for LatestReader {
@@ -787,7 +861,7 @@ impl Options {
     ///
     /// [`Error::NotFound`], [`Error::KindMismatch`], [`Error::Corrupt`].
     pub fn open_request_reply(&self, name: &str) -> Result<RequestReply> {
-        open(self, name, Kind::RequestReply).map(|inner| RequestReply { inner })
+        open(self, name, Kind::RequestReply, Access::ReadWrite).map(|inner| RequestReply { inner })
     }
 }
 

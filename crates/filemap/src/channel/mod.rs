@@ -141,7 +141,12 @@ impl Options {
     /// channel of this version.
     pub fn open_stream(&self, name: &str) -> Result<Stream> {
         let name = Name::parse(name)?;
-        let inner = sys::Channel::open(self.namespace_ref(), &name, crate::Kind::Stream)?;
+        let inner = sys::Channel::open(
+            self.namespace_ref(),
+            &name,
+            crate::Kind::Stream,
+            crate::Access::ReadWrite,
+        )?;
         Ok(Stream {
             inner: Arc::new(inner),
         })
@@ -858,6 +863,15 @@ fn gone(
     })
 }
 
+/// The error for a role (which writes to the channel) asked of a handle opened read-only.
+#[cold]
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+pub(crate) fn read_only(name: &Name) -> Error {
+    Error::denied(format!(
+        "{name} is open read-only here, and this role would write to it"
+    ))
+}
+
 /// The timeout error for `what` on `chan` (out of line: built only when it is returned,
 /// so that the paths that wait, and `try_` calls that find nothing, allocate nothing).
 #[cold]
@@ -1426,6 +1440,9 @@ impl<'a> Readiness<'a> {
     pub(crate) fn begin_sleep(&self) {
         match self.side {
             Side::Stream { .. } => self.chan.ring().ctl.rx_waiting.store(1, Relaxed),
+            // No bit (a reader of a read-only mapping): nothing to raise, and no fence to
+            // order it; it looks again every `poll_ms`.
+            Side::Slots { bit: 0, .. } => return,
             Side::Slots { bit, .. } => {
                 self.chan.slots().ctl.sleeping.fetch_or(bit, Relaxed);
             }
@@ -1435,9 +1452,19 @@ impl<'a> Readiness<'a> {
         self.chan.parker().fence_slow();
     }
 
+    /// How often a sleeper must look again because nothing wakes it when a message comes:
+    /// a reader without a sleeping bit (of a read-only mapping) polls. `None`: woken.
+    pub(crate) fn poll_ms(&self) -> Option<u64> {
+        match self.side {
+            Side::Slots { bit: 0, .. } => Some(seqlock::READ_ONLY_POLL.as_millis() as u64),
+            _ => None,
+        }
+    }
+
     pub(crate) fn end_sleep(&self) {
         match self.side {
             Side::Stream { .. } => self.chan.ring().ctl.rx_waiting.store(0, Relaxed),
+            Side::Slots { bit: 0, .. } => {}
             Side::Slots { bit, .. } => {
                 self.chan.slots().ctl.sleeping.fetch_and(!bit, Relaxed);
             }

@@ -40,7 +40,7 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #![allow(unsafe_code)]
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::atomic::{
     fence, AtomicU32, AtomicU64,
@@ -238,8 +238,15 @@ impl<'a> Slots<'a> {
     }
 }
 
+/// How long a reader without a sleeping bit (one that opened the channel read-only, and so
+/// cannot ask the writer to wake it) sleeps before it looks again, at most.
+pub(crate) const READ_ONLY_POLL: Duration = Duration::from_millis(1);
+
 /// Sleeps on `ctl.wake` while it reads `seen`, with `bit` set in `sleeping`; at most
 /// [`LIVENESS_PERIOD`](super::algo::LIVENESS_PERIOD). Returns `false` if `deadline` passed.
+///
+/// With `bit` 0 (a reader of a read-only mapping, which may not write `sleeping`), it
+/// sleeps at most [`READ_ONLY_POLL`] and writes nothing.
 pub(crate) fn park(
     ctl: &SlotControl,
     bit: u64,
@@ -247,6 +254,12 @@ pub(crate) fn park(
     parker: &impl Parker,
     deadline: Option<Instant>,
 ) -> bool {
+    if bit == 0 {
+        let poll = Instant::now() + READ_ONLY_POLL;
+        let until = deadline.map_or(poll, |d| d.min(poll));
+        sleep_while(&ctl.wake, seen, parker, Some(until));
+        return deadline.is_none_or(|d| Instant::now() < d);
+    }
     ctl.sleeping.fetch_or(bit, Relaxed);
     // The slow side of the Dekker pair with the writer's `wake` store and `sleeping` load.
     parker.fence_slow();

@@ -119,6 +119,10 @@ pub(crate) trait Waitable {
     fn watched(&self) -> bool {
         true
     }
+    /// How often a sleeper looks again if the object is not [`watched`](Self::watched).
+    fn recheck_ms(&self) -> u64 {
+        UNWATCHED_RECHECK_MS
+    }
 }
 
 /// The most objects one wait takes (Windows' `MAXIMUM_WAIT_OBJECTS`).
@@ -203,7 +207,12 @@ pub(crate) fn wait_any(
             .find_map(|(i, (o, &t))| o.try_take(t).map(|how| (i, how)))
     };
     let mut words = Words::new();
-    let unwatched = objects.iter().any(|o| !o.watched());
+    // How often to look again while asleep, if some object's wake-ups may not reach us.
+    let unwatched = objects
+        .iter()
+        .filter(|o| !o.watched())
+        .map(|o| o.recheck_ms())
+        .min();
     loop {
         // 1. Take the first one that is signalled.
         if let Some(taken) = take() {
@@ -220,8 +229,9 @@ pub(crate) fn wait_any(
         }
         let taken = take();
         if taken.is_none() && sleep {
-            let until = if unwatched || words.overflowed() {
-                let recheck = Instant::now() + Duration::from_millis(UNWATCHED_RECHECK_MS);
+            let until = if unwatched.is_some() || words.overflowed() {
+                let ms = unwatched.unwrap_or(UNWATCHED_RECHECK_MS);
+                let recheck = Instant::now() + Duration::from_millis(ms);
                 Some(deadline.map_or(recheck, |d| d.min(recheck)))
             } else {
                 deadline

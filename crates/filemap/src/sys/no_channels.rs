@@ -68,8 +68,16 @@ impl Channel {
     ) -> Result<Channel> {
         unsupported()
     }
-    pub(crate) fn open(_: &Namespace, _: &Name, _: crate::Kind) -> Result<Channel> {
+    pub(crate) fn open(
+        _: &Namespace,
+        _: &Name,
+        _: crate::Kind,
+        _: crate::Access,
+    ) -> Result<Channel> {
         unsupported()
+    }
+    pub(crate) fn writable(&self) -> bool {
+        match self.0 {}
     }
     pub(crate) fn name(&self) -> &Name {
         match self.0 {}

@@ -27,7 +27,7 @@ use crate::channel::algo::{
 use crate::channel::rpc::{Clients, RpcControl};
 use crate::channel::seqlock::{SlotControl, Slots};
 use crate::sys::{CreateOptions, Disposition};
-use crate::{Error, Kind, Name, Namespace, Result};
+use crate::{Access, Error, Kind, Name, Namespace, Result};
 
 /// A holder's handle to a channel: its entry and its mapped memory.
 #[derive(Debug)]
@@ -38,6 +38,8 @@ pub(crate) struct Channel {
     entry: Entry,
     created: bool,
     geometry: Geometry,
+    /// Mapped read-write (`false`: read-only, and every role refused).
+    writable: bool,
 }
 
 /// A role being played: the description whose write lock says so. Dropping it gives the
@@ -110,16 +112,18 @@ impl Channel {
             sparse: false,
         };
         let (entry, created) = Entry::create(dir, name, &new, disposition, &mut |_| Ok(()))?;
-        Channel::map(entry, created, kind)
+        Channel::map(entry, created, kind, true)
     }
 
-    pub(crate) fn open(ns: &Namespace, name: &Name, kind: Kind) -> Result<Channel> {
+    /// Opens the channel, mapped read-write or (for [`Access::Read`]) read-only.
+    pub(crate) fn open(ns: &Namespace, name: &Name, kind: Kind, access: Access) -> Result<Channel> {
+        let writable = access == Access::ReadWrite;
         let dir = NsDir::for_open(ns, name, kind)?;
-        let entry = Entry::open(dir, name, kind, true)?;
-        Channel::map(entry, false, kind)
+        let entry = Entry::open(dir, name, kind, writable)?;
+        Channel::map(entry, false, kind, writable)
     }
 
-    fn map(entry: Entry, created: bool, kind: Kind) -> Result<Channel> {
+    fn map(entry: Entry, created: bool, kind: Kind, writable: bool) -> Result<Channel> {
         super::futex::register_asymmetric();
         let corrupt = |reason: String| Error::Corrupt {
             path: entry.path(),
@@ -133,7 +137,7 @@ impl Channel {
         }
         let len = usize::try_from(size)
             .map_err(|_| corrupt(format!("its size ({size} bytes) is too large to map")))?;
-        let region = map_shared(entry.fd(), len)?;
+        let region = map_shared(entry.fd(), len, writable)?;
         let geometry =
             Geometry::read(header(&region), size - CONTROL_LEN as u64).map_err(corrupt)?;
         if object_kind(geometry.kind) != kind {
@@ -147,7 +151,14 @@ impl Channel {
             entry,
             created,
             geometry,
+            writable,
         })
+    }
+
+    /// Whether the channel is mapped read-write (roles need it).
+    #[inline]
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
     }
 
     pub(crate) fn name(&self) -> &Name {
@@ -248,6 +259,9 @@ impl Channel {
     }
 
     fn try_claim(&self, role: u16) -> Result<Option<Claim>> {
+        if !self.writable {
+            return Err(crate::channel::read_only(self.name()));
+        }
         let failed = |e| Error::io(format!("claiming a role in {}", self.name()), e);
         // /proc/self/fd/N opens the same inode as a new description, whose locks are its own.
         let path = format!("/proc/self/fd/{}", self.entry.fd().as_raw_fd());
@@ -289,10 +303,10 @@ pub(crate) fn read_state(fd: &OwnedFd, size: u64) -> Option<crate::SyncState> {
     let g = Geometry::read(header(&region), size - CONTROL_LEN as u64).ok()?;
     let alive = |role: u16| lock::others_write_lock(fd, lock::role_byte(role)).unwrap_or(false);
     // Role 0 is the producer, publisher, writer or server; 1 a stream's consumer; from 2
-    // the subscribers and clients (latest-value readers take no role).
+    // the subscribers, latest-value readers and clients (readers of a read-only mapping
+    // take no role, and are not counted).
     let others = match g.kind {
         KIND_STREAM => 1..2,
-        crate::channel::algo::KIND_LATEST => 1..1,
         _ => 2..2 + crate::channel::algo::MAX_CLIENTS as u16,
     };
     let peers = others.filter(|&r| alive(r)).count() as u32;

@@ -118,22 +118,27 @@ impl Drop for Region {
     }
 }
 
-/// Maps the first `len` bytes of an object file shared and read-write: a channel's control
-/// page and ring, with its page tables filled in now (`MAP_POPULATE`). Otherwise each
+/// Maps the first `len` bytes of an object file shared, read-write or (without `writable`)
+/// read-only: a channel's control page and ring, with its page tables filled in now
+/// (`MAP_POPULATE`). Otherwise each
 /// process takes a page fault at its first touch of each page of the ring, in the middle
 /// of sending or receiving: about 0.5 ms per MiB of ring, spread over the first lap
 /// (docs/BENCHMARKS.md, 2026-11-28). The pages exist already (the file is reserved), so
 /// this costs only the page tables, at open: 0.1 ms per MiB here. A page that is not
 /// there (a file that another user truncated) is left out, not an error.
-pub(crate) fn map_shared(fd: &OwnedFd, len: usize) -> Result<Region> {
+pub(crate) fn map_shared(fd: &OwnedFd, len: usize, writable: bool) -> Result<Region> {
     let failed = |e| Error::io("mapping a channel", e);
+    let prot = match writable {
+        true => ProtFlags::READ | ProtFlags::WRITE,
+        false => ProtFlags::READ,
+    };
     // SAFETY: a new mapping at an address of the kernel's choosing cannot overlap memory
     // that Rust knows about; the fd is open and offset 0 is page-aligned.
     let base = unsafe {
         mm::mmap(
             std::ptr::null_mut(),
             len,
-            ProtFlags::READ | ProtFlags::WRITE,
+            prot,
             MapFlags::SHARED | MapFlags::POPULATE,
             fd.as_fd(),
             0,

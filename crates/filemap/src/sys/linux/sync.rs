@@ -310,6 +310,9 @@ impl algo::Waitable for ChannelWait<'_> {
     fn watched(&self) -> bool {
         false
     }
+    fn recheck_ms(&self) -> u64 {
+        self.0.poll_ms().unwrap_or(algo::UNWATCHED_RECHECK_MS)
+    }
 }
 
 /// A filler for the unused entries of [`wait_any`]'s fixed arrays; never waited for.

@@ -65,6 +65,8 @@ pub(crate) struct Channel {
     /// A role event's name (see [`Channel::role_name`]), built here at each liveness check
     /// (a waiting side asks every few milliseconds: no allocation for that).
     role_buf: std::sync::Mutex<Vec<u16>>,
+    /// Mapped read-write (`false`: read-only, and every role refused).
+    writable: bool,
 }
 
 /// A role being played: the event whose existence says so.
@@ -186,7 +188,7 @@ impl Channel {
         let size = CONTROL_LEN as u64 + geometry.area_len();
         let (section, existed) = create_section(name, kind, size, disposition)?;
         if existed {
-            return Channel::attach(section, name, kind, false);
+            return Channel::attach(section, name, kind, false, Access::ReadWrite);
         }
         // New: the header first, then the record, whose presence tells openers that the
         // channel is ready.
@@ -197,20 +199,37 @@ impl Channel {
         unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), region.ptr(), header.len()) };
         write_record(section.0, name, kind, size)?;
         drop(region);
-        Channel::attach(section, name, kind, true)
+        Channel::attach(section, name, kind, true, Access::ReadWrite)
     }
 
-    pub(crate) fn open(_: &Namespace, name: &Name, kind: Kind) -> Result<Channel> {
+    /// Opens the channel, mapped read-write or (for [`Access::Read`]) read-only.
+    pub(crate) fn open(_: &Namespace, name: &Name, kind: Kind, access: Access) -> Result<Channel> {
         let w = wide(name);
+        let rights = match access {
+            Access::ReadWrite => FILE_MAP_READ | FILE_MAP_WRITE,
+            // Read-only (the public API asks for nothing else).
+            _ => FILE_MAP_READ,
+        };
         // SAFETY: `w` is NUL-terminated.
-        let h = unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, 0, w.as_ptr()) };
+        let h = unsafe { OpenFileMappingW(rights, 0, w.as_ptr()) };
         if h.is_null() {
             return Err(object_error(last_error(), name, kind, "opening"));
         }
-        Channel::attach(Handle(h), name, kind, false)
+        Channel::attach(Handle(h), name, kind, false, access)
     }
 
-    fn attach(section: Handle, name: &Name, kind: Kind, created: bool) -> Result<Channel> {
+    fn attach(
+        section: Handle,
+        name: &Name,
+        kind: Kind,
+        created: bool,
+        access: Access,
+    ) -> Result<Channel> {
+        let writable = access == Access::ReadWrite;
+        let access = match writable {
+            true => Access::ReadWrite,
+            false => Access::Read,
+        };
         let (_, record) = wait_for_record(section.0, name, kind)?;
         let found = record.as_ref().map_or(Kind::Mapping, |r| r.kind);
         if found != kind {
@@ -232,7 +251,7 @@ impl Channel {
         }
         let len = usize::try_from(size)
             .map_err(|_| corrupt(format!("its size ({size} bytes) is too large to map")))?;
-        let region = Region::map(section.0, Access::ReadWrite, 0, len)
+        let region = Region::map(section.0, access, 0, len)
             .map_err(|c| object_error(c, name, kind, "mapping"))?;
         // SAFETY: the view is at least a page, aligned to the allocation granularity;
         // Header is atomics only.
@@ -258,7 +277,13 @@ impl Channel {
             geometry,
             parker,
             role_buf: std::sync::Mutex::default(),
+            writable,
         })
+    }
+
+    /// Whether the channel is mapped read-write (roles need it).
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
     }
 
     pub(crate) fn name(&self) -> &Name {
@@ -356,6 +381,9 @@ impl Channel {
     }
 
     fn try_claim(&self, role: u16) -> Result<Option<Claim>> {
+        if !self.writable {
+            return Err(crate::channel::read_only(&self.name));
+        }
         let mut w = Vec::new();
         self.role_name(role, &mut w);
         // SAFETY: `w` is NUL-terminated; default security.

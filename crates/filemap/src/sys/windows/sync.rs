@@ -419,9 +419,13 @@ pub(crate) fn wait_any(
             .iter()
             .position(|o| matches!(o, Some(WaitRef::Channel(r)) if r.ready()));
         let wait_ms = if ready.is_some() { 0 } else { millis(deadline) };
-        // A channel's producer does not wake a sleeper when it dies: look again in a while.
+        // A channel's producer does not wake a sleeper when it dies (nor, if the reader has
+        // no sleeping bit, when it writes): look again in a while.
         let wait_ms = if has_channels {
-            wait_ms.min(crate::channel::algo::LIVENESS_PERIOD.as_millis() as u32)
+            channels()
+                .filter_map(|r| r.poll_ms())
+                .fold(wait_ms, |ms, poll| ms.min(poll as u32))
+                .min(crate::channel::algo::LIVENESS_PERIOD.as_millis() as u32)
         } else {
             wait_ms
         };
