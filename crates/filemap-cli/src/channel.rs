@@ -41,6 +41,12 @@ pub(crate) struct RecvArgs {
     /// Give up waiting for a message after this many seconds (exit status 124).
     #[arg(long, value_parser = parse_secs, value_name = "SECS")]
     timeout: Option<Duration>,
+    /// Subscribe to a broadcast, or read a latest-value channel, read-only: write nothing
+    /// to it and take none of its 64 roles (while waiting, look every millisecond). Needs
+    /// only read permission, which is also what recv falls back to by itself when that is
+    /// all the user has. Streams have no read-only receiver.
+    #[arg(long)]
+    read_only: bool,
     #[command(flatten)]
     geometry: GeometryArgs,
 }
@@ -85,33 +91,56 @@ enum Channel {
     Latest(filemap::Latest),
 }
 
-/// With `reading`, a broadcast or latest-value channel that this user may only read is
-/// opened read-only (its subscribers and readers need nothing more).
+/// How `send` and `recv` open a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// To send: read-write.
+    Send,
+    /// To receive: read-write, or read-only for a broadcast or latest-value channel that
+    /// this user may only read (its subscribers and readers need nothing more).
+    Recv,
+    /// To receive read-only (`recv --read-only`): a broadcast or latest-value channel only.
+    RecvReadOnly,
+}
+
 fn open_channel(
     ns: &Namespace,
     name: &str,
     g: &GeometryArgs,
-    reading: bool,
+    how: Opening,
 ) -> Result<Channel, Failure> {
     let mut opts = Options::new();
     opts.namespace(ns.clone());
-    fn denied<T>(reading: bool, r: &filemap::Result<T>) -> bool {
-        reading && matches!(r, Err(Error::PermissionDenied { .. }))
+    // Read-write first, unless asked for read-only; read-only if refused while receiving.
+    fn open<T>(
+        how: Opening,
+        rw: impl Fn() -> filemap::Result<T>,
+        ro: impl Fn() -> filemap::Result<T>,
+    ) -> filemap::Result<T> {
+        match how {
+            Opening::RecvReadOnly => ro(),
+            Opening::Recv => match rw() {
+                Err(Error::PermissionDenied { .. }) => ro(),
+                r => r,
+            },
+            Opening::Send => rw(),
+        }
     }
-    match ns.kind(name) {
+    let kind = ns.kind(name);
+    match kind {
         Ok(Kind::Broadcast) => {
-            let mut b = opts.open_broadcast(name);
-            if denied(reading, &b) {
-                b = opts.open_broadcast_read_only(name);
-            }
-            return Ok(Channel::Broadcast(b?));
+            return Ok(Channel::Broadcast(open(
+                how,
+                || opts.open_broadcast(name),
+                || opts.open_broadcast_read_only(name),
+            )?));
         }
         Ok(Kind::Latest) => {
-            let mut l = opts.open_latest(name);
-            if denied(reading, &l) {
-                l = opts.open_latest_read_only(name);
-            }
-            return Ok(Channel::Latest(l?));
+            return Ok(Channel::Latest(open(
+                how,
+                || opts.open_latest(name),
+                || opts.open_latest_read_only(name),
+            )?));
         }
         Ok(Kind::RequestReply) => {
             return Err(format!(
@@ -120,6 +149,17 @@ fn open_channel(
             .into())
         }
         _ => {}
+    }
+    if how == Opening::RecvReadOnly {
+        return Err(match kind {
+            Ok(Kind::Stream) => format!(
+                "{name} is a stream, which has no read-only receiver (receiving gives room back \
+                 to the producer); --read-only is for broadcast and latest-value channels"
+            )
+            .into(),
+            Ok(k) => format!("{name} is a {k}, not a channel").into(),
+            Err(e) => e.into(),
+        });
     }
     Ok(Channel::Stream(open_stream(ns, name, g)?))
 }
@@ -228,7 +268,7 @@ fn failure(e: Error) -> Failure {
 }
 
 pub(crate) fn send(ns: &Namespace, a: SendArgs) -> CmdResult {
-    let ch = open_channel(ns, &a.name, &a.geometry, false)?;
+    let ch = open_channel(ns, &a.name, &a.geometry, Opening::Send)?;
     let mut tx = match &ch {
         Channel::Stream(s) => Sink::Stream(s.sender()?),
         Channel::Broadcast(b) => Sink::Broadcast(b.publisher()?),
@@ -343,7 +383,11 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 pub(crate) fn recv(ns: &Namespace, a: RecvArgs) -> CmdResult {
-    let ch = open_channel(ns, &a.name, &a.geometry, true)?;
+    let how = match a.read_only {
+        true => Opening::RecvReadOnly,
+        false => Opening::Recv,
+    };
+    let ch = open_channel(ns, &a.name, &a.geometry, how)?;
     let mut rx = match &ch {
         Channel::Stream(s) => Source::Stream(s.receiver()?),
         Channel::Broadcast(b) => Source::Broadcast(b.subscriber()?),

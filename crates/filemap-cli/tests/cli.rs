@@ -2746,3 +2746,64 @@ fn another_user_who_may_only_read_a_channel_subscribes_and_reads_read_only() {
         assert!(p.finish().0.success());
     }
 }
+
+#[test]
+fn recv_read_only_takes_no_role_and_refuses_streams() {
+    let root = Root::new("recvro");
+    let mut made: Vec<Proc> = [
+        ("Local\\b", "broadcast"),
+        ("Local\\s", "stream"),
+        ("Local\\m", "mutex"),
+    ]
+    .iter()
+    .map(|(name, kind)| {
+        let mut p = root.spawn(&["create", name, "--kind", kind]);
+        p.read_until("\n");
+        p
+    })
+    .collect();
+    // A read-only subscriber gets what is published while it is subscribed, and is no
+    // peer: `info` counts none while it waits for more.
+    let mut sub = root.spawn(&["recv", "Local\\b", "--read-only", "--follow"]);
+    let mut publisher = root.spawn(&["send", "Local\\b"]);
+    let mut input = publisher.child.stdin.take().unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) && input.write_all(b"tick\n").is_ok() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            input
+        })
+    };
+    assert_eq!(sub.read_until("tick\n"), "tick\n");
+    stop.store(true, Ordering::Relaxed);
+    let input = ticker.join().unwrap();
+    assert!(sub.child.try_wait().unwrap().is_none(), "it follows");
+    let o = root.run(&["info", "Local\\b", "--json"]);
+    assert!(stdout(&o).contains("\"peers\":0"), "{}", stdout(&o));
+    // The publisher's input ends: a clean close, which ends the subscriber too.
+    drop(input);
+    assert!(publisher.finish().0.success());
+    let (status, err) = sub.finish();
+    assert!(status.success(), "{err}");
+    // Streams, other kinds and missing names: one line, status 1, nothing made.
+    for (name, says) in [
+        ("Local\\s", "no read-only receiver"),
+        ("Local\\m", "not a channel"),
+        ("Local\\none", "no object named"),
+    ] {
+        let o = root.run(&["recv", name, "--read-only", "--timeout", "1"]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{name}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+    assert!(!stdout(&root.run(&["ls"])).contains("Local\\none"));
+    for p in &mut made {
+        p.press_enter();
+    }
+    for p in made {
+        assert!(p.finish().0.success());
+    }
+}
