@@ -585,3 +585,58 @@ fn send_and_recv_pipe_bytes_between_windows_processes() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// `info NAME --json` as text.
+fn info_json(name: &str) -> String {
+    String::from_utf8_lossy(&run(&["info", name, "--json"]).stdout).into_owned()
+}
+
+/// Polls `info NAME --json` until it shows every one of `fields`; fails after 30 s.
+fn info_until(name: &str, fields: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let info = info_json(name);
+        if fields.iter().all(|f| info.contains(f)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{fields:?} in {info}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn info_shows_a_channels_capacity_queue_and_peers_on_windows() {
+    let name = format!("Local\\filemap-cli-info-{}", std::process::id());
+    let mut stream = spawn(&["create", &name, "--kind", "stream", "--capacity", "65536"]);
+    assert!(read_line(&mut stream).starts_with("created stream"));
+    // A producer that sends two lines, which nobody receives yet: queued.
+    let mut send = spawn(&["send", &name]);
+    send.0
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"one\ntwo\n")
+        .unwrap();
+    info_until(
+        &name,
+        &[
+            "\"kind\":\"stream\"",
+            "\"capacity\":65536",
+            "\"queued\":2",
+            "\"producer\":true",
+            "\"peers\":0",
+        ],
+    );
+    // A consumer that takes them and waits for more counts as a peer while it lives.
+    let mut recv = spawn(&["recv", &name, "--count", "3", "--timeout", "30"]);
+    info_until(&name, &["\"queued\":0", "\"peers\":1"]);
+    let _ = recv.0.kill();
+    let _ = recv.0.wait();
+    info_until(&name, &["\"peers\":0"]);
+    // The producer's input ends: it closes the stream and goes.
+    drop(send.0.stdin.take());
+    assert!(send.0.wait().unwrap().success());
+    info_until(&name, &["\"producer\":false"]);
+    stream.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(stream.0.wait().unwrap().success());
+}

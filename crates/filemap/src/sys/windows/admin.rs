@@ -61,6 +61,10 @@ pub(crate) fn info(_: &Path, name: &Name) -> Result<ObjectInfo> {
                 Section::map(handle.0).map_err(|code| object_error(code, name, kind, "reading"))?;
             let record = section.record();
             info.size = Some(section.size(record.as_ref()));
+            if kind != Kind::Mapping {
+                info.state =
+                    super::channel::read_state(name, &section, section.size(record.as_ref()));
+            }
             if let Some(r) = record {
                 info.file_backed = r.file_backed();
                 info.creator_pid = Some(r.creator_pid);

@@ -35,7 +35,7 @@ use crate::channel::rpc::{Clients, RpcControl};
 use crate::channel::seqlock::{SlotControl, Slots};
 use crate::sync::algo::{Parked, Parker, Words};
 use crate::sys::{CreateOptions, Disposition};
-use crate::{Access, Error, Kind, Name, Namespace, Result};
+use crate::{Access, Error, Kind, Name, Namespace, Result, SyncState};
 
 /// The most tokens a wait semaphore holds: the spurious wake-ups that stale tokens can
 /// cause, at most.
@@ -346,19 +346,7 @@ impl Channel {
     /// The NUL-terminated name of the event that says that `role` is played, written
     /// into `w` (which keeps its room from one call to the next).
     fn role_name(&self, role: u16, w: &mut Vec<u16>) {
-        use std::fmt::Write as _;
-        /// Encodes what is written into UTF-16 at the end of a vector.
-        struct Utf16<'a>(&'a mut Vec<u16>);
-        impl std::fmt::Write for Utf16<'_> {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                self.0.extend(s.encode_utf16());
-                Ok(())
-            }
-        }
-        w.clear();
-        // Writing into a vector cannot fail.
-        let _ = write!(Utf16(w), "{}:filemap-role-{role}", self.name);
-        w.push(0);
+        role_name(&self.name, role, w);
     }
 
     pub(crate) fn claim(&self, role: u16, what: &'static str) -> Result<Claim> {
@@ -400,20 +388,81 @@ impl Channel {
     }
 
     pub(crate) fn role_alive(&self, role: u16) -> bool {
-        use windows_sys::Win32::Storage::FileSystem::SYNCHRONIZE;
         let mut w = self
             .role_buf
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.role_name(role, &mut w);
-        // SAFETY: `w` is NUL-terminated.
-        let h = unsafe { OpenEventW(SYNCHRONIZE, 0, w.as_ptr()) };
-        if h.is_null() {
-            // Any other failure (access denied, say) counts as alive: never a false
-            // "disconnected".
-            return last_error() != ERROR_FILE_NOT_FOUND;
-        }
-        drop(Handle(h));
-        true
+        role_alive(&self.name, role, &mut w)
     }
+}
+
+/// Writes the NUL-terminated name of the event that says that `role` of channel `name` is
+/// played into `w` (which keeps its room from one call to the next).
+fn role_name(name: &Name, role: u16, w: &mut Vec<u16>) {
+    use std::fmt::Write as _;
+    /// Encodes what is written into UTF-16 at the end of a vector.
+    struct Utf16<'a>(&'a mut Vec<u16>);
+    impl std::fmt::Write for Utf16<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.extend(s.encode_utf16());
+            Ok(())
+        }
+    }
+    w.clear();
+    // Writing into a vector cannot fail.
+    let _ = write!(Utf16(w), "{name}:filemap-role-{role}");
+    w.push(0);
+}
+
+/// Whether anyone plays `role` of channel `name` (its event exists). Any failure other
+/// than "not found" (access denied, say) counts as alive: never a false "disconnected".
+fn role_alive(name: &Name, role: u16, w: &mut Vec<u16>) -> bool {
+    use windows_sys::Win32::Storage::FileSystem::SYNCHRONIZE;
+    role_name(name, role, w);
+    // SAFETY: `w` is NUL-terminated.
+    let h = unsafe { OpenEventW(SYNCHRONIZE, 0, w.as_ptr()) };
+    if h.is_null() {
+        return last_error() != ERROR_FILE_NOT_FOUND;
+    }
+    drop(Handle(h));
+    true
+}
+
+/// A channel's geometry, counters and peers, for `info`: from the section's read-only
+/// view (`section`, `size` bytes before filemap's record) and the role events.
+pub(super) fn read_state(
+    name: &Name,
+    section: &super::mapping::Section,
+    size: u64,
+) -> Option<SyncState> {
+    if size < CONTROL_LEN as u64 || section.total() < CONTROL_LEN as u64 {
+        return None;
+    }
+    // SAFETY: the view is at least a control page long (checked above), aligned to the
+    // allocation granularity, and lives while `section` does; Header is atomics only, so
+    // every bit pattern is valid, and it is only read through them.
+    let header = unsafe { &*section.ptr().cast::<Header>() };
+    let g = Geometry::read(header, size - CONTROL_LEN as u64).ok()?;
+    let mut w = Vec::new();
+    let mut alive = |role: u16| role_alive(name, role, &mut w);
+    // As on Linux: role 0 the writing side, 1 a stream's consumer, from 2 the others.
+    let others = match g.kind {
+        KIND_STREAM => 1..2,
+        _ => 2..2 + crate::channel::algo::MAX_CLIENTS as u16,
+    };
+    let peers = others.filter(|&r| alive(r)).count() as u32;
+    let producer = alive(0);
+    let queued = (g.kind == KIND_STREAM).then(|| {
+        // SAFETY: as for the header: Control is atomics only and fits in the control page.
+        let ctl = unsafe { &*section.ptr().cast::<Control>() };
+        ctl.queued()
+    });
+    Some(SyncState::Channel {
+        kind: object_kind(g.kind),
+        capacity: g.capacity,
+        max_message: g.max_message,
+        queued,
+        producer,
+        peers,
+    })
 }

@@ -170,6 +170,16 @@ impl Section {
     pub(super) fn size(&self, record: Option<&Record>) -> u64 {
         record.map_or(self.total, |r| r.size)
     }
+
+    /// The first byte of the read-only view, which is [`total`](Self::total) bytes long.
+    pub(super) fn ptr(&self) -> *const u8 {
+        self.whole.base.cast::<u8>()
+    }
+
+    /// The view's length: the section's page-rounded size.
+    pub(super) fn total(&self) -> u64 {
+        self.total
+    }
 }
 
 /// How long an opener waits for the record of a section that has none yet. Thousands of
