@@ -2,9 +2,9 @@
 //!
 //! The files are filemap's own (`#[path]`), compiled with `--cfg loom` against loom's
 //! atomics and a loom memory (`channel/mem.rs` here) in place of shared memory: the
-//! stream ring's bytes are loom cells, so loom reports any read of a frame that is not
-//! ordered after its write (or a write over a frame not yet read), and the slots' words
-//! are loom atomics. Loom then runs every interleaving of the threads in each test (up to
+//! stream ring's bytes and the request/reply slots' requests and replies are loom cells,
+//! so loom reports any read of a frame or request that is not ordered after its write (or
+//! a write over one not yet read), and the slots' words are loom atomics. Loom then runs every interleaving of the threads in each test (up to
 //! a preemption bound) and checks the assertions in all of them.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --manifest-path crates/filemap-loom/Cargo.toml`
@@ -22,6 +22,8 @@ mod atomic {
 // files are included at the top and placed in filemap's module tree below.
 #[path = "../../filemap/src/channel/algo.rs"]
 mod channel_algo;
+#[path = "../../filemap/src/channel/rpc.rs"]
+mod channel_rpc;
 #[path = "../../filemap/src/channel/seqlock.rs"]
 mod channel_seqlock;
 #[path = "../../filemap/src/sync/algo.rs"]
@@ -33,6 +35,7 @@ mod sync {
 
 mod channel {
     pub(crate) use super::channel_algo as algo;
+    pub(crate) use super::channel_rpc as rpc;
     pub(crate) use super::channel_seqlock as seqlock;
     pub(crate) mod mem;
 }

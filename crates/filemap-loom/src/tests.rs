@@ -9,11 +9,12 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::atomic::{AtomicU32, Ordering::SeqCst};
-use crate::channel::algo::KIND_BROADCAST;
 use crate::channel::algo::{
     Consumer, Control, Frame, Geometry, Producer, Ring, KIND_LATEST, KIND_STREAM,
 };
+use crate::channel::algo::{KIND_BROADCAST, KIND_REQUEST_REPLY};
 use crate::channel::mem::LoomMem;
+use crate::channel::rpc::{Client, Clients, RpcControl, Server};
 use crate::channel::seqlock::{read_latest, Publisher, SlotControl, Slots, Subscriber, Writer};
 use crate::sync::algo::{Parked, Parker, Words};
 
@@ -309,5 +310,111 @@ fn broadcast_subscribers_get_whole_messages_or_a_count_of_the_lost() {
         }
         assert!(next <= 3);
         publisher.join().unwrap();
+    });
+}
+
+struct RpcChannel {
+    ctl: RpcControl,
+    mem: LoomMem,
+    g: Geometry,
+}
+
+// SAFETY: the slots' cells are only touched through the algorithms, which loom checks.
+unsafe impl Sync for RpcChannel {}
+// SAFETY: as above.
+unsafe impl Send for RpcChannel {}
+
+impl RpcChannel {
+    fn new(clients: u32) -> Arc<RpcChannel> {
+        let g = Geometry::untyped(KIND_REQUEST_REPLY, clients, 16, 16);
+        g.check().unwrap();
+        let ctl = RpcControl::default();
+        g.init(&ctl.header);
+        Arc::new(RpcChannel {
+            ctl,
+            mem: LoomMem::new(g.area_len() as usize),
+            g,
+        })
+    }
+
+    fn clients(&self) -> Clients<'_> {
+        // SAFETY: the memory lives as long as `self`.
+        unsafe { Clients::new(&self.ctl, self.mem.base(), self.g) }
+    }
+}
+
+/// The request for call `i` of client `slot`, and its answer (the bytes reversed).
+fn request(slot: u32, i: u8) -> Vec<u8> {
+    vec![slot as u8, i, 7, 9]
+}
+
+fn answer(request: &[u8]) -> Vec<u8> {
+    request.iter().rev().copied().collect()
+}
+
+/// Client `slot` makes `calls` calls, each waiting for its reply (as `RpcClient::call`
+/// does), and checks every reply.
+fn calls(c: &Clients<'_>, slot: u32, calls: u8) {
+    let mut client = Client::attach(c, slot);
+    let mut reply = Vec::new();
+    for i in 0..calls {
+        client.send(c, &request(slot, i), &Yield);
+        while !client.try_reply(c, &mut reply).unwrap() {
+            client.wait(c, &Yield, None);
+        }
+        assert_eq!(reply, answer(&request(slot, i)), "client {slot}, call {i}");
+    }
+}
+
+/// A server that answers `n` requests, as `RpcServer::recv` and `reply` do.
+fn serve(c: &Clients<'_>, n: usize) {
+    let mut server = Server::attach(c);
+    let mut req = Vec::new();
+    for _ in 0..n {
+        loop {
+            let seen = server.doorbell(c);
+            if let Some(t) = server.try_take(c, &mut req).unwrap() {
+                assert!(Server::reply(c, t, &answer(&req), &Yield));
+                break;
+            }
+            server.wait(c, seen, &Yield, None);
+        }
+    }
+}
+
+/// One client calls twice (the slot goes round its phases twice); the server reads each
+/// request only once it is whole, and the client each reply.
+#[test]
+fn request_reply_round_trips_are_whole_and_in_order() {
+    model(|| {
+        let ch = RpcChannel::new(1);
+        let ch2 = ch.clone();
+        let server = thread::spawn(move || serve(&ch2.clients(), 2));
+        calls(&ch.clients(), 0, 2);
+        server.join().unwrap();
+    });
+}
+
+/// Two clients' requests wait at once (sent from one thread, as two processes would send
+/// them): the server takes both, and each client gets the answer to its own.
+#[test]
+fn request_reply_clients_get_their_own_answers() {
+    model(|| {
+        let ch = RpcChannel::new(2);
+        let ch2 = ch.clone();
+        let server = thread::spawn(move || serve(&ch2.clients(), 2));
+        let c = ch.clients();
+        let mut clients = [Client::attach(&c, 0), Client::attach(&c, 1)];
+        for (slot, client) in clients.iter_mut().enumerate() {
+            client.send(&c, &request(slot as u32, 0), &Yield);
+        }
+        let mut reply = Vec::new();
+        for (slot, client) in clients.iter_mut().enumerate().rev() {
+            while !client.try_reply(&c, &mut reply).unwrap() {
+                client.wait(&c, &Yield, None);
+            }
+            assert_eq!(reply, answer(&request(slot as u32, 0)), "client {slot}");
+        }
+        server.join().unwrap();
     });
 }

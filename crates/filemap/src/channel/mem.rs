@@ -2,9 +2,9 @@
 //! offsets, and copies in and out. Nothing else reads or writes it.
 //!
 //! This is the seam for the loom model checks (`crates/filemap-loom`), which compile the
-//! pure algorithms (`algo.rs`, `seqlock.rs`, `sync/algo.rs`) against a `mem.rs` of their
-//! own: there the ring's bytes are loom cells, whose every access loom checks for races,
-//! and the slots' words are loom atomics.
+//! pure algorithms (`algo.rs`, `seqlock.rs`, `rpc.rs`, `sync/algo.rs`) against a `mem.rs`
+//! of their own: there the ring's bytes and the requests and replies are loom cells,
+//! whose every access loom checks for races, and the slots' words are loom atomics.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;

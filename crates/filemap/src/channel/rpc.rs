@@ -28,13 +28,14 @@
 #![cfg_attr(not(target_os = "linux"), allow(dead_code))]
 #![allow(unsafe_code)]
 
-use std::sync::atomic::{
+use std::time::Instant;
+
+use crate::atomic::{
     AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
-use std::time::Instant;
-
-use super::algo::{park_on, ControlPage, Geometry, Header};
+use crate::channel::algo::{park_on, ControlPage, Geometry, Header};
+use crate::channel::mem::Shared;
 use crate::sync::algo::Parker;
 
 pub(crate) const IDLE: u32 = 0;
@@ -43,6 +44,7 @@ pub(crate) const BUSY: u32 = 2;
 pub(crate) const REPLY: u32 = 3;
 
 /// The control page of a request/reply channel: the header, then the server's line.
+#[cfg_attr(loom, derive(Default))]
 #[repr(C, align(128))]
 pub(crate) struct RpcControl {
     pub(crate) header: Header,
@@ -56,6 +58,7 @@ pub(crate) struct RpcControl {
     _line1: [AtomicU64; 14],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<RpcControl>() == 256);
 
 // SAFETY: repr(C), atomics only, 256 bytes, starts with the header.
@@ -77,7 +80,7 @@ pub(crate) struct Corrupt;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clients<'a> {
     pub(crate) ctl: &'a RpcControl,
-    base: *mut u8,
+    mem: Shared,
     stride: usize,
     pub(crate) count: u32,
     pub(crate) max_request: u32,
@@ -88,11 +91,13 @@ impl<'a> Clients<'a> {
     /// # Safety
     ///
     /// `base` points at `g.capacity * g.client_stride()` bytes, 8-aligned, that stay
-    /// mapped (readable and writable) for `'a` and are only accessed through atomics.
+    /// mapped (readable and writable) for `'a` and are only accessed through atomics and
+    /// raw copies (`Shared::new`'s promise).
     pub(crate) unsafe fn new(ctl: &'a RpcControl, base: *mut u8, g: Geometry) -> Clients<'a> {
         Clients {
             ctl,
-            base,
+            // SAFETY: the caller's promise.
+            mem: unsafe { Shared::new(base) },
             stride: g.client_stride() as usize,
             count: g.capacity,
             max_request: g.max_message,
@@ -100,16 +105,16 @@ impl<'a> Clients<'a> {
         }
     }
 
-    fn at(&self, slot: u32, off: usize) -> *mut u8 {
+    /// The offset of byte `off` of slot `slot` in the area.
+    fn at(&self, slot: u32, off: usize) -> usize {
         assert!(slot < self.count && off + 8 <= self.stride);
-        // SAFETY: inside slot `slot`, which is inside the area.
-        unsafe { self.base.add(slot as usize * self.stride + off) }
+        slot as usize * self.stride + off
     }
 
     fn word32(&self, slot: u32, i: usize) -> &'a AtomicU32 {
-        // SAFETY: 4-aligned inside the slot header, which stays mapped for 'a (`new`'s
-        // promise); AtomicU32 has no invalid values.
-        unsafe { &*self.at(slot, 4 * i).cast::<AtomicU32>() }
+        // SAFETY: 4-aligned inside the slot header (`at` checks the slot), which stays
+        // mapped for 'a (`new`'s promise).
+        unsafe { self.mem.u32_at(self.at(slot, 4 * i)) }
     }
 
     /// The slot's state word: the client's futex word too.
@@ -129,12 +134,12 @@ impl<'a> Clients<'a> {
         self.word32(slot, 3)
     }
 
-    /// The request or reply area of `slot`: 8-aligned, `max_request` (or `max_reply`)
-    /// rounded up to 8 bytes long.
-    fn data(&self, slot: u32, reply: bool) -> *mut u8 {
+    /// The offset of the request or reply area of `slot`: 8-aligned, `max_request` (or
+    /// `max_reply`) rounded up to 8 bytes long.
+    fn data(&self, slot: u32, reply: bool) -> usize {
         let start = 64
             + if reply {
-                super::algo::round8(self.max_request) as usize
+                crate::channel::algo::round8(self.max_request) as usize
             } else {
                 0
             };
@@ -148,11 +153,10 @@ impl<'a> Clients<'a> {
             self.max_request
         };
         assert!(data.len() <= max as usize);
-        // SAFETY: the area holds `max` bytes rounded up to 8 inside the mapping, and `data`
-        // is ordinary memory; in the protocol only one side touches an area in each phase
-        // (see the module documentation), and the copy goes through raw pointers, as a
-        // `View`'s does.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.data(slot, reply), data.len()) };
+        // SAFETY: the area holds `max` bytes rounded up to 8 inside the mapping; in the
+        // protocol only one side touches an area in each phase (see the module
+        // documentation), and the copy goes through raw pointers, as a `View`'s does.
+        unsafe { self.mem.copy_in(self.data(slot, reply), data) };
     }
 
     fn get(&self, slot: u32, reply: bool, len: usize, buf: &mut Vec<u8>) {
@@ -166,12 +170,13 @@ impl<'a> Clients<'a> {
         // `memset` before its copy).
         buf.clear();
         buf.reserve(len);
-        // SAFETY: as in `put`; `buf` has room for `len` bytes (reserved above), which the
-        // copy initializes before `set_len` makes them its contents.
+        // SAFETY: as in `put`; `buf` has room for `len` bytes (reserved above).
         unsafe {
-            std::ptr::copy_nonoverlapping(self.data(slot, reply), buf.as_mut_ptr(), len);
-            buf.set_len(len);
-        }
+            self.mem
+                .copy_out_uninit(self.data(slot, reply), &mut buf.spare_capacity_mut()[..len])
+        };
+        // SAFETY: the copy initialized the first `len` bytes of the spare room.
+        unsafe { buf.set_len(len) };
     }
 }
 
@@ -247,7 +252,7 @@ impl Client {
         Ok(true)
     }
 
-    /// Sleeps until the reply may have come, at most [`LIVENESS_PERIOD`](super::algo::LIVENESS_PERIOD); `false` if
+    /// Sleeps until the reply may have come, at most [`LIVENESS_PERIOD`](crate::channel::algo::LIVENESS_PERIOD); `false` if
     /// `deadline` passed.
     pub(crate) fn wait(
         &self,
@@ -363,7 +368,7 @@ impl Server {
     }
 
     /// Sleeps until a request may have come after the doorbell read `seen`, at most
-    /// [`LIVENESS_PERIOD`](super::algo::LIVENESS_PERIOD); `false` if `deadline` passed.
+    /// [`LIVENESS_PERIOD`](crate::channel::algo::LIVENESS_PERIOD); `false` if `deadline` passed.
     pub(crate) fn wait(
         &self,
         c: &Clients<'_>,
@@ -381,7 +386,7 @@ impl Server {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::super::algo::KIND_REQUEST_REPLY;
     use super::*;
