@@ -198,6 +198,13 @@ fn broadcast_messages_allocate_nothing() {
         rx.recv_timeout(&mut buf, Duration::from_secs(5)).unwrap();
         assert_eq!(rx.try_recv(&mut buf).unwrap(), None);
     });
+    assert_no_allocation("loans", |i| {
+        let mut loan = tx.loan(13).unwrap();
+        loan.write_at(5, &i.to_le_bytes()).unwrap();
+        loan.commit();
+        assert_eq!(rx.recv(&mut buf).unwrap(), 0);
+        assert_eq!(buf[5..], i.to_le_bytes());
+    });
     let typed = root
         .opts()
         .create_broadcast_of::<u64>(&root.name("Local\\alloc-bc-typed"), 16)
@@ -223,6 +230,14 @@ fn latest_values_allocate_nothing() {
     assert_no_allocation("publish and read", |i| {
         w.publish(&[i as u8; 128]).unwrap();
         assert_eq!(r.read(&mut buf).unwrap(), Some(i + 1));
+    });
+    let before = r.read(&mut buf).unwrap().unwrap();
+    assert_no_allocation("loans", |i| {
+        let mut loan = w.loan(8).unwrap();
+        loan.write_at(0, &i.to_le_bytes()).unwrap();
+        loan.commit();
+        assert_eq!(r.read(&mut buf).unwrap(), Some(before + i + 1));
+        assert_eq!(buf, i.to_le_bytes());
     });
     let typed = root
         .opts()

@@ -900,6 +900,73 @@ fn a_broadcast_reaches_every_subscriber_and_a_slow_one_is_told_what_it_lost() {
     slow.0.wait().unwrap();
 }
 
+#[test]
+fn loaned_slots_are_written_in_place_and_published_whole() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-slotloan");
+    let name = root.name("Local\\slotloan");
+    let b = root.opts().create_broadcast(&name, 8, 256).unwrap();
+    let mut kid = Reap(spawn_role(ENTRY, "subscribe", &root.path, &[&name, "0"]));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    let mut p = b.publisher().unwrap();
+    // Bad input: a loan too large, writes outside the loan; a loan dropped publishes
+    // nothing.
+    assert!(matches!(
+        p.loan(257),
+        Err(Error::MessageTooLarge { max: 256, .. })
+    ));
+    {
+        let mut l = p.loan(16).unwrap();
+        assert_eq!((l.len(), l.is_empty()), (16, false));
+        for (offset, len) in [(10, 7), (16, 1), (usize::MAX, 1)] {
+            assert!(
+                matches!(
+                    l.write_at(offset, &vec![0; len]),
+                    Err(Error::OutOfRange { .. })
+                ),
+                "{offset} {len}"
+            );
+        }
+    }
+    // Messages built in place in two pieces, the second first, read whole by a subscriber
+    // in another process.
+    let mut buf = Vec::new();
+    for i in 0..2000u64 {
+        message(i, &mut buf);
+        let mut l = p.loan(buf.len()).unwrap();
+        let cut = (i as usize * 13) % buf.len();
+        l.write_at(cut, &buf[cut..]).unwrap();
+        l.write_at(0, &buf[..cut]).unwrap();
+        l.commit();
+        if i % 8 == 7 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    drop(p);
+    let seen_lost = read_line_within(&mut kid.0, LINE);
+    let (seen, lost) = seen_lost.split_once(' ').unwrap();
+    let (seen, lost): (u64, u64) = (seen.parse().unwrap(), lost.parse().unwrap());
+    assert_eq!(seen + lost, 2000, "{seen_lost}");
+    assert!(seen > 0);
+    assert!(kid.0.wait().unwrap().success());
+
+    // A latest value: readers get the one before until the loan is committed.
+    let l = root
+        .opts()
+        .create_latest(&root.name("Local\\slotloan-latest"), 64)
+        .unwrap();
+    let (mut w, mut r) = (l.writer().unwrap(), l.reader().unwrap());
+    w.publish(b"first").unwrap();
+    let mut loan = w.loan(6).unwrap();
+    loan.write_at(0, b"sec").unwrap();
+    assert_eq!(r.read(&mut buf).unwrap(), Some(1));
+    assert_eq!(buf, b"first");
+    loan.write_at(3, b"ond").unwrap();
+    loan.commit();
+    assert_eq!(r.read(&mut buf).unwrap(), Some(2));
+    assert_eq!(buf, b"second");
+}
+
 /// The permissions of this process's mappings of the file at `path`, as
 /// `/proc/self/maps` shows them ("rw-s", "r--s"), in address order.
 #[cfg(target_os = "linux")]

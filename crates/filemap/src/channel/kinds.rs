@@ -382,6 +382,98 @@ impl Publisher {
     pub fn send_value<T: Plain>(&mut self, value: &T) -> Result<()> {
         self.send(bytemuck::bytes_of(value))
     }
+
+    /// Lends the next slot for a message of `len` bytes, to write in place (see
+    /// [`SlotLoan`]) and publish with [`SlotLoan::commit`]. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Publisher::send`].
+    pub fn loan(&mut self, len: usize) -> Result<SlotLoan<'_>> {
+        let s = self.w.slots_for(len)?;
+        let slot = self.p.lend(&s, len as u32);
+        Ok(SlotLoan {
+            w: &mut self.w,
+            lender: Lender::Publisher(&mut self.p),
+            slot,
+            len: len as u32,
+        })
+    }
+}
+
+/// Room for one message (or value) in a broadcast's or latest-value channel's next slot,
+/// to be written in place, piece by piece, and then published with
+/// [`commit`](Self::commit): a large message built where it goes, without a buffer of its
+/// own to copy from.
+///
+/// Each write goes into shared memory at once, as atomic 8-byte stores (readers racing it
+/// throw away what they read, as they do for [`Publisher::send`]); bytes not written hold
+/// whatever the slot held before. Dropped without a commit, nothing is published: the
+/// next message goes to the same slot, and a broadcast subscriber a whole lap behind loses
+/// the message that the slot held. Latest-value readers keep reading the value before.
+pub struct SlotLoan<'a> {
+    w: &'a mut SlotWriter,
+    lender: Lender<'a>,
+    slot: u64,
+    len: u32,
+}
+
+/// Whose slot a [`SlotLoan`] is.
+enum Lender<'a> {
+    Publisher(&'a mut seqlock::Publisher),
+    Writer(&'a mut seqlock::Writer),
+}
+
+impl fmt::Debug for SlotLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotLoan")
+            .field("name", self.w.chan.name())
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlotLoan<'_> {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `data` at `offset` in the message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if it does not fit in the loan.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        if offset
+            .checked_add(data.len())
+            .is_none_or(|end| end > self.len())
+        {
+            return Err(Error::OutOfRange {
+                offset: offset as u64,
+                len: data.len() as u64,
+                size: u64::from(self.len),
+            });
+        }
+        self.w.chan.slots().put(self.slot, offset, data);
+        Ok(())
+    }
+
+    /// Publishes the message.
+    pub fn commit(self) {
+        let s = self.w.chan.slots();
+        let parker = self.w.chan.parker();
+        match self.lender {
+            Lender::Publisher(p) => p.commit(&s, parker),
+            Lender::Writer(v) => v.commit(&s, parker),
+        }
+        self.w.sweep();
+    }
 }
 
 /// A subscriber of a broadcast channel.
@@ -694,6 +786,24 @@ impl LatestWriter {
     /// As for [`LatestWriter::publish`].
     pub fn publish_value<T: Plain>(&mut self, value: &T) -> Result<()> {
         self.publish(bytemuck::bytes_of(value))
+    }
+
+    /// Lends the slot of the next value, of `len` bytes, to write in place (see
+    /// [`SlotLoan`]) and publish with [`SlotLoan::commit`]; until then readers get the
+    /// value before. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// As for [`LatestWriter::publish`].
+    pub fn loan(&mut self, len: usize) -> Result<SlotLoan<'_>> {
+        let s = self.w.slots_for(len)?;
+        let slot = self.v.lend(&s, len as u32);
+        Ok(SlotLoan {
+            w: &mut self.w,
+            lender: Lender::Writer(&mut self.v),
+            slot,
+            len: len as u32,
+        })
     }
 }
 

@@ -30,7 +30,7 @@ pub(crate) mod seqlock;
 
 pub use kinds::{
     Broadcast, Latest, LatestReader, LatestWriter, Publisher, Replier, RequestReply, RpcClient,
-    RpcServer, Subscriber, Ticket,
+    RpcServer, SlotLoan, Subscriber, Ticket,
 };
 
 use std::fmt;

@@ -116,6 +116,32 @@ pub(crate) unsafe fn store_words(mem: Shared, off: usize, src: &[u8]) {
     }
 }
 
+/// Copies `src` to byte `at` of the message area that starts at offset `area`: one
+/// `Relaxed` atomic 8-byte store per word, a word that `src` covers only in part merged
+/// with what it holds (the writer of a slot is its only writer, so it reads back its own).
+///
+/// # Safety
+///
+/// `area` is 8-aligned, and `at + src.len()` bytes from it, rounded up to 8, are inside the
+/// memory and only ever accessed through atomics.
+pub(crate) unsafe fn store_bytes_at(mem: Shared, area: usize, at: usize, src: &[u8]) {
+    let end = at + src.len();
+    let mut pos = at;
+    while pos < end {
+        let word = pos / 8 * 8;
+        let (from, to) = (pos - word, (end - word).min(8));
+        // SAFETY: the word is inside the rounded-up range the caller vouches for, 8-aligned.
+        let w = unsafe { mem.u64_at(area + word) };
+        let mut b = match (from, to) {
+            (0, 8) => [0; 8],
+            _ => w.load(Relaxed).to_ne_bytes(),
+        };
+        b[from..to].copy_from_slice(&src[pos - at..pos - at + (to - from)]);
+        w.store(u64::from_ne_bytes(b), Relaxed);
+        pos = word + to;
+    }
+}
+
 /// Makes `buf` hold the `len` bytes of shared memory at offset `off`, one `Relaxed` atomic
 /// 8-byte load per word, written into the vector's spare room (no zeroing first: a 64 KiB
 /// value paid a 64 KiB `memset` before its copy).
@@ -196,17 +222,37 @@ impl<'a> Slots<'a> {
     /// Writes `msg` (at most `max` bytes, checked by the caller) as number `n` into slot `i`.
     pub(crate) fn write(&self, i: u64, n: u64, msg: &[u8]) {
         assert!(msg.len() <= self.max as usize);
-        let seq = self.seq(i);
-        seq.store(2 * n + 1, Relaxed);
-        // Release fence: the odd `seq` is visible before any of the words below, to a
-        // reader that sees one of them (its Acquire fence pairs with this one).
-        fence(Release);
-        self.len(i).store(msg.len() as u32, Relaxed);
+        self.begin(i, n, msg.len() as u32);
         // SAFETY: the slot's message area holds `max` bytes rounded up to 8 (the stride),
         // 8-aligned, and is only accessed through atomics.
         unsafe { store_words(self.mem, self.slot(i) + SLOT_HEADER, msg) };
+        self.end(i, n);
+    }
+
+    /// Starts writing number `n`, of `len` bytes (at most `max`, checked by the caller),
+    /// into slot `i`: from here until [`end`](Self::end), readers of the slot throw away
+    /// what they read.
+    pub(crate) fn begin(&self, i: u64, n: u64, len: u32) {
+        assert!(len <= self.max);
+        self.seq(i).store(2 * n + 1, Relaxed);
+        // Release fence: the odd `seq` is visible before any of the words written after
+        // it, to a reader that sees one of them (its Acquire fence pairs with this one).
+        fence(Release);
+        self.len(i).store(len, Relaxed);
+    }
+
+    /// Writes `data` at byte `at` of the message being written into slot `i` (between
+    /// [`begin`](Self::begin) and [`end`](Self::end); `at + data.len()` at most `max`).
+    pub(crate) fn put(&self, i: u64, at: usize, data: &[u8]) {
+        assert!(at + data.len() <= self.max as usize);
+        // SAFETY: as in `write`: the range is inside the slot's message area.
+        unsafe { store_bytes_at(self.mem, self.slot(i) + SLOT_HEADER, at, data) };
+    }
+
+    /// Finishes writing number `n` into slot `i`: readers may take it from here.
+    pub(crate) fn end(&self, i: u64, n: u64) {
         // Release: the words happen before a reader's Acquire load of the even `seq`.
-        seq.store(2 * n + 2, Release);
+        self.seq(i).store(2 * n + 2, Release);
     }
 
     /// Reads number `n` from slot `i` into `buf`: `Ok(true)` if the copy is whole,
@@ -304,6 +350,23 @@ impl Publisher {
         self.next = n + 1;
         announce(s.ctl, self.next, parker);
     }
+
+    /// Starts writing the next message, of `len` bytes, in place (see [`Slots::begin`]);
+    /// returns its slot, for [`Slots::put`]. Until [`commit`](Self::commit), nothing is
+    /// published; without it, the next message goes to the same slot.
+    pub(crate) fn lend(&mut self, s: &Slots<'_>, len: u32) -> u64 {
+        let i = self.next & (s.count - 1);
+        s.begin(i, self.next, len);
+        i
+    }
+
+    /// Publishes the message that [`lend`](Self::lend) started.
+    pub(crate) fn commit(&mut self, s: &Slots<'_>, parker: &impl Parker) {
+        let n = self.next;
+        s.end(n & (s.count - 1), n);
+        self.next = n + 1;
+        announce(s.ctl, self.next, parker);
+    }
 }
 
 /// A broadcast subscriber's private half: the number of the next message it reads.
@@ -376,6 +439,23 @@ impl Writer {
     pub(crate) fn publish(&mut self, s: &Slots<'_>, value: &[u8], parker: &impl Parker) {
         let v = self.version + 1;
         s.write(v & 1, v, value);
+        self.version = v;
+        announce(s.ctl, v, parker);
+    }
+
+    /// Starts writing the next value, of `len` bytes, in place (into the slot that readers
+    /// are not directed to); returns its slot, for [`Slots::put`]. Until
+    /// [`commit`](Self::commit), the latest value stays the one before.
+    pub(crate) fn lend(&mut self, s: &Slots<'_>, len: u32) -> u64 {
+        let v = self.version + 1;
+        s.begin(v & 1, v, len);
+        v & 1
+    }
+
+    /// Publishes the value that [`lend`](Self::lend) started as the latest.
+    pub(crate) fn commit(&mut self, s: &Slots<'_>, parker: &impl Parker) {
+        let v = self.version + 1;
+        s.end(v & 1, v);
         self.version = v;
         announce(s.ctl, v, parker);
     }
@@ -458,6 +538,49 @@ mod tests {
         let mut v: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
         v[..8].copy_from_slice(&i.to_le_bytes());
         v
+    }
+
+    /// Messages and values lent and written in pieces, at every alignment, read back whole;
+    /// a loan dropped without its commit publishes nothing.
+    #[test]
+    fn loans_written_in_pieces_at_any_offset_read_back_whole() {
+        for kind in [KIND_BROADCAST, KIND_LATEST] {
+            let cap = if kind == KIND_LATEST { 2 } else { 4 };
+            let heap = Heap::new(kind, cap, 40);
+            let s = heap.slots();
+            let (mut p, mut w) = (Publisher::attach(&s), Writer::attach(&s));
+            let mut sub = Subscriber::attach(&s);
+            let mut buf = Vec::new();
+            for i in 0..60u64 {
+                let m = msg(i, 40);
+                // Two pieces, cut at `i % len`, written back to front; an abandoned loan of
+                // other bytes before it, every third message.
+                let cut = i as usize % m.len();
+                let lend = |p: &mut Publisher, w: &mut Writer| match kind {
+                    KIND_LATEST => w.lend(&s, m.len() as u32),
+                    _ => p.lend(&s, m.len() as u32),
+                };
+                if i % 3 == 0 {
+                    let slot = lend(&mut p, &mut w);
+                    s.put(slot, 0, &vec![0xee; m.len()]);
+                }
+                let slot = lend(&mut p, &mut w);
+                s.put(slot, cut, &m[cut..]);
+                s.put(slot, 0, &m[..cut]);
+                match kind {
+                    KIND_LATEST => w.commit(&s, &Yield),
+                    _ => p.commit(&s, &Yield),
+                }
+                match kind {
+                    KIND_LATEST => assert_eq!(read_latest(&s, &mut buf), Ok(Some(i + 1))),
+                    _ => assert_eq!(sub.try_recv(&s, &mut buf), Ok(Some(0))),
+                }
+                assert_eq!(buf, m, "message {i}, cut at {cut}");
+                if kind == KIND_BROADCAST {
+                    assert_eq!(sub.try_recv(&s, &mut buf), Ok(None), "only one published");
+                }
+            }
+        }
     }
 
     #[test]
