@@ -943,12 +943,9 @@ fn loaned_slots_are_written_in_place_and_published_whole() {
         }
     }
     drop(p);
-    let seen_lost = read_line_within(&mut kid.0, LINE);
-    let (seen, lost) = seen_lost.split_once(' ').unwrap();
-    let (seen, lost): (u64, u64) = (seen.parse().unwrap(), lost.parse().unwrap());
-    assert_eq!(seen + lost, 2000, "{seen_lost}");
+    let (seen, lost) = seen_and_lost(&mut kid);
+    assert_eq!(seen + lost, 2000, "{seen} seen, {lost} lost");
     assert!(seen > 0);
-    assert!(kid.0.wait().unwrap().success());
 
     // A latest value: readers get the one before until the loan is committed.
     let l = root
@@ -1089,42 +1086,12 @@ fn read_only_handles_read_and_wait_but_never_write() {
     ));
     assert!(t.elapsed() >= Duration::from_millis(50));
     drop(p);
-    let seen_lost = read_line_within(&mut kid.0, LINE);
-    let (seen, lost) = seen_lost.split_once(' ').unwrap();
-    let (seen, lost): (u64, u64) = (seen.parse().unwrap(), lost.parse().unwrap());
-    assert_eq!(seen + lost, 2000, "{seen_lost}");
+    let (seen, lost) = seen_and_lost(&mut kid);
+    assert_eq!(seen + lost, 2000, "{seen} seen, {lost} lost");
     assert!(seen > 0);
-    assert!(kid.0.wait().unwrap().success());
-    // The close wakes the wait, and the receive says so.
-    assert_eq!(
-        filemap::wait_any(&[&quit, &ro_sub], Some(LINE)).unwrap(),
-        filemap::WaitOutcome::Signalled(1)
-    );
-    assert!(matches!(
-        ro_sub.try_recv(&mut buf),
-        Err(Error::Disconnected { died: false, .. })
-    ));
-    // A message from a new publisher in another process wakes it too (nothing asked the
-    // publisher to: the wait looked again), and the publisher's death is noticed.
-    let mut kid = Reap(spawn_role(
-        ENTRY,
-        "publish",
-        &root.path,
-        &[&bname, "1", "hold"],
-    ));
-    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
-    assert_eq!(
-        filemap::wait_any(&[&quit, &ro_sub], Some(LINE)).unwrap(),
-        filemap::WaitOutcome::Signalled(1)
-    );
-    assert!(ro_sub.try_recv(&mut buf).unwrap().is_some());
-    assert_eq!(check(&buf), 0);
-    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
-    kill_hard(&mut kid);
-    assert!(matches!(
-        ro_sub.recv_timeout(&mut buf, LINE),
-        Err(Error::Disconnected { died: true, .. })
-    ));
+    // The close wakes its wait (it looks again, as nothing may ask the publisher to wake
+    // it), as do a new publisher in another process and its death.
+    follows_its_publishers(&root, &bname, &mut ro_sub, &quit);
 }
 
 #[test]
@@ -1321,6 +1288,62 @@ fn a_receiver_waits_together_with_events() {
     );
 }
 
+/// A subscriber that waits in `wait_any` beside `quit` (not set), after its publisher sent
+/// its last message: the publisher's clean close wakes it (and the receive says so); then a
+/// new publisher in another process sends a message (read first), and dies while we wait:
+/// noticed within the liveness period.
+fn follows_its_publishers(
+    root: &TestRoot,
+    name: &str,
+    sub: &mut filemap::Subscriber,
+    quit: &filemap::Event,
+) {
+    let mut buf = Vec::new();
+    assert_eq!(
+        filemap::wait_any(&[quit, &*sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(matches!(
+        sub.try_recv(&mut buf),
+        Err(Error::Disconnected { died: false, .. })
+    ));
+    let mut kid = Reap(spawn_role(
+        ENTRY,
+        "publish",
+        &root.path,
+        &[name, "1", "hold"],
+    ));
+    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
+    assert_eq!(
+        filemap::wait_any(&[quit, &*sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert_eq!(sub.try_recv(&mut buf).unwrap(), Some(0));
+    assert_eq!(check(&buf), 0);
+    kill_hard(&mut kid);
+    let t = Instant::now();
+    assert_eq!(
+        filemap::wait_any(&[quit, &*sub], Some(LINE)).unwrap(),
+        filemap::WaitOutcome::Signalled(1)
+    );
+    assert!(t.elapsed() < Stream::LIVENESS_PERIOD + Duration::from_secs(5));
+    assert!(matches!(
+        sub.try_recv(&mut buf),
+        Err(Error::Disconnected { died: true, .. })
+    ));
+}
+
+/// The "seen lost" line that a "subscribe" child reports when its publisher closes, and
+/// the child's clean exit.
+fn seen_and_lost(kid: &mut Reap) -> (u64, u64) {
+    let line = read_line_within(&mut kid.0, LINE);
+    let (seen, lost) = line.split_once(' ').unwrap();
+    let seen_lost = (seen.parse().unwrap(), lost.parse().unwrap());
+    assert!(kid.0.wait().unwrap().success(), "{line}");
+    seen_lost
+}
+
 #[test]
 fn a_subscriber_waits_together_with_events() {
     let _w = watchdog(120);
@@ -1349,41 +1372,7 @@ fn a_subscriber_waits_together_with_events() {
     assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
     assert_eq!(read_line_within(&mut kid.0, LINE), "done");
     kid.0.wait().unwrap();
-    // The publisher closed: ready, and the receive says so.
-    assert_eq!(
-        filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap(),
-        filemap::WaitOutcome::Signalled(1)
-    );
-    assert!(matches!(
-        sub.try_recv(&mut buf),
-        Err(Error::Disconnected { died: false, .. })
-    ));
-    // A publisher that dies while we wait (after one more message, which is read first):
-    // noticed within the liveness period.
-    let mut kid = Reap(spawn_role(
-        ENTRY,
-        "publish",
-        &root.path,
-        &[&name, "1", "hold"],
-    ));
-    assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
-    assert_eq!(read_line_within(&mut kid.0, LINE), "done");
-    assert_eq!(
-        filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap(),
-        filemap::WaitOutcome::Signalled(1)
-    );
-    assert_eq!(sub.try_recv(&mut buf).unwrap(), Some(0));
-    kill_hard(&mut kid);
-    let t = Instant::now();
-    assert_eq!(
-        filemap::wait_any(&[&quit, &sub], Some(LINE)).unwrap(),
-        filemap::WaitOutcome::Signalled(1)
-    );
-    assert!(t.elapsed() < Stream::LIVENESS_PERIOD + Duration::from_secs(5));
-    assert!(matches!(
-        sub.try_recv(&mut buf),
-        Err(Error::Disconnected { died: true, .. })
-    ));
+    follows_its_publishers(&root, &name, &mut sub, &quit);
     // The event still wins when it is set.
     quit.set().unwrap();
     assert_eq!(
