@@ -450,16 +450,7 @@ impl SlotLoan<'_> {
     ///
     /// [`Error::OutOfRange`] if it does not fit in the loan.
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
-        if offset
-            .checked_add(data.len())
-            .is_none_or(|end| end > self.len())
-        {
-            return Err(Error::OutOfRange {
-                offset: offset as u64,
-                len: data.len() as u64,
-                size: u64::from(self.len),
-            });
-        }
+        super::check_range(offset, data.len(), self.len())?;
         self.w.chan.slots().put(self.slot, offset, data);
         Ok(())
     }

@@ -219,16 +219,6 @@ impl<'a> Slots<'a> {
         unsafe { self.mem.u32_at(self.slot(i) + 8) }
     }
 
-    /// Writes `msg` (at most `max` bytes, checked by the caller) as number `n` into slot `i`.
-    pub(crate) fn write(&self, i: u64, n: u64, msg: &[u8]) {
-        assert!(msg.len() <= self.max as usize);
-        self.begin(i, n, msg.len() as u32);
-        // SAFETY: the slot's message area holds `max` bytes rounded up to 8 (the stride),
-        // 8-aligned, and is only accessed through atomics.
-        unsafe { store_words(self.mem, self.slot(i) + SLOT_HEADER, msg) };
-        self.end(i, n);
-    }
-
     /// Starts writing number `n`, of `len` bytes (at most `max`, checked by the caller),
     /// into slot `i`: from here until [`end`](Self::end), readers of the slot throw away
     /// what they read.
@@ -239,6 +229,16 @@ impl<'a> Slots<'a> {
         // it, to a reader that sees one of them (its Acquire fence pairs with this one).
         fence(Release);
         self.len(i).store(len, Relaxed);
+    }
+
+    /// Writes all of the message being written into slot `i` (between
+    /// [`begin`](Self::begin) and [`end`](Self::end); at most `max` bytes): whole words, the
+    /// last padded with zeros.
+    pub(crate) fn fill(&self, i: u64, msg: &[u8]) {
+        assert!(msg.len() <= self.max as usize);
+        // SAFETY: the slot's message area holds `max` bytes rounded up to 8 (the stride),
+        // 8-aligned, and is only accessed through atomics.
+        unsafe { store_words(self.mem, self.slot(i) + SLOT_HEADER, msg) };
     }
 
     /// Writes `data` at byte `at` of the message being written into slot `i` (between
@@ -345,10 +345,9 @@ impl Publisher {
 
     /// Publishes `msg` (at most `max` bytes, checked by the caller), over the oldest.
     pub(crate) fn publish(&mut self, s: &Slots<'_>, msg: &[u8], parker: &impl Parker) {
-        let n = self.next;
-        s.write(n & (s.count - 1), n, msg);
-        self.next = n + 1;
-        announce(s.ctl, self.next, parker);
+        let i = self.lend(s, msg.len() as u32);
+        s.fill(i, msg);
+        self.commit(s, parker);
     }
 
     /// Starts writing the next message, of `len` bytes, in place (see [`Slots::begin`]);
@@ -437,10 +436,9 @@ impl Writer {
 
     /// Publishes `value` (at most `max` bytes, checked by the caller) as the latest.
     pub(crate) fn publish(&mut self, s: &Slots<'_>, value: &[u8], parker: &impl Parker) {
-        let v = self.version + 1;
-        s.write(v & 1, v, value);
-        self.version = v;
-        announce(s.ctl, v, parker);
+        let i = self.lend(s, value.len() as u32);
+        s.fill(i, value);
+        self.commit(s, parker);
     }
 
     /// Starts writing the next value, of `len` bytes, in place (into the slot that readers

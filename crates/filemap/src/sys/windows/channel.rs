@@ -188,7 +188,7 @@ impl Channel {
         let size = CONTROL_LEN as u64 + geometry.area_len();
         let (section, existed) = create_section(name, kind, size, disposition)?;
         if existed {
-            return Channel::attach(section, name, kind, false, Access::ReadWrite);
+            return Channel::attach(section, name, kind, false, true);
         }
         // New: the header first, then the record, whose presence tells openers that the
         // channel is ready.
@@ -199,23 +199,24 @@ impl Channel {
         unsafe { std::ptr::copy_nonoverlapping(header.as_ptr(), region.ptr(), header.len()) };
         write_record(section.0, name, kind, size)?;
         drop(region);
-        Channel::attach(section, name, kind, true, Access::ReadWrite)
+        Channel::attach(section, name, kind, true, true)
     }
 
     /// Opens the channel, mapped read-write or (for [`Access::Read`]) read-only.
     pub(crate) fn open(_: &Namespace, name: &Name, kind: Kind, access: Access) -> Result<Channel> {
         let w = wide(name);
-        let rights = match access {
-            Access::ReadWrite => FILE_MAP_READ | FILE_MAP_WRITE,
-            // Read-only (the public API asks for nothing else).
-            _ => FILE_MAP_READ,
+        // Read-write, or else read-only (the public API asks for nothing else).
+        let writable = access == Access::ReadWrite;
+        let rights = match writable {
+            true => FILE_MAP_READ | FILE_MAP_WRITE,
+            false => FILE_MAP_READ,
         };
         // SAFETY: `w` is NUL-terminated.
         let h = unsafe { OpenFileMappingW(rights, 0, w.as_ptr()) };
         if h.is_null() {
             return Err(object_error(last_error(), name, kind, "opening"));
         }
-        Channel::attach(Handle(h), name, kind, false, access)
+        Channel::attach(Handle(h), name, kind, false, writable)
     }
 
     fn attach(
@@ -223,9 +224,8 @@ impl Channel {
         name: &Name,
         kind: Kind,
         created: bool,
-        access: Access,
+        writable: bool,
     ) -> Result<Channel> {
-        let writable = access == Access::ReadWrite;
         let access = match writable {
             true => Access::ReadWrite,
             false => Access::Read,
