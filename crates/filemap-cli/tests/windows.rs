@@ -470,32 +470,61 @@ fn command() {
 }
 
 /// `lock NAME -- <this test binary as the command above>`, in a console of its own.
+///
+/// `lock` starting its command can hit the same transient Wine failure as the tests' own
+/// spawns (see [`retry_wine`]): then `lock` exits 126 with `os error 1359`, and the whole
+/// thing is tried again, a few times. Any other early end fails with `lock`'s stderr.
 fn lock_running_command(mutex: &str, command: &str) -> (Reap, u32) {
     use std::os::windows::process::CommandExt;
     let me = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(EXE);
-    cmd.args(["lock", mutex, "--"])
-        .arg(me)
-        .args(["--exact", "command", "--nocapture", "--test-threads=1"])
-        .env("FILEMAP_TEST_COMMAND", command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .creation_flags(windows_sys::Win32::System::Threading::CREATE_NEW_CONSOLE);
-    let mut lock = Reap(retry_wine(|| cmd.spawn()));
-    // The test harness prints lines of its own first.
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    let stdout = lock.0.stdout.as_mut().unwrap();
-    let pid = loop {
-        assert_eq!(stdout.read(&mut b).unwrap(), 1, "the command ended first");
-        out.push(b[0]);
-        let text = String::from_utf8_lossy(&out);
-        if let Some(pid) = text.split("@@ ").nth(1).and_then(|l| l.strip_suffix('\n')) {
-            break pid.trim().parse().unwrap();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut cmd = Command::new(EXE);
+        cmd.args(["lock", mutex, "--"])
+            .arg(&me)
+            .args(["--exact", "command", "--nocapture", "--test-threads=1"])
+            .env("FILEMAP_TEST_COMMAND", command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .creation_flags(windows_sys::Win32::System::Threading::CREATE_NEW_CONSOLE);
+        let mut lock = Reap(retry_wine(|| cmd.spawn()));
+        // The test harness prints lines of its own first.
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        let stdout = lock.0.stdout.as_mut().unwrap();
+        let pid = loop {
+            if stdout.read(&mut b).unwrap() == 0 {
+                break None;
+            }
+            out.push(b[0]);
+            let text = String::from_utf8_lossy(&out);
+            if let Some(pid) = text.split("@@ ").nth(1).and_then(|l| l.strip_suffix('\n')) {
+                break Some(pid.trim().parse().unwrap());
+            }
+        };
+        if let Some(pid) = pid {
+            return (lock, pid);
         }
-    };
-    (lock, pid)
+        let status = lock.0.wait().unwrap();
+        let mut err = String::new();
+        lock.0
+            .stderr
+            .as_mut()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        if status.code() == Some(126) && err.contains("os error 1359") && tries < 5 {
+            eprintln!("lock could not start its command (Wine); retry {tries}");
+            std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+            continue;
+        }
+        panic!(
+            "the command ended first: lock {status:?}, stdout {:?}, stderr {err:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
 }
 
 /// Issue 8: Ctrl-C reaches `lock`'s command through the console and does not end `lock`,
