@@ -1198,19 +1198,63 @@ fn namespace(root: Option<PathBuf>) -> Namespace {
     root.map_or_else(Namespace::new, Namespace::at)
 }
 
-/// One object as `list` and `info` describe it.
+/// One object as `list` and `info` describe it: the keys of `filemap info --json`, with
+/// `mode` a number, and the state of a mutex, semaphore, event or channel as the same
+/// flat keys.
 fn info_dict<'py>(py: Python<'py>, i: &filemap::ObjectInfo) -> PyResult<Bound<'py, PyAny>> {
+    use filemap::SyncState;
     let d = pyo3::types::PyDict::new(py);
     d.set_item("name", i.name.to_string())?;
     d.set_item("kind", i.kind.map(|k| k.as_str()))?;
     d.set_item("size", i.size)?;
     d.set_item("live", i.live)?;
     d.set_item("persistent", i.persistent)?;
+    d.set_item("file_backed", i.file_backed)?;
     d.set_item("owner_uid", i.owner_uid)?;
     d.set_item("mode", i.mode)?;
     d.set_item("creator_pid", i.creator_pid)?;
+    let created = i
+        .created
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|t| t.as_secs_f64());
+    d.set_item("created", created)?;
     d.set_item("holders", i.holders.clone())?;
+    d.set_item("handles", i.handles)?;
     d.set_item("os_path", i.os_path.clone())?;
+    match i.state {
+        Some(SyncState::Mutex {
+            owned,
+            owner_pid,
+            abandoned,
+        }) => {
+            d.set_item("owned", owned)?;
+            d.set_item("owner_pid", owner_pid)?;
+            d.set_item("abandoned", abandoned)?;
+        }
+        Some(SyncState::Semaphore { count, max }) => {
+            d.set_item("count", count)?;
+            d.set_item("max", max)?;
+        }
+        Some(SyncState::Event { set, manual_reset }) => {
+            d.set_item("signalled", set)?;
+            d.set_item("manual_reset", manual_reset)?;
+        }
+        Some(SyncState::Channel {
+            kind: _,
+            capacity,
+            max_message,
+            queued,
+            producer,
+            peers,
+        }) => {
+            d.set_item("capacity", capacity)?;
+            d.set_item("max_message", max_message)?;
+            d.set_item("queued", queued)?;
+            d.set_item("producer", producer)?;
+            d.set_item("peers", peers)?;
+        }
+        _ => {}
+    }
     Ok(d.into_any())
 }
 

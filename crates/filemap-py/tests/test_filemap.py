@@ -406,6 +406,97 @@ def test_kill_9_of_every_holder_leaves_nothing_behind(root):
     filemap.gc()  # the fixture checks that the directory is empty
 
 
+def test_list_and_info_describe_objects_and_their_state():
+    """`list_objects` and `info` give what `filemap info --json` gives, a channel's queue
+    and peers and a sync object's state included, as they change in other processes."""
+    stream = filemap.Stream.create("Local\\state-stream", 4096, 64)
+    started = time.time()
+    owner = python(
+        """
+        import sys, filemap
+        m = filemap.Mutex.open_or_create("Local\\\\state-mutex")
+        m.acquire()
+        tx = filemap.Stream.open("Local\\\\state-stream").sender()
+        tx.send(b"one")
+        tx.send(b"two")
+        print("ready", flush=True)
+        sys.stdin.readline()
+        """
+    )
+    sem = filemap.Semaphore.create("Local\\state-sem", 2, 5)
+    ev = filemap.Event.create("Local\\state-event", manual_reset=True, initially_set=True)
+    mapping = filemap.FileMapping.create("Local\\state-map", 8192)
+    assert owner.stdout.readline().strip() == "ready"
+    rx = stream.receiver()
+
+    s = filemap.info("Local\\state-stream")
+    assert s["kind"] == "stream" and s["live"] is True
+    assert (s["capacity"], s["max_message"], s["queued"]) == (4096, 64, 2)
+    assert s["producer"] is True and s["peers"] == 1
+    assert os.getpid() in s["holders"] and owner.pid in s["holders"]
+    assert abs(s["created"] - started) < 60
+    m = filemap.info("Local\\state-mutex")
+    assert (m["kind"], m["owned"], m["owner_pid"], m["abandoned"]) == (
+        "mutex",
+        True,
+        owner.pid,
+        False,
+    )
+    sem_info = filemap.info("Local\\state-sem")
+    assert (sem_info["kind"], sem_info["count"], sem_info["max"]) == ("semaphore", 2, 5)
+    e = filemap.info("Local\\state-event")
+    assert (e["kind"], e["signalled"], e["manual_reset"]) == ("event", True, True)
+    mp = filemap.info("Local\\state-map")
+    assert (mp["kind"], mp["size"], mp["file_backed"], mp["persistent"]) == (
+        "mapping",
+        8192,
+        False,
+        False,
+    )
+    assert mp["handles"] >= 1 and "count" not in mp and "queued" not in mp
+    names = {o["name"]: o["kind"] for o in filemap.list_objects()}
+    assert {k: names.get(k) for k in ("Local\\state-stream", "Local\\state-sem")} == {
+        "Local\\state-stream": "stream",
+        "Local\\state-sem": "semaphore",
+    }
+
+    # The state follows what others do. The receiver gives room back in batches: a
+    # message received from a backlog is queued until the receiver runs out.
+    assert rx.recv() == b"one"
+    assert filemap.info("Local\\state-stream")["queued"] == 2
+    assert rx.recv() == b"two"
+    with pytest.raises(TimeoutError):
+        rx.recv(timeout=0.01)
+    assert filemap.info("Local\\state-stream")["queued"] == 0
+    sem.release(3)
+    ev.reset()
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    s = filemap.info("Local\\state-stream")
+    assert (s["queued"], s["producer"], s["peers"]) == (0, False, 1)
+    assert owner.pid not in s["holders"]
+    m = filemap.info("Local\\state-mutex")
+    # As on Windows: an abandoned mutex has no owner; the next locker is told.
+    assert (m["owned"], m["owner_pid"], m["abandoned"]) == (False, owner.pid, True)
+    assert filemap.info("Local\\state-sem")["count"] == 5
+    assert filemap.info("Local\\state-event")["signalled"] is False
+
+    # `remove` takes the name away at once; the holder keeps the memory.
+    mapping.view(0, 4)[0:4] = b"kept"
+    filemap.remove("Local\\state-map")
+    with pytest.raises(FileNotFoundError):
+        filemap.info("Local\\state-map")
+    with pytest.raises(FileNotFoundError):
+        filemap.FileMapping.open("Local\\state-map")
+    assert bytes(mapping.view(0, 4)) == b"kept"
+    # The killed owner's mutex has no holder left: `gc` removes it.
+    assert "Local\\state-mutex" in filemap.gc()
+    with pytest.raises(FileNotFoundError):
+        filemap.info("Local\\state-mutex")
+    for o in (rx, stream, sem, ev, mapping):
+        o.close()
+
+
 def test_an_owner_killed_holding_a_mutex_abandons_it():
     owner = python(
         """

@@ -293,7 +293,8 @@ pub enum SyncState {
         capacity: u32,
         /// The largest message in bytes (request/reply: the largest request).
         max_message: u32,
-        /// Stream: messages sent and not yet received.
+        /// Stream: messages sent and not yet given back by the consumer (see
+        /// [`Stream::queued`](crate::Stream::queued)).
         queued: Option<u64>,
         /// Whether a producer (publisher, writer, server) is connected.
         producer: bool,

@@ -507,6 +507,8 @@ class Stream:
 
     @property
     def queued(self) -> int:
+        """Messages sent and not yet given back by the receiver, which gives them back in
+        batches: every 256 messages, or when it runs out of messages."""
         return int(self._m.queued)
 
     def sender(self) -> "Sender":
@@ -939,7 +941,10 @@ def list_objects(*, root: _PathLike = None) -> "builtins.list[dict[str, Any]]":
 
 
 def info(name: str, *, root: _PathLike = None) -> dict[str, Any]:
-    """Everything known about one object."""
+    """Everything known about one object: the keys of ``filemap info --json``, with
+    ``mode`` a number. A mutex adds ``owned``, ``owner_pid`` and ``abandoned``; a
+    semaphore ``count`` and ``max``; an event ``signalled`` and ``manual_reset``; a channel
+    ``capacity``, ``max_message``, ``queued`` (streams), ``producer`` and ``peers``."""
     return _filemap.info(name, root=root)
 
 

@@ -341,7 +341,10 @@ impl Stream {
         self.inner.geometry().max_message
     }
 
-    /// Messages sent and not yet received.
+    /// Messages sent and not yet given back by the consumer. It gives the room of the
+    /// messages it received back in batches (every 256 messages, a quarter of the ring,
+    /// or when it runs out of messages), so a message received in the middle of a backlog
+    /// counts until then.
     pub fn queued(&self) -> u64 {
         self.inner.ring().queued()
     }
