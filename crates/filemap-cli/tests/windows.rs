@@ -127,6 +127,24 @@ fn run(args: &[&str]) -> std::process::Output {
     retry_wine(|| cmd.output())
 }
 
+/// `run` for a command that starts processes of its own (`demo`): run again, a few times,
+/// if it failed because Wine could not start one (`os error 1359`, see [`retry_wine`]).
+fn run_starting_processes(args: &[&str]) -> std::process::Output {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let out = run(args);
+        if out.status.success()
+            || tries == 5
+            || !String::from_utf8_lossy(&out.stderr).contains("os error 1359")
+        {
+            return out;
+        }
+        eprintln!("{args:?} could not start a process (Wine); retry {tries}");
+        std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+    }
+}
+
 #[test]
 fn signal_wait_and_lock_on_windows() {
     let name = format!("Local\\filemap-cli-ev-{}", std::process::id());
@@ -261,9 +279,13 @@ fn ctrl_c_cleans_up() {
 #[test]
 fn demo_runs_on_windows() {
     let name = format!("Local\\filemap-cli-demo-{}", std::process::id());
-    let out = run(&["demo", "--name", &name]);
+    let out = run_starting_processes(&["demo", "--name", &name]);
     let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
-    assert!(out.status.success(), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("[client] \"Message from the first process.\"\n"),
         "{text}"
