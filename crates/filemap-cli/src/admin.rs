@@ -710,6 +710,10 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
             "NAME", "KIND", "SIZE", "OWNER", "MODE", "STATE", "DETAIL", "PATH",
         ]
         .map(String::from);
+        // Windows tells no owner, mode or path: no columns of question marks.
+        let shown_columns: Vec<usize> = (0..header.len())
+            .filter(|&c| !(cfg!(windows) && [3, 4, 7].contains(&c)))
+            .collect();
         let mut widths = header.clone().map(|h| h.len());
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -718,12 +722,8 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
         }
         for row in std::iter::once(&header).chain(&rows) {
             let mut line = String::new();
-            for (i, cell) in row.iter().enumerate() {
-                if i + 1 == row.len() {
-                    line.push_str(cell);
-                } else {
-                    let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
-                }
+            for &c in &shown_columns {
+                let _ = write!(line, "{:<width$}  ", row[c], width = widths[c]);
             }
             out.push_str(line.trim_end());
             out.push('\n');

@@ -64,7 +64,7 @@ enum Command {
     Write(admin::WriteArgs),
     /// Read bytes from a mapping.
     Read(admin::ReadArgs),
-    /// List the objects in your Local\ namespace and in Global\ (Linux).
+    /// List the objects in your Local\ namespace and in Global\.
     Ls(admin::LsArgs),
     /// Show everything known about one object.
     Info(admin::InfoArgs),

@@ -307,7 +307,7 @@ fn bad_input_gets_one_line_and_a_nonzero_exit_on_windows() {
     let missing = format!("Local\\filemap-cli-missing-{pid}");
     let mut holder = spawn(&["create", &held, "--size", "100"]);
     assert!(read_line(&mut holder).starts_with("created mapping"));
-    let unsupported = "filemap: not supported on this platform: listing or removing named objects (Windows cannot list a session's objects)";
+    let unsupported = "filemap: not supported on this platform: removing a name (Windows destroys an object with its last handle, and only then)";
     let table: &[(&[&str], String, i32)] = &[
         (
             &["read", "Bad\\x"],
@@ -349,8 +349,12 @@ fn bad_input_gets_one_line_and_a_nonzero_exit_on_windows() {
             format!("filemap: {held} is a mapping; signal sets events and releases semaphores"),
             1,
         ),
-        (&["ls"], unsupported.into(), 1),
         (&["rm", &held], unsupported.into(), 1),
+        (
+            &["init"],
+            "filemap: not supported on this platform: init (Windows has no namespace directories to set up)".into(),
+            1,
+        ),
         (
             &["read", &held, "--format", "base64"],
             "filemap: invalid value 'base64' for '--format <FORMAT>'".into(),
@@ -690,4 +694,61 @@ fn info_shows_a_channels_capacity_queue_and_peers_on_windows() {
     info_until(&name, &["\"producer\":false"]);
     stream.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     assert!(stream.0.wait().unwrap().success());
+}
+
+/// `ls` on Windows lists the session's objects, other processes' included, in columns that
+/// Windows can fill, with a channel's state and without its role events; `ls --json` too.
+#[test]
+fn ls_lists_the_sessions_objects_on_windows() {
+    let base = format!("Local\\filemap-cli-ls-{}", std::process::id());
+    let (stream, event) = (format!("{base}-stream"), format!("{base}-event"));
+    let mut s = spawn(&["create", &stream, "--kind", "stream", "--capacity", "8192"]);
+    assert!(read_line(&mut s).starts_with("created stream"));
+    let mut e = spawn(&["create", &event, "--kind", "event", "--manual-reset"]);
+    assert!(read_line(&mut e).starts_with("created event"));
+    // A producer process holds the stream's producer role (a role event).
+    let mut send = spawn(&["send", &stream]);
+    send.0.stdin.as_mut().unwrap().write_all(b"x\n").unwrap();
+    info_until(&stream, &["\"queued\":1", "\"producer\":true"]);
+
+    let out = run(&["ls"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let header = text.lines().next().unwrap();
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        ["NAME", "KIND", "SIZE", "STATE", "DETAIL"],
+        "{text}"
+    );
+    let ours: Vec<&str> = text.lines().filter(|l| l.starts_with(&base)).collect();
+    assert_eq!(ours.len(), 2, "{text}");
+    let fields = |l: &str| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    assert_eq!(fields(ours[0]), format!("{event} event"), "{text}");
+    assert_eq!(fields(ours[1]), format!("{stream} stream"), "{text}");
+    assert!(ours[0].contains("not set, manual-reset"), "{text}");
+    assert!(ours[1].contains("1 queued, 8192 bytes"), "{text}");
+    assert!(!text.contains(":filemap-role-"), "{text}");
+
+    let json = String::from_utf8_lossy(&run(&["ls", "--json"]).stdout).into_owned();
+    for want in [
+        format!(
+            "\"name\":\"{}\",\"kind\":\"stream\"",
+            stream.replace('\\', "\\\\")
+        ),
+        "\"capacity\":8192,\"max_message\"".to_owned(),
+        format!(
+            "\"name\":\"{}\",\"kind\":\"event\"",
+            event.replace('\\', "\\\\")
+        ),
+    ] {
+        assert!(json.contains(&want), "{want} in {json}");
+    }
+    // `send` waits at the end of its input until its message is received: stop it.
+    let _ = send.0.kill();
+    let _ = send.0.wait();
+    for p in [&mut s, &mut e] {
+        p.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+        assert!(p.0.wait().unwrap().success());
+    }
 }

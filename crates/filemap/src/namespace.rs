@@ -78,10 +78,16 @@ impl Namespace {
     /// Every object in your `Local\` namespace and in `Global\`, sorted by name within each.
     /// Stale objects (every holder gone) are listed with `live: Some(false)` and left alone.
     ///
+    /// On Windows: the mappings, channels, mutexes, semaphores and events in the session's
+    /// object directory (`\Sessions\N\BaseNamedObjects`, `Local\`) and in
+    /// `\BaseNamedObjects` (`Global\`), other programs' and Windows' own included, each
+    /// described as [`Namespace::info`] describes it. A channel's role events and wait
+    /// semaphores are part of it and not listed.
+    ///
     /// # Errors
     ///
-    /// [`crate::Error::Insecure`] if a namespace directory fails its checks; I/O errors;
-    /// [`crate::Error::Unsupported`] on Windows, which cannot list a session's objects.
+    /// [`crate::Error::Insecure`] if a namespace directory fails its checks; I/O errors
+    /// (Windows: the session's directory cannot be read).
     pub fn list(&self) -> Result<Vec<ObjectInfo>> {
         Ok(self.list_all()?.objects)
     }

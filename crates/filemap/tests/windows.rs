@@ -185,3 +185,114 @@ fn sections_made_by_other_programs_open_with_their_page_rounded_size() {
     // SAFETY: the handle is ours and still live.
     unsafe { CloseHandle(section) };
 }
+
+/// `Namespace::list` reads the session's object directory: every kind is listed once,
+/// described as `info` describes it, in name order; a channel's role events and wait
+/// semaphores are not listed as objects of their own, but an object of someone else's that
+/// only looks like one is.
+#[test]
+fn list_shows_the_sessions_objects_and_not_a_channels_parts() {
+    use filemap::{Event, Kind, Mutex, Namespace, Semaphore, Stream, SyncState};
+    let base = unique("ls");
+    let name = |tag: &str| format!("{base}-{tag}");
+    let mapping = FileMapping::create(&name("a-mapping"), 5000).unwrap();
+    let event = Event::create(&name("b-event"), true, true).unwrap();
+    let mutex = Mutex::create(&name("c-mutex")).unwrap();
+    let _held = mutex.lock().unwrap();
+    let semaphore = Semaphore::create(&name("d-semaphore"), 2, 9).unwrap();
+    let stream = Stream::create(&name("e-stream"), 4096, 64).unwrap();
+    let mut tx = stream.sender().unwrap();
+    let mut rx = stream.receiver().unwrap();
+    // A wait makes the receiver's wait semaphore.
+    assert!(matches!(
+        rx.recv_timeout(std::time::Duration::from_millis(20)),
+        Err(Error::Timeout { .. })
+    ));
+    tx.send(b"queued").unwrap();
+    // Not a part: no channel has this name.
+    let lookalike = Event::create(&name("f-none:filemap-role-1"), false, false).unwrap();
+
+    let ours: Vec<_> = Namespace::new()
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.name.full().starts_with(&base))
+        .collect();
+    let names: Vec<String> = ours.iter().map(|i| i.name.full()).collect();
+    let want = [
+        "a-mapping",
+        "b-event",
+        "c-mutex",
+        "d-semaphore",
+        "e-stream",
+        "f-none:filemap-role-1",
+    ]
+    .map(name);
+    assert_eq!(
+        names, want,
+        "in name order, each once, and no channel parts"
+    );
+    let kinds: Vec<_> = ours.iter().map(|i| i.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Mapping,
+            Kind::Event,
+            Kind::Mutex,
+            Kind::Semaphore,
+            Kind::Stream,
+            Kind::Event
+        ]
+        .map(Some)
+    );
+    assert_eq!(ours[0].size, Some(5000));
+    assert_eq!(
+        ours[1].state,
+        Some(SyncState::Event {
+            set: true,
+            manual_reset: true
+        })
+    );
+    assert!(matches!(
+        ours[2].state,
+        Some(SyncState::Mutex { owned: true, .. })
+    ));
+    assert_eq!(
+        ours[3].state,
+        Some(SyncState::Semaphore { count: 2, max: 9 })
+    );
+    match ours[4].state {
+        Some(SyncState::Channel {
+            capacity,
+            queued,
+            producer,
+            peers,
+            ..
+        }) => assert_eq!(
+            (capacity, queued, producer, peers),
+            (4096, Some(1), true, 1)
+        ),
+        ref other => panic!("{other:?}"),
+    }
+    drop((tx, rx, lookalike, stream, semaphore, event, mapping));
+}
+
+/// The kernel gets a name exactly as given, control characters included (`Display`
+/// escapes them, for printing): a program that opens it by its exact name finds it, and
+/// the listing gives it back exactly.
+#[test]
+fn names_with_control_characters_reach_the_kernel_exactly() {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::Memory::{OpenFileMappingW, FILE_MAP_READ};
+    let name = format!("{}-tab\there", unique("ctl"));
+    let m = FileMapping::create(&name, 4096).unwrap();
+    let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    // SAFETY: `wide` is NUL-terminated.
+    let h = unsafe { OpenFileMappingW(FILE_MAP_READ, 0, wide.as_ptr()) };
+    assert!(!h.is_null(), "{}", std::io::Error::last_os_error());
+    // SAFETY: our handle, closed once.
+    unsafe { CloseHandle(h) };
+    let listed = filemap::Namespace::new().list().unwrap();
+    assert!(listed.iter().any(|i| i.name.full() == name), "{listed:?}");
+    drop(m);
+}

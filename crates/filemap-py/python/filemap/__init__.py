@@ -936,7 +936,8 @@ def _attach_shared_memory(cls: Any, name: str, root: _PathLike) -> Any:
 
 
 def list_objects(*, root: _PathLike = None) -> "builtins.list[dict[str, Any]]":
-    """The objects of your ``Local\\`` namespace and of ``Global\\`` (Linux)."""
+    """The objects of your ``Local\\`` namespace and of ``Global\\`` (on Windows, other
+    programs' too: the namespace is theirs as well)."""
     return _filemap.list_objects(root=root)
 
 

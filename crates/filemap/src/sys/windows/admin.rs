@@ -1,13 +1,16 @@
-//! Administration: Windows cannot list a session's objects, so only `info` and `kind`
-//! of one name work.
+//! Administration: `list` reads the kernel's object directories (this session's
+//! `\Sessions\N\BaseNamedObjects` and `\BaseNamedObjects`), and describes each object as
+//! `info` does; `info` and `kind` open one name. Names cannot be removed: the kernel
+//! destroys an object with its last handle, and nothing goes stale.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::mapping::*;
 use super::object::*;
 use super::sync::*;
-use crate::{Error, Kind, Name, ObjectInfo, Result};
+use crate::{Error, Kind, Name, ObjectInfo, Refused, Result, Scope};
 
 fn not_found(name: &Name) -> Error {
     Error::NotFound {
@@ -16,18 +19,128 @@ fn not_found(name: &Name) -> Error {
     }
 }
 
-fn no_listing<T>() -> Result<T> {
+pub(crate) fn init(_: &Path) -> Result<(PathBuf, Vec<String>, Vec<String>)> {
     Err(Error::Unsupported {
-        what: "listing or removing named objects (Windows cannot list a session's objects)",
+        what: "init (Windows has no namespace directories to set up)",
     })
 }
 
-pub(crate) fn init(_: &Path) -> Result<(PathBuf, Vec<String>, Vec<String>)> {
-    no_listing()
+/// Every mapping, channel, mutex, semaphore and event in this session's `Local\`
+/// directory and in `Global\`, each described as [`info`] describes it, sorted by name
+/// within each. Windows' own objects and other programs' are listed too: the namespace is
+/// theirs as well. The events and semaphores that are part of a listed channel
+/// (`NAME:filemap-role-N`, `NAME:filemap-wait-OFFSET`) are not objects of their own. An
+/// object that others may not inspect is listed with its kind only; one whose name filemap
+/// cannot take (not valid Unicode) is refused.
+pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
+    let (local, global) = named_object_directories();
+    let (mut objects, mut refused) = (Vec::new(), Vec::new());
+    for (dir, scope) in [(Some(local), Scope::Local), (global, Scope::Global)] {
+        let Some(dir) = dir else { continue };
+        let entries = match directory_entries(&dir) {
+            Ok(entries) => entries,
+            // `Global\` may be closed to us; our own session's directory may not.
+            Err(e) if scope == Scope::Global => {
+                refused.push(refusal(dir.as_str(), None, format!("cannot list it: {e}")));
+                continue;
+            }
+            Err(e) => return Err(Error::io(format!("listing {dir}"), e)),
+        };
+        let mut found = Vec::new();
+        for (base, type_name) in entries {
+            let kind = match String::from_utf16_lossy(&type_name).as_str() {
+                "Section" => Kind::Mapping,
+                "Event" => Kind::Event,
+                "Mutant" => Kind::Mutex,
+                "Semaphore" => Kind::Semaphore,
+                _ => continue,
+            };
+            let path = format!("{dir}\\{}", String::from_utf16_lossy(&base));
+            let Ok(base) = String::from_utf16(&base) else {
+                refused.push(refusal(&path, None, "its name is not valid Unicode".into()));
+                continue;
+            };
+            match Name::parse(&format!("{}{base}", scope.prefix())) {
+                Ok(name) => found.push((name, kind)),
+                Err(e) => refused.push(refusal(&path, None, e.to_string())),
+            }
+        }
+        let mut infos = Vec::new();
+        for (name, kind) in found {
+            match info(root, &name) {
+                Ok(i) => infos.push(i),
+                // Gone since the directory was read.
+                Err(Error::NotFound { .. }) => {}
+                Err(Error::PermissionDenied { .. }) => infos.push(bare(name, kind)),
+                Err(e) => refused.push(refusal(
+                    &format!("{dir}\\{}", name.base()),
+                    Some(name),
+                    e.to_string(),
+                )),
+            }
+        }
+        let channels: HashSet<String> = infos
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.kind,
+                    Some(Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply)
+                )
+            })
+            .map(|i| i.name.base().to_owned())
+            .collect();
+        infos.retain(|i| !part_of_channel(i.name.base(), &channels));
+        infos.sort_by(|a, b| a.name.base().cmp(b.name.base()));
+        objects.extend(infos);
+    }
+    Ok((objects, refused))
 }
-pub(crate) fn list(_: &Path) -> Result<(Vec<ObjectInfo>, Vec<crate::Refused>)> {
-    no_listing()
+
+/// Whether `base` names a role event or wait semaphore of one of `channels`.
+fn part_of_channel(base: &str, channels: &HashSet<String>) -> bool {
+    [(":filemap-role-", 10), (":filemap-wait-", 16)]
+        .iter()
+        .any(|&(marker, radix)| {
+            base.rfind(marker).is_some_and(|at| {
+                let number = &base[at + marker.len()..];
+                !number.is_empty()
+                    && number.chars().all(|c| c.is_digit(radix))
+                    && channels.contains(&base[..at])
+            })
+        })
 }
+
+fn refusal(path: &str, name: Option<Name>, reason: String) -> Refused {
+    Refused {
+        os_path: PathBuf::from(path),
+        name,
+        owner_uid: None,
+        mode: None,
+        reason,
+    }
+}
+
+/// An object that exists but that we may not open to inspect: its kind, from the
+/// directory, and nothing else.
+fn bare(name: Name, kind: Kind) -> ObjectInfo {
+    ObjectInfo {
+        name,
+        kind: Some(kind),
+        size: None,
+        owner_uid: None,
+        mode: None,
+        live: Some(true),
+        persistent: false,
+        file_backed: false,
+        creator_pid: None,
+        created: None,
+        holders: Vec::new(),
+        handles: None,
+        os_path: None,
+        state: None,
+    }
+}
+
 /// What Windows tells of a named object: its kind, a mapping's size (and, for one
 /// that filemap made, its creator and creation time), a synchronization object's
 /// state, and how many handles are open to it.
@@ -80,7 +193,9 @@ pub(crate) fn kind(_: &Path, name: &Name) -> Result<Kind> {
     kind_holding(name).ok_or_else(|| not_found(name))
 }
 pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
-    no_listing()
+    Err(Error::Unsupported {
+        what: "removing a name (Windows destroys an object with its last handle, and only then)",
+    })
 }
 /// Nothing goes stale on Windows: the kernel destroys an object with its last handle.
 pub(crate) fn gc(_: &Path) -> Result<(Vec<Name>, Vec<crate::Refused>, Vec<crate::Refused>)> {

@@ -264,7 +264,8 @@ impl Channel {
             )));
         }
         let parker = WaitObjects {
-            name: name.to_string(),
+            // The kernel's name, exactly (`Display` escapes control characters).
+            name: name.full(),
             base: region.ptr() as usize,
             len,
             sems: Default::default(),
@@ -410,7 +411,12 @@ fn role_name(name: &Name, role: u16, w: &mut Vec<u16>) {
     }
     w.clear();
     // Writing into a vector cannot fail.
-    let _ = write!(Utf16(w), "{name}:filemap-role-{role}");
+    let _ = write!(
+        Utf16(w),
+        "{}{}:filemap-role-{role}",
+        name.scope().prefix(),
+        name.base()
+    );
     w.push(0);
 }
 

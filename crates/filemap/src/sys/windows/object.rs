@@ -37,8 +37,10 @@ impl Drop for Handle {
     }
 }
 
+/// The kernel's name for `name`, NUL-terminated: exactly the name, control characters
+/// and all (`Display` escapes them, for printing).
 pub(super) fn wide(name: &Name) -> Vec<u16> {
-    name.to_string()
+    name.full()
         .encode_utf16()
         .chain(std::iter::once(0))
         .collect()
@@ -250,3 +252,115 @@ pub(super) fn basic_information(h: HANDLE) -> Option<PUBLIC_OBJECT_BASIC_INFORMA
 }
 
 // Not in windows-sys: the queries of a mutant's, a semaphore's and an event's state.
+
+/// The object directory that holds this session's `Local\` names
+/// (`\Sessions\N\BaseNamedObjects`, or `\BaseNamedObjects` itself in session 0), and the
+/// one that holds `Global\` names; `None` for the second in session 0, where they are the
+/// same.
+pub(super) fn named_object_directories() -> (String, Option<String>) {
+    use windows_sys::Win32::System::RemoteDesktop::ProcessIdToSessionId;
+    use windows_sys::Win32::System::Threading::GetCurrentProcessId;
+    let mut session = 0u32;
+    // SAFETY: `session` is writable; our own process id.
+    let ok = unsafe { ProcessIdToSessionId(GetCurrentProcessId(), &mut session) };
+    if ok == 0 || session == 0 {
+        return (GLOBAL_DIRECTORY.to_owned(), None);
+    }
+    (
+        format!("\\Sessions\\{session}\\BaseNamedObjects"),
+        Some(GLOBAL_DIRECTORY.to_owned()),
+    )
+}
+
+const GLOBAL_DIRECTORY: &str = "\\BaseNamedObjects";
+
+/// The entries of the kernel's object directory `path`: each one's name and type name
+/// ("Section", "Event", "Mutant", "Semaphore", "SymbolicLink", ...), as UTF-16, in the
+/// kernel's order.
+pub(super) fn directory_entries(path: &str) -> std::io::Result<Vec<(Vec<u16>, Vec<u16>)>> {
+    use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
+    use windows_sys::Wdk::Storage::FileSystem::{NtOpenDirectoryObject, NtQueryDirectoryObject};
+    use windows_sys::Wdk::System::SystemServices::DIRECTORY_QUERY;
+    use windows_sys::Win32::Foundation::{
+        RtlNtStatusToDosError, NTSTATUS, OBJ_CASE_INSENSITIVE, STATUS_NO_MORE_ENTRIES,
+        UNICODE_STRING,
+    };
+    fn failed(status: NTSTATUS) -> std::io::Error {
+        // SAFETY: a pure translation of a status code.
+        std::io::Error::from_raw_os_error(unsafe { RtlNtStatusToDosError(status) } as i32)
+    }
+    /// `OBJECT_DIRECTORY_INFORMATION` (`winternl.h`): the entry's strings point into the
+    /// same buffer.
+    #[repr(C)]
+    struct Entry {
+        name: UNICODE_STRING,
+        type_name: UNICODE_STRING,
+    }
+    let mut w: Vec<u16> = path.encode_utf16().collect();
+    let bytes = (w.len() * 2) as u16;
+    let us = UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: w.as_mut_ptr(),
+    };
+    let attributes = OBJECT_ATTRIBUTES {
+        Length: std::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: std::ptr::null_mut(),
+        ObjectName: &us,
+        Attributes: OBJ_CASE_INSENSITIVE,
+        SecurityDescriptor: std::ptr::null(),
+        SecurityQualityOfService: std::ptr::null(),
+    };
+    let mut dir = std::ptr::null_mut();
+    // SAFETY: `attributes` and the string it points to live across the call; `dir` is
+    // writable.
+    let status = unsafe { NtOpenDirectoryObject(&mut dir, DIRECTORY_QUERY, &attributes) };
+    if status < 0 {
+        return Err(failed(status));
+    }
+    let dir = Handle(dir);
+    // Room for one entry with the longest name (32,767 UTF-16 units) and its type, in
+    // words so that the entry at its start is aligned.
+    let mut buf = vec![0u64; 9000];
+    let len = (buf.len() * 8) as u32;
+    let (mut context, mut out, mut first) = (0u32, Vec::new(), true);
+    loop {
+        let mut got = 0u32;
+        // SAFETY: `buf` is writable for `len` bytes; `context` and `got` are writable.
+        let status = unsafe {
+            NtQueryDirectoryObject(
+                dir.0,
+                buf.as_mut_ptr().cast(),
+                len,
+                true,
+                std::mem::take(&mut first),
+                &mut context,
+                &mut got,
+            )
+        };
+        if status == STATUS_NO_MORE_ENTRIES {
+            return Ok(out);
+        }
+        if status < 0 {
+            return Err(failed(status));
+        }
+        let start = buf.as_ptr() as usize;
+        let end = start + len as usize;
+        // The strings are checked to lie in the buffer before they are read.
+        let text = |s: &UNICODE_STRING| -> Option<Vec<u16>> {
+            let (at, n) = (s.Buffer as usize, usize::from(s.Length) / 2);
+            if n == 0 {
+                return Some(Vec::new());
+            }
+            (at >= start && at % 2 == 0 && at + n * 2 <= end).then(|| {
+                // SAFETY: `n` units at `at`, inside `buf`, which the kernel wrote.
+                unsafe { std::slice::from_raw_parts(at as *const u16, n) }.to_vec()
+            })
+        };
+        // SAFETY: the kernel wrote an entry at the start of `buf`, which is aligned for it.
+        let entry = unsafe { &*buf.as_ptr().cast::<Entry>() };
+        if let (Some(name), Some(kind)) = (text(&entry.name), text(&entry.type_name)) {
+            out.push((name, kind));
+        }
+    }
+}
