@@ -296,3 +296,39 @@ fn names_with_control_characters_reach_the_kernel_exactly() {
     assert!(listed.iter().any(|i| i.name.full() == name), "{listed:?}");
     drop(m);
 }
+
+/// A section that another program made with `SEC_RESERVE` has pages that are reserved and
+/// not committed: on Windows, reading them is an access violation. Opening it, `info` and
+/// `list` look for filemap's record in its last page only if that page is committed, and
+/// take the reserved run's size. (Wine does not fault on such pages, so here this shows
+/// that they are handled, not that the fault is avoided.)
+#[test]
+fn reserved_sections_of_other_programs_are_opened_and_listed_without_a_fault() {
+    use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
+    use windows_sys::Win32::System::Memory::{CreateFileMappingW, PAGE_READWRITE, SEC_RESERVE};
+    let name = unique("reserved");
+    let wide: Vec<u16> = name.encode_utf16().chain([0]).collect();
+    // SAFETY: a pagefile-backed section of 1 MiB, reserved only; `wide` is NUL-terminated.
+    let section = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE | SEC_RESERVE,
+            0,
+            1 << 20,
+            wide.as_ptr(),
+        )
+    };
+    assert!(!section.is_null(), "{}", std::io::Error::last_os_error());
+    let info = filemap::Namespace::new().info(&name).unwrap();
+    assert_eq!(info.kind, Some(filemap::Kind::Mapping));
+    assert_eq!(info.creator_pid, None);
+    let listed = filemap::Namespace::new().list().unwrap();
+    assert!(listed.iter().any(|i| i.name.full() == name), "{listed:?}");
+    assert_eq!(info.size, Some(1 << 20));
+    let m = FileMapping::open(&name, Access::Read).unwrap();
+    assert_eq!(m.size(), 1 << 20);
+    drop(m);
+    // SAFETY: the handle is ours and still live.
+    unsafe { CloseHandle(section) };
+}

@@ -253,6 +253,12 @@ impl Channel {
             .map_err(|_| corrupt(format!("its size ({size} bytes) is too large to map")))?;
         let region = Region::map(section.0, access, 0, len)
             .map_err(|c| object_error(c, name, kind, "mapping"))?;
+        if !super::mapping::all_readable(region.ptr().cast(), len) {
+            return Err(corrupt(
+                "some of its pages are reserved and not committed: filemap makes no such channel"
+                    .into(),
+            ));
+        }
         // SAFETY: the view is at least a page, aligned to the allocation granularity;
         // Header is atomics only.
         let header = unsafe { &*region.ptr().cast::<Header>() };
@@ -441,7 +447,10 @@ pub(super) fn read_state(
     section: &super::mapping::Section,
     size: u64,
 ) -> Option<SyncState> {
-    if size < CONTROL_LEN as u64 || section.total() < CONTROL_LEN as u64 {
+    if size < CONTROL_LEN as u64
+        || section.total() < CONTROL_LEN as u64
+        || !super::mapping::all_readable(section.ptr(), CONTROL_LEN)
+    {
         return None;
     }
     // SAFETY: the view is at least a control page long (checked above), aligned to the

@@ -150,19 +150,19 @@ impl Section {
         if self.total < RECORD_LEN {
             return None;
         }
+        let last = self
+            .whole
+            .base
+            .cast::<u8>()
+            .wrapping_add((self.total - RECORD_LEN) as usize);
+        if !readable(last.cast()) {
+            return None;
+        }
         let mut buf = [0u8; RECORD_USED];
-        // SAFETY: the last page of the region is inside the live view; the copy goes
-        // through raw pointers, so no reference to memory another process writes is made.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.whole
-                    .base
-                    .cast::<u8>()
-                    .add((self.total - RECORD_LEN) as usize),
-                buf.as_mut_ptr(),
-                RECORD_USED,
-            )
-        };
+        // SAFETY: the last page of the region is inside the live view, committed and
+        // readable (checked above); the copy goes through raw pointers, so no reference to
+        // memory another process writes is made.
+        unsafe { std::ptr::copy_nonoverlapping(last, buf.as_mut_ptr(), RECORD_USED) };
         Record::decode(&buf, self.total).ok()
     }
 
@@ -180,6 +180,53 @@ impl Section {
     pub(super) fn total(&self) -> u64 {
         self.total
     }
+}
+
+/// Whether the page at `addr`, in a live view, may be read: committed, and neither
+/// no-access nor a guard page. Another program's section made with `SEC_RESERVE` has pages
+/// that are only reserved, and reading one is an access violation.
+pub(super) fn readable(addr: *const c_void) -> bool {
+    use windows_sys::Win32::System::Memory::{MEM_COMMIT, PAGE_GUARD, PAGE_NOACCESS};
+    let mut info = MEMORY_BASIC_INFORMATION::default();
+    // SAFETY: `info` is writable and of the size given; any address may be asked about.
+    let n = unsafe {
+        VirtualQuery(
+            addr,
+            &mut info,
+            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
+    n != 0 && info.State == MEM_COMMIT && info.Protect & (PAGE_NOACCESS | PAGE_GUARD) == 0
+}
+
+/// Whether the `len` bytes at `addr`, in a live view, are all committed and readable (see
+/// [`readable`]). A channel's section, which filemap makes committed, must be; a section
+/// that claims to be a channel and is not was made to fault its readers.
+pub(super) fn all_readable(addr: *const u8, len: usize) -> bool {
+    use windows_sys::Win32::System::Memory::{MEM_COMMIT, PAGE_GUARD, PAGE_NOACCESS};
+    let end = addr.wrapping_add(len);
+    let mut at = addr;
+    while at < end {
+        let mut info = MEMORY_BASIC_INFORMATION::default();
+        // SAFETY: `info` is writable and of the size given; any address may be asked about.
+        let n = unsafe {
+            VirtualQuery(
+                at.cast(),
+                &mut info,
+                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+            )
+        };
+        if n == 0
+            || info.State != MEM_COMMIT
+            || info.Protect & (PAGE_NOACCESS | PAGE_GUARD) != 0
+            || info.RegionSize == 0
+        {
+            return false;
+        }
+        // The run of pages alike that starts at `BaseAddress` ends here.
+        at = info.BaseAddress.cast::<u8>().wrapping_add(info.RegionSize);
+    }
+    true
 }
 
 /// How long an opener waits for the record of a section that has none yet. Thousands of

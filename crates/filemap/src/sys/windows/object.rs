@@ -120,18 +120,15 @@ pub(super) fn section_kind(h: HANDLE) -> Option<Kind> {
     };
     let total = info.RegionSize as u64;
     let mut kind = None;
-    if n != 0 && total >= crate::layout::RECORD_LEN {
+    let last = view
+        .Value
+        .cast::<u8>()
+        .wrapping_add(total.saturating_sub(crate::layout::RECORD_LEN) as usize);
+    if n != 0 && total >= crate::layout::RECORD_LEN && super::mapping::readable(last.cast()) {
         let mut buf = [0u8; crate::layout::RECORD_USED];
-        // SAFETY: the last page of the region is inside the live view; a raw copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                view.Value
-                    .cast::<u8>()
-                    .add((total - crate::layout::RECORD_LEN) as usize),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+        // SAFETY: the last page of the region is inside the live view, committed and
+        // readable (checked above); a raw copy.
+        unsafe { std::ptr::copy_nonoverlapping(last, buf.as_mut_ptr(), buf.len()) };
         kind = crate::layout::Record::decode(&buf, total)
             .ok()
             .map(|r| r.kind);
