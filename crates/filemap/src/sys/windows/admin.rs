@@ -120,8 +120,8 @@ fn refusal(path: &str, name: Option<Name>, reason: String) -> Refused {
     }
 }
 
-/// An object that exists but that we may not open to inspect: its kind, from the
-/// directory, and nothing else.
+/// What is known of any live object: its name and kind (all that `list` gives of one that
+/// we may not open to inspect).
 fn bare(name: Name, kind: Kind) -> ObjectInfo {
     ObjectInfo {
         name,
@@ -152,22 +152,8 @@ pub(crate) fn info(_: &Path, name: &Name) -> Result<ObjectInfo> {
             "{name} exists, but its security does not allow inspecting it"
         ))
     })?;
-    let mut info = ObjectInfo {
-        name: name.clone(),
-        kind: Some(kind),
-        size: None,
-        owner_uid: None,
-        mode: None,
-        live: Some(true),
-        persistent: false,
-        file_backed: false,
-        creator_pid: None,
-        created: None,
-        holders: Vec::new(),
-        handles: basic_information(handle.0).map(|i| i.HandleCount.saturating_sub(1)),
-        os_path: None,
-        state: None,
-    };
+    let mut info = bare(name.clone(), kind);
+    info.handles = basic_information(handle.0).map(|i| i.HandleCount.saturating_sub(1));
     match kind {
         Kind::Mapping | Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply => {
             let section =
