@@ -145,9 +145,20 @@ pub(crate) struct ReadArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct LsArgs {
+    /// Only the names that begin with this: with a prefix (Local\app-), in that namespace;
+    /// without one (app-), in both.
+    prefix: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Whether `name` begins with `prefix` as `ls PREFIX` means it.
+fn begins_with(name: &Name, prefix: &str) -> bool {
+    match prefix.contains('\\') {
+        true => name.full().starts_with(prefix),
+        false => name.base().starts_with(prefix),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -660,10 +671,15 @@ fn refused_json(r: &Refused) -> Ordered {
 
 pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
     let Listing {
-        objects: list,
-        refused,
+        objects: mut list,
+        mut refused,
         ..
     } = ns.list_all()?;
+    if let Some(prefix) = &a.prefix {
+        list.retain(|i| begins_with(&i.name, prefix));
+        // Entries that stand for no name cannot match one.
+        refused.retain(|r| r.name.as_ref().is_some_and(|n| begins_with(n, prefix)));
+    }
     let mut out = String::new();
     if a.json {
         let items: Vec<Ordered> = list

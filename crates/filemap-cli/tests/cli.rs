@@ -646,6 +646,56 @@ fn bench_measures_only_the_sizes_and_tests_asked_for() {
     }
 }
 
+/// `ls PREFIX` lists only the names that begin with PREFIX: with its namespace's prefix, in
+/// that namespace; without one, in both. Table and JSON alike.
+#[test]
+fn ls_takes_a_name_prefix() {
+    let root = Root::new("ls-prefix");
+    for (name, kind) in [
+        ("Local\\app-a", "event"),
+        ("Local\\app-b", "semaphore"),
+        ("Global\\app-c", "event"),
+        ("Local\\other", "event"),
+    ] {
+        let out = root.run(&["create", name, "--kind", kind, "--persistent"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let names = |args: &[&str]| -> Vec<String> {
+        let out = root.run(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&["ls", "app-"]),
+        ["Local\\app-a", "Local\\app-b", "Global\\app-c"]
+    );
+    assert_eq!(
+        names(&["ls", "Local\\app"]),
+        ["Local\\app-a", "Local\\app-b"]
+    );
+    assert_eq!(names(&["ls", "Global\\"]), ["Global\\app-c"]);
+    assert_eq!(names(&["ls", "nothing"]), Vec::<String>::new());
+    assert_eq!(names(&["ls"]).len(), 4);
+    let json = stdout(&root.run(&["ls", "--json", "Local\\app-b"]));
+    assert!(
+        json.starts_with("[{\"name\":\"Local\\\\app-b\",\"kind\":\"semaphore\""),
+        "{json}"
+    );
+    assert_eq!(json.matches("\"name\"").count(), 1, "{json}");
+    for name in [
+        "Local\\app-a",
+        "Local\\app-b",
+        "Global\\app-c",
+        "Local\\other",
+    ] {
+        assert!(root.run(&["rm", name]).status.success());
+    }
+}
+
 #[test]
 fn create_write_read_ls_info_rm() {
     let root = Root::new("admin");

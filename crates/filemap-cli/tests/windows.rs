@@ -729,6 +729,9 @@ fn ls_lists_the_sessions_objects_on_windows() {
     assert!(ours[0].contains("not set, manual-reset"), "{text}");
     assert!(ours[1].contains("1 queued, 8192 bytes"), "{text}");
     assert!(!text.contains(":filemap-role-"), "{text}");
+    // Only ours, by their prefix.
+    let only = String::from_utf8_lossy(&run(&["ls", &base]).stdout).replace("\r\n", "\n");
+    assert_eq!(only.lines().count(), 3, "{only}");
 
     let json = String::from_utf8_lossy(&run(&["ls", "--json"]).stdout).into_owned();
     for want in [
