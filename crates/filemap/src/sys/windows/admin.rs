@@ -55,20 +55,37 @@ pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
                 "Semaphore" => Kind::Semaphore,
                 _ => continue,
             };
-            let path = format!("{dir}\\{}", String::from_utf16_lossy(&base));
-            let Ok(base) = String::from_utf16(&base) else {
-                refused.push(refusal(&path, None, "its name is not valid Unicode".into()));
-                continue;
-            };
-            match Name::parse(&format!("{}{base}", scope.prefix())) {
+            let parsed = String::from_utf16(&base)
+                .map_err(|_| "its name is not valid Unicode".to_owned())
+                .and_then(|b| {
+                    Name::parse(&format!("{}{b}", scope.prefix())).map_err(|e| e.to_string())
+                });
+            match parsed {
                 Ok(name) => found.push((name, kind)),
-                Err(e) => refused.push(refusal(&path, None, e.to_string())),
+                Err(reason) => {
+                    let path = format!("{dir}\\{}", String::from_utf16_lossy(&base));
+                    refused.push(refusal(&path, None, reason));
+                }
             }
         }
-        let mut infos = Vec::new();
+        // Sections first: the channels among them tell which events and semaphores are
+        // their parts, which are then neither inspected nor listed.
+        found.sort_by_key(|(_, kind)| *kind != Kind::Mapping);
+        let (mut infos, mut channels) = (Vec::new(), HashSet::new());
         for (name, kind) in found {
+            if kind != Kind::Mapping && part_of_channel(name.base(), &channels) {
+                continue;
+            }
             match info(root, &name) {
-                Ok(i) => infos.push(i),
+                Ok(i) => {
+                    if matches!(
+                        i.kind,
+                        Some(Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply)
+                    ) {
+                        channels.insert(name.base().to_owned());
+                    }
+                    infos.push(i);
+                }
                 // Gone since the directory was read.
                 Err(Error::NotFound { .. }) => {}
                 Err(Error::PermissionDenied { .. }) => infos.push(bare(name, kind)),
@@ -79,17 +96,6 @@ pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
                 )),
             }
         }
-        let channels: HashSet<String> = infos
-            .iter()
-            .filter(|i| {
-                matches!(
-                    i.kind,
-                    Some(Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply)
-                )
-            })
-            .map(|i| i.name.base().to_owned())
-            .collect();
-        infos.retain(|i| !part_of_channel(i.name.base(), &channels));
         infos.sort_by(|a, b| a.name.base().cmp(b.name.base()));
         objects.extend(infos);
     }

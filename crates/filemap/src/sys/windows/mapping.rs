@@ -155,7 +155,7 @@ impl Section {
             .base
             .cast::<u8>()
             .wrapping_add((self.total - RECORD_LEN) as usize);
-        if !readable(last.cast()) {
+        if !all_readable(last, RECORD_USED) {
             return None;
         }
         let mut buf = [0u8; RECORD_USED];
@@ -182,26 +182,11 @@ impl Section {
     }
 }
 
-/// Whether the page at `addr`, in a live view, may be read: committed, and neither
-/// no-access nor a guard page. Another program's section made with `SEC_RESERVE` has pages
-/// that are only reserved, and reading one is an access violation.
-pub(super) fn readable(addr: *const c_void) -> bool {
-    use windows_sys::Win32::System::Memory::{MEM_COMMIT, PAGE_GUARD, PAGE_NOACCESS};
-    let mut info = MEMORY_BASIC_INFORMATION::default();
-    // SAFETY: `info` is writable and of the size given; any address may be asked about.
-    let n = unsafe {
-        VirtualQuery(
-            addr,
-            &mut info,
-            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-        )
-    };
-    n != 0 && info.State == MEM_COMMIT && info.Protect & (PAGE_NOACCESS | PAGE_GUARD) == 0
-}
-
-/// Whether the `len` bytes at `addr`, in a live view, are all committed and readable (see
-/// [`readable`]). A channel's section, which filemap makes committed, must be; a section
-/// that claims to be a channel and is not was made to fault its readers.
+/// Whether the `len` bytes at `addr`, in a live view, may all be read: committed, and
+/// neither no-access nor guard pages. Another program's section made with `SEC_RESERVE`
+/// has pages that are only reserved, and reading one is an access violation. A channel's
+/// section, which filemap makes committed, must be; a section that claims to be a channel
+/// and is not was made to fault its readers.
 pub(super) fn all_readable(addr: *const u8, len: usize) -> bool {
     use windows_sys::Win32::System::Memory::{MEM_COMMIT, PAGE_GUARD, PAGE_NOACCESS};
     let end = addr.wrapping_add(len);

@@ -99,43 +99,10 @@ pub(super) fn probe(name: &Name) -> Option<(Kind, Option<Handle>)> {
 /// The kind in the record of the section `h` (opened with at least FILE_MAP_READ), if
 /// filemap made it and has written the record.
 pub(super) fn section_kind(h: HANDLE) -> Option<Kind> {
-    use windows_sys::Win32::System::Memory::{
-        MapViewOfFile, UnmapViewOfFile, VirtualQuery, MEMORY_BASIC_INFORMATION,
-        MEMORY_MAPPED_VIEW_ADDRESS,
-    };
-    // SAFETY: a new read-only view of the whole section, at an address of the kernel's
-    // choosing; unmapped below.
-    let view = unsafe { MapViewOfFile(h, FILE_MAP_READ, 0, 0, 0) };
-    if view.Value.is_null() {
-        return None;
-    }
-    let mut info = MEMORY_BASIC_INFORMATION::default();
-    // SAFETY: `info` is writable and the address is our live view.
-    let n = unsafe {
-        VirtualQuery(
-            view.Value,
-            &mut info,
-            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-        )
-    };
-    let total = info.RegionSize as u64;
-    let mut kind = None;
-    let last = view
-        .Value
-        .cast::<u8>()
-        .wrapping_add(total.saturating_sub(crate::layout::RECORD_LEN) as usize);
-    if n != 0 && total >= crate::layout::RECORD_LEN && super::mapping::readable(last.cast()) {
-        let mut buf = [0u8; crate::layout::RECORD_USED];
-        // SAFETY: the last page of the region is inside the live view, committed and
-        // readable (checked above); a raw copy.
-        unsafe { std::ptr::copy_nonoverlapping(last, buf.as_mut_ptr(), buf.len()) };
-        kind = crate::layout::Record::decode(&buf, total)
-            .ok()
-            .map(|r| r.kind);
-    }
-    // SAFETY: our view, unmapped once.
-    unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: view.Value }) };
-    kind
+    super::mapping::Section::map(h)
+        .ok()?
+        .record()
+        .map(|r| r.kind)
 }
 
 /// Which kind holds `name`.
@@ -247,8 +214,6 @@ pub(super) fn basic_information(h: HANDLE) -> Option<PUBLIC_OBJECT_BASIC_INFORMA
     };
     (status >= 0).then_some(info)
 }
-
-// Not in windows-sys: the queries of a mutant's, a semaphore's and an event's state.
 
 /// The object directory that holds this session's `Local\` names
 /// (`\Sessions\N\BaseNamedObjects`, or `\BaseNamedObjects` itself in session 0), and the
