@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use filemap::{Access, Kind, Listing, Name, Namespace, ObjectInfo, Options, Refused, SyncState};
 use serde_json::{json, Value};
 
+use crate::rpc;
 use crate::wait::{Waiter, Wake, HOW_TO_STOP};
 use crate::{parse_bytes, parse_mode, CmdResult, Encoding, Failure};
 
@@ -45,10 +46,10 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_parser = parse_bytes, value_name = "N")]
     capacity: Option<u64>,
     /// Channels: the largest message (request-reply: request) in bytes (default: a quarter
-    /// of a stream's capacity; 4K for the others).
+    /// of a stream's capacity; 64K for request-reply; 4K for the others).
     #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
     max_message: Option<u64>,
-    /// Request-reply: the largest reply in bytes (default 4K).
+    /// Request-reply: the largest reply in bytes (default 64K).
     #[arg(long, value_parser = parse_bytes, value_name = "BYTES")]
     max_reply: Option<u64>,
     /// Keep the object after this process exits, until `filemap rm`.
@@ -323,11 +324,12 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
             (Held::Stream(s), what, path)
         }
         KindArg::Broadcast | KindArg::Latest | KindArg::RequestReply => {
-            let num = |v: Option<u64>, default: u32, flag: &str| -> Result<u32, Failure> {
-                let v = v.unwrap_or(u64::from(default));
-                u32::try_from(v).map_err(|_| format!("{flag} {v} is too large").into())
+            let num = crate::rpc::number;
+            let max = match k {
+                KindArg::RequestReply => rpc::DEFAULT_MAX,
+                _ => 4096,
             };
-            let max = num(a.max_message, 4096, "--max-message")?;
+            let max = num(a.max_message, max, "--max-message")?;
             match k {
                 KindArg::Broadcast => {
                     let slots = num(a.capacity, 64, "--capacity")?;
@@ -346,8 +348,8 @@ pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
                     (Held::Latest(l), what, path)
                 }
                 _ => {
-                    let clients = num(a.capacity, 8, "--capacity")?;
-                    let reply = num(a.max_reply, 4096, "--max-reply")?;
+                    let clients = num(a.capacity, rpc::DEFAULT_CLIENTS, "--capacity")?;
+                    let reply = num(a.max_reply, rpc::DEFAULT_MAX, "--max-reply")?;
                     let r = opts.create_request_reply(&a.name, clients, max, reply)?;
                     let what = format!(
                         "request-reply channel {} ({clients} clients, requests up to {max} bytes, replies up to {reply})",

@@ -144,8 +144,9 @@ fn open_channel(
         }
         Ok(Kind::RequestReply) => {
             return Err(format!(
-            "{name} is a request/reply channel, which send and recv do not speak; use the library"
-        )
+                "{name} is a request/reply channel, which send and recv do not speak; \
+                 use call and serve"
+            )
             .into())
         }
         _ => {}

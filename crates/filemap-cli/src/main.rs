@@ -22,6 +22,7 @@ macro_rules! errln {
 mod admin;
 mod bench;
 mod channel;
+mod rpc;
 mod sample;
 mod sync;
 mod wait;
@@ -82,10 +83,14 @@ enum Command {
     Wait(sync::WaitArgs),
     /// Run a command while holding a named mutex, in the manner of flock(1); signals go to the command.
     Lock(sync::LockArgs),
-    /// Send messages into a stream channel: the arguments, or standard input by line or chunk.
+    /// Send messages into a stream, broadcast or latest-value channel: the arguments, or standard input by line or chunk.
     Send(channel::SendArgs),
-    /// Receive messages from a stream channel and write their bytes to standard output.
+    /// Receive messages from a stream, broadcast or latest-value channel and write their bytes to standard output.
     Recv(channel::RecvArgs),
+    /// Send requests on a request/reply channel and write each reply to standard output.
+    Call(rpc::CallArgs),
+    /// Serve a request/reply channel: run a command per request, its output the reply.
+    Serve(rpc::ServeArgs),
     /// Measure channels against raw atomics, futexes, pipes and Unix sockets (Linux).
     Bench(bench::BenchArgs),
     /// A process of `filemap bench` (internal).
@@ -292,6 +297,8 @@ fn main() -> ExitCode {
         Command::Lock(a) => sync::lock(&ns, a),
         Command::Send(a) => channel::send(&ns, a),
         Command::Recv(a) => channel::recv(&ns, a),
+        Command::Call(a) => rpc::call(&ns, a),
+        Command::Serve(a) => rpc::serve(&ns, a),
         Command::Bench(a) => bench::bench(a),
         Command::BenchChild(a) => match &cli.root {
             Some(root) => bench::child(root, a),

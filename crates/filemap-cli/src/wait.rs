@@ -4,11 +4,13 @@
 //!   Ctrl-Break or closing the console), whichever comes first, so that the sample's
 //!   programs clean up in every case, with or without a terminal;
 //! - running `lock`'s command so that it never outlives `lock`, which holds the mutex for it
-//!   ([`run_guarded`]).
+//!   ([`run_guarded`]), and `serve`'s commands so that none outlives `serve`
+//!   ([`spawn_tied`]);
+//! - taking those signals in a loop that stops between its steps ([`Stop`]).
 #![allow(unsafe_code)]
 
 use std::io::BufRead;
-use std::process::{Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc;
 
 /// Why the wait ended.
@@ -70,6 +72,30 @@ impl Waiter {
     }
 }
 
+/// Termination signals (on Windows: console control events) taken from the moment it
+/// starts, for a loop that looks between its steps ([`Stop::requested`]) instead of
+/// dying at once: `serve` finishes the request at hand, then closes the channel cleanly.
+/// Standard input is left alone.
+#[derive(Debug)]
+pub(crate) struct Stop {
+    rx: mpsc::Receiver<Wake>,
+}
+
+impl Stop {
+    /// Starts watching; as for [`Waiter::start`], before the process starts threads of its
+    /// own that could take a signal.
+    pub(crate) fn start() -> Stop {
+        let (tx, rx) = mpsc::channel();
+        signals::spawn_waiter(tx);
+        Stop { rx }
+    }
+
+    /// The signal that came, if one did.
+    pub(crate) fn requested(&self) -> Option<Wake> {
+        self.rx.try_recv().ok()
+    }
+}
+
 /// Runs `cmd` to its end as a child that cannot outlive this process, and returns its
 /// status.
 ///
@@ -84,10 +110,16 @@ pub(crate) fn run_guarded(cmd: &mut Command) -> std::io::Result<ExitStatus> {
     guard::run(cmd)
 }
 
+/// Starts `cmd` as a child that cannot outlive this process (as in [`run_guarded`]), with
+/// signals left as they are.
+pub(crate) fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
+    guard::spawn_tied(cmd)
+}
+
 #[cfg(target_os = "linux")]
 mod guard {
     use std::os::unix::process::CommandExt;
-    use std::process::{Command, ExitStatus};
+    use std::process::{Child, Command, ExitStatus};
     use std::sync::{Arc, Mutex};
 
     use super::signals;
@@ -129,6 +161,20 @@ mod guard {
                 None => f.pending.push(sig),
             }
         });
+        let mut child = spawn_tied(cmd)?;
+        {
+            let mut f = forward.lock().unwrap_or_else(|e| e.into_inner());
+            let pid = child.id() as libc::pid_t;
+            f.pid = Some(pid);
+            for sig in std::mem::take(&mut f.pending) {
+                send(pid, sig);
+            }
+        }
+        child.wait()
+    }
+
+    /// Starts `cmd` as a child that the kernel kills with SIGKILL if this process dies.
+    pub(super) fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure only makes system calls (prctl, getppid), which are
         // async-signal-safe, and allocates nothing.
@@ -145,26 +191,18 @@ mod guard {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn()?;
-        {
-            let mut f = forward.lock().unwrap_or_else(|e| e.into_inner());
-            let pid = child.id() as libc::pid_t;
-            f.pid = Some(pid);
-            for sig in std::mem::take(&mut f.pending) {
-                send(pid, sig);
-            }
-        }
-        child.wait()
+        cmd.spawn()
     }
 }
 
 #[cfg(windows)]
 mod guard {
     use std::os::windows::io::AsRawHandle;
-    use std::process::{Command, ExitStatus};
+    use std::process::{Child, Command, ExitStatus};
+    use std::sync::OnceLock;
 
     use windows_sys::core::BOOL;
-    use windows_sys::Win32::Foundation::{FALSE, TRUE};
+    use windows_sys::Win32::Foundation::{FALSE, HANDLE, TRUE};
     use windows_sys::Win32::System::Console::{
         SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_C_EVENT,
     };
@@ -187,38 +225,53 @@ mod guard {
         // SAFETY: `leave_to_child` has the signature of PHANDLER_ROUTINE and lives for the
         // whole process.
         unsafe { SetConsoleCtrlHandler(Some(leave_to_child), TRUE) };
-        // SAFETY: null attributes and name make an anonymous job.
-        let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
-        if !job.is_null() {
-            let mut info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION::default();
-            info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
-            // SAFETY: `info` is the structure this information class takes, of its size.
-            unsafe {
-                SetInformationJobObject(
-                    job,
-                    JobObjectExtendedLimitInformation,
-                    (&info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
-                    std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
-                )
-            };
-        }
-        let mut child = cmd.spawn()?;
+        spawn_tied(cmd)?.wait()
+    }
+
+    /// Starts `cmd` as a child in a job that is killed when this process ends.
+    pub(super) fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
+        // One job for all our children (`serve` starts one per request), made at the first.
+        static JOB: OnceLock<usize> = OnceLock::new();
+        let job = *JOB.get_or_init(|| {
+            // SAFETY: null attributes and name make an anonymous job.
+            let job = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+            if !job.is_null() {
+                let mut info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION::default();
+                info.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+                // SAFETY: `info` is the structure this information class takes, of its
+                // size.
+                unsafe {
+                    SetInformationJobObject(
+                        job,
+                        JobObjectExtendedLimitInformation,
+                        (&info as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
+                        std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+                    )
+                };
+            }
+            job as usize
+        }) as HANDLE;
+        let child = cmd.spawn()?;
         if !job.is_null() {
             // The job handle stays open until this process ends, and its end kills the
             // child if it still runs.
             // SAFETY: both handles are live.
             unsafe { AssignProcessToJobObject(job, child.as_raw_handle()) };
         }
-        child.wait()
+        Ok(child)
     }
 }
 
 #[cfg(not(any(target_os = "linux", windows)))]
 mod guard {
-    use std::process::{Command, ExitStatus};
+    use std::process::{Child, Command, ExitStatus};
 
     pub(super) fn run(cmd: &mut Command) -> std::io::Result<ExitStatus> {
         cmd.status()
+    }
+
+    pub(super) fn spawn_tied(cmd: &mut Command) -> std::io::Result<Child> {
+        cmd.spawn()
     }
 }
 

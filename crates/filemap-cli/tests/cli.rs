@@ -2857,3 +2857,239 @@ fn recv_read_only_takes_no_role_and_refuses_streams() {
         assert!(p.finish().0.success());
     }
 }
+
+/// `call NAME ARGS...` (or standard input with no ARGS) under the watchdog: its output.
+fn call(root: &Root, args: &[&str], input: &[u8]) -> Output {
+    let mut all = vec!["call"];
+    all.extend_from_slice(args);
+    let mut child = root
+        .cmd(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = watchdog(child.id());
+    let mut w = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    writer.join().unwrap();
+    out
+}
+
+/// Waits until `info NAME` shows a connected server; fails after the timeout.
+fn wait_for_server(root: &Root, name: &str) {
+    let t = std::time::Instant::now();
+    loop {
+        let o = root.run(&["info", name, "--json"]);
+        if stdout(&o).contains("\"producer\":true") {
+            return;
+        }
+        assert!(t.elapsed() < TIMEOUT, "no server in {}", stdout(&o));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn call_and_serve_answer_requests_through_a_command() {
+    let root = Root::new("rpc");
+    // The client first: it makes the channel and waits for a server, which comes later.
+    let early = std::thread::spawn({
+        let mut cmd = root.cmd(&["call", "Local\\up", "first"]);
+        move || run_with_timeout(cmd.stdin(Stdio::null()))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let serve = root.spawn(&[
+        "serve",
+        "Local\\up",
+        "--count",
+        "3",
+        "--",
+        "tr",
+        "a-z",
+        "A-Z",
+    ]);
+    let o = early.join().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "FIRST");
+    // Each argument is one request; the replies come in order, exactly as sent.
+    let o = call(&root, &["Local\\up", "hello ", "world\n"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "HELLO WORLD\n");
+    // --count 3: the server closes the channel after its third answer, and exits 0.
+    let (status, err) = serve.finish();
+    assert!(status.success(), "{err}");
+    // Standard input is one request, every byte of it (NULs, newlines, 60000 bytes).
+    let serve = root.spawn(&["serve", "Local\\echo", "--", "cat"]);
+    wait_for_server(&root, "Local\\echo");
+    let mut x = 7u32;
+    let input: Vec<u8> = (0..60_000)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    let o = call(&root, &["Local\\echo"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        o.stdout == input,
+        "the reply differs ({} bytes)",
+        o.stdout.len()
+    );
+    let o = root.run(&["info", "Local\\echo"]);
+    assert!(stdout(&o).contains("request-reply"), "{}", stdout(&o));
+    // SIGTERM: the server closes the channel cleanly and exits 0; the name goes with it.
+    serve.signal("-TERM");
+    let (status, err) = serve.finish();
+    assert!(status.success(), "{err}");
+    let o = root.run(&["ls"]);
+    assert!(!stdout(&o).contains("Local\\echo"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("Local\\up"), "{}", stdout(&o));
+}
+
+#[test]
+fn call_and_serve_report_every_failure() {
+    let root = Root::new("rpcfail");
+    // No server: the call waits as long as --timeout says, then exits 124.
+    let t = std::time::Instant::now();
+    let o = call(&root, &["Local\\nobody", "x", "--timeout", "0.3"], b"");
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    // Requests larger than the channel allows, as arguments or on standard input: one
+    // line that states the limit, exit 1.
+    let mut holder = root.spawn(&[
+        "create",
+        "Local\\small",
+        "--kind",
+        "request-reply",
+        "--max-message",
+        "8",
+        "--max-reply",
+        "16",
+    ]);
+    holder.read_until("\n");
+    for (args, input) in [
+        (&["Local\\small", "0123456789"][..], &b""[..]),
+        (&["Local\\small"][..], &b"0123456789"[..]),
+    ] {
+        let o = call(&root, args, input);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains('8'), "{}", stderr(&o));
+        assert!(stderr(&o).contains("larger"), "{}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    }
+    // A reply larger than the channel allows is never cut: the server says so and closes
+    // the channel, and its client is told, not left waiting.
+    let serve = root.spawn(&["serve", "Local\\small", "--", "echo", "0123456789abcdefXYZ"]);
+    wait_for_server(&root, "Local\\small");
+    let o = call(&root, &["Local\\small", "q"], b"");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("closed"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    let (status, err) = serve.finish();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("largest reply (16 bytes)"), "{err}");
+    holder.press_enter();
+    assert!(holder.finish().0.success());
+    // A command that fails still answers with what it printed, and the server goes on.
+    let serve = root.spawn(&[
+        "serve",
+        "Local\\fails",
+        "--count",
+        "2",
+        "--",
+        "sh",
+        "-c",
+        "printf partial; exit 3",
+    ]);
+    let o = call(&root, &["Local\\fails", "a", "b"], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "partialpartial");
+    let (status, err) = serve.finish();
+    assert!(status.success(), "{err}");
+    assert_eq!(err.matches("failed on a request").count(), 2, "{err}");
+    // A command that cannot run: 127, and the waiting client is told.
+    let serve = root.spawn(&["serve", "Local\\nocmd", "--", "/nonexistent/cmd"]);
+    let o = call(&root, &["Local\\nocmd", "q"], b"");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let (status, err) = serve.finish();
+    assert_eq!(status.code(), Some(127), "{err}");
+    assert!(err.contains("cannot run /nonexistent/cmd"), "{err}");
+    // A server killed while it answers: the client exits 3, and the command goes too.
+    let serve = root.spawn(&[
+        "serve",
+        "Local\\dies",
+        "--",
+        "sh",
+        "-c",
+        "echo $$ >&2; exec sleep 30",
+    ]);
+    wait_for_server(&root, "Local\\dies");
+    let client = root
+        .cmd(&["call", "Local\\dies", "q"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut serve = serve;
+    let mut err = serve.child.stderr.take().unwrap();
+    let mut pid = String::new();
+    let mut b = [0u8; 1];
+    while err.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        pid.push(b[0] as char);
+    }
+    serve.signal("-KILL");
+    let done = watchdog(client.id());
+    let out = client.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("died"), "{}", stderr(&out));
+    let proc_dir = PathBuf::from(format!("/proc/{}", pid.trim()));
+    let t = std::time::Instant::now();
+    while proc_dir.exists() && !is_zombie(&proc_dir) {
+        assert!(t.elapsed() < TIMEOUT, "the command outlived its server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(serve);
+    // One server at a time; the other kinds are refused by name.
+    let first = root.spawn(&["serve", "Local\\one", "--", "cat"]);
+    wait_for_server(&root, "Local\\one");
+    let o = root.run(&["serve", "Local\\one", "--", "cat"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("server"), "{}", stderr(&o));
+    first.signal("-INT");
+    assert!(first.finish().0.success());
+    let mut stream = root.spawn(&["create", "Local\\st", "--kind", "stream"]);
+    stream.read_until("\n");
+    for args in [
+        &["call", "Local\\st", "x"][..],
+        &["serve", "Local\\st", "--", "cat"],
+    ] {
+        let o = root.run(args);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("stream"), "{}", stderr(&o));
+    }
+    let o = root.run(&["serve", "Local\\st"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    stream.press_enter();
+    assert!(stream.finish().0.success());
+}
+
+/// Whether the process at `/proc/PID` is a zombie (dead, not yet reaped).
+fn is_zombie(proc_dir: &Path) -> bool {
+    std::fs::read_to_string(proc_dir.join("stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}

@@ -755,3 +755,58 @@ fn ls_lists_the_sessions_objects_on_windows() {
         assert!(p.0.wait().unwrap().success());
     }
 }
+
+/// `call` and `serve` between Windows processes: each request runs the command, whose
+/// output is the reply; Ctrl-C ends `serve` cleanly, and a waiting client is told.
+///
+/// `serve` starts a process per request, which can hit Wine's transient `CreateProcess`
+/// failure (see [`retry_wine`]): then it exits 126 with `os error 1359`, and the first
+/// part is tried again under a new name, a few times.
+#[test]
+fn call_and_serve_between_windows_processes() {
+    let name = format!("Local\\filemap-cli-rpc-{}", std::process::id());
+    for tries in 1.. {
+        let name = format!("{name}-{tries}");
+        // The client first: it makes the channel and waits for the server.
+        let mut early = spawn(&["call", &name, "ping"]);
+        let mut serve = spawn(&[
+            "serve", &name, "--count", "3", "--", "cmd", "/c", "echo", "pong",
+        ]);
+        let mut got = String::new();
+        let stdout = early.0.stdout.as_mut().unwrap();
+        stdout.read_to_string(&mut got).unwrap();
+        let early_ok = early.0.wait().unwrap().success();
+        let o = run(&["call", &name, "a", "b", "--timeout", "20"]);
+        let status = serve.0.wait().unwrap();
+        let mut err = String::new();
+        let stderr = serve.0.stderr.as_mut().unwrap();
+        stderr.read_to_string(&mut err).unwrap();
+        if status.code() == Some(126) && err.contains("os error 1359") && tries < 5 {
+            eprintln!("serve could not start its command (Wine); retry {tries}");
+            continue;
+        }
+        assert!(early_ok && status.success(), "serve {status:?}: {err}");
+        assert_eq!(got, "pong\r\n");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // --count 3: it closed the channel after the third answer and exited 0.
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "pong\r\npong\r\n");
+        break;
+    }
+    // Ctrl-C: the server closes the channel and exits 0; a client that then waits on a
+    // handle still open is told that the server closed it.
+    let mut holder = spawn(&["create", &name, "--kind", "request-reply"]);
+    assert!(read_line(&mut holder).starts_with("created request-reply"));
+    let mut serve = spawn_in_own_console(&["serve", &name, "--", "cmd", "/c", "echo", "pong"]);
+    info_until(&name, &["\"producer\":true"]);
+    let status = ctrl_c(&mut serve);
+    assert!(status.success(), "{status:?}");
+    let o = run(&["call", &name, "late", "--timeout", "10"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("closed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.0.wait().unwrap().success());
+}
