@@ -3093,3 +3093,54 @@ fn is_zombie(proc_dir: &Path) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn another_user_can_neither_call_nor_serve_an_owner_only_channel() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("rpcusers");
+    assert!(root.run(&["init"]).status.success());
+    // Nobody serves a channel that `serve` made, owner-only as every new object is.
+    let serve = Proc::spawn(other.cmd(
+        NOBODY,
+        &root.0,
+        &[
+            "serve",
+            "Global\\rpc",
+            "--count",
+            "1",
+            "--",
+            "tr",
+            "a-z",
+            "A-Z",
+        ],
+    ));
+    let t = std::time::Instant::now();
+    while !stdout(&other.run(NOBODY, &root.0, &["info", "Global\\rpc", "--json"]))
+        .contains("\"producer\":true")
+    {
+        assert!(t.elapsed() < TIMEOUT, "no server");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Another user may neither send it a request (and so run the command) nor take the
+    // server's role.
+    for args in [
+        &["call", "Global\\rpc", "x", "--timeout", "1"][..],
+        &["serve", "Global\\rpc", "--count", "1", "--", "cat"],
+    ] {
+        let out = other.run(OTHER, &root.0, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("permission denied"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert_eq!(stderr(&out).lines().count(), 1);
+    }
+    // Its owner's call is the first request the server sees.
+    let out = other.run(NOBODY, &root.0, &["call", "Global\\rpc", "mine"]);
+    assert_eq!(stdout(&out), "MINE", "{}", stderr(&out));
+    assert!(serve.finish().0.success());
+}
