@@ -771,7 +771,7 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
             d => format!(" ({d})"),
         };
         // Lines for what this platform has: Windows objects have no owner uid, mode or
-        // file, and Windows counts handles rather than naming holders.
+        // file, and Windows counts handles, and names only the holders we may inspect.
         let mut t = format!(
             "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}{detail}\n",
             i.name,
@@ -793,6 +793,12 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
         if cfg!(windows) {
             if let Some(n) = i.handles {
                 let _ = writeln!(t, "handles:     {n} (besides this one)");
+                // Only the processes that we may inspect are named (see `holders`).
+                let _ = match (n, holders.is_empty()) {
+                    (0, _) => writeln!(t, "holders:     none"),
+                    (_, true) => writeln!(t, "holders:     none that we may inspect"),
+                    (_, false) => writeln!(t, "holders:     {holders}"),
+                };
             }
         } else {
             // The pids come from the holders' locks; a holder that wrote no valid pid

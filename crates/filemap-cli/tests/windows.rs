@@ -155,7 +155,8 @@ fn signal_wait_and_lock_on_windows() {
     let info = String::from_utf8_lossy(&run(&["info", &name]).stdout).replace("\r\n", "\n");
     assert!(
         info.starts_with(&format!(
-            "name:        {name}\nkind:        event\nsize:        ?\nstate:       live (not set, auto-reset)\nfile-backed: no\nhandles:     1 (besides this one)\n"
+            "name:        {name}\nkind:        event\nsize:        ?\nstate:       live (not set, auto-reset)\nfile-backed: no\nhandles:     1 (besides this one)\nholders:     {}\n",
+            holder.0.id()
         )),
         "{info}"
     );

@@ -252,7 +252,10 @@ pub struct ObjectInfo {
     pub created: Option<SystemTime>,
     /// The processes that hold it now, sorted (Linux: the pids that the holders' locks
     /// carry, which a holder that may read the object writes itself, so they are
-    /// information, not proof; Windows does not tell, see `handles`).
+    /// information, not proof. Windows: the processes holding a handle to it among those
+    /// that we may open to duplicate handles from, which are this process and, as a rule,
+    /// the same user's processes that are not elevated or protected; `handles` counts
+    /// every handle. The handles that `info` itself opens do not count).
     pub holders: Vec<u32>,
     /// How many handles to it are open in all processes, not counting the one `info`
     /// opened to look (on Linux, counted up to 4096).

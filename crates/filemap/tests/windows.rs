@@ -82,6 +82,13 @@ fn child() {
                 .unwrap();
             say(&format!("{} {}", m.size(), String::from_utf8_lossy(&buf)));
         }
+        "hold" => {
+            // Holds the mapping until a line (or the end) comes on stdin.
+            let _m = FileMapping::open(&name, Access::Read).unwrap();
+            say("held");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -274,7 +281,43 @@ fn list_shows_the_sessions_objects_and_not_a_channels_parts() {
         ),
         ref other => panic!("{other:?}"),
     }
+    // This process holds each of them, and nothing else does.
+    for i in &ours {
+        assert_eq!(i.holders, [std::process::id()], "{}", i.name);
+    }
     drop((tx, rx, lookalike, stream, semaphore, event, mapping));
+}
+
+/// `info` names the processes that hold an object (those we may inspect: here, all), from
+/// the system's handle table; the handle that `info` opens to look does not count.
+#[test]
+fn info_names_the_processes_that_hold_an_object() {
+    use filemap::Namespace;
+    let name = unique("holders");
+    let ns = Namespace::new();
+    let mapping = FileMapping::create(&name, 4096).unwrap();
+    assert_eq!(ns.info(&name).unwrap().holders, [std::process::id()]);
+    let mut children: Vec<Reap> = (0..2).map(|_| spawn_role("hold", &name)).collect();
+    for c in &mut children {
+        assert_eq!(report(c), "held");
+    }
+    let mut want: Vec<u32> = children.iter().map(|c| c.0.id()).collect();
+    want.push(std::process::id());
+    want.sort_unstable();
+    let info = ns.info(&name).unwrap();
+    assert_eq!(info.holders, want);
+    assert_eq!(info.handles, Some(3));
+    // Our handle closed: the children alone, and each one's end takes it off.
+    drop(mapping);
+    want.retain(|&p| p != std::process::id());
+    assert_eq!(ns.info(&name).unwrap().holders, want);
+    let mut first = children.remove(0);
+    first.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(first.0.wait().unwrap().success());
+    assert_eq!(ns.info(&name).unwrap().holders, [children[0].0.id()]);
+    let listed = ns.list().unwrap();
+    let entry = listed.iter().find(|i| i.name.full() == name).unwrap();
+    assert_eq!(entry.holders, [children[0].0.id()]);
 }
 
 /// The kernel gets a name exactly as given, control characters included (`Display`

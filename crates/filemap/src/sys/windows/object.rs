@@ -1,5 +1,6 @@
 //! Kernel handles, object names and the errors the kernel reports for them.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
@@ -306,23 +307,191 @@ pub(super) fn directory_entries(path: &str) -> std::io::Result<Vec<(Vec<u16>, Ve
         if status < 0 {
             return Err(failed(status));
         }
-        let start = buf.as_ptr() as usize;
-        let end = start + len as usize;
-        // The strings are checked to lie in the buffer before they are read.
-        let text = |s: &UNICODE_STRING| -> Option<Vec<u16>> {
-            let (at, n) = (s.Buffer as usize, usize::from(s.Length) / 2);
-            if n == 0 {
-                return Some(Vec::new());
-            }
-            (at >= start && at % 2 == 0 && at + n * 2 <= end).then(|| {
-                // SAFETY: `n` units at `at`, inside `buf`, which the kernel wrote.
-                unsafe { std::slice::from_raw_parts(at as *const u16, n) }.to_vec()
-            })
-        };
         // SAFETY: the kernel wrote an entry at the start of `buf`, which is aligned for it.
         let entry = unsafe { &*buf.as_ptr().cast::<Entry>() };
-        if let (Some(name), Some(kind)) = (text(&entry.name), text(&entry.type_name)) {
+        if let (Some(name), Some(kind)) =
+            (text_in(&buf, &entry.name), text_in(&buf, &entry.type_name))
+        {
             out.push((name, kind));
         }
     }
+}
+
+/// The text of `s`, a string that the kernel wrote into `buf` along with `s` itself;
+/// `None` unless it lies inside `buf` (it is checked before it is read).
+fn text_in(buf: &[u64], s: &windows_sys::Win32::Foundation::UNICODE_STRING) -> Option<Vec<u16>> {
+    let start = buf.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(buf);
+    let (at, n) = (s.Buffer as usize, usize::from(s.Length) / 2);
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    (at >= start && at % 2 == 0 && at + n * 2 <= end).then(|| {
+        // SAFETY: `n` units at `at`, inside `buf`, which the kernel wrote.
+        unsafe { std::slice::from_raw_parts(at as *const u16, n) }.to_vec()
+    })
+}
+
+/// The kernel's path of `name`: its directory (see [`named_object_directories`]) and its
+/// base name, as `NtQueryObject` gives an object's name.
+pub(super) fn kernel_path(name: &Name) -> Vec<u16> {
+    let dir = match name.scope() {
+        crate::Scope::Local => named_object_directories().0,
+        crate::Scope::Global => GLOBAL_DIRECTORY.to_owned(),
+    };
+    format!("{dir}\\{}", name.base()).encode_utf16().collect()
+}
+
+/// One entry of `SYSTEM_HANDLE_INFORMATION_EX` (`NtQuerySystemInformation` class 64):
+/// a handle open in some process.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct HandleEntry {
+    /// The object's kernel address: zero unless the caller may see it (Windows 11 24H2
+    /// hides it from all but debuggers; Wine never gives it). Not used.
+    _object: usize,
+    pid: usize,
+    value: usize,
+    _access: u32,
+    _backtrace: u16,
+    type_index: u16,
+    _attributes: u32,
+    _reserved: u32,
+}
+
+/// Every handle open in the system, if the kernel tells.
+fn handle_table() -> Option<Vec<HandleEntry>> {
+    use windows_sys::Wdk::System::SystemInformation::NtQuerySystemInformation;
+    const SYSTEM_EXTENDED_HANDLE_INFORMATION: i32 = 64;
+    const STATUS_INFO_LENGTH_MISMATCH: i32 = 0xC000_0004_u32 as i32;
+    /// The count and a reserved word come before the entries.
+    const HEADER: usize = 16;
+    let mut bytes = 1usize << 20;
+    // The table grows between calls while processes open handles: try a few times, each
+    // with room for what the kernel asked for, and more.
+    for _ in 0..8 {
+        let mut buf = vec![0u64; bytes / 8];
+        let len = u32::try_from(bytes).ok()?;
+        let mut needed = 0u32;
+        // SAFETY: `buf` is writable for `len` bytes; `needed` is writable.
+        let status = unsafe {
+            NtQuerySystemInformation(
+                SYSTEM_EXTENDED_HANDLE_INFORMATION,
+                buf.as_mut_ptr().cast(),
+                len,
+                &mut needed,
+            )
+        };
+        if status == STATUS_INFO_LENGTH_MISMATCH {
+            bytes = (needed as usize).max(bytes) * 2;
+            continue;
+        }
+        if status < 0 {
+            return None;
+        }
+        let room = (bytes - HEADER) / std::mem::size_of::<HandleEntry>();
+        let count = (buf[0] as usize).min(room);
+        // SAFETY: the kernel wrote `count` entries after the header, inside `buf` (at most
+        // `room` fit), and `buf` is aligned for them.
+        let entries = unsafe {
+            std::slice::from_raw_parts(buf.as_ptr().add(HEADER / 8).cast::<HandleEntry>(), count)
+        };
+        return Some(entries.to_vec());
+    }
+    None
+}
+
+/// The kernel's name of the object that `h` is a handle to, if it has one.
+fn object_name(h: HANDLE, buf: &mut [u64]) -> Option<Vec<u16>> {
+    use windows_sys::Wdk::Foundation::OBJECT_NAME_INFORMATION;
+    const OBJECT_NAME_INFORMATION_CLASS: i32 = 1;
+    let len = u32::try_from(std::mem::size_of_val(buf)).ok()?;
+    // SAFETY: `buf` is writable for `len` bytes and aligned for the structure. Asked only
+    // of sections, events, mutants and semaphores: the query never blocks for them (it
+    // can for a file or a pipe).
+    let status = unsafe {
+        NtQueryObject(
+            h,
+            OBJECT_NAME_INFORMATION_CLASS,
+            buf.as_mut_ptr().cast(),
+            len,
+            std::ptr::null_mut(),
+        )
+    };
+    if status < 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote the structure at the start of `buf`.
+    let info = unsafe { &*buf.as_ptr().cast::<OBJECT_NAME_INFORMATION>() };
+    text_in(buf, &info.Name).filter(|n| !n.is_empty())
+}
+
+/// The processes that hold the named objects of the kinds that `ours` are handles to
+/// (one handle per kind will do), by each object's kernel path ([`kernel_path`]), each
+/// list sorted. The handles in `ours` do not count.
+///
+/// Windows has no call for this. The system's handle table gives each handle's process
+/// and object type, but not (any more) which object: so each handle of those types is
+/// duplicated into this process with no access rights, and asked its object's name. Only
+/// the processes that we may open with `PROCESS_DUP_HANDLE` are seen: ours and, as a
+/// rule, those of the same user that are not elevated or protected. Their handles are
+/// only named, never used.
+pub(super) fn holders(ours: &[HANDLE]) -> HashMap<Vec<u16>, Vec<u32>> {
+    use windows_sys::Win32::Foundation::DuplicateHandle;
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
+    };
+    let mut out: HashMap<Vec<u16>, Vec<u32>> = HashMap::new();
+    let Some(table) = handle_table() else {
+        return out;
+    };
+    // SAFETY: plain queries of this process.
+    let (me, this) = unsafe { (GetCurrentProcessId() as usize, GetCurrentProcess()) };
+    let ours: HashSet<usize> = ours.iter().map(|&h| h as usize).collect();
+    let mine = |e: &HandleEntry| e.pid == me && ours.contains(&e.value);
+    let types: HashSet<u16> = table
+        .iter()
+        .filter(|e| mine(e))
+        .map(|e| e.type_index)
+        .collect();
+    let mut processes: HashMap<usize, Option<Handle>> = HashMap::new();
+    let mut buf = vec![0u64; 9000];
+    for e in table
+        .iter()
+        .filter(|e| types.contains(&e.type_index) && !mine(e))
+    {
+        let source = match e.pid == me {
+            true => this,
+            false => {
+                let process = processes.entry(e.pid).or_insert_with(|| {
+                    let pid = u32::try_from(e.pid).ok()?;
+                    // SAFETY: a plain call with a process id.
+                    let h = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
+                    (!h.is_null()).then_some(Handle(h))
+                });
+                match process {
+                    Some(p) => p.0,
+                    None => continue,
+                }
+            }
+        };
+        let mut dup = std::ptr::null_mut();
+        // SAFETY: `source` is a live process handle (or ours); the handle value is only
+        // looked up in it (a value closed since the snapshot fails, or names another
+        // object, which its name then tells); `dup` is writable. No access rights are
+        // asked for: the duplicate is only asked its name, then closed.
+        let ok = unsafe { DuplicateHandle(source, e.value as HANDLE, this, &mut dup, 0, 0, 0) };
+        if ok == 0 {
+            continue;
+        }
+        let dup = Handle(dup);
+        if let Some(name) = object_name(dup.0, &mut buf) {
+            out.entry(name).or_default().push(e.pid as u32);
+        }
+    }
+    for pids in out.values_mut() {
+        pids.sort_unstable();
+        pids.dedup();
+    }
+    out
 }
