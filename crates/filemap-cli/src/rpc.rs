@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use filemap::{Error, Namespace, Options, RequestReply};
+use filemap::{Error, Namespace, Options, RequestReply, RpcClient};
 
 use crate::sync::{parse_secs, EXIT_ABANDONED, EXIT_TIMEOUT};
 use crate::wait::{spawn_tied, Stop};
@@ -30,7 +30,8 @@ pub(crate) struct CallArgs {
     /// standard output in order, each exactly as the server sent it. Without them,
     /// standard input is sent as one request.
     request: Vec<String>,
-    /// Give up waiting for each reply after this many seconds (exit status 124).
+    /// Give up waiting for a free client slot, or for each reply, after this many seconds
+    /// (exit status 124). Without it, a call waits as long as it takes.
     #[arg(long, value_parser = parse_secs, value_name = "SECS")]
     timeout: Option<Duration>,
     #[command(flatten)]
@@ -123,7 +124,7 @@ fn read_bounded(
 
 pub(crate) fn call(ns: &Namespace, a: CallArgs) -> CmdResult {
     let rr = open(ns, &a.name, &a.geometry)?;
-    let mut client = rr.client()?;
+    let mut client = free_slot(&rr, a.timeout)?;
     let stdin_request;
     let requests: Vec<&[u8]> = if a.request.is_empty() {
         stdin_request = read_bounded(
@@ -147,6 +148,31 @@ pub(crate) fn call(ns: &Namespace, a: CallArgs) -> CmdResult {
             .map_err(|e| format!("writing standard output: {e}"))?;
     }
     Ok(())
+}
+
+/// A client of `rr`, waiting for a free slot while every one is taken (as a connection
+/// waits in a listening socket's backlog), up to `timeout`.
+fn free_slot(rr: &RequestReply, timeout: Option<Duration>) -> Result<RpcClient, Failure> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match rr.client() {
+            Err(Error::Busy { .. }) => {}
+            r => return Ok(r?),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Failure {
+                message: format!(
+                    "timed out waiting for a free client slot on the channel {} (all {} are taken)",
+                    rr.name(),
+                    rr.clients()
+                ),
+                code: EXIT_TIMEOUT,
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
 }
 
 pub(crate) fn serve(ns: &Namespace, a: ServeArgs) -> CmdResult {

@@ -3081,6 +3081,51 @@ fn call_and_serve_report_every_failure() {
     assert!(stream.finish().0.success());
 }
 
+#[test]
+fn a_call_waits_for_a_free_client_slot() {
+    let root = Root::new("rpcslots");
+    let mut holder = root.spawn(&[
+        "create",
+        "Local\\one-slot",
+        "--kind",
+        "request-reply",
+        "--capacity",
+        "1",
+    ]);
+    holder.read_until("\n");
+    // The only slot taken by a call that waits for a server.
+    let spawn_call = |request: &str| {
+        root.cmd(&["call", "Local\\one-slot", request])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn_call("first ");
+    wait_for_peers(&root, "Local\\one-slot", 1);
+    // Another call gives up after --timeout, saying why.
+    let t = std::time::Instant::now();
+    let o = call(&root, &["Local\\one-slot", "x", "--timeout", "0.3"], b"");
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(stderr(&o).contains("free client slot"), "{}", stderr(&o));
+    // Without one, it waits for the slot, and both are answered once a server comes.
+    let second = spawn_call("second");
+    std::thread::sleep(Duration::from_millis(100));
+    let serve = root.spawn(&["serve", "Local\\one-slot", "--count", "2", "--", "cat"]);
+    for (child, want) in [(first, "first "), (second, "second")] {
+        let done = watchdog(child.id());
+        let out = child.wait_with_output().unwrap();
+        let _ = done.send(());
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), want);
+    }
+    assert!(serve.finish().0.success());
+    holder.press_enter();
+    assert!(holder.finish().0.success());
+}
+
 /// Whether the process at `/proc/PID` is a zombie (dead, not yet reaped).
 fn is_zombie(proc_dir: &Path) -> bool {
     std::fs::read_to_string(proc_dir.join("stat"))

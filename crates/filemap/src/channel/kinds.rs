@@ -967,6 +967,11 @@ impl Options {
 }
 
 impl RequestReply {
+    /// The number of client slots: how many clients may be connected at once.
+    pub fn clients(&self) -> usize {
+        self.inner.geometry().capacity as usize
+    }
+
     /// The largest reply in bytes.
     pub fn max_reply(&self) -> usize {
         self.inner.geometry().max_reply as usize
