@@ -566,6 +566,48 @@ fn a_message_is_appended_to_what_the_buffer_holds() {
     assert_eq!(rx.recv().unwrap().to_vec(), &big[..5]);
 }
 
+/// A kept message comes again, whole, and the room it takes stays taken until it is
+/// received; a loan waits for room up to its timeout, and gets it once there is room.
+#[test]
+fn a_kept_message_comes_again_and_a_loan_waits_for_room() {
+    let root = TestRoot::new("ch-keep");
+    let name = root.name("Local\\keep");
+    let s = root.opts().create_stream(&name, 4096, 1024).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let long = [7u8; 1000];
+    tx.send(b"first").unwrap();
+    tx.send(&long).unwrap();
+    for _ in 0..3 {
+        let m = rx.recv().unwrap();
+        assert_eq!(m.to_vec(), b"first");
+        m.keep();
+    }
+    assert_eq!(rx.recv().unwrap().to_vec(), b"first");
+    let m = rx.try_recv().unwrap().unwrap();
+    assert_eq!(m.len(), 1000);
+    m.keep();
+    // The kept message's room is not given back: the ring fills with it still there.
+    let mut sent = 0;
+    while tx.try_send(&long).is_ok() {
+        sent += 1;
+    }
+    assert!(sent >= 1, "the ring had room for more");
+    let t = Instant::now();
+    match tx.loan_timeout(1000, Duration::from_millis(200)) {
+        Err(Error::Timeout { what }) => assert!(what.contains("room"), "{what}"),
+        other => panic!("a loan in a full ring: {:?}", other.map(|l| l.len())),
+    }
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    for _ in 0..=sent {
+        assert_eq!(rx.recv().unwrap().to_vec(), long);
+    }
+    let mut loan = tx.loan_timeout(3, Duration::from_secs(5)).unwrap();
+    loan.write_at(0, b"end").unwrap();
+    loan.commit();
+    assert_eq!(rx.recv().unwrap().to_vec(), b"end");
+}
+
 /// `recv_into` copies a message into a buffer and says how long it was; a message longer
 /// than the buffer is refused with its length and stays first, for a larger buffer.
 #[test]

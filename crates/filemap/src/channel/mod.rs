@@ -780,6 +780,21 @@ impl Sender {
         }
     }
 
+    /// Lends room for a message of `len` bytes, waiting for room up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; as for [`Sender::send`].
+    pub fn loan_timeout(&mut self, len: usize, timeout: Duration) -> Result<Loan<'_>> {
+        let Some(reserved) = self.reserve_by(len, Instant::now().checked_add(timeout))? else {
+            return Err(no_room(&self.chan));
+        };
+        Ok(Loan {
+            sender: self,
+            reserved,
+        })
+    }
+
     /// Lends room for a message of `len` bytes if there is room now (`None` if not).
     ///
     /// # Errors
@@ -1029,6 +1044,13 @@ impl Message<'_> {
     /// Appends the message to `buf` (no allocation once `buf` has room).
     pub fn append_to(&self, buf: &mut Vec<u8>) {
         self.ring.append_to(self.frame.offset, self.len(), buf);
+    }
+
+    /// Leaves the message first in the channel, as if it had not been received: the next
+    /// receive returns it again (as `MSG_PEEK` does for a socket). For a caller that finds,
+    /// say, that it has no room for the message yet.
+    pub fn keep(mut self) {
+        self.consumer = None;
     }
 
     /// The message's first byte, for reading in place. It stays valid while the message
