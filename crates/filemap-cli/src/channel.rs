@@ -255,8 +255,9 @@ impl Source {
     }
 }
 
-/// The exit status and message of a channel error: 3 if the peer died, 124 on a timeout.
-fn failure(e: Error) -> Failure {
+/// The exit status and message of a channel error: 3 if the peer died (without closing
+/// the channel, or answering a call), 124 on a timeout, otherwise 1.
+pub(crate) fn failure(e: Error) -> Failure {
     let code = match &e {
         Error::Disconnected { died: true, .. } => EXIT_ABANDONED,
         Error::Timeout { .. } => EXIT_TIMEOUT,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use filemap::{Error, Namespace, Options, RequestReply, RpcClient};
 
-use crate::sync::{parse_secs, EXIT_ABANDONED, EXIT_TIMEOUT};
+use crate::channel::failure;
+use crate::sync::{parse_secs, EXIT_TIMEOUT};
 use crate::wait::{spawn_tied, Stop};
 use crate::{parse_bytes, CmdResult, Failure};
 
@@ -85,20 +86,6 @@ fn open(ns: &Namespace, name: &str, g: &RpcGeometry) -> Result<RequestReply, Fai
     let mut opts = Options::new();
     opts.namespace(ns.clone());
     Ok(opts.open_or_create_request_reply(name, clients, max_request, max_reply)?)
-}
-
-/// The exit status and message of a channel error: 3 if the server died without
-/// answering, 124 on a timeout, otherwise 1.
-fn failure(e: Error) -> Failure {
-    let code = match &e {
-        Error::Disconnected { died: true, .. } => EXIT_ABANDONED,
-        Error::Timeout { .. } => EXIT_TIMEOUT,
-        _ => 1,
-    };
-    Failure {
-        message: e.to_string(),
-        code,
-    }
 }
 
 /// Reads `input` to its end, refusing more than `max` bytes: `what` names the input, and

@@ -2535,11 +2535,15 @@ fn recv_exit_codes_timeout_and_a_dead_producer() {
 /// Waits until `info NAME` counts `n` peers (subscribers, readers, consumers or clients)
 /// on the channel; fails after the timeout.
 fn wait_for_peers(root: &Root, name: &str, n: u32) {
-    let want = format!("\"peers\":{n}");
+    wait_for_info(root, name, &format!("\"peers\":{n}"));
+}
+
+/// Waits until `info NAME --json` shows `want`; fails after the timeout.
+fn wait_for_info(root: &Root, name: &str, want: &str) {
     let t = std::time::Instant::now();
     loop {
         let o = root.run(&["info", name, "--json"]);
-        if stdout(&o).contains(&want) {
+        if stdout(&o).contains(want) {
             return;
         }
         assert!(t.elapsed() < TIMEOUT, "no {want} in {}", stdout(&o));
@@ -2883,15 +2887,7 @@ fn call(root: &Root, args: &[&str], input: &[u8]) -> Output {
 
 /// Waits until `info NAME` shows a connected server; fails after the timeout.
 fn wait_for_server(root: &Root, name: &str) {
-    let t = std::time::Instant::now();
-    loop {
-        let o = root.run(&["info", name, "--json"]);
-        if stdout(&o).contains("\"producer\":true") {
-            return;
-        }
-        assert!(t.elapsed() < TIMEOUT, "no server in {}", stdout(&o));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_info(root, name, "\"producer\":true");
 }
 
 #[test]
