@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::{sys, Access, Error, Result};
+use crate::{sys, Access, Error, Plain, Result};
 
 /// A mapped view of a [`FileMapping`](crate::FileMapping) (`MapViewOfFile`).
 ///
@@ -129,6 +129,50 @@ impl View {
             std::ptr::copy_nonoverlapping(data.as_ptr(), self.region.ptr().add(offset), data.len())
         };
         Ok(())
+    }
+
+    /// Copies the `T` at byte `offset` out of the view, at any alignment (as .NET's
+    /// `MemoryMappedViewAccessor.Read<T>` does). Any bytes make a valid `T` (it is
+    /// [`Plain`]), so another process can put nothing there that this could misread as
+    /// something else; but a value that another process writes at the same time can come
+    /// out torn, as any copy can: guard it with a [`Mutex`](crate::Mutex), or use a
+    /// latest-value channel.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if the value is not inside the view.
+    pub fn read_value<T: Plain>(&self, offset: usize) -> Result<T> {
+        let mut value = T::zeroed();
+        self.read_at(offset, bytemuck::bytes_of_mut(&mut value))?;
+        Ok(value)
+    }
+
+    /// Copies `value` into the view at byte `offset`, at any alignment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] on a read-only view; [`Error::OutOfRange`].
+    pub fn write_value<T: Plain>(&self, offset: usize, value: &T) -> Result<()> {
+        self.write_at(offset, bytemuck::bytes_of(value))
+    }
+
+    /// Copies `out.len()` values of `T`, one after another from byte `offset`, out of the
+    /// view (as .NET's `ReadArray<T>`), with [`read_value`](View::read_value)'s caveats.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] unless all of them are inside the view.
+    pub fn read_array<T: Plain>(&self, offset: usize, out: &mut [T]) -> Result<()> {
+        self.read_at(offset, bytemuck::cast_slice_mut(out))
+    }
+
+    /// Copies `values` into the view, one after another from byte `offset`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PermissionDenied`] on a read-only view; [`Error::OutOfRange`].
+    pub fn write_array<T: Plain>(&self, offset: usize, values: &[T]) -> Result<()> {
+        self.write_at(offset, bytemuck::cast_slice(values))
     }
 
     #[inline]

@@ -105,9 +105,61 @@ fn child() {
             wait_for_stdin_eof();
             drop(m);
         }
+        // Write typed values at odd offsets; report the parent's array, read the same way.
+        "typed" => {
+            let m = opts().open(name, Access::ReadWrite).unwrap();
+            let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+            v.write_value(3, &0x0102_0304_0506_0708u64).unwrap();
+            v.write_value(17, &-1.5f64).unwrap();
+            v.write_array(101, &[1u32, 2, 3, u32::MAX]).unwrap();
+            let mut theirs = [0u16; 3];
+            v.read_array(201, &mut theirs).unwrap();
+            out(format!("{theirs:?}"));
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
+}
+
+/// Typed values and arrays through views, at any alignment, between processes (as .NET's
+/// `MemoryMappedViewAccessor.Read<T>`/`Write<T>`), in the platform's byte order; out of
+/// range and read-only as for bytes.
+#[test]
+fn typed_values_pass_between_processes_at_any_offset() {
+    let root = TestRoot::new("typed");
+    let name = &root.name("Local\\typed");
+    let m = root.opts().create(name, 4096).unwrap();
+    let v = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+    v.write_array(201, &[7u16, 8, 65535]).unwrap();
+    let mut kid = Reap(spawn_role("child", "typed", &root.path, &[name]));
+    assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "[7, 8, 65535]");
+    assert!(kid.0.wait().unwrap().success());
+    assert_eq!(v.read_value::<u64>(3).unwrap(), 0x0102_0304_0506_0708);
+    let mut bytes = [0u8; 8];
+    v.read_at(3, &mut bytes).unwrap();
+    assert_eq!(bytes, 0x0102_0304_0506_0708u64.to_ne_bytes());
+    assert_eq!(v.read_value::<f64>(17).unwrap(), -1.5);
+    let mut four = [0u32; 4];
+    v.read_array(101, &mut four).unwrap();
+    assert_eq!(four, [1, 2, 3, u32::MAX]);
+    // Out of range by one byte, and a read-only view: errors, nothing written.
+    match v.read_value::<u64>(4089) {
+        Err(Error::OutOfRange { offset, len, size }) => {
+            assert_eq!((offset, len, size), (4089, 8, 4096))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        v.write_array(4090, &[0u16; 4]),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(v.read_value::<u64>(4088).unwrap(), 0);
+    let ro = m.map_view(Access::Read, 0, 0).unwrap();
+    assert!(matches!(
+        ro.write_value(0, &1u8),
+        Err(Error::PermissionDenied { .. })
+    ));
+    assert_eq!(ro.read_value::<[u32; 4]>(101).unwrap(), [1, 2, 3, u32::MAX]);
 }
 
 #[test]
