@@ -102,6 +102,8 @@ pub(crate) struct WriteArgs {
     /// Name of the mapping.
     name: String,
     /// Text to write; without it (and without --input), standard input is written.
+    /// With --as, numbers (a list that begins with a negative one goes after `--`).
+    #[arg(allow_negative_numbers = true)]
     data: Option<String>,
     /// Offset in the mapping.
     #[arg(long, default_value = "0", value_parser = parse_bytes, value_name = "N")]
@@ -115,6 +117,113 @@ pub(crate) struct WriteArgs {
     /// Add a NUL terminator after DATA (two bytes in UTF-16).
     #[arg(long, requires = "data")]
     nul: bool,
+    /// DATA is numbers of this type (separated by spaces or commas), written one after
+    /// another, little-endian, at any offset.
+    #[arg(
+        long = "as",
+        value_enum,
+        value_name = "TYPE",
+        requires = "data",
+        conflicts_with = "nul"
+    )]
+    as_type: Option<Number>,
+}
+
+/// A number type for `write --as` and `read --format`: little-endian, as on every platform
+/// filemap runs on (and as `View::read_value` reads them there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Number {
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+}
+
+impl Number {
+    fn size(self) -> usize {
+        match self {
+            Number::U8 | Number::I8 => 1,
+            Number::U16 | Number::I16 => 2,
+            Number::U32 | Number::I32 | Number::F32 => 4,
+            Number::U64 | Number::I64 | Number::F64 => 8,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Number::U8 => "u8",
+            Number::I8 => "i8",
+            Number::U16 => "u16",
+            Number::I16 => "i16",
+            Number::U32 => "u32",
+            Number::I32 => "i32",
+            Number::U64 => "u64",
+            Number::I64 => "i64",
+            Number::F32 => "f32",
+            Number::F64 => "f64",
+        }
+    }
+
+    /// The value in `b` (exactly [`size`](Self::size) bytes), as text.
+    fn show(self, b: &[u8]) -> String {
+        macro_rules! le {
+            ($t:ty) => {
+                b.try_into()
+                    .map_or(String::new(), |a| <$t>::from_le_bytes(a).to_string())
+            };
+        }
+        match self {
+            Number::U8 => le!(u8),
+            Number::I8 => le!(i8),
+            Number::U16 => le!(u16),
+            Number::I16 => le!(i16),
+            Number::U32 => le!(u32),
+            Number::I32 => le!(i32),
+            Number::U64 => le!(u64),
+            Number::I64 => le!(i64),
+            Number::F32 => le!(f32),
+            Number::F64 => le!(f64),
+        }
+    }
+
+    /// The numbers in `text` (separated by spaces or commas) as bytes.
+    fn parse(self, text: &str) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for word in text.split([' ', ',', '\t', '\n']).filter(|w| !w.is_empty()) {
+            macro_rules! le {
+                ($t:ty) => {
+                    out.extend_from_slice(
+                        &word
+                            .parse::<$t>()
+                            .map_err(|_| format!("{word:?} is not a {}", self.name()))?
+                            .to_le_bytes(),
+                    )
+                };
+            }
+            match self {
+                Number::U8 => le!(u8),
+                Number::I8 => le!(i8),
+                Number::U16 => le!(u16),
+                Number::I16 => le!(i16),
+                Number::U32 => le!(u32),
+                Number::I32 => le!(i32),
+                Number::U64 => le!(u64),
+                Number::I64 => le!(i64),
+                Number::F32 => le!(f32),
+                Number::F64 => le!(f64),
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("no {} in {text:?}", self.name()));
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +236,46 @@ pub(crate) enum Format {
     Utf8,
     /// UTF-16LE text up to the first NUL.
     Utf16,
+    /// Unsigned bytes, one number per line.
+    U8,
+    /// Signed bytes, one number per line.
+    I8,
+    /// Little-endian u16s, one per line (the length must be a whole number of them, as for
+    /// each number type).
+    U16,
+    /// Little-endian i16s, one per line.
+    I16,
+    /// Little-endian u32s, one per line.
+    U32,
+    /// Little-endian i32s, one per line.
+    I32,
+    /// Little-endian u64s, one per line.
+    U64,
+    /// Little-endian i64s, one per line.
+    I64,
+    /// Little-endian f32s, one per line.
+    F32,
+    /// Little-endian f64s, one per line.
+    F64,
+}
+
+impl Format {
+    /// The number type of a numeric format.
+    fn number(self) -> Option<Number> {
+        Some(match self {
+            Format::U8 => Number::U8,
+            Format::I8 => Number::I8,
+            Format::U16 => Number::U16,
+            Format::I16 => Number::I16,
+            Format::U32 => Number::U32,
+            Format::I32 => Number::I32,
+            Format::U64 => Number::U64,
+            Format::I64 => Number::I64,
+            Format::F32 => Number::F32,
+            Format::F64 => Number::F64,
+            Format::Raw | Format::Hex | Format::Utf8 | Format::Utf16 => return None,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +556,9 @@ pub(crate) fn write(ns: &Namespace, a: WriteArgs) -> CmdResult {
         Ok(buf)
     };
     let data = match (&a.data, &a.input) {
+        (Some(text), _) if a.as_type.is_some() => {
+            a.as_type.map_or(Ok(Vec::new()), |t| t.parse(text))?
+        }
         (Some(text), _) => {
             if a.nul {
                 a.encoding.encode_nul(text)
@@ -437,8 +589,36 @@ pub(crate) fn read(ns: &Namespace, a: ReadArgs) -> CmdResult {
     let view = mapping.map_view(Access::Read, a.offset, a.len)?;
     let mut bytes = vec![0u8; view.len()];
     view.read_at(0, &mut bytes)?;
+    if let Some(n) = a.format.number() {
+        if bytes.len() % n.size() != 0 {
+            return Err(format!(
+                "{} bytes are not a whole number of {} values ({} bytes each); give --len",
+                bytes.len(),
+                n.name(),
+                n.size()
+            )
+            .into());
+        }
+    }
     let mut out = std::io::stdout().lock();
     let result = match a.format {
+        f @ (Format::U8
+        | Format::I8
+        | Format::U16
+        | Format::I16
+        | Format::U32
+        | Format::I32
+        | Format::U64
+        | Format::I64
+        | Format::F32
+        | Format::F64) => {
+            let n = f.number().unwrap_or(Number::U8);
+            let text: String = bytes
+                .chunks_exact(n.size())
+                .map(|c| n.show(c) + "\n")
+                .collect();
+            out.write_all(text.as_bytes())
+        }
         Format::Raw => out.write_all(&bytes),
         Format::Hex => out.write_all(hex_dump(&bytes, a.offset).as_bytes()),
         Format::Utf8 => writeln!(out, "{}", Encoding::Utf8.decode_nul(&bytes)),

@@ -981,7 +981,7 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         (&["wait"], "filemap: the following required arguments were not provided: <NAMES>... (usage: filemap wait <NAMES>...)", 2),
         (&["info"], "filemap: the following required arguments were not provided: <NAME> (usage: filemap info <NAME>)", 2),
         (&["write", "x", "--nul"], "filemap: the following required arguments were not provided: <DATA> (usage: filemap write --nul <NAME> <DATA>)", 2),
-        (&["read", "P", "--format", "base64"], "filemap: invalid value 'base64' for '--format <FORMAT>' [possible values: raw, hex, utf8, utf16]", 2),
+        (&["read", "P", "--format", "base64"], "filemap: invalid value 'base64' for '--format <FORMAT>' [possible values: raw, hex, utf8, utf16, u8, i8, u16, i16, u32, i32, u64, i64, f32, f64]", 2),
         (&["create", "x", "--bogus"], "filemap: unexpected argument '--bogus' found (tip: to pass '--bogus' as a value, use '-- --bogus'; usage: filemap create <NAME>)", 2),
         (&["client", "--timeout", "1"], "The process throws the error: the following required arguments were not provided: --wait (usage: filemap client --wait --timeout <SECS>)", 2),
         // The sample's words also after the global --root.
@@ -3184,4 +3184,130 @@ fn another_user_can_neither_call_nor_serve_an_owner_only_channel() {
     let out = other.run(NOBODY, &root.0, &["call", "Global\\rpc", "mine"]);
     assert_eq!(stdout(&out), "MINE", "{}", stderr(&out));
     assert!(serve.finish().0.success());
+}
+
+#[test]
+fn numbers_are_written_and_read_by_type() {
+    let root = Root::new("numbers");
+    let mut holder = root.spawn(&["create", "Local\\nums", "--size", "64"]);
+    holder.read_until("\n");
+    let ok = |args: &[&str]| {
+        let o = root.run(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    // At an odd offset, little-endian, each type's whole range.
+    ok(&[
+        "write",
+        "Local\\nums",
+        "--offset",
+        "3",
+        "--as",
+        "u32",
+        "1, 2 4294967295",
+    ]);
+    assert_eq!(
+        ok(&[
+            "read",
+            "Local\\nums",
+            "--offset",
+            "3",
+            "--len",
+            "12",
+            "--format",
+            "u32"
+        ]),
+        "1\n2\n4294967295\n"
+    );
+    let hex = ok(&["read", "Local\\nums", "--len", "16"]);
+    assert!(
+        hex.contains("00 00 00 01 00 00 00 02 00 00 00 ff ff ff ff 00"),
+        "{hex}"
+    );
+    ok(&[
+        "write",
+        "Local\\nums",
+        "--offset",
+        "20",
+        "--as",
+        "f64",
+        "--",
+        "-1.5",
+    ]);
+    ok(&[
+        "write",
+        "Local\\nums",
+        "--offset",
+        "28",
+        "--as",
+        "i16",
+        "--",
+        "-32768 32767",
+    ]);
+    assert_eq!(
+        ok(&[
+            "read",
+            "Local\\nums",
+            "--offset",
+            "20",
+            "--len",
+            "8",
+            "--format",
+            "f64"
+        ]),
+        "-1.5\n"
+    );
+    assert_eq!(
+        ok(&[
+            "read",
+            "Local\\nums",
+            "--offset",
+            "28",
+            "--len",
+            "4",
+            "--format",
+            "i16"
+        ]),
+        "-32768\n32767\n"
+    );
+    assert_eq!(
+        ok(&[
+            "read",
+            "Local\\nums",
+            "--offset",
+            "28",
+            "--len",
+            "4",
+            "--format",
+            "u8"
+        ]),
+        "0\n128\n255\n127\n"
+    );
+    // Bad input: one line, exit 1, nothing written.
+    for (args, says) in [
+        (
+            &["write", "Local\\nums", "--as", "u8", "1 256"][..],
+            "\"256\" is not a u8",
+        ),
+        (&["write", "Local\\nums", "--as", "i16", ","], "no i16"),
+        (
+            &["write", "Local\\nums", "--offset", "60", "--as", "u64", "1"],
+            "does not fit",
+        ),
+        (
+            &["read", "Local\\nums", "--len", "10", "--format", "u32"],
+            "not a whole number of u32",
+        ),
+    ] {
+        let o = root.run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1);
+    }
+    assert_eq!(
+        ok(&["read", "Local\\nums", "--len", "1", "--format", "u8"]),
+        "0\n"
+    );
+    holder.press_enter();
+    assert!(holder.finish().0.success());
 }
