@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -47,9 +48,15 @@ pub(crate) struct ServeArgs {
     /// SIGINT/SIGTERM/SIGHUP, or Ctrl-C, which finish the request at hand first).
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Exit with status 124 when no request has come for this many seconds.
+    /// Exit with status 124 when no request has come for this many seconds (and none is
+    /// being answered).
     #[arg(long, value_parser = parse_secs, value_name = "SECS")]
     timeout: Option<Duration>,
+    /// Answer up to this many requests at once, each with its own run of the command
+    /// (default 1: one after another, in the order they came).
+    #[arg(long, value_name = "N", default_value = "1",
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallel: u16,
     #[command(flatten)]
     geometry: RpcGeometry,
     /// The command that answers a request: it runs once per request, with the request's
@@ -168,37 +175,89 @@ pub(crate) fn serve(ns: &Namespace, a: ServeArgs) -> CmdResult {
     let rr = open(ns, &a.name, &a.geometry)?;
     let max_reply = rr.max_reply();
     let mut server = rr.server()?;
+    let replier = server.replier();
     let wanted = a.count.unwrap_or(u64::MAX);
     let mut request = Vec::new();
-    let mut served = 0u64;
+    let mut taken = 0u64;
     let mut idle_since = Instant::now();
-    while served < wanted {
-        if stop.requested().is_some() {
-            break;
+    // Each request is answered in a thread of its own (at most --parallel at once), which
+    // says here how it ended; the first failure ends the serving.
+    let (done_tx, done_rx) = mpsc::channel::<CmdResult>();
+    let mut busy = 0usize;
+    let mut failed: Option<Failure> = None;
+    let ended = |r: CmdResult, busy: &mut usize, failed: &mut Option<Failure>| {
+        *busy -= 1;
+        if let Err(e) = r {
+            failed.get_or_insert(e);
         }
-        let ticket = match server.recv(&mut request, Some(STOP_POLL)) {
-            Ok(t) => t,
-            Err(Error::Timeout { .. }) => {
-                if a.timeout.is_some_and(|t| idle_since.elapsed() >= t) {
-                    return Err(Failure {
-                        message: format!(
-                            "timed out waiting for a request on the channel {}",
-                            server.name()
-                        ),
-                        code: EXIT_TIMEOUT,
-                    });
+    };
+    std::thread::scope(|s| {
+        loop {
+            while let Ok(r) = done_rx.try_recv() {
+                ended(r, &mut busy, &mut failed);
+            }
+            if failed.is_some() || taken >= wanted || stop.requested().is_some() {
+                break;
+            }
+            if busy > 0 {
+                // Idle means no request taken and none being answered.
+                idle_since = Instant::now();
+            }
+            if busy >= usize::from(a.parallel) {
+                // Every worker is busy: wait for one (looking for a stop signal meanwhile).
+                if let Ok(r) = done_rx.recv_timeout(STOP_POLL) {
+                    ended(r, &mut busy, &mut failed);
                 }
                 continue;
             }
-            Err(e) => return Err(failure(e)),
-        };
-        let reply = answer(&a.command, &request, max_reply)?;
-        // `false`: the client gave up or died; its reply is dropped, as a socket's would be.
-        server.reply(ticket, &reply)?;
-        served += 1;
-        idle_since = Instant::now();
+            let ticket = match server.recv(&mut request, Some(STOP_POLL)) {
+                Ok(t) => t,
+                Err(Error::Timeout { .. }) => {
+                    if a.timeout.is_some_and(|t| idle_since.elapsed() >= t) {
+                        failed = Some(Failure {
+                            message: format!(
+                                "timed out waiting for a request on the channel {}",
+                                server.name()
+                            ),
+                            code: EXIT_TIMEOUT,
+                        });
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    failed = Some(failure(e));
+                    continue;
+                }
+            };
+            taken += 1;
+            busy += 1;
+            idle_since = Instant::now();
+            let (request, replier, done) = (
+                std::mem::take(&mut request),
+                replier.clone(),
+                done_tx.clone(),
+            );
+            let command = &a.command;
+            s.spawn(move || {
+                // `false`: the client gave up or died; its reply is dropped, as a socket's
+                // would be.
+                let r = answer(command, &request, max_reply)
+                    .and_then(|reply| replier.reply(ticket, &reply).map(drop).map_err(failure));
+                let _ = done.send(r);
+            });
+        }
+        // The requests at hand are answered before the channel closes.
+        while busy > 0 {
+            match done_rx.recv() {
+                Ok(r) => ended(r, &mut busy, &mut failed),
+                Err(_) => break,
+            }
+        }
+    });
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Runs `command` with `request` on its standard input and returns what it printed, up to

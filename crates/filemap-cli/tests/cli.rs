@@ -3311,3 +3311,59 @@ fn numbers_are_written_and_read_by_type() {
     holder.press_enter();
     assert!(holder.finish().0.success());
 }
+
+/// `serve --parallel 3` runs three commands at once: each waits (up to 10 s) until all
+/// three have started, and answers how many it saw, which one at a time would never reach.
+#[test]
+fn serve_answers_requests_in_parallel() {
+    let root = Root::new("rpcpar");
+    let barrier = PathBuf::from(format!(
+        "/tmp/filemap-clitest-barrier-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&barrier).unwrap();
+    // Removed at the end, whatever happens.
+    let _barrier = Root(barrier.clone());
+    let script = format!(
+        "d={}; cat >/dev/null; touch \"$d/$$\"; i=0; \
+         while [ \"$(ls \"$d\" | wc -l)\" -lt 3 ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done; \
+         printf %s \"$(ls \"$d\" | wc -l)\"",
+        barrier.display()
+    );
+    let serve = root.spawn(&[
+        "serve",
+        "Local\\par",
+        "--parallel",
+        "3",
+        "--count",
+        "3",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    wait_for_server(&root, "Local\\par");
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            root.cmd(&["call", "Local\\par", &i.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in calls {
+        let done = watchdog(c.id());
+        let out = c.wait_with_output().unwrap();
+        let _ = done.send(());
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), "3", "all three ran at once");
+    }
+    let (status, err) = serve.finish();
+    assert!(status.success(), "{err}");
+    // 0 is refused.
+    let o = root.run(&["serve", "Local\\par", "--parallel", "0", "--", "cat"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
