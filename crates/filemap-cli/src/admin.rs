@@ -84,6 +84,22 @@ pub(crate) enum KindArg {
     RequestReply,
 }
 
+impl KindArg {
+    /// The library's kind.
+    fn kind(self) -> Kind {
+        match self {
+            KindArg::Mapping => Kind::Mapping,
+            KindArg::Mutex => Kind::Mutex,
+            KindArg::Semaphore => Kind::Semaphore,
+            KindArg::Event => Kind::Event,
+            KindArg::Stream => Kind::Stream,
+            KindArg::Broadcast => Kind::Broadcast,
+            KindArg::Latest => Kind::Latest,
+            KindArg::RequestReply => Kind::RequestReply,
+        }
+    }
+}
+
 /// An object that `create` keeps alive until it is told to stop.
 #[allow(dead_code)]
 enum Held {
@@ -298,6 +314,9 @@ pub(crate) struct LsArgs {
     /// Only the names that begin with this: with a prefix (Local\app-), in that namespace;
     /// without one (app-), in both.
     prefix: Option<String>,
+    /// Only objects of this kind (may be given more than once).
+    #[arg(long, value_enum)]
+    kind: Vec<KindArg>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -322,8 +341,9 @@ pub(crate) struct InfoArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RmArgs {
-    /// Name of the object.
-    name: String,
+    /// Names of the objects.
+    #[arg(required = true, value_name = "NAME")]
+    names: Vec<String>,
 }
 
 pub(crate) fn create(ns: &Namespace, a: CreateArgs) -> CmdResult {
@@ -857,6 +877,12 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
         mut refused,
         ..
     } = ns.list_all()?;
+    if !a.kind.is_empty() {
+        let kinds: Vec<Kind> = a.kind.iter().map(|k| k.kind()).collect();
+        list.retain(|i| i.kind.is_some_and(|k| kinds.contains(&k)));
+        // Entries that are not objects are of no kind.
+        refused.clear();
+    }
     if let Some(prefix) = &a.prefix {
         list.retain(|i| begins_with(&i.name, prefix));
         // Entries that stand for no name cannot match one.
@@ -1013,9 +1039,25 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
     Ok(())
 }
 
+/// Removes each name in turn, as `rm(1)` does: a name that cannot be removed is reported
+/// on a line of its own, the others are removed all the same, and the exit status is 1
+/// if any failed.
 pub(crate) fn rm(ns: &Namespace, a: RmArgs) -> CmdResult {
-    ns.remove(&a.name)?;
-    Ok(())
+    let mut failed = 0;
+    for name in &a.names {
+        if let Err(e) = ns.remove(name) {
+            errln!("filemap: {e}");
+            failed += 1;
+        }
+    }
+    match failed {
+        0 => Ok(()),
+        // Each failure spoke for itself.
+        _ => Err(Failure {
+            message: String::new(),
+            code: 1,
+        }),
+    }
 }
 
 pub(crate) fn gc(ns: &Namespace) -> CmdResult {

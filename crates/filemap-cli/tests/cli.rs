@@ -3367,3 +3367,48 @@ fn serve_answers_requests_in_parallel() {
     let o = root.run(&["serve", "Local\\par", "--parallel", "0", "--", "cat"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn ls_filters_by_kind_and_rm_takes_many_names() {
+    let root = Root::new("kindsrm");
+    for args in [
+        &["create", "Local\\m", "--size", "64", "--persistent"][..],
+        &["create", "Local\\e", "--kind", "event", "--persistent"],
+        &["create", "Local\\s", "--kind", "stream", "--persistent"],
+        &["create", "Global\\g", "--kind", "event", "--persistent"],
+    ] {
+        let o = root.run(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let names = |args: &[&str]| -> Vec<String> {
+        let o = root.run(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&["ls", "--kind", "event"]), ["Local\\e", "Global\\g"]);
+    assert_eq!(
+        names(&["ls", "--kind", "stream", "--kind", "mapping"]),
+        ["Local\\m", "Local\\s"]
+    );
+    assert_eq!(names(&["ls", "Local\\", "--kind", "event"]), ["Local\\e"]);
+    let o = root.run(&["ls", "--kind", "event", "--json"]);
+    assert_eq!(stdout(&o).matches("\"kind\":\"event\"").count(), 2);
+    assert!(!stdout(&o).contains("mapping"), "{}", stdout(&o));
+    // rm removes every name it can, and says which it cannot, one line each: exit 1.
+    let o = root.run(&["rm", "Local\\m", "Local\\nope", "Local\\e", "Local\\gone"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.contains("Local\\nope") && err.contains("Local\\gone"),
+        "{err}"
+    );
+    assert_eq!(names(&["ls"]), ["Local\\s", "Global\\g"]);
+    let o = root.run(&["rm", "Local\\s", "Global\\g"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(names(&["ls"]).is_empty());
+}
