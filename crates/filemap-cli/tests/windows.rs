@@ -733,6 +733,11 @@ fn ls_lists_the_sessions_objects_on_windows() {
     // Only ours, by their prefix.
     let only = String::from_utf8_lossy(&run(&["ls", &base]).stdout).replace("\r\n", "\n");
     assert_eq!(only.lines().count(), 3, "{only}");
+    // And by kind: the stream alone (its role events are no events of their own).
+    let streams = String::from_utf8_lossy(&run(&["ls", &base, "--kind", "stream"]).stdout)
+        .replace("\r\n", "\n");
+    assert_eq!(streams.lines().count(), 2, "{streams}");
+    assert!(streams.contains(&stream), "{streams}");
 
     let json = String::from_utf8_lossy(&run(&["ls", "--json"]).stdout).into_owned();
     for want in [
