@@ -118,7 +118,7 @@ fn read_bounded(
 
 pub(crate) fn call(ns: &Namespace, a: CallArgs) -> CmdResult {
     let rr = open(ns, &a.name, &a.geometry)?;
-    let mut client = free_slot(&rr, a.timeout)?;
+    // Standard input first: a slot is not held while the input comes.
     let stdin_request;
     let requests: Vec<&[u8]> = if a.request.is_empty() {
         stdin_request = read_bounded(
@@ -131,6 +131,7 @@ pub(crate) fn call(ns: &Namespace, a: CallArgs) -> CmdResult {
     } else {
         a.request.iter().map(|r| r.as_bytes()).collect()
     };
+    let mut client = free_slot(&rr, a.timeout)?;
     let mut out = std::io::stdout().lock();
     let mut reply = Vec::new();
     for request in requests {
