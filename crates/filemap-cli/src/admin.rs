@@ -337,6 +337,11 @@ pub(crate) struct InfoArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Windows: also find the pids of the processes that hold it, as Process Explorer
+    /// does (each handle of its type in your processes is duplicated for a moment, which
+    /// keeps that object alive meanwhile). Linux shows them always.
+    #[arg(long)]
+    holders: bool,
 }
 
 #[derive(Debug, Args)]
@@ -958,7 +963,10 @@ pub(crate) fn ls(ns: &Namespace, a: LsArgs) -> CmdResult {
 }
 
 pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
-    let i = ns.info(&a.name)?;
+    let mut i = ns.info(&a.name)?;
+    if a.holders && cfg!(windows) {
+        i.holders = ns.holders(&a.name)?;
+    }
     let text = if a.json {
         json_text(&to_json(&i)) + "\n"
     } else {
@@ -977,7 +985,7 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
             d => format!(" ({d})"),
         };
         // Lines for what this platform has: Windows objects have no owner uid, mode or
-        // file, and Windows counts handles, and names only the holders we may inspect.
+        // file, and Windows counts handles (and names holders only with --holders).
         let mut t = format!(
             "name:        {}\nkind:        {}\nsize:        {}\nstate:       {}{detail}\n",
             i.name,
@@ -999,12 +1007,14 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
         if cfg!(windows) {
             if let Some(n) = i.handles {
                 let _ = writeln!(t, "handles:     {n} (besides this one)");
-                // Only the processes that we may inspect are named (see `holders`).
-                let _ = match (n, holders.is_empty()) {
-                    (0, _) => writeln!(t, "holders:     none"),
-                    (_, true) => writeln!(t, "holders:     none that we may inspect"),
-                    (_, false) => writeln!(t, "holders:     {holders}"),
-                };
+                // Only when asked for, and only the processes that we may inspect.
+                if a.holders {
+                    let _ = match (n, holders.is_empty()) {
+                        (0, _) => writeln!(t, "holders:     none"),
+                        (_, true) => writeln!(t, "holders:     none that we may inspect"),
+                        (_, false) => writeln!(t, "holders:     {holders}"),
+                    };
+                }
             }
         } else {
             // The pids come from the holders' locks; a holder that wrote no valid pid

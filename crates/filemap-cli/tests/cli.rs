@@ -3412,3 +3412,24 @@ fn ls_filters_by_kind_and_rm_takes_many_names() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(names(&["ls"]).is_empty());
 }
+
+/// `info --holders` is for Windows; on Linux `info` names the holders always, and the flag
+/// changes nothing.
+#[test]
+fn info_holders_flag_changes_nothing_on_linux() {
+    let root = Root::new("holdersflag");
+    let mut holder = root.spawn(&["create", "Local\\h", "--size", "64"]);
+    holder.read_until("\n");
+    let pid = holder.child.id();
+    let plain = root.run(&["info", "Local\\h"]);
+    let flagged = root.run(&["info", "Local\\h", "--holders"]);
+    assert!(flagged.status.success(), "{}", stderr(&flagged));
+    assert_eq!(stdout(&plain), stdout(&flagged));
+    assert!(
+        stdout(&flagged).contains(&format!("holders:     {pid} (1 descriptor in all)")),
+        "{}",
+        stdout(&flagged)
+    );
+    holder.press_enter();
+    assert!(holder.finish().0.success());
+}

@@ -155,8 +155,7 @@ fn signal_wait_and_lock_on_windows() {
     let info = String::from_utf8_lossy(&run(&["info", &name]).stdout).replace("\r\n", "\n");
     assert!(
         info.starts_with(&format!(
-            "name:        {name}\nkind:        event\nsize:        ?\nstate:       live (not set, auto-reset)\nfile-backed: no\nhandles:     1 (besides this one)\nholders:     {}\n",
-            holder.0.id()
+            "name:        {name}\nkind:        event\nsize:        ?\nstate:       live (not set, auto-reset)\nfile-backed: no\nhandles:     1 (besides this one)\ncreator pid"
         )),
         "{info}"
     );
@@ -813,6 +812,23 @@ fn call_and_serve_between_windows_processes() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.0.wait().unwrap().success());
+}
+
+/// `info --holders` names the process that holds an object; plain `info` does not look.
+#[test]
+fn info_holders_names_the_holding_process_on_windows() {
+    let name = format!("Local\\filemap-cli-holders-{}", std::process::id());
+    let mut holder = spawn(&["create", &name, "--kind", "semaphore", "--initial", "1"]);
+    assert!(read_line(&mut holder).starts_with("created semaphore"));
+    let pid = holder.0.id();
+    let text = |args: &[&str]| String::from_utf8_lossy(&run(args).stdout).replace("\r\n", "\n");
+    let info = text(&["info", &name, "--holders"]);
+    assert!(info.contains(&format!("\nholders:     {pid}\n")), "{info}");
+    assert!(!text(&["info", &name]).contains("holders:"));
+    let json = text(&["info", &name, "--holders", "--json"]);
+    assert!(json.contains(&format!("\"holders\":[{pid}]")), "{json}");
     holder.0.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     assert!(holder.0.wait().unwrap().success());
 }

@@ -116,6 +116,23 @@ impl Namespace {
         sys::admin::info(&self.root(), &Name::parse(name)?)
     }
 
+    /// The processes that hold `name` now, sorted: on Linux, [`ObjectInfo::holders`] as
+    /// [`Namespace::info`] gives them. On Windows, which has no call for this, the
+    /// processes holding a handle to it among those that this process may open to
+    /// duplicate handles from (itself, and as a rule the same user's processes that are not
+    /// elevated or protected), found as Process Explorer finds them: every handle of the
+    /// object's type in those processes is duplicated, with no access rights, compared
+    /// with ours and closed. For those microseconds each duplicate keeps its object alive,
+    /// as any program's handle may; hence this is a call of its own, which `info` and
+    /// `list` never make. The handle that this call opens to look does not count.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Namespace::info`].
+    pub fn holders(&self, name: &str) -> Result<Vec<u32>> {
+        sys::admin::holders(&self.root(), &Name::parse(name)?)
+    }
+
     /// The kind of the object that holds `name`; cheaper than [`Namespace::info`].
     ///
     /// # Errors
@@ -252,10 +269,8 @@ pub struct ObjectInfo {
     pub created: Option<SystemTime>,
     /// The processes that hold it now, sorted (Linux: the pids that the holders' locks
     /// carry, which a holder that may read the object writes itself, so they are
-    /// information, not proof. Windows: the processes holding a handle to it among those
-    /// that we may open to duplicate handles from, which are this process and, as a rule,
-    /// the same user's processes that are not elevated or protected; `handles` counts
-    /// every handle. The handles that `info` itself opens do not count).
+    /// information, not proof. Windows: empty, as `info` and `list` leave it; see
+    /// [`Namespace::holders`]).
     pub holders: Vec<u32>,
     /// How many handles to it are open in all processes, not counting the one `info`
     /// opened to look (on Linux, counted up to 4096).

@@ -30,7 +30,7 @@
 //!   forked child inherited, whose endpoint then leaves the channel alone when it goes) and
 //!   `role_alive(Role)`, `parker()` (the `Parker` its sides sleep on: futexes on Linux,
 //!   named semaphores on Windows). `no_channels.rs` serves targets without a backend.
-//! - **Administration.** `admin::{init, list, info, kind, remove, gc}` over a namespace
+//! - **Administration.** `admin::{init, list, info, holders, kind, remove, gc}` over a namespace
 //!   root, `default_root()`, and `user_name(uid)`.
 //!
 //! `linux` is the Linux implementation and `windows` the Windows one (kernel objects), each

@@ -123,6 +123,9 @@ pub(crate) mod admin {
     pub(crate) fn kind(_: &Path, _: &Name) -> Result<crate::Kind> {
         unsupported()
     }
+    pub(crate) fn holders(_: &Path, _: &Name) -> Result<Vec<u32>> {
+        unsupported()
+    }
     pub(crate) fn remove(_: &Path, _: &Name) -> Result<()> {
         unsupported()
     }

@@ -185,6 +185,11 @@ pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
     Ok((objects, refused_entries))
 }
 
+/// The pids of the processes that hold `name`: what `info` gives.
+pub(crate) fn holders(root: &Path, name: &Name) -> Result<Vec<u32>> {
+    info(root, name).map(|i| i.holders)
+}
+
 pub(crate) fn info(root: &Path, name: &Name) -> Result<ObjectInfo> {
     let not_found = || Error::NotFound {
         name: name.to_string(),

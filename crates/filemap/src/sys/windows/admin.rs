@@ -3,7 +3,7 @@
 //! `info` does; `info` and `kind` open one name. Names cannot be removed: the kernel
 //! destroys an object with its last handle, and nothing goes stale.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -32,7 +32,7 @@ pub(crate) fn init(_: &Path) -> Result<(PathBuf, Vec<String>, Vec<String>)> {
 /// (`NAME:filemap-role-N`, `NAME:filemap-wait-OFFSET`) are not objects of their own. An
 /// object that others may not inspect is listed with its kind only; one whose name filemap
 /// cannot take (not valid Unicode) is refused.
-pub(crate) fn list(_: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
+pub(crate) fn list(root: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
     let (local, global) = named_object_directories();
     let (mut objects, mut refused) = (Vec::new(), Vec::new());
     for (dir, scope) in [(Some(local), Scope::Local), (global, Scope::Global)] {
@@ -71,27 +71,12 @@ pub(crate) fn list(_: &Path) -> Result<(Vec<ObjectInfo>, Vec<Refused>)> {
         // Sections first: the channels among them tell which events and semaphores are
         // their parts, which are then neither inspected nor listed.
         found.sort_by_key(|(_, kind)| *kind != Kind::Mapping);
-        // Who holds what, for all of them at once: one handle of each kind tells which
-        // handles in the system are of the kinds listed.
-        let mut samples: Vec<Handle> = Vec::new();
-        let mut kinds = HashSet::new();
-        for (name, kind) in &found {
-            if !kinds.contains(kind) {
-                let h = open_as(*kind, &wide(name));
-                if !h.is_null() {
-                    kinds.insert(*kind);
-                    samples.push(Handle(h));
-                }
-            }
-        }
-        let held = holders(&samples.iter().map(|h| h.0).collect::<Vec<_>>());
-        drop(samples);
         let (mut infos, mut channels) = (Vec::new(), HashSet::new());
         for (name, kind) in found {
             if kind != Kind::Mapping && part_of_channel(name.base(), &channels) {
                 continue;
             }
-            match describe(&name, Some(&held)) {
+            match info(root, &name) {
                 Ok(i) => {
                     if matches!(
                         i.kind,
@@ -164,15 +149,8 @@ fn bare(name: Name, kind: Kind) -> ObjectInfo {
 
 /// What Windows tells of a named object: its kind, a mapping's size (and, for one
 /// that filemap made, its creator and creation time), a synchronization object's
-/// state, how many handles are open to it, and which of the processes that we may
-/// inspect hold them (see [`holders`]).
+/// state, and how many handles are open to it (its holders' pids only from [`holders`]).
 pub(crate) fn info(_: &Path, name: &Name) -> Result<ObjectInfo> {
-    describe(name, None)
-}
-
-/// [`info`], with the holders of every object from `held` if given (as `list` has them),
-/// or found for this object alone.
-fn describe(name: &Name, held: Option<&HashMap<Vec<u16>, Vec<u32>>>) -> Result<ObjectInfo> {
     // The probe that finds the kind also opens the handle to inspect it with.
     let (kind, handle) = probe(name).ok_or_else(|| not_found(name))?;
     let handle = handle.ok_or_else(|| {
@@ -182,12 +160,6 @@ fn describe(name: &Name, held: Option<&HashMap<Vec<u16>, Vec<u32>>>) -> Result<O
     })?;
     let mut info = bare(name.clone(), kind);
     info.handles = basic_information(handle.0).map(|i| i.HandleCount.saturating_sub(1));
-    let path = kernel_path(name);
-    info.holders = match held {
-        Some(held) => held.get(&path).cloned(),
-        None => holders(&[handle.0]).remove(&path),
-    }
-    .unwrap_or_default();
     match kind {
         Kind::Mapping | Kind::Stream | Kind::Broadcast | Kind::Latest | Kind::RequestReply => {
             let section =
@@ -209,6 +181,18 @@ fn describe(name: &Name, held: Option<&HashMap<Vec<u16>, Vec<u32>>>) -> Result<O
     }
     Ok(info)
 }
+/// The processes that hold `name` (see [`object::holders`](super::object::holders) for
+/// how, and what that costs).
+pub(crate) fn holders(_: &Path, name: &Name) -> Result<Vec<u32>> {
+    let (_, handle) = probe(name).ok_or_else(|| not_found(name))?;
+    let handle = handle.ok_or_else(|| {
+        Error::denied(format!(
+            "{name} exists, but its security does not allow inspecting it"
+        ))
+    })?;
+    Ok(super::object::holders(handle.0))
+}
+
 pub(crate) fn kind(_: &Path, name: &Name) -> Result<Kind> {
     kind_holding(name).ok_or_else(|| not_found(name))
 }

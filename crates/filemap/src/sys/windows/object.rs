@@ -1,6 +1,6 @@
 //! Kernel handles, object names and the errors the kernel reports for them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 
 use windows_sys::Wdk::Foundation::{NtQueryObject, ObjectBasicInformation};
@@ -332,16 +332,6 @@ fn text_in(buf: &[u64], s: &windows_sys::Win32::Foundation::UNICODE_STRING) -> O
     })
 }
 
-/// The kernel's path of `name`: its directory (see [`named_object_directories`]) and its
-/// base name, as `NtQueryObject` gives an object's name.
-pub(super) fn kernel_path(name: &Name) -> Vec<u16> {
-    let dir = match name.scope() {
-        crate::Scope::Local => named_object_directories().0,
-        crate::Scope::Global => GLOBAL_DIRECTORY.to_owned(),
-    };
-    format!("{dir}\\{}", name.base()).encode_utf16().collect()
-}
-
 /// One entry of `SYSTEM_HANDLE_INFORMATION_EX` (`NtQuerySystemInformation` class 64):
 /// a handle open in some process.
 #[repr(C)]
@@ -401,97 +391,73 @@ fn handle_table() -> Option<Vec<HandleEntry>> {
     None
 }
 
-/// The kernel's name of the object that `h` is a handle to, if it has one.
-fn object_name(h: HANDLE, buf: &mut [u64]) -> Option<Vec<u16>> {
-    use windows_sys::Wdk::Foundation::OBJECT_NAME_INFORMATION;
-    const OBJECT_NAME_INFORMATION_CLASS: i32 = 1;
-    let len = u32::try_from(std::mem::size_of_val(buf)).ok()?;
-    // SAFETY: `buf` is writable for `len` bytes and aligned for the structure. Asked only
-    // of sections, events, mutants and semaphores: the query never blocks for them (it
-    // can for a file or a pipe).
-    let status = unsafe {
-        NtQueryObject(
-            h,
-            OBJECT_NAME_INFORMATION_CLASS,
-            buf.as_mut_ptr().cast(),
-            len,
-            std::ptr::null_mut(),
-        )
-    };
-    if status < 0 {
-        return None;
-    }
-    // SAFETY: the kernel wrote the structure at the start of `buf`.
-    let info = unsafe { &*buf.as_ptr().cast::<OBJECT_NAME_INFORMATION>() };
-    text_in(buf, &info.Name).filter(|n| !n.is_empty())
-}
-
-/// The processes that hold the named objects of the kinds that `ours` are handles to
-/// (one handle per kind will do), by each object's kernel path ([`kernel_path`]), each
-/// list sorted. The handles in `ours` do not count.
+/// The processes that hold a handle to the object that `ours` is a handle to, sorted;
+/// `ours` does not count.
 ///
 /// Windows has no call for this. The system's handle table gives each handle's process
-/// and object type, but not (any more) which object: so each handle of those types is
-/// duplicated into this process with no access rights, and asked its object's name. Only
-/// the processes that we may open with `PROCESS_DUP_HANDLE` are seen: ours and, as a
-/// rule, those of the same user that are not elevated or protected. Their handles are
-/// only named, never used.
-pub(super) fn holders(ours: &[HANDLE]) -> HashMap<Vec<u16>, Vec<u32>> {
-    use windows_sys::Win32::Foundation::DuplicateHandle;
+/// and object type, but not (any more) which object. So each handle of that type in this
+/// process is compared with `ours` (`CompareObjectHandles`), and each one in another
+/// process that we may open with `PROCESS_DUP_HANDLE` is duplicated into this process
+/// with no access rights, compared, and closed at once. The duplicates are handles: while
+/// one lives (microseconds) it keeps its object, and that object's name, alive, as any
+/// program's handle would. This is why only an explicit call does it
+/// (`Namespace::holders`), never `info` or `list`. Processes that we may not open (other
+/// users', elevated, protected) are not seen.
+pub(super) fn holders(ours: HANDLE) -> Vec<u32> {
+    use windows_sys::Win32::Foundation::{CompareObjectHandles, DuplicateHandle};
     use windows_sys::Win32::System::Threading::{
         GetCurrentProcess, GetCurrentProcessId, OpenProcess, PROCESS_DUP_HANDLE,
     };
-    let mut out: HashMap<Vec<u16>, Vec<u32>> = HashMap::new();
     let Some(table) = handle_table() else {
-        return out;
+        return Vec::new();
     };
     // SAFETY: plain queries of this process.
     let (me, this) = unsafe { (GetCurrentProcessId() as usize, GetCurrentProcess()) };
-    let ours: HashSet<usize> = ours.iter().map(|&h| h as usize).collect();
-    let mine = |e: &HandleEntry| e.pid == me && ours.contains(&e.value);
-    let types: HashSet<u16> = table
+    let Some(kind) = table
         .iter()
-        .filter(|e| mine(e))
+        .find(|e| e.pid == me && e.value == ours as usize)
         .map(|e| e.type_index)
-        .collect();
+    else {
+        return Vec::new();
+    };
     let mut processes: HashMap<usize, Option<Handle>> = HashMap::new();
-    let mut buf = vec![0u64; 9000];
-    for e in table
-        .iter()
-        .filter(|e| types.contains(&e.type_index) && !mine(e))
-    {
-        let source = match e.pid == me {
-            true => this,
-            false => {
-                let process = processes.entry(e.pid).or_insert_with(|| {
-                    let pid = u32::try_from(e.pid).ok()?;
-                    // SAFETY: a plain call with a process id.
-                    let h = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
-                    (!h.is_null()).then_some(Handle(h))
-                });
-                match process {
-                    Some(p) => p.0,
-                    None => continue,
-                }
+    let mut pids = Vec::new();
+    for e in table.iter().filter(|e| e.type_index == kind) {
+        if e.pid == me {
+            // Our own handles are compared in place: no new handle. A value closed (or
+            // reused) since the snapshot compares unequal, or equal only if it is one to
+            // the same object.
+            let same = e.value != ours as usize
+                // SAFETY: two handle values of this process; the call only compares them.
+                && unsafe { CompareObjectHandles(e.value as HANDLE, ours) } != 0;
+            if same {
+                pids.push(me as u32);
             }
-        };
+            continue;
+        }
+        let process = processes.entry(e.pid).or_insert_with(|| {
+            let pid = u32::try_from(e.pid).ok()?;
+            // SAFETY: a plain call with a process id.
+            let h = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, pid) };
+            (!h.is_null()).then_some(Handle(h))
+        });
+        let Some(process) = process else { continue };
         let mut dup = std::ptr::null_mut();
-        // SAFETY: `source` is a live process handle (or ours); the handle value is only
-        // looked up in it (a value closed since the snapshot fails, or names another
-        // object, which its name then tells); `dup` is writable. No access rights are
-        // asked for: the duplicate is only asked its name, then closed.
-        let ok = unsafe { DuplicateHandle(source, e.value as HANDLE, this, &mut dup, 0, 0, 0) };
+        // SAFETY: a live process handle; the value is only looked up in it (one closed
+        // since the snapshot fails, or names another object, which compares unequal);
+        // `dup` is writable. No access rights are asked for: the duplicate is only
+        // compared, then closed.
+        let ok = unsafe { DuplicateHandle(process.0, e.value as HANDLE, this, &mut dup, 0, 0, 0) };
         if ok == 0 {
             continue;
         }
         let dup = Handle(dup);
-        if let Some(name) = object_name(dup.0, &mut buf) {
-            out.entry(name).or_default().push(e.pid as u32);
+        // SAFETY: two live handles of this process.
+        if unsafe { CompareObjectHandles(dup.0, ours) } != 0 {
+            pids.push(e.pid as u32);
         }
     }
-    for pids in out.values_mut() {
-        pids.sort_unstable();
-        pids.dedup();
-    }
-    out
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
