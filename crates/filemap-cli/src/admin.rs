@@ -161,79 +161,75 @@ pub(crate) enum Number {
     F64,
 }
 
+/// Evaluates `$body` with `$t` standing for the Rust type of the number type `$n`.
+macro_rules! with_type {
+    ($n:expr, $t:ident => $body:expr) => {
+        match $n {
+            Number::U8 => {
+                type $t = u8;
+                $body
+            }
+            Number::I8 => {
+                type $t = i8;
+                $body
+            }
+            Number::U16 => {
+                type $t = u16;
+                $body
+            }
+            Number::I16 => {
+                type $t = i16;
+                $body
+            }
+            Number::U32 => {
+                type $t = u32;
+                $body
+            }
+            Number::I32 => {
+                type $t = i32;
+                $body
+            }
+            Number::U64 => {
+                type $t = u64;
+                $body
+            }
+            Number::I64 => {
+                type $t = i64;
+                $body
+            }
+            Number::F32 => {
+                type $t = f32;
+                $body
+            }
+            Number::F64 => {
+                type $t = f64;
+                $body
+            }
+        }
+    };
+}
+
 impl Number {
     fn size(self) -> usize {
-        match self {
-            Number::U8 | Number::I8 => 1,
-            Number::U16 | Number::I16 => 2,
-            Number::U32 | Number::I32 | Number::F32 => 4,
-            Number::U64 | Number::I64 | Number::F64 => 8,
-        }
+        with_type!(self, T => std::mem::size_of::<T>())
     }
 
     fn name(self) -> &'static str {
-        match self {
-            Number::U8 => "u8",
-            Number::I8 => "i8",
-            Number::U16 => "u16",
-            Number::I16 => "i16",
-            Number::U32 => "u32",
-            Number::I32 => "i32",
-            Number::U64 => "u64",
-            Number::I64 => "i64",
-            Number::F32 => "f32",
-            Number::F64 => "f64",
-        }
+        // A primitive's type name is its name: "u8", "f64".
+        with_type!(self, T => std::any::type_name::<T>())
     }
 
     /// The value in `b` (exactly [`size`](Self::size) bytes), as text.
     fn show(self, b: &[u8]) -> String {
-        macro_rules! le {
-            ($t:ty) => {
-                b.try_into()
-                    .map_or(String::new(), |a| <$t>::from_le_bytes(a).to_string())
-            };
-        }
-        match self {
-            Number::U8 => le!(u8),
-            Number::I8 => le!(i8),
-            Number::U16 => le!(u16),
-            Number::I16 => le!(i16),
-            Number::U32 => le!(u32),
-            Number::I32 => le!(i32),
-            Number::U64 => le!(u64),
-            Number::I64 => le!(i64),
-            Number::F32 => le!(f32),
-            Number::F64 => le!(f64),
-        }
+        with_type!(self, T => b.try_into().map_or(String::new(), |a| T::from_le_bytes(a).to_string()))
     }
 
     /// The numbers in `text` (separated by spaces or commas) as bytes.
     fn parse(self, text: &str) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         for word in text.split([' ', ',', '\t', '\n']).filter(|w| !w.is_empty()) {
-            macro_rules! le {
-                ($t:ty) => {
-                    out.extend_from_slice(
-                        &word
-                            .parse::<$t>()
-                            .map_err(|_| format!("{word:?} is not a {}", self.name()))?
-                            .to_le_bytes(),
-                    )
-                };
-            }
-            match self {
-                Number::U8 => le!(u8),
-                Number::I8 => le!(i8),
-                Number::U16 => le!(u16),
-                Number::I16 => le!(i16),
-                Number::U32 => le!(u32),
-                Number::I32 => le!(i32),
-                Number::U64 => le!(u64),
-                Number::I64 => le!(i64),
-                Number::F32 => le!(f32),
-                Number::F64 => le!(f64),
-            }
+            let bad = || format!("{word:?} is not a {}", self.name());
+            with_type!(self, T => out.extend_from_slice(&word.parse::<T>().map_err(|_| bad())?.to_le_bytes()));
         }
         if out.is_empty() {
             return Err(format!("no {} in {text:?}", self.name()));
