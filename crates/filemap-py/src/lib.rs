@@ -1274,6 +1274,15 @@ fn info<'py>(py: Python<'py>, name: &str, root: Option<PathBuf>) -> PyResult<Bou
     info_dict(py, &i)
 }
 
+/// The pids of the processes that hold `name` (see `Namespace::holders`: on Windows
+/// this looks through the system's handle table, which `info` does not).
+#[pyfunction]
+#[pyo3(signature = (name, *, root=None))]
+fn holders(py: Python<'_>, name: &str, root: Option<PathBuf>) -> PyResult<Vec<u32>> {
+    let ns = namespace(root);
+    py.detach(|| ns.holders(name)).map_err(err)
+}
+
 /// Removes a name (holders keep the object until they close it).
 #[pyfunction]
 #[pyo3(signature = (name, *, root=None))]
@@ -1322,6 +1331,7 @@ fn _filemap(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(wait_any, m)?)?;
     m.add_function(wrap_pyfunction!(list_objects, m)?)?;
     m.add_function(wrap_pyfunction!(info, m)?)?;
+    m.add_function(wrap_pyfunction!(holders, m)?)?;
     m.add_function(wrap_pyfunction!(remove, m)?)?;
     m.add_function(wrap_pyfunction!(gc, m)?)?;
     m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;

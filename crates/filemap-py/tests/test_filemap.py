@@ -434,6 +434,7 @@ def test_list_and_info_describe_objects_and_their_state():
     assert (s["capacity"], s["max_message"], s["queued"]) == (4096, 64, 2)
     assert s["producer"] is True and s["peers"] == 1
     assert os.getpid() in s["holders"] and owner.pid in s["holders"]
+    assert filemap.holders("Local\\state-stream") == s["holders"]
     assert abs(s["created"] - started) < 60
     m = filemap.info("Local\\state-mutex")
     assert (m["kind"], m["owned"], m["owner_pid"], m["abandoned"]) == (
