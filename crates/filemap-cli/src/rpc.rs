@@ -52,8 +52,8 @@ pub(crate) struct ServeArgs {
     /// being answered).
     #[arg(long, value_parser = parse_secs, value_name = "SECS")]
     timeout: Option<Duration>,
-    /// Answer up to this many requests at once, each with its own run of the command
-    /// (default 1: one after another, in the order they came).
+    /// Answer up to this many requests at once, each with its own run of the command (1:
+    /// one after another, in the order they were taken).
     #[arg(long, value_name = "N", default_value = "1",
           value_parser = clap::value_parser!(u16).range(1..=256))]
     parallel: u16,
