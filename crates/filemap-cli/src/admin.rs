@@ -149,62 +149,40 @@ pub(crate) struct WriteArgs {
 /// filemap runs on (and as `View::read_value` reads them there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Number {
+    /// Unsigned bytes.
     U8,
+    /// Signed bytes.
     I8,
+    /// Unsigned 16-bit numbers.
     U16,
+    /// Signed 16-bit numbers.
     I16,
+    /// Unsigned 32-bit numbers.
     U32,
+    /// Signed 32-bit numbers.
     I32,
+    /// Unsigned 64-bit numbers.
     U64,
+    /// Signed 64-bit numbers.
     I64,
+    /// 32-bit floating point numbers.
     F32,
+    /// 64-bit floating point numbers.
     F64,
 }
 
 /// Evaluates `$body` with `$t` standing for the Rust type of the number type `$n`.
 macro_rules! with_type {
     ($n:expr, $t:ident => $body:expr) => {
+        with_type!(@ $n, $t, $body;
+            U8 u8, I8 i8, U16 u16, I16 i16, U32 u32, I32 i32, U64 u64, I64 i64, F32 f32, F64 f64)
+    };
+    (@ $n:expr, $t:ident, $body:expr; $($v:ident $ty:ty),*) => {
         match $n {
-            Number::U8 => {
-                type $t = u8;
+            $(Number::$v => {
+                type $t = $ty;
                 $body
-            }
-            Number::I8 => {
-                type $t = i8;
-                $body
-            }
-            Number::U16 => {
-                type $t = u16;
-                $body
-            }
-            Number::I16 => {
-                type $t = i16;
-                $body
-            }
-            Number::U32 => {
-                type $t = u32;
-                $body
-            }
-            Number::I32 => {
-                type $t = i32;
-                $body
-            }
-            Number::U64 => {
-                type $t = u64;
-                $body
-            }
-            Number::I64 => {
-                type $t = i64;
-                $body
-            }
-            Number::F32 => {
-                type $t = f32;
-                $body
-            }
-            Number::F64 => {
-                type $t = f64;
-                $body
-            }
+            })*
         }
     };
 }
@@ -238,54 +216,46 @@ impl Number {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// `read`'s output formats (described in `to_possible_value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
-    /// The bytes as they are.
     Raw,
-    /// A hex dump with offsets.
     Hex,
-    /// UTF-8 text up to the first NUL.
     Utf8,
-    /// UTF-16LE text up to the first NUL.
     Utf16,
-    /// Unsigned bytes, one number per line.
-    U8,
-    /// Signed bytes, one number per line.
-    I8,
-    /// Little-endian u16s, one per line (the length must be a whole number of them, as for
-    /// each number type).
-    U16,
-    /// Little-endian i16s, one per line.
-    I16,
-    /// Little-endian u32s, one per line.
-    U32,
-    /// Little-endian i32s, one per line.
-    I32,
-    /// Little-endian u64s, one per line.
-    U64,
-    /// Little-endian i64s, one per line.
-    I64,
-    /// Little-endian f32s, one per line.
-    F32,
-    /// Little-endian f64s, one per line.
-    F64,
+    Number(Number),
 }
 
-impl Format {
-    /// The number type of a numeric format.
-    fn number(self) -> Option<Number> {
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        use Number::*;
+        &[
+            Format::Raw,
+            Format::Hex,
+            Format::Utf8,
+            Format::Utf16,
+            Format::Number(U8),
+            Format::Number(I8),
+            Format::Number(U16),
+            Format::Number(I16),
+            Format::Number(U32),
+            Format::Number(I32),
+            Format::Number(U64),
+            Format::Number(I64),
+            Format::Number(F32),
+            Format::Number(F64),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
         Some(match self {
-            Format::U8 => Number::U8,
-            Format::I8 => Number::I8,
-            Format::U16 => Number::U16,
-            Format::I16 => Number::I16,
-            Format::U32 => Number::U32,
-            Format::I32 => Number::I32,
-            Format::U64 => Number::U64,
-            Format::I64 => Number::I64,
-            Format::F32 => Number::F32,
-            Format::F64 => Number::F64,
-            Format::Raw | Format::Hex | Format::Utf8 | Format::Utf16 => return None,
+            Format::Raw => PossibleValue::new("raw").help("The bytes as they are"),
+            Format::Hex => PossibleValue::new("hex").help("A hex dump with offsets"),
+            Format::Utf8 => PossibleValue::new("utf8").help("UTF-8 text up to the first NUL"),
+            Format::Utf16 => PossibleValue::new("utf16").help("UTF-16LE text up to the first NUL"),
+            // Numbers, one per line: see `ReadArgs::format`.
+            Format::Number(n) => n.to_possible_value()?,
         })
     }
 }
@@ -300,7 +270,8 @@ pub(crate) struct ReadArgs {
     /// Number of bytes; 0 means to the end.
     #[arg(long, default_value = "0", value_parser = parse_bytes, value_name = "N")]
     len: u64,
-    /// Output format.
+    /// Output format: text, or numbers of a type, one per line, little-endian (the length
+    /// must then be a whole number of them).
     #[arg(long, value_enum, default_value = "hex")]
     format: Format,
 }
@@ -610,7 +581,7 @@ pub(crate) fn read(ns: &Namespace, a: ReadArgs) -> CmdResult {
     let view = mapping.map_view(Access::Read, a.offset, a.len)?;
     let mut bytes = vec![0u8; view.len()];
     view.read_at(0, &mut bytes)?;
-    if let Some(n) = a.format.number() {
+    if let Format::Number(n) = a.format {
         if bytes.len() % n.size() != 0 {
             return Err(format!(
                 "{} bytes are not a whole number of {} values ({} bytes each); give --len",
@@ -623,17 +594,7 @@ pub(crate) fn read(ns: &Namespace, a: ReadArgs) -> CmdResult {
     }
     let mut out = std::io::stdout().lock();
     let result = match a.format {
-        f @ (Format::U8
-        | Format::I8
-        | Format::U16
-        | Format::I16
-        | Format::U32
-        | Format::I32
-        | Format::U64
-        | Format::I64
-        | Format::F32
-        | Format::F64) => {
-            let n = f.number().unwrap_or(Number::U8);
+        Format::Number(n) => {
             let text: String = bytes
                 .chunks_exact(n.size())
                 .map(|c| n.show(c) + "\n")
