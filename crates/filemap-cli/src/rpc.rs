@@ -232,7 +232,6 @@ pub(crate) fn serve(ns: &Namespace, a: ServeArgs) -> CmdResult {
             };
             taken += 1;
             busy += 1;
-            idle_since = Instant::now();
             let (request, replier, done) = (
                 std::mem::take(&mut request),
                 replier.clone(),
@@ -255,10 +254,7 @@ pub(crate) fn serve(ns: &Namespace, a: ServeArgs) -> CmdResult {
             }
         }
     });
-    match failed {
-        Some(f) => Err(f),
-        None => Ok(()),
-    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Runs `command` with `request` on its standard input and returns what it printed, up to

@@ -2956,6 +2956,12 @@ fn call_and_serve_report_every_failure() {
     assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
     assert!(t.elapsed() >= Duration::from_millis(300));
     assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    // A server that no request comes to exits 124 after its --timeout.
+    let t = std::time::Instant::now();
+    let o = root.run(&["serve", "Local\\idle", "--timeout", "0.3", "--", "cat"]);
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
     // Requests larger than the channel allows, as arguments or on standard input: one
     // line that states the limit, exit 1.
     let mut holder = root.spawn(&[

@@ -151,13 +151,7 @@ fn bare(name: Name, kind: Kind) -> ObjectInfo {
 /// that filemap made, its creator and creation time), a synchronization object's
 /// state, and how many handles are open to it (its holders' pids only from [`holders`]).
 pub(crate) fn info(_: &Path, name: &Name) -> Result<ObjectInfo> {
-    // The probe that finds the kind also opens the handle to inspect it with.
-    let (kind, handle) = probe(name).ok_or_else(|| not_found(name))?;
-    let handle = handle.ok_or_else(|| {
-        Error::denied(format!(
-            "{name} exists, but its security does not allow inspecting it"
-        ))
-    })?;
+    let (kind, handle) = inspect(name)?;
     let mut info = bare(name.clone(), kind);
     info.handles = basic_information(handle.0).map(|i| i.HandleCount.saturating_sub(1));
     match kind {
@@ -181,16 +175,23 @@ pub(crate) fn info(_: &Path, name: &Name) -> Result<ObjectInfo> {
     }
     Ok(info)
 }
+
 /// The processes that hold `name` (see [`object::holders`](super::object::holders) for
 /// how, and what that costs).
 pub(crate) fn holders(_: &Path, name: &Name) -> Result<Vec<u32>> {
-    let (_, handle) = probe(name).ok_or_else(|| not_found(name))?;
+    let (_, handle) = inspect(name)?;
+    Ok(super::object::holders(handle.0))
+}
+
+/// The kind of `name` and a handle to inspect it with, from the probe that finds the kind.
+fn inspect(name: &Name) -> Result<(Kind, Handle)> {
+    let (kind, handle) = probe(name).ok_or_else(|| not_found(name))?;
     let handle = handle.ok_or_else(|| {
         Error::denied(format!(
             "{name} exists, but its security does not allow inspecting it"
         ))
     })?;
-    Ok(super::object::holders(handle.0))
+    Ok((kind, handle))
 }
 
 pub(crate) fn kind(_: &Path, name: &Name) -> Result<Kind> {
