@@ -745,7 +745,14 @@ impl Sender {
     /// As for [`Sender::send`].
     #[inline(always)]
     pub fn loan(&mut self, len: usize) -> Result<Loan<'_>> {
-        let Some(reserved) = self.reserve_by(len, None)? else {
+        self.loan_by(len, None)
+    }
+
+    /// Lends room for `len` bytes, waiting until `deadline`: the work of
+    /// [`loan`](Self::loan) and [`loan_timeout`](Self::loan_timeout).
+    #[inline(always)]
+    fn loan_by(&mut self, len: usize, deadline: Option<Instant>) -> Result<Loan<'_>> {
+        let Some(reserved) = self.reserve_by(len, deadline)? else {
             return Err(no_room(&self.chan));
         };
         Ok(Loan {
@@ -786,13 +793,7 @@ impl Sender {
     ///
     /// [`Error::Timeout`]; as for [`Sender::send`].
     pub fn loan_timeout(&mut self, len: usize, timeout: Duration) -> Result<Loan<'_>> {
-        let Some(reserved) = self.reserve_by(len, Instant::now().checked_add(timeout))? else {
-            return Err(no_room(&self.chan));
-        };
-        Ok(Loan {
-            sender: self,
-            reserved,
-        })
+        self.loan_by(len, Instant::now().checked_add(timeout))
     }
 
     /// Lends room for a message of `len` bytes if there is room now (`None` if not).
