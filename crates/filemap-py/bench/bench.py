@@ -7,6 +7,10 @@
   would otherwise outlive it), and attach (open + map + close) to a live one, against
   ``multiprocessing.shared_memory.SharedMemory`` (and ``posix_ipc`` if installed).
 - Copy throughput into and out of a 1 MiB view, against ``SharedMemory.buf``.
+- A 64 KiB NumPy frame sent through a stream and received into an array, in one thread:
+  ``send(a)`` + ``recv_into(out)``, against the ``bytes`` way (``send(a.tobytes())`` +
+  ``recv()`` + a copy into ``out``), a Unix socket pair (``sendall`` + ``recv_into``) and a
+  ``multiprocessing.Pipe`` (``send_bytes`` + ``recv_bytes_into``). Needs NumPy.
 - An event round trip between two processes (spawned), against two
   ``multiprocessing.Event``s, a ``multiprocessing.Pipe`` and (if installed) two
   ``posix_ipc.Semaphore``s.
@@ -169,6 +173,57 @@ def round_trip(kind, n):
     return dt / n
 
 
+def frames():
+    """Rows for a 64 KiB float32 NumPy frame, sent and received into an array in one
+    thread, one frame at a time; none without NumPy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    import socket
+
+    frame = np.arange(64 * 256, dtype=np.float32).reshape(64, 256)
+    out = np.empty_like(frame)
+    st = filemap.Stream.create("Local\\bench-frames", 1 << 18, frame.nbytes)
+    tx, rx = st.sender(), st.receiver()
+    a, b = socket.socketpair()
+    for sock in (a, b):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    out_bytes = memoryview(out).cast("B")
+    p, q = multiprocessing.Pipe()
+
+    def fm_buffers():
+        tx.send(frame)
+        rx.recv_into(out)
+
+    def fm_bytes():
+        tx.send(frame.tobytes())
+        out[:] = np.frombuffer(rx.recv(), dtype=np.float32).reshape(out.shape)
+
+    def sock():
+        a.sendall(frame)
+        got = 0
+        while got < frame.nbytes:
+            got += b.recv_into(out_bytes[got:])
+
+    def pipe():
+        p.send_bytes(frame)
+        q.recv_bytes_into(out_bytes)
+
+    fm_b, fm_y, so, pi = interleaved(2000, fm_buffers, fm_bytes, sock, pipe)
+    assert (out == frame).all()
+    what = "64 KiB NumPy frame: send + receive into an array, one thread"
+    rows = [
+        (what, "send(a) + recv_into(out)", fm_b, "send(a.tobytes()) + recv() + copy", fm_y),
+        (what, "send(a) + recv_into(out)", fm_b, "Unix socket pair: sendall + recv_into", so),
+        (what, "send(a) + recv_into(out)", fm_b, "multiprocessing.Pipe: send_bytes + recv_bytes_into", pi),
+    ]
+    for end in (tx, rx, st, a, b, p, q):
+        end.close()
+    return rows
+
+
 def main():
     # Each row: what, filemap's label, its per-round values, the other's label, its values.
     # Values are seconds, or bytes per second for the copies.
@@ -240,6 +295,8 @@ def main():
     big.close()
     s.close()
     s.unlink()
+
+    rows += frames()
 
     kinds = ("filemap", "mp", "pipe") + (("posix_ipc",) if posix_ipc is not None else ())
     rt = {k: [] for k in kinds}

@@ -1,4 +1,6 @@
-//! Views handed to Python: a small native type, `ViewBuffer`, that owns a
+//! The extension's buffers, both ways, and its only `unsafe` code.
+//!
+//! **Views handed to Python.** A small native type, `ViewBuffer`, owns a
 //! [`filemap::View`] and exports its bytes through the buffer protocol. Python gets a
 //! `memoryview` of it, so slicing, `bytes(...)` and NumPy use the mapped memory directly,
 //! and the view is unmapped when the last object that uses it (the `memoryview`, a slice of
@@ -10,17 +12,34 @@
 //! `PyType_FromSpec` and two slots, `bf_getbuffer` (slot number 1, fixed by the stable ABI
 //! since 3.2, and accepted by `PyType_FromSpec` in every version) and `tp_dealloc`, and the
 //! `Py_buffer` struct is declared here with CPython's layout, which has not changed since
-//! 3.0 and is frozen by the stable ABI since 3.11. This is the only `unsafe` code of the
-//! extension.
+//! 3.0 and is frozen by the stable ABI since 3.11.
+//!
+//! **Bytes from Python** ([`Input`], [`Output`]). Sends take any object with a contiguous
+//! buffer (`bytes`, `bytearray`, `memoryview`, `array.array`, NumPy arrays), and
+//! `recv_into` fills any writable one, as `socket.send` and `socket.recv_into` do. Their
+//! bytes are read and written with raw copies, never through a `&[u8]`: other threads may
+//! change a `bytearray` or an array while we copy (NumPy releases the GIL). Only a `bytes`
+//! object, which nothing may change, is seen as a slice. `PyObject_GetBuffer` and
+//! `PyBuffer_Release` are in every CPython, but the stable ABI lists them only from 3.11:
+//! this module calls them directly on Unix, where an extension finds every symbol of the
+//! interpreter, and looks them up in `python3.dll` on Windows, which exports them from
+//! 3.11. Without them (Windows' Python 3.9 and 3.10, or `FILEMAP_PY_NO_BUFFER_API` set,
+//! which the tests use to cover this path), the same calls go through `memoryview`, with
+//! one more copy.
 #![allow(unsafe_code)]
 
+use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::marker::PhantomData;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::OnceLock;
 
 use filemap::{Access, View};
+use pyo3::exceptions::{PyBufferError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyMemoryView, PySlice};
 
 /// CPython's `Py_buffer` (`Include/pybuffer.h`).
 #[repr(C)]
@@ -39,6 +58,7 @@ struct PyBuffer {
 }
 
 // The request flags that matter here (`Include/pybuffer.h`).
+const PYBUF_SIMPLE: c_int = 0;
 const PYBUF_WRITABLE: c_int = 0x0001;
 const PYBUF_FORMAT: c_int = 0x0004;
 const PYBUF_ND: c_int = 0x0008;
@@ -179,5 +199,336 @@ unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
         let free: ffi::freefunc = std::mem::transmute(ffi::PyType_GetSlot(tp, ffi::Py_tp_free));
         free(obj.cast());
         ffi::Py_DECREF(tp.cast());
+    }
+}
+
+/// `PyObject_GetBuffer`'s type.
+type GetBuffer = unsafe extern "C" fn(*mut ffi::PyObject, *mut PyBuffer, c_int) -> c_int;
+/// `PyBuffer_Release`'s type.
+type ReleaseBuffer = unsafe extern "C" fn(*mut PyBuffer);
+
+/// CPython's buffer consumer calls, where this interpreter offers them (see the module's
+/// documentation).
+struct BufferApi {
+    get: GetBuffer,
+    release: ReleaseBuffer,
+}
+
+fn buffer_api() -> Option<&'static BufferApi> {
+    static API: OnceLock<Option<BufferApi>> = OnceLock::new();
+    API.get_or_init(|| match std::env::var_os("FILEMAP_PY_NO_BUFFER_API") {
+        Some(_) => None,
+        None => sys_buffer_api(),
+    })
+    .as_ref()
+}
+
+#[cfg(not(windows))]
+fn sys_buffer_api() -> Option<BufferApi> {
+    // Resolved against the interpreter that loads the extension, as all of PyO3's calls
+    // are; every CPython 3 defines both, with these signatures.
+    unsafe extern "C" {
+        fn PyObject_GetBuffer(obj: *mut ffi::PyObject, view: *mut PyBuffer, flags: c_int) -> c_int;
+        fn PyBuffer_Release(view: *mut PyBuffer);
+    }
+    Some(BufferApi {
+        get: PyObject_GetBuffer,
+        release: PyBuffer_Release,
+    })
+}
+
+#[cfg(windows)]
+fn sys_buffer_api() -> Option<BufferApi> {
+    #[link(name = "kernel32")]
+    unsafe extern "system" {
+        fn GetModuleHandleW(name: *const u16) -> *mut c_void;
+        fn GetProcAddress(module: *mut c_void, name: *const c_char) -> *mut c_void;
+    }
+    let dll: Vec<u16> = "python3.dll".encode_utf16().chain([0]).collect();
+    // SAFETY: both names are NUL-terminated; `python3.dll` stays loaded while this
+    // extension, which imports from it, is; a handle from `GetModuleHandleW` needs no
+    // closing.
+    let (get, release) = unsafe {
+        let module = GetModuleHandleW(dll.as_ptr());
+        if module.is_null() {
+            return None;
+        }
+        (
+            GetProcAddress(module, c"PyObject_GetBuffer".as_ptr()),
+            GetProcAddress(module, c"PyBuffer_Release".as_ptr()),
+        )
+    };
+    if get.is_null() || release.is_null() {
+        return None;
+    }
+    // SAFETY: the stable ABI of 3.11 and later defines both functions with these
+    // signatures (`Include/pybuffer.h`).
+    unsafe {
+        Some(BufferApi {
+            get: std::mem::transmute::<*mut c_void, GetBuffer>(get),
+            release: std::mem::transmute::<*mut c_void, ReleaseBuffer>(release),
+        })
+    }
+}
+
+/// A buffer that an object exports to us, released on drop.
+struct Exported {
+    buf: Box<PyBuffer>,
+    api: &'static BufferApi,
+}
+
+impl Exported {
+    /// `obj`'s buffer, asked for with `flags` (contiguous bytes: the request has no
+    /// `PYBUF_ND`), `writable` or not. A refusal gets the error that [`bytes_of`] gives,
+    /// the same whichever way the bytes are reached.
+    fn new(
+        obj: &Bound<'_, PyAny>,
+        api: &'static BufferApi,
+        flags: c_int,
+        writable: bool,
+    ) -> PyResult<Self> {
+        let mut buf = Box::new(PyBuffer {
+            buf: ptr::null_mut(),
+            obj: ptr::null_mut(),
+            len: 0,
+            itemsize: 0,
+            readonly: 0,
+            ndim: 0,
+            format: ptr::null_mut(),
+            shape: ptr::null_mut(),
+            strides: ptr::null_mut(),
+            suboffsets: ptr::null_mut(),
+            internal: ptr::null_mut(),
+        });
+        // SAFETY: we hold the GIL (`obj`), `obj` is a live object and `buf` a `Py_buffer`
+        // to fill, which stays at its address (boxed) until `drop` releases it.
+        if unsafe { (api.get)(obj.as_ptr(), &mut *buf, flags) } != 0 {
+            let refused = PyErr::fetch(obj.py());
+            bytes_of(obj, writable)?;
+            return Err(refused);
+        }
+        Ok(Exported { buf, api })
+    }
+
+    fn len(&self) -> usize {
+        // A buffer's length is never negative.
+        self.buf.len.max(0) as usize
+    }
+}
+
+impl Drop for Exported {
+    fn drop(&mut self) {
+        // SAFETY: `buf` was filled by a successful `PyObject_GetBuffer` and is released once.
+        // `Exported` is not `Send` (raw pointers), so it is dropped where it was made, in a
+        // call that holds the GIL.
+        unsafe { (self.api.release)(&mut *self.buf) }
+    }
+}
+
+/// Bytes that Python code passed to a send: a `bytes` object, or any object that exports
+/// a contiguous buffer. A `TypeError` or `BufferError` otherwise, as from `socket.send`.
+pub(crate) struct Input<'py> {
+    held: Held<'py>,
+}
+
+enum Held<'py> {
+    /// A `bytes` object (or, without the buffer calls, a copy of the buffer in one).
+    Bytes(Bound<'py, PyBytes>),
+    Exported(Exported),
+}
+
+impl<'py> Input<'py> {
+    pub(crate) fn new(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = obj.cast::<PyBytes>() {
+            return Ok(Input {
+                held: Held::Bytes(b.clone()),
+            });
+        }
+        let held = match buffer_api() {
+            Some(api) => Held::Exported(Exported::new(obj, api, PYBUF_SIMPLE, false)?),
+            None => {
+                let view = bytes_of(obj, false)?;
+                Held::Bytes(view.call_method0("tobytes")?.cast_into::<PyBytes>()?)
+            }
+        };
+        Ok(Input { held })
+    }
+
+    /// The bytes as a slice: borrowed from a `bytes` object, which nothing can change, and
+    /// copied from any other buffer.
+    pub(crate) fn bytes(&self) -> Cow<'_, [u8]> {
+        match &self.held {
+            Held::Bytes(b) => Cow::Borrowed(b.as_bytes()),
+            Held::Exported(_) => {
+                let src = self.src();
+                let mut v = vec![0; src.len];
+                // SAFETY: `v` has room for `src.len` bytes.
+                unsafe { src.copy_to(v.as_mut_ptr()) };
+                Cow::Owned(v)
+            }
+        }
+    }
+
+    /// The bytes, for a copy made without the GIL.
+    pub(crate) fn src(&self) -> Src<'_> {
+        let (ptr, len) = match &self.held {
+            Held::Bytes(b) => (b.as_bytes().as_ptr(), b.as_bytes().len()),
+            Held::Exported(e) => (e.buf.buf.cast_const().cast::<u8>(), e.len()),
+        };
+        Src {
+            ptr,
+            len,
+            _input: PhantomData,
+        }
+    }
+}
+
+/// An [`Input`]'s bytes, which stay exported while it is borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct Src<'a> {
+    ptr: *const u8,
+    len: usize,
+    _input: PhantomData<&'a Input<'a>>,
+}
+
+// SAFETY: the bytes stay exported (or, for `bytes`, alive) while the `Input` is borrowed,
+// whichever thread copies them; copies are raw, so bytes that another thread changes at
+// the same time give a mixed copy, never undefined behaviour in our code.
+unsafe impl Send for Src<'_> {}
+// SAFETY: as above; `Src` only reads.
+unsafe impl Sync for Src<'_> {}
+
+impl Src<'_> {
+    pub(crate) fn len(self) -> usize {
+        self.len
+    }
+
+    /// Copies the bytes to `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `self.len` bytes.
+    unsafe fn copy_to(&self, dst: *mut u8) {
+        // SAFETY: the source is valid for `len` bytes (the export); the caller vouches for
+        // `dst`. `copy`, not `copy_nonoverlapping`: a view of the channel's own file, which
+        // Python code can map, may overlap it.
+        unsafe { ptr::copy(self.ptr, dst, self.len) }
+    }
+
+    /// Copies the bytes into `loan` and sends them.
+    pub(crate) fn commit_into(self, mut loan: filemap::Loan<'_>) {
+        assert_eq!(loan.len(), self.len, "a loan of the input's length");
+        // SAFETY: the loan's bytes are `len` bytes of the ring, writable until the commit.
+        unsafe { self.copy_to(loan.as_mut_ptr()) };
+        loan.commit();
+    }
+}
+
+/// A `memoryview` of `obj`'s bytes, which must be C-contiguous (as a simple buffer
+/// request requires) and, if `writable`, writable. The errors are those of `socket.send`
+/// and `socket.recv_into`, whichever way the bytes are reached.
+fn bytes_of<'py>(obj: &Bound<'py, PyAny>, writable: bool) -> PyResult<Bound<'py, PyAny>> {
+    let view = PyMemoryView::from(obj)?;
+    if writable && view.getattr("readonly")?.is_truthy()? {
+        let tp = obj.get_type().name()?;
+        return Err(PyTypeError::new_err(format!(
+            "a writable bytes-like object is required, not '{tp}'"
+        )));
+    }
+    if !view.getattr("c_contiguous")?.is_truthy()? {
+        return Err(PyBufferError::new_err("the buffer is not C-contiguous"));
+    }
+    view.call_method1("cast", ("B",))
+}
+
+/// A writable buffer that Python code passed to `recv_into`: any object that exports a
+/// contiguous, writable buffer. A `TypeError` or `BufferError` otherwise, as from
+/// `socket.recv_into`.
+pub(crate) struct Output<'py> {
+    held: OutHeld<'py>,
+}
+
+enum OutHeld<'py> {
+    Exported(Exported),
+    /// Without the buffer calls: a `memoryview` of the bytes, for [`Output::fill`].
+    View(Bound<'py, PyAny>),
+}
+
+impl<'py> Output<'py> {
+    pub(crate) fn new(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let held = match buffer_api() {
+            Some(api) => OutHeld::Exported(Exported::new(obj, api, PYBUF_WRITABLE, true)?),
+            None => OutHeld::View(bytes_of(obj, true)?),
+        };
+        Ok(Output { held })
+    }
+
+    pub(crate) fn len(&self) -> PyResult<usize> {
+        match &self.held {
+            OutHeld::Exported(e) => Ok(e.len()),
+            OutHeld::View(v) => v.len(),
+        }
+    }
+
+    /// The bytes, for a copy made without the GIL; `None` without the buffer calls (use
+    /// [`fill`](Self::fill)).
+    pub(crate) fn dst(&self) -> Option<Dst<'_>> {
+        match &self.held {
+            OutHeld::Exported(e) => Some(Dst {
+                ptr: e.buf.buf.cast::<u8>(),
+                len: e.len(),
+                _output: PhantomData,
+            }),
+            OutHeld::View(_) => None,
+        }
+    }
+
+    /// Writes `data` at the start of the buffer (at most its length).
+    pub(crate) fn fill(&self, data: &[u8]) -> PyResult<()> {
+        match &self.held {
+            OutHeld::Exported(_) => {
+                let dst = self.dst().expect("an exported buffer");
+                assert!(data.len() <= dst.len, "data that fits");
+                // SAFETY: the buffer is writable (asked for with `PYBUF_WRITABLE`) for
+                // `dst.len` bytes, and is not `data`, which is ours.
+                unsafe { ptr::copy_nonoverlapping(data.as_ptr(), dst.ptr, data.len()) };
+                Ok(())
+            }
+            OutHeld::View(v) => {
+                let py = v.py();
+                let end = isize::try_from(data.len()).expect("a length that fits a buffer");
+                v.set_item(PySlice::new(py, 0, end, 1), PyBytes::new(py, data))
+            }
+        }
+    }
+}
+
+/// An [`Output`]'s bytes, which stay exported while it is borrowed.
+#[derive(Clone, Copy)]
+pub(crate) struct Dst<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _output: PhantomData<&'a Output<'a>>,
+}
+
+// SAFETY: the buffer stays exported while the `Output` is borrowed, whichever thread
+// copies into it; copies are raw (see `Src`).
+unsafe impl Send for Dst<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Dst<'_> {}
+
+impl Dst<'_> {
+    /// Copies `m` to the start of the buffer and returns its length, or gives `m` back if
+    /// it is longer than the buffer.
+    pub(crate) fn take<'m>(self, m: filemap::Message<'m>) -> Result<usize, filemap::Message<'m>> {
+        let len = m.len();
+        if len > self.len {
+            return Err(m);
+        }
+        // SAFETY: the message's `len` bytes are inside the ring until `m` is dropped; the
+        // buffer is writable for `self.len` ≥ `len` bytes. `copy`: a view of the channel's
+        // own file may overlap the message (see `Src::copy_to`).
+        unsafe { ptr::copy(m.as_ptr(), self.ptr, len) };
+        Ok(len)
     }
 }

@@ -3,7 +3,8 @@
 //! The Python half (`python/filemap/__init__.py`) adds views, `SharedMemory` and the
 //! context managers. Views are [`filemap::View`]s that Python sees as `memoryview`s
 //! (`buffer.rs`, the extension's only `unsafe` code): a view stays mapped for as long as
-//! any Python object uses it.
+//! any Python object uses it. Sends take any bytes-like object, and `Receiver.recv_into`
+//! fills any writable one, with one copy each way (`buffer.rs` too).
 //!
 //! Blocking calls release the GIL and wake every 50 ms to let Python handle signals, so
 //! Ctrl-C interrupts a wait promptly (`KeyboardInterrupt`).
@@ -20,12 +21,12 @@ use pyo3::exceptions::{
     PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyBytes;
 
 mod buffer;
 mod shared;
 
+use buffer::{Input, Output};
 use shared::{Shared, Taken};
 
 create_exception!(
@@ -682,13 +683,19 @@ struct Sender {
 
 #[pymethods]
 impl Sender {
-    /// Sends `data`, waiting for room up to `timeout` (`None`: as long as it takes);
-    /// `False` on timeout.
+    /// Sends `data` (any bytes-like object), waiting for room up to `timeout` (`None`: as
+    /// long as it takes); `False` on timeout.
     #[pyo3(signature = (data, timeout=None))]
-    fn send(&self, py: Python<'_>, data: &[u8], timeout: Option<f64>) -> PyResult<bool> {
+    fn send(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        let data = Input::new(data)?;
         let deadline = deadline_of(timeout)?;
         let mut tx = take_or!(self.end, py, deadline, false);
-        Ok(blocking_until(py, deadline, |slice| timed(tx.send_timeout(data, slice)))?.is_some())
+        send_input(py, &mut tx, &data, deadline)
     }
 
     /// Sends `messages` in order, each as `send` does, in one turn; returns how many were
@@ -697,13 +704,17 @@ impl Sender {
     fn send_many(
         &self,
         py: Python<'_>,
-        messages: Vec<PyBackedBytes>,
+        messages: Vec<Bound<'_, PyAny>>,
         timeout: Option<f64>,
     ) -> PyResult<usize> {
+        let messages = messages
+            .iter()
+            .map(Input::new)
+            .collect::<PyResult<Vec<_>>>()?;
         let deadline = deadline_of(timeout)?;
         let mut tx = take_or!(self.end, py, deadline, 0);
         for (i, m) in messages.iter().enumerate() {
-            if blocking_until(py, deadline, |slice| timed(tx.send_timeout(m, slice)))?.is_none() {
+            if !send_input(py, &mut tx, m, deadline)? {
                 return Ok(i);
             }
         }
@@ -713,6 +724,24 @@ impl Sender {
     fn close(&self) -> PyResult<()> {
         self.end.close("Sender")
     }
+}
+
+/// Sends `data` through `tx`, copied once, straight into the ring; `false` if `deadline`
+/// passed first.
+fn send_input(
+    py: Python<'_>,
+    tx: &mut filemap::Sender,
+    data: &Input<'_>,
+    deadline: Option<Instant>,
+) -> PyResult<bool> {
+    let src = data.src();
+    let sent = blocking_until(py, deadline, |slice| {
+        timed(
+            tx.loan_timeout(src.len(), slice)
+                .map(|loan| src.commit_into(loan)),
+        )
+    })?;
+    Ok(sent.is_some())
 }
 
 /// A message as a new `bytes` object: one copy, from the ring straight into it.
@@ -786,8 +815,72 @@ impl Receiver {
         Ok(Some(out))
     }
 
+    /// Receives the next message into `buffer` (any writable bytes-like object) and returns
+    /// its length, waiting up to `timeout`; `None` on timeout. A message longer than the
+    /// buffer is not received: it stays first in the channel, and `ValueError` states its
+    /// length.
+    #[pyo3(signature = (buffer, timeout=None))]
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<usize>> {
+        let out = Output::new(buffer)?;
+        let room = out.len()?;
+        let dst = out.dst();
+        let deadline = deadline_of(timeout)?;
+        let mut rx = take_or!(self.end, py, deadline, None);
+        // Straight into the buffer, or (without the buffer calls) into a `Vec` for `fill`.
+        let take = |m: filemap::Message<'_>| match dst {
+            Some(dst) => dst.take(m).map(Into::into).map_err(Received::kept),
+            None if m.len() > room => Err(Received::kept(m)),
+            None => Ok(Received::Copy(m.to_vec())),
+        };
+        let ready = rx.try_recv().map_err(err)?.map(take);
+        let got = match ready {
+            Some(r) => Some(r),
+            None => wait_in_slices(py, deadline, |slice| {
+                timed(rx.recv_timeout(slice).map(take))
+            })?,
+        };
+        match got {
+            None => Ok(None),
+            Some(Ok(Received::Len(n))) => Ok(Some(n)),
+            Some(Ok(Received::Copy(v))) => out.fill(&v).map(|()| Some(v.len())),
+            Some(Err(len)) => Err(PyValueError::new_err(format!(
+                "the next message in {} has {len} bytes, more than the buffer's {room}; it \
+                 stays in the channel",
+                rx.name()
+            ))),
+        }
+    }
+
     fn close(&self) -> PyResult<()> {
         self.end.close("Receiver")
+    }
+}
+
+/// What `recv_into` did with a message.
+enum Received {
+    /// Copied into the buffer: its length.
+    Len(usize),
+    /// Copied out, to be written into the buffer with the GIL.
+    Copy(Vec<u8>),
+}
+
+impl From<usize> for Received {
+    fn from(len: usize) -> Self {
+        Received::Len(len)
+    }
+}
+
+impl Received {
+    /// Leaves `m`, which is too long for the buffer, in the channel; its length.
+    fn kept(m: filemap::Message<'_>) -> usize {
+        let len = m.len();
+        m.keep();
+        len
     }
 }
 
@@ -863,9 +956,10 @@ struct Publisher {
 
 #[pymethods]
 impl Publisher {
-    fn send(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = Input::new(data)?;
         let mut p = take_or!(self.end, py, None, ());
-        p.send(data).map_err(err)
+        p.send(&data.bytes()).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
@@ -963,9 +1057,10 @@ struct LatestWriter {
 
 #[pymethods]
 impl LatestWriter {
-    fn publish(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+    fn publish(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = Input::new(data)?;
         let mut w = take_or!(self.end, py, None, ());
-        w.publish(data).map_err(err)
+        w.publish(&data.bytes()).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
@@ -1116,7 +1211,8 @@ impl RpcServer {
     }
 
     /// Answers the request `ticket`; `False` if its client is gone.
-    fn reply(&self, ticket: u64, data: &[u8]) -> PyResult<bool> {
+    fn reply(&self, ticket: u64, data: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let data = Input::new(data)?;
         let (replier, t) = {
             let mut a = self.answers();
             let replier = a.replier.clone().ok_or_else(closed)?;
@@ -1126,7 +1222,7 @@ impl RpcServer {
                 .ok_or_else(|| PyValueError::new_err(format!("no pending request {ticket}")))?;
             (replier, t)
         };
-        replier.reply(t, data).map_err(err)
+        replier.reply(t, &data.bytes()).map_err(err)
     }
 
     fn close(&self) -> PyResult<()> {
@@ -1153,12 +1249,13 @@ impl RpcClient {
     fn call(
         &self,
         py: Python<'_>,
-        request: &[u8],
+        request: &Bound<'_, PyAny>,
         timeout: Option<f64>,
     ) -> PyResult<Option<Vec<u8>>> {
+        let request = Input::new(request)?;
         let deadline = deadline_of(timeout)?;
         let mut c = take_or!(self.end, py, deadline, None);
-        c.send_request(request).map_err(err)?;
+        c.send_request(&request.bytes()).map_err(err)?;
         let mut reply = Vec::new();
         blocking_until(py, deadline, |slice| {
             timed(
@@ -1169,9 +1266,10 @@ impl RpcClient {
     }
 
     /// Sends `request` without waiting for its reply (a request still pending is given up).
-    fn send_request(&self, py: Python<'_>, request: &[u8]) -> PyResult<()> {
+    fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<()> {
+        let request = Input::new(request)?;
         let mut c = take_or!(self.end, py, None, ());
-        c.send_request(request).map_err(err)
+        c.send_request(&request.bytes()).map_err(err)
     }
 
     /// Waits for the reply to the pending request; `None` on timeout (the request stays

@@ -26,11 +26,16 @@ import builtins
 import os as _os
 import secrets as _secrets
 import sys
-from typing import Any, Iterable, Optional, Sequence, Union, cast
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union, cast
 
 from . import _filemap
 from ._filemap import CorruptError, KindMismatchError
 from ._shareable import ShareableList
+
+if TYPE_CHECKING:
+    # Any object with a contiguous buffer: bytes, bytearray, memoryview, array.array, NumPy
+    # arrays (writable ones for WriteableBuffer).
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 if hasattr(_os, "register_at_fork"):
     # Channel ends that other threads had taken when the process forked are refused in the
@@ -617,9 +622,9 @@ class Broadcast(_Channel):
 
 
 class Publisher(_End):
-    def send(self, data: bytes) -> None:
-        """Publishes ``data`` to every subscriber; never waits."""
-        self._m.send(bytes(data))
+    def send(self, data: "ReadableBuffer") -> None:
+        """Publishes ``data`` (any bytes-like object) to every subscriber; never waits."""
+        self._m.send(data)
 
 
 class Subscriber(_End):
@@ -667,8 +672,9 @@ class Latest(_Channel):
 
 
 class LatestWriter(_End):
-    def publish(self, data: bytes) -> None:
-        self._m.publish(bytes(data))
+    def publish(self, data: "ReadableBuffer") -> None:
+        """Publishes ``data`` (any bytes-like object) as the latest value."""
+        self._m.publish(data)
 
 
 class LatestReader(_End):
@@ -723,25 +729,26 @@ class RpcServer(_End):
             raise TimeoutError("timed out waiting for a request")
         return r[0], bytes(r[1])
 
-    def reply(self, ticket: int, data: bytes) -> bool:
-        """Answers; ``False`` if the client is gone (or gave up)."""
-        return bool(self._m.reply(ticket, bytes(data)))
+    def reply(self, ticket: int, data: "ReadableBuffer") -> bool:
+        """Answers with ``data`` (any bytes-like object); ``False`` if the client is gone
+        (or gave up)."""
+        return bool(self._m.reply(ticket, data))
 
 
 class RpcClient(_End):
-    def call(self, request: bytes, timeout: Optional[float] = None) -> bytes:
+    def call(self, request: "ReadableBuffer", timeout: Optional[float] = None) -> bytes:
         """Sends ``request`` and returns the reply; ``TimeoutError`` (a reply that comes
         later is thrown away by the next call); ``BrokenPipeError`` if the server closed or
         died. Ctrl-C interrupts the wait."""
-        r = self._m.call(bytes(request), timeout)
+        r = self._m.call(request, timeout)
         if r is None:
             raise TimeoutError("timed out waiting for a reply")
         return bytes(r)
 
-    def send_request(self, request: bytes) -> None:
+    def send_request(self, request: "ReadableBuffer") -> None:
         """Sends ``request`` without waiting (a request still pending is given up); then
         ``wait_reply()``, or ``wait_any`` with this client among other objects."""
-        self._m.send_request(bytes(request))
+        self._m.send_request(request)
 
     def wait_reply(self, timeout: Optional[float] = None) -> bytes:
         """The reply to the pending request; ``TimeoutError`` (it stays pending);
@@ -766,16 +773,18 @@ class Sender:
     def __init__(self, native: Any) -> None:
         self._m = native
 
-    def send(self, data: bytes, timeout: Optional[float] = None) -> None:
-        """Sends ``data``, waiting for room; ``TimeoutError`` on timeout, ``BrokenPipeError``
-        if the consumer is gone and the ring is full."""
-        if not self._m.send(bytes(data), timeout):
+    def send(self, data: "ReadableBuffer", timeout: Optional[float] = None) -> None:
+        """Sends ``data`` (any bytes-like object: ``bytes``, ``bytearray``, ``memoryview``, a
+        C-contiguous NumPy array), copied once, straight into the ring; waits for room.
+        ``TimeoutError`` on timeout, ``BrokenPipeError`` if the consumer is gone and the
+        ring is full."""
+        if not self._m.send(data, timeout):
             raise TimeoutError("timed out waiting for room in the stream")
 
-    def send_many(self, messages: "Iterable[bytes]", timeout: Optional[float] = None) -> int:
+    def send_many(self, messages: "Iterable[ReadableBuffer]", timeout: Optional[float] = None) -> int:
         """Sends each of ``messages`` in order, as ``send`` does, with one call's overhead
         for all; returns how many were sent: all, unless ``timeout`` passed first."""
-        return int(self._m.send_many([bytes(m) for m in messages], timeout))
+        return int(self._m.send_many(builtins.list(messages), timeout))
 
     def close(self) -> None:
         self._m.close()
@@ -803,6 +812,18 @@ class Receiver:
         if m is None:
             raise TimeoutError("timed out waiting for a message")
         return bytes(m)
+
+    def recv_into(self, buffer: "WriteableBuffer", timeout: Optional[float] = None) -> int:
+        """Receives the next message into ``buffer`` (any writable bytes-like object: a
+        ``bytearray``, a ``memoryview``, a C-contiguous NumPy array), copied once, straight
+        from the ring, and returns its length, as ``socket.recv_into`` does.
+        ``TimeoutError`` on timeout, ``BrokenPipeError`` as ``recv``. A message longer
+        than ``buffer`` is not received: it stays first in the stream, and ``ValueError``
+        states its length."""
+        n = self._m.recv_into(buffer, timeout)
+        if n is None:
+            raise TimeoutError("timed out waiting for a message")
+        return int(n)
 
     def recv_many(self, max: int = 64, timeout: Optional[float] = None) -> "builtins.list[bytes]":
         """Up to ``max`` messages, with one call's overhead for all: waits for the first as
