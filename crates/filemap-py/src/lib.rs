@@ -494,8 +494,8 @@ enum Held<'a> {
     Semaphore(PyRef<'a, Semaphore>),
     Event(PyRef<'a, Event>),
     Receiver(Taken<'a, filemap::Receiver>),
-    Subscriber(Taken<'a, filemap::Subscriber>),
-    LatestReader(Taken<'a, filemap::LatestReader>),
+    Subscriber(Taken<'a, SubscriberEnd>),
+    LatestReader(Taken<'a, ReaderEnd>),
     RpcServer(Taken<'a, filemap::RpcServer>),
     RpcClient(Taken<'a, filemap::RpcClient>),
     /// The same object as the one at this earlier index.
@@ -548,8 +548,8 @@ impl<'a> Held<'a> {
             Held::Semaphore(x) => sync(&x.inner)?,
             Held::Event(x) => sync(&x.inner)?,
             Held::Receiver(t) => &**t,
-            Held::Subscriber(t) => &**t,
-            Held::LatestReader(t) => &**t,
+            Held::Subscriber(t) => &t.sub,
+            Held::LatestReader(t) => &t.reader,
             Held::RpcServer(t) => &**t,
             Held::RpcClient(t) => &**t,
             Held::Again(i) => return all[*i].waitable(all),
@@ -578,6 +578,13 @@ fn wait_any(
             Some(h) => held.push(h),
             None => return Ok(None),
         }
+    }
+    // A subscriber that holds back a message (too long for a `recv_into`) has one ready.
+    if let Some(i) = held
+        .iter()
+        .position(|h| matches!(h, Held::Subscriber(t) if t.held_back.is_some()))
+    {
+        return Ok(Some((i, false)));
     }
     let natives: Vec<&(dyn filemap::Waitable + Sync)> = held
         .iter()
@@ -848,11 +855,13 @@ impl Receiver {
             None => Ok(None),
             Some(Ok(Received::Len(n))) => Ok(Some(n)),
             Some(Ok(Received::Copy(v))) => out.fill(&v).map(|()| Some(v.len())),
-            Some(Err(len)) => Err(PyValueError::new_err(format!(
-                "the next message in {} has {len} bytes, more than the buffer's {room}; it \
-                 stays in the channel",
-                rx.name()
-            ))),
+            Some(Err(len)) => Err(too_long(
+                rx.name(),
+                "the next message",
+                len,
+                room,
+                "it stays in the channel",
+            )),
         }
     }
 
@@ -938,7 +947,11 @@ impl Broadcast {
 
     fn subscriber(&self) -> PyResult<Subscriber> {
         Ok(Subscriber {
-            end: Shared::new(self.inner.subscriber().map_err(err)?),
+            end: Shared::new(SubscriberEnd {
+                sub: self.inner.subscriber().map_err(err)?,
+                held_back: None,
+                scratch: Vec::new(),
+            }),
         })
     }
 
@@ -970,7 +983,36 @@ impl Publisher {
 /// A broadcast's subscriber. Threads may share it.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct Subscriber {
-    end: Shared<filemap::Subscriber>,
+    end: Shared<SubscriberEnd>,
+}
+
+/// A subscriber, with what `recv_into` needs.
+struct SubscriberEnd {
+    sub: filemap::Subscriber,
+    /// A message that was too long for the buffer given to `recv_into`, and how many were
+    /// lost before it: the next receive returns it, so that nothing is lost (a broadcast
+    /// slot cannot be read again: the publisher may write over it).
+    held_back: Option<(Vec<u8>, u64)>,
+    /// Where `recv_into` receives, kept so that it allocates nothing once warm.
+    scratch: Vec<u8>,
+}
+
+impl SubscriberEnd {
+    /// The next message into `buf`, waiting until `deadline`: how many were lost before
+    /// it, or `None` on timeout.
+    fn next(
+        &mut self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<u64>> {
+        if let Some((m, lost)) = self.held_back.take() {
+            *buf = m;
+            return Ok(Some(lost));
+        }
+        let sub = &mut self.sub;
+        blocking_until(py, deadline, |slice| timed(sub.recv_timeout(buf, slice)))
+    }
 }
 
 #[pymethods]
@@ -979,19 +1021,58 @@ impl Subscriber {
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(Vec<u8>, u64)>> {
         let deadline = deadline_of(timeout)?;
-        let mut sub = take_or!(self.end, py, deadline, None);
+        let mut end = take_or!(self.end, py, deadline, None);
         let mut buf = Vec::new();
-        blocking_until(py, deadline, |slice| {
-            timed(
-                sub.recv_timeout(&mut buf, slice)
-                    .map(|lost| (std::mem::take(&mut buf), lost)),
-            )
-        })
+        Ok(end.next(py, &mut buf, deadline)?.map(|lost| (buf, lost)))
+    }
+
+    /// Receives the next message into `buffer` (any writable bytes-like object):
+    /// `(length, lost)`, or `None` on timeout. A message longer than the buffer is held
+    /// back for the next receive, and `ValueError` states its length.
+    #[pyo3(signature = (buffer, timeout=None))]
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(usize, u64)>> {
+        let out = Output::new(buffer)?;
+        let room = out.len()?;
+        let deadline = deadline_of(timeout)?;
+        let mut end = take_or!(self.end, py, deadline, None);
+        let mut m = std::mem::take(&mut end.scratch);
+        let Some(lost) = end.next(py, &mut m, deadline)? else {
+            end.scratch = m;
+            return Ok(None);
+        };
+        let len = m.len();
+        if len > room {
+            end.held_back = Some((m, lost));
+            let then = "it is held back for the next receive";
+            return Err(too_long(
+                end.sub.name(),
+                "the next message",
+                len,
+                room,
+                then,
+            ));
+        }
+        out.fill(&m)?;
+        end.scratch = m;
+        Ok(Some((len, lost)))
     }
 
     fn close(&self) -> PyResult<()> {
         self.end.close("Subscriber")
     }
+}
+
+/// The `ValueError` of a `recv_into` or `read_into` whose buffer is too small for `what`
+/// (the next message, the latest value) of the channel `name`.
+fn too_long(name: &filemap::Name, what: &str, len: usize, room: usize, then: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "{what} in {name} has {len} bytes, more than the buffer's {room}; {then}"
+    ))
 }
 
 /// A named latest-value channel.
@@ -1039,7 +1120,10 @@ impl Latest {
 
     fn reader(&self) -> PyResult<LatestReader> {
         Ok(LatestReader {
-            end: Shared::new(self.inner.reader().map_err(err)?),
+            end: Shared::new(ReaderEnd {
+                reader: self.inner.reader().map_err(err)?,
+                scratch: Vec::new(),
+            }),
         })
     }
 
@@ -1071,7 +1155,14 @@ impl LatestWriter {
 /// A latest-value channel's reader. Threads may share it.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct LatestReader {
-    end: Shared<filemap::LatestReader>,
+    end: Shared<ReaderEnd>,
+}
+
+/// A latest-value reader, with what `read_into` needs.
+struct ReaderEnd {
+    reader: filemap::LatestReader,
+    /// Where `read_into` reads, kept so that it allocates nothing once warm.
+    scratch: Vec<u8>,
 }
 
 #[pymethods]
@@ -1080,7 +1171,30 @@ impl LatestReader {
     fn read(&self, py: Python<'_>) -> PyResult<Option<(Vec<u8>, u64)>> {
         let mut r = take_or!(self.end, py, None, None);
         let mut buf = Vec::new();
-        Ok(r.read(&mut buf).map_err(err)?.map(|v| (buf, v)))
+        Ok(r.reader.read(&mut buf).map_err(err)?.map(|v| (buf, v)))
+    }
+
+    /// Copies the latest value into `buffer` (any writable bytes-like object):
+    /// `(length, version)`, or `None` before the first value. A value longer than the
+    /// buffer is a `ValueError` that states its length (it stays the latest).
+    fn read_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<(usize, u64)>> {
+        let out = Output::new(buffer)?;
+        let room = out.len()?;
+        let mut r = take_or!(self.end, py, None, None);
+        let ReaderEnd { reader, scratch } = &mut *r;
+        let Some(version) = reader.read(scratch).map_err(err)? else {
+            return Ok(None);
+        };
+        if scratch.len() > room {
+            let (len, then) = (scratch.len(), "it stays the latest");
+            return Err(too_long(reader.name(), "the latest value", len, room, then));
+        }
+        out.fill(scratch)?;
+        Ok(Some((scratch.len(), version)))
     }
 
     /// Waits for a value newer than `version`: `(value, version)`, or `None` on timeout.
@@ -1096,7 +1210,8 @@ impl LatestReader {
         let mut buf = Vec::new();
         blocking_until(py, deadline, |slice| {
             timed(
-                r.wait_newer(version, &mut buf, Some(slice))
+                r.reader
+                    .wait_newer(version, &mut buf, Some(slice))
                     .map(|v| (std::mem::take(&mut buf), v)),
             )
         })

@@ -921,6 +921,73 @@ def test_every_send_takes_bytes_like_objects():
             end.close()
 
 
+PUBLISH_FRAMES = """
+    import sys, numpy as np, filemap
+    pub = filemap.Broadcast.open("Local\\\\bframes").publisher()
+    w = filemap.Latest.open("Local\\\\lstate").writer()
+    sys.stdin.readline()
+    for i in range(8):
+        pub.send(np.full(1024, i, dtype=np.float64))  # 8 KiB
+    sys.stdin.readline()
+    pub.send(bytearray(b"last"))
+    w.publish(np.arange(16, dtype=np.int32))
+    pub.close()
+    w.close()
+    print("ok")
+"""
+
+
+def test_subscribers_and_readers_fill_bytes_like_objects():
+    # `Subscriber.recv_into` and `LatestReader.read_into`, from another process's sends;
+    # a message too long for the buffer is held back, never lost.
+    np = pytest.importorskip("numpy")
+    b = filemap.Broadcast.create("Local\\bframes", 64, 8192)
+    lt = filemap.Latest.create("Local\\lstate", 256)
+    sub, rd = b.subscriber(), lt.reader()
+    state = np.zeros(16, dtype=np.int32)
+    assert rd.read_into(state) is None
+    publisher = python(PUBLISH_FRAMES)
+    publisher.stdin.write("go\n")
+    publisher.stdin.flush()
+    frame, small = np.empty(1024, dtype=np.float64), bytearray(100)
+    assert sub.recv_into(frame, timeout=20) == (8192, 0) and (frame == 0).all()
+    too_long = "has 8192 bytes, more than the buffer's 100; it is held back"
+    with pytest.raises(ValueError, match=too_long):
+        sub.recv_into(small, timeout=20)
+    assert small == bytearray(100)
+    assert sub.recv_into(frame, timeout=20) == (8192, 0) and (frame == 1).all()
+    with pytest.raises(ValueError, match=too_long):
+        sub.recv_into(small, timeout=20)
+    assert sub.recv(timeout=20) == (np.full(1024, 2.0).tobytes(), 0)
+    for i in range(3, 7):
+        assert sub.recv_into(memoryview(frame), timeout=20) == (8192, 0) and (frame == i).all()
+    with pytest.raises(ValueError, match=too_long):
+        sub.recv_into(small, timeout=20)
+    # The ring is empty and the publisher waits: only the message held back is ready.
+    assert filemap.wait_any([sub], timeout=0) == 0
+    assert sub.recv_into(frame, timeout=20) == (8192, 0) and (frame == 7).all()
+    with pytest.raises(TimeoutError):
+        filemap.wait_any([sub], timeout=0.05)
+    publisher.stdin.write("more\n")
+    publisher.stdin.flush()
+    assert sub.recv_into(small, timeout=20) == (4, 0) and small[:4] == b"last"
+    for bad in (b"read-only", 5):
+        with pytest.raises(TypeError):
+            sub.recv_into(bad, timeout=0)
+        with pytest.raises(TypeError):
+            rd.read_into(bad)
+    with pytest.raises(BrokenPipeError):
+        sub.recv_into(small, timeout=20)
+    out, err = publisher.communicate(timeout=30)
+    assert out.strip() == "ok", err
+    assert rd.read_into(state) == (64, 1) and list(state) == list(range(16))
+    with pytest.raises(ValueError, match="latest value in .* has 64 bytes, more than the buffer's 8"):
+        rd.read_into(bytearray(8))
+    assert rd.read() == (np.arange(16, dtype=np.int32).tobytes(), 1)
+    for x in (sub, rd, b, lt):
+        x.close()
+
+
 def drain(sub, timeout=20):
     """The messages a subscriber receives until its publisher has gone."""
     got = []

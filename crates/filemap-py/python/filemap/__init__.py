@@ -636,6 +636,16 @@ class Subscriber(_End):
             raise TimeoutError("timed out waiting for a message")
         return bytes(r[0]), r[1]
 
+    def recv_into(self, buffer: "WriteableBuffer", timeout: Optional[float] = None) -> "tuple[int, int]":
+        """Receives the next message into ``buffer`` (any writable bytes-like object):
+        ``(length, lost)``, as ``recv`` but without a ``bytes`` object. A message longer
+        than ``buffer`` raises ``ValueError`` (which gives its length) and is held back:
+        the next ``recv`` or ``recv_into`` returns it."""
+        r = self._m.recv_into(buffer, timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a message")
+        return int(r[0]), int(r[1])
+
 
 class Latest(_Channel):
     """A named latest-value channel: one ``writer()`` publishes values, ``reader()``s always
@@ -682,6 +692,13 @@ class LatestReader(_End):
         """The latest value and its version (from 1), or ``None`` before the first."""
         r = self._m.read()
         return None if r is None else (bytes(r[0]), r[1])
+
+    def read_into(self, buffer: "WriteableBuffer") -> "Optional[tuple[int, int]]":
+        """Copies the latest value into ``buffer`` (any writable bytes-like object):
+        ``(length, version)``, or ``None`` before the first. A value longer than
+        ``buffer`` raises ``ValueError``, which gives its length."""
+        r = self._m.read_into(buffer)
+        return None if r is None else (int(r[0]), int(r[1]))
 
     def wait_newer(self, version: int, timeout: Optional[float] = None) -> "tuple[bytes, int]":
         """Waits for a value newer than ``version``; ``TimeoutError``; ``BrokenPipeError``
