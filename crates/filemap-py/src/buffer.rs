@@ -409,6 +409,10 @@ impl Src<'_> {
     ///
     /// `dst` is valid for writes of `self.len` bytes.
     unsafe fn copy_to(&self, dst: *mut u8) {
+        // An empty buffer's pointer may be null, which `copy` does not take even for 0.
+        if self.len == 0 {
+            return;
+        }
         // SAFETY: the source is valid for `len` bytes (the export); the caller vouches for
         // `dst`. `copy`, not `copy_nonoverlapping`: a view of the channel's own file, which
         // Python code can map, may overlap it.
@@ -489,6 +493,9 @@ impl<'py> Output<'py> {
             OutHeld::Exported(_) => {
                 let dst = self.dst().expect("an exported buffer");
                 assert!(data.len() <= dst.len, "data that fits");
+                if data.is_empty() {
+                    return Ok(()); // see `Src::copy_to`
+                }
                 // SAFETY: the buffer is writable (asked for with `PYBUF_WRITABLE`) for
                 // `dst.len` bytes, and is not `data`, which is ours.
                 unsafe { ptr::copy_nonoverlapping(data.as_ptr(), dst.ptr, data.len()) };
@@ -524,6 +531,9 @@ impl Dst<'_> {
         let len = m.len();
         if len > self.len {
             return Err(m);
+        }
+        if len == 0 {
+            return Ok(0); // see `Src::copy_to`
         }
         // SAFETY: the message's `len` bytes are inside the ring until `m` is dropped; the
         // buffer is writable for `self.len` ≥ `len` bytes. `copy`: a view of the channel's

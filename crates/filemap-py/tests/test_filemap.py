@@ -834,6 +834,8 @@ FRAMES_PRODUCER = """
         tx.send(bytearray(b"hello world"))
         tx.send(memoryview(b"xxabcxx")[2:5])
         tx.send(np.arange(4, dtype=np.uint16)[::-1].copy())
+        tx.send(bytearray())
+        tx.send(np.empty(0, dtype=np.uint8))
     print("ok")
 """
 
@@ -857,6 +859,8 @@ FRAMES_CONSUMER = """
     assert rx.recv_into(memoryview(big)[50:]) == 3 and big[50:53] == b"abc"
     u16 = np.zeros(4, dtype=np.uint16)
     assert rx.recv_into(u16) == 8 and list(u16) == [3, 2, 1, 0]
+    assert rx.recv_into(bytearray(), timeout=20) == 0
+    assert rx.recv_into(np.empty(0, dtype=np.uint8), timeout=20) == 0
     for bad, exc in ((b"read-only", TypeError), (5, TypeError), ("text", TypeError),
                      (np.zeros((8, 8))[:, ::2], BufferError)):
         try:
