@@ -345,7 +345,7 @@ fn names_with_control_characters_reach_the_kernel_exactly() {
 /// A section that another program made with `SEC_RESERVE` has pages that are reserved and
 /// not committed: on Windows, reading them is an access violation. Opening it, `info` and
 /// `list` look for filemap's record in its last page only if that page is committed, and
-/// take the reserved run's size. (Wine does not fault on such pages, so here this shows
+/// take the view's whole size. (Wine does not fault on such pages, so here this shows
 /// that they are handled, not that the fault is avoided.)
 #[test]
 fn reserved_sections_of_other_programs_are_opened_and_listed_without_a_fault() {

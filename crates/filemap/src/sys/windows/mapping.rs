@@ -125,22 +125,8 @@ pub(super) struct Section {
 impl Section {
     pub(super) fn map(handle: HANDLE) -> std::result::Result<Section, u32> {
         let whole = Region::map(handle, Access::Read, 0, 0)?;
-        let mut info = MEMORY_BASIC_INFORMATION::default();
-        // SAFETY: `info` is writable and the address is our live view.
-        let n = unsafe {
-            VirtualQuery(
-                whole.base,
-                &mut info,
-                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-            )
-        };
-        if n == 0 {
-            return Err(last_error());
-        }
-        Ok(Section {
-            whole,
-            total: info.RegionSize as u64,
-        })
+        let total = view_len(whole.base)?;
+        Ok(Section { whole, total })
     }
 
     /// The record in the last page, if filemap made the section and has finished writing
@@ -179,6 +165,35 @@ impl Section {
     /// The view's length: the section's page-rounded size.
     pub(super) fn total(&self) -> u64 {
         self.total
+    }
+}
+
+/// The length of the live view that starts at `base`: the sum of its runs of pages alike.
+/// `VirtualQuery` describes one run at a time, and a view has several when its pages
+/// differ: another program's section made with `SEC_RESERVE` and partly committed (on
+/// Windows a commit is the section's, so every view sees it), or pages whose protection
+/// was changed. The runs of a view share its `AllocationBase`; the first run past it has
+/// another (or is free).
+fn view_len(base: *mut c_void) -> std::result::Result<u64, u32> {
+    let mut total = 0u64;
+    loop {
+        let at = base.cast::<u8>().wrapping_add(total as usize);
+        let mut info = MEMORY_BASIC_INFORMATION::default();
+        // SAFETY: `info` is writable and of the size given; any address may be asked about.
+        let n = unsafe {
+            VirtualQuery(
+                at.cast(),
+                &mut info,
+                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+            )
+        };
+        if n == 0 && total == 0 {
+            return Err(last_error());
+        }
+        if n == 0 || info.AllocationBase != base || info.RegionSize == 0 {
+            return Ok(total);
+        }
+        total += info.RegionSize as u64;
     }
 }
 
@@ -494,4 +509,60 @@ pub(crate) fn open_for_mapping(path: &Path, access: Access) -> Result<FileHandle
 pub(crate) fn dup_file(file: &File) -> Result<FileHandle> {
     file.try_clone()
         .map_err(|e| Error::io("duplicating the file handle", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::Memory::{
+        VirtualAlloc, VirtualProtect, MEM_COMMIT, SEC_RESERVE,
+    };
+
+    /// A pagefile section of `len` bytes, unnamed, with `flags` added to `PAGE_READWRITE`.
+    fn section(len: u32, flags: u32) -> HANDLE {
+        // SAFETY: a new unnamed pagefile-backed section.
+        let h = unsafe {
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_READWRITE | flags,
+                0,
+                len,
+                std::ptr::null(),
+            )
+        };
+        assert!(!h.is_null(), "{}", std::io::Error::last_os_error());
+        h
+    }
+
+    /// A view whose pages differ is as long as all its runs, not its first.
+    #[test]
+    fn a_view_with_several_runs_of_pages_has_its_whole_length() {
+        // Committed, with the first 64 KiB made read-only: two runs.
+        let h = section(1 << 20, 0);
+        let view = Region::map(h, Access::ReadWrite, 0, 0).unwrap();
+        let mut old = 0;
+        // SAFETY: the first 64 KiB of our live view.
+        let ok = unsafe { VirtualProtect(view.base, 1 << 16, PAGE_READONLY, &mut old) };
+        assert_ne!(ok, 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(view_len(view.base), Ok(1 << 20));
+        drop(view);
+        // SAFETY: our handle, closed once.
+        unsafe { CloseHandle(h) };
+
+        // Reserved, with the first 64 KiB committed: two runs, as another program's
+        // `SEC_RESERVE` section shows to every view on Windows once it commits some.
+        let h = section(1 << 20, SEC_RESERVE);
+        let view = Region::map(h, Access::ReadWrite, 0, 0).unwrap();
+        // SAFETY: the first 64 KiB of our live view of a reserved section.
+        let p = unsafe { VirtualAlloc(view.base, 1 << 16, MEM_COMMIT, PAGE_READWRITE) };
+        assert!(!p.is_null(), "{}", std::io::Error::last_os_error());
+        assert_eq!(view_len(view.base), Ok(1 << 20));
+        let whole = Section::map(h).unwrap();
+        assert_eq!(whole.total(), 1 << 20);
+        drop((view, whole));
+        // SAFETY: as above.
+        unsafe { CloseHandle(h) };
+    }
 }
