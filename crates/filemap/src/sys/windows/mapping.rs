@@ -177,24 +177,31 @@ impl Section {
 fn view_len(base: *mut c_void) -> std::result::Result<u64, u32> {
     let mut total = 0u64;
     loop {
-        let at = base.cast::<u8>().wrapping_add(total as usize);
-        let mut info = MEMORY_BASIC_INFORMATION::default();
-        // SAFETY: `info` is writable and of the size given; any address may be asked about.
-        let n = unsafe {
-            VirtualQuery(
-                at.cast(),
-                &mut info,
-                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-            )
+        let info = match run_at(base.cast::<u8>().wrapping_add(total as usize)) {
+            Some(info) => info,
+            None if total == 0 => return Err(last_error()),
+            None => return Ok(total),
         };
-        if n == 0 && total == 0 {
-            return Err(last_error());
-        }
-        if n == 0 || info.AllocationBase != base || info.RegionSize == 0 {
+        if info.AllocationBase != base || info.RegionSize == 0 {
             return Ok(total);
         }
         total += info.RegionSize as u64;
     }
+}
+
+/// `VirtualQuery` of `addr`: the run of pages alike that holds it (`None` on failure,
+/// with the error in `GetLastError`).
+fn run_at(addr: *const u8) -> Option<MEMORY_BASIC_INFORMATION> {
+    let mut info = MEMORY_BASIC_INFORMATION::default();
+    // SAFETY: `info` is writable and of the size given; any address may be asked about.
+    let n = unsafe {
+        VirtualQuery(
+            addr.cast(),
+            &mut info,
+            std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
+        )
+    };
+    (n != 0).then_some(info)
 }
 
 /// Whether the `len` bytes at `addr`, in a live view, may all be read: committed, and
@@ -207,17 +214,10 @@ pub(super) fn all_readable(addr: *const u8, len: usize) -> bool {
     let end = addr.wrapping_add(len);
     let mut at = addr;
     while at < end {
-        let mut info = MEMORY_BASIC_INFORMATION::default();
-        // SAFETY: `info` is writable and of the size given; any address may be asked about.
-        let n = unsafe {
-            VirtualQuery(
-                at.cast(),
-                &mut info,
-                std::mem::size_of::<MEMORY_BASIC_INFORMATION>(),
-            )
+        let Some(info) = run_at(at) else {
+            return false;
         };
-        if n == 0
-            || info.State != MEM_COMMIT
+        if info.State != MEM_COMMIT
             || info.Protect & (PAGE_NOACCESS | PAGE_GUARD) != 0
             || info.RegionSize == 0
         {
