@@ -1057,7 +1057,10 @@ impl Subscriber {
                 then,
             ));
         }
-        out.fill(&m)?;
+        if let Err(e) = out.fill(&m) {
+            end.held_back = Some((m, lost)); // not lost either
+            return Err(e);
+        }
         end.scratch = m;
         Ok(Some((len, lost)))
     }
