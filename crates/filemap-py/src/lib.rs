@@ -496,8 +496,8 @@ enum Held<'a> {
     Receiver(Taken<'a, filemap::Receiver>),
     Subscriber(Taken<'a, SubscriberEnd>),
     LatestReader(Taken<'a, ReaderEnd>),
-    RpcServer(Taken<'a, filemap::RpcServer>),
-    RpcClient(Taken<'a, filemap::RpcClient>),
+    RpcServer(Taken<'a, ServerEnd>),
+    RpcClient(Taken<'a, ClientEnd>),
     /// The same object as the one at this earlier index.
     Again(usize),
 }
@@ -550,8 +550,8 @@ impl<'a> Held<'a> {
             Held::Receiver(t) => &**t,
             Held::Subscriber(t) => &t.sub,
             Held::LatestReader(t) => &t.reader,
-            Held::RpcServer(t) => &**t,
-            Held::RpcClient(t) => &**t,
+            Held::RpcServer(t) => &t.server,
+            Held::RpcClient(t) => &t.client,
             Held::Again(i) => return all[*i].waitable(all),
         })
     }
@@ -579,11 +579,13 @@ fn wait_any(
             None => return Ok(None),
         }
     }
-    // A subscriber that holds back a message (too long for a `recv_into`) has one ready.
-    if let Some(i) = held
-        .iter()
-        .position(|h| matches!(h, Held::Subscriber(t) if t.held_back.is_some()))
-    {
+    // An end that holds back a message (too long for a `recv_into`) has one ready.
+    if let Some(i) = held.iter().position(|h| match h {
+        Held::Subscriber(t) => t.held_back.is_some(),
+        Held::RpcServer(t) => t.held_back.is_some(),
+        Held::RpcClient(t) => t.held_back.is_some(),
+        _ => false,
+    }) {
         return Ok(Some((i, false)));
     }
     let natives: Vec<&(dyn filemap::Waitable + Sync)> = held
@@ -1037,7 +1039,6 @@ impl Subscriber {
         timeout: Option<f64>,
     ) -> PyResult<Option<(usize, u64)>> {
         let out = Output::new(buffer)?;
-        let room = out.len()?;
         let deadline = deadline_of(timeout)?;
         let mut end = take_or!(self.end, py, deadline, None);
         let mut m = std::mem::take(&mut end.scratch);
@@ -1045,22 +1046,12 @@ impl Subscriber {
             end.scratch = m;
             return Ok(None);
         };
-        let len = m.len();
-        if len > room {
+        let (name, then) = (end.sub.name(), "it is held back for the next receive");
+        if let Err(e) = deliver(&out, &m, name, "the next message", then) {
             end.held_back = Some((m, lost));
-            let then = "it is held back for the next receive";
-            return Err(too_long(
-                end.sub.name(),
-                "the next message",
-                len,
-                room,
-                then,
-            ));
-        }
-        if let Err(e) = out.fill(&m) {
-            end.held_back = Some((m, lost)); // not lost either
             return Err(e);
         }
+        let len = m.len();
         end.scratch = m;
         Ok(Some((len, lost)))
     }
@@ -1076,6 +1067,23 @@ fn too_long(name: &filemap::Name, what: &str, len: usize, room: usize, then: &st
     PyValueError::new_err(format!(
         "{what} in {name} has {len} bytes, more than the buffer's {room}; {then}"
     ))
+}
+
+/// Copies `msg`, which a receive took from the channel `name`, into `out`. An error if it
+/// does not fit ([`too_long`], for `what`, and `then`: what becomes of it) or cannot be
+/// written; the caller then holds `msg` back, so that nothing is lost.
+fn deliver(
+    out: &Output<'_>,
+    msg: &[u8],
+    name: &filemap::Name,
+    what: &str,
+    then: &str,
+) -> PyResult<()> {
+    let room = out.len()?;
+    if msg.len() > room {
+        return Err(too_long(name, what, msg.len(), room, then));
+    }
+    out.fill(msg)
 }
 
 /// A named latest-value channel.
@@ -1264,13 +1272,21 @@ impl RequestReply {
                 pending: Default::default(),
                 next: 0,
             }),
-            end: Shared::new(server),
+            end: Shared::new(ServerEnd {
+                server,
+                held_back: None,
+                scratch: Vec::new(),
+            }),
         })
     }
 
     fn client(&self) -> PyResult<RpcClient> {
         Ok(RpcClient {
-            end: Shared::new(self.inner.client().map_err(err)?),
+            end: Shared::new(ClientEnd {
+                client: self.inner.client().map_err(err)?,
+                held_back: None,
+                scratch: Vec::new(),
+            }),
         })
     }
 
@@ -1285,8 +1301,36 @@ impl RequestReply {
 /// others answer the ones it took.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct RpcServer {
-    end: Shared<filemap::RpcServer>,
+    end: Shared<ServerEnd>,
     answers: std::sync::Mutex<Answers>,
+}
+
+/// A server, with what `recv_into` needs.
+struct ServerEnd {
+    server: filemap::RpcServer,
+    /// A request that was too long for the buffer given to `recv_into`: the next receive
+    /// returns it (it was taken from its slot, and is answered by its ticket).
+    held_back: Option<(filemap::Ticket, Vec<u8>)>,
+    /// Where `recv_into` receives, kept so that it allocates nothing once warm.
+    scratch: Vec<u8>,
+}
+
+impl ServerEnd {
+    /// The next request into `buf`, waiting until `deadline`: its ticket, or `None` on
+    /// timeout.
+    fn next(
+        &mut self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<filemap::Ticket>> {
+        if let Some((t, req)) = self.held_back.take() {
+            *buf = req;
+            return Ok(Some(t));
+        }
+        let server = &mut self.server;
+        blocking_until(py, deadline, |slice| timed(server.recv(buf, Some(slice))))
+    }
 }
 
 /// What a request/reply server's `reply` needs, outside the server's turn.
@@ -1302,6 +1346,15 @@ impl RpcServer {
     fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
         self.answers.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The number that Python code answers `t` by.
+    fn hand_out(&self, t: filemap::Ticket) -> u64 {
+        let mut a = self.answers();
+        let n = a.next;
+        a.next += 1;
+        a.pending.insert(n, t);
+        n
+    }
 }
 
 #[pymethods]
@@ -1310,22 +1363,39 @@ impl RpcServer {
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<(u64, Vec<u8>)>> {
         let deadline = deadline_of(timeout)?;
-        let mut server = take_or!(self.end, py, deadline, None);
+        let mut end = take_or!(self.end, py, deadline, None);
         let mut buf = Vec::new();
-        let got = blocking_until(py, deadline, |slice| {
-            timed(
-                server
-                    .recv(&mut buf, Some(slice))
-                    .map(|t| (t, std::mem::take(&mut buf))),
-            )
-        })?;
-        Ok(got.map(|(t, req)| {
-            let mut a = self.answers();
-            let n = a.next;
-            a.next += 1;
-            a.pending.insert(n, t);
-            (n, req)
-        }))
+        Ok(end
+            .next(py, &mut buf, deadline)?
+            .map(|t| (self.hand_out(t), buf)))
+    }
+
+    /// Receives the next request into `buffer` (any writable bytes-like object):
+    /// `(ticket, length)`, or `None` on timeout. A request longer than the buffer is held
+    /// back for the next receive, and `ValueError` states its length.
+    #[pyo3(signature = (buffer, timeout=None))]
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(u64, usize)>> {
+        let out = Output::new(buffer)?;
+        let deadline = deadline_of(timeout)?;
+        let mut end = take_or!(self.end, py, deadline, None);
+        let mut req = std::mem::take(&mut end.scratch);
+        let Some(t) = end.next(py, &mut req, deadline)? else {
+            end.scratch = req;
+            return Ok(None);
+        };
+        let (name, then) = (end.server.name(), "it is held back for the next receive");
+        if let Err(e) = deliver(&out, &req, name, "the next request", then) {
+            end.held_back = Some((t, req));
+            return Err(e);
+        }
+        let len = req.len();
+        end.scratch = req;
+        Ok(Some((self.hand_out(t), len)))
     }
 
     /// Answers the request `ticket`; `False` if its client is gone.
@@ -1355,7 +1425,67 @@ impl RpcServer {
 /// A request/reply channel's client. Threads may share it.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct RpcClient {
-    end: Shared<filemap::RpcClient>,
+    end: Shared<ClientEnd>,
+}
+
+/// A client, with what `wait_reply_into` needs.
+struct ClientEnd {
+    client: filemap::RpcClient,
+    /// A reply that was too long for the buffer given to `wait_reply_into`: the next wait
+    /// returns it, unless a new request gives it up first.
+    held_back: Option<Vec<u8>>,
+    /// Where `wait_reply_into` receives, kept so that it allocates nothing once warm.
+    scratch: Vec<u8>,
+}
+
+impl ClientEnd {
+    /// Sends `request`, giving up the pending one and any reply held back for it.
+    fn send(&mut self, request: &Input<'_>) -> PyResult<()> {
+        self.held_back = None;
+        self.client.send_request(&request.bytes()).map_err(err)
+    }
+
+    /// The reply to the pending request into `buf`, waiting until `deadline`; `false` on
+    /// timeout.
+    fn reply(
+        &mut self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> PyResult<bool> {
+        if let Some(reply) = self.held_back.take() {
+            *buf = reply;
+            return Ok(true);
+        }
+        let client = &mut self.client;
+        let got = blocking_until(py, deadline, |slice| {
+            timed(client.wait_reply(buf, Some(slice)))
+        })?;
+        Ok(got.is_some())
+    }
+
+    /// As [`reply`](Self::reply), into `out`: its length, or `None` on timeout. A reply
+    /// longer than `out` is held back.
+    fn reply_into(
+        &mut self,
+        py: Python<'_>,
+        out: &Output<'_>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<usize>> {
+        let mut reply = std::mem::take(&mut self.scratch);
+        if !self.reply(py, &mut reply, deadline)? {
+            self.scratch = reply;
+            return Ok(None);
+        }
+        let (name, then) = (self.client.name(), "it is held back for the next wait");
+        if let Err(e) = deliver(out, &reply, name, "the reply", then) {
+            self.held_back = Some(reply);
+            return Err(e);
+        }
+        let len = reply.len();
+        self.scratch = reply;
+        Ok(Some(len))
+    }
 }
 
 #[pymethods]
@@ -1373,21 +1503,35 @@ impl RpcClient {
         let request = Input::new(request)?;
         let deadline = deadline_of(timeout)?;
         let mut c = take_or!(self.end, py, deadline, None);
-        c.send_request(&request.bytes()).map_err(err)?;
+        c.send(&request)?;
         let mut reply = Vec::new();
-        blocking_until(py, deadline, |slice| {
-            timed(
-                c.wait_reply(&mut reply, Some(slice))
-                    .map(|()| std::mem::take(&mut reply)),
-            )
-        })
+        Ok(c.reply(py, &mut reply, deadline)?.then_some(reply))
+    }
+
+    /// As `call`, with the reply copied into `buffer` (any writable bytes-like object):
+    /// its length, or `None` on timeout. A reply longer than the buffer is held back for
+    /// `wait_reply` or `wait_reply_into`, and `ValueError` states its length.
+    #[pyo3(signature = (request, buffer, timeout=None))]
+    fn call_into(
+        &self,
+        py: Python<'_>,
+        request: &Bound<'_, PyAny>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<usize>> {
+        let request = Input::new(request)?;
+        let out = Output::new(buffer)?;
+        let deadline = deadline_of(timeout)?;
+        let mut c = take_or!(self.end, py, deadline, None);
+        c.send(&request)?;
+        c.reply_into(py, &out, deadline)
     }
 
     /// Sends `request` without waiting for its reply (a request still pending is given up).
     fn send_request(&self, py: Python<'_>, request: &Bound<'_, PyAny>) -> PyResult<()> {
         let request = Input::new(request)?;
         let mut c = take_or!(self.end, py, None, ());
-        c.send_request(&request.bytes()).map_err(err)
+        c.send(&request)
     }
 
     /// Waits for the reply to the pending request; `None` on timeout (the request stays
@@ -1397,12 +1541,21 @@ impl RpcClient {
         let deadline = deadline_of(timeout)?;
         let mut c = take_or!(self.end, py, deadline, None);
         let mut reply = Vec::new();
-        blocking_until(py, deadline, |slice| {
-            timed(
-                c.wait_reply(&mut reply, Some(slice))
-                    .map(|()| std::mem::take(&mut reply)),
-            )
-        })
+        Ok(c.reply(py, &mut reply, deadline)?.then_some(reply))
+    }
+
+    /// As `wait_reply`, into `buffer`: the reply's length, or `None` on timeout.
+    #[pyo3(signature = (buffer, timeout=None))]
+    fn wait_reply_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<usize>> {
+        let out = Output::new(buffer)?;
+        let deadline = deadline_of(timeout)?;
+        let mut c = take_or!(self.end, py, deadline, None);
+        c.reply_into(py, &out, deadline)
     }
 
     fn close(&self) -> PyResult<()> {

@@ -992,6 +992,73 @@ def test_subscribers_and_readers_fill_bytes_like_objects():
         x.close()
 
 
+SERVE_ARRAYS = """
+    import numpy as np, filemap
+    server = filemap.RequestReply.open("Local\\\\rpcarr").server()
+    print("ready", flush=True)
+    req, small = np.empty(256, dtype=np.float32), bytearray(16)
+    for i in range(3):
+        ticket, n = server.recv_into(req, timeout=20)
+        assert n == req.nbytes, n
+        server.reply(ticket, req * 2)
+    try:
+        server.recv_into(small, timeout=20)
+    except ValueError as e:
+        assert "has 1024 bytes, more than the buffer's 16; it is held back" in str(e), e
+    else:
+        raise AssertionError("no error for a buffer too small")
+    # Only the request held back is there (the client waits for its reply).
+    assert filemap.wait_any([server], timeout=0) == 0
+    for bad in (b"read-only", 5):
+        try:
+            server.recv_into(bad, timeout=0)
+        except TypeError:
+            pass
+        else:
+            raise AssertionError(f"no TypeError for {type(bad)}")
+    ticket, n = server.recv_into(req, timeout=20)
+    assert n == 1024 and (req == 0).all()
+    server.reply(ticket, np.full(1024, 7, dtype=np.uint8))
+    ticket, _ = server.recv_into(req, timeout=20)
+    server.reply(ticket, np.full(1024, 8, dtype=np.uint8))
+    ticket, _ = server.recv_into(req, timeout=20)
+    server.reply(ticket, b"fresh")
+    server.close()
+    print("ok")
+"""
+
+
+def test_request_reply_fills_bytes_like_objects():
+    # A client's `call_into` and a server's `recv_into` between two processes, with NumPy
+    # arrays both ways; a request or a reply too long for its buffer is held back.
+    np = pytest.importorskip("numpy")
+    rr = filemap.RequestReply.create("Local\\rpcarr", 2, 4096, 4096)
+    server = python(SERVE_ARRAYS)
+    assert server.stdout.readline().strip() == "ready"
+    client = rr.client()
+    out = np.empty(256, dtype=np.float32)
+    for i in range(3):
+        a = np.arange(256, dtype=np.float32) + i
+        assert client.call_into(a, out, timeout=20) == 1024 and (out == a * 2).all()
+    with pytest.raises(TypeError):
+        client.call_into(b"x", b"read-only", timeout=0)
+    zeros, small, big = np.zeros(256, dtype=np.float32), bytearray(100), bytearray(2048)
+    too_long = "the reply in .* has 1024 bytes, more than the buffer's 100; it is held back"
+    with pytest.raises(ValueError, match=too_long):
+        client.call_into(zeros, small, timeout=20)
+    assert filemap.wait_any([client], timeout=0) == 0
+    assert client.wait_reply_into(big, timeout=20) == 1024 and big[:1024] == bytes([7]) * 1024
+    # A reply held back is given up by the next request, as a pending one is.
+    with pytest.raises(ValueError, match=too_long):
+        client.call_into(zeros, small, timeout=20)
+    client.send_request(zeros)
+    assert client.wait_reply(timeout=20) == b"fresh"
+    out_text, err = server.communicate(timeout=30)
+    assert out_text.strip() == "ok", err
+    client.close()
+    rr.close()
+
+
 def drain(sub, timeout=20):
     """The messages a subscriber receives until its publisher has gone."""
     got = []

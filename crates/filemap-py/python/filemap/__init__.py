@@ -746,6 +746,16 @@ class RpcServer(_End):
             raise TimeoutError("timed out waiting for a request")
         return r[0], bytes(r[1])
 
+    def recv_into(self, buffer: "WriteableBuffer", timeout: Optional[float] = None) -> "tuple[int, int]":
+        """Receives the next request into ``buffer`` (any writable bytes-like object):
+        ``(ticket, length)``. A request longer than ``buffer`` raises ``ValueError``
+        (which gives its length) and is held back: the next ``recv`` or ``recv_into``
+        returns it."""
+        r = self._m.recv_into(buffer, timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a request")
+        return int(r[0]), int(r[1])
+
     def reply(self, ticket: int, data: "ReadableBuffer") -> bool:
         """Answers with ``data`` (any bytes-like object); ``False`` if the client is gone
         (or gave up)."""
@@ -762,6 +772,16 @@ class RpcClient(_End):
             raise TimeoutError("timed out waiting for a reply")
         return bytes(r)
 
+    def call_into(self, request: "ReadableBuffer", buffer: "WriteableBuffer", timeout: Optional[float] = None) -> int:
+        """As ``call``, with the reply copied into ``buffer`` (any writable bytes-like
+        object); returns its length. A reply longer than ``buffer`` raises ``ValueError``
+        (which gives its length) and is held back for ``wait_reply`` or
+        ``wait_reply_into``."""
+        n = self._m.call_into(request, buffer, timeout)
+        if n is None:
+            raise TimeoutError("timed out waiting for a reply")
+        return int(n)
+
     def send_request(self, request: "ReadableBuffer") -> None:
         """Sends ``request`` without waiting (a request still pending is given up); then
         ``wait_reply()``, or ``wait_any`` with this client among other objects."""
@@ -774,6 +794,13 @@ class RpcClient(_End):
         if r is None:
             raise TimeoutError("timed out waiting for a reply")
         return bytes(r)
+
+    def wait_reply_into(self, buffer: "WriteableBuffer", timeout: Optional[float] = None) -> int:
+        """As ``wait_reply``, with the reply copied into ``buffer``; returns its length."""
+        n = self._m.wait_reply_into(buffer, timeout)
+        if n is None:
+            raise TimeoutError("timed out waiting for a reply")
+        return int(n)
 
 
 class _Closed:
