@@ -494,10 +494,10 @@ enum Held<'a> {
     Semaphore(PyRef<'a, Semaphore>),
     Event(PyRef<'a, Event>),
     Receiver(Taken<'a, filemap::Receiver>),
-    Subscriber(Taken<'a, SubscriberEnd>),
+    Subscriber(Taken<'a, Holding<filemap::Subscriber>>),
     LatestReader(Taken<'a, ReaderEnd>),
-    RpcServer(Taken<'a, ServerEnd>),
-    RpcClient(Taken<'a, ClientEnd>),
+    RpcServer(Taken<'a, Holding<filemap::RpcServer>>),
+    RpcClient(Taken<'a, Holding<filemap::RpcClient>>),
     /// The same object as the one at this earlier index.
     Again(usize),
 }
@@ -548,10 +548,10 @@ impl<'a> Held<'a> {
             Held::Semaphore(x) => sync(&x.inner)?,
             Held::Event(x) => sync(&x.inner)?,
             Held::Receiver(t) => &**t,
-            Held::Subscriber(t) => &t.sub,
+            Held::Subscriber(t) => &t.end,
             Held::LatestReader(t) => &t.reader,
-            Held::RpcServer(t) => &t.server,
-            Held::RpcClient(t) => &t.client,
+            Held::RpcServer(t) => &t.end,
+            Held::RpcClient(t) => &t.end,
             Held::Again(i) => return all[*i].waitable(all),
         })
     }
@@ -949,11 +949,7 @@ impl Broadcast {
 
     fn subscriber(&self) -> PyResult<Subscriber> {
         Ok(Subscriber {
-            end: Shared::new(SubscriberEnd {
-                sub: self.inner.subscriber().map_err(err)?,
-                held_back: None,
-                scratch: Vec::new(),
-            }),
+            end: Shared::new(Holding::new(self.inner.subscriber().map_err(err)?)),
         })
     }
 
@@ -985,35 +981,145 @@ impl Publisher {
 /// A broadcast's subscriber. Threads may share it.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct Subscriber {
-    end: Shared<SubscriberEnd>,
+    end: Shared<Holding<filemap::Subscriber>>,
 }
 
-/// A subscriber, with what `recv_into` needs.
-struct SubscriberEnd {
-    sub: filemap::Subscriber,
-    /// A message that was too long for the buffer given to `recv_into`, and how many were
-    /// lost before it: the next receive returns it, so that nothing is lost (a broadcast
-    /// slot cannot be read again: the publisher may write over it).
-    held_back: Option<(Vec<u8>, u64)>,
-    /// Where `recv_into` receives, kept so that it allocates nothing once warm.
+/// A channel end whose receives may hold a message back: one that was too long for the
+/// buffer given to an `_into` receive (or could not be written there) comes again at the
+/// next receive, so that nothing is lost. It was taken from its slot already: a broadcast
+/// slot may be written over, and a request or reply slot is given back.
+struct Holding<E: Receive> {
+    end: E,
+    held_back: Option<(E::Tag, Vec<u8>)>,
+    /// Where `_into` receives go first, kept so that they allocate nothing once warm.
     scratch: Vec<u8>,
 }
 
-impl SubscriberEnd {
-    /// The next message into `buf`, waiting until `deadline`: how many were lost before
-    /// it, or `None` on timeout.
+/// An end whose messages a [`Holding`] receives.
+trait Receive {
+    /// What comes with a message: a subscriber's count of messages lost before it, a
+    /// server's ticket, nothing with a client's reply.
+    type Tag;
+    /// What a message is called in errors ("the next message").
+    const WHAT: &'static str;
+    fn name(&self) -> &filemap::Name;
+    /// The next message into `buf`, waiting until `deadline`; `None` on timeout.
+    fn receive(
+        &mut self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<Self::Tag>>;
+}
+
+impl<E: Receive> Holding<E> {
+    fn new(end: E) -> Self {
+        Holding {
+            end,
+            held_back: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The message held back, or else the next one, into `buf`.
     fn next(
         &mut self,
         py: Python<'_>,
         buf: &mut Vec<u8>,
         deadline: Option<Instant>,
-    ) -> PyResult<Option<u64>> {
-        if let Some((m, lost)) = self.held_back.take() {
+    ) -> PyResult<Option<E::Tag>> {
+        if let Some((tag, m)) = self.held_back.take() {
             *buf = m;
-            return Ok(Some(lost));
+            return Ok(Some(tag));
         }
-        let sub = &mut self.sub;
-        blocking_until(py, deadline, |slice| timed(sub.recv_timeout(buf, slice)))
+        self.end.receive(py, buf, deadline)
+    }
+
+    /// As [`next`](Self::next), into `out`: the tag and the length. A message that does
+    /// not fit (a `ValueError` that states its length) is held back.
+    fn next_into(
+        &mut self,
+        py: Python<'_>,
+        out: &Output<'_>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<(E::Tag, usize)>> {
+        let mut m = std::mem::take(&mut self.scratch);
+        let Some(tag) = self.next(py, &mut m, deadline)? else {
+            self.scratch = m;
+            return Ok(None);
+        };
+        let then = "it is held back for the next receive";
+        if let Err(e) = deliver(out, &m, self.end.name(), E::WHAT, then) {
+            self.held_back = Some((tag, m));
+            return Err(e);
+        }
+        let len = m.len();
+        self.scratch = m;
+        Ok(Some((tag, len)))
+    }
+}
+
+impl Receive for filemap::Subscriber {
+    type Tag = u64;
+    const WHAT: &'static str = "the next message";
+
+    fn name(&self) -> &filemap::Name {
+        filemap::Subscriber::name(self)
+    }
+
+    fn receive(
+        &mut self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<u64>> {
+        blocking_until(py, deadline, |slice| timed(self.recv_timeout(buf, slice)))
+    }
+}
+
+impl Receive for filemap::RpcServer {
+    type Tag = filemap::Ticket;
+    const WHAT: &'static str = "the next request";
+
+    fn name(&self) -> &filemap::Name {
+        filemap::RpcServer::name(self)
+    }
+
+    fn receive(
+        &mut self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<filemap::Ticket>> {
+        blocking_until(py, deadline, |slice| timed(self.recv(buf, Some(slice))))
+    }
+}
+
+impl Receive for filemap::RpcClient {
+    type Tag = ();
+    const WHAT: &'static str = "the reply";
+
+    fn name(&self) -> &filemap::Name {
+        filemap::RpcClient::name(self)
+    }
+
+    fn receive(
+        &mut self,
+        py: Python<'_>,
+        buf: &mut Vec<u8>,
+        deadline: Option<Instant>,
+    ) -> PyResult<Option<()>> {
+        blocking_until(py, deadline, |slice| {
+            timed(self.wait_reply(buf, Some(slice)))
+        })
+    }
+}
+
+impl Holding<filemap::RpcClient> {
+    /// Sends `request`, giving up the pending one and any reply held back for it.
+    fn send(&mut self, request: &Input<'_>) -> PyResult<()> {
+        self.held_back = None;
+        self.end.send_request(&request.bytes()).map_err(err)
     }
 }
 
@@ -1041,19 +1147,9 @@ impl Subscriber {
         let out = Output::new(buffer)?;
         let deadline = deadline_of(timeout)?;
         let mut end = take_or!(self.end, py, deadline, None);
-        let mut m = std::mem::take(&mut end.scratch);
-        let Some(lost) = end.next(py, &mut m, deadline)? else {
-            end.scratch = m;
-            return Ok(None);
-        };
-        let (name, then) = (end.sub.name(), "it is held back for the next receive");
-        if let Err(e) = deliver(&out, &m, name, "the next message", then) {
-            end.held_back = Some((m, lost));
-            return Err(e);
-        }
-        let len = m.len();
-        end.scratch = m;
-        Ok(Some((len, lost)))
+        Ok(end
+            .next_into(py, &out, deadline)?
+            .map(|(lost, len)| (len, lost)))
     }
 
     fn close(&self) -> PyResult<()> {
@@ -1272,21 +1368,13 @@ impl RequestReply {
                 pending: Default::default(),
                 next: 0,
             }),
-            end: Shared::new(ServerEnd {
-                server,
-                held_back: None,
-                scratch: Vec::new(),
-            }),
+            end: Shared::new(Holding::new(server)),
         })
     }
 
     fn client(&self) -> PyResult<RpcClient> {
         Ok(RpcClient {
-            end: Shared::new(ClientEnd {
-                client: self.inner.client().map_err(err)?,
-                held_back: None,
-                scratch: Vec::new(),
-            }),
+            end: Shared::new(Holding::new(self.inner.client().map_err(err)?)),
         })
     }
 
@@ -1301,36 +1389,8 @@ impl RequestReply {
 /// others answer the ones it took.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct RpcServer {
-    end: Shared<ServerEnd>,
+    end: Shared<Holding<filemap::RpcServer>>,
     answers: std::sync::Mutex<Answers>,
-}
-
-/// A server, with what `recv_into` needs.
-struct ServerEnd {
-    server: filemap::RpcServer,
-    /// A request that was too long for the buffer given to `recv_into`: the next receive
-    /// returns it (it was taken from its slot, and is answered by its ticket).
-    held_back: Option<(filemap::Ticket, Vec<u8>)>,
-    /// Where `recv_into` receives, kept so that it allocates nothing once warm.
-    scratch: Vec<u8>,
-}
-
-impl ServerEnd {
-    /// The next request into `buf`, waiting until `deadline`: its ticket, or `None` on
-    /// timeout.
-    fn next(
-        &mut self,
-        py: Python<'_>,
-        buf: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> PyResult<Option<filemap::Ticket>> {
-        if let Some((t, req)) = self.held_back.take() {
-            *buf = req;
-            return Ok(Some(t));
-        }
-        let server = &mut self.server;
-        blocking_until(py, deadline, |slice| timed(server.recv(buf, Some(slice))))
-    }
 }
 
 /// What a request/reply server's `reply` needs, outside the server's turn.
@@ -1383,19 +1443,8 @@ impl RpcServer {
         let out = Output::new(buffer)?;
         let deadline = deadline_of(timeout)?;
         let mut end = take_or!(self.end, py, deadline, None);
-        let mut req = std::mem::take(&mut end.scratch);
-        let Some(t) = end.next(py, &mut req, deadline)? else {
-            end.scratch = req;
-            return Ok(None);
-        };
-        let (name, then) = (end.server.name(), "it is held back for the next receive");
-        if let Err(e) = deliver(&out, &req, name, "the next request", then) {
-            end.held_back = Some((t, req));
-            return Err(e);
-        }
-        let len = req.len();
-        end.scratch = req;
-        Ok(Some((self.hand_out(t), len)))
+        let got = end.next_into(py, &out, deadline)?;
+        Ok(got.map(|(t, len)| (self.hand_out(t), len)))
     }
 
     /// Answers the request `ticket`; `False` if its client is gone.
@@ -1425,67 +1474,7 @@ impl RpcServer {
 /// A request/reply channel's client. Threads may share it.
 #[pyclass(module = "filemap._filemap", frozen)]
 struct RpcClient {
-    end: Shared<ClientEnd>,
-}
-
-/// A client, with what `wait_reply_into` needs.
-struct ClientEnd {
-    client: filemap::RpcClient,
-    /// A reply that was too long for the buffer given to `wait_reply_into`: the next wait
-    /// returns it, unless a new request gives it up first.
-    held_back: Option<Vec<u8>>,
-    /// Where `wait_reply_into` receives, kept so that it allocates nothing once warm.
-    scratch: Vec<u8>,
-}
-
-impl ClientEnd {
-    /// Sends `request`, giving up the pending one and any reply held back for it.
-    fn send(&mut self, request: &Input<'_>) -> PyResult<()> {
-        self.held_back = None;
-        self.client.send_request(&request.bytes()).map_err(err)
-    }
-
-    /// The reply to the pending request into `buf`, waiting until `deadline`; `false` on
-    /// timeout.
-    fn reply(
-        &mut self,
-        py: Python<'_>,
-        buf: &mut Vec<u8>,
-        deadline: Option<Instant>,
-    ) -> PyResult<bool> {
-        if let Some(reply) = self.held_back.take() {
-            *buf = reply;
-            return Ok(true);
-        }
-        let client = &mut self.client;
-        let got = blocking_until(py, deadline, |slice| {
-            timed(client.wait_reply(buf, Some(slice)))
-        })?;
-        Ok(got.is_some())
-    }
-
-    /// As [`reply`](Self::reply), into `out`: its length, or `None` on timeout. A reply
-    /// longer than `out` is held back.
-    fn reply_into(
-        &mut self,
-        py: Python<'_>,
-        out: &Output<'_>,
-        deadline: Option<Instant>,
-    ) -> PyResult<Option<usize>> {
-        let mut reply = std::mem::take(&mut self.scratch);
-        if !self.reply(py, &mut reply, deadline)? {
-            self.scratch = reply;
-            return Ok(None);
-        }
-        let (name, then) = (self.client.name(), "it is held back for the next wait");
-        if let Err(e) = deliver(out, &reply, name, "the reply", then) {
-            self.held_back = Some(reply);
-            return Err(e);
-        }
-        let len = reply.len();
-        self.scratch = reply;
-        Ok(Some(len))
-    }
+    end: Shared<Holding<filemap::RpcClient>>,
 }
 
 #[pymethods]
@@ -1505,7 +1494,7 @@ impl RpcClient {
         let mut c = take_or!(self.end, py, deadline, None);
         c.send(&request)?;
         let mut reply = Vec::new();
-        Ok(c.reply(py, &mut reply, deadline)?.then_some(reply))
+        Ok(c.next(py, &mut reply, deadline)?.map(|()| reply))
     }
 
     /// As `call`, with the reply copied into `buffer` (any writable bytes-like object):
@@ -1524,7 +1513,7 @@ impl RpcClient {
         let deadline = deadline_of(timeout)?;
         let mut c = take_or!(self.end, py, deadline, None);
         c.send(&request)?;
-        c.reply_into(py, &out, deadline)
+        Ok(c.next_into(py, &out, deadline)?.map(|((), len)| len))
     }
 
     /// Sends `request` without waiting for its reply (a request still pending is given up).
@@ -1541,7 +1530,7 @@ impl RpcClient {
         let deadline = deadline_of(timeout)?;
         let mut c = take_or!(self.end, py, deadline, None);
         let mut reply = Vec::new();
-        Ok(c.reply(py, &mut reply, deadline)?.then_some(reply))
+        Ok(c.next(py, &mut reply, deadline)?.map(|()| reply))
     }
 
     /// As `wait_reply`, into `buffer`: the reply's length, or `None` on timeout.
@@ -1555,7 +1544,7 @@ impl RpcClient {
         let out = Output::new(buffer)?;
         let deadline = deadline_of(timeout)?;
         let mut c = take_or!(self.end, py, deadline, None);
-        c.reply_into(py, &out, deadline)
+        Ok(c.next_into(py, &out, deadline)?.map(|((), len)| len))
     }
 
     fn close(&self) -> PyResult<()> {
