@@ -43,6 +43,17 @@ impl Root {
         run_with_timeout(self.cmd(args).stdin(Stdio::null()))
     }
 
+    /// The NAME column of `ls ARGS...` (which must succeed), in order.
+    fn listed(&self, args: &[&str]) -> Vec<String> {
+        let o = self.run(&[&["ls"][..], args].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect()
+    }
+
     fn spawn(&self, args: &[&str]) -> Proc {
         Proc::spawn(self.cmd(args))
     }
@@ -660,26 +671,17 @@ fn ls_takes_a_name_prefix() {
         let out = root.run(&["create", name, "--kind", kind, "--persistent"]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let names = |args: &[&str]| -> Vec<String> {
-        let out = root.run(args);
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out)
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().next().unwrap().to_owned())
-            .collect()
-    };
     assert_eq!(
-        names(&["ls", "app-"]),
+        root.listed(&["app-"]),
         ["Local\\app-a", "Local\\app-b", "Global\\app-c"]
     );
     assert_eq!(
-        names(&["ls", "Local\\app"]),
+        root.listed(&["Local\\app"]),
         ["Local\\app-a", "Local\\app-b"]
     );
-    assert_eq!(names(&["ls", "Global\\"]), ["Global\\app-c"]);
-    assert_eq!(names(&["ls", "nothing"]), Vec::<String>::new());
-    assert_eq!(names(&["ls"]).len(), 4);
+    assert_eq!(root.listed(&["Global\\"]), ["Global\\app-c"]);
+    assert_eq!(root.listed(&["nothing"]), Vec::<String>::new());
+    assert_eq!(root.listed(&[]).len(), 4);
     let json = stdout(&root.run(&["ls", "--json", "Local\\app-b"]));
     assert!(
         json.starts_with("[{\"name\":\"Local\\\\app-b\",\"kind\":\"semaphore\""),
@@ -3386,21 +3388,12 @@ fn ls_filters_by_kind_and_rm_takes_many_names() {
         let o = root.run(args);
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
     }
-    let names = |args: &[&str]| -> Vec<String> {
-        let o = root.run(args);
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o)
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().next().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(names(&["ls", "--kind", "event"]), ["Local\\e", "Global\\g"]);
+    assert_eq!(root.listed(&["--kind", "event"]), ["Local\\e", "Global\\g"]);
     assert_eq!(
-        names(&["ls", "--kind", "stream", "--kind", "mapping"]),
+        root.listed(&["--kind", "stream", "--kind", "mapping"]),
         ["Local\\m", "Local\\s"]
     );
-    assert_eq!(names(&["ls", "Local\\", "--kind", "event"]), ["Local\\e"]);
+    assert_eq!(root.listed(&["Local\\", "--kind", "event"]), ["Local\\e"]);
     let o = root.run(&["ls", "--kind", "event", "--json"]);
     assert_eq!(stdout(&o).matches("\"kind\":\"event\"").count(), 2);
     assert!(!stdout(&o).contains("mapping"), "{}", stdout(&o));
@@ -3413,10 +3406,10 @@ fn ls_filters_by_kind_and_rm_takes_many_names() {
         err.contains("Local\\nope") && err.contains("Local\\gone"),
         "{err}"
     );
-    assert_eq!(names(&["ls"]), ["Local\\s", "Global\\g"]);
+    assert_eq!(root.listed(&[]), ["Local\\s", "Global\\g"]);
     let o = root.run(&["rm", "Local\\s", "Global\\g"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(names(&["ls"]).is_empty());
+    assert!(root.listed(&[]).is_empty());
 }
 
 /// `info --holders` is for Windows; on Linux `info` names the holders always, and the flag
