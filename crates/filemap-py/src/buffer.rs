@@ -278,15 +278,14 @@ struct Exported {
 }
 
 impl Exported {
-    /// `obj`'s buffer, asked for with `flags` (contiguous bytes: the request has no
-    /// `PYBUF_ND`), `writable` or not. A refusal gets the error that [`bytes_of`] gives,
-    /// the same whichever way the bytes are reached.
-    fn new(
-        obj: &Bound<'_, PyAny>,
-        api: &'static BufferApi,
-        flags: c_int,
-        writable: bool,
-    ) -> PyResult<Self> {
+    /// `obj`'s buffer of contiguous bytes (a simple request: no `PYBUF_ND`), `writable` or
+    /// not. A refusal gets the error that [`bytes_of`] gives, the same whichever way the
+    /// bytes are reached.
+    fn new(obj: &Bound<'_, PyAny>, api: &'static BufferApi, writable: bool) -> PyResult<Self> {
+        let flags = match writable {
+            true => PYBUF_WRITABLE,
+            false => PYBUF_SIMPLE,
+        };
         let mut buf = Box::new(PyBuffer {
             buf: ptr::null_mut(),
             obj: ptr::null_mut(),
@@ -345,7 +344,7 @@ impl<'py> Input<'py> {
             });
         }
         let held = match buffer_api() {
-            Some(api) => Held::Exported(Exported::new(obj, api, PYBUF_SIMPLE, false)?),
+            Some(api) => Held::Exported(Exported::new(obj, api, false)?),
             None => {
                 let view = bytes_of(obj, false)?;
                 Held::Bytes(view.call_method0("tobytes")?.cast_into::<PyBytes>()?)
@@ -361,9 +360,12 @@ impl<'py> Input<'py> {
             Held::Bytes(b) => Cow::Borrowed(b.as_bytes()),
             Held::Exported(_) => {
                 let src = self.src();
-                let mut v = vec![0; src.len];
-                // SAFETY: `v` has room for `src.len` bytes.
-                unsafe { src.copy_to(v.as_mut_ptr()) };
+                let mut v = Vec::with_capacity(src.len);
+                // SAFETY: `v` has room for `src.len` bytes, which the copy initialises.
+                unsafe {
+                    copy_raw(src.ptr, v.as_mut_ptr(), src.len);
+                    v.set_len(src.len);
+                }
                 Cow::Owned(v)
             }
         }
@@ -403,29 +405,32 @@ impl Src<'_> {
         self.len
     }
 
-    /// Copies the bytes to `dst`.
-    ///
-    /// # Safety
-    ///
-    /// `dst` is valid for writes of `self.len` bytes.
-    unsafe fn copy_to(&self, dst: *mut u8) {
-        // An empty buffer's pointer may be null, which `copy` does not take even for 0.
-        if self.len == 0 {
-            return;
-        }
-        // SAFETY: the source is valid for `len` bytes (the export); the caller vouches for
-        // `dst`. `copy`, not `copy_nonoverlapping`: a view of the channel's own file, which
-        // Python code can map, may overlap it.
-        unsafe { ptr::copy(self.ptr, dst, self.len) }
-    }
-
     /// Copies the bytes into `loan` and sends them.
     pub(crate) fn commit_into(self, mut loan: filemap::Loan<'_>) {
         assert_eq!(loan.len(), self.len, "a loan of the input's length");
-        // SAFETY: the loan's bytes are `len` bytes of the ring, writable until the commit.
-        unsafe { self.copy_to(loan.as_mut_ptr()) };
+        // SAFETY: the source is valid for `len` bytes (the export); the loan's bytes are
+        // `len` bytes of the ring, writable until the commit.
+        unsafe { copy_raw(self.ptr, loan.as_mut_ptr(), self.len) };
         loan.commit();
     }
+}
+
+/// Copies `len` bytes from `src` to `dst`, every copy between a Python buffer and the
+/// ring or our memory. Raw, never through a slice: another thread may write a Python
+/// buffer while we copy. `copy`, not `copy_nonoverlapping`: Python code can map a view of
+/// the channel's own file, which overlaps the ring.
+///
+/// # Safety
+///
+/// `src` is valid for reads and `dst` for writes of `len` bytes (either may be null or
+/// dangling if `len` is 0: an empty buffer's pointer may be null, which `copy` does not
+/// take even for 0 bytes).
+unsafe fn copy_raw(src: *const u8, dst: *mut u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: the caller's promise, for `len` > 0.
+    unsafe { ptr::copy(src, dst, len) }
 }
 
 /// A `memoryview` of `obj`'s bytes, which must be C-contiguous (as a simple buffer
@@ -461,7 +466,7 @@ enum OutHeld<'py> {
 impl<'py> Output<'py> {
     pub(crate) fn new(obj: &Bound<'py, PyAny>) -> PyResult<Self> {
         let held = match buffer_api() {
-            Some(api) => OutHeld::Exported(Exported::new(obj, api, PYBUF_WRITABLE, true)?),
+            Some(api) => OutHeld::Exported(Exported::new(obj, api, true)?),
             None => OutHeld::View(bytes_of(obj, true)?),
         };
         Ok(Output { held })
@@ -493,12 +498,9 @@ impl<'py> Output<'py> {
             OutHeld::Exported(_) => {
                 let dst = self.dst().expect("an exported buffer");
                 assert!(data.len() <= dst.len, "data that fits");
-                if data.is_empty() {
-                    return Ok(()); // see `Src::copy_to`
-                }
                 // SAFETY: the buffer is writable (asked for with `PYBUF_WRITABLE`) for
-                // `dst.len` bytes, and is not `data`, which is ours.
-                unsafe { ptr::copy_nonoverlapping(data.as_ptr(), dst.ptr, data.len()) };
+                // `dst.len` bytes.
+                unsafe { copy_raw(data.as_ptr(), dst.ptr, data.len()) };
                 Ok(())
             }
             OutHeld::View(v) => {
@@ -532,13 +534,9 @@ impl Dst<'_> {
         if len > self.len {
             return Err(m);
         }
-        if len == 0 {
-            return Ok(0); // see `Src::copy_to`
-        }
         // SAFETY: the message's `len` bytes are inside the ring until `m` is dropped; the
-        // buffer is writable for `self.len` ≥ `len` bytes. `copy`: a view of the channel's
-        // own file may overlap the message (see `Src::copy_to`).
-        unsafe { ptr::copy(m.as_ptr(), self.ptr, len) };
+        // buffer is writable for `self.len` ≥ `len` bytes.
+        unsafe { copy_raw(m.as_ptr(), self.ptr, len) };
         Ok(len)
     }
 }

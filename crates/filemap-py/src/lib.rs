@@ -842,7 +842,7 @@ impl Receiver {
         let mut rx = take_or!(self.end, py, deadline, None);
         // Straight into the buffer, or (without the buffer calls) into a `Vec` for `fill`.
         let take = |m: filemap::Message<'_>| match dst {
-            Some(dst) => dst.take(m).map(Into::into).map_err(Received::kept),
+            Some(dst) => dst.take(m).map(Received::Len).map_err(Received::kept),
             None if m.len() > room => Err(Received::kept(m)),
             None => Ok(Received::Copy(m.to_vec())),
         };
@@ -878,12 +878,6 @@ enum Received {
     Len(usize),
     /// Copied out, to be written into the buffer with the GIL.
     Copy(Vec<u8>),
-}
-
-impl From<usize> for Received {
-    fn from(len: usize) -> Self {
-        Received::Len(len)
-    }
 }
 
 impl Received {
