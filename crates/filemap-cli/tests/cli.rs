@@ -3204,6 +3204,18 @@ fn numbers_are_written_and_read_by_type() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         stdout(&o)
     };
+    let read = |offset: &str, len: &str, format: &str| {
+        ok(&[
+            "read",
+            "Local\\nums",
+            "--offset",
+            offset,
+            "--len",
+            len,
+            "--format",
+            format,
+        ])
+    };
     // At an odd offset, little-endian, each type's whole range.
     ok(&[
         "write",
@@ -3214,19 +3226,7 @@ fn numbers_are_written_and_read_by_type() {
         "u32",
         "1, 2 4294967295",
     ]);
-    assert_eq!(
-        ok(&[
-            "read",
-            "Local\\nums",
-            "--offset",
-            "3",
-            "--len",
-            "12",
-            "--format",
-            "u32"
-        ]),
-        "1\n2\n4294967295\n"
-    );
+    assert_eq!(read("3", "12", "u32"), "1\n2\n4294967295\n");
     let hex = ok(&["read", "Local\\nums", "--len", "16"]);
     assert!(
         hex.contains("00 00 00 01 00 00 00 02 00 00 00 ff ff ff ff 00"),
@@ -3252,45 +3252,9 @@ fn numbers_are_written_and_read_by_type() {
         "--",
         "-32768 32767",
     ]);
-    assert_eq!(
-        ok(&[
-            "read",
-            "Local\\nums",
-            "--offset",
-            "20",
-            "--len",
-            "8",
-            "--format",
-            "f64"
-        ]),
-        "-1.5\n"
-    );
-    assert_eq!(
-        ok(&[
-            "read",
-            "Local\\nums",
-            "--offset",
-            "28",
-            "--len",
-            "4",
-            "--format",
-            "i16"
-        ]),
-        "-32768\n32767\n"
-    );
-    assert_eq!(
-        ok(&[
-            "read",
-            "Local\\nums",
-            "--offset",
-            "28",
-            "--len",
-            "4",
-            "--format",
-            "u8"
-        ]),
-        "0\n128\n255\n127\n"
-    );
+    assert_eq!(read("20", "8", "f64"), "-1.5\n");
+    assert_eq!(read("28", "4", "i16"), "-32768\n32767\n");
+    assert_eq!(read("28", "4", "u8"), "0\n128\n255\n127\n");
     // Bad input: one line, exit 1, nothing written.
     for (args, says) in [
         (
