@@ -749,6 +749,75 @@ fn loans_and_in_place_reads() {
     assert!(t.elapsed() >= Duration::from_millis(100));
 }
 
+#[test]
+fn detached_loans_are_sent_by_their_own_sender_unless_stale() {
+    let root = TestRoot::new("ch-detach");
+    let name = root.name("Local\\detach");
+    let s = root.opts().create_stream(&name, 256, 64).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let got = |rx: &mut filemap::Receiver| rx.try_recv().unwrap().map(|m| m.to_vec());
+    // Written and committed after the sender's borrow ended (the sender is used meanwhile).
+    let mut loan = tx.loan(5).unwrap().detach();
+    assert_eq!((loan.len(), loan.is_empty()), (5, false));
+    loan.write_at(0, b"hel").unwrap();
+    assert!(matches!(
+        loan.write_at(4, b"xx"),
+        Err(Error::OutOfRange { .. })
+    ));
+    tx.set_wait_strategy(filemap::WaitStrategy::Park);
+    assert_eq!(tx.max_message(), 64);
+    loan.write_at(3, b"lo").unwrap();
+    assert_eq!(s.queued(), 0);
+    tx.commit_detached(loan).unwrap();
+    assert_eq!(got(&mut rx).as_deref(), Some(&b"hello"[..]));
+    // Stale: the sender sent a message after the loan was made.
+    let mut stale = tx.loan(3).unwrap().detach();
+    stale.write_at(0, b"old").unwrap();
+    tx.send(b"new").unwrap();
+    let e = tx.commit_detached(stale).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(e.to_string().contains("stale"), "{e}");
+    assert_eq!(got(&mut rx).as_deref(), Some(&b"new"[..]));
+    assert_eq!(got(&mut rx), None);
+    // Of two loans made at one place, the first committed wins; the other is stale.
+    let mut a = tx.loan(1).unwrap().detach();
+    let mut b = tx.loan(2).unwrap().detach();
+    a.write_at(0, b"a").unwrap();
+    b.write_at(0, b"bb").unwrap();
+    tx.commit_detached(b).unwrap();
+    assert!(tx.commit_detached(a).is_err());
+    assert_eq!(got(&mut rx).as_deref(), Some(&b"bb"[..]));
+    // Another sender's loan (of another channel) is refused; a dropped one sends nothing.
+    let other = root
+        .opts()
+        .create_stream(&root.name("Local\\detach2"), 256, 64)
+        .unwrap();
+    let mut tx2 = other.sender().unwrap();
+    let foreign = tx2.loan(1).unwrap().detach();
+    let e = tx.commit_detached(foreign).unwrap_err();
+    assert!(e.to_string().contains("another sender"), "{e}");
+    drop(tx2.loan(4).unwrap().detach());
+    assert_eq!(other.queued(), 0);
+    // Loans across the ring's end (a skip frame first), each committed detached.
+    for i in 0..40u8 {
+        let mut l = tx.loan(40).unwrap().detach();
+        l.write_at(0, &[i; 40]).unwrap();
+        tx.commit_detached(l).unwrap();
+        assert_eq!(got(&mut rx), Some(vec![i; 40]));
+    }
+    // The pointer stays mapped while the loan lives, even after the sender is gone.
+    let mut late = tx.loan(2).unwrap().detach();
+    drop(tx);
+    assert!(!late.as_mut_ptr().is_null());
+    late.write_at(0, b"ok").unwrap();
+    drop(late);
+    assert!(matches!(
+        rx.try_recv(),
+        Err(Error::Disconnected { died: false, .. })
+    ));
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
 struct Pose {

@@ -777,6 +777,16 @@ impl Producer {
         }
     }
 
+    /// The position where the next frame goes.
+    pub(crate) fn position(&self) -> u32 {
+        self.tail
+    }
+
+    /// Frames committed so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Writes the frame header of `r`, so that the next [`publish`](Self::publish) sends it.
     #[inline(always)]
     pub(crate) fn commit(&mut self, ring: &Ring<'_>, r: Reserved) {

@@ -567,6 +567,77 @@ impl Loan<'_> {
             .producer
             .publish(&ring, self.sender.chan.parker());
     }
+
+    /// Ends the borrow of the sender but keeps the room: for callers that cannot hold the
+    /// borrow across calls (a binding to another language, a state machine). Send the
+    /// message with [`Sender::commit_detached`].
+    pub fn detach(self) -> DetachedLoan {
+        DetachedLoan {
+            chan: Arc::clone(&self.sender.chan),
+            reserved: self.reserved,
+            tail: self.sender.producer.position(),
+            sent: self.sender.producer.sent(),
+        }
+    }
+}
+
+/// Room for one message, as a [`Loan`] gives, without a borrow of its [`Sender`]
+/// ([`Loan::detach`]). It keeps the channel mapped, so [`as_mut_ptr`](Self::as_mut_ptr)
+/// stays valid for as long as it lives. [`Sender::commit_detached`] sends it, as long as the
+/// sender sent nothing meanwhile (a send, or a commit of another loan, may write over its
+/// room, and makes it stale). Dropped without a commit, nothing is sent.
+pub struct DetachedLoan {
+    chan: Arc<sys::Channel>,
+    reserved: Reserved,
+    /// The producer's position and count when the room was reserved: the room is still
+    /// ours while both are unchanged (room only grows while the producer stays put).
+    tail: u32,
+    sent: u64,
+}
+
+impl fmt::Debug for DetachedLoan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedLoan")
+            .field("name", self.chan.name())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl DetachedLoan {
+    /// The message's length.
+    pub fn len(&self) -> usize {
+        self.reserved.len as usize
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.reserved.len == 0
+    }
+
+    /// Writes `data` at `offset` in the message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if it does not fit in the loan.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
+        check_range(offset, data.len(), self.len())?;
+        match self
+            .chan
+            .ring()
+            .write(self.reserved.offset + offset as u32, data)
+        {
+            true => Ok(()),
+            false => Err(out_of_range(offset, data.len(), self.len())),
+        }
+    }
+
+    /// The message's first byte, for writing in place, as [`Loan::as_mut_ptr`]. It stays
+    /// valid (mapped) for as long as this value lives; after a commit, or once the loan is
+    /// stale, the bytes may belong to another message.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.chan.ring().at(self.reserved.offset)
+    }
 }
 
 #[inline]
@@ -808,6 +879,38 @@ impl Sender {
                 sender: self,
                 reserved,
             }))
+    }
+
+    /// Sends the message of a loan that [`Loan::detach`] detached from this sender.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] (and nothing is sent) if the loan came from another
+    /// sender, or is stale: this sender sent a message since it was made. As for
+    /// [`Sender::send`] in a child forked after this end was made.
+    pub fn commit_detached(&mut self, loan: DetachedLoan) -> Result<()> {
+        let chan = &*self.chan;
+        usable(&self._claim, chan)?;
+        if !Arc::ptr_eq(&loan.chan, &self.chan) {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "this loan is of another sender than this one of {}",
+                    chan.name()
+                ),
+            });
+        }
+        if loan.tail != self.producer.position() || loan.sent != self.producer.sent() {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "this loan of {} is stale: the sender sent a message after the loan was made, which may have written over its room",
+                    chan.name()
+                ),
+            });
+        }
+        let ring = chan.ring();
+        self.producer.commit(&ring, loan.reserved);
+        self.producer.publish(&ring, chan.parker());
+        Ok(())
     }
 
     /// Closes the producer's end (as dropping the sender does).
