@@ -113,9 +113,9 @@ mod testing {
 }
 
 pub use channel::{
-    Broadcast, DetachedLoan, Latest, LatestReader, LatestWriter, Loan, Message, Peer, Plain,
-    Publisher, Receiver, Replier, RequestReply, RpcClient, RpcServer, Sender, SlotLoan, Stream,
-    Subscriber, Ticket, TrySendError, WaitStrategy, DEFAULT_CAPACITY,
+    Broadcast, DetachedLoan, DetachedMessage, Latest, LatestReader, LatestWriter, Loan, Message,
+    Peer, Plain, Publisher, Receiver, Replier, RequestReply, RpcClient, RpcServer, Sender,
+    SlotLoan, Stream, Subscriber, Ticket, TrySendError, WaitStrategy, DEFAULT_CAPACITY,
 };
 pub use error::{Error, Result};
 pub use layout::Kind;

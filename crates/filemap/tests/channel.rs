@@ -801,7 +801,10 @@ fn detached_loans_are_sent_by_their_own_sender_unless_stale() {
     assert_eq!(other.queued(), 0);
     // Loans across the ring's end (a skip frame first), each committed detached.
     for i in 0..40u8 {
-        let mut l = tx.loan(40).unwrap().detach();
+        let mut l = tx
+            .loan_timeout(40, Duration::from_secs(10))
+            .unwrap()
+            .detach();
         l.write_at(0, &[i; 40]).unwrap();
         tx.commit_detached(l).unwrap();
         assert_eq!(got(&mut rx), Some(vec![i; 40]));
@@ -816,6 +819,69 @@ fn detached_loans_are_sent_by_their_own_sender_unless_stale() {
         rx.try_recv(),
         Err(Error::Disconnected { died: false, .. })
     ));
+}
+
+#[test]
+fn detached_messages_are_consumed_by_their_own_receiver_unless_stale() {
+    let root = TestRoot::new("ch-detach-rx");
+    let name = root.name("Local\\detach-rx");
+    let s = root.opts().create_stream(&name, 256, 64).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    for m in [&b"one"[..], b"two", b"three"] {
+        tx.send(m).unwrap();
+    }
+    // Read after the receiver's borrow ended; consumed only by `consume_detached`.
+    let m = rx.try_recv().unwrap().unwrap().detach();
+    assert_eq!((m.len(), m.is_empty()), (3, false));
+    assert!(!m.as_ptr().is_null());
+    let mut b = [0u8; 3];
+    m.read_at(0, &mut b).unwrap();
+    assert_eq!(&b, b"one");
+    assert!(matches!(
+        m.read_at(1, &mut b),
+        Err(Error::OutOfRange { .. })
+    ));
+    assert_eq!(s.queued(), 3);
+    rx.consume_detached(m).unwrap();
+    // Dropped unconsumed, a message stays first; a detached message that was received
+    // again (and consumed) meanwhile is stale.
+    drop(rx.try_recv().unwrap().unwrap().detach());
+    let stale = rx.try_recv().unwrap().unwrap().detach();
+    assert_eq!(rx.try_recv().unwrap().unwrap().to_vec(), b"two");
+    let e = rx.consume_detached(stale).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert!(e.to_string().contains("stale"), "{e}");
+    assert_eq!(rx.try_recv().unwrap().unwrap().to_vec(), b"three");
+    // Another receiver's message is refused, and stays first in its own channel.
+    let other = root
+        .opts()
+        .create_stream(&root.name("Local\\detach-rx2"), 256, 64)
+        .unwrap();
+    let (mut tx2, mut rx2) = (other.sender().unwrap(), other.receiver().unwrap());
+    tx2.send(b"theirs").unwrap();
+    let foreign = rx2.try_recv().unwrap().unwrap().detach();
+    let e = rx.consume_detached(foreign).unwrap_err();
+    assert!(e.to_string().contains("another receiver"), "{e}");
+    assert_eq!(rx2.try_recv().unwrap().unwrap().to_vec(), b"theirs");
+    // Around the ring many times, every message consumed detached: the producer waits
+    // for the room that they give back.
+    for i in 0..100u8 {
+        tx.send_timeout(&[i; 40], Duration::from_secs(10)).unwrap();
+        let m = rx.try_recv().unwrap().unwrap().detach();
+        let mut got = [0u8; 40];
+        m.read_at(0, &mut got).unwrap();
+        assert_eq!(got, [i; 40]);
+        rx.consume_detached(m).unwrap();
+    }
+    assert_eq!(s.queued(), 0);
+    // The bytes stay mapped while the message lives, even after both ends are gone.
+    tx.send(b"last").unwrap();
+    let last = rx.try_recv().unwrap().unwrap().detach();
+    drop((tx, rx));
+    let mut b = [0u8; 4];
+    last.read_at(0, &mut b).unwrap();
+    assert_eq!(&b, b"last");
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1221,6 +1221,12 @@ impl Consumer {
         self.head
     }
 
+    /// Frames consumed so far (given back or not).
+    pub(crate) fn consumed(&self) -> u64 {
+        self.received
+            .wrapping_add(u64::from(RELEASE_BATCH.wrapping_sub(self.left)))
+    }
+
     /// Gives every consumed frame back to the producer after the last consumed, of `len`
     /// bytes, and wakes the producer if it may sleep.
     #[inline]

@@ -1094,7 +1094,7 @@ impl fmt::Debug for Receiver {
 /// A received message, read in place in the ring. Dropping it gives its room back to the
 /// producer.
 pub struct Message<'a> {
-    chan: &'a sys::Channel,
+    chan: &'a Arc<sys::Channel>,
     // A copy, made with the message: a ring made from `chan` at each read measured 40 ns
     // slower per 64 B round trip (docs/BENCHMARKS.md, 2026-11-28).
     ring: Ring<'a>,
@@ -1163,6 +1163,76 @@ impl Message<'_> {
     #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.ring.at(self.frame.offset)
+    }
+
+    /// Ends the borrow of the receiver but leaves the message unconsumed, first in the
+    /// channel: for callers that cannot hold the borrow across calls (a binding to another
+    /// language). [`Receiver::consume_detached`] consumes it once it has been read.
+    pub fn detach(mut self) -> DetachedMessage {
+        let at = self.consumer.take().map(|c| (c.position(), c.consumed()));
+        DetachedMessage {
+            chan: Arc::clone(self.chan),
+            frame: self.frame,
+            at,
+        }
+    }
+}
+
+/// A received message that is not consumed yet, without a borrow of its [`Receiver`]
+/// ([`Message::detach`]). It keeps the channel mapped, so [`as_ptr`](Self::as_ptr) stays
+/// valid for as long as it lives; the producer leaves the message's bytes alone until
+/// [`Receiver::consume_detached`] consumes it. Dropped unconsumed, the message stays
+/// first in the channel, as [`Message::keep`] leaves it.
+pub struct DetachedMessage {
+    chan: Arc<sys::Channel>,
+    frame: Frame,
+    /// The consumer's position and count when the message was received: it is still the
+    /// next message while both are unchanged.
+    at: Option<(u32, u64)>,
+}
+
+impl fmt::Debug for DetachedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachedMessage")
+            .field("name", self.chan.name())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl DetachedMessage {
+    /// The message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.frame.len as usize
+    }
+
+    /// Whether the message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.frame.len == 0
+    }
+
+    /// Copies `buf.len()` bytes from `offset` in the message.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfRange`] if they are not inside the message.
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        check_range(offset, buf.len(), self.len())?;
+        match self
+            .chan
+            .ring()
+            .read(self.frame.offset + offset as u32, buf)
+        {
+            true => Ok(()),
+            false => Err(out_of_range(offset, buf.len(), self.len())),
+        }
+    }
+
+    /// The message's first byte, for reading in place, as [`Message::as_ptr`]. It stays
+    /// valid (mapped) for as long as this value lives; once the message is consumed, the
+    /// bytes may belong to another message.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.chan.ring().at(self.frame.offset)
     }
 }
 
@@ -1245,6 +1315,39 @@ impl Receiver {
             frame,
             consumer: Some(&mut self.consumer),
         }
+    }
+
+    /// Consumes a message that [`Message::detach`] detached from this receiver.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] (and nothing is consumed) if the message came from
+    /// another receiver, or is stale: this receiver consumed a message since it was
+    /// received (the detached one among them, received again). As for [`Receiver::recv`]
+    /// in a child forked after this end was made.
+    pub fn consume_detached(&mut self, m: DetachedMessage) -> Result<()> {
+        let chan = &*self.chan;
+        usable(&self._claim, chan)?;
+        if !Arc::ptr_eq(&m.chan, &self.chan) {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "this message is of another receiver than this one of {}",
+                    chan.name()
+                ),
+            });
+        }
+        if m.at != Some((self.consumer.position(), self.consumer.consumed())) {
+            return Err(Error::InvalidArgument {
+                what: format!(
+                    "this message of {} is stale: the receiver consumed a message after it was received",
+                    chan.name()
+                ),
+            });
+        }
+        if self.consumer.consume(m.frame) {
+            release(chan, &mut self.consumer, m.frame.len);
+        }
+        Ok(())
     }
 
     /// Receives the next message, waiting as long as it takes.
@@ -1372,7 +1475,7 @@ impl Receiver {
         // One message, whose frame changes: `f` takes a reference, so a message made anew
         // for each frame was written out to the stack whole every time.
         let mut msg = Message {
-            chan,
+            chan: &self.chan,
             ring,
             frame,
             consumer: None,
