@@ -11,6 +11,10 @@
   ``send(a)`` + ``recv_into(out)``, against the ``bytes`` way (``send(a.tobytes())`` +
   ``recv()`` + a copy into ``out``), a Unix socket pair (``sendall`` + ``recv_into``) and a
   ``multiprocessing.Pipe`` (``send_bytes`` + ``recv_bytes_into``). Needs NumPy.
+- Frames of 64 KiB and 1 MiB written and read in place: computed (``a * 2``) straight
+  into a ``Sender.loan``, against computed into an array and sent; and summed where they
+  are (``Receiver.recv_in_place``), against received into an array and summed. Needs
+  NumPy.
 - An event round trip between two processes (spawned), against two
   ``multiprocessing.Event``s, a ``multiprocessing.Pipe`` and (if installed) two
   ``posix_ipc.Semaphore``s.
@@ -224,6 +228,55 @@ def frames():
     return rows
 
 
+def in_place():
+    """Rows for frames written and read in place (a loan, a message received in place)
+    against the same work through an array, at 64 KiB and 1 MiB; none without NumPy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    rows = []
+    for side, n in ((128, 2000), (512, 200)):
+        frame = np.arange(side * side, dtype=np.float32).reshape(side, side)
+        tmp, out = np.empty_like(frame), np.empty_like(frame)
+        size = f"{frame.nbytes // 1024} KiB" if frame.nbytes < 1 << 20 else f"{frame.nbytes >> 20} MiB"
+        st = filemap.Stream.create("Local\\bench-in-place", 4 * frame.nbytes, frame.nbytes)
+        tx, rx = st.sender(), st.receiver()
+
+        def computed_into_loan():
+            with tx.loan(frame.nbytes) as buf:
+                np.multiply(frame, 2, out=np.frombuffer(buf, np.float32).reshape(frame.shape))
+            rx.recv_into(out)
+
+        def computed_then_sent():
+            np.multiply(frame, 2, out=tmp)
+            tx.send(tmp)
+            rx.recv_into(out)
+
+        def summed_in_place():
+            tx.send(frame)
+            with rx.recv_in_place() as buf:
+                np.frombuffer(buf, np.float32).sum()
+
+        def summed_after_copy():
+            tx.send(frame)
+            rx.recv_into(out)
+            out.sum()
+
+        lo, se, ip, co = interleaved(n, computed_into_loan, computed_then_sent, summed_in_place, summed_after_copy)
+        computed_into_loan()
+        assert (out == 2 * frame).all()
+        summed_after_copy()
+        assert (out == frame).all()
+        rows.append((f"{size} frame computed (a * 2) and sent, received with recv_into",
+                     "into Sender.loan", lo, "into an array, then send", se))
+        rows.append((f"{size} frame sent, received and summed",
+                     "recv_in_place", ip, "recv_into an array", co))
+        for end in (tx, rx, st):
+            end.close()
+    return rows
+
+
 def main():
     # Each row: what, filemap's label, its per-round values, the other's label, its values.
     # Values are seconds, or bytes per second for the copies.
@@ -297,6 +350,7 @@ def main():
     s.unlink()
 
     rows += frames()
+    rows += in_place()
 
     kinds = ("filemap", "mp", "pipe") + (("posix_ipc",) if posix_ipc is not None else ())
     rt = {k: [] for k in kinds}

@@ -14,6 +14,15 @@
 //! `Py_buffer` struct is declared here with CPython's layout, which has not changed since
 //! 3.0 and is frozen by the stable ABI since 3.11.
 //!
+//! **Loans and messages handed to Python** ([`Room`]). The same type exports a stream
+//! loan's room in the ring (writable) for as long as the loan is open, and a received
+//! message (read-only) until it is released. It counts the buffers it exports
+//! (`bf_releasebuffer`, slot 2), and a loan is committed or cancelled, and a message
+//! consumed, only when none is left ([`Room::close`]); after that it exports nothing. So
+//! no Python object can write into room that the consumer may be reading, or read room
+//! that the producer may be writing again, and the room (with the channel's mapping,
+//! which the loan or message keeps) outlives every buffer made from it.
+//!
 //! **Bytes from Python** ([`Input`], [`Output`]). Sends take any object with a contiguous
 //! buffer (`bytes`, `bytearray`, `memoryview`, `array.array`, NumPy arrays), and
 //! `recv_into` fills any writable one, as `socket.send` and `socket.recv_into` do. Their
@@ -28,12 +37,13 @@
 //! one more copy.
 #![allow(unsafe_code)]
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::marker::PhantomData;
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use filemap::{Access, View};
 use pyo3::exceptions::{PyBufferError, PyTypeError};
@@ -68,10 +78,79 @@ const PYBUF_STRIDES: c_int = 0x0010 | PYBUF_ND;
 #[repr(C)]
 struct Exporter {
     ob_base: ffi::PyObject,
-    /// The view, from `Box::into_raw`. Null in an object that Python code made by calling
-    /// the type (Python 3.9 and 3.10 allow that to types without `tp_new`): such an object
-    /// exports nothing.
-    view: *mut View,
+    /// What it exports, from `Box::into_raw`. Null in an object that Python code made by
+    /// calling the type (Python 3.9 and 3.10 allow that to types without `tp_new`): such an
+    /// object exports nothing.
+    source: *mut Source,
+}
+
+/// What a `ViewBuffer` exports.
+enum Source {
+    /// A view, unmapped when the exporter goes.
+    View(View),
+    /// A loan's room, while the loan is open.
+    Room(Arc<Room>),
+}
+
+/// A stream loan's room in the ring (writable), or a received message (read-only),
+/// exported to Python while the loan or the message is open.
+pub(crate) struct Room {
+    /// The room's first byte (an address), and its length.
+    ptr: usize,
+    len: usize,
+    writable: bool,
+    /// Buffers exported and not yet released.
+    exports: AtomicUsize,
+    /// Set when the loan is committed or cancelled: no more exports.
+    closed: AtomicBool,
+    /// What keeps the room reserved and mapped (the loan, and its sender's turn), until
+    /// [`close`](Room::close) takes it or the last holder of the room drops it.
+    owner: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+impl Room {
+    /// The room of `len` bytes at `ptr`, which `owner` keeps reserved and mapped (and, if
+    /// `writable`, writable) for as long as it lives.
+    pub(crate) fn new(
+        ptr: *const u8,
+        len: usize,
+        writable: bool,
+        owner: Box<dyn Any + Send>,
+    ) -> Arc<Room> {
+        Arc::new(Room {
+            ptr: ptr as usize,
+            len,
+            writable,
+            exports: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            owner: Mutex::new(Some(owner)),
+        })
+    }
+
+    /// A `memoryview` of the room, writable if the room is.
+    pub(crate) fn memoryview<'py>(
+        self: &Arc<Room>,
+        py: Python<'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        export(py, Source::Room(Arc::clone(self)))
+    }
+
+    /// Buffers of the room still exported.
+    pub(crate) fn exports(&self) -> usize {
+        self.exports.load(Ordering::Acquire)
+    }
+
+    /// Ends the exports and gives back the owner, if no buffer of the room is exported:
+    /// `Err(n)` with the number that are, and `Ok(None)` if it was closed already. Called
+    /// with the GIL held, as every export and release is, so none can start meanwhile.
+    pub(crate) fn close(&self) -> Result<Option<Box<dyn Any + Send>>, usize> {
+        let n = self.exports();
+        if n != 0 {
+            return Err(n);
+        }
+        self.closed.store(true, Ordering::Release);
+        Ok(self.owner.lock().unwrap_or_else(|e| e.into_inner()).take())
+    }
 }
 
 /// The type, made once by [`register`] and never freed.
@@ -79,10 +158,14 @@ static TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(ptr::null_mut());
 
 /// Makes the `ViewBuffer` type and adds it to the module.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let slots: &'static mut [ffi::PyType_Slot; 3] = Box::leak(Box::new([
+    let slots: &'static mut [ffi::PyType_Slot; 4] = Box::leak(Box::new([
         ffi::PyType_Slot {
             slot: ffi::Py_bf_getbuffer,
             pfunc: getbuffer as *mut c_void,
+        },
+        ffi::PyType_Slot {
+            slot: ffi::Py_bf_releasebuffer,
+            pfunc: releasebuffer as *mut c_void,
         },
         ffi::PyType_Slot {
             slot: ffi::Py_tp_dealloc,
@@ -113,14 +196,19 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// A `memoryview` of `view`'s bytes, read-only if the view is. The view is unmapped when
 /// the last Python object that uses it is freed.
 pub(crate) fn memoryview(py: Python<'_>, view: View) -> PyResult<Bound<'_, PyAny>> {
+    export(py, Source::View(view))
+}
+
+/// A `memoryview` of a new exporter of `source`.
+fn export(py: Python<'_>, source: Source) -> PyResult<Bound<'_, PyAny>> {
     let tp = TYPE.load(Ordering::Acquire);
     assert!(!tp.is_null(), "the module registers ViewBuffer first");
     // SAFETY: `tp` is the type made by `register`, which is never freed, and we hold the
     // GIL. `PyType_GenericAlloc` returns a new reference to a zeroed object of the type's
-    // `basicsize` (an `Exporter` with a null view), or null with an exception set.
+    // `basicsize` (an `Exporter` with a null source), or null with an exception set.
     let obj = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyType_GenericAlloc(tp, 0)) }?;
     // SAFETY: `obj` is an `Exporter` that nothing else has seen yet; `dealloc` frees the box.
-    unsafe { (*obj.as_ptr().cast::<Exporter>()).view = Box::into_raw(Box::new(view)) };
+    unsafe { (*obj.as_ptr().cast::<Exporter>()).source = Box::into_raw(Box::new(source)) };
     // SAFETY: `obj` is a live object that exports a buffer; the `memoryview` takes its own
     // reference to it, and `obj`'s is dropped on return.
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(obj.as_ptr())) }
@@ -131,23 +219,41 @@ pub(crate) fn memoryview(py: Python<'_>, view: View) -> PyResult<Bound<'_, PyAny
 unsafe extern "C" fn getbuffer(obj: *mut ffi::PyObject, buf: *mut PyBuffer, flags: c_int) -> c_int {
     // SAFETY: CPython calls this slot with the GIL held, with an object of this type and a
     // `Py_buffer` to fill.
-    let (view, buf) = unsafe { ((*obj.cast::<Exporter>()).view, &mut *buf) };
-    if view.is_null() {
+    let (source, buf) = unsafe { ((*obj.cast::<Exporter>()).source, &mut *buf) };
+    if source.is_null() {
         return refuse(
             buf,
             c"this ViewBuffer has no view: views come from FileMapping.view()",
         );
     }
-    // SAFETY: a non-null `view` is the live box that `memoryview` stored; only `dealloc`
+    // SAFETY: a non-null `source` is the live box that `export` stored; only `dealloc`
     // frees it, and it cannot run while this call holds a borrowed `obj`.
-    let view = unsafe { &*view };
-    let readonly = view.access() == Access::Read;
-    if readonly && flags & PYBUF_WRITABLE != 0 {
-        return refuse(buf, c"the view is read-only");
-    }
-    buf.buf = view.as_ptr().cast_mut().cast();
+    let (ptr, len, readonly) = match unsafe { &*source } {
+        Source::View(view) => {
+            let readonly = view.access() == Access::Read;
+            if readonly && flags & PYBUF_WRITABLE != 0 {
+                return refuse(buf, c"the view is read-only");
+            }
+            (view.as_ptr().cast_mut(), view.len(), readonly)
+        }
+        Source::Room(room) => {
+            if room.closed.load(Ordering::Acquire) {
+                return refuse(
+                    buf,
+                    c"the loan or message was committed, cancelled or released",
+                );
+            }
+            if !room.writable && flags & PYBUF_WRITABLE != 0 {
+                return refuse(buf, c"a received message is read-only");
+            }
+            // Released by `releasebuffer`, which CPython calls once per export.
+            room.exports.fetch_add(1, Ordering::AcqRel);
+            (room.ptr as *mut u8, room.len, !room.writable)
+        }
+    };
+    buf.buf = ptr.cast();
     // A mapped range is never longer than `isize::MAX` bytes.
-    buf.len = view.len() as ffi::Py_ssize_t;
+    buf.len = len as ffi::Py_ssize_t;
     buf.itemsize = 1;
     buf.readonly = c_int::from(readonly);
     buf.ndim = 1;
@@ -176,6 +282,16 @@ unsafe extern "C" fn getbuffer(obj: *mut ffi::PyObject, buf: *mut PyBuffer, flag
     0
 }
 
+/// `bf_releasebuffer`: one export of a loan's room fewer.
+unsafe extern "C" fn releasebuffer(obj: *mut ffi::PyObject, _buf: *mut PyBuffer) {
+    // SAFETY: CPython calls this slot with the GIL held, once for each buffer that
+    // `getbuffer` filled, while the buffer holds a reference to `obj`, whose source
+    // therefore lives (and is not null: a null source exports nothing).
+    if let Source::Room(room) = unsafe { &*(*obj.cast::<Exporter>()).source } {
+        room.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Fails a `bf_getbuffer` request with `BufferError(msg)`, as the protocol asks.
 fn refuse(buf: &mut PyBuffer, msg: &CStr) -> c_int {
     buf.obj = ptr::null_mut();
@@ -185,14 +301,15 @@ fn refuse(buf: &mut PyBuffer, msg: &CStr) -> c_int {
     -1
 }
 
-/// `tp_dealloc`: unmaps the view, frees the object and drops its reference to the type.
+/// `tp_dealloc`: unmaps the view (or lets go of the loan's room), frees the object and
+/// drops its reference to the type.
 unsafe extern "C" fn dealloc(obj: *mut ffi::PyObject) {
     // SAFETY: CPython calls this slot once, with the GIL held, when the last reference to
     // an object of this type goes; no buffer is exported then (each holds a reference).
     unsafe {
-        let view = (*obj.cast::<Exporter>()).view;
-        if !view.is_null() {
-            drop(Box::from_raw(view));
+        let source = (*obj.cast::<Exporter>()).source;
+        if !source.is_null() {
+            drop(Box::from_raw(source));
         }
         let tp = ffi::Py_TYPE(obj);
         // A heap type made by `PyType_FromSpec` inherits `object`'s `tp_free`, never null.

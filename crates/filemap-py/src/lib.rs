@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use filemap::{Access, Error, Namespace, Options};
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyBlockingIOError, PyBrokenPipeError, PyFileExistsError, PyFileNotFoundError,
+    PyBlockingIOError, PyBrokenPipeError, PyBufferError, PyFileExistsError, PyFileNotFoundError,
     PyNotImplementedError, PyOSError, PyPermissionError, PyRuntimeError, PyTimeoutError,
     PyValueError,
 };
@@ -730,8 +730,297 @@ impl Sender {
         Ok(messages.len())
     }
 
+    /// Lends room for a message of `nbytes` bytes in the ring, waiting for it up to
+    /// `timeout` (`None`: as long as it takes); `None` on timeout. Write the message through
+    /// the loan's writable `buffer`, then `commit` it (or use the loan as a context
+    /// manager). While the loan is open it has this end: other threads' calls wait for it,
+    /// and this thread's are refused.
+    #[pyo3(signature = (nbytes, timeout=None))]
+    fn loan(
+        slf: &Bound<'_, Sender>,
+        py: Python<'_>,
+        nbytes: usize,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Loan>> {
+        let deadline = deadline_of(timeout)?;
+        let mut tx = take_or!(slf.get().end, py, deadline, None);
+        let Some(mut loan) = blocking_until(py, deadline, |slice| {
+            timed(tx.loan_timeout(nbytes, slice).map(filemap::Loan::detach))
+        })?
+        else {
+            return Ok(None);
+        };
+        let (ptr, len) = (loan.as_mut_ptr(), loan.len());
+        let state = LoanState {
+            end: Some(tx.lend()),
+            loan: Some(loan),
+            home: slf.clone().unbind(),
+        };
+        // From here on, dropping the room (on an error too) cancels the loan.
+        let room = buffer::Room::new(ptr, len, true, Box::new(state));
+        Lent::new(py, room, len).map(|lent| Some(Loan { lent }))
+    }
+
     fn close(&self) -> PyResult<()> {
         self.end.close("Sender")
+    }
+}
+
+/// An open loan: the sender's end, lent out of its `Sender`, and the loan. Dropped
+/// uncommitted (cancelled, or with the last object that used its room), it sends nothing
+/// and gives the end back.
+struct LoanState {
+    end: Option<filemap::Sender>,
+    loan: Option<filemap::DetachedLoan>,
+    home: Py<Sender>,
+}
+
+impl LoanState {
+    /// Sends the message and gives the end back.
+    fn commit(mut self) -> filemap::Result<()> {
+        match (self.end.as_mut(), self.loan.take()) {
+            (Some(end), Some(loan)) => end.commit_detached(loan),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for LoanState {
+    fn drop(&mut self) {
+        drop(self.loan.take());
+        if let Some(end) = self.end.take() {
+            self.home.get().end.give_back(end);
+        }
+    }
+}
+
+/// A loan's room or a received message, handed to Python: the room and the
+/// `memoryview` of it given out, until the loan or the message ends.
+struct Lent {
+    room: std::sync::Arc<buffer::Room>,
+    view: std::sync::Mutex<Option<Py<PyAny>>>,
+    len: usize,
+}
+
+impl Lent {
+    fn new(py: Python<'_>, room: std::sync::Arc<buffer::Room>, len: usize) -> PyResult<Lent> {
+        let view = room.memoryview(py)?.unbind();
+        Ok(Lent {
+            room,
+            view: std::sync::Mutex::new(Some(view)),
+            len,
+        })
+    }
+
+    fn view(&self) -> std::sync::MutexGuard<'_, Option<Py<PyAny>>> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The `memoryview` given out.
+    fn buffer(&self, py: Python<'_>, what: &str) -> PyResult<Py<PyAny>> {
+        self.view()
+            .as_ref()
+            .map(|v| v.clone_ref(py))
+            .ok_or_else(|| PyValueError::new_err(format!("the {what} has ended")))
+    }
+
+    /// Ends the loan or the message: releases the `memoryview` and closes the room, which
+    /// every object made from it must have let go of, and returns what the room held.
+    fn end<T: 'static>(&self, py: Python<'_>, what: &str) -> PyResult<Box<T>> {
+        // Out of the lock before any call into Python.
+        let view = self.view().take();
+        // A `memoryview` made from ours (NumPy makes one) shares its export, so ours can be
+        // released while that one lives; the room's count of exports says.
+        if let Some(v) = &view {
+            if v.bind(py)
+                .call_method0(pyo3::intern!(py, "release"))
+                .is_err()
+            {
+                *self.view() = view;
+                return Err(in_use(what));
+            }
+        }
+        let owner = match self.room.close() {
+            Ok(owner) => owner,
+            Err(_) => {
+                // Ours was released: a new one, for the loan or message that stays open.
+                if view.is_some() {
+                    let fresh = self.room.memoryview(py)?.unbind();
+                    *self.view() = Some(fresh);
+                }
+                return Err(in_use(what));
+            }
+        };
+        owner
+            .ok_or_else(|| PyValueError::new_err(format!("the {what} has ended already")))?
+            .downcast::<T>()
+            .map_err(|_| PyRuntimeError::new_err(format!("a {what} of another kind")))
+    }
+}
+
+/// The error for a loan or message whose buffer is still used.
+fn in_use(what: &str) -> PyErr {
+    PyBufferError::new_err(format!(
+        "the {what}'s buffer is still in use by objects made from it (a NumPy array, a slice, a memoryview): delete them first; the {what} stays open"
+    ))
+}
+
+/// Room for one message in a stream's ring, lent by `Sender.loan`: write the message
+/// through `buffer` (a writable `memoryview` of the room: no copy), then `commit()` it or
+/// `cancel()` it. As a context manager, the block's end commits it, and an exception
+/// cancels it. Both need every object made from `buffer` (a NumPy array, a slice) deleted
+/// first (`BufferError` otherwise, and the loan stays open): none may write into a
+/// message that the receiver may be reading.
+#[pyclass(module = "filemap._filemap", frozen)]
+struct Loan {
+    lent: Lent,
+}
+
+#[pymethods]
+impl Loan {
+    /// The room, as a writable `memoryview`.
+    #[getter]
+    fn buffer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.lent.buffer(py, "loan")
+    }
+
+    /// The message's length in bytes.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.lent.len
+    }
+
+    fn __len__(&self) -> usize {
+        self.lent.len
+    }
+
+    /// Sends the message.
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        self.lent
+            .end::<LoanState>(py, "loan")?
+            .commit()
+            .map_err(err)
+    }
+
+    /// Gives the room back without sending anything.
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        self.lent.end::<LoanState>(py, "loan").map(drop)
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.buffer(py)
+    }
+
+    /// Commits, or cancels if the block raised. A cancel that finds the buffer still in use
+    /// leaves the block's exception alone: the loan ends when its buffers go.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        match exc_type {
+            None => self.commit(py).map(|()| false),
+            Some(_) => {
+                let _ = self.cancel(py);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// A received message, read in place: the receiver's end, lent out of its `Receiver`,
+/// and the message. Dropped unconsumed (kept, or with the last object that used its
+/// bytes), the message stays first in the channel, and the end goes back.
+struct MessageState {
+    end: Option<filemap::Receiver>,
+    msg: Option<filemap::DetachedMessage>,
+    home: Py<Receiver>,
+}
+
+impl MessageState {
+    /// Consumes the message and gives the end back.
+    fn consume(mut self) -> filemap::Result<()> {
+        match (self.end.as_mut(), self.msg.take()) {
+            (Some(end), Some(msg)) => end.consume_detached(msg),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for MessageState {
+    fn drop(&mut self) {
+        drop(self.msg.take());
+        if let Some(end) = self.end.take() {
+            self.home.get().end.give_back(end);
+        }
+    }
+}
+
+/// A stream message received in place by `Receiver.recv_in_place`: read it through
+/// `buffer` (a read-only `memoryview` of its bytes in the ring: no copy), then `release()`
+/// it (consumed) or `keep()` it (left first in the channel, for the next receive). As a
+/// context manager, the block's end releases it, even if the block raised. Both need
+/// every object made from `buffer` deleted first (`BufferError` otherwise, and the message
+/// stays open): none may read bytes that the producer may be writing again.
+#[pyclass(module = "filemap._filemap", frozen)]
+struct Message {
+    lent: Lent,
+}
+
+#[pymethods]
+impl Message {
+    /// The message's bytes, as a read-only `memoryview`.
+    #[getter]
+    fn buffer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.lent.buffer(py, "message")
+    }
+
+    /// The message's length in bytes.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.lent.len
+    }
+
+    fn __len__(&self) -> usize {
+        self.lent.len
+    }
+
+    /// Consumes the message: the producer may write over its bytes.
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        self.lent
+            .end::<MessageState>(py, "message")?
+            .consume()
+            .map_err(err)
+    }
+
+    /// Leaves the message first in the channel: the next receive returns it again.
+    fn keep(&self, py: Python<'_>) -> PyResult<()> {
+        self.lent.end::<MessageState>(py, "message").map(drop)
+    }
+
+    fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.buffer(py)
+    }
+
+    /// Releases the message. If the block raised and the buffer is still in use, the
+    /// block's exception is left alone: the message stays first in the channel once its
+    /// buffers go.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        match exc_type {
+            None => self.release(py).map(|()| false),
+            Some(_) => {
+                let _ = self.release(py);
+                Ok(false)
+            }
+        }
     }
 }
 
@@ -865,6 +1154,35 @@ impl Receiver {
                 "it stays in the channel",
             )),
         }
+    }
+
+    /// The next message, read in place: waits up to `timeout` (`None`: as long as it
+    /// takes); `None` on timeout. The message is consumed when it is released. While it is
+    /// open it has this end: other threads' calls wait for it, and this thread's are
+    /// refused.
+    #[pyo3(signature = (timeout=None))]
+    fn recv_in_place(
+        slf: &Bound<'_, Receiver>,
+        py: Python<'_>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Message>> {
+        let deadline = deadline_of(timeout)?;
+        let mut rx = take_or!(slf.get().end, py, deadline, None);
+        let Some(msg) = blocking_until(py, deadline, |slice| {
+            timed(rx.recv_timeout(slice).map(filemap::Message::detach))
+        })?
+        else {
+            return Ok(None);
+        };
+        let (ptr, len) = (msg.as_ptr(), msg.len());
+        let state = MessageState {
+            end: Some(rx.lend()),
+            msg: Some(msg),
+            home: slf.clone().unbind(),
+        };
+        // From here on, dropping the room (on an error too) keeps the message.
+        let room = buffer::Room::new(ptr, len, false, Box::new(state));
+        Lent::new(py, room, len).map(|lent| Some(Message { lent }))
     }
 
     fn close(&self) -> PyResult<()> {
@@ -1670,6 +1988,8 @@ fn _filemap(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Event>()?;
     m.add_class::<Stream>()?;
     m.add_class::<Sender>()?;
+    m.add_class::<Loan>()?;
+    m.add_class::<Message>()?;
     m.add_class::<Receiver>()?;
     m.add_class::<Broadcast>()?;
     m.add_class::<Publisher>()?;

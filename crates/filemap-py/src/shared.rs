@@ -27,11 +27,13 @@ pub(crate) fn after_fork_in_child() {
     FORKS.fetch_add(1, Relaxed);
 }
 
-/// Who has an end: a thread, in the fork generation it took it in.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// Who has an end: a thread, in the fork generation it took it in, for a call or (`lent`)
+/// for an open loan, which holds the end until it is committed or cancelled.
+#[derive(Clone, Copy)]
 struct Holder {
     thread: ThreadId,
     forks: u32,
+    lent: bool,
 }
 
 enum State<T> {
@@ -70,6 +72,7 @@ impl<T> Shared<T> {
         let me = Holder {
             thread: std::thread::current().id(),
             forks: FORKS.load(Relaxed),
+            lent: false,
         };
         let mut pause = Duration::from_micros(20);
         loop {
@@ -91,7 +94,12 @@ impl<T> Shared<T> {
                                 "this channel end was in use by another thread when this process forked, and its role stays with the parent; make the end in the child instead (and not in the parent)",
                             ));
                         }
-                        if holder == me {
+                        if holder.lent && holder.thread == me.thread {
+                            return Err(PyRuntimeError::new_err(
+                                "this channel end has an open loan or message: end it (commit or cancel a loan, release or keep a message, or leave its with block) before another call on it",
+                            ));
+                        }
+                        if holder.thread == me.thread {
                             // A signal handler, run while this thread's call waits.
                             return Err(PyRuntimeError::new_err(
                                 "a call on a channel end from inside another call on it (a signal handler?) would wait for itself",
@@ -124,9 +132,14 @@ impl<T> Shared<T> {
             State::Busy(holder) if holder.forks != FORKS.load(Relaxed) => Ok(()),
             State::Busy(holder) => {
                 *state = State::Busy(holder);
-                Err(PyRuntimeError::new_err(format!(
-                    "this {what} is in use by another thread's call; close it once that call has returned"
-                )))
+                Err(PyRuntimeError::new_err(match holder.lent {
+                    true => format!(
+                        "this {what} has an open loan or message; end it before closing"
+                    ),
+                    false => format!(
+                        "this {what} is in use by another thread's call; close it once that call has returned"
+                    ),
+                }))
             }
             State::Idle(end) => {
                 drop(state);
@@ -134,6 +147,16 @@ impl<T> Shared<T> {
                 Ok(())
             }
             State::Closed => Ok(()),
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    /// Gives back an end that [`Taken::lend`] lent out.
+    pub(crate) fn give_back(&self, end: T) {
+        let mut state = self.lock();
+        if let State::Busy(_) = *state {
+            *state = State::Idle(end);
         }
     }
 }
@@ -159,6 +182,18 @@ impl<T> DerefMut for Taken<'_, T> {
         self.end
             .as_mut()
             .expect("a taken end is there until dropped")
+    }
+}
+
+impl<T> Taken<'_, T> {
+    /// Keeps the end out after this call, for a loan: other threads' calls wait for it
+    /// (this thread's are refused) until [`Shared::give_back`].
+    pub(crate) fn lend(mut self) -> T {
+        let end = self.end.take().expect("a taken end is there until dropped");
+        if let State::Busy(holder) = &mut *self.home.lock() {
+            holder.lent = true;
+        }
+        end
     }
 }
 

@@ -2,6 +2,9 @@
 crashes, and bad input. Run by tests/python.rs (``cargo test``), or by hand:
 ``FILEMAP_EXE=target/debug/filemap python3 -m pytest crates/filemap-py/tests``."""
 
+import ctypes
+import gc
+import io
 import multiprocessing
 import os
 import pickle
@@ -9,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -897,6 +901,221 @@ def test_bytes_like_objects_go_through_a_stream_copied_once(calls):
     for child in (producer, consumer):
         out, err = child.communicate(timeout=60)
         assert (child.returncode, out.strip()) == (0, "ok"), err
+    s.close()
+
+
+LOAN_PRODUCER = """
+    import numpy as np, filemap
+    s = filemap.Stream.open("Local\\\\loans")
+    with s.sender() as tx:
+        for i in range(50):
+            with tx.loan(64 * 256 * 4) as buf:  # 64 KiB frames, computed in place
+                frame = np.frombuffer(buf, np.float32).reshape(64, 256)
+                np.multiply(np.full((64, 256), i, np.float32), 2, out=frame)
+                del frame
+        loan = tx.loan(5)
+        loan.buffer[:] = b"hello"
+        assert (len(loan), loan.nbytes) == (5, 5)
+        loan.commit()
+        try:
+            with tx.loan(3) as buf:
+                buf[:] = b"no!"
+                raise KeyError("cancelled")
+        except KeyError:
+            pass
+        with tx.loan(0):
+            pass
+    print("ok")
+"""
+
+
+def test_loans_and_in_place_messages_between_processes():
+    # Frames computed by NumPy straight into the ring by another process, and read where
+    # they are (every other one: the rest copied out); a loan whose block raised sends
+    # nothing, and an empty loan is an empty message.
+    np = pytest.importorskip("numpy")
+    s = filemap.Stream.create("Local\\loans", 1 << 18, 1 << 16)
+    rx = s.receiver()
+    producer = python(LOAN_PRODUCER)
+    frame = np.empty((64, 256), np.float32)
+    for i in range(50):
+        if i % 2:
+            with rx.recv_in_place(timeout=20) as buf:
+                assert buf.readonly and buf.nbytes == frame.nbytes
+                assert (np.frombuffer(buf, np.float32) == 2 * i).all(), i
+        else:
+            assert rx.recv_into(frame, timeout=20) == frame.nbytes
+            assert (frame == 2 * i).all(), i
+    msg = rx.recv_in_place(timeout=20)
+    assert (len(msg), msg.nbytes, bytes(msg.buffer)) == (5, 5, b"hello")
+    msg.keep()  # left first in the channel
+    msg = rx.recv_in_place(timeout=20)
+    assert bytes(msg.buffer) == b"hello"
+    msg.release()
+    assert rx.recv(timeout=20) == b""
+    out, err = producer.communicate(timeout=60)
+    assert (producer.returncode, out.strip()) == (0, "ok"), err
+    with pytest.raises(BrokenPipeError):
+        rx.recv(timeout=20)
+    rx.close()
+    s.close()
+
+
+def test_a_loan_ends_only_when_nothing_uses_its_buffer():
+    np = pytest.importorskip("numpy")
+    s = filemap.Stream.create("Local\\loan-rules", 4096, 1024)
+    tx, rx = s.sender(), s.receiver()
+    # An array made from the buffer keeps the loan open: commit refuses, and works after.
+    loan = tx.loan(8)
+    arr = np.frombuffer(loan.buffer, np.uint8)
+    with pytest.raises(BufferError, match="still in use"):
+        loan.commit()
+    arr[:] = 7  # the buffer is still the loan's, and still writable
+    with pytest.raises(RuntimeError, match="open loan"):
+        tx.send(b"x")  # this thread's call on the lent end
+    with pytest.raises(RuntimeError, match="open loan"):
+        tx.close()
+    with pytest.raises(TimeoutError):
+        rx.recv(timeout=0.05)  # nothing sent yet
+    del arr
+    loan.commit()
+    assert rx.recv(timeout=5) == bytes([7] * 8)
+    with pytest.raises(ValueError, match="already"):
+        loan.commit()
+    with pytest.raises(ValueError):
+        loan.buffer
+    # After the commit, no object can reach the room: the memoryview handed out is
+    # released, and its exporter exports no more.
+    loan = tx.loan(4)
+    view, exporter = loan.buffer, loan.buffer.obj
+    view[:] = b"abcd"
+    loan.commit()
+    with pytest.raises(ValueError):
+        view[0]
+    with pytest.raises(BufferError, match="committed, cancelled"):
+        memoryview(exporter)
+    assert rx.recv(timeout=5) == b"abcd"
+    # Another memoryview of the exporter counts as a use too.
+    loan = tx.loan(2)
+    extra = memoryview(loan.buffer.obj)
+    with pytest.raises(BufferError):
+        loan.cancel()
+    extra.release()
+    loan.cancel()
+    # A loan dropped while an array of its buffer lives holds the end until the array
+    # goes; another thread's send waits for it, and the loan itself sends nothing.
+    loan = tx.loan(4)
+    arr = np.frombuffer(loan.buffer, np.uint8)
+    del loan
+    gc.collect()
+    sent = threading.Event()
+    thread = threading.Thread(target=lambda: (tx.send(b"after"), sent.set()))
+    thread.start()
+    assert not sent.wait(0.2)
+    del arr
+    gc.collect()
+    thread.join(10)
+    assert sent.is_set()
+    assert rx.recv(timeout=5) == b"after"
+    with pytest.raises(TimeoutError):
+        rx.recv(timeout=0.05)
+    # An exception in the block cancels, even with an array of the buffer alive.
+    kept = []
+    with pytest.raises(KeyError):
+        with tx.loan(4) as buf:
+            kept.append(np.frombuffer(buf, np.uint8))
+            raise KeyError("cancel")
+    kept.clear()
+    gc.collect()
+    tx.send(b"next")
+    assert rx.recv(timeout=5) == b"next"
+    # Bad sizes, and a full ring.
+    with pytest.raises(ValueError, match="larger than"):
+        tx.loan(1025)
+    with pytest.raises((ValueError, OverflowError, TypeError)):
+        tx.loan(-1)
+    while True:
+        try:
+            tx.send(b"x" * 1000, timeout=0)
+        except TimeoutError:
+            break
+    t = time.monotonic()
+    with pytest.raises(TimeoutError):
+        tx.loan(1000, timeout=0.1)
+    assert time.monotonic() - t >= 0.1
+    tx.close()
+    rx.close()
+    s.close()
+
+
+def test_an_in_place_message_is_read_only_and_consumed_only_when_nothing_uses_it():
+    np = pytest.importorskip("numpy")
+    s = filemap.Stream.create("Local\\in-place", 4096, 1024)
+    tx, rx = s.sender(), s.receiver()
+    for m in (b"first", b"second", b"third"):
+        tx.send(m)
+    msg = rx.recv_in_place(timeout=5)
+    view = msg.buffer
+    arr = np.frombuffer(view, np.uint8)
+    assert not arr.flags.writeable
+    with pytest.raises(TypeError):
+        view[0] = 1  # read-only
+    with pytest.raises(TypeError):
+        io.BytesIO(b"x").readinto(view.obj)  # asks its exporter for a writable buffer
+    with pytest.raises(TypeError, match="not writable"):
+        ctypes.c_char.from_buffer(view.obj)
+    with pytest.raises(BufferError, match="still in use"):
+        msg.release()
+    with pytest.raises(RuntimeError, match="open loan or message"):
+        rx.recv(timeout=0)  # this thread's call on the lent end
+    with pytest.raises(RuntimeError, match="open loan or message"):
+        rx.close()
+    assert bytes(arr) == b"first"
+    del arr
+    exporter = msg.buffer.obj
+    msg.release()
+    with pytest.raises(ValueError):
+        view[0]
+    with pytest.raises(BufferError, match="released"):
+        memoryview(exporter)
+    with pytest.raises(ValueError, match="ended"):
+        msg.release()
+    assert rx.recv(timeout=5) == b"second"
+    # Kept: the same message comes again. Dropped with an array of it alive: another
+    # thread's receive waits for the array to go, then gets the same message (a dropped
+    # message is kept).
+    rx.recv_in_place(timeout=5).keep()
+    msg = rx.recv_in_place(timeout=5)
+    arr = np.frombuffer(msg.buffer, np.uint8)
+    del msg
+    gc.collect()
+    got = []
+    thread = threading.Thread(target=lambda: got.append(rx.recv(timeout=10)))
+    thread.start()
+    time.sleep(0.2)
+    assert got == []
+    del arr
+    gc.collect()
+    thread.join(10)
+    assert got == [b"third"]
+    # A block that raises still releases the message.
+    tx.send(b"fourth")
+    tx.send(b"fifth")
+    with pytest.raises(KeyError):
+        with rx.recv_in_place(timeout=5) as buf:
+            assert bytes(buf) == b"fourth"
+            raise KeyError("after reading")
+    assert rx.recv(timeout=5) == b"fifth"
+    with pytest.raises(TimeoutError):
+        rx.recv_in_place(timeout=0.05)
+    # The end of the stream.
+    tx.send(b"last")
+    tx.close()
+    with rx.recv_in_place(timeout=5) as buf:
+        assert bytes(buf) == b"last"
+    with pytest.raises(BrokenPipeError):
+        rx.recv_in_place(timeout=5)
+    rx.close()
     s.close()
 
 

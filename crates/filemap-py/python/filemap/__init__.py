@@ -29,7 +29,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union, cast
 
 from . import _filemap
-from ._filemap import CorruptError, KindMismatchError
+from ._filemap import CorruptError, KindMismatchError, Loan, Message
 from ._shareable import ShareableList
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ __all__ = [
     "Event",
     "FileMapping",
     "KindMismatchError",
+    "Loan",
+    "Message",
     "Mutex",
     "Semaphore",
     "ShareableList",
@@ -830,6 +832,22 @@ class Sender:
         for all; returns how many were sent: all, unless ``timeout`` passed first."""
         return int(self._m.send_many(builtins.list(messages), timeout))
 
+    def loan(self, nbytes: int, timeout: Optional[float] = None) -> "Loan":
+        """Lends room for a message of ``nbytes`` bytes in the ring, to be written in place
+        (no copy) and then sent; waits for room. ``TimeoutError`` on timeout, ``ValueError``
+        for a message larger than the stream allows. See ``Loan``::
+
+            with tx.loan(frame.nbytes) as buf:
+                numpy.multiply(a, b, out=numpy.frombuffer(buf, numpy.float32))
+            # sent here; an exception in the block sends nothing
+
+        While the loan is open it has this end: other threads' calls on it wait, and this
+        thread's are a ``RuntimeError``."""
+        loan = self._m.loan(nbytes, timeout)
+        if loan is None:
+            raise TimeoutError("timed out waiting for room in the stream")
+        return cast("Loan", loan)
+
     def close(self) -> None:
         self._m.close()
 
@@ -886,6 +904,22 @@ class Receiver:
             return self.recv()
         except BrokenPipeError:
             raise StopIteration from None
+
+    def recv_in_place(self, timeout: Optional[float] = None) -> "Message":
+        """The next message, read in place (no copy): its ``buffer`` is a read-only
+        ``memoryview`` of its bytes in the ring. It is consumed when it is released::
+
+            with rx.recv_in_place() as buf:
+                total = numpy.frombuffer(buf, numpy.float32).sum()
+            # released here (even if the block raised)
+
+        ``TimeoutError`` on timeout, ``BrokenPipeError`` once the producer has gone and
+        everything was received. While the message is open it has this end: other
+        threads' calls on it wait, and this thread's are a ``RuntimeError``."""
+        msg = self._m.recv_in_place(timeout)
+        if msg is None:
+            raise TimeoutError("timed out waiting for a message")
+        return cast("Message", msg)
 
     def close(self) -> None:
         self._m.close()
