@@ -751,13 +751,9 @@ impl Sender {
             return Ok(None);
         };
         let (ptr, len) = (loan.as_mut_ptr(), loan.len());
-        let state = LoanState {
-            end: Some(tx.lend()),
-            loan: Some(loan),
-            home: slf.clone().unbind(),
-        };
         // From here on, dropping the room (on an error too) cancels the loan.
-        let room = buffer::Room::new(ptr, len, true, Box::new(state));
+        let out = LoanOut::new(tx, loan, slf);
+        let room = buffer::Room::new(ptr, len, true, Box::new(out));
         Lent::new(py, room, len).map(|lent| Some(Loan { lent }))
     }
 
@@ -766,33 +762,72 @@ impl Sender {
     }
 }
 
-/// An open loan: the sender's end, lent out of its `Sender`, and the loan. Dropped
-/// uncommitted (cancelled, or with the last object that used its room), it sends nothing
-/// and gives the end back.
-struct LoanState {
-    end: Option<filemap::Sender>,
-    loan: Option<filemap::DetachedLoan>,
-    home: Py<Sender>,
+/// A Python object whose channel end can be lent out, to a loan or a message.
+trait Lender: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync {
+    type End: Send + 'static;
+    fn shared(&self) -> &Shared<Self::End>;
 }
 
-impl LoanState {
-    /// Sends the message and gives the end back.
-    fn commit(mut self) -> filemap::Result<()> {
-        match (self.end.as_mut(), self.loan.take()) {
-            (Some(end), Some(loan)) => end.commit_detached(loan),
+impl Lender for Sender {
+    type End = filemap::Sender;
+    fn shared(&self) -> &Shared<filemap::Sender> {
+        &self.end
+    }
+}
+
+impl Lender for Receiver {
+    type End = filemap::Receiver;
+    fn shared(&self) -> &Shared<filemap::Receiver> {
+        &self.end
+    }
+}
+
+/// An end lent out of its Python object, with the loan or message `T` it made. Dropped
+/// unfinished (cancelled or kept, or with the last object that used its room), `T` is
+/// dropped (nothing is sent; a message stays first in the channel), and the end goes
+/// back.
+struct Out<H: Lender, T: Send + 'static> {
+    end: Option<H::End>,
+    item: Option<T>,
+    home: Py<H>,
+}
+
+impl<H: Lender, T: Send + 'static> Out<H, T> {
+    /// Lends `end` (taken from `home`) out to `item`.
+    fn new(end: Taken<'_, H::End>, item: T, home: &Bound<'_, H>) -> Self {
+        Out {
+            end: Some(end.lend()),
+            item: Some(item),
+            home: home.clone().unbind(),
+        }
+    }
+
+    /// Finishes `item` with the end (sends the loan, consumes the message), and gives the
+    /// end back.
+    fn finish(
+        mut self,
+        f: impl FnOnce(&mut H::End, T) -> filemap::Result<()>,
+    ) -> filemap::Result<()> {
+        match (self.end.as_mut(), self.item.take()) {
+            (Some(end), Some(item)) => f(end, item),
             _ => Ok(()),
         }
     }
 }
 
-impl Drop for LoanState {
+impl<H: Lender, T: Send + 'static> Drop for Out<H, T> {
     fn drop(&mut self) {
-        drop(self.loan.take());
+        drop(self.item.take());
         if let Some(end) = self.end.take() {
-            self.home.get().end.give_back(end);
+            self.home.get().shared().give_back(end);
         }
     }
 }
+
+/// A loan, out of its `Sender`.
+type LoanOut = Out<Sender, filemap::DetachedLoan>;
+/// A message received in place, out of its `Receiver`.
+type MessageOut = Out<Receiver, filemap::DetachedMessage>;
 
 /// A loan's room or a received message, handed to Python: the room and the
 /// `memoryview` of it given out, until the loan or the message ends.
@@ -897,14 +932,14 @@ impl Loan {
     /// Sends the message.
     fn commit(&self, py: Python<'_>) -> PyResult<()> {
         self.lent
-            .end::<LoanState>(py, "loan")?
-            .commit()
+            .end::<LoanOut>(py, "loan")?
+            .finish(|tx, loan| tx.commit_detached(loan))
             .map_err(err)
     }
 
     /// Gives the room back without sending anything.
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
-        self.lent.end::<LoanState>(py, "loan").map(drop)
+        self.lent.end::<LoanOut>(py, "loan").map(drop)
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -926,34 +961,6 @@ impl Loan {
                 let _ = self.cancel(py);
                 Ok(false)
             }
-        }
-    }
-}
-
-/// A received message, read in place: the receiver's end, lent out of its `Receiver`,
-/// and the message. Dropped unconsumed (kept, or with the last object that used its
-/// bytes), the message stays first in the channel, and the end goes back.
-struct MessageState {
-    end: Option<filemap::Receiver>,
-    msg: Option<filemap::DetachedMessage>,
-    home: Py<Receiver>,
-}
-
-impl MessageState {
-    /// Consumes the message and gives the end back.
-    fn consume(mut self) -> filemap::Result<()> {
-        match (self.end.as_mut(), self.msg.take()) {
-            (Some(end), Some(msg)) => end.consume_detached(msg),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Drop for MessageState {
-    fn drop(&mut self) {
-        drop(self.msg.take());
-        if let Some(end) = self.end.take() {
-            self.home.get().end.give_back(end);
         }
     }
 }
@@ -990,14 +997,14 @@ impl Message {
     /// Consumes the message: the producer may write over its bytes.
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         self.lent
-            .end::<MessageState>(py, "message")?
-            .consume()
+            .end::<MessageOut>(py, "message")?
+            .finish(|rx, msg| rx.consume_detached(msg))
             .map_err(err)
     }
 
     /// Leaves the message first in the channel: the next receive returns it again.
     fn keep(&self, py: Python<'_>) -> PyResult<()> {
-        self.lent.end::<MessageState>(py, "message").map(drop)
+        self.lent.end::<MessageOut>(py, "message").map(drop)
     }
 
     fn __enter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -1175,13 +1182,9 @@ impl Receiver {
             return Ok(None);
         };
         let (ptr, len) = (msg.as_ptr(), msg.len());
-        let state = MessageState {
-            end: Some(rx.lend()),
-            msg: Some(msg),
-            home: slf.clone().unbind(),
-        };
         // From here on, dropping the room (on an error too) keeps the message.
-        let room = buffer::Room::new(ptr, len, false, Box::new(state));
+        let out = MessageOut::new(rx, msg, slf);
+        let room = buffer::Room::new(ptr, len, false, Box::new(out));
         Lent::new(py, room, len).map(|lent| Some(Message { lent }))
     }
 
