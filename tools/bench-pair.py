@@ -23,6 +23,7 @@ ROWS = {
         "filemap stream, zero-copy",
         "filemap stream, batched (64)",
         "raw SPSC ring, 72-byte slots (a stream frame's stride)",
+        "raw SPSC ring, 72-byte slots with a length header",
     ],
     "latency": [
         "raw atomic ping-pong + copies",

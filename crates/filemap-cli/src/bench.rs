@@ -388,7 +388,7 @@ pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
         // The raw ring: fixed slots of `size` bytes, head and tail words, busy polling.
         "produce-raw" => {
             let raw = Raw::open(&opts, &arg(0))?;
-            let (size, count, stride) = (num(1), num(2), num(3));
+            let (size, count, stride, framed) = (num(1), num(2), num(3), num(4) == 1);
             ready();
             // A power of two (the sizes are): a mask, not a division, finds the slot (a
             // division per message cost this baseline 16% at 64 B; docs/BENCHMARKS.md).
@@ -403,8 +403,17 @@ pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
                     h = head.load(Acquire);
                 }
                 let off = (t & mask) as usize * stride;
-                // SAFETY: the slot is inside the ring and free (the consumer is past it).
-                unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off), size) };
+                if framed {
+                    // SAFETY: the slot is inside the ring and free (the consumer is past
+                    // it), its first 8 bytes aligned, and the payload fits after them.
+                    unsafe {
+                        raw.slot(off).cast::<u64>().write(size as u64);
+                        std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off + 8), size);
+                    }
+                } else {
+                    // SAFETY: the slot is inside the ring and free (the consumer is past it).
+                    unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off), size) };
+                }
                 t += 1;
                 tail.store(t, Release);
             }
@@ -530,7 +539,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
             _ => 20_000,
         } / if a.quick { 4 } else { 1 };
         let mut modes = vec![
-            ("raw SPSC ring", Thr::Raw(false)),
+            ("raw SPSC ring", Thr::Raw(Slots::Packed)),
             ("pipe", Thr::Pipe),
             ("Unix socket", Thr::Unix),
             ("filemap stream, copied", Thr::Filemap("copy")),
@@ -543,7 +552,13 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
             // what the frame format costs, apart from the code.
             modes.push((
                 "raw SPSC ring, 72-byte slots (a stream frame's stride)",
-                Thr::Raw(true),
+                Thr::Raw(Slots::Strided),
+            ));
+            // And with a length in each slot, written and read: a frame without the rest
+            // of a stream's work.
+            modes.push((
+                "raw SPSC ring, 72-byte slots with a length header",
+                Thr::Raw(Slots::Framed),
             ));
         }
         // Round by round, every contender in turn: a slow phase of the machine then costs
@@ -652,11 +667,24 @@ enum Lat {
 
 #[derive(Clone, Copy)]
 enum Thr {
-    /// The raw ring; `true`: its slots a stream frame apart.
-    Raw(bool),
+    Raw(Slots),
     Pipe,
     Unix,
     Filemap(&'static str),
+}
+
+/// How the raw ring lays out its messages.
+#[derive(Clone, Copy, PartialEq)]
+enum Slots {
+    /// Fixed slots of the message's size.
+    Packed,
+    /// Slots a stream frame apart (8 bytes more, the payload rounded up to 8), so that
+    /// 64-byte messages cross cache lines as the stream's do.
+    Strided,
+    /// As `Strided`, with each message's length written in those 8 bytes and read back
+    /// by the consumer, which copies that many: the least that a ring of messages of any
+    /// size does.
+    Framed,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -792,17 +820,19 @@ fn throughput(
     };
     let start;
     match contender {
-        Thr::Raw(framed) => {
+        Thr::Raw(slots) => {
             let name = unique("ring");
             let raw = Raw::create(opts, &name)?;
             // A stream frame's stride: the payload rounded up to 8 bytes, and the header.
-            let stride = match framed {
-                true => size.next_multiple_of(8) + 8,
-                false => size,
+            let stride = match slots {
+                Slots::Packed => size,
+                Slots::Strided | Slots::Framed => size.next_multiple_of(8) + 8,
             };
+            let framed = slots == Slots::Framed;
             let mut kid = Kid::spawn(root, "produce-raw", &{
                 let mut v = args(&[name]);
                 v.push(stride.to_string());
+                v.push(u8::from(framed).to_string());
                 v
             })?;
             kid.ready()?;
@@ -819,8 +849,21 @@ fn throughput(
                 first.get_or_insert_with(Instant::now);
                 while h < t {
                     let off = (h & mask) as usize * stride;
-                    // SAFETY: the slot is published (tail is past it) and inside the ring.
-                    unsafe { std::ptr::copy_nonoverlapping(raw.slot(off), buf.as_mut_ptr(), size) };
+                    if framed {
+                        // SAFETY: the slot is published (tail is past it) and inside the
+                        // ring, its first 8 bytes aligned (strides are multiples of 8); the
+                        // copy is of at most the slot's payload.
+                        unsafe {
+                            let len = raw.slot(off).cast::<u64>().read() as usize;
+                            let len = len.min(size);
+                            std::ptr::copy_nonoverlapping(raw.slot(off + 8), buf.as_mut_ptr(), len);
+                        }
+                    } else {
+                        // SAFETY: the slot is published (tail is past it) and inside the ring.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(raw.slot(off), buf.as_mut_ptr(), size)
+                        };
+                    }
                     h += 1;
                     head.store(h, Release);
                 }

@@ -634,6 +634,7 @@ fn bench_measures_only_the_sizes_and_tests_asked_for() {
             "filemap stream, zero-copy",
             "filemap stream, batched (64)",
             "raw SPSC ring, 72-byte slots (a stream frame's stride)",
+            "raw SPSC ring, 72-byte slots with a length header",
         ],
         "{}",
         stdout(&out)
