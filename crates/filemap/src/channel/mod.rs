@@ -571,6 +571,17 @@ impl Loan<'_> {
     /// Ends the borrow of the sender but keeps the room: for callers that cannot hold the
     /// borrow across calls (a binding to another language, a state machine). Send the
     /// message with [`Sender::commit_detached`].
+    ///
+    /// ```no_run
+    /// # fn main() -> filemap::Result<()> {
+    /// # let stream = filemap::Options::new().open_stream("Local\\Frames")?;
+    /// let mut tx = stream.sender()?;
+    /// let mut pending = tx.loan(4096)?.detach(); // `tx` is free again
+    /// pending.write_at(0, b"header")?; // ... filled later, by other code
+    /// tx.commit_detached(pending)?; // refused if `tx` sent anything meanwhile
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn detach(self) -> DetachedLoan {
         DetachedLoan {
             chan: Arc::clone(&self.sender.chan),
@@ -1168,6 +1179,18 @@ impl Message<'_> {
     /// Ends the borrow of the receiver but leaves the message unconsumed, first in the
     /// channel: for callers that cannot hold the borrow across calls (a binding to another
     /// language). [`Receiver::consume_detached`] consumes it once it has been read.
+    ///
+    /// ```no_run
+    /// # fn main() -> filemap::Result<()> {
+    /// # let stream = filemap::Options::new().open_stream("Local\\Frames")?;
+    /// let mut rx = stream.receiver()?;
+    /// let msg = rx.recv()?.detach(); // `rx` is free again; the message stays first
+    /// let mut head = [0u8; 6];
+    /// msg.read_at(0, &mut head)?; // ... read later, in place
+    /// rx.consume_detached(msg)?; // now the producer may write over it
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn detach(mut self) -> DetachedMessage {
         let at = self.consumer.take().map(|c| (c.position(), c.consumed()));
         DetachedMessage {
