@@ -95,7 +95,8 @@ enum Source {
 /// A stream loan's room in the ring (writable), or a received message (read-only),
 /// exported to Python while the loan or the message is open.
 pub(crate) struct Room {
-    /// The room's first byte (an address), and its length.
+    /// The room's first byte (an address whose provenance is exposed, so that the room
+    /// is `Send` and `Sync` without an `unsafe impl`), and its length.
     ptr: usize,
     len: usize,
     writable: bool,
@@ -118,7 +119,7 @@ impl Room {
         owner: Box<dyn Any + Send>,
     ) -> Arc<Room> {
         Arc::new(Room {
-            ptr: ptr as usize,
+            ptr: ptr.expose_provenance(),
             len,
             writable,
             exports: AtomicUsize::new(0),
@@ -248,7 +249,11 @@ unsafe extern "C" fn getbuffer(obj: *mut ffi::PyObject, buf: *mut PyBuffer, flag
             }
             // Released by `releasebuffer`, which CPython calls once per export.
             room.exports.fetch_add(1, Ordering::AcqRel);
-            (room.ptr as *mut u8, room.len, !room.writable)
+            (
+                ptr::with_exposed_provenance_mut::<u8>(room.ptr),
+                room.len,
+                !room.writable,
+            )
         }
     };
     buf.buf = ptr.cast();
