@@ -13,6 +13,9 @@ Python processes) share them.
   ``PermissionError``, ``TimeoutError``, ``ValueError``, ...) with filemap's message.
 - Blocking calls release the GIL, and Ctrl-C interrupts them. Threads may share every
   object; calls on one channel end take turns.
+- Channel messages are any bytes-like object, and receives fill any writable one; a
+  stream's ``Sender.loan`` and ``Receiver.recv_in_place`` write and read a message where
+  it lies in the ring, with no copy at all.
 - ``SharedMemory`` and ``ShareableList`` stand in for ``multiprocessing.shared_memory``'s,
   without its resource tracker.
 - Handles pickle as their names: a process that unpickles one (``multiprocessing`` with
