@@ -540,13 +540,7 @@ impl Loan<'_> {
     /// [`Error::OutOfRange`] if it does not fit in the loan.
     #[inline]
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
-        check_range(offset, data.len(), self.len())?;
-        let ring = self.sender.chan.ring();
-        // Inside the ring, so this copies (see `Ring::write`).
-        match ring.write(self.reserved.offset + offset as u32, data) {
-            true => Ok(()),
-            false => Err(out_of_range(offset, data.len(), self.len())),
-        }
+        write_within(&self.sender.chan.ring(), self.reserved, offset, data)
     }
 
     /// The message's first byte, for writing in place (for instance by a decoder or a
@@ -632,15 +626,7 @@ impl DetachedLoan {
     ///
     /// [`Error::OutOfRange`] if it does not fit in the loan.
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
-        check_range(offset, data.len(), self.len())?;
-        match self
-            .chan
-            .ring()
-            .write(self.reserved.offset + offset as u32, data)
-        {
-            true => Ok(()),
-            false => Err(out_of_range(offset, data.len(), self.len())),
-        }
+        write_within(&self.chan.ring(), self.reserved, offset, data)
     }
 
     /// The message's first byte, for writing in place, as [`Loan::as_mut_ptr`]. It stays
@@ -657,6 +643,31 @@ fn check_range(offset: usize, len: usize, size: usize) -> Result<()> {
         return Err(out_of_range(offset, len, size));
     }
     Ok(())
+}
+
+/// Writes `data` at `offset` in the room `r` reserved in `ring` (a loan's). The room is
+/// inside the ring, so this copies; an error, not a panic, otherwise (see `Ring::write`).
+#[inline(always)]
+fn write_within(ring: &Ring<'_>, r: Reserved, offset: usize, data: &[u8]) -> Result<()> {
+    let len = r.len as usize;
+    check_range(offset, data.len(), len)?;
+    match ring.write(r.offset + offset as u32, data) {
+        true => Ok(()),
+        false => Err(out_of_range(offset, data.len(), len)),
+    }
+}
+
+/// Copies `buf.len()` bytes from `offset` in the message of frame `f` (a received
+/// message's). The frame is inside the ring, so this copies; an error, not a panic,
+/// otherwise (see `Ring::read`).
+#[inline(always)]
+fn read_within(ring: &Ring<'_>, f: Frame, offset: usize, buf: &mut [u8]) -> Result<()> {
+    let len = f.len as usize;
+    check_range(offset, buf.len(), len)?;
+    match ring.read(f.offset + offset as u32, buf) {
+        true => Ok(()),
+        false => Err(out_of_range(offset, buf.len(), len)),
+    }
 }
 
 /// Copies `msg` into the room `r` reserved in `ring`. A reservation is inside the ring, so
@@ -1140,13 +1151,7 @@ impl Message<'_> {
     /// [`Error::OutOfRange`] if they are not inside the message.
     #[inline]
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        check_range(offset, buf.len(), self.len())?;
-        // The frame is inside the ring, so this copies; an error, not a panic, otherwise
-        // (see `Ring::read`).
-        match self.ring.read(self.frame.offset + offset as u32, buf) {
-            true => Ok(()),
-            false => Err(out_of_range(offset, buf.len(), self.len())),
-        }
+        read_within(&self.ring, self.frame, offset, buf)
     }
 
     /// The message as a new vector.
@@ -1240,15 +1245,7 @@ impl DetachedMessage {
     ///
     /// [`Error::OutOfRange`] if they are not inside the message.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
-        check_range(offset, buf.len(), self.len())?;
-        match self
-            .chan
-            .ring()
-            .read(self.frame.offset + offset as u32, buf)
-        {
-            true => Ok(()),
-            false => Err(out_of_range(offset, buf.len(), self.len())),
-        }
+        read_within(&self.chan.ring(), self.frame, offset, buf)
     }
 
     /// The message's first byte, for reading in place, as [`Message::as_ptr`]. It stays
