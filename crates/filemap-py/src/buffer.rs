@@ -136,16 +136,16 @@ impl Room {
         export(py, Source::Room(Arc::clone(self)))
     }
 
-    /// Buffers of the room still exported.
-    pub(crate) fn exports(&self) -> usize {
-        self.exports.load(Ordering::Acquire)
+    /// The room's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     /// Ends the exports and gives back the owner, if no buffer of the room is exported:
     /// `Err(n)` with the number that are, and `Ok(None)` if it was closed already. Called
     /// with the GIL held, as every export and release is, so none can start meanwhile.
     pub(crate) fn close(&self) -> Result<Option<Box<dyn Any + Send>>, usize> {
-        let n = self.exports();
+        let n = self.exports.load(Ordering::Acquire);
         if n != 0 {
             return Err(n);
         }

@@ -754,7 +754,7 @@ impl Sender {
         // From here on, dropping the room (on an error too) cancels the loan.
         let out = LoanOut::new(tx, loan, slf);
         let room = buffer::Room::new(ptr, len, true, Box::new(out));
-        Lent::new(py, room, len).map(|lent| Some(Loan { lent }))
+        Lent::new(py, room).map(|lent| Some(Loan { lent }))
     }
 
     fn close(&self) -> PyResult<()> {
@@ -834,16 +834,14 @@ type MessageOut = Out<Receiver, filemap::DetachedMessage>;
 struct Lent {
     room: std::sync::Arc<buffer::Room>,
     view: std::sync::Mutex<Option<Py<PyAny>>>,
-    len: usize,
 }
 
 impl Lent {
-    fn new(py: Python<'_>, room: std::sync::Arc<buffer::Room>, len: usize) -> PyResult<Lent> {
+    fn new(py: Python<'_>, room: std::sync::Arc<buffer::Room>) -> PyResult<Lent> {
         let view = room.memoryview(py)?.unbind();
         Ok(Lent {
             room,
             view: std::sync::Mutex::new(Some(view)),
-            len,
         })
     }
 
@@ -922,11 +920,11 @@ impl Loan {
     /// The message's length in bytes.
     #[getter]
     fn nbytes(&self) -> usize {
-        self.lent.len
+        self.lent.room.len()
     }
 
     fn __len__(&self) -> usize {
-        self.lent.len
+        self.lent.room.len()
     }
 
     /// Sends the message.
@@ -987,11 +985,11 @@ impl Message {
     /// The message's length in bytes.
     #[getter]
     fn nbytes(&self) -> usize {
-        self.lent.len
+        self.lent.room.len()
     }
 
     fn __len__(&self) -> usize {
-        self.lent.len
+        self.lent.room.len()
     }
 
     /// Consumes the message: the producer may write over its bytes.
@@ -1185,7 +1183,7 @@ impl Receiver {
         // From here on, dropping the room (on an error too) keeps the message.
         let out = MessageOut::new(rx, msg, slf);
         let room = buffer::Room::new(ptr, len, false, Box::new(out));
-        Lent::new(py, room, len).map(|lent| Some(Message { lent }))
+        Lent::new(py, room).map(|lent| Some(Message { lent }))
     }
 
     fn close(&self) -> PyResult<()> {
