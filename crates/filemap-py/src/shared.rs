@@ -28,7 +28,7 @@ pub(crate) fn after_fork_in_child() {
 }
 
 /// Who has an end: a thread, in the fork generation it took it in, for a call or (`lent`)
-/// for an open loan, which holds the end until it is committed or cancelled.
+/// for an open loan or in-place message, which holds the end until it ends.
 #[derive(Clone, Copy)]
 struct Holder {
     thread: ThreadId,
@@ -123,6 +123,14 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Gives back an end that [`Taken::lend`] lent out.
+    pub(crate) fn give_back(&self, end: T) {
+        let mut state = self.lock();
+        if let State::Busy(_) = *state {
+            *state = State::Idle(end);
+        }
+    }
+
     /// Closes the end (drops it). `RuntimeError` while another thread's call has it, since
     /// that call may block for ever.
     pub(crate) fn close(&self, what: &str) -> PyResult<()> {
@@ -147,16 +155,6 @@ impl<T> Shared<T> {
                 Ok(())
             }
             State::Closed => Ok(()),
-        }
-    }
-}
-
-impl<T> Shared<T> {
-    /// Gives back an end that [`Taken::lend`] lent out.
-    pub(crate) fn give_back(&self, end: T) {
-        let mut state = self.lock();
-        if let State::Busy(_) = *state {
-            *state = State::Idle(end);
         }
     }
 }
@@ -186,8 +184,8 @@ impl<T> DerefMut for Taken<'_, T> {
 }
 
 impl<T> Taken<'_, T> {
-    /// Keeps the end out after this call, for a loan: other threads' calls wait for it
-    /// (this thread's are refused) until [`Shared::give_back`].
+    /// Keeps the end out after this call, for a loan or an in-place message: other
+    /// threads' calls wait for it (this thread's are refused) until [`Shared::give_back`].
     pub(crate) fn lend(mut self) -> T {
         let end = self.end.take().expect("a taken end is there until dropped");
         if let State::Busy(holder) = &mut *self.home.lock() {
