@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
+use crate::channel::mem::copy;
 use crate::{sys, Access, Error, Plain, Result};
 
 /// A mapped view of a [`FileMapping`](crate::FileMapping) (`MapViewOfFile`).
@@ -105,13 +106,7 @@ impl View {
         // SAFETY: the range is inside the live mapping (checked above) and cannot overlap
         // `buf`, which is ordinary Rust memory. The copy goes through raw pointers, so no
         // reference to the shared bytes is ever made.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.region.ptr().add(offset),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
-        };
+        unsafe { copy(self.region.ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
@@ -125,9 +120,7 @@ impl View {
         self.check_writable()?;
         self.check(offset, data.len())?;
         // SAFETY: as in `read_at`; the pages are writable because the view is not read-only.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.region.ptr().add(offset), data.len())
-        };
+        unsafe { copy(data.as_ptr(), self.region.ptr().add(offset), data.len()) };
         Ok(())
     }
 

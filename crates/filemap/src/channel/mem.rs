@@ -137,13 +137,16 @@ impl Shared {
 /// than the copy (the registers it may clobber are spilled around it, and a side in full
 /// flow waits on its store buffer); from 32 bytes the C library's wide vector moves, chosen
 /// for this CPU at run time, win (64 B messages one way: 206–217 M/s with `memcpy`, 166–182
-/// with 16-byte moves inline; docs/BENCHMARKS.md, 2026-11-28).
+/// with 16-byte moves inline; docs/BENCHMARKS.md, 2026-11-28). Copies of more than
+/// [`LARGE`] bytes go through [`copy_large`], which steps around a `memcpy` cliff.
+///
+/// Views' `read_at` and `write_at` copy through this too.
 ///
 /// # Safety
 ///
 /// `src..src + len` is readable, `dst..dst + len` is writable, and the two do not overlap.
 #[inline(always)]
-unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
+pub(crate) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
     /// Copies `N <= len <= 2N` bytes as the first and the last `N`.
     ///
     /// # Safety
@@ -159,9 +162,11 @@ unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
             dst.add(len - N).cast::<[u8; N]>().write_unaligned(b);
         }
     }
-    // SAFETY: each arm's bounds meet `two`'s condition; the rest is the caller's promise.
+    // SAFETY: each arm's bounds meet `two`'s and `copy_large`'s conditions; the rest is the
+    // caller's promise.
     unsafe {
         match len {
+            LARGE_FROM.. => copy_large(src, dst, len),
             32.. => std::ptr::copy_nonoverlapping(src, dst, len),
             16..=31 => two::<16>(src, dst, len),
             8..=15 => two::<8>(src, dst, len),
@@ -169,6 +174,239 @@ unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
             _ => {
                 for i in 0..len {
                     dst.add(i).write(src.add(i).read());
+                }
+            }
+        }
+    }
+}
+
+/// The size above which a C library's `memcpy` may move the bytes with `rep movsb`: glibc
+/// switches at 2112 bytes on the AMD EPYC here (its `rep_movsb_threshold`, which depends on
+/// the CPU), and no x86 glibc switches lower than 2 KiB.
+const LARGE: usize = 2048;
+const LARGE_FROM: usize = LARGE + 1;
+
+/// Copies more than [`LARGE`] bytes (as [`copy`]). Where the destination lies 1 to 31 bytes
+/// past the source within a page, the copy is [`x86::copy_ahead`]'s; otherwise `memcpy`'s.
+///
+/// `rep movsb` on AMD Zen CPUs (glibc before 2.39 uses it there, as Debian 12's does)
+/// takes 11–20x as long for exactly those placements: a 64 KiB copy 21–34 µs instead of
+/// 1.3 (`cargo bench -p filemap --bench copy`; docs/BENCHMARKS.md, 2026-11-29). A stream's
+/// payload starts 8 bytes into its frame, so a page-aligned buffer sent into a frame at
+/// the start of a page lands 8 bytes past it: a 64 KiB round trip through 256 KiB rings
+/// with a page-aligned send buffer took 29–31 µs instead of 8–10. Other placements keep
+/// `memcpy`.
+///
+/// # Safety
+///
+/// As for [`copy`].
+#[inline(always)]
+unsafe fn copy_large(src: *const u8, dst: *mut u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!((dst as usize).wrapping_sub(src as usize) % 4096, 1..=31) {
+        // SAFETY: the caller's promise.
+        return unsafe { x86::copy_ahead(src, dst, len) };
+    }
+    // SAFETY: the caller's promise.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) }
+}
+
+/// A copy with vector moves whose loads run a block ahead of its stores, for destinations
+/// a little past their sources within a page (see [`copy_large`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use std::arch::x86_64::{
+        __m128i, __m256i, _mm256_loadu_si256, _mm256_storeu_si256, _mm_loadu_si128,
+        _mm_storeu_si128,
+    };
+
+    /// Copies `len` bytes from `src` to `dst` in blocks of four vectors, loading each block
+    /// before it stores the one before: so no load follows a store to the same place
+    /// within a page, as it would, one vector later, in a plain loop when the destination
+    /// lies less than a vector past the source (the CPU then waits to rule out that the
+    /// load needs the stored bytes). With AVX2 moves if the CPU has them (1.32 µs for
+    /// 64 KiB here at every such placement, as `memcpy` at its good ones), SSE2 moves
+    /// otherwise.
+    ///
+    /// # Safety
+    ///
+    /// As for [`copy`](super::copy).
+    pub(crate) unsafe fn copy_ahead(src: *const u8, dst: *mut u8, len: usize) {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the caller's promise; the CPU has AVX2 (checked above).
+            unsafe { ahead_avx2(src, dst, len) }
+        } else {
+            // SAFETY: the caller's promise; every x86-64 CPU has SSE2.
+            unsafe { ahead_sse2(src, dst, len) }
+        }
+    }
+
+    /// `copy_ahead` with one kind of vector: `$vec`, moved by `$load` and `$store`.
+    macro_rules! ahead {
+        ($name:ident, $feature:literal, $vec:ty, $load:ident, $store:ident) => {
+            /// # Safety
+            ///
+            /// As for [`copy_ahead`], on a CPU with the feature.
+            #[target_feature(enable = $feature)]
+            pub(crate) unsafe fn $name(src: *const u8, dst: *mut u8, len: usize) {
+                const W: usize = std::mem::size_of::<$vec>();
+                if len < 8 * W {
+                    // SAFETY: the caller's promise.
+                    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+                    return;
+                }
+                // Two local helpers, called only below, each where its block is inside
+                // both ranges. (Loops over a block's vectors instead kept the blocks on the
+                // stack: 11–12 µs for 64 KiB, against 1.32.)
+                // SAFETY: every block that `at` loads or stores (`W` at a time, unaligned)
+                // lies inside both ranges, as said where it is called.
+                let load = |at: usize| unsafe {
+                    [
+                        $load(src.add(at).cast::<$vec>()),
+                        $load(src.add(at + W).cast::<$vec>()),
+                        $load(src.add(at + 2 * W).cast::<$vec>()),
+                        $load(src.add(at + 3 * W).cast::<$vec>()),
+                    ]
+                };
+                // SAFETY: as for `load`.
+                let store = |at: usize, [a, b, c, d]: [$vec; 4]| unsafe {
+                    $store(dst.add(at).cast::<$vec>(), a);
+                    $store(dst.add(at + W).cast::<$vec>(), b);
+                    $store(dst.add(at + 2 * W).cast::<$vec>(), c);
+                    $store(dst.add(at + 3 * W).cast::<$vec>(), d);
+                };
+                // The first block: `len >= 8 * W`.
+                let mut block = load(0);
+                let mut i = 0;
+                // Load the block after the one at `i` (it ends at `i + 8 * W <= len`),
+                // then store the one at `i`.
+                while i + 8 * W <= len {
+                    let next = load(i + 4 * W);
+                    store(i, block);
+                    block = next;
+                    i += 4 * W;
+                }
+                // The last block loaded ends at `i + 4 * W <= len`; fewer than `4 * W` bytes
+                // follow it.
+                store(i, block);
+                let done = i + 4 * W;
+                // SAFETY: `done..len` is inside both ranges.
+                unsafe { std::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done) };
+            }
+        };
+    }
+
+    ahead!(
+        ahead_avx2,
+        "avx2",
+        __m256i,
+        _mm256_loadu_si256,
+        _mm256_storeu_si256
+    );
+    ahead!(
+        ahead_sse2,
+        "sse2",
+        __m128i,
+        _mm_loadu_si128,
+        _mm_storeu_si128
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte pattern that differs from offset to offset and from buffer to buffer.
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+            .collect()
+    }
+
+    /// Copies `len` bytes with `f` from a source at page offset `from` to a destination
+    /// `apart` bytes further on within a page, and checks that exactly those bytes moved.
+    fn check(len: usize, from: usize, apart: usize, f: unsafe fn(*const u8, *mut u8, usize)) {
+        const GUARD: usize = 64;
+        let page = 4096;
+        let src_buf = pattern(len + 2 * page, 7);
+        let mut dst_buf = pattern(len + page + 2 * GUARD, 200);
+        let before = dst_buf.clone();
+        // The source at page offset `from`, wherever the allocator put the buffer; the
+        // destination at least `GUARD` bytes into its buffer, `apart` past the source
+        // within a page.
+        let src_at = (page - src_buf.as_ptr() as usize % page) % page + from;
+        let s = src_buf.as_ptr() as usize + src_at;
+        let d0 = dst_buf.as_ptr() as usize + GUARD;
+        let dst_at = GUARD + (s + apart).wrapping_sub(d0) % page;
+        assert_eq!(
+            (dst_buf.as_ptr() as usize + dst_at).wrapping_sub(s) % page,
+            apart
+        );
+        // SAFETY: both ranges are inside their buffers (the source's starts within its
+        // first two pages, the destination's within its first page and `GUARD` bytes),
+        // which are distinct allocations.
+        unsafe {
+            f(
+                src_buf.as_ptr().add(src_at),
+                dst_buf.as_mut_ptr().add(dst_at),
+                len,
+            )
+        };
+        assert_eq!(
+            &dst_buf[dst_at..dst_at + len],
+            &src_buf[src_at..src_at + len]
+        );
+        assert_eq!(dst_buf[..dst_at], before[..dst_at], "bytes before the copy");
+        assert_eq!(
+            dst_buf[dst_at + len..],
+            before[dst_at + len..],
+            "bytes after it"
+        );
+    }
+
+    #[test]
+    fn copies_of_every_size_and_placement_move_exactly_their_bytes() {
+        let lens: &[usize] = if cfg!(miri) {
+            &[5, 40, 2183]
+        } else {
+            &[
+                0, 1, 3, 4, 7, 8, 15, 16, 31, 32, 33, 100, 2047, 2048, 2049, 2112, 2113, 3000,
+                4096, 65544,
+            ]
+        };
+        let aparts: &[usize] = if cfg!(miri) {
+            &[0, 8, 4095]
+        } else {
+            &[0, 1, 7, 8, 16, 24, 31, 32, 33, 100, 2048, 4088, 4095]
+        };
+        for &len in lens {
+            for &apart in aparts {
+                for from in if cfg!(miri) { &[13][..] } else { &[0, 8, 13] } {
+                    check(len, *from, apart, copy);
+                }
+            }
+        }
+    }
+
+    /// Both of `copy_ahead`'s kernels, whichever the CPU would pick, at lengths that leave
+    /// every remainder below 128 bytes to the `memcpy` of the first bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_downward_copies_move_exactly_their_bytes() {
+        let lens: &[usize] = if cfg!(miri) {
+            &[127, 300]
+        } else {
+            &[0, 1, 63, 64, 127, 128, 129, 255, 256, 2049, 2183, 65544]
+        };
+        let mut kernels: Vec<unsafe fn(*const u8, *mut u8, usize)> =
+            vec![x86::ahead_sse2, x86::copy_ahead];
+        if std::arch::is_x86_feature_detected!("avx2") {
+            kernels.push(x86::ahead_avx2);
+        }
+        for &len in lens {
+            for &f in &kernels {
+                for apart in [0, 8, 31] {
+                    check(len, 8, apart, f);
                 }
             }
         }
