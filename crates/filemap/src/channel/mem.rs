@@ -162,8 +162,7 @@ pub(crate) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
             dst.add(len - N).cast::<[u8; N]>().write_unaligned(b);
         }
     }
-    // SAFETY: each arm's bounds meet `two`'s and `copy_large`'s conditions; the rest is the
-    // caller's promise.
+    // SAFETY: each arm's bounds meet `two`'s condition; the rest is the caller's promise.
     unsafe {
         match len {
             LARGE_FROM.. => copy_large(src, dst, len),
@@ -186,21 +185,29 @@ pub(crate) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
 const LARGE: usize = 2048;
 const LARGE_FROM: usize = LARGE + 1;
 
-/// Copies more than [`LARGE`] bytes (as [`copy`]). Where the destination lies 1 to 31 bytes
-/// past the source within a page, the copy is [`x86::copy_ahead`]'s; otherwise `memcpy`'s.
+/// Copies more than [`LARGE`] bytes (as [`copy`]) with `memcpy`, except where the
+/// destination lies 1 to 31 bytes past the source within a page: that copy is
+/// [`x86::copy_ahead`]'s.
 ///
 /// `rep movsb` on AMD Zen CPUs (glibc before 2.39 uses it there, as Debian 12's does)
 /// takes 11–20x as long for exactly those placements: a 64 KiB copy 21–34 µs instead of
 /// 1.3 (`cargo bench -p filemap --bench copy`; docs/BENCHMARKS.md, 2026-11-29). A stream's
 /// payload starts 8 bytes into its frame, so a page-aligned buffer sent into a frame at
 /// the start of a page lands 8 bytes past it: a 64 KiB round trip through 256 KiB rings
-/// with a page-aligned send buffer took 29–31 µs instead of 8–10. Other placements keep
-/// `memcpy`.
+/// with a page-aligned send buffer took 29–72 µs instead of 8–11.
+///
+/// Cold and out of line, which costs a copy of more than 2 KiB one call: inlined, the
+/// check and its second call changed how the 64 B paths that inline [`copy`] compile
+/// (`hot_path`, one thread: a batched send 1.5 ns more per message), and with every copy of
+/// 32 bytes or more going through one function that then calls `memcpy`, 2–4 ns more.
+/// Between processes, the 64 B rows move with this version by no more than code layout
+/// alone moves them (docs/BENCHMARKS.md, 2026-11-29, evening).
 ///
 /// # Safety
 ///
 /// As for [`copy`].
-#[inline(always)]
+#[cold]
+#[inline(never)]
 unsafe fn copy_large(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if matches!((dst as usize).wrapping_sub(src as usize) % 4096, 1..=31) {
