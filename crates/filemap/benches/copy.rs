@@ -12,8 +12,8 @@
 //! and 2560 (its receive buffer 2 KiB further on): median and p99 of 10,000 round trips
 //! after 2,000, and the ratio to the 2560 placement of the same run.
 //!
-//! glibc before 2.39 copies more than about 2 KiB with `rep movsb` on CPUs that have
-//! fast short `rep movsb` (FSRM), and on AMD Zen that takes 11–20x as long when the
+//! Debian 12's glibc (2.36) copies more than about 2 KiB with `rep movsb` on CPUs that
+//! report fast short `rep movsb` (FSRM), and on AMD Zen that takes 11–20x as long when the
 //! destination lies 1 to 31 bytes past the source within a page. filemap's copies (views,
 //! and every channel's copies in and out) step around those placements.
 // A benchmark's report may panic on a closed stdout.

@@ -189,8 +189,8 @@ const LARGE_FROM: usize = LARGE + 1;
 /// destination lies 1 to 31 bytes past the source within a page: that copy is
 /// [`x86::copy_ahead`]'s.
 ///
-/// `rep movsb` on AMD Zen CPUs (glibc before 2.39 uses it there, as Debian 12's does)
-/// takes 11–20x as long for exactly those placements: a 64 KiB copy 21–34 µs instead of
+/// `rep movsb` on AMD Zen CPUs (which Debian 12's glibc, 2.36, uses there: they report
+/// fast short `rep movsb`) takes 11–20x as long for exactly those placements: a 64 KiB copy 21–34 µs instead of
 /// 1.3 (`cargo bench -p filemap --bench copy`; docs/BENCHMARKS.md, 2026-11-29). A stream's
 /// payload starts 8 bytes into its frame, so a page-aligned buffer sent into a frame at
 /// the start of a page lands 8 bytes past it: a 64 KiB round trip through 256 KiB rings
