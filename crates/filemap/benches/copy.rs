@@ -47,23 +47,15 @@ mod linux {
 
     use filemap::{Access, WaitStrategy};
 
-    use super::common::{median, RemoveOnDrop};
+    use super::common::{self, median, RemoveOnDrop};
 
     const ROUNDS: usize = 11;
     const BATCHES: usize = 10;
     const PAGE: usize = 4096;
 
     /// The best time per call of `f` over the batches, in nanoseconds.
-    fn best(n: usize, mut f: impl FnMut()) -> f64 {
-        (0..BATCHES)
-            .map(|_| {
-                let start = Instant::now();
-                for _ in 0..n {
-                    f();
-                }
-                start.elapsed().as_nanos() as f64 / n as f64
-            })
-            .fold(f64::INFINITY, f64::min)
+    fn best(n: usize, f: impl FnMut()) -> f64 {
+        common::best(BATCHES, n, f)
     }
 
     const TRIP: usize = 65536;

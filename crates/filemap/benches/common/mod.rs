@@ -7,6 +7,21 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The best time per call of `f` over `batches` batches of `n` calls, in nanoseconds (in
+/// one thread, the best batch is the one least disturbed).
+#[allow(dead_code)] // Not every benchmark that includes this module times batches.
+pub fn best(batches: usize, n: usize, mut f: impl FnMut()) -> f64 {
+    (0..batches)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            start.elapsed().as_nanos() as f64 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// Removes files and folders when dropped, also when a panic (a closed stdout, say)
 /// unwinds.
 pub struct RemoveOnDrop(pub Vec<std::path::PathBuf>);
