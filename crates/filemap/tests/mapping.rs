@@ -495,6 +495,53 @@ fn views_at_any_offset() {
     assert_eq!(&two, b"ab");
 }
 
+/// Copies of more than 2 KiB whose destination lies 1 to 31 bytes past the source within
+/// a page take a path of their own (`channel/mem.rs`, `copy_large`): writes from a
+/// page-aligned buffer to those view offsets, and reads back into buffers at those
+/// placements, move exactly their bytes.
+#[test]
+fn large_copies_land_whole_at_every_placement_within_a_page() {
+    let root = TestRoot::new("placed");
+    let m = root
+        .opts()
+        .create(&root.name("Local\\placed"), 20 * 4096)
+        .unwrap();
+    let view = m.map_view(Access::ReadWrite, 0, 0).unwrap();
+    let reader = m.map_view(Access::Read, 0, 0).unwrap();
+    // Page-aligned stretches of the heap, wherever the allocator put the vectors.
+    let mut src_buf = vec![0u8; 70_000 + 4096];
+    let mut dst_buf = vec![0u8; 70_000 + 2 * 4096];
+    let s0 = (4096 - src_buf.as_ptr() as usize % 4096) % 4096;
+    let d0 = (4096 - dst_buf.as_ptr() as usize % 4096) % 4096;
+    for len in [2049usize, 3000, 4096, 65544] {
+        for at in [0usize, 1, 8, 16, 24, 31, 32, 4088] {
+            let seed = (len + at) as u8;
+            let src = &mut src_buf[s0..s0 + len];
+            for (i, b) in src.iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(7).wrapping_add(seed) ^ (i >> 9) as u8;
+            }
+            view.write_at(0, &vec![0xAA; at + len + 1]).unwrap();
+            view.write_at(at, src).unwrap();
+            let mut edges = [0u8; 1];
+            if at > 0 {
+                reader.read_at(at - 1, &mut edges).unwrap();
+                assert_eq!(edges[0], 0xAA, "byte before, len {len} at {at}");
+            }
+            reader.read_at(at + len, &mut edges).unwrap();
+            assert_eq!(edges[0], 0xAA, "byte after, len {len} at {at}");
+            // Read back into a buffer `at` bytes past the data's place within a page (the
+            // data is at page offset `at` in the view, the buffer at `2 * at` in its page).
+            let dst = &mut dst_buf[d0 + 2 * at..d0 + 2 * at + len];
+            dst.fill(0x55);
+            reader.read_at(at, dst).unwrap();
+            assert!(
+                dst == &src_buf[s0..s0 + len],
+                "len {len} at {at}: the bytes read differ from those written"
+            );
+        }
+    }
+}
+
 #[test]
 fn view_access_is_bounded_by_the_handle() {
     let root = TestRoot::new("access");
