@@ -180,8 +180,9 @@ pub(crate) unsafe fn copy(src: *const u8, dst: *mut u8, len: usize) {
 }
 
 /// The size above which a C library's `memcpy` may move the bytes with `rep movsb`: glibc
-/// switches at 2112 bytes on the AMD EPYC here (its `rep_movsb_threshold`, which depends on
-/// the CPU), and no x86 glibc switches lower than 2 KiB.
+/// switches above 2112 bytes on the AMD EPYC here (its `rep_movsb_threshold`, which
+/// depends on the CPU, and whose defaults start at 2 KiB; a `GLIBC_TUNABLES` setting below
+/// that leaves the copies between the two to `memcpy`, cliff and all).
 const LARGE: usize = 2048;
 const LARGE_FROM: usize = LARGE + 1;
 
@@ -190,8 +191,9 @@ const LARGE_FROM: usize = LARGE + 1;
 /// [`x86::copy_ahead`]'s.
 ///
 /// `rep movsb` on AMD Zen CPUs (which Debian 12's glibc, 2.36, uses there: they report
-/// fast short `rep movsb`) takes 11–20x as long for exactly those placements: a 64 KiB copy 21–34 µs instead of
-/// 1.3 (`cargo bench -p filemap --bench copy`; docs/BENCHMARKS.md, 2026-11-29). A stream's
+/// fast short `rep movsb`) takes 11–20x as long for exactly those placements: a 64 KiB
+/// copy 21–34 µs instead of 1.3 (`cargo bench -p filemap --bench copy`;
+/// docs/BENCHMARKS.md, 2026-11-29). A stream's
 /// payload starts 8 bytes into its frame, so a page-aligned buffer sent into a frame at
 /// the start of a page lands 8 bytes past it: a 64 KiB round trip through 256 KiB rings
 /// with a page-aligned send buffer took 29–72 µs instead of 8–11.
@@ -199,7 +201,7 @@ const LARGE_FROM: usize = LARGE + 1;
 /// Cold and out of line, which costs a copy of more than 2 KiB one call: inlined, the
 /// check and its second call changed how the 64 B paths that inline [`copy`] compile
 /// (`hot_path`, one thread: a batched send 1.5 ns more per message), and with every copy of
-/// 32 bytes or more going through one function that then calls `memcpy`, 2–4 ns more.
+/// 32 bytes or more going through one function that then calls `memcpy`, 3.5–7 ns more.
 /// Between processes, the 64 B rows move with this version by no more than code layout
 /// alone moves them (docs/BENCHMARKS.md, 2026-11-29, evening).
 ///
