@@ -5,9 +5,10 @@
 //! default with the peer idle), against a raw atomic ping-pong on one cache line (with the
 //! same payload copies: the hardware's limit), a raw futex ping-pong, a pipe and a Unix
 //! socket. Throughput: messages per second one way, copied, zero-copy and (64 B) batched,
-//! against a raw single-producer ring, a pipe and a Unix socket. The throughput runs go
-//! round by round, each round taking every contender in turn, and each ratio is the median
-//! of the runs' ratios to the raw ring's run in the same round.
+//! against a raw single-producer ring, a pipe and a Unix socket. Both go round by round,
+//! each round taking every contender in turn with new processes, and each ratio is the
+//! median of the rounds' ratios to the baseline's result in the same round (the raw atomic
+//! ping-pong's median round trip, or the raw ring's rate).
 #![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 // The raw baselines are atomics and copies on a shared mapping.
 #![allow(unsafe_code)]
@@ -81,15 +82,18 @@ struct Row {
     test: &'static str,
     size: usize,
     contender: String,
-    /// Latency: microseconds per round trip; throughput: million messages per second.
+    /// Latency: microseconds per round trip (the median of every round's round trips);
+    /// throughput: million messages per second (the median run).
     median: f64,
-    /// Latency: p99 of the round trips; throughput: the slowest run.
+    /// Latency: p99 of every round's round trips; throughput: the slowest run.
     tail: f64,
-    /// Against the baseline. Latency: the median over the raw atomic ping-pong's.
-    /// Throughput: the median over runs of this run's result divided by the raw ring's in
-    /// the same round (the rounds take the contenders in turn, so that this VM's slow
-    /// phases hit them alike).
+    /// Against the baseline: the median over rounds of this contender's result divided by
+    /// the baseline's in the same round (the rounds take the contenders in turn, so that
+    /// this VM's slow phases hit them alike). Latency: each round's median over the raw
+    /// atomic ping-pong's. Throughput: each run's rate over the raw ring's.
     ratio: f64,
+    /// The contender that `ratio` is against.
+    baseline: &'static str,
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -482,54 +486,91 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
     }
     let mut opts = Options::new();
     opts.namespace(Namespace::at(&root.0));
-    let samples = if a.quick { 2_000 } else { 20_000 };
-    let idle_samples = if a.quick { 100 } else { 500 };
     let runs = if a.quick { 3 } else { 7 };
+    // Round trips per contender and round: about 20,000 in all (2,000 with --quick), and
+    // about 500 (100) with the peer idle, a millisecond apart.
+    let busy_samples = if a.quick { 700 } else { 3_000 };
+    let idle_samples = if a.quick { 34 } else { 72 };
     let sizes = a.sizes();
     let mut rows = Vec::new();
     for &size in sizes.iter().filter(|_| a.runs(Part::Latency)) {
-        let first = rows.len();
-        for (label, contender) in [
-            ("raw atomic ping-pong + copies", Lat::Raw { futex: false }),
-            ("raw futex ping-pong + copies", Lat::Raw { futex: true }),
-            ("pipe", Lat::Pipe),
-            ("Unix socket", Lat::Unix),
-            ("filemap stream, busy-poll", Lat::Filemap("busy")),
+        let idle = Some(Duration::from_millis(1));
+        let contenders = [
+            (
+                "raw atomic ping-pong + copies",
+                Lat::Raw { futex: false },
+                None,
+            ),
+            (
+                "raw futex ping-pong + copies",
+                Lat::Raw { futex: true },
+                None,
+            ),
+            ("pipe", Lat::Pipe, None),
+            ("Unix socket", Lat::Unix, None),
+            ("filemap stream, busy-poll", Lat::Filemap("busy"), None),
             (
                 "filemap stream, default (spin, then park)",
                 Lat::Filemap("default"),
+                None,
             ),
-        ] {
-            let v = latency(&opts, &root.0, &sock.0, contender, size, samples, None)?;
+            ("raw futex ping-pong, idle", Lat::Raw { futex: true }, idle),
+            (
+                "filemap stream, default, idle",
+                Lat::Filemap("default"),
+                idle,
+            ),
+        ];
+        // As for throughput: round by round, every contender in turn, in an order that
+        // rotates, each with a new pair of processes. A ratio is the median over rounds of
+        // the contender's median to the raw atomic ping-pong's in the same round. In one
+        // pair of processes the raw ping-pong settles into one of two speeds here (on the
+        // AMD EPYC, 0.14–0.19 µs or 0.4–0.8 µs for 64 B), so a ratio from a single pair
+        // could be off by 3x either way (docs/BENCHMARKS.md, 2026-11-29, late).
+        // The idle rows' baseline is the raw futex ping-pong, idle (the first idle row);
+        // the others' the raw atomic ping-pong (the first row).
+        let first_idle = contenders.iter().position(|c| c.2.is_some()).unwrap_or(0);
+        let baseline = |i: usize| {
+            if contenders[i].2.is_some() {
+                first_idle
+            } else {
+                0
+            }
+        };
+        let mut samples = vec![Vec::new(); contenders.len()];
+        let mut medians = vec![Vec::new(); contenders.len()];
+        for round in 0..runs {
+            for k in 0..contenders.len() {
+                let i = (round + k) % contenders.len();
+                let (_, contender, gap) = contenders[i];
+                let n = if gap.is_some() {
+                    idle_samples
+                } else {
+                    busy_samples
+                };
+                let mut v = latency(&opts, &root.0, &sock.0, contender, size, n, gap)?;
+                medians[i].push(median_and_tail(v.clone(), true).0);
+                samples[i].append(&mut v);
+            }
+        }
+        for (i, v) in samples.into_iter().enumerate() {
+            let base = baseline(i);
+            let ratios = medians[i]
+                .iter()
+                .zip(&medians[base])
+                .map(|(x, r)| x / r)
+                .collect();
+            let (ratio, _) = median_and_tail(ratios, false);
             let (median, tail) = median_and_tail(v, true);
             rows.push(Row {
                 test: "latency",
                 size,
-                contender: label.into(),
+                contender: contenders[i].0.into(),
                 median,
                 tail,
-                ratio: 0.0,
+                ratio,
+                baseline: contenders[base].0,
             });
-        }
-        for (label, contender) in [
-            ("raw futex ping-pong, idle", Lat::Raw { futex: true }),
-            ("filemap stream, default, idle", Lat::Filemap("default")),
-        ] {
-            let gap = Some(Duration::from_millis(1));
-            let v = latency(&opts, &root.0, &sock.0, contender, size, idle_samples, gap)?;
-            let (median, tail) = median_and_tail(v, true);
-            rows.push(Row {
-                test: "latency",
-                size,
-                contender: label.into(),
-                median,
-                tail,
-                ratio: 0.0,
-            });
-        }
-        let base = rows[first].median;
-        for r in &mut rows[first..] {
-            r.ratio = r.median / base;
         }
     }
     for &size in sizes.iter().filter(|_| a.runs(Part::Throughput)) {
@@ -586,6 +627,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 median,
                 tail,
                 ratio,
+                baseline: modes[0].0,
             });
         }
     }
@@ -596,6 +638,7 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 serde_json::json!({
                     "test": r.test, "size": r.size, "contender": r.contender,
                     "median": r.median, "tail": r.tail, "ratio": r.ratio,
+                    "baseline": r.baseline,
                     "unit": if r.test == "latency" { "us per round trip (tail: p99)" }
                         else { "million messages per second (tail: slowest run)" },
                 })
@@ -618,16 +661,17 @@ fn print_tables(rows: &[Row]) {
         if lat.is_empty() {
             continue;
         }
-        outln!("### Round trip, {size} B (median and p99 of the round trips)\n");
-        outln!("| contender | median µs | p99 µs | / raw atomic |");
-        outln!("|---|---:|---:|---:|");
+        outln!("### Round trip, {size} B (median and p99 of every round's round trips; ratio: median of the rounds' medians over the baseline's in the same round)\n");
+        outln!("| contender | median µs | p99 µs | ratio | baseline |");
+        outln!("|---|---:|---:|---:|---|");
         for r in &lat {
             outln!(
-                "| {} | {:.2} | {:.2} | {:.2}x |",
+                "| {} | {:.2} | {:.2} | {:.2}x | {} |",
                 r.contender,
                 r.median,
                 r.tail,
-                r.ratio
+                r.ratio,
+                r.baseline
             );
         }
         outln!();

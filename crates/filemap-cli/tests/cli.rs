@@ -592,6 +592,71 @@ fn python_speaks_the_stream_protocol_from_the_docs() {
     assert!(root.run(&["rm", name]).status.success());
 }
 
+/// `filemap bench --size 64 --test latency` measures the round trips of every contender in
+/// rounds, and states each ratio's baseline: the raw atomic ping-pong, or for the idle
+/// rows the raw futex ping-pong, idle.
+#[test]
+fn bench_latency_rows_name_their_baselines() {
+    let child = Command::new(EXE)
+        .args([
+            "bench", "--quick", "--size", "64", "--test", "latency", "--json",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let done = watchdog_after(pid, Duration::from_secs(300));
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let (atomic, idle) = ("raw atomic ping-pong + copies", "raw futex ping-pong, idle");
+    let expected = [
+        (atomic, atomic),
+        ("raw futex ping-pong + copies", atomic),
+        ("pipe", atomic),
+        ("Unix socket", atomic),
+        ("filemap stream, busy-poll", atomic),
+        ("filemap stream, default (spin, then park)", atomic),
+        (idle, idle),
+        ("filemap stream, default, idle", idle),
+    ];
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["contender"].as_str().unwrap(),
+                r["baseline"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "{}", stdout(&out));
+    for r in rows {
+        assert_eq!(r["test"], "latency", "{r}");
+        assert_eq!(r["size"], 64, "{r}");
+        let (median, tail) = (r["median"].as_f64().unwrap(), r["tail"].as_f64().unwrap());
+        assert!(median > 0.0 && tail >= median, "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+        if r["contender"] == r["baseline"] {
+            assert_eq!(r["ratio"], 1.0, "{r}");
+        }
+    }
+    // A millisecond apart, an idle round trip sleeps; back to back, a busy-polling one
+    // does not: their medians cannot be the same (lower bound only: the idle one takes
+    // a futex wake, which is microseconds at the least).
+    let median = |name: &str| {
+        rows.iter().find(|r| r["contender"] == name).unwrap()["median"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(median(idle) > median(atomic), "{}", stdout(&out));
+    assert!(!Path::new(&format!("/dev/shm/filemap-bench-{pid}")).exists());
+    assert!(!Path::new(&format!("/tmp/filemap-bench-{pid}.sock")).exists());
+}
+
 /// `filemap bench --size 64 --test throughput` measures those rows and no others, against
 /// the raw ring of the same rounds, and leaves nothing behind; bad choices are one-line
 /// errors.
@@ -646,6 +711,7 @@ fn bench_measures_only_the_sizes_and_tests_asked_for() {
         assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
     }
     assert_eq!(rows[0]["ratio"], 1.0);
+    assert!(rows.iter().all(|r| r["baseline"] == "raw SPSC ring"));
     // Its own namespace root and socket are gone.
     assert!(!Path::new(&format!("/dev/shm/filemap-bench-{pid}")).exists());
     assert!(!Path::new(&format!("/tmp/filemap-bench-{pid}.sock")).exists());
