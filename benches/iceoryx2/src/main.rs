@@ -24,10 +24,10 @@ use filemap::{Namespace, Options, WaitStrategy};
 use iceoryx2::prelude::*;
 
 const SIZES: [usize; 3] = [64, 4096, 65536];
-/// Rounds per pair of contenders: a single pair of processes can settle into a slow mode
-/// on these VMs (a 64 B raw ping-pong at 0.15 or 0.5 µs), and where the buffers land
-/// decides 64 KiB copies, so one run per contender was a coin flip at 64 KiB
-/// (docs/BENCHMARKS.md, 2026-11-29).
+/// Rounds per pair of contenders: a pair of processes, or a stretch of time, can run 2–4x
+/// slow on these VMs (a 64 B raw ping-pong at 0.15–0.19 µs, or at 0.4–0.64), and where the
+/// buffers land decides 64 KiB copies, so one run per contender was a coin flip at 64 KiB
+/// (docs/BENCHMARKS.md, 2026-11-29, late).
 const ROUNDS: usize = 7;
 /// Round trips per contender and round (21,000 in all), after `WARM`.
 const SAMPLES: usize = 3_000;

@@ -523,10 +523,10 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
         ];
         // As for throughput: round by round, every contender in turn, in an order that
         // rotates, each with a new pair of processes. A ratio is the median over rounds of
-        // the contender's median to the raw atomic ping-pong's in the same round. In one
-        // pair of processes the raw ping-pong settles into one of two speeds here (on the
-        // AMD EPYC, 0.14–0.19 µs or 0.4–0.8 µs for 64 B), so a ratio from a single pair
-        // could be off by 3x either way (docs/BENCHMARKS.md, 2026-11-29, late).
+        // the contender's median to its baseline's in the same round. A pair of processes,
+        // or a stretch of a few hundred milliseconds, can run 2–4x slow here (on the AMD
+        // EPYC, a 64 B raw ping-pong at 0.15–0.19 µs, or at 0.4–0.64), so a ratio from a
+        // single pair could be off by 3x either way (docs/BENCHMARKS.md, 2026-11-29, late).
         // The idle rows' baseline is the raw futex ping-pong, idle (the first idle row);
         // the others' the raw atomic ping-pong (the first row).
         let first_idle = contenders.iter().position(|c| c.2.is_some()).unwrap_or(0);
