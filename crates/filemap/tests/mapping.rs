@@ -440,11 +440,19 @@ fn a_hashed_file_that_stores_another_name_is_refused() {
 }
 
 /// The namespace directories are opened once per process and not checked again on every
-/// call; one removed meanwhile (`rm -rf` of the root) is noticed and opened again.
+/// call; one removed meanwhile (`rm -rf` of the root) is noticed and opened again. On
+/// tmpfs and on a disk file system: creating an unnamed file in a removed directory fails
+/// with `ENOENT` on tmpfs but with `EPERM` on ext4, which was reported as the error.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_removed_namespace_directory_is_made_again() {
-    let root = TestRoot::new("rmrf");
+    for root in [TestRoot::new("rmrf"), TestRoot::in_temp_dir("rmrf-disk")] {
+        made_again(&root);
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn made_again(root: &TestRoot) {
     let opts = root.opts();
     drop(opts.create("Local\\a", 10).unwrap());
     std::fs::remove_dir_all(&root.path).unwrap();

@@ -32,6 +32,15 @@ impl TestRoot {
         TestRoot { path, tag }
     }
 
+    /// A root in the temporary directory, for behaviour that differs between file systems
+    /// (on these machines `/tmp` is ext4, while `/dev/shm` is tmpfs).
+    pub fn in_temp_dir(tag: &str) -> TestRoot {
+        let mut root = TestRoot::new(tag);
+        root.path = std::env::temp_dir().join(&root.tag);
+        let _ = std::fs::remove_dir_all(&root.path);
+        root
+    }
+
     /// The name `name` for this test: unchanged on Linux, where the root is the test's own;
     /// with the test's tag appended on Windows.
     pub fn name(&self, name: &str) -> String {

@@ -191,13 +191,15 @@ impl Entry {
                     dir.path().display()
                 )))
             }
-            // The directory was removed since we opened it: try its successor.
-            Err(Errno::NOENT) => match dir.refreshed(true)? {
+            // The directory may have been removed since we opened it: if so, try its
+            // successor. tmpfs says ENOENT then, ext4 EPERM (which otherwise means what it
+            // says, so it is reported if the directory is still there).
+            Err(e @ (Errno::NOENT | Errno::PERM)) => match dir.refreshed(true)? {
                 Some(fresh) => return Entry::create(fresh, name, new, disposition, prepare),
                 None => {
                     return Err(Error::io(
                         format!("creating an object file in {}", dir.path().display()),
-                        Errno::NOENT,
+                        e,
                     ))
                 }
             },
