@@ -191,10 +191,17 @@ impl Entry {
                     dir.path().display()
                 )))
             }
-            // The directory may have been removed since we opened it: if so, try its
-            // successor. tmpfs says ENOENT then, ext4 EPERM (which otherwise means what it
-            // says, so it is reported if the directory is still there).
-            Err(e @ (Errno::NOENT | Errno::PERM)) => match dir.refreshed(true)? {
+            // Out of inodes (tmpfs's nr_inodes): as full as out of bytes.
+            Err(Errno::NOSPC) | Err(Errno::DQUOT) => {
+                return Err(Error::NoSpace {
+                    name: name.to_string(),
+                    size: new.data_len,
+                })
+            }
+            // Anything else may mean that the directory was removed since we opened it
+            // (tmpfs says ENOENT then, ext4 EPERM): if so, try its successor; if it is
+            // still there, the error means what it says.
+            Err(e) => match dir.refreshed(true)? {
                 Some(fresh) => return Entry::create(fresh, name, new, disposition, prepare),
                 None => {
                     return Err(Error::io(
@@ -203,19 +210,6 @@ impl Entry {
                     ))
                 }
             },
-            // Out of inodes (tmpfs's nr_inodes): as full as out of bytes.
-            Err(Errno::NOSPC) | Err(Errno::DQUOT) => {
-                return Err(Error::NoSpace {
-                    name: name.to_string(),
-                    size: new.data_len,
-                })
-            }
-            Err(e) => {
-                return Err(Error::io(
-                    format!("creating an object file in {}", dir.path().display()),
-                    e,
-                ))
-            }
         };
         let sized = if new.sparse {
             fs::ftruncate(&fd, total)
