@@ -592,26 +592,32 @@ fn python_speaks_the_stream_protocol_from_the_docs() {
     assert!(root.run(&["rm", name]).status.success());
 }
 
-/// `filemap bench --size 64 --test latency` measures the round trips of every contender in
-/// rounds, and states each ratio's baseline: the raw atomic ping-pong, or for the idle
-/// rows the raw futex ping-pong, idle.
-#[test]
-fn bench_latency_rows_name_their_baselines() {
+/// Runs `filemap bench --quick --size 64 --test TEST --json` under a watchdog: its pid,
+/// its output, and the rows it printed.
+fn quick_bench_json(test: &str) -> (u32, std::process::Output, serde_json::Value) {
     let child = Command::new(EXE)
-        .args([
-            "bench", "--quick", "--size", "64", "--test", "latency", "--json",
-        ])
+        .args(["bench", "--quick", "--size", "64", "--test", test, "--json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
+    // Busy-polling pairs of processes on a machine that runs other tests too: generous.
     let done = watchdog_after(pid, Duration::from_secs(300));
     let out = child.wait_with_output().unwrap();
     let _ = done.send(());
     assert!(out.status.success(), "{}", stderr(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = serde_json::from_slice(&out.stdout).unwrap();
+    (pid, out, rows)
+}
+
+/// `filemap bench --size 64 --test latency` measures the round trips of every contender in
+/// rounds, and states each ratio's baseline: the raw atomic ping-pong, or for the idle
+/// rows the raw futex ping-pong, idle.
+#[test]
+fn bench_latency_rows_name_their_baselines() {
+    let (pid, out, rows) = quick_bench_json("latency");
     let rows = rows.as_array().unwrap();
     let (atomic, idle) = ("raw atomic ping-pong + copies", "raw futex ping-pong, idle");
     let expected = [
@@ -662,28 +668,7 @@ fn bench_latency_rows_name_their_baselines() {
 /// errors.
 #[test]
 fn bench_measures_only_the_sizes_and_tests_asked_for() {
-    let child = Command::new(EXE)
-        .args([
-            "bench",
-            "--quick",
-            "--size",
-            "64",
-            "--test",
-            "throughput",
-            "--json",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    // Busy-polling pairs of processes on a machine that runs other tests too: generous.
-    let done = watchdog_after(pid, Duration::from_secs(300));
-    let out = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    assert!(out.status.success(), "{}", stderr(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (pid, out, rows) = quick_bench_json("throughput");
     let rows = rows.as_array().unwrap();
     let contenders: Vec<&str> = rows
         .iter()
