@@ -1,18 +1,25 @@
 //! filemap's channels against iceoryx2, on the same machine, in the same run, with the
-//! same message sizes and the same mode (both sides busy-polling), with two processes
-//! (this program re-run as a child).
+//! same message sizes and the same mode, with two processes (this program re-run as a
+//! child).
 //!
 //! ```sh
 //! cargo run --release --manifest-path benches/iceoryx2/Cargo.toml
 //! ```
 //!
 //! Round trips of 64 B, 4 KiB and 64 KiB messages, copied in and copied out on both
-//! sides: iceoryx2 publish-subscribe (two services, ping and pong) against a filemap
-//! stream pair, and iceoryx2 request-response against a filemap request/reply channel.
-//! Each pair of contenders runs in rounds, each with new processes and new objects,
-//! iceoryx2 first in one round and filemap first in the next. Prints a Markdown table of
-//! the median and p99 of every round's round trips, the median over rounds of filemap's
-//! median over iceoryx2's in the same round, and in how many rounds filemap's was lower.
+//! sides, both sides busy-polling: iceoryx2 publish-subscribe (two services, ping and
+//! pong) against a filemap stream pair, and iceoryx2 request-response against a filemap
+//! request/reply channel.
+//! A second table compares the event-driven modes, in which the waiting side sleeps:
+//! iceoryx2's publish-subscribe with a notification through an event service after each
+//! message (the waiting side in `Listener::blocking_wait`), against a filemap stream pair
+//! that parks at once (`WaitStrategy::Park`) and one that spins first (the default), back
+//! to back and with the peers idle (a millisecond apart).
+//!
+//! Each set of contenders runs in rounds, each with new processes and new objects, in an
+//! order that changes from round to round. The tables give the median and p99 of every
+//! round's round trips, the median over rounds of filemap's median over iceoryx2's in the
+//! same round, and in how many rounds filemap's was lower.
 // A benchmark's report may panic on a closed stdout.
 #![allow(clippy::disallowed_macros)]
 
@@ -32,6 +39,10 @@ const ROUNDS: usize = 7;
 /// Round trips per contender and round (21,000 in all), after `WARM`.
 const SAMPLES: usize = 3_000;
 const WARM: usize = 500;
+/// Round trips per contender and round with the peers idle, a millisecond apart (700 in
+/// all), after `IDLE_WARM`.
+const IDLE_SAMPLES: usize = 100;
+const IDLE_WARM: usize = 10;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -94,6 +105,52 @@ fn child(args: &[String]) -> Result<(), Error> {
                     .send()?;
             }
         }
+        "ice-pubsub-event" => {
+            let node = NodeBuilder::new().create::<ipc::Service>()?;
+            let service = |what: &str| -> Result<ServiceName, Error> {
+                Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
+            };
+            let ping = node
+                .service_builder(&service("ping")?)
+                .publish_subscribe::<[u8]>()
+                .open_or_create()?;
+            let pong = node
+                .service_builder(&service("pong")?)
+                .publish_subscribe::<[u8]>()
+                .open_or_create()?;
+            let ping_ev = node
+                .service_builder(&service("ping-ev")?)
+                .event()
+                .open_or_create()?;
+            let pong_ev = node
+                .service_builder(&service("pong-ev")?)
+                .event()
+                .open_or_create()?;
+            let sub = ping.subscriber_builder().create()?;
+            let publisher = pong
+                .publisher_builder()
+                .initial_max_slice_len(size)
+                .create()?;
+            let listener = ping_ev.listener_builder().create()?;
+            let notifier = pong_ev.notifier_builder().create()?;
+            ready();
+            loop {
+                while let Some(sample) = sub.receive()? {
+                    let payload = sample.payload();
+                    if payload.is_empty() {
+                        return Ok(());
+                    }
+                    buf.copy_from_slice(payload);
+                    drop(sample);
+                    publisher
+                        .loan_slice_uninit(size)?
+                        .write_from_slice(&buf)
+                        .send()?;
+                    notifier.notify()?;
+                }
+                listener.blocking_wait(|_| {})?;
+            }
+        }
         "ice-rpc" => {
             let node = NodeBuilder::new().create::<ipc::Service>()?;
             let svc = node
@@ -123,8 +180,9 @@ fn child(args: &[String]) -> Result<(), Error> {
             let pong = o.open_stream("Local\\pong")?;
             let mut rx = ping.receiver()?;
             let mut tx = pong.sender()?;
-            rx.set_wait_strategy(WaitStrategy::BusyPoll);
-            tx.set_wait_strategy(WaitStrategy::BusyPoll);
+            let strategy = strategy(tag)?;
+            rx.set_wait_strategy(strategy);
+            tx.set_wait_strategy(strategy);
             ready();
             loop {
                 {
@@ -195,12 +253,27 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 /// Microseconds per round trip, `SAMPLES` of them.
-fn time(mut one: impl FnMut() -> Result<(), Error>) -> Result<Vec<f64>, Error> {
-    let mut v = Vec::with_capacity(SAMPLES);
-    for i in 0..WARM + SAMPLES {
+fn time(one: impl FnMut() -> Result<(), Error>) -> Result<Vec<f64>, Error> {
+    time_as(None, one)
+}
+
+/// Microseconds per round trip: `SAMPLES` back to back, or `IDLE_SAMPLES` `gap` apart.
+fn time_as(
+    gap: Option<Duration>,
+    mut one: impl FnMut() -> Result<(), Error>,
+) -> Result<Vec<f64>, Error> {
+    let (warm, samples) = match gap {
+        None => (WARM, SAMPLES),
+        Some(_) => (IDLE_WARM, IDLE_SAMPLES),
+    };
+    let mut v = Vec::with_capacity(samples);
+    for i in 0..warm + samples {
+        if let Some(g) = gap {
+            std::thread::sleep(g);
+        }
         let t = Instant::now();
         one()?;
-        if i >= WARM {
+        if i >= warm {
             v.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
@@ -246,6 +319,61 @@ fn ice_pubsub(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
     Ok(r)
 }
 
+/// iceoryx2's event-driven publish-subscribe: each side publishes, then notifies the other
+/// through an event service, and waits on its listener (asleep) for the answer.
+fn ice_pubsub_event(size: usize, tag: &str, gap: Option<Duration>) -> Result<Vec<f64>, Error> {
+    let node = NodeBuilder::new().create::<ipc::Service>()?;
+    let service = |what: &str| -> Result<ServiceName, Error> {
+        Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
+    };
+    let ping = node
+        .service_builder(&service("ping")?)
+        .publish_subscribe::<[u8]>()
+        .open_or_create()?;
+    let pong = node
+        .service_builder(&service("pong")?)
+        .publish_subscribe::<[u8]>()
+        .open_or_create()?;
+    let ping_ev = node
+        .service_builder(&service("ping-ev")?)
+        .event()
+        .open_or_create()?;
+    let pong_ev = node
+        .service_builder(&service("pong-ev")?)
+        .event()
+        .open_or_create()?;
+    let publisher = ping
+        .publisher_builder()
+        .initial_max_slice_len(size)
+        .create()?;
+    let sub = pong.subscriber_builder().create()?;
+    let notifier = ping_ev.notifier_builder().create()?;
+    let listener = pong_ev.listener_builder().create()?;
+    let _kid = spawn("ice-pubsub-event", size, tag, "")?;
+    let payload = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let r = time_as(gap, || {
+        publisher
+            .loan_slice_uninit(size)?
+            .write_from_slice(&payload)
+            .send()?;
+        notifier.notify()?;
+        loop {
+            if let Some(s) = sub.receive()? {
+                back.copy_from_slice(s.payload());
+                return Ok(());
+            }
+            listener.blocking_wait(|_| {})?;
+        }
+    })?;
+    publisher
+        .loan_slice_uninit(0)?
+        .write_from_slice(&[])
+        .send()?;
+    notifier.notify()?;
+    Ok(r)
+}
+
 fn ice_rpc(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
     let node = NodeBuilder::new().create::<ipc::Service>()?;
     let svc = node
@@ -275,17 +403,38 @@ fn ice_rpc(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
 }
 
 fn fm_stream(size: usize, root: &str) -> Result<Vec<f64>, Error> {
+    fm_stream_as(size, root, "busy", None)
+}
+
+/// The wait strategy named `name` (as the children are told it).
+fn strategy(name: &str) -> Result<WaitStrategy, Error> {
+    Ok(match name {
+        "busy" => WaitStrategy::BusyPoll,
+        "default" => WaitStrategy::SpinThenPark,
+        "park" => WaitStrategy::Park,
+        other => return Err(format!("no wait strategy {other:?}").into()),
+    })
+}
+
+/// A stream pair's round trips with both sides waiting as `mode` says, back to back or
+/// `gap` apart.
+fn fm_stream_as(
+    size: usize,
+    root: &str,
+    mode: &str,
+    gap: Option<Duration>,
+) -> Result<Vec<f64>, Error> {
     let o = opts(root);
     let ping = o.create_stream("Local\\ping", 1 << 18, 65536)?;
     let pong = o.create_stream("Local\\pong", 1 << 18, 65536)?;
     let mut tx = ping.sender()?;
     let mut rx = pong.receiver()?;
-    tx.set_wait_strategy(WaitStrategy::BusyPoll);
-    rx.set_wait_strategy(WaitStrategy::BusyPoll);
-    let kid = spawn("fm-stream", size, "", root)?;
+    tx.set_wait_strategy(strategy(mode)?);
+    rx.set_wait_strategy(strategy(mode)?);
+    let kid = spawn("fm-stream", size, mode, root)?;
     let payload = vec![1u8; size];
     let mut back = vec![0u8; size];
-    let r = time(|| {
+    let r = time_as(gap, || {
         tx.send(&payload)?;
         rx.recv()?.read_at(0, &mut back)?;
         Ok(())
@@ -365,6 +514,65 @@ fn main() -> Result<(), Error> {
             let (fmm, fmp) = stats(fm_all);
             println!(
                 "| {pattern} | {size} | {im:.2} | {ip:.2} | {fmm:.2} | {fmp:.2} | {ratio:.2}x | {lower} of {ROUNDS} |"
+            );
+        }
+    }
+    println!();
+    println!("### Round trip, event-driven: the waiting side sleeps ({ROUNDS} rounds of {SAMPLES} round trips back to back, or {IDLE_SAMPLES} a millisecond apart)\n");
+    println!("iceoryx2: publish-subscribe, each message followed by a notification through an event service, and the waiting side in `Listener::blocking_wait`. filemap: a stream pair, parking at once (`WaitStrategy::Park`, the same mode) or spinning first (the default).\n");
+    println!("| size | timing | iceoryx2 median µs | iceoryx2 p99 µs | filemap park median µs | filemap park p99 µs | park / iceoryx2 | rounds park lower | filemap default median µs | default / iceoryx2 |");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for size in SIZES {
+        for gap in [None, Some(Duration::from_millis(1))] {
+            let mut all: [Vec<f64>; 3] = Default::default();
+            let mut medians: [Vec<f64>; 3] = Default::default();
+            for round in 0..ROUNDS {
+                for k in 0..3 {
+                    let i = (round + k) % 3;
+                    let v = match i {
+                        0 => ice_pubsub_event(
+                            size,
+                            &format!("{pid}-ev-{size}-{}-{round}", gap.is_some()),
+                            gap,
+                        )?,
+                        _ => {
+                            let _ = std::fs::remove_dir_all(&root);
+                            let mode = if i == 1 { "park" } else { "default" };
+                            let r = fm_stream_as(size, &root, mode, gap);
+                            let _ = std::fs::remove_dir_all(&root);
+                            r?
+                        }
+                    };
+                    medians[i].push(stats(v.clone()).0);
+                    all[i].extend(v);
+                }
+            }
+            let ratio = |i: usize| {
+                stats(
+                    medians[i]
+                        .iter()
+                        .zip(&medians[0])
+                        .map(|(x, b)| x / b)
+                        .collect(),
+                )
+                .0
+            };
+            let lower = medians[1]
+                .iter()
+                .zip(&medians[0])
+                .filter(|(x, b)| x < b)
+                .count();
+            let [ice, park, default] = all.map(stats);
+            println!(
+                "| {size} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {lower} of {ROUNDS} | {:.2} | {:.3}x |",
+                if gap.is_some() { "idle (1 ms apart)" } else { "back to back" },
+                ice.0,
+                ice.1,
+                park.0,
+                park.1,
+                ratio(1),
+                default.0,
+                ratio(2),
             );
         }
     }
