@@ -11,10 +11,11 @@
 //! pong) against a filemap stream pair, and iceoryx2 request-response against a filemap
 //! request/reply channel.
 //! A second table compares the event-driven modes, in which the waiting side sleeps:
-//! iceoryx2's publish-subscribe with a notification through an event service after each
-//! message (the waiting side in `Listener::blocking_wait`), against a filemap stream pair
-//! that parks at once (`WaitStrategy::Park`) and one that spins first (the default), back
-//! to back and with the peers idle (a millisecond apart).
+//! iceoryx2's publish-subscribe and request-response with a notification through an event
+//! service after each message (the waiting side in `Listener::blocking_wait`), against a
+//! filemap stream pair and request/reply channel that park at once (`WaitStrategy::Park`)
+//! and that spin first (the default), back to back and with the peers idle (a millisecond
+//! apart).
 //!
 //! Each set of contenders runs in rounds, each with new processes and new objects, in an
 //! order that changes from round to round. The tables give the median and p99 of every
@@ -174,6 +175,42 @@ fn child(args: &[String]) -> Result<(), Error> {
                     .send()?;
             }
         }
+        "ice-rpc-event" => {
+            let node = NodeBuilder::new().create::<ipc::Service>()?;
+            let service = |what: &str| -> Result<ServiceName, Error> {
+                Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
+            };
+            let svc = node
+                .service_builder(&service("rpc")?)
+                .request_response::<[u8], [u8]>()
+                .open_or_create()?;
+            let req_ev = node
+                .service_builder(&service("req-ev")?)
+                .event()
+                .open_or_create()?;
+            let resp_ev = node
+                .service_builder(&service("resp-ev")?)
+                .event()
+                .open_or_create()?;
+            let server = svc.server_builder().initial_max_slice_len(size).create()?;
+            let listener = req_ev.listener_builder().create()?;
+            let notifier = resp_ev.notifier_builder().create()?;
+            ready();
+            loop {
+                while let Some(active) = server.receive()? {
+                    if active.payload().is_empty() {
+                        return Ok(());
+                    }
+                    buf.copy_from_slice(active.payload());
+                    active
+                        .loan_slice_uninit(size)?
+                        .write_from_slice(&buf)
+                        .send()?;
+                    notifier.notify()?;
+                }
+                listener.blocking_wait(|_| {})?;
+            }
+        }
         "fm-stream" => {
             let o = opts(root);
             let ping = o.open_stream("Local\\ping")?;
@@ -200,7 +237,7 @@ fn child(args: &[String]) -> Result<(), Error> {
             let o = opts(root);
             let rr = o.open_request_reply("Local\\rpc")?;
             let mut server = rr.server()?;
-            server.set_wait_strategy(WaitStrategy::BusyPoll);
+            server.set_wait_strategy(strategy(tag)?);
             ready();
             let mut req = Vec::with_capacity(size);
             loop {
@@ -402,6 +439,52 @@ fn ice_rpc(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
     Ok(r)
 }
 
+/// iceoryx2's event-driven request-response: the client notifies the server through an
+/// event service after each request, the server the client after each response, and each
+/// waits on its listener (asleep).
+fn ice_rpc_event(size: usize, tag: &str, gap: Option<Duration>) -> Result<Vec<f64>, Error> {
+    let node = NodeBuilder::new().create::<ipc::Service>()?;
+    let service = |what: &str| -> Result<ServiceName, Error> {
+        Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
+    };
+    let svc = node
+        .service_builder(&service("rpc")?)
+        .request_response::<[u8], [u8]>()
+        .open_or_create()?;
+    let req_ev = node
+        .service_builder(&service("req-ev")?)
+        .event()
+        .open_or_create()?;
+    let resp_ev = node
+        .service_builder(&service("resp-ev")?)
+        .event()
+        .open_or_create()?;
+    let client = svc.client_builder().initial_max_slice_len(size).create()?;
+    let notifier = req_ev.notifier_builder().create()?;
+    let listener = resp_ev.listener_builder().create()?;
+    let _kid = spawn("ice-rpc-event", size, tag, "")?;
+    let payload = vec![1u8; size];
+    let mut back = vec![0u8; size];
+    let r = time_as(gap, || {
+        let pending = client
+            .loan_slice_uninit(size)?
+            .write_from_slice(&payload)
+            .send()?;
+        notifier.notify()?;
+        loop {
+            if let Some(resp) = pending.receive()? {
+                back.copy_from_slice(resp.payload());
+                return Ok(());
+            }
+            listener.blocking_wait(|_| {})?;
+        }
+    })?;
+    let _ = client.loan_slice_uninit(0)?.write_from_slice(&[]).send()?;
+    notifier.notify()?;
+    std::thread::sleep(Duration::from_millis(10));
+    Ok(r)
+}
+
 fn fm_stream(size: usize, root: &str) -> Result<Vec<f64>, Error> {
     fm_stream_as(size, root, "busy", None)
 }
@@ -445,14 +528,25 @@ fn fm_stream_as(
 }
 
 fn fm_rpc(size: usize, root: &str) -> Result<Vec<f64>, Error> {
+    fm_rpc_as(size, root, "busy", None)
+}
+
+/// A request/reply channel's calls with both sides waiting as `mode` says, back to back
+/// or `gap` apart.
+fn fm_rpc_as(
+    size: usize,
+    root: &str,
+    mode: &str,
+    gap: Option<Duration>,
+) -> Result<Vec<f64>, Error> {
     let o = opts(root);
     let rr = o.create_request_reply("Local\\rpc", 2, 65536, 65536)?;
     let mut client = rr.client()?;
-    client.set_wait_strategy(WaitStrategy::BusyPoll);
-    let _kid = spawn("fm-rpc", size, "", root)?;
+    client.set_wait_strategy(strategy(mode)?);
+    let _kid = spawn("fm-rpc", size, mode, root)?;
     let payload = vec![1u8; size];
     let mut back = Vec::with_capacity(size);
-    let r = time(|| {
+    let r = time_as(gap, || {
         client.call(&payload, &mut back, None)?;
         Ok(())
     })?;
@@ -519,52 +613,66 @@ fn main() -> Result<(), Error> {
     }
     println!();
     println!("### Round trip, event-driven: the waiting side sleeps ({ROUNDS} rounds of {SAMPLES} round trips back to back, or {IDLE_SAMPLES} a millisecond apart)\n");
-    println!("iceoryx2: publish-subscribe, each message followed by a notification through an event service, and the waiting side in `Listener::blocking_wait`. filemap: a stream pair, parking at once (`WaitStrategy::Park`, the same mode) or spinning first (the default).\n");
-    println!("| size | timing | iceoryx2 median µs | iceoryx2 p99 µs | filemap park median µs | filemap park p99 µs | park / iceoryx2 | rounds park lower | filemap default median µs | default / iceoryx2 |");
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for size in SIZES {
-        for gap in [None, Some(Duration::from_millis(1))] {
-            let mut all: [Vec<f64>; 3] = Default::default();
-            let mut medians: [Vec<f64>; 3] = Default::default();
-            for round in 0..ROUNDS {
-                for k in 0..3 {
-                    let i = (round + k) % 3;
-                    let v = match i {
-                        0 => ice_pubsub_event(
-                            size,
-                            &format!("{pid}-ev-{size}-{}-{round}", gap.is_some()),
-                            gap,
-                        )?,
-                        _ => {
-                            let _ = std::fs::remove_dir_all(&root);
-                            let mode = if i == 1 { "park" } else { "default" };
-                            let r = fm_stream_as(size, &root, mode, gap);
-                            let _ = std::fs::remove_dir_all(&root);
-                            r?
-                        }
-                    };
-                    medians[i].push(stats(v.clone()).0);
-                    all[i].extend(v);
+    println!("iceoryx2: each message (publish-subscribe) or request and response followed by a notification through an event service, and the waiting side in `Listener::blocking_wait`. filemap: a stream pair or a request/reply channel, parking at once (`WaitStrategy::Park`, the same mode) or spinning first (the default).\n");
+    println!("| pattern | size | timing | iceoryx2 median µs | iceoryx2 p99 µs | filemap park median µs | filemap park p99 µs | park / iceoryx2 | rounds park lower | filemap default median µs | default / iceoryx2 |");
+    println!("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    type IceEvent = fn(usize, &str, Option<Duration>) -> Result<Vec<f64>, Error>;
+    type FmAs = fn(usize, &str, &str, Option<Duration>) -> Result<Vec<f64>, Error>;
+    for (pattern, ice_ev, fm_as) in [
+        (
+            "publish-subscribe / stream pair",
+            ice_pubsub_event as IceEvent,
+            fm_stream_as as FmAs,
+        ),
+        ("request-response / request-reply", ice_rpc_event, fm_rpc_as),
+    ] {
+        for size in SIZES {
+            for gap in [None, Some(Duration::from_millis(1))] {
+                let mut all: [Vec<f64>; 3] = Default::default();
+                let mut medians: [Vec<f64>; 3] = Default::default();
+                for round in 0..ROUNDS {
+                    for k in 0..3 {
+                        let i = (round + k) % 3;
+                        let v = match i {
+                            0 => ice_ev(
+                                size,
+                                &format!(
+                                    "{pid}-ev-{}-{size}-{}-{round}",
+                                    pattern.len(),
+                                    gap.is_some()
+                                ),
+                                gap,
+                            )?,
+                            _ => {
+                                let _ = std::fs::remove_dir_all(&root);
+                                let mode = if i == 1 { "park" } else { "default" };
+                                let r = fm_as(size, &root, mode, gap);
+                                let _ = std::fs::remove_dir_all(&root);
+                                r?
+                            }
+                        };
+                        medians[i].push(stats(v.clone()).0);
+                        all[i].extend(v);
+                    }
                 }
-            }
-            let ratio = |i: usize| {
-                stats(
-                    medians[i]
-                        .iter()
-                        .zip(&medians[0])
-                        .map(|(x, b)| x / b)
-                        .collect(),
-                )
-                .0
-            };
-            let lower = medians[1]
-                .iter()
-                .zip(&medians[0])
-                .filter(|(x, b)| x < b)
-                .count();
-            let [ice, park, default] = all.map(stats);
-            println!(
-                "| {size} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {lower} of {ROUNDS} | {:.2} | {:.3}x |",
+                let ratio = |i: usize| {
+                    stats(
+                        medians[i]
+                            .iter()
+                            .zip(&medians[0])
+                            .map(|(x, b)| x / b)
+                            .collect(),
+                    )
+                    .0
+                };
+                let lower = medians[1]
+                    .iter()
+                    .zip(&medians[0])
+                    .filter(|(x, b)| x < b)
+                    .count();
+                let [ice, park, default] = all.map(stats);
+                println!(
+                "| {pattern} | {size} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {lower} of {ROUNDS} | {:.2} | {:.3}x |",
                 if gap.is_some() { "idle (1 ms apart)" } else { "back to back" },
                 ice.0,
                 ice.1,
@@ -574,6 +682,7 @@ fn main() -> Result<(), Error> {
                 default.0,
                 ratio(2),
             );
+            }
         }
     }
     if !had_tmp {
