@@ -29,6 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use filemap::{Namespace, Options, WaitStrategy};
+use iceoryx2::port::{listener::Listener, notifier::Notifier};
 use iceoryx2::prelude::*;
 
 const SIZES: [usize; 3] = [64, 4096, 65536];
@@ -63,6 +64,61 @@ fn opts(root: &str) -> Options {
     o
 }
 
+/// The iceoryx2 services of one pair of processes: `fm/{tag}/{what}`, opened or made by
+/// a node of each process.
+struct Ice {
+    node: Node<ipc::Service>,
+    tag: String,
+}
+
+impl Ice {
+    fn new(tag: &str) -> Result<Ice, Error> {
+        Ok(Ice {
+            node: NodeBuilder::new().create::<ipc::Service>()?,
+            tag: tag.to_owned(),
+        })
+    }
+
+    fn name(&self, what: &str) -> Result<ServiceName, Error> {
+        Ok(format!("fm/{}/{what}", self.tag).as_str().try_into()?)
+    }
+
+    fn pubsub(&self, what: &str) -> Result<PubSub, Error> {
+        Ok(self
+            .node
+            .service_builder(&self.name(what)?)
+            .publish_subscribe::<[u8]>()
+            .open_or_create()?)
+    }
+
+    fn event(&self, what: &str) -> Result<Event, Error> {
+        Ok(self
+            .node
+            .service_builder(&self.name(what)?)
+            .event()
+            .open_or_create()?)
+    }
+
+    fn rpc(&self) -> Result<Rpc, Error> {
+        Ok(self
+            .node
+            .service_builder(&self.name("rpc")?)
+            .request_response::<[u8], [u8]>()
+            .open_or_create()?)
+    }
+}
+
+type PubSub =
+    iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, [u8], ()>;
+type Event = iceoryx2::service::port_factory::event::PortFactory<ipc::Service>;
+type Rpc = iceoryx2::service::port_factory::request_response::PortFactory<
+    ipc::Service,
+    [u8],
+    (),
+    [u8],
+    (),
+>;
+
 /// The child side: echo every message back, until told to stop (a zero-length message).
 fn child(args: &[String]) -> Result<(), Error> {
     pin(1);
@@ -74,66 +130,14 @@ fn child(args: &[String]) -> Result<(), Error> {
     let mut buf = vec![0u8; size];
     match what.as_str() {
         "ice-pubsub" => {
-            let node = NodeBuilder::new().create::<ipc::Service>()?;
-            let ping = node
-                .service_builder(&format!("fm/{tag}/ping").as_str().try_into()?)
-                .publish_subscribe::<[u8]>()
-                .open_or_create()?;
-            let pong = node
-                .service_builder(&format!("fm/{tag}/pong").as_str().try_into()?)
-                .publish_subscribe::<[u8]>()
-                .open_or_create()?;
+            let ice = Ice::new(tag)?;
+            let (ping, pong) = (ice.pubsub("ping")?, ice.pubsub("pong")?);
             let sub = ping.subscriber_builder().create()?;
             let publisher = pong
                 .publisher_builder()
                 .initial_max_slice_len(size)
                 .create()?;
-            ready();
-            loop {
-                let Some(sample) = sub.receive()? else {
-                    std::hint::spin_loop();
-                    continue;
-                };
-                let payload = sample.payload();
-                if payload.is_empty() {
-                    return Ok(());
-                }
-                buf.copy_from_slice(payload);
-                drop(sample);
-                publisher
-                    .loan_slice_uninit(size)?
-                    .write_from_slice(&buf)
-                    .send()?;
-            }
-        }
-        "ice-pubsub-event" => {
-            let node = NodeBuilder::new().create::<ipc::Service>()?;
-            let service = |what: &str| -> Result<ServiceName, Error> {
-                Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
-            };
-            let ping = node
-                .service_builder(&service("ping")?)
-                .publish_subscribe::<[u8]>()
-                .open_or_create()?;
-            let pong = node
-                .service_builder(&service("pong")?)
-                .publish_subscribe::<[u8]>()
-                .open_or_create()?;
-            let ping_ev = node
-                .service_builder(&service("ping-ev")?)
-                .event()
-                .open_or_create()?;
-            let pong_ev = node
-                .service_builder(&service("pong-ev")?)
-                .event()
-                .open_or_create()?;
-            let sub = ping.subscriber_builder().create()?;
-            let publisher = pong
-                .publisher_builder()
-                .initial_max_slice_len(size)
-                .create()?;
-            let listener = ping_ev.listener_builder().create()?;
-            let notifier = pong_ev.notifier_builder().create()?;
+            let wake = Wake::new(&ice, root == "event", "pong-ev", "ping-ev")?;
             ready();
             loop {
                 while let Some(sample) = sub.receive()? {
@@ -147,54 +151,19 @@ fn child(args: &[String]) -> Result<(), Error> {
                         .loan_slice_uninit(size)?
                         .write_from_slice(&buf)
                         .send()?;
-                    notifier.notify()?;
+                    wake.notify()?;
                 }
-                listener.blocking_wait(|_| {})?;
+                wake.wait()?;
             }
         }
         "ice-rpc" => {
-            let node = NodeBuilder::new().create::<ipc::Service>()?;
-            let svc = node
-                .service_builder(&format!("fm/{tag}/rpc").as_str().try_into()?)
-                .request_response::<[u8], [u8]>()
-                .open_or_create()?;
-            let server = svc.server_builder().initial_max_slice_len(size).create()?;
-            ready();
-            loop {
-                let Some(active) = server.receive()? else {
-                    std::hint::spin_loop();
-                    continue;
-                };
-                if active.payload().is_empty() {
-                    return Ok(());
-                }
-                buf.copy_from_slice(active.payload());
-                active
-                    .loan_slice_uninit(size)?
-                    .write_from_slice(&buf)
-                    .send()?;
-            }
-        }
-        "ice-rpc-event" => {
-            let node = NodeBuilder::new().create::<ipc::Service>()?;
-            let service = |what: &str| -> Result<ServiceName, Error> {
-                Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
-            };
-            let svc = node
-                .service_builder(&service("rpc")?)
-                .request_response::<[u8], [u8]>()
-                .open_or_create()?;
-            let req_ev = node
-                .service_builder(&service("req-ev")?)
-                .event()
-                .open_or_create()?;
-            let resp_ev = node
-                .service_builder(&service("resp-ev")?)
-                .event()
-                .open_or_create()?;
-            let server = svc.server_builder().initial_max_slice_len(size).create()?;
-            let listener = req_ev.listener_builder().create()?;
-            let notifier = resp_ev.notifier_builder().create()?;
+            let ice = Ice::new(tag)?;
+            let server = ice
+                .rpc()?
+                .server_builder()
+                .initial_max_slice_len(size)
+                .create()?;
+            let wake = Wake::new(&ice, root == "event", "resp-ev", "req-ev")?;
             ready();
             loop {
                 while let Some(active) = server.receive()? {
@@ -206,9 +175,9 @@ fn child(args: &[String]) -> Result<(), Error> {
                         .loan_slice_uninit(size)?
                         .write_from_slice(&buf)
                         .send()?;
-                    notifier.notify()?;
+                    wake.notify()?;
                 }
-                listener.blocking_wait(|_| {})?;
+                wake.wait()?;
             }
         }
         "fm-stream" => {
@@ -289,11 +258,6 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
     (v[v.len() / 2], v[(v.len() * 99 / 100).min(v.len() - 1)])
 }
 
-/// Microseconds per round trip, `SAMPLES` of them.
-fn time(one: impl FnMut() -> Result<(), Error>) -> Result<Vec<f64>, Error> {
-    time_as(None, one)
-}
-
 /// Microseconds per round trip: `SAMPLES` back to back, or `IDLE_SAMPLES` `gap` apart.
 fn time_as(
     gap: Option<Duration>,
@@ -317,172 +281,143 @@ fn time_as(
     Ok(v)
 }
 
-fn ice_pubsub(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
-    let node = NodeBuilder::new().create::<ipc::Service>()?;
-    let ping = node
-        .service_builder(&format!("fm/{tag}/ping").as_str().try_into()?)
-        .publish_subscribe::<[u8]>()
-        .open_or_create()?;
-    let pong = node
-        .service_builder(&format!("fm/{tag}/pong").as_str().try_into()?)
-        .publish_subscribe::<[u8]>()
-        .open_or_create()?;
+/// How one side of an iceoryx2 pair waits for the other: busy-polling, or asleep on a
+/// listener of an event service that the other side notifies after each message (the
+/// event-driven mode).
+struct Wake(Option<(Notifier<ipc::Service>, Listener<ipc::Service>, [Event; 2])>);
+
+impl Wake {
+    /// Event-driven if `event`: notifies through the service `notify` and listens on
+    /// `listen`.
+    fn new(ice: &Ice, event: bool, notify: &str, listen: &str) -> Result<Wake, Error> {
+        if !event {
+            return Ok(Wake(None));
+        }
+        let (n, l) = (ice.event(notify)?, ice.event(listen)?);
+        let notifier = n.notifier_builder().create()?;
+        let listener = l.listener_builder().create()?;
+        Ok(Wake(Some((notifier, listener, [n, l]))))
+    }
+
+    /// Tells the other side that a message is there (event-driven only).
+    fn notify(&self) -> Result<(), Error> {
+        if let Some((n, _, _)) = &self.0 {
+            n.notify()?;
+        }
+        Ok(())
+    }
+
+    /// Waits a moment (busy) or until notified (event-driven) before the next look.
+    fn wait(&self) -> Result<(), Error> {
+        match &self.0 {
+            Some((_, l, _)) => {
+                l.blocking_wait(|_| {})?;
+            }
+            None => std::hint::spin_loop(),
+        }
+        Ok(())
+    }
+}
+
+/// iceoryx2 publish-subscribe round trips (two services, ping and pong), busy-polling or
+/// event-driven (`event`), back to back or `gap` apart.
+fn ice_pubsub(
+    size: usize,
+    tag: &str,
+    event: bool,
+    gap: Option<Duration>,
+) -> Result<Vec<f64>, Error> {
+    let ice = Ice::new(tag)?;
+    let (ping, pong) = (ice.pubsub("ping")?, ice.pubsub("pong")?);
     let publisher = ping
         .publisher_builder()
         .initial_max_slice_len(size)
         .create()?;
     let sub = pong.subscriber_builder().create()?;
-    let _kid = spawn("ice-pubsub", size, tag, "")?;
+    let wake = Wake::new(&ice, event, "ping-ev", "pong-ev")?;
     // The child subscribes before it says ready.
+    let _kid = spawn("ice-pubsub", size, tag, mode(event))?;
     let payload = vec![1u8; size];
     let mut back = vec![0u8; size];
-    let r = time(|| {
+    let r = time_as(gap, || {
         publisher
             .loan_slice_uninit(size)?
             .write_from_slice(&payload)
             .send()?;
+        wake.notify()?;
         loop {
             if let Some(s) = sub.receive()? {
                 back.copy_from_slice(s.payload());
                 return Ok(());
             }
-            std::hint::spin_loop();
+            wake.wait()?;
         }
     })?;
     publisher
         .loan_slice_uninit(0)?
         .write_from_slice(&[])
         .send()?;
+    wake.notify()?;
     Ok(r)
 }
 
-/// iceoryx2's event-driven publish-subscribe: each side publishes, then notifies the other
-/// through an event service, and waits on its listener (asleep) for the answer.
-fn ice_pubsub_event(size: usize, tag: &str, gap: Option<Duration>) -> Result<Vec<f64>, Error> {
-    let node = NodeBuilder::new().create::<ipc::Service>()?;
-    let service = |what: &str| -> Result<ServiceName, Error> {
-        Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
-    };
-    let ping = node
-        .service_builder(&service("ping")?)
-        .publish_subscribe::<[u8]>()
-        .open_or_create()?;
-    let pong = node
-        .service_builder(&service("pong")?)
-        .publish_subscribe::<[u8]>()
-        .open_or_create()?;
-    let ping_ev = node
-        .service_builder(&service("ping-ev")?)
-        .event()
-        .open_or_create()?;
-    let pong_ev = node
-        .service_builder(&service("pong-ev")?)
-        .event()
-        .open_or_create()?;
-    let publisher = ping
-        .publisher_builder()
+/// iceoryx2 request-response round trips, busy-polling or event-driven (`event`: the
+/// client notifies the server after each request, the server the client after each
+/// response), back to back or `gap` apart.
+fn ice_rpc(size: usize, tag: &str, event: bool, gap: Option<Duration>) -> Result<Vec<f64>, Error> {
+    let ice = Ice::new(tag)?;
+    let client = ice
+        .rpc()?
+        .client_builder()
         .initial_max_slice_len(size)
         .create()?;
-    let sub = pong.subscriber_builder().create()?;
-    let notifier = ping_ev.notifier_builder().create()?;
-    let listener = pong_ev.listener_builder().create()?;
-    let _kid = spawn("ice-pubsub-event", size, tag, "")?;
+    let wake = Wake::new(&ice, event, "req-ev", "resp-ev")?;
+    let _kid = spawn("ice-rpc", size, tag, mode(event))?;
     let payload = vec![1u8; size];
     let mut back = vec![0u8; size];
     let r = time_as(gap, || {
-        publisher
-            .loan_slice_uninit(size)?
-            .write_from_slice(&payload)
-            .send()?;
-        notifier.notify()?;
-        loop {
-            if let Some(s) = sub.receive()? {
-                back.copy_from_slice(s.payload());
-                return Ok(());
-            }
-            listener.blocking_wait(|_| {})?;
-        }
-    })?;
-    publisher
-        .loan_slice_uninit(0)?
-        .write_from_slice(&[])
-        .send()?;
-    notifier.notify()?;
-    Ok(r)
-}
-
-fn ice_rpc(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
-    let node = NodeBuilder::new().create::<ipc::Service>()?;
-    let svc = node
-        .service_builder(&format!("fm/{tag}/rpc").as_str().try_into()?)
-        .request_response::<[u8], [u8]>()
-        .open_or_create()?;
-    let client = svc.client_builder().initial_max_slice_len(size).create()?;
-    let _kid = spawn("ice-rpc", size, tag, "")?;
-    let payload = vec![1u8; size];
-    let mut back = vec![0u8; size];
-    let r = time(|| {
         let pending = client
             .loan_slice_uninit(size)?
             .write_from_slice(&payload)
             .send()?;
+        wake.notify()?;
         loop {
             if let Some(resp) = pending.receive()? {
                 back.copy_from_slice(resp.payload());
                 return Ok(());
             }
-            std::hint::spin_loop();
+            wake.wait()?;
         }
     })?;
     let _ = client.loan_slice_uninit(0)?.write_from_slice(&[]).send()?;
+    wake.notify()?;
     std::thread::sleep(Duration::from_millis(10));
     Ok(r)
 }
 
-/// iceoryx2's event-driven request-response: the client notifies the server through an
-/// event service after each request, the server the client after each response, and each
-/// waits on its listener (asleep).
+/// The children's name for an iceoryx2 mode.
+fn mode(event: bool) -> &'static str {
+    if event {
+        "event"
+    } else {
+        "busy"
+    }
+}
+
+fn ice_pubsub_busy(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
+    ice_pubsub(size, tag, false, None)
+}
+
+fn ice_rpc_busy(size: usize, tag: &str) -> Result<Vec<f64>, Error> {
+    ice_rpc(size, tag, false, None)
+}
+
+fn ice_pubsub_event(size: usize, tag: &str, gap: Option<Duration>) -> Result<Vec<f64>, Error> {
+    ice_pubsub(size, tag, true, gap)
+}
+
 fn ice_rpc_event(size: usize, tag: &str, gap: Option<Duration>) -> Result<Vec<f64>, Error> {
-    let node = NodeBuilder::new().create::<ipc::Service>()?;
-    let service = |what: &str| -> Result<ServiceName, Error> {
-        Ok(format!("fm/{tag}/{what}").as_str().try_into()?)
-    };
-    let svc = node
-        .service_builder(&service("rpc")?)
-        .request_response::<[u8], [u8]>()
-        .open_or_create()?;
-    let req_ev = node
-        .service_builder(&service("req-ev")?)
-        .event()
-        .open_or_create()?;
-    let resp_ev = node
-        .service_builder(&service("resp-ev")?)
-        .event()
-        .open_or_create()?;
-    let client = svc.client_builder().initial_max_slice_len(size).create()?;
-    let notifier = req_ev.notifier_builder().create()?;
-    let listener = resp_ev.listener_builder().create()?;
-    let _kid = spawn("ice-rpc-event", size, tag, "")?;
-    let payload = vec![1u8; size];
-    let mut back = vec![0u8; size];
-    let r = time_as(gap, || {
-        let pending = client
-            .loan_slice_uninit(size)?
-            .write_from_slice(&payload)
-            .send()?;
-        notifier.notify()?;
-        loop {
-            if let Some(resp) = pending.receive()? {
-                back.copy_from_slice(resp.payload());
-                return Ok(());
-            }
-            listener.blocking_wait(|_| {})?;
-        }
-    })?;
-    let _ = client.loan_slice_uninit(0)?.write_from_slice(&[]).send()?;
-    notifier.notify()?;
-    std::thread::sleep(Duration::from_millis(10));
-    Ok(r)
+    ice_rpc(size, tag, true, gap)
 }
 
 fn fm_stream(size: usize, root: &str) -> Result<Vec<f64>, Error> {
@@ -576,10 +511,10 @@ fn main() -> Result<(), Error> {
         for (pattern, ice, fm) in [
             (
                 "publish-subscribe / stream pair",
-                ice_pubsub as Contender,
+                ice_pubsub_busy as Contender,
                 fm_stream as Contender,
             ),
-            ("request-response / request-reply", ice_rpc, fm_rpc),
+            ("request-response / request-reply", ice_rpc_busy, fm_rpc),
         ] {
             let (mut ice_all, mut fm_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..ROUNDS {
