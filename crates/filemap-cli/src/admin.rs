@@ -708,8 +708,14 @@ fn detail(info: &ObjectInfo) -> String {
                 "{who} {}",
                 if producer { "connected" } else { "none" }
             ));
-            if !them.is_empty() {
-                parts.push(format!("{peers} {them}"));
+            match kind {
+                // A stream has one consumer or none, as it has one producer or none.
+                Kind::Stream => parts.push(format!(
+                    "{them} {}",
+                    if peers > 0 { "connected" } else { "none" }
+                )),
+                _ if !them.is_empty() => parts.push(format!("{peers} {them}")),
+                _ => {}
             }
             parts.join(", ")
         }

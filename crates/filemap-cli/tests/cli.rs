@@ -2605,6 +2605,45 @@ fn wait_for_info(root: &Root, name: &str, want: &str) {
     }
 }
 
+/// `ls` says of a stream whether its producer and its consumer are connected, in the same
+/// words for both (a stream has one of each, or none).
+#[test]
+fn ls_says_whether_a_streams_consumer_is_connected() {
+    let root = Root::new("ls-stream");
+    // `recv` makes the stream, and waits on it as its consumer.
+    let mut rx = root
+        .cmd(&["recv", "Local\\s", "--follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_peers(&root, "Local\\s", 1);
+    let o = root.run(&["ls", "Local\\s"]);
+    let line = stdout(&o);
+    assert!(line.contains("producer none, consumer connected"), "{line}");
+    // A producer sends one message and closes its end, and `recv --follow` exits 0 after
+    // that message.
+    let o = root.run(&["send", "Local\\s", "x"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = rx.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < TIMEOUT, "recv --follow did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    // Held by `create` alone: neither side is connected.
+    let mut holder = root.spawn(&["create", "Local\\t", "--kind", "stream"]);
+    holder.read_until("\n");
+    let line = stdout(&root.run(&["ls", "Local\\t"]));
+    assert!(line.contains("producer none, consumer none"), "{line}");
+    holder.press_enter();
+    let _ = holder.finish();
+}
+
 #[test]
 fn channels_of_every_kind_from_the_cli() {
     let root = Root::new("kinds");
