@@ -2618,6 +2618,8 @@ fn ls_says_whether_a_streams_consumer_is_connected() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed if the test fails before it exits.
+    let done = watchdog(rx.id());
     wait_for_peers(&root, "Local\\s", 1);
     let o = root.run(&["ls", "Local\\s"]);
     let line = stdout(&o);
@@ -2634,6 +2636,7 @@ fn ls_says_whether_a_streams_consumer_is_connected() {
         assert!(t.elapsed() < TIMEOUT, "recv --follow did not exit");
         std::thread::sleep(Duration::from_millis(10));
     };
+    let _ = done.send(());
     assert!(status.success());
     // Held by `create` alone: neither side is connected.
     let mut holder = root.spawn(&["create", "Local\\t", "--kind", "stream"]);
