@@ -797,6 +797,7 @@ fn create_write_read_ls_info_rm() {
     let mut w = root.cmd(&["write", "p", "--offset", "50"]);
     w.stdin(Stdio::piped()).stdout(Stdio::null());
     let mut child = w.spawn().unwrap();
+    let done = watchdog(child.id());
     child
         .stdin
         .take()
@@ -804,6 +805,7 @@ fn create_write_read_ls_info_rm() {
         .write_all(b"from stdin")
         .unwrap();
     assert!(child.wait().unwrap().success());
+    let _ = done.send(());
     let input = root.0.with_extension("input");
     std::fs::write(&input, b"from file").unwrap();
     assert!(root
@@ -1587,8 +1589,13 @@ fn lock_runs_a_command_under_the_mutex() {
                 .unwrap()
         })
         .collect();
+    // Killed if the test fails (or they hang) before they are all done.
+    let dogs: Vec<_> = runners.iter().map(|r| watchdog(r.id())).collect();
     for mut r in runners {
         assert!(r.wait().unwrap().success());
+    }
+    for d in &dogs {
+        let _ = d.send(());
     }
     let total = std::fs::read_to_string(&counter).unwrap();
     std::fs::remove_file(&counter).unwrap();
@@ -2456,6 +2463,8 @@ fn through_a_channel(
             .unwrap()
     };
     let mut recv = recv_first.then(spawn_recv);
+    // Each child is killed if the test fails (or it hangs) before it is done.
+    let mut recv_dog = recv.as_ref().map(|r| watchdog(r.id()));
     let mut args = vec!["send", name];
     args.extend_from_slice(send_args);
     let mut send = root
@@ -2465,16 +2474,22 @@ fn through_a_channel(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let send_dog = watchdog(send.id());
     let mut w = send.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || w.write_all(&input).unwrap());
     if recv.is_none() {
         std::thread::sleep(Duration::from_millis(100));
-        recv = Some(spawn_recv());
+        let r = spawn_recv();
+        recv_dog = Some(watchdog(r.id()));
+        recv = Some(r);
     }
     let out = recv.unwrap().wait_with_output().unwrap();
     writer.join().unwrap();
     assert!(send.wait().unwrap().success(), "send failed");
+    for dog in recv_dog.iter().chain([&send_dog]) {
+        let _ = dog.send(());
+    }
     assert!(out.status.success(), "recv: {}", stderr(&out));
     out.stdout
 }
@@ -2524,6 +2539,7 @@ fn recv_exit_codes_timeout_and_a_dead_producer() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let recv_dog = watchdog(recv.id());
     let mut send = root
         .cmd(&["send", "Local\\dies"])
         .stdin(Stdio::piped())
@@ -2531,6 +2547,7 @@ fn recv_exit_codes_timeout_and_a_dead_producer() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let send_dog = watchdog(send.id());
     send.stdin
         .as_mut()
         .unwrap()
@@ -2539,7 +2556,9 @@ fn recv_exit_codes_timeout_and_a_dead_producer() {
     std::thread::sleep(Duration::from_millis(300));
     send.kill().unwrap();
     send.wait().unwrap();
+    let _ = send_dog.send(());
     let out = recv.wait_with_output().unwrap();
+    let _ = recv_dog.send(());
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(stdout(&out), "one\ntwo\n");
     assert!(stderr(&out).contains("died"), "{}", stderr(&out));
@@ -2678,10 +2697,12 @@ fn channels_of_every_kind_from_the_cli() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let sub_dog = watchdog(sub.id());
     wait_for_peers(&root, "Local\\b", 1);
     let o = root.run(&["send", "Local\\b", "a", "b", "c"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = sub.wait_with_output().unwrap();
+    let _ = sub_dog.send(());
     assert_eq!(stdout(&out), "abc");
     // The latest value, whole.
     assert!(root.run(&["send", "Local\\l", "v1", "v2"]).status.success());
@@ -3135,6 +3156,7 @@ fn call_and_serve_report_every_failure() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let done = watchdog(client.id());
     let mut serve = serve;
     let mut err = serve.child.stderr.take().unwrap();
     let mut pid = String::new();
@@ -3143,7 +3165,6 @@ fn call_and_serve_report_every_failure() {
         pid.push(b[0] as char);
     }
     serve.signal("-KILL");
-    let done = watchdog(client.id());
     let out = client.wait_with_output().unwrap();
     let _ = done.send(());
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -3201,6 +3222,8 @@ fn a_call_waits_for_a_free_client_slot() {
             .unwrap()
     };
     let first = spawn_call("first ");
+    // Killed if the test fails before they answer.
+    let first_dog = watchdog(first.id());
     wait_for_peers(&root, "Local\\one-slot", 1);
     // Another call gives up after --timeout, saying why.
     let t = std::time::Instant::now();
@@ -3210,10 +3233,10 @@ fn a_call_waits_for_a_free_client_slot() {
     assert!(stderr(&o).contains("free client slot"), "{}", stderr(&o));
     // Without one, it waits for the slot, and both are answered once a server comes.
     let second = spawn_call("second");
+    let second_dog = watchdog(second.id());
     std::thread::sleep(Duration::from_millis(100));
     let serve = root.spawn(&["serve", "Local\\one-slot", "--count", "2", "--", "cat"]);
-    for (child, want) in [(first, "first "), (second, "second")] {
-        let done = watchdog(child.id());
+    for (child, want, done) in [(first, "first ", first_dog), (second, "second", second_dog)] {
         let out = child.wait_with_output().unwrap();
         let _ = done.send(());
         assert!(out.status.success(), "{}", stderr(&out));
