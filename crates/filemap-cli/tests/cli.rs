@@ -2630,33 +2630,16 @@ fn wait_for_info(root: &Root, name: &str, want: &str) {
 fn ls_says_whether_a_streams_consumer_is_connected() {
     let root = Root::new("ls-stream");
     // `recv` makes the stream, and waits on it as its consumer.
-    let mut rx = root
-        .cmd(&["recv", "Local\\s", "--follow"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed if the test fails before it exits.
-    let done = watchdog(rx.id());
+    let rx = root.spawn(&["recv", "Local\\s", "--follow"]);
     wait_for_peers(&root, "Local\\s", 1);
-    let o = root.run(&["ls", "Local\\s"]);
-    let line = stdout(&o);
+    let line = stdout(&root.run(&["ls", "Local\\s"]));
     assert!(line.contains("producer none, consumer connected"), "{line}");
     // A producer sends one message and closes its end, and `recv --follow` exits 0 after
     // that message.
     let o = root.run(&["send", "Local\\s", "x"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let t = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = rx.try_wait().unwrap() {
-            break s;
-        }
-        assert!(t.elapsed() < TIMEOUT, "recv --follow did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = done.send(());
-    assert!(status.success());
+    let (status, err) = rx.finish();
+    assert!(status.success(), "{err}");
     // Held by `create` alone: neither side is connected.
     let mut holder = root.spawn(&["create", "Local\\t", "--kind", "stream"]);
     holder.read_until("\n");
