@@ -252,6 +252,55 @@ fn spawn(what: &str, size: usize, tag: &str, root: &str) -> Result<Kid, Error> {
     Ok(Kid(c))
 }
 
+/// One contender's results over the rounds: every round trip, and each round's median.
+struct Runs {
+    all: Vec<f64>,
+    medians: Vec<f64>,
+}
+
+/// Runs every contender once per round for `ROUNDS` rounds, each time with new processes
+/// and objects, in an order that rotates from round to round (two contenders alternate
+/// which goes first). Each contender is called with the round's number.
+fn rounds<const N: usize>(
+    contenders: [&mut dyn FnMut(usize) -> Result<Vec<f64>, Error>; N],
+) -> Result<[Runs; N], Error> {
+    let mut runs = std::array::from_fn(|_| Runs {
+        all: Vec::new(),
+        medians: Vec::new(),
+    });
+    for round in 0..ROUNDS {
+        for k in 0..N {
+            let i = (round + k) % N;
+            let v = contenders[i](round)?;
+            let r: &mut Runs = &mut runs[i];
+            r.medians.push(stats(v.clone()).0);
+            r.all.extend(v);
+        }
+    }
+    Ok(runs)
+}
+
+/// The median over rounds of `x`'s median over `base`'s in the same round, and in how
+/// many rounds `x`'s was lower.
+fn against(x: &Runs, base: &Runs) -> (f64, usize) {
+    let ratios: Vec<f64> = x
+        .medians
+        .iter()
+        .zip(&base.medians)
+        .map(|(a, b)| a / b)
+        .collect();
+    let lower = ratios.iter().filter(|&&r| r < 1.0).count();
+    (stats(ratios).0, lower)
+}
+
+/// Runs `f` on a filemap namespace root at `root` of its own, removed before and after.
+fn in_fresh<T>(root: &str, f: impl FnOnce(&str) -> T) -> T {
+    let _ = std::fs::remove_dir_all(root);
+    let r = f(root);
+    let _ = std::fs::remove_dir_all(root);
+    r
+}
+
 /// Median and p99.
 fn stats(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
@@ -516,31 +565,12 @@ fn main() -> Result<(), Error> {
             ),
             ("request-response / request-reply", ice_rpc_busy, fm_rpc),
         ] {
-            let (mut ice_all, mut fm_all, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            for round in 0..ROUNDS {
-                let tag = format!("{pid}-{size}-{}-{round}", pattern.len());
-                let run_ice = || ice(size, &tag);
-                let run_fm = || {
-                    let _ = std::fs::remove_dir_all(&root);
-                    let r = fm(size, &root);
-                    let _ = std::fs::remove_dir_all(&root);
-                    r
-                };
-                let (i, f) = if round % 2 == 0 {
-                    let i = run_ice()?;
-                    (i, run_fm()?)
-                } else {
-                    let f = run_fm()?;
-                    (run_ice()?, f)
-                };
-                ratios.push(stats(f.clone()).0 / stats(i.clone()).0);
-                ice_all.extend(i);
-                fm_all.extend(f);
-            }
-            let lower = ratios.iter().filter(|&&r| r < 1.0).count();
-            let (ratio, _) = stats(ratios);
-            let (im, ip) = stats(ice_all);
-            let (fmm, fmp) = stats(fm_all);
+            let tag = |round| format!("{pid}-{size}-{}-{round}", pattern.len());
+            let [ice, fm] = rounds([&mut |round| ice(size, &tag(round)), &mut |_| {
+                in_fresh(&root, |root| fm(size, root))
+            }])?;
+            let (ratio, lower) = against(&fm, &ice);
+            let [(im, ip), (fmm, fmp)] = [ice.all, fm.all].map(stats);
             println!(
                 "| {pattern} | {size} | {im:.2} | {ip:.2} | {fmm:.2} | {fmp:.2} | {ratio:.2}x | {lower} of {ROUNDS} |"
             );
@@ -563,60 +593,30 @@ fn main() -> Result<(), Error> {
     ] {
         for size in SIZES {
             for gap in [None, Some(Duration::from_millis(1))] {
-                let mut all: [Vec<f64>; 3] = Default::default();
-                let mut medians: [Vec<f64>; 3] = Default::default();
-                for round in 0..ROUNDS {
-                    for k in 0..3 {
-                        let i = (round + k) % 3;
-                        let v = match i {
-                            0 => ice_ev(
-                                size,
-                                &format!(
-                                    "{pid}-ev-{}-{size}-{}-{round}",
-                                    pattern.len(),
-                                    gap.is_some()
-                                ),
-                                gap,
-                            )?,
-                            _ => {
-                                let _ = std::fs::remove_dir_all(&root);
-                                let mode = if i == 1 { "park" } else { "default" };
-                                let r = fm_as(size, &root, mode, gap);
-                                let _ = std::fs::remove_dir_all(&root);
-                                r?
-                            }
-                        };
-                        medians[i].push(stats(v.clone()).0);
-                        all[i].extend(v);
-                    }
-                }
-                let ratio = |i: usize| {
-                    stats(
-                        medians[i]
-                            .iter()
-                            .zip(&medians[0])
-                            .map(|(x, b)| x / b)
-                            .collect(),
+                let tag = |round| {
+                    format!(
+                        "{pid}-ev-{}-{size}-{}-{round}",
+                        pattern.len(),
+                        gap.is_some()
                     )
-                    .0
                 };
-                let lower = medians[1]
-                    .iter()
-                    .zip(&medians[0])
-                    .filter(|(x, b)| x < b)
-                    .count();
-                let [ice, park, default] = all.map(stats);
+                let [ice, park, default] = rounds([
+                    &mut |round| ice_ev(size, &tag(round), gap),
+                    &mut |_| in_fresh(&root, |root| fm_as(size, root, "park", gap)),
+                    &mut |_| in_fresh(&root, |root| fm_as(size, root, "default", gap)),
+                ])?;
+                let (park_ratio, lower) = against(&park, &ice);
+                let (default_ratio, _) = against(&default, &ice);
+                let [ice, park, default] = [ice.all, park.all, default.all].map(stats);
                 println!(
-                "| {pattern} | {size} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {lower} of {ROUNDS} | {:.2} | {:.3}x |",
-                if gap.is_some() { "idle (1 ms apart)" } else { "back to back" },
-                ice.0,
-                ice.1,
-                park.0,
-                park.1,
-                ratio(1),
-                default.0,
-                ratio(2),
-            );
+                    "| {pattern} | {size} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {park_ratio:.2}x | {lower} of {ROUNDS} | {:.2} | {default_ratio:.3}x |",
+                    if gap.is_some() { "idle (1 ms apart)" } else { "back to back" },
+                    ice.0,
+                    ice.1,
+                    park.0,
+                    park.1,
+                    default.0,
+                );
             }
         }
     }
