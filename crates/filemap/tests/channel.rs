@@ -224,6 +224,25 @@ fn child() {
                 common::wait_for_stdin_eof();
             }
         }
+        // Play the far end of a channel of kind args[1] (see `End`), and make every call
+        // of it once per line on stdin, reporting "ok"; at the end of stdin, "bye" and the
+        // number of calls that said `Corrupt`.
+        "scribbled" => {
+            let mut end = End::open(&args[1], name, &opts(), false);
+            let quit = opts()
+                .create_event(&format!("Local\\quit-{}", std::process::id()), true, false)
+                .unwrap();
+            report("ready");
+            let mut line = String::new();
+            let (mut round, mut corrupt) = (0, 0);
+            while std::io::stdin().read_line(&mut line).unwrap() > 0 {
+                line.clear();
+                corrupt += end.poke(round, &quit);
+                round += 1;
+                report("ok");
+            }
+            report(format!("bye {corrupt}"));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -1022,6 +1041,243 @@ fn a_corrupt_control_page_is_an_error() {
     let t = root.opts().open_stream(&name).unwrap();
     assert!(matches!(t.sender(), Err(Error::Corrupt { .. })));
     assert!(matches!(t.receiver(), Err(Error::Corrupt { .. })));
+}
+
+/// The largest message of the channels in the garbage test.
+const GARBAGE_MAX: u32 = 200;
+
+/// One end of a channel of any kind, for the garbage test.
+enum End {
+    Send(filemap::Sender),
+    Receive(filemap::Receiver),
+    Publish(filemap::Publisher),
+    Subscribe(filemap::Subscriber),
+    Write(filemap::LatestWriter),
+    Read(filemap::LatestReader),
+    Serve(filemap::RpcServer),
+    Call(filemap::RpcClient),
+}
+
+impl End {
+    /// The near end (the parent's: the one that sends) or the far end of the channel
+    /// `name` of `kind`.
+    fn open(kind: &str, name: &str, o: &filemap::Options, near: bool) -> End {
+        match (kind, near) {
+            ("stream", true) => End::Send(o.open_stream(name).unwrap().sender().unwrap()),
+            ("stream", false) => End::Receive(o.open_stream(name).unwrap().receiver().unwrap()),
+            ("broadcast", true) => {
+                End::Publish(o.open_broadcast(name).unwrap().publisher().unwrap())
+            }
+            ("broadcast", false) => {
+                End::Subscribe(o.open_broadcast(name).unwrap().subscriber().unwrap())
+            }
+            ("latest", true) => End::Write(o.open_latest(name).unwrap().writer().unwrap()),
+            ("latest", false) => End::Read(o.open_latest(name).unwrap().reader().unwrap()),
+            ("request-reply", true) => {
+                End::Call(o.open_request_reply(name).unwrap().client().unwrap())
+            }
+            ("request-reply", false) => {
+                End::Serve(o.open_request_reply(name).unwrap().server().unwrap())
+            }
+            other => panic!("no end {other:?}"),
+        }
+    }
+
+    /// Makes every call of this end that returns by itself, each with a short timeout,
+    /// and checks what the calls give; returns the errors that say `Corrupt`.
+    fn poke(&mut self, round: u64, quit: &filemap::Event) -> usize {
+        use filemap::TrySendError;
+        let short = Duration::from_millis(1);
+        let (mut msg, mut buf) = (Vec::new(), Vec::new());
+        message(round, &mut msg);
+        msg.truncate(GARBAGE_MAX as usize);
+        let fits = |n: usize| assert!(n <= GARBAGE_MAX as usize, "a message of {n} bytes");
+        let results: Vec<filemap::Result<()>> = match self {
+            End::Send(tx) => vec![
+                match tx.try_send(&msg) {
+                    Ok(()) | Err(TrySendError::Full(_)) => Ok(()),
+                    Err(TrySendError::Disconnected(_, e) | TrySendError::Failed(e)) => Err(e),
+                },
+                tx.send_timeout(&msg, short),
+                tx.loan_timeout(8, short).and_then(|mut loan| {
+                    loan.write_at(0, &round.to_le_bytes())?;
+                    loan.commit();
+                    Ok(())
+                }),
+            ],
+            End::Receive(rx) => vec![
+                rx.try_recv().map(|m| {
+                    if let Some(m) = m {
+                        fits(m.len());
+                        fits(m.to_vec().len());
+                    }
+                }),
+                filemap::wait_any(&[quit, &*rx], Some(short)).map(drop),
+                rx.recv_timeout(short).and_then(|m| {
+                    let mut first = [0u8; 1];
+                    fits(m.len());
+                    m.read_at(0, &mut first[..m.len().min(1)])
+                }),
+            ],
+            End::Publish(p) => vec![
+                p.send(&msg),
+                p.loan(8).and_then(|mut loan| {
+                    loan.write_at(0, &round.to_le_bytes())?;
+                    loan.commit();
+                    Ok(())
+                }),
+            ],
+            End::Subscribe(sub) => vec![
+                sub.try_recv(&mut buf).map(|_| fits(buf.len())),
+                filemap::wait_any(&[quit, &*sub], Some(short)).map(drop),
+                sub.recv_timeout(&mut buf, short).map(|_| fits(buf.len())),
+            ],
+            End::Write(w) => vec![w.publish(&msg)],
+            End::Read(r) => vec![
+                r.read(&mut buf).map(|_| fits(buf.len())),
+                filemap::wait_any(&[quit, &*r], Some(short)).map(drop),
+                r.wait_newer(round, &mut buf, Some(short))
+                    .map(|_| fits(buf.len())),
+            ],
+            End::Serve(server) => vec![
+                filemap::wait_any(&[quit, &*server], Some(short)).map(drop),
+                server.recv(&mut buf, Some(short)).and_then(|ticket| {
+                    fits(buf.len());
+                    server.reply(ticket, &msg).map(drop)
+                }),
+            ],
+            // The reply to the last round's request first: the server answered it after
+            // this end's call had timed out, and then the bytes were scribbled over.
+            End::Call(c) => vec![
+                filemap::wait_any(&[quit, &*c], Some(short)).map(drop),
+                c.wait_reply(&mut buf, Some(short))
+                    .map(|()| fits(buf.len())),
+                c.call(&msg, &mut buf, Some(short))
+                    .map(|()| fits(buf.len())),
+            ],
+        };
+        results
+            .iter()
+            .filter(|r| matches!(r, Err(Error::Corrupt { .. })))
+            .count()
+    }
+}
+
+/// Another process that may write a channel (a peer with a bug, or another user given
+/// 0666) scribbles over its data area while both ends use it: every call still returns,
+/// within its timeout or with an error, and no process dies of a panic or a signal.
+#[cfg(target_os = "linux")]
+#[test]
+fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let _w = watchdog(300);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for kind in ["stream", "broadcast", "latest", "request-reply"] {
+        let root = TestRoot::new("ch-garbage");
+        let name = root.name("Local\\scribbled");
+        let o = root.opts();
+        // The channel's handle, kept to the end, and its file.
+        let (channel, path): (Box<dyn std::any::Any>, _) = match kind {
+            "stream" => {
+                let c = o.create_stream(&name, 4096, GARBAGE_MAX).unwrap();
+                let path = c.os_path();
+                (Box::new(c), path)
+            }
+            "broadcast" => {
+                let c = o.create_broadcast(&name, 8, GARBAGE_MAX).unwrap();
+                let path = c.os_path();
+                (Box::new(c), path)
+            }
+            "latest" => {
+                let c = o.create_latest(&name, GARBAGE_MAX).unwrap();
+                let path = c.os_path();
+                (Box::new(c), path)
+            }
+            _ => {
+                let c = o
+                    .create_request_reply(&name, 4, GARBAGE_MAX, GARBAGE_MAX)
+                    .unwrap();
+                let path = c.os_path();
+                (Box::new(c), path)
+            }
+        };
+        // The data area: everything but the record in the last page.
+        let area = std::fs::metadata(&path).unwrap().len() as usize - 4096;
+        let mut near = End::open(kind, &name, &o, true);
+        let quit = o
+            .create_event(&root.name("Local\\quit"), true, false)
+            .unwrap();
+        let mut kid = Reap(spawn_role(ENTRY, "scribbled", &root.path, &[&name, kind]));
+        assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut corrupt = 0;
+        for round in 0..300u64 {
+            // Random words at random places, or one page of them; now and then zeros
+            // (a channel that looks new) or all ones.
+            let r = next();
+            match round % 10 {
+                0 => file.write_all_at(&vec![0u8; area], 0).unwrap(),
+                1 => file.write_all_at(&vec![0xffu8; area], 0).unwrap(),
+                2 => {
+                    let page: Vec<u8> = (0..4096).map(|_| next() as u8).collect();
+                    let at = (r as usize % (area / 4096)) * 4096;
+                    file.write_all_at(&page, at as u64).unwrap();
+                }
+                // A page of plausible numbers: every length and position in it is wrong
+                // by little, and no check may count on large numbers to catch it.
+                3 => {
+                    let page: Vec<u8> = (0..512)
+                        .flat_map(|_| ((next() >> 32) % 8192).to_le_bytes())
+                        .collect();
+                    let at = (r as usize % (area / 4096)) * 4096;
+                    file.write_all_at(&page, at as u64).unwrap();
+                }
+                _ => {
+                    for _ in 0..1 + r % 8 {
+                        let at = (next() as usize % (area / 8)) * 8;
+                        let w = next();
+                        // Small numbers, numbers near the top and lengths or positions
+                        // just past the channel's are the likely wrong ones.
+                        let v = match w % 5 {
+                            0 => w >> 58,
+                            1 => u64::MAX - (w >> 58),
+                            2 => (w >> 32) % 8192,
+                            3 => w & 0xffff_ffff,
+                            _ => w,
+                        };
+                        file.write_all_at(&v.to_le_bytes(), at as u64).unwrap();
+                    }
+                }
+            }
+            corrupt += near.poke(round, &quit);
+            writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
+            assert_eq!(
+                read_line_within(&mut kid.0, LINE),
+                "ok",
+                "{kind}, round {round}"
+            );
+        }
+        drop(kid.0.stdin.take());
+        let bye = read_line_within(&mut kid.0, LINE);
+        let far: usize = bye.strip_prefix("bye ").expect(&bye).parse().unwrap();
+        let status = kid.0.wait().unwrap();
+        assert!(status.success(), "{kind}: the far end {status:?}");
+        eprintln!("{kind}: {corrupt} calls at the near end and {far} at the far end said corrupt");
+        if kind == "stream" {
+            // A ring's positions are checked at every call: garbage there is seen.
+            assert!(corrupt > 0 && far > 0, "the checks never saw the garbage");
+        }
+        // Whatever the bytes, the name still goes with the last handle.
+        drop((near, quit, channel, file));
+        assert_eq!(root.local_files(), Vec::<String>::new(), "{kind}");
+    }
 }
 
 #[test]
