@@ -141,7 +141,7 @@ mod linux {
     }
 
     pub fn main() {
-        let dir = std::env::temp_dir().join(format!("filemap-copy-{}", std::process::id()));
+        let dir = common::shm_root("copy");
         let _clean = RemoveOnDrop(vec![dir.clone()]);
         let opts = options(&dir);
         let mapping = opts.create("Local\\copy", 1 << 18).unwrap();

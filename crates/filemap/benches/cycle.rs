@@ -39,7 +39,7 @@ fn main() {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod linux {
-    use super::common::{median, RemoveOnDrop};
+    use super::common::{self, median, RemoveOnDrop};
     use std::hint::black_box;
     use std::time::{Duration, Instant};
 
@@ -135,8 +135,7 @@ mod linux {
     }
 
     pub(super) fn main() {
-        let root =
-            std::path::PathBuf::from(format!("/dev/shm/filemap-bench-{}", std::process::id()));
+        let root = common::shm_root("cycle");
         let mut opts = Options::new();
         opts.namespace(Namespace::at(&root));
         let raw_name = format!("/filemap-bench-raw-{}", std::process::id());

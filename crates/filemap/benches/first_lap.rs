@@ -39,7 +39,7 @@ mod linux {
 
     use rustix::mm::{self, MapFlags, ProtFlags};
 
-    use super::common::{median, RemoveOnDrop};
+    use super::common::{self, median, RemoveOnDrop};
 
     const ROUNDS: usize = 15;
     const CHUNK: usize = 4096;
@@ -133,8 +133,7 @@ mod linux {
     }
 
     pub(super) fn main() {
-        let dir =
-            std::path::PathBuf::from(format!("/dev/shm/filemap-bench-lap-{}", std::process::id()));
+        let dir = common::shm_root("lap");
         let _clean = RemoveOnDrop(vec![dir.clone()]);
         std::fs::create_dir_all(&dir).unwrap();
         let mut opts = filemap::Options::new();

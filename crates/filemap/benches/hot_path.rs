@@ -45,7 +45,7 @@ mod linux {
 
     use filemap::{Receiver, Result, Sender};
 
-    use super::common::{median, RemoveOnDrop};
+    use super::common::{self, median, RemoveOnDrop};
 
     const ROUNDS: usize = 31;
     const BATCHES: usize = 20;
@@ -196,7 +196,7 @@ mod linux {
     }
 
     pub fn main() {
-        let dir = std::env::temp_dir().join(format!("filemap-hot-path-{}", std::process::id()));
+        let dir = common::shm_root("hot-path");
         let _clean = RemoveOnDrop(vec![dir.clone()]);
         let mut opts = filemap::Options::new();
         opts.namespace(filemap::Namespace::at(&dir));

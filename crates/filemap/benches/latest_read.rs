@@ -36,7 +36,7 @@ mod linux {
     }
 
     pub fn main() {
-        let dir = std::env::temp_dir().join(format!("filemap-latest-read-{}", std::process::id()));
+        let dir = common::shm_root("latest-read");
         let _clean = RemoveOnDrop(vec![dir.clone()]);
         let mut opts = filemap::Options::new();
         opts.namespace(filemap::Namespace::at(&dir));

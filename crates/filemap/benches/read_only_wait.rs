@@ -29,7 +29,7 @@ mod linux {
     use std::process::{Command, Stdio};
     use std::time::Duration;
 
-    use super::common::{median, RemoveOnDrop};
+    use super::common::{self, median, RemoveOnDrop};
 
     const VALUES: usize = 500;
     const ROLE: &str = "FILEMAP_BENCH_WRITER";
@@ -86,8 +86,7 @@ mod linux {
             writer(std::path::Path::new(&dir));
             return;
         }
-        let dir =
-            std::env::temp_dir().join(format!("filemap-read-only-wait-{}", std::process::id()));
+        let dir = common::shm_root("read-only-wait");
         let _clean = RemoveOnDrop(vec![dir.clone()]);
         let o = opts(&dir);
         let l = o.create_latest("clock", 8).unwrap();

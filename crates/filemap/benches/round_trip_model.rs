@@ -54,7 +54,7 @@ mod linux {
 
     use filemap::{Namespace, Options, WaitStrategy};
 
-    use super::common::{median, RemoveOnDrop};
+    use super::common::{self, median, RemoveOnDrop};
 
     const TRIPS: u64 = 100_000;
     const WARM: u64 = 10_000;
@@ -319,10 +319,8 @@ mod linux {
             return;
         }
         pin(0);
-        // On tmpfs, where filemap's objects live by default: with the root under /tmp
-        // (ext4 here), the stream pair measured 0.1–0.2x slower (docs/BENCHMARKS.md).
-        let root =
-            std::path::PathBuf::from(format!("/dev/shm/filemap-bench-rtm-{}", std::process::id()));
+        // With the root under /tmp (ext4 here), the stream pair measured 0.1–0.2x slower.
+        let root = common::shm_root("rtm");
         let _clean = RemoveOnDrop(vec![root.clone()]);
         let rows: [(&str, Option<Model>); 6] = [
             (

@@ -38,7 +38,7 @@ fn main() {
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod linux {
-    use super::common::{median, RemoveOnDrop};
+    use super::common::{self, median, RemoveOnDrop};
     use std::hint::black_box;
     use std::process::{Child, Command};
     use std::sync::atomic::{
@@ -448,10 +448,7 @@ mod linux {
             }
             return child_main(contender);
         }
-        let root = std::path::PathBuf::from(format!(
-            "/dev/shm/filemap-bench-sync-{}",
-            std::process::id()
-        ));
+        let root = common::shm_root("sync");
         // Removed last, also when a panic (a closed stdout, say) unwinds.
         let _cleanup = RemoveOnDrop(vec![root.clone()]);
         // The peer process finds the namespace through the environment.

@@ -1,5 +1,5 @@
 //! What every benchmark uses (the filemap-cli admin benchmark includes it by path):
-//! medians over rounds, and clean-up that runs on panic too.
+//! medians over rounds, a namespace root on tmpfs, and clean-up that runs on panic too.
 
 /// The median of the rounds (these machines are noisy).
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -32,4 +32,15 @@ impl Drop for RemoveOnDrop {
             let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
         }
     }
+}
+
+/// A namespace root of this process's own on `/dev/shm` (tmpfs), where filemap's objects
+/// live by default. Not under `/tmp`: on a disk file system (ext4 here) shared pages carry
+/// write-back costs that objects on tmpfs never pay (docs/BENCHMARKS.md).
+#[allow(dead_code)] // Not every benchmark that includes this module makes a root.
+pub fn shm_root(tag: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!(
+        "/dev/shm/filemap-bench-{tag}-{}",
+        std::process::id()
+    ))
 }
