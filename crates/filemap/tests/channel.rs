@@ -1015,9 +1015,7 @@ fn a_corrupt_control_page_is_an_error() {
             bytes[round] ^= 0xff;
         } else {
             for b in bytes.iter_mut().take(40) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
+                seed = xorshift(seed);
                 *b = seed as u8;
             }
         }
@@ -1163,6 +1161,36 @@ impl End {
     }
 }
 
+/// The next number of a xorshift generator (random enough for garbage).
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+/// A word for the garbage test, from random bits `w`: small numbers, numbers near the top
+/// and lengths or positions just past the channel's are the likely wrong ones.
+fn likely_wrong(w: u64) -> [u8; 8] {
+    let v = match w % 5 {
+        0 => w >> 58,
+        1 => u64::MAX - (w >> 58),
+        2 => (w >> 32) % 8192,
+        3 => w & 0xffff_ffff,
+        _ => w,
+    };
+    v.to_le_bytes()
+}
+
+/// Sets a flag when dropped: stops a helper thread also when the test fails.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+    }
+}
+
 /// Another process that may write a channel (a peer with a bug, or another user given
 /// 0666) scribbles over its data area while both ends use it: every call still returns,
 /// within its timeout or with an error, and no process dies of a panic or a signal.
@@ -1174,9 +1202,7 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
     let _w = watchdog(300);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        seed = xorshift(seed);
         seed
     };
     for kind in ["stream", "broadcast", "latest", "request-reply"] {
@@ -1242,21 +1268,13 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
                 _ => {
                     for _ in 0..1 + r % 8 {
                         let at = (next() as usize % (area / 8)) * 8;
-                        let w = next();
-                        // Small numbers, numbers near the top and lengths or positions
-                        // just past the channel's are the likely wrong ones.
-                        let v = match w % 5 {
-                            0 => w >> 58,
-                            1 => u64::MAX - (w >> 58),
-                            2 => (w >> 32) % 8192,
-                            3 => w & 0xffff_ffff,
-                            _ => w,
-                        };
-                        file.write_all_at(&v.to_le_bytes(), at as u64).unwrap();
+                        file.write_all_at(&likely_wrong(next()), at as u64).unwrap();
                     }
                 }
             }
             corrupt += near.poke(round, &quit);
+            let info = root.ns().info(&name);
+            assert!(info.is_ok(), "{kind}: {info:?}");
             writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
             assert_eq!(
                 read_line_within(&mut kid.0, LINE),
@@ -1264,6 +1282,34 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
                 "{kind}, round {round}"
             );
         }
+        // Then the same while another thread scribbles all the time, so that bytes also
+        // change between a check and the use of what it checked.
+        file.write_all_at(&vec![0u8; area], 0).unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let _stop = StopOnDrop(&stop);
+            let (file, stop) = (&file, &stop);
+            s.spawn(move || {
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+                while !stop.load(SeqCst) {
+                    seed = xorshift(seed);
+                    let at = (seed as usize % (area / 8)) * 8;
+                    seed = xorshift(seed);
+                    file.write_all_at(&likely_wrong(seed), at as u64).unwrap();
+                }
+            });
+            for round in 300..500 {
+                corrupt += near.poke(round, &quit);
+                let info = root.ns().info(&name);
+                assert!(info.is_ok(), "{kind}: {info:?}");
+                writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
+                assert_eq!(
+                    read_line_within(&mut kid.0, LINE),
+                    "ok",
+                    "{kind}, round {round}"
+                );
+            }
+        });
         drop(kid.0.stdin.take());
         let bye = read_line_within(&mut kid.0, LINE);
         let far: usize = bye.strip_prefix("bye ").expect(&bye).parse().unwrap();

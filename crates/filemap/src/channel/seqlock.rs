@@ -182,6 +182,19 @@ pub(crate) struct Slots<'a> {
     pub(crate) max: u32,
 }
 
+/// The sequence word of a slot while number `n` is written into it (odd).
+///
+/// Numbers come from shared memory (`published`), which anyone who may write the channel
+/// can set to anything: arithmetic on them wraps, and never panics.
+fn writing(n: u64) -> u64 {
+    n.wrapping_mul(2).wrapping_add(1)
+}
+
+/// The sequence word of a slot once number `n` is in it (even).
+fn written(n: u64) -> u64 {
+    n.wrapping_mul(2).wrapping_add(2)
+}
+
 /// What went wrong reading a slot: shared state that no correct writer leaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Corrupt;
@@ -224,7 +237,7 @@ impl<'a> Slots<'a> {
     /// what they read.
     pub(crate) fn begin(&self, i: u64, n: u64, len: u32) {
         assert!(len <= self.max);
-        self.seq(i).store(2 * n + 1, Relaxed);
+        self.seq(i).store(writing(n), Relaxed);
         // Release fence: the odd `seq` is visible before any of the words written after
         // it, to a reader that sees one of them (its Acquire fence pairs with this one).
         fence(Release);
@@ -252,14 +265,14 @@ impl<'a> Slots<'a> {
     /// Finishes writing number `n` into slot `i`: readers may take it from here.
     pub(crate) fn end(&self, i: u64, n: u64) {
         // Release: the words happen before a reader's Acquire load of the even `seq`.
-        self.seq(i).store(2 * n + 2, Release);
+        self.seq(i).store(written(n), Release);
     }
 
     /// Reads number `n` from slot `i` into `buf`: `Ok(true)` if the copy is whole,
     /// `Ok(false)` if the slot holds another number (written over, or not yet written),
     /// `Err` if it holds nonsense.
     pub(crate) fn read(&self, i: u64, n: u64, buf: &mut Vec<u8>) -> Result<bool, Corrupt> {
-        let want = 2 * n + 2;
+        let want = written(n);
         let seq = self.seq(i);
         let s1 = seq.load(Acquire);
         if s1 != want {
@@ -363,7 +376,7 @@ impl Publisher {
     pub(crate) fn commit(&mut self, s: &Slots<'_>, parker: &impl Parker) {
         let n = self.next;
         s.end(n & (s.count - 1), n);
-        self.next = n + 1;
+        self.next = n.wrapping_add(1);
         announce(s.ctl, self.next, parker);
     }
 }
@@ -404,9 +417,9 @@ impl Subscriber {
                 return Ok(None);
             }
             // The oldest message not being written over now.
-            let oldest = (published + 1).saturating_sub(s.count);
+            let oldest = published.saturating_add(1).saturating_sub(s.count);
             if self.next < oldest {
-                lost += oldest - self.next;
+                lost = lost.saturating_add(oldest - self.next);
                 self.next = oldest;
             }
             let n = self.next;
@@ -445,14 +458,14 @@ impl Writer {
     /// are not directed to); returns its slot, for [`Slots::put`]. Until
     /// [`commit`](Self::commit), the latest value stays the one before.
     pub(crate) fn lend(&mut self, s: &Slots<'_>, len: u32) -> u64 {
-        let v = self.version + 1;
+        let v = self.version.wrapping_add(1);
         s.begin(v & 1, v, len);
         v & 1
     }
 
     /// Publishes the value that [`lend`](Self::lend) started as the latest.
     pub(crate) fn commit(&mut self, s: &Slots<'_>, parker: &impl Parker) {
-        let v = self.version + 1;
+        let v = self.version.wrapping_add(1);
         s.end(v & 1, v);
         self.version = v;
         announce(s.ctl, v, parker);
