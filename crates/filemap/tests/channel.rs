@@ -225,10 +225,11 @@ fn child() {
             }
         }
         // Play the far end of a channel of kind args[1] (see `End`), and make every call
-        // of it once per line on stdin, reporting "ok"; at the end of stdin, "bye" and the
-        // number of calls that said `Corrupt`.
+        // of it once per line "go" on stdin, reporting "ok"; take the end again at a line
+        // "reopen" (see `End::reopen`); at the end of stdin, report "bye" and the number of
+        // calls that said `Corrupt`.
         "scribbled" => {
-            let mut end = End::open(&args[1], name, &opts(), false);
+            let mut end = Some(End::open(&args[1], name, &opts(), false).unwrap());
             let quit = opts()
                 .create_event(&format!("Local\\quit-{}", std::process::id()), true, false)
                 .unwrap();
@@ -236,10 +237,14 @@ fn child() {
             let mut line = String::new();
             let (mut round, mut corrupt) = (0, 0);
             while std::io::stdin().read_line(&mut line).unwrap() > 0 {
+                if line.trim() == "reopen" {
+                    report(End::reopen(&mut end, &args[1], name, &opts(), false));
+                } else {
+                    corrupt += end.as_mut().map_or(0, |e| e.poke(round, &quit));
+                    round += 1;
+                    report("ok");
+                }
                 line.clear();
-                corrupt += end.poke(round, &quit);
-                round += 1;
-                report("ok");
             }
             report(format!("bye {corrupt}"));
         }
@@ -1059,25 +1064,37 @@ enum End {
 impl End {
     /// The near end (the parent's: the one that sends) or the far end of the channel
     /// `name` of `kind`.
-    fn open(kind: &str, name: &str, o: &filemap::Options, near: bool) -> End {
-        match (kind, near) {
-            ("stream", true) => End::Send(o.open_stream(name).unwrap().sender().unwrap()),
-            ("stream", false) => End::Receive(o.open_stream(name).unwrap().receiver().unwrap()),
-            ("broadcast", true) => {
-                End::Publish(o.open_broadcast(name).unwrap().publisher().unwrap())
-            }
-            ("broadcast", false) => {
-                End::Subscribe(o.open_broadcast(name).unwrap().subscriber().unwrap())
-            }
-            ("latest", true) => End::Write(o.open_latest(name).unwrap().writer().unwrap()),
-            ("latest", false) => End::Read(o.open_latest(name).unwrap().reader().unwrap()),
-            ("request-reply", true) => {
-                End::Call(o.open_request_reply(name).unwrap().client().unwrap())
-            }
-            ("request-reply", false) => {
-                End::Serve(o.open_request_reply(name).unwrap().server().unwrap())
-            }
+    fn open(kind: &str, name: &str, o: &filemap::Options, near: bool) -> filemap::Result<End> {
+        Ok(match (kind, near) {
+            ("stream", true) => End::Send(o.open_stream(name)?.sender()?),
+            ("stream", false) => End::Receive(o.open_stream(name)?.receiver()?),
+            ("broadcast", true) => End::Publish(o.open_broadcast(name)?.publisher()?),
+            ("broadcast", false) => End::Subscribe(o.open_broadcast(name)?.subscriber()?),
+            ("latest", true) => End::Write(o.open_latest(name)?.writer()?),
+            ("latest", false) => End::Read(o.open_latest(name)?.reader()?),
+            ("request-reply", true) => End::Call(o.open_request_reply(name)?.client()?),
+            ("request-reply", false) => End::Serve(o.open_request_reply(name)?.server()?),
             other => panic!("no end {other:?}"),
+        })
+    }
+
+    /// Lets go of `end` and takes the same end again, over whatever the channel holds now:
+    /// "ok", or "corrupt" if the channel's state is refused (and then there is no end).
+    fn reopen(
+        end: &mut Option<End>,
+        kind: &str,
+        name: &str,
+        o: &filemap::Options,
+        near: bool,
+    ) -> &'static str {
+        *end = None;
+        match End::open(kind, name, o, near) {
+            Ok(e) => {
+                *end = Some(e);
+                "ok"
+            }
+            Err(Error::Corrupt { .. }) => "corrupt",
+            Err(e) => panic!("reopening the {kind}: {e}"),
         }
     }
 
@@ -1161,6 +1178,7 @@ impl End {
     }
 }
 
+#[cfg(target_os = "linux")]
 /// The next number of a xorshift generator (random enough for garbage).
 fn xorshift(mut x: u64) -> u64 {
     x ^= x << 13;
@@ -1169,6 +1187,7 @@ fn xorshift(mut x: u64) -> u64 {
     x
 }
 
+#[cfg(target_os = "linux")]
 /// A word for the garbage test, from random bits `w`: small numbers, numbers near the top
 /// and lengths or positions just past the channel's are the likely wrong ones.
 fn likely_wrong(w: u64) -> [u8; 8] {
@@ -1182,9 +1201,11 @@ fn likely_wrong(w: u64) -> [u8; 8] {
     v.to_le_bytes()
 }
 
+#[cfg(target_os = "linux")]
 /// Sets a flag when dropped: stops a helper thread also when the test fails.
 struct StopOnDrop<'a>(&'a AtomicBool);
 
+#[cfg(target_os = "linux")]
 impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, SeqCst);
@@ -1236,7 +1257,9 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
         };
         // The data area: everything but the record in the last page.
         let area = std::fs::metadata(&path).unwrap().len() as usize - 4096;
-        let mut near = End::open(kind, &name, &o, true);
+        let fresh = std::fs::read(&path).unwrap()[..area].to_vec();
+        let mut near = Some(End::open(kind, &name, &o, true).unwrap());
+        let mut reopened = [0; 2];
         let quit = o
             .create_event(&root.name("Local\\quit"), true, false)
             .unwrap();
@@ -1272,7 +1295,30 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
                     }
                 }
             }
-            corrupt += near.poke(round, &quit);
+            if round % 25 == 24 {
+                // Both ends again, over the garbage; the header is read once, at the
+                // open, so put it back first (bytes there are refused at the open).
+                file.write_all_at(&fresh[..128], 0).unwrap();
+                let mut both = |near: &mut Option<End>| {
+                    let here = End::reopen(near, kind, &name, &o, true);
+                    writeln!(kid.0.stdin.as_mut().unwrap(), "reopen").unwrap();
+                    [here.to_owned(), read_line_within(&mut kid.0, LINE)]
+                };
+                let said = both(&mut near);
+                for (i, said) in said.iter().enumerate() {
+                    match said.as_str() {
+                        "ok" => reopened[i] += 1,
+                        "corrupt" => {}
+                        other => panic!("{kind}, round {round}: {other:?}"),
+                    }
+                }
+                if said.iter().any(|s| s == "corrupt") {
+                    // A channel made fresh again (as a new one would be) is taken at once.
+                    file.write_all_at(&fresh, 0).unwrap();
+                    assert_eq!(both(&mut near), ["ok", "ok"], "{kind}, round {round}");
+                }
+            }
+            corrupt += near.as_mut().map_or(0, |e| e.poke(round, &quit));
             let info = root.ns().info(&name);
             assert!(info.is_ok(), "{kind}: {info:?}");
             writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
@@ -1299,7 +1345,7 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
                 }
             });
             for round in 300..500 {
-                corrupt += near.poke(round, &quit);
+                corrupt += near.as_mut().map_or(0, |e| e.poke(round, &quit));
                 let info = root.ns().info(&name);
                 assert!(info.is_ok(), "{kind}: {info:?}");
                 writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
@@ -1315,6 +1361,7 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
         let far: usize = bye.strip_prefix("bye ").expect(&bye).parse().unwrap();
         let status = kid.0.wait().unwrap();
         assert!(status.success(), "{kind}: the far end {status:?}");
+        eprintln!("{kind}: reopened {reopened:?} times of 12");
         eprintln!("{kind}: {corrupt} calls at the near end and {far} at the far end said corrupt");
         if kind == "stream" {
             // A ring's positions are checked at every call: garbage there is seen.
