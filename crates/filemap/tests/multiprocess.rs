@@ -42,6 +42,18 @@ fn child() {
             });
             wait_for_stdin_eof();
         }
+        // At each line on stdin, look at object `name` of kind args[1] every way there is
+        // (see `look`), and report "ok"; at the end of stdin, "bye".
+        "look" => {
+            let mut line = String::new();
+            out("ready".into());
+            while std::io::stdin().lock().read_line(&mut line).unwrap() > 0 {
+                look(&filemap::Namespace::new(), &opts(), name, &args[1]);
+                out("ok".into());
+                line.clear();
+            }
+            out("bye".into());
+        }
         // Hold a handle and a view until killed.
         "hold" => {
             let m = opts().open_or_create(name, 4096).unwrap();
@@ -628,6 +640,134 @@ fn gc_collects_what_killed_processes_left() {
     removed.sort();
     assert_eq!(removed, ["Global\\k2", "Local\\k1"]);
     assert!(root.ns().list().unwrap().is_empty());
+}
+
+/// Every way to look at object `name` of `kind`, and to open it, whatever its file holds:
+/// each returns (what, is not checked: only that nothing panics or crashes).
+fn look(ns: &filemap::Namespace, o: &filemap::Options, name: &str, kind: &str) {
+    let _ = ns.list_all();
+    let _ = ns.info(name);
+    let _ = ns.holders(name);
+    let _ = ns.kind(name);
+    match kind {
+        "mapping" => {
+            if let Ok(m) = o.open(name, Access::Read) {
+                if let Ok(v) = m.map_view(Access::Read, 0, 0) {
+                    let mut b = vec![0u8; v.len().min(64)];
+                    v.read_at(0, &mut b).unwrap();
+                }
+            }
+        }
+        "mutex" => {
+            if let Ok(m) = o.open_mutex(name) {
+                if let Ok(l) = m.lock_timeout(Duration::from_millis(1)) {
+                    drop(l);
+                }
+            }
+        }
+        "event" => {
+            if let Ok(e) = o.open_event(name) {
+                let _ = e.wait_timeout(Duration::from_millis(1));
+            }
+        }
+        _ => {
+            if let Ok(s) = o.open_stream(name) {
+                if let Ok(mut rx) = s.receiver() {
+                    let _ = rx.try_recv().map(|m| m.map(|m| m.to_vec()));
+                }
+            }
+        }
+    }
+}
+
+/// Someone who may write an object scribbles over the end of its file, where its record
+/// (and a long name) lives, while it is held: every look at it, from this process and
+/// another, returns, and never panics or crashes; once nobody holds it, nothing of it is
+/// left after `gc`.
+#[cfg(target_os = "linux")]
+#[test]
+fn garbage_in_an_objects_record_is_an_error_never_a_crash() {
+    use std::os::unix::fs::FileExt;
+    let _w = common::watchdog(300);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let long = format!("Local\\{}", "long-".repeat(70));
+    for (name, kind) in [
+        ("Local\\m", "mapping"),
+        (long.as_str(), "mapping"),
+        ("Local\\x", "mutex"),
+        ("Local\\e", "event"),
+        ("Local\\s", "stream"),
+    ] {
+        let root = TestRoot::new("record-garbage");
+        let o = root.opts();
+        let held: Box<dyn std::any::Any> = match kind {
+            "mapping" => Box::new(o.create(name, 10_000).unwrap()),
+            "mutex" => Box::new(o.create_mutex(name).unwrap()),
+            "event" => Box::new(o.create_event(name, true, false).unwrap()),
+            _ => Box::new(o.create_stream(name, 4096, 100).unwrap()),
+        };
+        let path = root.ns().info(name).unwrap().os_path.unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        // The record's page, and a long name's pages before it.
+        let from = if name == long { len - 8192 } else { len - 4096 };
+        let fresh = std::fs::read(&path).unwrap()[from as usize..].to_vec();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut kid = Reap(spawn_role("child", "look", &root.path, &[name, kind]));
+        assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "ready");
+        for round in 0..200 {
+            let mut bytes = fresh.clone();
+            match round % 4 {
+                // Every word in turn, to a small number, to the top, or random.
+                0 | 1 => {
+                    for _ in 0..1 + next() % 4 {
+                        let at = (next() as usize % (bytes.len() / 8)) * 8;
+                        let w = next();
+                        let v = match w % 3 {
+                            0 => w >> 56,
+                            1 => u64::MAX - (w >> 56),
+                            _ => w,
+                        };
+                        bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                // The first 64 bytes of the record: magic, version, kind, sizes, lengths.
+                2 => {
+                    let at = bytes.len() - 4096;
+                    for b in &mut bytes[at + 8..at + 64] {
+                        *b = next() as u8;
+                    }
+                }
+                _ => bytes.iter_mut().for_each(|b| *b = next() as u8),
+            }
+            file.write_all_at(&bytes, from).unwrap();
+            look(&root.ns(), &o, name, kind);
+            writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
+            assert_eq!(
+                read_line_within(&mut kid.0, LINE_TIMEOUT),
+                "ok",
+                "{kind} {round}"
+            );
+        }
+        drop(kid.0.stdin.take());
+        assert_eq!(read_line_within(&mut kid.0, LINE_TIMEOUT), "bye");
+        let status = kid.0.wait().unwrap();
+        assert!(status.success(), "{kind}: the other process {status:?}");
+        // Nobody holds it now: whatever its record says, nothing of it is left.
+        drop((held, file));
+        let gc = root.ns().gc_all().unwrap();
+        assert!(gc.refused.is_empty(), "{kind}: {gc:?}");
+        assert!(
+            root.local_files().is_empty(),
+            "{kind}: {:?}",
+            root.local_files()
+        );
+    }
 }
 
 /// A truncated object file can be opened by nobody: gc leaves it while it is held, and
