@@ -9,6 +9,8 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
+use common::garbage;
 use common::{
     kill_hard, opts, read_line_within, report, role, spawn_role, watchdog, Reap, TestRoot,
 };
@@ -1013,15 +1015,14 @@ fn a_corrupt_control_page_is_an_error() {
     let path = s.os_path();
     let original = std::fs::read(&path).unwrap();
     // Every field of the header in turn, and random bytes.
-    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rng = garbage::Rng(0x1234_5678_9abc_def0);
     for round in 0..200 {
         let mut bytes = original.clone();
         if round < 40 {
             bytes[round] ^= 0xff;
         } else {
             for b in bytes.iter_mut().take(40) {
-                seed = xorshift(seed);
-                *b = seed as u8;
+                *b = rng.next() as u8;
             }
         }
         std::fs::write(&path, &bytes).unwrap();
@@ -1178,40 +1179,6 @@ impl End {
     }
 }
 
-#[cfg(target_os = "linux")]
-/// The next number of a xorshift generator (random enough for garbage).
-fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
-}
-
-#[cfg(target_os = "linux")]
-/// A word for the garbage test, from random bits `w`: small numbers, numbers near the top
-/// and lengths or positions just past the channel's are the likely wrong ones.
-fn likely_wrong(w: u64) -> [u8; 8] {
-    let v = match w % 5 {
-        0 => w >> 58,
-        1 => u64::MAX - (w >> 58),
-        2 => (w >> 32) % 8192,
-        3 => w & 0xffff_ffff,
-        _ => w,
-    };
-    v.to_le_bytes()
-}
-
-#[cfg(target_os = "linux")]
-/// Sets a flag when dropped: stops a helper thread also when the test fails.
-struct StopOnDrop<'a>(&'a AtomicBool);
-
-#[cfg(target_os = "linux")]
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
-}
-
 /// Another process that may write a channel (a peer with a bug, or another user given
 /// 0666) scribbles over its data area while both ends use it: every call still returns,
 /// within its timeout or with an error, and no process dies of a panic or a signal.
@@ -1221,11 +1188,7 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
     use std::io::Write;
     use std::os::unix::fs::FileExt;
     let _w = watchdog(300);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed = xorshift(seed);
-        seed
-    };
+    let mut rng = garbage::Rng(0x2545_f491_4f6c_dd1d);
     for kind in ["stream", "broadcast", "latest", "request-reply"] {
         let root = TestRoot::new("ch-garbage");
         let name = root.name("Local\\scribbled");
@@ -1268,33 +1231,7 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         let mut corrupt = 0;
         for round in 0..300u64 {
-            // Random words at random places, or one page of them; now and then zeros
-            // (a channel that looks new) or all ones.
-            let r = next();
-            match round % 10 {
-                0 => file.write_all_at(&vec![0u8; area], 0).unwrap(),
-                1 => file.write_all_at(&vec![0xffu8; area], 0).unwrap(),
-                2 => {
-                    let page: Vec<u8> = (0..4096).map(|_| next() as u8).collect();
-                    let at = (r as usize % (area / 4096)) * 4096;
-                    file.write_all_at(&page, at as u64).unwrap();
-                }
-                // A page of plausible numbers: every length and position in it is wrong
-                // by little, and no check may count on large numbers to catch it.
-                3 => {
-                    let page: Vec<u8> = (0..512)
-                        .flat_map(|_| ((next() >> 32) % 8192).to_le_bytes())
-                        .collect();
-                    let at = (r as usize % (area / 4096)) * 4096;
-                    file.write_all_at(&page, at as u64).unwrap();
-                }
-                _ => {
-                    for _ in 0..1 + r % 8 {
-                        let at = (next() as usize % (area / 8)) * 8;
-                        file.write_all_at(&likely_wrong(next()), at as u64).unwrap();
-                    }
-                }
-            }
+            garbage::scribble(&file, area, round, &mut rng);
             if round % 25 == 24 {
                 // Both ends again, over the garbage; the header is read once, at the
                 // open, so put it back first (bytes there are refused at the open).
@@ -1328,22 +1265,9 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
                 "{kind}, round {round}"
             );
         }
-        // Then the same while another thread scribbles all the time, so that bytes also
-        // change between a check and the use of what it checked.
+        // Then the same while another thread scribbles all the time.
         file.write_all_at(&vec![0u8; area], 0).unwrap();
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let _stop = StopOnDrop(&stop);
-            let (file, stop) = (&file, &stop);
-            s.spawn(move || {
-                let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-                while !stop.load(SeqCst) {
-                    seed = xorshift(seed);
-                    let at = (seed as usize % (area / 8)) * 8;
-                    seed = xorshift(seed);
-                    file.write_all_at(&likely_wrong(seed), at as u64).unwrap();
-                }
-            });
+        garbage::scribbling(&file, area, || {
             for round in 300..500 {
                 corrupt += near.as_mut().map_or(0, |e| e.poke(round, &quit));
                 let info = root.ns().info(&name);

@@ -689,13 +689,8 @@ fn look(ns: &filemap::Namespace, o: &filemap::Options, name: &str, kind: &str) {
 fn garbage_in_an_objects_record_is_an_error_never_a_crash() {
     use std::os::unix::fs::FileExt;
     let _w = common::watchdog(300);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut rng = common::garbage::Rng(0x2545_f491_4f6c_dd1d);
+    let mut next = move || rng.next();
     let long = format!("Local\\{}", "long-".repeat(70));
     for (name, kind) in [
         ("Local\\m", "mapping"),

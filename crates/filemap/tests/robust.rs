@@ -151,6 +151,19 @@ fn child() {
             }
             report(mine);
         }
+        // Open sync object args[1] of kind args[0], and make every call of it once per line
+        // on stdin (see `poke`), reporting "ok"; at the end of stdin, "bye".
+        "poke" => {
+            let object = Sync::open(&args[0], &args[1]);
+            report("ready");
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).unwrap() > 0 {
+                object.poke();
+                report("ok");
+                line.clear();
+            }
+            report("bye");
+        }
         other => panic!("unknown role {other}"),
     }
     std::process::exit(0);
@@ -656,6 +669,123 @@ fn the_shared_state_holds_no_addresses() {
     );
     let_go(&mut owner);
     expect(&mut waiter, "acquired");
+}
+
+/// A sync object of any kind, for the garbage test.
+enum Sync {
+    Mutex(filemap::Mutex),
+    Semaphore(filemap::Semaphore),
+    Event(Event),
+}
+
+impl Sync {
+    fn open(kind: &str, name: &str) -> Sync {
+        match kind {
+            "mutex" => Sync::Mutex(opts().open_mutex(name).unwrap()),
+            "semaphore" => Sync::Semaphore(opts().open_semaphore(name).unwrap()),
+            _ => Sync::Event(opts().open_event(name).unwrap()),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn os_path(&self) -> std::path::PathBuf {
+        match self {
+            Sync::Mutex(m) => m.os_path(),
+            Sync::Semaphore(s) => s.os_path(),
+            Sync::Event(e) => e.os_path(),
+        }
+    }
+
+    /// Makes every call of the object that returns by itself, each with a short timeout,
+    /// and gives back what it took. What the calls return is not checked (garbage makes
+    /// anything possible): only that they return.
+    fn poke(&self) {
+        let short = Duration::from_millis(1);
+        match self {
+            Sync::Mutex(m) => {
+                if let Ok(lock) = m.try_lock() {
+                    drop(lock);
+                }
+                if let Ok(lock) = m.lock_timeout(short) {
+                    drop(lock);
+                }
+                if m.acquire(Some(short)).is_ok() {
+                    let _ = m.release();
+                }
+                if wait_any(&[m], Some(short)).is_ok() {
+                    let _ = m.release();
+                }
+                let _ = m.release();
+            }
+            Sync::Semaphore(s) => {
+                let (count, max) = (s.count(), s.max());
+                let _ = std::hint::black_box((count, max));
+                let _ = s.try_acquire();
+                let _ = s.acquire_timeout(short);
+                let _ = wait_any(&[s], Some(short));
+                let _ = s.release(1);
+                let _ = s.release(u32::MAX);
+            }
+            Sync::Event(e) => {
+                let _ = (e.is_set(), e.is_manual_reset());
+                let _ = e.try_wait();
+                let _ = e.wait_timeout(short);
+                let _ = wait_any(&[e], Some(short));
+                let _ = e.set();
+                let _ = e.reset();
+                let _ = e.set();
+            }
+        }
+    }
+}
+
+/// Someone who may write a sync object scribbles over its state while this process and
+/// another use it: every call returns (an error, a timeout, or what it asked for), nobody
+/// dies of a panic or a signal, and the name goes with the last handle. Then the same
+/// while another thread scribbles all the time.
+#[cfg(target_os = "linux")]
+#[test]
+fn garbage_in_any_sync_objects_state_never_crashes_or_hangs_its_users() {
+    use common::garbage;
+    let _w = watchdog(300);
+    let mut rng = garbage::Rng(0x2545_f491_4f6c_dd1d);
+    for kind in ["mutex", "semaphore", "event"] {
+        let root = TestRoot::new("sync-garbage");
+        let name = root.name("Local\\scribbled");
+        let o = root.opts();
+        let here = match kind {
+            "mutex" => Sync::Mutex(o.create_mutex(&name).unwrap()),
+            "semaphore" => Sync::Semaphore(o.create_semaphore(&name, 1, 3).unwrap()),
+            _ => Sync::Event(o.create_event(&name, false, false).unwrap()),
+        };
+        let path = here.os_path();
+        let area = std::fs::metadata(&path).unwrap().len() as usize - 4096;
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let mut kid = Reap(spawn_role("child", "poke", &root.path, &[kind, &name]));
+        assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
+        let mut round_trip = |round: u64| {
+            here.poke();
+            let info = root.ns().info(&name);
+            assert!(info.is_ok(), "{kind}: {info:?}");
+            writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
+            assert_eq!(read_line_within(&mut kid.0, LINE), "ok", "{kind} {round}");
+        };
+        for round in 0..300 {
+            garbage::scribble(&file, area, round, &mut rng);
+            round_trip(round);
+        }
+        garbage::scribbling(&file, area, || (300..500).for_each(&mut round_trip));
+        drop(kid.0.stdin.take());
+        assert_eq!(read_line_within(&mut kid.0, LINE), "bye", "{kind}");
+        let status = kid.0.wait().unwrap();
+        assert!(status.success(), "{kind}: the other process {status:?}");
+        drop((here, file));
+        assert!(
+            root.local_files().is_empty(),
+            "{kind}: {:?}",
+            root.local_files()
+        );
+    }
 }
 
 #[cfg(target_os = "linux")]

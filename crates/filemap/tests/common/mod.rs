@@ -303,3 +303,97 @@ pub fn own_mutex_until_eof(name: &str) {
     drop(lock);
     report("released");
 }
+
+/// Garbage for the tests in which someone who may write an object scribbles over its
+/// shared state (Linux: they write its file).
+#[cfg(target_os = "linux")]
+pub mod garbage {
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    /// A xorshift generator: random enough for garbage, and the same every run.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+    }
+
+    /// A word from random bits `w`: small numbers, numbers near the top and lengths or
+    /// positions just past an object's are the likely wrong ones.
+    pub fn likely_wrong(w: u64) -> [u8; 8] {
+        let v = match w % 5 {
+            0 => w >> 58,
+            1 => u64::MAX - (w >> 58),
+            2 => (w >> 32) % 8192,
+            3 => w & 0xffff_ffff,
+            _ => w,
+        };
+        v.to_le_bytes()
+    }
+
+    /// Garbage round `round` over bytes `0..area` (whole pages) of `file`: random words at
+    /// random places, or a page of random bytes, or a page of plausible numbers (every
+    /// length and position in it wrong by little, so that no check may count on large
+    /// numbers to catch it); now and then zeros (an object that looks new) or all ones.
+    pub fn scribble(file: &File, area: usize, round: u64, rng: &mut Rng) {
+        let page_at = |r: u64| ((r as usize % (area / 4096)) * 4096) as u64;
+        match round % 10 {
+            0 => file.write_all_at(&vec![0u8; area], 0).unwrap(),
+            1 => file.write_all_at(&vec![0xffu8; area], 0).unwrap(),
+            2 => {
+                let page: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+                file.write_all_at(&page, page_at(rng.next())).unwrap();
+            }
+            3 => {
+                let page: Vec<u8> = (0..512)
+                    .flat_map(|_| ((rng.next() >> 32) % 8192).to_le_bytes())
+                    .collect();
+                file.write_all_at(&page, page_at(rng.next())).unwrap();
+            }
+            _ => {
+                for _ in 0..1 + rng.next() % 8 {
+                    let at = (rng.next() as usize % (area / 8)) * 8;
+                    file.write_all_at(&likely_wrong(rng.next()), at as u64)
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    /// Runs `f` while another thread writes likely wrong words all over bytes `0..area` of
+    /// `file`, without a pause, so that bytes also change between a check and the use of
+    /// what it checked. The thread stops when `f` returns or panics.
+    pub fn scribbling<T>(file: &File, area: usize, f: impl FnOnce() -> T) -> T {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let _stop = StopOnDrop(&stop);
+            let stop = &stop;
+            s.spawn(move || {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+                while !stop.load(SeqCst) {
+                    let at = (rng.next() as usize % (area / 8)) * 8;
+                    file.write_all_at(&likely_wrong(rng.next()), at as u64)
+                        .unwrap();
+                }
+            });
+            f()
+        })
+    }
+
+    /// Sets a flag when dropped: stops a helper thread also when the test fails.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, SeqCst);
+        }
+    }
+}
