@@ -1009,42 +1009,87 @@ fn bad_input_and_other_kinds() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_corrupt_control_page_is_an_error() {
-    let root = TestRoot::new("ch-corrupt");
-    let name = root.name("Local\\corrupt");
-    let s = root.opts().create_stream(&name, 4096, 100).unwrap();
-    let path = s.os_path();
-    let original = std::fs::read(&path).unwrap();
-    // Every field of the header in turn, and random bytes.
+    use std::os::unix::fs::FileExt;
     let mut rng = garbage::Rng(0x1234_5678_9abc_def0);
-    for round in 0..200 {
-        let mut bytes = original.clone();
-        if round < 40 {
-            bytes[round] ^= 0xff;
-        } else {
-            for b in bytes.iter_mut().take(40) {
-                *b = rng.next() as u8;
+    for kind in CHANNEL_KINDS {
+        let root = TestRoot::new("ch-corrupt");
+        let name = root.name("Local\\corrupt");
+        let o = root.opts();
+        let quit = o.create_event(&root.name("Local\\q"), true, false).unwrap();
+        let (_channel, path) = make_channel(&o, &name, kind);
+        let original = std::fs::read(&path).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // Every byte of the header in turn, and random bytes.
+        let (mut refused, mut taken) = (0, 0);
+        for round in 0..200 {
+            let mut header = original[..48].to_vec();
+            if round < 48 {
+                header[round] ^= 0xff;
+            } else {
+                header.iter_mut().for_each(|b| *b = rng.next() as u8);
             }
-        }
-        std::fs::write(&path, &bytes).unwrap();
-        match root.opts().open_stream(&name) {
-            Err(Error::Corrupt { .. }) => {}
-            // Some bytes are free (padding) or do not matter: the stream still works.
-            Ok(t) => {
-                if let Ok(mut tx) = t.sender() {
-                    let _ = tx.try_send(b"x");
+            file.write_all_at(&header, 0).unwrap();
+            for near in [true, false] {
+                match End::open(kind, &name, &o, near) {
+                    Err(Error::Corrupt { .. }) => refused += 1,
+                    // Some bytes are free (padding) or do not matter: it still works.
+                    Ok(mut end) => {
+                        end.poke(round as u64, &quit);
+                        taken += 1;
+                    }
+                    Err(e) => panic!("{kind}, round {round}: {e}"),
                 }
             }
-            Err(e) => panic!("round {round}: {e}"),
+        }
+        assert!(refused > 300 && taken > 0, "{kind}: {refused} {taken}");
+        file.write_all_at(&original, 0).unwrap();
+        if kind == "stream" {
+            // Positions that no ring can have: refused at the role, not a crash.
+            file.write_all_at(&12_345_677u32.to_le_bytes(), 128)
+                .unwrap();
+            let t = o.open_stream(&name).unwrap();
+            assert!(matches!(t.sender(), Err(Error::Corrupt { .. })));
+            assert!(matches!(t.receiver(), Err(Error::Corrupt { .. })));
         }
     }
-    std::fs::write(&path, &original).unwrap();
-    // Positions that no ring can have: refused at the role, not a crash.
-    let mut bytes = original.clone();
-    bytes[128..132].copy_from_slice(&12_345_677u32.to_le_bytes());
-    std::fs::write(&path, &bytes).unwrap();
-    let t = root.opts().open_stream(&name).unwrap();
-    assert!(matches!(t.sender(), Err(Error::Corrupt { .. })));
-    assert!(matches!(t.receiver(), Err(Error::Corrupt { .. })));
+}
+
+/// The channel kinds, as the garbage tests name them.
+#[cfg(target_os = "linux")]
+const CHANNEL_KINDS: [&str; 4] = ["stream", "broadcast", "latest", "request-reply"];
+
+/// Creates a channel of `kind` with messages of up to [`GARBAGE_MAX`] bytes; returns its
+/// handle (kept to keep it alive) and its file.
+#[cfg(target_os = "linux")]
+fn make_channel(
+    o: &filemap::Options,
+    name: &str,
+    kind: &str,
+) -> (Box<dyn std::any::Any>, std::path::PathBuf) {
+    match kind {
+        "stream" => {
+            let c = o.create_stream(name, 4096, GARBAGE_MAX).unwrap();
+            let path = c.os_path();
+            (Box::new(c), path)
+        }
+        "broadcast" => {
+            let c = o.create_broadcast(name, 8, GARBAGE_MAX).unwrap();
+            let path = c.os_path();
+            (Box::new(c), path)
+        }
+        "latest" => {
+            let c = o.create_latest(name, GARBAGE_MAX).unwrap();
+            let path = c.os_path();
+            (Box::new(c), path)
+        }
+        _ => {
+            let c = o
+                .create_request_reply(name, 4, GARBAGE_MAX, GARBAGE_MAX)
+                .unwrap();
+            let path = c.os_path();
+            (Box::new(c), path)
+        }
+    }
 }
 
 /// The largest message of the channels in the garbage test.
@@ -1189,35 +1234,12 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
     use std::os::unix::fs::FileExt;
     let _w = watchdog(300);
     let mut rng = garbage::Rng(0x2545_f491_4f6c_dd1d);
-    for kind in ["stream", "broadcast", "latest", "request-reply"] {
+    for kind in CHANNEL_KINDS {
         let root = TestRoot::new("ch-garbage");
         let name = root.name("Local\\scribbled");
         let o = root.opts();
         // The channel's handle, kept to the end, and its file.
-        let (channel, path): (Box<dyn std::any::Any>, _) = match kind {
-            "stream" => {
-                let c = o.create_stream(&name, 4096, GARBAGE_MAX).unwrap();
-                let path = c.os_path();
-                (Box::new(c), path)
-            }
-            "broadcast" => {
-                let c = o.create_broadcast(&name, 8, GARBAGE_MAX).unwrap();
-                let path = c.os_path();
-                (Box::new(c), path)
-            }
-            "latest" => {
-                let c = o.create_latest(&name, GARBAGE_MAX).unwrap();
-                let path = c.os_path();
-                (Box::new(c), path)
-            }
-            _ => {
-                let c = o
-                    .create_request_reply(&name, 4, GARBAGE_MAX, GARBAGE_MAX)
-                    .unwrap();
-                let path = c.os_path();
-                (Box::new(c), path)
-            }
-        };
+        let (channel, path) = make_channel(&o, &name, kind);
         // The data area: everything but the record in the last page.
         let area = std::fs::metadata(&path).unwrap().len() as usize - 4096;
         let fresh = std::fs::read(&path).unwrap()[..area].to_vec();
