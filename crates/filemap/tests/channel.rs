@@ -1251,6 +1251,16 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
         let mut kid = Reap(spawn_role(ENTRY, "scribbled", &root.path, &[&name, kind]));
         assert_eq!(read_line_within(&mut kid.0, LINE), "ready");
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // One round: every call at this end, `info`, then every call at the far end.
+        let step = |near: &mut Option<End>, kid: &mut Reap, round: u64| {
+            let corrupt = near.as_mut().map_or(0, |e| e.poke(round, &quit));
+            let info = root.ns().info(&name);
+            assert!(info.is_ok(), "{kind}: {info:?}");
+            writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
+            let ok = read_line_within(&mut kid.0, LINE);
+            assert_eq!(ok, "ok", "{kind}, round {round}");
+            corrupt
+        };
         let mut corrupt = 0;
         for round in 0..300u64 {
             garbage::scribble(&file, area, round, &mut rng);
@@ -1277,29 +1287,13 @@ fn garbage_in_a_live_channel_is_an_error_never_a_crash_or_a_hang() {
                     assert_eq!(both(&mut near), ["ok", "ok"], "{kind}, round {round}");
                 }
             }
-            corrupt += near.as_mut().map_or(0, |e| e.poke(round, &quit));
-            let info = root.ns().info(&name);
-            assert!(info.is_ok(), "{kind}: {info:?}");
-            writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
-            assert_eq!(
-                read_line_within(&mut kid.0, LINE),
-                "ok",
-                "{kind}, round {round}"
-            );
+            corrupt += step(&mut near, &mut kid, round);
         }
         // Then the same while another thread scribbles all the time.
         file.write_all_at(&vec![0u8; area], 0).unwrap();
         garbage::scribbling(&file, area, || {
             for round in 300..500 {
-                corrupt += near.as_mut().map_or(0, |e| e.poke(round, &quit));
-                let info = root.ns().info(&name);
-                assert!(info.is_ok(), "{kind}: {info:?}");
-                writeln!(kid.0.stdin.as_mut().unwrap(), "go").unwrap();
-                assert_eq!(
-                    read_line_within(&mut kid.0, LINE),
-                    "ok",
-                    "{kind}, round {round}"
-                );
+                corrupt += step(&mut near, &mut kid, round);
             }
         });
         drop(kid.0.stdin.take());
