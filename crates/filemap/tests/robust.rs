@@ -771,10 +771,10 @@ fn garbage_in_any_sync_objects_state_never_crashes_or_hangs_its_users() {
             assert_eq!(read_line_within(&mut kid.0, LINE), "ok", "{kind} {round}");
         };
         for round in 0..300 {
-            garbage::scribble(&file, area, round, &mut rng);
+            garbage::scribble(&file, 0, area, round, &mut rng);
             round_trip(round);
         }
-        garbage::scribbling(&file, area, || (300..500).for_each(&mut round_trip));
+        garbage::scribbling(&file, 0, area, || (300..500).for_each(&mut round_trip));
         drop(kid.0.stdin.take());
         assert_eq!(read_line_within(&mut kid.0, LINE), "bye", "{kind}");
         let status = kid.0.wait().unwrap();

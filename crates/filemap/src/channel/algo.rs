@@ -171,11 +171,14 @@ impl std::fmt::Debug for Control {
 
 impl Control {
     /// Messages sent and not yet received, as the counters say (for listings; a consumer
-    /// that died while reading makes it read a message twice, which it counts once).
-    pub(crate) fn queued(&self) -> u64 {
+    /// that died while reading makes it read a message twice, which it counts once), in a
+    /// ring of `capacity` bytes. At most `capacity / 8`, the most frames it can hold: the
+    /// counters are shared, and anyone who may write the channel can set them to anything.
+    pub(crate) fn queued(&self, capacity: u32) -> u64 {
         let sent = self.sent.load(Relaxed);
         let received = self.received.load(Relaxed);
         sent.saturating_sub(received)
+            .min(u64::from(capacity / FRAME_HEADER))
     }
 }
 const _: () = assert!(std::mem::size_of::<Control>() <= CONTROL_LEN);
@@ -582,7 +585,7 @@ impl<'a> Ring<'a> {
 
     /// Messages sent and not yet received (as the counters say; for listings).
     pub(crate) fn queued(&self) -> u64 {
-        self.ctl.queued()
+        self.ctl.queued(self.geometry.capacity)
     }
 
     /// Appends `len` bytes of the ring from offset `off` to `buf`, without zeroing its new

@@ -339,39 +339,52 @@ pub mod garbage {
         v.to_le_bytes()
     }
 
-    /// Garbage round `round` over bytes `0..area` (whole pages) of `file`: random words at
-    /// random places, or a page of random bytes, or a page of plausible numbers (every
-    /// length and position in it wrong by little, so that no check may count on large
-    /// numbers to catch it); now and then zeros (an object that looks new) or all ones.
-    pub fn scribble(file: &File, area: usize, round: u64, rng: &mut Rng) {
-        let page_at = |r: u64| ((r as usize % (area / 4096)) * 4096) as u64;
+    /// Garbage round `round` over bytes `from..area` of `file` (`from` a multiple of 8,
+    /// `area` of 4096): random words at random places, or a page of random bytes, or a
+    /// page of plausible numbers (every length and position in it wrong by little, so that
+    /// no check may count on large numbers to catch it); now and then zeros (an object
+    /// that looks new) or all ones.
+    pub fn scribble(file: &File, from: usize, area: usize, round: u64, rng: &mut Rng) {
+        // A page at a random place, cut to start at `from`.
+        let page = |page: Vec<u8>, r: u64| {
+            let at = (r as usize % (area / 4096)) * 4096;
+            let skip = from.saturating_sub(at);
+            file.write_all_at(&page[skip..], (at + skip) as u64)
+                .unwrap();
+        };
         match round % 10 {
-            0 => file.write_all_at(&vec![0u8; area], 0).unwrap(),
-            1 => file.write_all_at(&vec![0xffu8; area], 0).unwrap(),
-            2 => {
-                let page: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
-                file.write_all_at(&page, page_at(rng.next())).unwrap();
-            }
-            3 => {
-                let page: Vec<u8> = (0..512)
+            0 => file
+                .write_all_at(&vec![0u8; area - from], from as u64)
+                .unwrap(),
+            1 => file
+                .write_all_at(&vec![0xffu8; area - from], from as u64)
+                .unwrap(),
+            2 => page((0..4096).map(|_| rng.next() as u8).collect(), rng.next()),
+            3 => page(
+                (0..512)
                     .flat_map(|_| ((rng.next() >> 32) % 8192).to_le_bytes())
-                    .collect();
-                file.write_all_at(&page, page_at(rng.next())).unwrap();
-            }
+                    .collect(),
+                rng.next(),
+            ),
             _ => {
                 for _ in 0..1 + rng.next() % 8 {
-                    let at = (rng.next() as usize % (area / 8)) * 8;
-                    file.write_all_at(&likely_wrong(rng.next()), at as u64)
-                        .unwrap();
+                    write_word(file, from, area, rng);
                 }
             }
         }
     }
 
-    /// Runs `f` while another thread writes likely wrong words all over bytes `0..area` of
-    /// `file`, without a pause, so that bytes also change between a check and the use of
-    /// what it checked. The thread stops when `f` returns or panics.
-    pub fn scribbling<T>(file: &File, area: usize, f: impl FnOnce() -> T) -> T {
+    /// A likely wrong word at a random place in `from..area` of `file`.
+    fn write_word(file: &File, from: usize, area: usize, rng: &mut Rng) {
+        let at = from + (rng.next() as usize % ((area - from) / 8)) * 8;
+        file.write_all_at(&likely_wrong(rng.next()), at as u64)
+            .unwrap();
+    }
+
+    /// Runs `f` while another thread writes likely wrong words all over bytes `from..area`
+    /// of `file`, without a pause, so that bytes also change between a check and the use
+    /// of what it checked. The thread stops when `f` returns or panics.
+    pub fn scribbling<T>(file: &File, from: usize, area: usize, f: impl FnOnce() -> T) -> T {
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let _stop = StopOnDrop(&stop);
@@ -379,9 +392,7 @@ pub mod garbage {
             s.spawn(move || {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
                 while !stop.load(SeqCst) {
-                    let at = (rng.next() as usize % (area / 8)) * 8;
-                    file.write_all_at(&likely_wrong(rng.next()), at as u64)
-                        .unwrap();
+                    write_word(file, from, area, &mut rng);
                 }
             });
             f()

@@ -313,7 +313,7 @@ pub(crate) fn read_state(fd: &OwnedFd, size: u64) -> Option<crate::SyncState> {
     let queued = (g.kind == KIND_STREAM).then(|| {
         // SAFETY: the region is a page, page-aligned; Control is atomics only and fits.
         let ctl = unsafe { &*region.ptr().cast::<Control>() };
-        ctl.queued()
+        ctl.queued(g.capacity)
     });
     Some(crate::SyncState::Channel {
         kind: object_kind(g.kind),

@@ -470,7 +470,7 @@ pub(super) fn read_state(
     let queued = (g.kind == KIND_STREAM).then(|| {
         // SAFETY: as for the header: Control is atomics only and fits in the control page.
         let ctl = unsafe { &*section.ptr().cast::<Control>() };
-        ctl.queued()
+        ctl.queued(g.capacity)
     });
     Some(SyncState::Channel {
         kind: object_kind(g.kind),
