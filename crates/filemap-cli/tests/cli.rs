@@ -1955,6 +1955,119 @@ fn another_user_who_may_write_a_mutex_can_break_it_but_never_crash_its_owner() {
     }
 }
 
+/// Whether a CLI run ended as the one-line error rule says: by itself (not by a signal),
+/// not by a panic (exit 101), and, if it failed, with one line on stderr.
+fn ended_cleanly(what: &str, status: std::process::ExitStatus, err: &str) {
+    assert!(
+        status.code().is_some(),
+        "{what}: died of {status:?} ({err})"
+    );
+    assert_ne!(status.code(), Some(101), "{what}: panicked: {err}");
+    if !status.success() {
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{what}: {status:?}, {err:?}"
+        );
+    }
+}
+
+/// Another user who may write a channel (mode 666) scribbles over its state while root's
+/// `send` and `recv --follow` use it: the channel may break, but each command ends with
+/// its exit code and at most one line on stderr, never by a signal or a panic, and so do
+/// the other user's own `recv`, `info` and `ls` of it.
+#[test]
+fn another_user_who_may_write_a_channel_can_break_it_but_never_crash_its_users() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("chanwriter");
+    assert!(root.run(&["init"]).status.success());
+    for kind in ["stream", "broadcast", "latest"] {
+        let name = format!("Global\\scribbled-{kind}");
+        let out = root.run(&[
+            "create",
+            &name,
+            "--kind",
+            kind,
+            "--mode",
+            "666",
+            "--max-message",
+            "64",
+            "--persistent",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let file = root.0.join(format!("global/scribbled-{kind}"));
+        // Everything after the header (which is read once, at the open) and before the
+        // record in the last page: the state, and the messages.
+        let state = std::fs::metadata(&file).unwrap().len() - 4096 - 128;
+        let overwrite = |source: &str, times: u32| {
+            let out = other.sh(
+                NOBODY,
+                &format!(
+                    "for i in $(seq {times}); do head -c {state} {source} | \
+                     dd of={} bs=128 seek=1 conv=notrunc 2>&1 || exit 1; done",
+                    file.display()
+                ),
+            );
+            assert!(out.status.success(), "{}", stdout(&out));
+        };
+        for round in 0..4 {
+            let rx = root.spawn(&["recv", &name, "--follow", "--timeout", "2"]);
+            let mut tx = root.spawn(&["send", &name, "--timeout", "2"]);
+            // A latest value keeps only the newest, and a subscriber starts with the next
+            // message: send until the receiver has seen one.
+            let mut sent = 0;
+            let first = loop {
+                tx.child
+                    .stdin
+                    .as_mut()
+                    .unwrap()
+                    .write_all(b"hello\n")
+                    .unwrap();
+                sent += 1;
+                if let Ok(b) = rx.out.recv_timeout(Duration::from_millis(50)) {
+                    break b;
+                }
+                assert!(sent < 200, "{kind}: nothing came through");
+            };
+            assert_eq!(first, b'h', "{kind}");
+            // Garbage again and again while root sends; the sender may go when its channel
+            // breaks, and then its input is closed.
+            std::thread::scope(|s| {
+                s.spawn(|| overwrite("/dev/urandom", 20));
+                let input = tx.child.stdin.as_mut().unwrap();
+                for _ in 0..20_000 {
+                    if input.write_all(b"more\n").is_err() {
+                        break;
+                    }
+                }
+            });
+            drop(tx.child.stdin.take());
+            let (status, err) = tx.finish();
+            ended_cleanly(&format!("{kind} {round}: send"), status, &err);
+            let (status, err) = rx.finish();
+            ended_cleanly(&format!("{kind} {round}: recv"), status, &err);
+            for args in [
+                &["recv", &name, "--timeout", "0.2"][..],
+                &["info", &name],
+                &["ls"],
+            ] {
+                let out = other.run(NOBODY, &root.0, args);
+                ended_cleanly(
+                    &format!("{kind} {round}: {args:?}"),
+                    out.status,
+                    &stderr(&out),
+                );
+            }
+            // Zeros make it a channel that looks new: it works again.
+            overwrite("/dev/zero", 1);
+        }
+        assert!(root.run(&["rm", &name]).status.success());
+    }
+}
+
 /// Issue 9: names may hold control characters (Windows allows them), but no human-readable
 /// output prints them raw, and a name cannot break the one-line error rule. JSON has the
 /// exact name, escaped as JSON does.
