@@ -593,9 +593,11 @@ impl MutexState {
     }
 
     /// The owning process's pid: a hint written by the owner, for `ls`/`info`. It stays
-    /// after the owner died, until the next owner writes its own.
+    /// after the owner died, until the next owner writes its own. Anyone who may write the
+    /// mutex can write any number there: one that no process can have (0, or above
+    /// `i32::MAX`, which `kill` would take for a process group) is none.
     pub(crate) fn owner_pid(&self) -> Option<u32> {
-        Some(self.lock.extra.load(Relaxed)).filter(|&p| p != 0)
+        Some(self.lock.extra.load(Relaxed)).filter(|&p| p != 0 && i32::try_from(p).is_ok())
     }
 
     /// What the kernel does to the word of a robust futex when the thread `dead` dies
@@ -1187,6 +1189,13 @@ mod tests {
         assert_eq!(m.try_lock(6), Some(true));
         m.unlock(6, &Yield).unwrap();
         assert_eq!(m.try_lock(6), Some(false), "reported once");
+        // Numbers that no process can have, written by someone else, are no pid.
+        for p in [0, 0x8000_0000, u32::MAX] {
+            m.lock.extra.store(p, SeqCst);
+            assert_eq!(m.owner_pid(), None, "{p:#x}");
+        }
+        m.lock.extra.store(0x7fff_ffff, SeqCst);
+        assert_eq!(m.owner_pid(), Some(0x7fff_ffff));
     }
 
     #[test]

@@ -590,13 +590,9 @@ pub(crate) fn read_state(fd: &OwnedFd, kind: Kind) -> Option<SyncState> {
             // Its owner died and nobody has taken it since: the next locker is told.
             let marked = !owned && word & OWNER_DIED != 0;
             let pid = s.owner_pid().filter(|_| owned || marked);
-            // The pid comes from shared memory, which anyone who may write the mutex can
-            // set: one that no process can have (above `i32::MAX`, which `kill` would take
-            // for a process group) names nobody alive.
+            // `owner_pid` gives only pids that a process can have (1 to `i32::MAX`).
             let gone = pid.is_some_and(|p| {
-                i32::try_from(p)
-                    .ok()
-                    .and_then(rustix::process::Pid::from_raw)
+                rustix::process::Pid::from_raw(p as i32)
                     .is_none_or(|p| rustix::process::test_kill_process(p) == Err(Errno::SRCH))
             });
             SyncState::Mutex {
