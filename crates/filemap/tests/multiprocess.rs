@@ -690,7 +690,6 @@ fn garbage_in_an_objects_record_is_an_error_never_a_crash() {
     use std::os::unix::fs::FileExt;
     let _w = common::watchdog(300);
     let mut rng = common::garbage::Rng(0x2545_f491_4f6c_dd1d);
-    let mut next = move || rng.next();
     let long = format!("Local\\{}", "long-".repeat(70));
     for (name, kind) in [
         ("Local\\m", "mapping"),
@@ -718,27 +717,22 @@ fn garbage_in_an_objects_record_is_an_error_never_a_crash() {
         for round in 0..200 {
             let mut bytes = fresh.clone();
             match round % 4 {
-                // Every word in turn, to a small number, to the top, or random.
+                // A few words at random places, each to a likely wrong value.
                 0 | 1 => {
-                    for _ in 0..1 + next() % 4 {
-                        let at = (next() as usize % (bytes.len() / 8)) * 8;
-                        let w = next();
-                        let v = match w % 3 {
-                            0 => w >> 56,
-                            1 => u64::MAX - (w >> 56),
-                            _ => w,
-                        };
-                        bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                    for _ in 0..1 + rng.next() % 4 {
+                        let at = (rng.next() as usize % (bytes.len() / 8)) * 8;
+                        bytes[at..at + 8]
+                            .copy_from_slice(&common::garbage::likely_wrong(rng.next()));
                     }
                 }
                 // The first 64 bytes of the record: magic, version, kind, sizes, lengths.
                 2 => {
                     let at = bytes.len() - 4096;
                     for b in &mut bytes[at + 8..at + 64] {
-                        *b = next() as u8;
+                        *b = rng.next() as u8;
                     }
                 }
-                _ => bytes.iter_mut().for_each(|b| *b = next() as u8),
+                _ => bytes.iter_mut().for_each(|b| *b = rng.next() as u8),
             }
             file.write_all_at(&bytes, from).unwrap();
             look(&root.ns(), &o, name, kind);

@@ -718,8 +718,7 @@ impl Sync {
                 let _ = m.release();
             }
             Sync::Semaphore(s) => {
-                let (count, max) = (s.count(), s.max());
-                let _ = std::hint::black_box((count, max));
+                std::hint::black_box((s.count(), s.max()));
                 let _ = s.try_acquire();
                 let _ = s.acquire_timeout(short);
                 let _ = wait_any(&[s], Some(short));
