@@ -1972,6 +1972,22 @@ fn ended_cleanly(what: &str, status: std::process::ExitStatus, err: &str) {
     }
 }
 
+/// Overwrites a channel's state, as user [`NOBODY`], `times` times with bytes from `source`
+/// (`/dev/urandom`, `/dev/zero`): everything after the header (which is read once, at the
+/// open) and before the record in the last page, so the ring or the slots and the messages.
+fn scribble_as(other: &OtherUser, file: &Path, source: &str, times: u32) {
+    let state = std::fs::metadata(file).unwrap().len() - 4096 - 128;
+    let out = other.sh(
+        NOBODY,
+        &format!(
+            "for i in $(seq {times}); do head -c {state} {source} | \
+             dd of={} bs=128 seek=1 conv=notrunc 2>&1 || exit 1; done",
+            file.display()
+        ),
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
 /// Another user who may write a channel (mode 666) scribbles over its state while root's
 /// `send` and `recv --follow` use it: the channel may break, but each command ends with
 /// its exit code and at most one line on stderr, never by a signal or a panic, and so do
@@ -1999,20 +2015,7 @@ fn another_user_who_may_write_a_channel_can_break_it_but_never_crash_its_users()
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let file = root.0.join(format!("global/scribbled-{kind}"));
-        // Everything after the header (which is read once, at the open) and before the
-        // record in the last page: the state, and the messages.
-        let state = std::fs::metadata(&file).unwrap().len() - 4096 - 128;
-        let overwrite = |source: &str, times: u32| {
-            let out = other.sh(
-                NOBODY,
-                &format!(
-                    "for i in $(seq {times}); do head -c {state} {source} | \
-                     dd of={} bs=128 seek=1 conv=notrunc 2>&1 || exit 1; done",
-                    file.display()
-                ),
-            );
-            assert!(out.status.success(), "{}", stdout(&out));
-        };
+        let overwrite = |source: &str, times: u32| scribble_as(&other, &file, source, times);
         for round in 0..4 {
             let rx = root.spawn(&["recv", &name, "--follow", "--timeout", "2"]);
             let mut tx = root.spawn(&["send", &name, "--timeout", "2"]);
@@ -2066,6 +2069,75 @@ fn another_user_who_may_write_a_channel_can_break_it_but_never_crash_its_users()
         }
         assert!(root.run(&["rm", &name]).status.success());
     }
+}
+
+/// As above, for a request/reply channel: another user who may write it scribbles over its
+/// client slots while root's `serve` answers and root's `call` asks. Each command ends with
+/// its exit code and at most one line on stderr if it failed, and so do the other user's
+/// own `call`, `info` and `ls`; zeros make the channel answer again.
+#[test]
+fn another_user_who_may_write_a_request_reply_channel_can_break_it_but_never_crash_its_users() {
+    let Some(other) = OtherUser::new() else {
+        eprintln!("skipped: needs root and setpriv to switch users");
+        return;
+    };
+    let root = Root::new("rpcwriter");
+    assert!(root.run(&["init"]).status.success());
+    let name = "Global\\scribbled-rpc";
+    let out = root.run(&[
+        "create",
+        name,
+        "--kind",
+        "request-reply",
+        "--mode",
+        "666",
+        "--capacity",
+        "4",
+        "--max-message",
+        "64",
+        "--max-reply",
+        "64",
+        "--persistent",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = root.0.join("global/scribbled-rpc");
+    let requests: Vec<String> = (0..300).map(|i| format!("request {i}")).collect();
+    let mut call = vec!["call", name, "--timeout", "1"];
+    call.extend(requests.iter().map(String::as_str));
+    for round in 0..4 {
+        let serve = root.spawn(&["serve", name, "--timeout", "1", "--", "cat"]);
+        // The channel works: a reply comes back whole.
+        let out = root.run(&["call", name, "--timeout", "5", "hello"]);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "hello", "round {round}");
+        // Garbage again and again while root calls; two callers, so that requests wait
+        // in slots while the slots change under them.
+        let (first, second) = std::thread::scope(|s| {
+            s.spawn(|| scribble_as(&other, &file, "/dev/urandom", 20));
+            let second = s.spawn(|| root.run(&call));
+            (root.run(&call), second.join().unwrap())
+        });
+        for (who, out) in [("first call", first), ("second call", second)] {
+            ended_cleanly(&format!("round {round}: {who}"), out.status, &stderr(&out));
+        }
+        for args in [
+            &["call", name, "--timeout", "0.2", "x"][..],
+            &["info", name],
+            &["ls"],
+        ] {
+            let out = other.run(NOBODY, &root.0, args);
+            ended_cleanly(
+                &format!("round {round}: {args:?}"),
+                out.status,
+                &stderr(&out),
+            );
+        }
+        let (status, err) = serve.finish();
+        ended_cleanly(&format!("round {round}: serve"), status, &err);
+        // Zeros make it a channel that looks new: the next round's call gets its reply.
+        scribble_as(&other, &file, "/dev/zero", 1);
+    }
+    assert!(root.run(&["rm", name]).status.success());
 }
 
 /// Issue 9: names may hold control characters (Windows allows them), but no human-readable
