@@ -1509,3 +1509,76 @@ def test_a_scribbled_channel_is_a_corrupt_error_never_a_crash(root):
             end.close()
         s.close()
         latest.close()
+
+
+def test_a_scribbled_broadcast_or_request_reply_is_a_corrupt_error_never_a_crash(root):
+    """As above, for a broadcast and a request/reply channel, scribbled over everywhere
+    after the header and before the record page: their slots, the sequence numbers and
+    client states in them, and the messages."""
+    import random
+
+    rnd = random.Random(11)
+    local = os.path.join(root, "local-%d" % os.getuid())
+    b = filemap.Broadcast.create("Local\\scribbled-b", 16, 64)
+    rr = filemap.RequestReply.create("Local\\scribbled-r", 2, 64, 64)
+    ends = [b.publisher(), b.subscriber(), rr.server(), rr.client()]
+    pub, sub, server, client = ends
+    corrupt = 0
+
+    def call(f, *args, **kw):
+        nonlocal corrupt
+        try:
+            return f(*args, **kw)
+        except filemap.CorruptError:
+            corrupt += 1
+        except (TimeoutError, BrokenPipeError):
+            pass
+
+    def scribble(name, i):
+        path = os.path.join(local, name)
+        state = os.path.getsize(path) - 4096 - 128
+        with open(path, "r+b") as f:
+            f.seek(128)
+            if i % 50 == 49:
+                f.write(bytes(state))
+            elif i % 3 == 0:
+                f.write(b"".join(
+                    rnd.choice([os.urandom(8), rnd.randrange(8192).to_bytes(8, "little"),
+                                (2**64 - 1 - rnd.randrange(4)).to_bytes(8, "little")])
+                    for _ in range(state // 8)
+                ))
+            else:
+                for _ in range(4):
+                    f.seek(128 + 8 * rnd.randrange(state // 8))
+                    f.write(rnd.choice([b"\xff" * 8, os.urandom(8)]))
+
+    try:
+        # Garbage between every two calls, so that it also lands on a message, request or
+        # reply on its way.
+        for i in range(300):
+            scribble("scribbled-b", i)
+            call(pub.send, b"m" * (i % 65))
+            scribble("scribbled-b", i + 1)
+            got = call(sub.recv, timeout=0.001)
+            if got is not None:
+                message, lost = got
+                assert len(message) <= 64 and lost >= 0
+            scribble("scribbled-r", i)
+            reply = call(client.call, b"q" * (i % 65), timeout=0.001)
+            assert reply is None or len(reply) <= 64
+            scribble("scribbled-r", i + 1)
+            got = call(server.recv, timeout=0.001)
+            if got is not None:
+                ticket, request = got
+                assert len(request) <= 64
+                scribble("scribbled-r", i + 2)
+                assert call(server.reply, ticket, request) in (True, False, None)
+                scribble("scribbled-r", i + 3)
+                reply = call(client.wait_reply, timeout=0.001)
+                assert reply is None or len(reply) <= 64
+        assert corrupt > 0, "the garbage never reached a check"
+    finally:
+        for end in ends:
+            end.close()
+        b.close()
+        rr.close()
