@@ -948,10 +948,34 @@ fn typed_streams_check_their_type() {
         Err(Error::Incompatible { .. })
     ));
     let bytes = root.name("Local\\bytes");
-    let _b = root.opts().create_stream(&bytes, 4096, 100).unwrap();
+    let b = root.opts().create_stream(&bytes, 4096, 100).unwrap();
     assert!(matches!(
         root.opts().open_stream_of::<Pose>(&bytes),
         Err(Error::Incompatible { .. })
+    ));
+    // A value of a bytes stream: a message of another size is an error that says so, and
+    // is passed over; the next message of the right size is the value.
+    let (mut tx, mut rx) = (b.sender().unwrap(), b.receiver().unwrap());
+    for msg in [&b"short"[..], &b"toolong!!"[..], &7u64.to_le_bytes()[..]] {
+        tx.send(msg).unwrap();
+    }
+    for len in [5, 9] {
+        match rx.recv_value::<u64>() {
+            Err(e @ Error::Incompatible { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("a message of {len} bytes")),
+                    "{text}"
+                );
+                assert!(text.contains("u64 of 8 bytes"), "{text}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(rx.recv_value::<u64>().unwrap(), 7);
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(1)),
+        Err(Error::Timeout { .. })
     ));
 }
 
