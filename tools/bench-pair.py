@@ -24,6 +24,8 @@ ROWS = {
         "filemap stream, batched (64)",
         "raw SPSC ring, 72-byte slots (a stream frame's stride)",
         "raw SPSC ring, 72-byte slots with a length header",
+        "filemap stream, typed (`[u64; 8]` values)",
+        "raw SPSC ring, size known when compiling",
     ],
     "latency": [
         "raw atomic ping-pong + copies",

@@ -381,6 +381,12 @@ pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
                         sent += tx.send_all(std::iter::repeat_n(&payload[..], n))?;
                     }
                 }
+                "typed" => {
+                    let value = [7u64; 8];
+                    for _ in 0..count {
+                        tx.send_value(&value)?;
+                    }
+                }
                 _ => {
                     for _ in 0..count {
                         tx.send(&payload)?;
@@ -392,7 +398,13 @@ pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
         // The raw ring: fixed slots of `size` bytes, head and tail words, busy polling.
         "produce-raw" => {
             let raw = Raw::open(&opts, &arg(0))?;
-            let (size, count, stride, framed) = (num(1), num(2), num(3), num(4) == 1);
+            let (size, count, stride, layout) = (num(1), num(2), num(3), num(4));
+            let (framed, fixed) = (layout == 1, layout == 2);
+            if fixed && size != 64 {
+                return Err(
+                    String::from("the raw ring's fixed-size copies are of 64 bytes").into(),
+                );
+            }
             ready();
             // A power of two (the sizes are): a mask, not a division, finds the slot (a
             // division per message cost this baseline 16% at 64 B; docs/BENCHMARKS.md).
@@ -414,6 +426,9 @@ pub(crate) fn child(root: &Path, a: ChildArgs) -> CmdResult {
                         raw.slot(off).cast::<u64>().write(size as u64);
                         std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off + 8), size);
                     }
+                } else if fixed {
+                    // SAFETY: as below; `size` is 64 (checked above).
+                    unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off), 64) };
                 } else {
                     // SAFETY: the slot is inside the ring and free (the consumer is past it).
                     unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), raw.slot(off), size) };
@@ -601,6 +616,16 @@ pub(crate) fn bench(a: BenchArgs) -> CmdResult {
                 "raw SPSC ring, 72-byte slots with a length header",
                 Thr::Raw(Slots::Framed),
             ));
+            // Messages of a type: a stream's `send_value` and `recv_value` of `[u64; 8]`,
+            // and the raw ring whose copies also know their size when compiling.
+            modes.push((
+                "filemap stream, typed (`[u64; 8]` values)",
+                Thr::Filemap("typed"),
+            ));
+            modes.push((
+                "raw SPSC ring, size known when compiling",
+                Thr::Raw(Slots::Fixed),
+            ));
         }
         // Round by round, every contender in turn: a slow phase of the machine then costs
         // every contender alike, and each run is compared with the raw ring's in its round.
@@ -729,6 +754,9 @@ enum Slots {
     /// by the consumer, which copies that many: the least that a ring of messages of any
     /// size does.
     Framed,
+    /// As `Packed`, for 64-byte messages, with the size known when compiling (a few moves
+    /// per copy, not a call to `memcpy`), as a typed channel's is.
+    Fixed,
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -869,14 +897,26 @@ fn throughput(
             let raw = Raw::create(opts, &name)?;
             // A stream frame's stride: the payload rounded up to 8 bytes, and the header.
             let stride = match slots {
-                Slots::Packed => size,
+                Slots::Packed | Slots::Fixed => size,
                 Slots::Strided | Slots::Framed => size.next_multiple_of(8) + 8,
             };
-            let framed = slots == Slots::Framed;
+            let (framed, fixed) = (slots == Slots::Framed, slots == Slots::Fixed);
+            if fixed && size != 64 {
+                return Err(
+                    String::from("the raw ring's fixed-size copies are of 64 bytes").into(),
+                );
+            }
             let mut kid = Kid::spawn(root, "produce-raw", &{
                 let mut v = args(&[name]);
                 v.push(stride.to_string());
-                v.push(u8::from(framed).to_string());
+                v.push(
+                    match slots {
+                        Slots::Framed => "1",
+                        Slots::Fixed => "2",
+                        Slots::Packed | Slots::Strided => "0",
+                    }
+                    .to_string(),
+                );
                 v
             })?;
             kid.ready()?;
@@ -902,6 +942,11 @@ fn throughput(
                             let len = len.min(size);
                             std::ptr::copy_nonoverlapping(raw.slot(off + 8), buf.as_mut_ptr(), len);
                         }
+                    } else if fixed {
+                        // SAFETY: as below; `size` is 64 (checked above), and so is `buf`.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(raw.slot(off), buf.as_mut_ptr(), 64)
+                        };
                     } else {
                         // SAFETY: the slot is published (tail is past it) and inside the ring.
                         unsafe {
@@ -990,6 +1035,13 @@ fn throughput(
                     if let Some(e) = failed {
                         return Err(e.into());
                     }
+                }
+                "typed" => {
+                    let mut x = 0;
+                    for _ in got..count {
+                        x ^= rx.recv_value::<[u64; 8]>()?[7];
+                    }
+                    std::hint::black_box(x);
                 }
                 _ => {
                     for _ in got..count {
