@@ -172,6 +172,18 @@ fn typed_stream_values_allocate_nothing() {
         tx.send_value(&[i, i + 1, i + 2]).unwrap();
         assert_eq!(rx.recv_value::<[u64; 3]>().unwrap(), [i, i + 1, i + 2]);
     });
+    assert_no_allocation("their try and timeout forms", |i| {
+        assert_eq!(rx.try_recv_value::<[u64; 3]>().unwrap(), None);
+        tx.try_send_value(&[i; 3]).unwrap();
+        tx.send_value_timeout(&[i + 1; 3], Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(rx.try_recv_value::<[u64; 3]>().unwrap(), Some([i; 3]));
+        assert_eq!(
+            rx.recv_value_timeout::<[u64; 3]>(Duration::from_secs(5))
+                .unwrap(),
+            [i + 1; 3]
+        );
+    });
 }
 
 #[test]
@@ -215,6 +227,17 @@ fn broadcast_messages_allocate_nothing() {
         tx.send_value(&i).unwrap();
         assert_eq!(rx.recv_value::<u64>().unwrap(), (i, 0));
     });
+    assert_no_allocation("try_recv_value and recv_value_timeout", |i| {
+        assert_eq!(rx.try_recv_value::<u64>().unwrap(), None);
+        tx.send_value(&i).unwrap();
+        assert_eq!(rx.try_recv_value::<u64>().unwrap(), Some((i, 0)));
+        tx.send_value(&i).unwrap();
+        assert_eq!(
+            rx.recv_value_timeout::<u64>(Duration::from_secs(5))
+                .unwrap(),
+            (i, 0)
+        );
+    });
 }
 
 #[test]
@@ -249,6 +272,16 @@ fn latest_values_allocate_nothing() {
         let v = [i as u32; 4];
         w.publish_value(&v).unwrap();
         assert_eq!(r.read_value::<[u32; 4]>().unwrap(), Some((v, i + 1)));
+    });
+    let before = r.read_value::<[u32; 4]>().unwrap().unwrap().1;
+    assert_no_allocation("wait_newer_value", |i| {
+        let v = [i as u32 + 7; 4];
+        w.publish_value(&v).unwrap();
+        assert_eq!(
+            r.wait_newer_value::<[u32; 4]>(before + i, Some(Duration::from_secs(5)))
+                .unwrap(),
+            (v, before + i + 1)
+        );
     });
 }
 

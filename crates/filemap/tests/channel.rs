@@ -14,7 +14,7 @@ use common::garbage;
 use common::{
     kill_hard, opts, read_line_within, report, role, spawn_role, watchdog, Reap, TestRoot,
 };
-use filemap::{Error, Kind, Peer, Stream};
+use filemap::{Error, Kind, Peer, Stream, TrySendError};
 
 const LINE: Duration = Duration::from_secs(30);
 const ENTRY: &str = "child";
@@ -977,6 +977,88 @@ fn typed_streams_check_their_type() {
         rx.recv_timeout(Duration::from_millis(1)),
         Err(Error::Timeout { .. })
     ));
+}
+
+/// Typed values have the try and timeout forms that bytes have, on every kind that takes
+/// them: a stream's sender and receiver, a broadcast subscriber, a latest-value reader.
+#[test]
+fn typed_values_have_try_and_timeout_forms() {
+    let root = TestRoot::new("ch-typed-forms");
+    let o = root.opts();
+    let short = Duration::from_millis(20);
+    // A stream of `u64`: empty, then full, then drained; a value that does not fit comes
+    // back whole.
+    let s = o
+        .create_stream_of::<u64>(&root.name("Local\\values"), 4)
+        .unwrap();
+    let (mut tx, mut rx) = (s.sender().unwrap(), s.receiver().unwrap());
+    assert_eq!(rx.try_recv_value::<u64>().unwrap(), None);
+    let t = Instant::now();
+    assert!(matches!(
+        rx.recv_value_timeout::<u64>(short),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= short);
+    let mut sent = 0u64;
+    loop {
+        match tx.try_send_value(&sent) {
+            Ok(()) => sent += 1,
+            Err(TrySendError::Full(v)) => {
+                assert_eq!(v, sent);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(sent < 1000, "the ring never filled");
+    }
+    assert!(sent >= 4, "{sent}");
+    assert!(matches!(
+        tx.send_value_timeout(&sent, short),
+        Err(Error::Timeout { .. })
+    ));
+    assert_eq!(rx.recv_value_timeout::<u64>(short).unwrap(), 0);
+    for i in 1..sent {
+        assert_eq!(rx.try_recv_value::<u64>().unwrap(), Some(i));
+    }
+    tx.send_value_timeout(&sent, short).unwrap();
+    drop(tx);
+    assert_eq!(rx.try_recv_value::<u64>().unwrap(), Some(sent));
+    assert!(matches!(
+        rx.try_recv_value::<u64>(),
+        Err(Error::Disconnected { .. })
+    ));
+    // A broadcast: nothing yet, then a value and what was lost before it (nothing).
+    let b = o
+        .create_broadcast_of::<u64>(&root.name("Local\\news"), 4)
+        .unwrap();
+    let (mut publisher, mut sub) = (b.publisher().unwrap(), b.subscriber().unwrap());
+    assert_eq!(sub.try_recv_value::<u64>().unwrap(), None);
+    assert!(matches!(
+        sub.recv_value_timeout::<u64>(short),
+        Err(Error::Timeout { .. })
+    ));
+    publisher.send_value(&5u64).unwrap();
+    assert_eq!(sub.try_recv_value::<u64>().unwrap(), Some((5, 0)));
+    publisher.send(b"odd").unwrap();
+    assert!(matches!(
+        sub.recv_value_timeout::<u64>(short),
+        Err(Error::Incompatible { .. })
+    ));
+    // A latest value: nothing newer, then the value and its version.
+    let l = o
+        .create_latest_of::<[u32; 2]>(&root.name("Local\\state"))
+        .unwrap();
+    let (mut w, mut rd) = (l.writer().unwrap(), l.reader().unwrap());
+    assert!(matches!(
+        rd.wait_newer_value::<[u32; 2]>(0, Some(short)),
+        Err(Error::Timeout { .. })
+    ));
+    w.publish_value(&[1u32, 2]).unwrap();
+    assert_eq!(
+        rd.wait_newer_value::<[u32; 2]>(0, Some(Duration::from_secs(5)))
+            .unwrap(),
+        ([1, 2], 1)
+    );
 }
 
 #[test]

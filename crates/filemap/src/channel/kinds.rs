@@ -593,9 +593,39 @@ impl Subscriber {
     ///
     /// [`Error::Incompatible`] for a message of another size; as for [`Subscriber::recv`].
     pub fn recv_value<T: Plain>(&mut self) -> Result<(T, u64)> {
+        self.value_by(None)?
+            .ok_or_else(|| timed_out(&self.chan, "a message"))
+    }
+
+    /// As [`Subscriber::recv_value`], waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; as for [`Subscriber::recv_value`].
+    pub fn recv_value_timeout<T: Plain>(&mut self, timeout: Duration) -> Result<(T, u64)> {
+        self.value_by(Instant::now().checked_add(timeout))?
+            .ok_or_else(|| timed_out(&self.chan, "a message"))
+    }
+
+    /// As [`Subscriber::recv_value`], without waiting: `None` if no message is there.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Subscriber::recv_value`].
+    pub fn try_recv_value<T: Plain>(&mut self) -> Result<Option<(T, u64)>> {
+        self.value_by(Some(Instant::now()))
+    }
+
+    /// The next message as a value of `T`, and how many were lost before it, waiting until
+    /// `deadline`; `None` if it passed first.
+    fn value_by<T: Plain>(&mut self, deadline: Option<Instant>) -> Result<Option<(T, u64)>> {
         let mut buf = std::mem::take(&mut self.scratch);
-        let got = self.recv(&mut buf);
-        let value = got.and_then(|lost| Ok((value_of(&self.chan, "message", &buf)?, lost)));
+        let got = self.next(&mut buf, deadline);
+        let value = match got {
+            Ok(Some(lost)) => value_of(&self.chan, "message", &buf).map(|v| Some((v, lost))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
         self.scratch = buf;
         value
     }
@@ -866,6 +896,25 @@ impl LatestReader {
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
+        self.scratch = buf;
+        value
+    }
+
+    /// As [`LatestReader::wait_newer`], for a value of a typed channel: the value and its
+    /// version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a value of another size; as for
+    /// [`LatestReader::wait_newer`].
+    pub fn wait_newer_value<T: Plain>(
+        &mut self,
+        version: u64,
+        timeout: Option<Duration>,
+    ) -> Result<(T, u64)> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let got = self.wait_newer(version, &mut buf, timeout);
+        let value = got.and_then(|v| Ok((value_of(&self.chan, "value", &buf)?, v)));
         self.scratch = buf;
         value
     }
