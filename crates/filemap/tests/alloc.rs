@@ -312,6 +312,19 @@ fn requests_and_replies_allocate_nothing() {
             .unwrap();
         assert_eq!(reply, i.to_le_bytes());
     });
+    assert_no_allocation("values", |i| {
+        client.send_request_value(&[i, i + 1]).unwrap();
+        let (t, [a, b]) = server
+            .recv_value::<[u64; 2]>(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(server.reply_value(t, &(a + b)).unwrap());
+        assert_eq!(
+            client
+                .wait_reply_value::<u64>(Some(Duration::from_secs(5)))
+                .unwrap(),
+            2 * i + 1
+        );
+    });
 }
 
 /// "A message or quit": `wait_any` over an event, a semaphore, a mutex and a stream

@@ -1061,6 +1061,50 @@ fn typed_values_have_try_and_timeout_forms() {
     );
 }
 
+/// Requests and replies as values: a call, a reply from a `Replier`, and a request of the
+/// wrong size, which the server reports and answers with an empty reply, so that the
+/// client is not left waiting.
+#[test]
+fn request_reply_values() {
+    let root = TestRoot::new("ch-rpc-values");
+    let rr = root
+        .opts()
+        .create_request_reply(&root.name("Local\\calc"), 2, 64, 64)
+        .unwrap();
+    let mut server = rr.server().unwrap();
+    let mut client = rr.client().unwrap();
+    let served = std::thread::scope(|s| {
+        let serving = s.spawn(|| {
+            let (t, [a, b]) = server.recv_value::<[u32; 2]>(Some(LINE)).unwrap();
+            assert!(server.reply_value(t, &u64::from(a * b)).unwrap());
+            let (t, x) = server.recv_value::<[u32; 2]>(Some(LINE)).unwrap();
+            assert!(server
+                .replier()
+                .reply_value(t, &u64::from(x[0] + x[1]))
+                .unwrap());
+            // A request of another size: an error here, an empty reply there.
+            let e = server.recv_value::<[u32; 2]>(Some(LINE)).unwrap_err();
+            assert!(matches!(e, Error::Incompatible { .. }), "{e}");
+            assert!(e.to_string().contains("a request of 3 bytes"), "{e}");
+        });
+        assert_eq!(
+            client.call_value::<_, u64>(&[6u32, 7], Some(LINE)).unwrap(),
+            42
+        );
+        client.send_request_value(&[6u32, 7]).unwrap();
+        assert_eq!(client.wait_reply_value::<u64>(Some(LINE)).unwrap(), 13);
+        client.send_request(b"odd").unwrap();
+        let e = client.wait_reply_value::<u64>(Some(LINE)).unwrap_err();
+        assert!(e.to_string().contains("a reply of 0 bytes"), "{e}");
+        serving.join()
+    });
+    served.unwrap();
+    assert!(matches!(
+        server.recv_value::<[u32; 2]>(Some(Duration::from_millis(1))),
+        Err(Error::Timeout { .. })
+    ));
+}
+
 #[test]
 fn bad_input_and_other_kinds() {
     let root = TestRoot::new("ch-bad");

@@ -1044,6 +1044,7 @@ impl RequestReply {
             spin: super::algo::Spin::new(),
             seen: Default::default(),
             repliers: Arc::new(AtomicU32::new(0)),
+            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -1068,6 +1069,7 @@ impl RequestReply {
             spin: super::algo::Spin::new(),
             liveness: Liveness::default(),
             seen: Default::default(),
+            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -1088,6 +1090,8 @@ pub struct RpcServer {
     seen: crate::atomic::AtomicU32,
     /// Shared with its [`Replier`]s: their answers in flight, and [`SERVER_GONE`].
     repliers: Arc<AtomicU32>,
+    /// Where a typed receive puts the request before it becomes a value.
+    scratch: Vec<u8>,
     _claim: sys::Claim,
 }
 
@@ -1167,6 +1171,38 @@ impl RpcServer {
         answer(&self.chan, t, reply)
     }
 
+    /// Takes the next request as a value of `Q`, waiting up to `timeout` (`None`: as long
+    /// as it takes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a request of another size, which is answered at once
+    /// with an empty reply, so that its client is not left waiting (its typed call then
+    /// fails with `Incompatible` too); as for [`RpcServer::recv`].
+    pub fn recv_value<Q: Plain>(&mut self, timeout: Option<Duration>) -> Result<(Ticket, Q)> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let got = self.recv(&mut buf, timeout);
+        let value = got.and_then(|t| match value_of::<Q>(&self.chan, "request", &buf) {
+            Ok(q) => Ok((t, q)),
+            Err(e) => {
+                // The reply's outcome changes nothing: the request was of the wrong size.
+                let _ = answer(&self.chan, t, &[]);
+                Err(e)
+            }
+        });
+        self.scratch = buf;
+        value
+    }
+
+    /// Answers the request `t` with a value, as [`RpcServer::reply`] does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RpcServer::reply`].
+    pub fn reply_value<R: Plain>(&mut self, t: Ticket, reply: &R) -> Result<bool> {
+        self.reply(t, bytemuck::bytes_of(reply))
+    }
+
     /// A handle that answers this server's requests from any thread, while the server
     /// itself goes on taking requests (`recv` needs `&mut self`; answering does not): a
     /// server may receive in one thread and answer in others.
@@ -1226,6 +1262,15 @@ impl Replier {
         self.repliers.fetch_sub(1, Release);
         answered
     }
+
+    /// Answers the request `t` with a value, as [`Replier::reply`] does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Replier::reply`].
+    pub fn reply_value<R: Plain>(&self, t: Ticket, reply: &R) -> Result<bool> {
+        self.reply(t, bytemuck::bytes_of(reply))
+    }
 }
 
 /// The bit of a server's `repliers` word that says it has gone; the rest counts answers
@@ -1265,6 +1310,8 @@ pub struct RpcClient {
     liveness: Liveness,
     /// The slot's state word as `wait_any` last read it, before it looked for the reply.
     seen: crate::atomic::AtomicU32,
+    /// Where a typed call puts the reply before it becomes a value.
+    scratch: Vec<u8>,
     _claim: sys::Claim,
 }
 
@@ -1299,6 +1346,47 @@ impl RpcClient {
     ) -> Result<()> {
         self.send_request(request)?;
         self.wait_reply(reply, timeout)
+    }
+
+    /// Sends a request that is a value of `Q` and waits up to `timeout` for its reply, a
+    /// value of `R`: [`RpcClient::call`] with values.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a reply of another size (a server that took the request
+    /// as another type answers with an empty one); as for [`RpcClient::call`].
+    pub fn call_value<Q: Plain, R: Plain>(
+        &mut self,
+        request: &Q,
+        timeout: Option<Duration>,
+    ) -> Result<R> {
+        self.send_request(bytemuck::bytes_of(request))?;
+        self.wait_reply_value(timeout)
+    }
+
+    /// Sends a request that is a value of `Q` without waiting for its reply, as
+    /// [`RpcClient::send_request`] does.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RpcClient::send_request`].
+    pub fn send_request_value<Q: Plain>(&mut self, request: &Q) -> Result<()> {
+        self.send_request(bytemuck::bytes_of(request))
+    }
+
+    /// Waits for the reply to the pending request, as a value of `R`: [`RpcClient::wait_reply`]
+    /// with a value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Incompatible`] for a reply of another size; as for
+    /// [`RpcClient::wait_reply`].
+    pub fn wait_reply_value<R: Plain>(&mut self, timeout: Option<Duration>) -> Result<R> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let got = self.wait_reply(&mut buf, timeout);
+        let value = got.and_then(|()| value_of::<R>(&self.chan, "reply", &buf));
+        self.scratch = buf;
+        value
     }
 
     /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when the reply to
