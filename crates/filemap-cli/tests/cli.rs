@@ -685,6 +685,8 @@ fn bench_measures_only_the_sizes_and_tests_asked_for() {
             "filemap stream, batched (64)",
             "raw SPSC ring, 72-byte slots (a stream frame's stride)",
             "raw SPSC ring, 72-byte slots with a length header",
+            "filemap stream, typed (`[u64; 8]` values)",
+            "raw SPSC ring, size known when compiling",
         ],
         "{}",
         stdout(&out)
