@@ -1579,8 +1579,9 @@ impl Receiver {
     /// next receive gets the message after it); as for [`Receiver::recv`].
     // Always inlined, as `recv` is (see there), and without a message value (as
     // `recv_into`): the size is then known when compiling, and the copy is a few moves
-    // into the value's registers. Through `recv` and `read_at`, a `[u64; 8]` cost 7.6 ns
-    // to receive in one thread; this way, 3.2 (benches/hot_path.rs, docs/BENCHMARKS.md).
+    // into the value's registers. Through `recv` and `read_at`, a `[u64; 8]` (every word
+    // used) cost 9.0 ns to receive in one thread; this way, 4.7 (benches/hot_path.rs,
+    // docs/BENCHMARKS.md).
     #[inline(always)]
     pub fn recv_value<T: Plain>(&mut self) -> Result<T> {
         match self.value_by(None)? {
