@@ -1452,58 +1452,72 @@ def test_wait_any_takes_a_request_reply_server():
         client.close()
 
 
+class Scribbler:
+    """Someone who may write a channel, scribbling over its state, and the outcomes of the
+    calls made meanwhile: a result, `None` for a timeout or a peer that looks gone, and a
+    count of `filemap.CorruptError`s. Any other exception fails the test."""
+
+    def __init__(self, root, seed):
+        import random
+
+        self.rnd = random.Random(seed)
+        self.local = os.path.join(root, "local-%d" % os.getuid())
+        self.corrupt = 0
+
+    def call(self, f, *args, **kw):
+        try:
+            return f(*args, **kw)
+        except filemap.CorruptError:
+            self.corrupt += 1
+        except (TimeoutError, BrokenPipeError):
+            pass
+
+    def scribble(self, name, i, length=None):
+        """Garbage over `length` bytes after the 128-byte header (which is read once, at
+        the open; docs/channels.md), or everything up to the record's page: every third
+        round the whole stretch (random words, small numbers, numbers just below 2^64),
+        zeros every 50th, otherwise four words here and there."""
+        path = os.path.join(self.local, name)
+        if length is None:
+            length = os.path.getsize(path) - 4096 - 128
+        rnd = self.rnd
+        with open(path, "r+b") as f:
+            f.seek(128)
+            if i % 50 == 49:
+                f.write(bytes(length))
+            elif i % 3 == 0:
+                f.write(b"".join(
+                    rnd.choice([os.urandom(8), rnd.randrange(8192).to_bytes(8, "little"),
+                                (2**64 - 1 - rnd.randrange(4)).to_bytes(8, "little")])
+                    for _ in range(length // 8)
+                ))
+            else:
+                for _ in range(4):
+                    f.seek(128 + 8 * rnd.randrange(length // 8))
+                    f.write(rnd.choice([b"\xff" * 8, os.urandom(8)]))
+
+
 def test_a_scribbled_channel_is_a_corrupt_error_never_a_crash(root):
     """Anyone who may write a channel can scribble over its state: every call then gives a
     result within the channel's limits, a timeout, a peer that looks gone, or
     filemap.CorruptError (an OSError); never another exception, a hang or a crash."""
-    import random
-
-    rnd = random.Random(7)
-    local = os.path.join(root, "local-%d" % os.getuid())
+    g = Scribbler(root, 7)
     s = filemap.Stream.create("Local\\scribbled-s", 4096, 64)
     latest = filemap.Latest.create("Local\\scribbled-l", 64)
     ends = [s.sender(), s.receiver(), latest.writer(), latest.reader()]
     tx, rx, w, rd = ends
-    corrupt = 0
-
-    def call(f, *args, **kw):
-        nonlocal corrupt
-        try:
-            got = f(*args, **kw)
-        except filemap.CorruptError:
-            corrupt += 1
-            return
-        except (TimeoutError, BrokenPipeError):
-            return
-        if isinstance(got, bytes):
-            assert len(got) <= 64
-        elif isinstance(got, tuple):
-            assert len(got[0]) <= 64
-
     try:
         for i in range(300):
+            # The control page only, so that the rounds that leave it whole see messages.
             for name in ("scribbled-s", "scribbled-l"):
-                # The control page after the 128-byte header (which is read once, at the
-                # open; docs/channels.md): a word now and then, the whole page every third
-                # round (random, or numbers a little off), zeros every 50th.
-                with open(os.path.join(local, name), "r+b") as f:
-                    f.seek(128)
-                    if i % 50 == 49:
-                        f.write(bytes(4096 - 128))
-                    elif i % 3 == 0:
-                        f.write(b"".join(
-                            rnd.choice([os.urandom(8), rnd.randrange(8192).to_bytes(8, "little")])
-                            for _ in range((4096 - 128) // 8)
-                        ))
-                    else:
-                        f.seek(128 + 8 * rnd.randrange((4096 - 128) // 8))
-                        f.write(rnd.choice([b"\xff" * 8, os.urandom(8)]))
-            call(tx.send, b"m" * (i % 65), timeout=0.001)
-            call(rx.recv, timeout=0.001)
-            call(w.publish, b"v" * (i % 65))
-            call(rd.read)
-            call(rd.wait_newer, i, timeout=0.001)
-        assert corrupt > 0, "the garbage never reached a check"
+                g.scribble(name, i, 4096 - 128)
+            g.call(tx.send, b"m" * (i % 65), timeout=0.001)
+            got = g.call(rx.recv, timeout=0.001)
+            assert got is None or len(got) <= 64
+            g.call(w.publish, b"v" * (i % 65))
+            for got in (g.call(rd.read), g.call(rd.wait_newer, i, timeout=0.001)):
+                assert got is None or len(got[0]) <= 64
+        assert g.corrupt > 0, "the garbage never reached a check"
     finally:
         for end in ends:
             end.close()
@@ -1515,68 +1529,36 @@ def test_a_scribbled_broadcast_or_request_reply_is_a_corrupt_error_never_a_crash
     """As above, for a broadcast and a request/reply channel, scribbled over everywhere
     after the header and before the record page: their slots, the sequence numbers and
     client states in them, and the messages."""
-    import random
-
-    rnd = random.Random(11)
-    local = os.path.join(root, "local-%d" % os.getuid())
+    g = Scribbler(root, 11)
     b = filemap.Broadcast.create("Local\\scribbled-b", 16, 64)
     rr = filemap.RequestReply.create("Local\\scribbled-r", 2, 64, 64)
     ends = [b.publisher(), b.subscriber(), rr.server(), rr.client()]
     pub, sub, server, client = ends
-    corrupt = 0
-
-    def call(f, *args, **kw):
-        nonlocal corrupt
-        try:
-            return f(*args, **kw)
-        except filemap.CorruptError:
-            corrupt += 1
-        except (TimeoutError, BrokenPipeError):
-            pass
-
-    def scribble(name, i):
-        path = os.path.join(local, name)
-        state = os.path.getsize(path) - 4096 - 128
-        with open(path, "r+b") as f:
-            f.seek(128)
-            if i % 50 == 49:
-                f.write(bytes(state))
-            elif i % 3 == 0:
-                f.write(b"".join(
-                    rnd.choice([os.urandom(8), rnd.randrange(8192).to_bytes(8, "little"),
-                                (2**64 - 1 - rnd.randrange(4)).to_bytes(8, "little")])
-                    for _ in range(state // 8)
-                ))
-            else:
-                for _ in range(4):
-                    f.seek(128 + 8 * rnd.randrange(state // 8))
-                    f.write(rnd.choice([b"\xff" * 8, os.urandom(8)]))
-
     try:
         # Garbage between every two calls, so that it also lands on a message, request or
         # reply on its way.
         for i in range(300):
-            scribble("scribbled-b", i)
-            call(pub.send, b"m" * (i % 65))
-            scribble("scribbled-b", i + 1)
-            got = call(sub.recv, timeout=0.001)
+            g.scribble("scribbled-b", i)
+            g.call(pub.send, b"m" * (i % 65))
+            g.scribble("scribbled-b", i + 1)
+            got = g.call(sub.recv, timeout=0.001)
             if got is not None:
                 message, lost = got
                 assert len(message) <= 64 and lost >= 0
-            scribble("scribbled-r", i)
-            reply = call(client.call, b"q" * (i % 65), timeout=0.001)
+            g.scribble("scribbled-r", i)
+            reply = g.call(client.call, b"q" * (i % 65), timeout=0.001)
             assert reply is None or len(reply) <= 64
-            scribble("scribbled-r", i + 1)
-            got = call(server.recv, timeout=0.001)
+            g.scribble("scribbled-r", i + 1)
+            got = g.call(server.recv, timeout=0.001)
             if got is not None:
                 ticket, request = got
                 assert len(request) <= 64
-                scribble("scribbled-r", i + 2)
-                assert call(server.reply, ticket, request) in (True, False, None)
-                scribble("scribbled-r", i + 3)
-                reply = call(client.wait_reply, timeout=0.001)
+                g.scribble("scribbled-r", i + 2)
+                assert g.call(server.reply, ticket, request) in (True, False, None)
+                g.scribble("scribbled-r", i + 3)
+                reply = g.call(client.wait_reply, timeout=0.001)
                 assert reply is None or len(reply) <= 64
-        assert corrupt > 0, "the garbage never reached a check"
+        assert g.corrupt > 0, "the garbage never reached a check"
     finally:
         for end in ends:
             end.close()
