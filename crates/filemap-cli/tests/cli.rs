@@ -2017,7 +2017,6 @@ fn another_user_who_may_write_a_channel_can_break_it_but_never_crash_its_users()
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let file = root.0.join(format!("global/scribbled-{kind}"));
-        let overwrite = |source: &str, times: u32| scribble_as(&other, &file, source, times);
         for round in 0..4 {
             let rx = root.spawn(&["recv", &name, "--follow", "--timeout", "2"]);
             let mut tx = root.spawn(&["send", &name, "--timeout", "2"]);
@@ -2041,7 +2040,7 @@ fn another_user_who_may_write_a_channel_can_break_it_but_never_crash_its_users()
             // Garbage again and again while root sends; the sender may go when its channel
             // breaks, and then its input is closed.
             std::thread::scope(|s| {
-                s.spawn(|| overwrite("/dev/urandom", 20));
+                s.spawn(|| scribble_as(&other, &file, "/dev/urandom", 20));
                 let input = tx.child.stdin.as_mut().unwrap();
                 for _ in 0..20_000 {
                     if input.write_all(b"more\n").is_err() {
@@ -2067,7 +2066,7 @@ fn another_user_who_may_write_a_channel_can_break_it_but_never_crash_its_users()
                 );
             }
             // Zeros make it a channel that looks new: it works again.
-            overwrite("/dev/zero", 1);
+            scribble_as(&other, &file, "/dev/zero", 1);
         }
         assert!(root.run(&["rm", &name]).status.success());
     }
