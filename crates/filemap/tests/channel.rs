@@ -1039,11 +1039,16 @@ fn typed_values_have_try_and_timeout_forms() {
     ));
     publisher.send_value(&5u64).unwrap();
     assert_eq!(sub.try_recv_value::<u64>().unwrap(), Some((5, 0)));
+    // A message of another size: an error that says so, and passed over.
     publisher.send(b"odd").unwrap();
-    assert!(matches!(
-        sub.recv_value_timeout::<u64>(short),
-        Err(Error::Incompatible { .. })
-    ));
+    publisher.send_value(&6u64).unwrap();
+    match sub.recv_value_timeout::<u64>(short) {
+        Err(e @ Error::Incompatible { .. }) => {
+            assert!(e.to_string().contains("a message of 3 bytes"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sub.try_recv_value::<u64>().unwrap(), Some((6, 0)));
     // A latest value: nothing newer, then the value and its version.
     let l = o
         .create_latest_of::<[u32; 2]>(&root.name("Local\\state"))
@@ -1059,6 +1064,22 @@ fn typed_values_have_try_and_timeout_forms() {
             .unwrap(),
         ([1, 2], 1)
     );
+    // A value of another size (bytes published into the typed channel): an error that
+    // says so, from both reads; the next value of the right size reads again.
+    w.publish(b"abc").unwrap();
+    for got in [
+        rd.read_value::<[u32; 2]>().map(|_| ()),
+        rd.wait_newer_value::<[u32; 2]>(1, Some(short)).map(|_| ()),
+    ] {
+        match got {
+            Err(e @ Error::Incompatible { .. }) => {
+                assert!(e.to_string().contains("a value of 3 bytes"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    w.publish_value(&[3u32, 4]).unwrap();
+    assert_eq!(rd.read_value::<[u32; 2]>().unwrap(), Some(([3, 4], 3)));
 }
 
 /// Requests and replies as values: a call, a reply from a `Replier`, and a request of the

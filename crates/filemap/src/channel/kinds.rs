@@ -265,7 +265,6 @@ impl Broadcast {
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
             liveness: Liveness::default(),
-            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -475,8 +474,6 @@ pub struct Subscriber {
     strategy: WaitStrategy,
     spin: super::algo::Spin,
     liveness: Liveness,
-    /// The bytes of the last typed value (kept, so that typed receives do not allocate).
-    scratch: Vec<u8>,
     /// The role (`None` for a channel opened read-only).
     _claim: Option<sys::Claim>,
 }
@@ -516,7 +513,11 @@ impl Subscriber {
     /// returns how many messages were lost before it, or `None` if the deadline passed
     /// first (no error value is made for that here: an empty `try_recv` allocates
     /// nothing).
-    fn next(&mut self, buf: &mut Vec<u8>, deadline: Option<Instant>) -> Result<Option<u64>> {
+    fn next(
+        &mut self,
+        buf: &mut impl seqlock::Sink,
+        deadline: Option<Instant>,
+    ) -> Result<Option<u64>> {
         let chan = &*self.chan;
         let s = chan.slots();
         loop {
@@ -617,30 +618,38 @@ impl Subscriber {
     }
 
     /// The next message as a value of `T`, and how many were lost before it, waiting until
-    /// `deadline`; `None` if it passed first.
+    /// `deadline`; `None` if it passed first. The slot's words are copied straight into
+    /// the value.
     fn value_by<T: Plain>(&mut self, deadline: Option<Instant>) -> Result<Option<(T, u64)>> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let got = self.next(&mut buf, deadline);
-        let value = match got {
-            Ok(Some(lost)) => value_of(&self.chan, "message", &buf).map(|v| Some((v, lost))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
+        let mut value = T::zeroed();
+        let mut sink = seqlock::Exact::new(bytemuck::bytes_of_mut(&mut value));
+        let Some(lost) = self.next(&mut sink, deadline)? else {
+            return Ok(None);
         };
-        self.scratch = buf;
-        value
+        match sink.other {
+            None => Ok(Some((value, lost))),
+            Some(len) => Err(not_a_value::<T>(&self.chan, "message", len)),
+        }
+    }
+}
+
+/// The error for a message (or value, request, reply) of `len` bytes where a `T` was
+/// expected.
+#[cold]
+#[inline(never)]
+fn not_a_value<T>(chan: &sys::Channel, what: &str, len: usize) -> Error {
+    Error::Incompatible {
+        name: chan.name().to_string(),
+        reason: format!(
+            "a {what} of {len} bytes came where a {} was expected",
+            std::any::type_name::<T>()
+        ),
     }
 }
 
 /// `buf` as a `T`, or the error for a message of another size.
 fn value_of<T: Plain>(chan: &sys::Channel, what: &str, buf: &[u8]) -> Result<T> {
-    bytemuck::try_pod_read_unaligned(buf).map_err(|_| Error::Incompatible {
-        name: chan.name().to_string(),
-        reason: format!(
-            "a {what} of {} bytes came where a {} was expected",
-            buf.len(),
-            std::any::type_name::<T>()
-        ),
-    })
+    bytemuck::try_pod_read_unaligned(buf).map_err(|_| not_a_value::<T>(chan, what, buf.len()))
 }
 
 // ------------------------------------------------------------------------------------
@@ -766,7 +775,6 @@ impl Latest {
             bit,
             last: 0,
             liveness: Liveness::default(),
-            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -835,8 +843,6 @@ pub struct LatestReader {
     /// The version of the last value read (0: none yet).
     last: u64,
     liveness: Liveness,
-    /// The bytes of the last typed value (kept, so that typed reads do not allocate).
-    scratch: Vec<u8>,
     /// The role (`None` for a channel opened read-only).
     _claim: Option<sys::Claim>,
 }
@@ -857,8 +863,13 @@ impl LatestReader {
     ///
     /// [`Error::Corrupt`].
     pub fn read(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
+        self.read_into(buf)
+    }
+
+    /// [`read`](Self::read) into any sink.
+    fn read_into(&mut self, sink: &mut impl seqlock::Sink) -> Result<Option<u64>> {
         let s = self.chan.slots();
-        let v = seqlock::read_latest(&s, buf).map_err(|_| corrupt(&self.chan, "a value slot"))?;
+        let v = seqlock::read_latest(&s, sink).map_err(|_| corrupt(&self.chan, "a value slot"))?;
         if let Some(v) = v {
             self.last = v;
         }
@@ -889,15 +900,15 @@ impl LatestReader {
     ///
     /// [`Error::Incompatible`] for a value of another size; [`Error::Corrupt`].
     pub fn read_value<T: Plain>(&mut self) -> Result<Option<(T, u64)>> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let got = self.read(&mut buf);
-        let value = match got {
-            Ok(Some(v)) => value_of(&self.chan, "value", &buf).map(|value| Some((value, v))),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
+        let mut value = T::zeroed();
+        let mut sink = seqlock::Exact::new(bytemuck::bytes_of_mut(&mut value));
+        let Some(v) = self.read_into(&mut sink)? else {
+            return Ok(None);
         };
-        self.scratch = buf;
-        value
+        match sink.other {
+            None => Ok(Some((value, v))),
+            Some(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
+        }
     }
 
     /// As [`LatestReader::wait_newer`], for a value of a typed channel: the value and its
@@ -912,11 +923,13 @@ impl LatestReader {
         version: u64,
         timeout: Option<Duration>,
     ) -> Result<(T, u64)> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let got = self.wait_newer(version, &mut buf, timeout);
-        let value = got.and_then(|v| Ok((value_of(&self.chan, "value", &buf)?, v)));
-        self.scratch = buf;
-        value
+        let mut value = T::zeroed();
+        let mut sink = seqlock::Exact::new(bytemuck::bytes_of_mut(&mut value));
+        let v = self.wait_newer_into(version, &mut sink, timeout)?;
+        match sink.other {
+            None => Ok((value, v)),
+            Some(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
+        }
     }
 
     /// Waits until a value newer than `version` is published (up to `timeout`), and
@@ -932,13 +945,23 @@ impl LatestReader {
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<u64> {
+        self.wait_newer_into(version, buf, timeout)
+    }
+
+    /// [`wait_newer`](Self::wait_newer) into any sink.
+    fn wait_newer_into(
+        &mut self,
+        version: u64,
+        sink: &mut impl seqlock::Sink,
+        timeout: Option<Duration>,
+    ) -> Result<u64> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let chan = &*self.chan;
         let s = chan.slots();
         loop {
             let seen = s.ctl.wake.load(Acquire);
             let latest =
-                seqlock::read_latest(&s, buf).map_err(|_| corrupt(chan, "a value slot"))?;
+                seqlock::read_latest(&s, sink).map_err(|_| corrupt(chan, "a value slot"))?;
             if let Some(v) = latest {
                 self.last = v;
                 if v > version {

@@ -172,6 +172,108 @@ pub(crate) unsafe fn load_words(mem: Shared, off: usize, len: usize, buf: &mut V
     unsafe { buf.set_len(len) };
 }
 
+/// Copies the `dst.len()` bytes of shared memory at offset `off` into `dst`, one `Relaxed`
+/// atomic 8-byte load per word (straight into a value's bytes, where [`load_words`] fills a
+/// vector).
+///
+/// # Safety
+///
+/// As for [`store_words`], with `dst.len()` for `src.len()`.
+#[inline]
+unsafe fn load_words_into(mem: Shared, off: usize, dst: &mut [u8]) {
+    let len = dst.len();
+    let mut chunks = dst.chunks_exact_mut(8);
+    for (i, c) in chunks.by_ref().enumerate() {
+        // SAFETY: word `i` is inside the range the caller vouches for, 8-aligned.
+        let v = unsafe { mem.u64_at(off + 8 * i) }.load(Relaxed);
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        // SAFETY: the last, partial word is inside the rounded-up range.
+        let v = unsafe { mem.u64_at(off + len / 8 * 8) }.load(Relaxed);
+        let n = rest.len();
+        rest.copy_from_slice(&v.to_ne_bytes()[..n]);
+    }
+}
+
+/// The bytes of a slot that a read has vouched for (at most `max`, inside the slot), for a
+/// [`Sink`] to copy out. They are still being read: the copy counts only if the slot's
+/// `seq` then reads the same (see [`Slots::read`]).
+pub(crate) struct SlotBytes {
+    mem: Shared,
+    off: usize,
+    len: usize,
+}
+
+impl SlotBytes {
+    /// The message's length.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies the bytes into `buf`, replacing its contents.
+    #[inline]
+    pub(crate) fn to_vec(&self, buf: &mut Vec<u8>) {
+        // SAFETY: `off` is a slot's message area, which holds `max` bytes rounded up to
+        // 8, 8-aligned, accessed only through atomics; `len` is at most `max`.
+        unsafe { load_words(self.mem, self.off, self.len, buf) };
+    }
+
+    /// Copies the bytes into `dst` if it is exactly as long; `false` (nothing copied)
+    /// if not.
+    #[inline]
+    pub(crate) fn to_slice(&self, dst: &mut [u8]) -> bool {
+        if dst.len() != self.len {
+            return false;
+        }
+        // SAFETY: as in `to_vec`.
+        unsafe { load_words_into(self.mem, self.off, dst) };
+        true
+    }
+}
+
+/// Where a read of a slot puts its bytes.
+pub(crate) trait Sink {
+    /// Copies what it wants of `bytes` (a torn copy is thrown away by the caller, which
+    /// reads again into the same sink).
+    fn take(&mut self, bytes: &SlotBytes);
+}
+
+/// A vector, made to hold the message.
+impl Sink for Vec<u8> {
+    #[inline]
+    fn take(&mut self, bytes: &SlotBytes) {
+        bytes.to_vec(self);
+    }
+}
+
+/// The bytes of a value of one size (a typed read): a message of that length is copied
+/// into `dst`; another length is not, and is kept in `other` (`dst` then holds nothing of
+/// use: perhaps a torn copy of an earlier message, read before the slot was written over).
+pub(crate) struct Exact<'b> {
+    pub(crate) dst: &'b mut [u8],
+    pub(crate) other: Option<usize>,
+}
+
+impl<'b> Exact<'b> {
+    #[inline]
+    pub(crate) fn new(dst: &'b mut [u8]) -> Exact<'b> {
+        Exact { dst, other: None }
+    }
+}
+
+impl Sink for Exact<'_> {
+    #[inline]
+    fn take(&mut self, bytes: &SlotBytes) {
+        self.other = match bytes.to_slice(self.dst) {
+            true => None,
+            false => Some(bytes.len()),
+        };
+    }
+}
+
 /// A channel's slots.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Slots<'a> {
@@ -216,17 +318,20 @@ impl<'a> Slots<'a> {
     }
 
     /// The offset of slot `i` (`i` < count, so the slot is inside the area).
+    #[inline]
     fn slot(&self, i: u64) -> usize {
         assert!(i < self.count);
         i as usize * self.stride
     }
 
+    #[inline]
     fn seq(&self, i: u64) -> &AtomicU64 {
         // SAFETY: the slot starts 8-aligned (the stride is a multiple of 64) inside the
         // area.
         unsafe { self.mem.u64_at(self.slot(i)) }
     }
 
+    #[inline]
     fn len(&self, i: u64) -> &AtomicU32 {
         // SAFETY: as above, 8 bytes in.
         unsafe { self.mem.u32_at(self.slot(i) + 8) }
@@ -268,10 +373,11 @@ impl<'a> Slots<'a> {
         self.seq(i).store(written(n), Release);
     }
 
-    /// Reads number `n` from slot `i` into `buf`: `Ok(true)` if the copy is whole,
+    /// Reads number `n` from slot `i` into `sink`: `Ok(true)` if the copy is whole,
     /// `Ok(false)` if the slot holds another number (written over, or not yet written),
     /// `Err` if it holds nonsense.
-    pub(crate) fn read(&self, i: u64, n: u64, buf: &mut Vec<u8>) -> Result<bool, Corrupt> {
+    #[inline]
+    pub(crate) fn read(&self, i: u64, n: u64, sink: &mut impl Sink) -> Result<bool, Corrupt> {
         let want = written(n);
         let seq = self.seq(i);
         let s1 = seq.load(Acquire);
@@ -281,8 +387,12 @@ impl<'a> Slots<'a> {
         let len = self.len(i).load(Relaxed);
         let torn = len > self.max;
         let len = len.min(self.max) as usize;
-        // SAFETY: as in `write`; `len` is at most `max`.
-        unsafe { load_words(self.mem, self.slot(i) + SLOT_HEADER, len, buf) };
+        // At most `max` bytes, in the slot's message area (see `SlotBytes::to_vec`).
+        sink.take(&SlotBytes {
+            mem: self.mem,
+            off: self.slot(i) + SLOT_HEADER,
+            len,
+        });
         // Acquire fence: if we read any word of a later write, the `seq` load below sees
         // that write's odd number (or later).
         fence(Acquire);
@@ -400,13 +510,13 @@ impl Subscriber {
         }
     }
 
-    /// The next message into `buf`, without waiting: `Some(lost)` with the number of
+    /// The next message into `sink`, without waiting: `Some(lost)` with the number of
     /// messages it lost (written over before it read them) since the last one, or `None`
     /// if there is none yet.
     pub(crate) fn try_recv(
         &mut self,
         s: &Slots<'_>,
-        buf: &mut Vec<u8>,
+        sink: &mut impl Sink,
     ) -> Result<Option<u64>, Corrupt> {
         let mut lost = 0u64;
         for _ in 0..1_000_000 {
@@ -423,7 +533,7 @@ impl Subscriber {
                 self.next = oldest;
             }
             let n = self.next;
-            if s.read(n & (s.count - 1), n, buf)? {
+            if s.read(n & (s.count - 1), n, sink)? {
                 self.next = n + 1;
                 return Ok(Some(lost));
             }
@@ -472,14 +582,14 @@ impl Writer {
     }
 }
 
-/// Reads the latest value into `buf`: `Some(version)`, or `None` if none was published.
-pub(crate) fn read_latest(s: &Slots<'_>, buf: &mut Vec<u8>) -> Result<Option<u64>, Corrupt> {
+/// Reads the latest value into `sink`: `Some(version)`, or `None` if none was published.
+pub(crate) fn read_latest(s: &Slots<'_>, sink: &mut impl Sink) -> Result<Option<u64>, Corrupt> {
     for _ in 0..1_000_000 {
         let v = s.ctl.published.load(Acquire);
         if v == 0 {
             return Ok(None);
         }
-        if s.read(v & 1, v, buf)? {
+        if s.read(v & 1, v, sink)? {
             return Ok(Some(v));
         }
         // The writer is past `v` and writing this slot again: the newer value is next.
@@ -669,6 +779,75 @@ mod tests {
         }
         for r in readers {
             r.join().unwrap();
+        }
+    }
+
+    /// Typed reads ([`Exact`]) copy a slot's words straight into a value, a partial last
+    /// word too, and never keep a torn one; a message of another length is not copied but
+    /// told with its length, and a subscriber passes over it.
+    #[test]
+    fn typed_reads_copy_into_the_value_never_torn() {
+        let _w = crate::testing::watchdog(120);
+        // The last value 13 bytes long: a reader that starts after the writer ends reads it.
+        let n = if cfg!(miri) { 201 } else { 50_001 };
+        // 13 bytes: a whole word and five bytes of the next, all the number's low byte; every
+        // 100th is 5 bytes long instead.
+        let value = |v: u64| vec![v as u8; if v % 100 == 0 { 5 } else { 13 }];
+        let heap = Heap::new(KIND_LATEST, 2, 16);
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let h = heap.clone();
+                std::thread::spawn(move || {
+                    let s = h.slots();
+                    let (mut newest, mut whole) = (0, 0u64);
+                    while newest < n {
+                        let mut dst = [0xaau8; 13];
+                        let mut sink = Exact::new(&mut dst);
+                        if let Some(v) = read_latest(&s, &mut sink).unwrap() {
+                            newest = v;
+                            match sink.other {
+                                None => {
+                                    assert_eq!(dst, [v as u8; 13], "value {v} is torn");
+                                    whole += 1;
+                                }
+                                // (`dst` may hold a torn copy of an earlier value, read
+                                // before this one was found: of no use, and not used.)
+                                Some(len) => assert_eq!((len, v % 100), (5, 0), "value {v}"),
+                            }
+                        }
+                        std::thread::yield_now();
+                    }
+                    whole
+                })
+            })
+            .collect();
+        let s = heap.slots();
+        let mut w = Writer::attach(&s);
+        for v in 1..=n {
+            w.publish(&s, &value(v), &Yield);
+        }
+        for r in readers {
+            assert!(r.join().unwrap() > 0, "no whole value read");
+        }
+
+        // A broadcast of 40-byte values (five words of the number), every 7th 16 bytes long.
+        let heap = Heap::new(KIND_BROADCAST, 8, 40);
+        let s = heap.slots();
+        let mut p = Publisher::attach(&s);
+        let mut sub = Subscriber::attach(&s);
+        for i in 0..30u64 {
+            let words = [i; 5];
+            let bytes: &[u8] = bytemuck::cast_slice(&words);
+            p.publish(&s, if i % 7 == 0 { &bytes[..16] } else { bytes }, &Yield);
+            let mut dst = [u64::MAX; 5];
+            let mut sink = Exact::new(bytemuck::cast_slice_mut(&mut dst));
+            assert_eq!(sub.try_recv(&s, &mut sink), Ok(Some(0)), "message {i}");
+            assert_eq!(sub.try_recv(&s, &mut Vec::new()), Ok(None), "passed over");
+            let other = sink.other;
+            match i % 7 {
+                0 => assert_eq!((other, dst), (Some(16), [u64::MAX; 5]), "message {i}"),
+                _ => assert_eq!((other, dst), (None, words), "message {i}"),
+            }
         }
     }
 
