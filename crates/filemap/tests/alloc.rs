@@ -217,6 +217,18 @@ fn broadcast_messages_allocate_nothing() {
         assert_eq!(rx.recv(&mut buf).unwrap(), 0);
         assert_eq!(buf[5..], i.to_le_bytes());
     });
+    let mut into = [0u8; 256];
+    assert_no_allocation("recv_into, try_recv_into and recv_into_timeout", |i| {
+        let len = (i % 256) as usize;
+        tx.send(&payload[..len]).unwrap();
+        assert_eq!(rx.recv_into(&mut into).unwrap(), (len, 0));
+        assert_eq!(rx.try_recv_into(&mut into).unwrap(), None);
+        tx.send(&payload).unwrap();
+        assert_eq!(rx.try_recv_into(&mut into).unwrap(), Some((256, 0)));
+        tx.send(&payload).unwrap();
+        let t = Duration::from_secs(5);
+        assert_eq!(rx.recv_into_timeout(&mut into, t).unwrap(), (256, 0));
+    });
     let typed = root
         .opts()
         .create_broadcast_of::<u64>(&root.name("Local\\alloc-bc-typed"), 16)
@@ -261,6 +273,19 @@ fn latest_values_allocate_nothing() {
         loan.commit();
         assert_eq!(r.read(&mut buf).unwrap(), Some(before + i + 1));
         assert_eq!(buf, i.to_le_bytes());
+    });
+    let mut into = [0u8; 128];
+    let before = r.read_into(&mut into).unwrap().unwrap().1;
+    assert_no_allocation("read_into and wait_newer_into", |i| {
+        w.publish(&[i as u8; 100]).unwrap();
+        assert_eq!(
+            r.read_into(&mut into).unwrap(),
+            Some((100, before + 2 * i + 1))
+        );
+        w.publish(&[i as u8; 128]).unwrap();
+        let t = Some(Duration::from_secs(5));
+        let newer = r.wait_newer_into(before + 2 * i + 1, &mut into, t).unwrap();
+        assert_eq!(newer, (128, before + 2 * i + 2));
     });
     let typed = root
         .opts()

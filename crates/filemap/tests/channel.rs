@@ -1082,6 +1082,102 @@ fn typed_values_have_try_and_timeout_forms() {
     assert_eq!(rd.read_value::<[u32; 2]>().unwrap(), Some(([3, 4], 3)));
 }
 
+/// Subscribers and latest-value readers read into buffers of their own: a message or
+/// value that does not fit is an error that states its length, and is not read (a
+/// subscriber gets it next, with the count of what it lost before it; a reader stays ready
+/// for it in `wait_any`).
+#[test]
+fn subscribers_and_readers_read_into_buffers_of_their_own() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-into-slots");
+    let o = root.opts();
+    let short = Duration::from_millis(20);
+    let msg = |i: u8| vec![i; 30];
+    let b = o
+        .create_broadcast(&root.name("Local\\news"), 8, 100)
+        .unwrap();
+    let mut publisher = b.publisher().unwrap();
+    let mut sub = b.subscriber().unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(sub.try_recv_into(&mut buf).unwrap(), None);
+    let t = Instant::now();
+    assert!(matches!(
+        sub.recv_into_timeout(&mut buf, short),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= short);
+    publisher.send(b"hello").unwrap();
+    assert_eq!(sub.recv_into(&mut buf).unwrap(), (5, 0));
+    assert_eq!(&buf[..5], b"hello");
+    // 20 messages into 8 slots: the subscriber lost the first 13. A buffer too small for
+    // the next (number 13) leaves it the next, and the 13 lost are told with it.
+    for i in 0..20 {
+        publisher.send(&msg(i)).unwrap();
+    }
+    let mut small = [0u8; 10];
+    match sub.try_recv_into(&mut small) {
+        Err(e @ Error::InvalidArgument { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("has 30 bytes, more than the buffer's 10"),
+                "{text}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sub.try_recv_into(&mut buf).unwrap(), Some((30, 13)));
+    assert_eq!(buf[..30], msg(13)[..]);
+    // The same through a vector, after another refusal: nothing lost since.
+    assert!(sub.try_recv_into(&mut small).is_err());
+    let mut v = Vec::new();
+    assert_eq!(sub.try_recv(&mut v).unwrap(), Some(0));
+    assert_eq!(v, msg(14));
+    assert_eq!(sub.recv_into_timeout(&mut buf, short).unwrap(), (30, 0));
+    assert_eq!(buf[..30], msg(15)[..]);
+
+    // A latest value.
+    let l = o.create_latest(&root.name("Local\\state"), 64).unwrap();
+    let mut r = l.reader().unwrap();
+    assert_eq!(r.read_into(&mut buf).unwrap(), None);
+    let mut w = l.writer().unwrap();
+    w.publish(b"abc").unwrap();
+    assert_eq!(r.read_into(&mut small).unwrap(), Some((3, 1)));
+    assert_eq!(&small[..3], b"abc");
+    w.publish(&[7; 40]).unwrap();
+    for got in [
+        r.read_into(&mut small).map(|_| ()),
+        r.wait_newer_into(1, &mut small, Some(short)).map(|_| ()),
+    ] {
+        match got {
+            Err(e @ Error::InvalidArgument { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("has 40 bytes, more than the buffer's 10"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Not read: the reader is still ready for it.
+    assert_eq!(
+        filemap::wait_any(&[&r], Some(short)).unwrap(),
+        filemap::WaitOutcome::Signalled(0)
+    );
+    assert_eq!(r.wait_newer_into(1, &mut buf, Some(LINE)).unwrap(), (40, 2));
+    assert_eq!(buf[..40], [7; 40]);
+    assert!(matches!(
+        filemap::wait_any(&[&r], Some(short)),
+        Err(Error::Timeout { .. })
+    ));
+    let t = Instant::now();
+    assert!(matches!(
+        r.wait_newer_into(2, &mut buf, Some(short)),
+        Err(Error::Timeout { .. })
+    ));
+    assert!(t.elapsed() >= short);
+}
+
 /// Requests and replies as values: a call, a reply from a `Replier`, and a request of the
 /// wrong size, which the server reports and answers with an empty reply, so that the
 /// client is not left waiting.

@@ -265,6 +265,7 @@ impl Broadcast {
             strategy: WaitStrategy::SpinThenPark,
             spin: super::algo::Spin::new(),
             liveness: Liveness::default(),
+            carried: 0,
             _claim: claim,
         })
     }
@@ -474,6 +475,9 @@ pub struct Subscriber {
     strategy: WaitStrategy,
     spin: super::algo::Spin,
     liveness: Liveness,
+    /// Messages lost before one that a too small buffer refused: told with the next
+    /// message received.
+    carried: u64,
     /// The role (`None` for a channel opened read-only).
     _claim: Option<sys::Claim>,
 }
@@ -523,7 +527,7 @@ impl Subscriber {
         loop {
             let seen = s.ctl.wake.load(Acquire);
             match self.sub.try_recv(&s, buf) {
-                Ok(Some(lost)) => return Ok(Some(lost)),
+                Ok(Some(lost)) => return Ok(Some(carry(&mut self.carried, lost, buf))),
                 Ok(None) => {}
                 Err(_) => return Err(corrupt(chan, "a broadcast slot")),
             }
@@ -535,7 +539,7 @@ impl Subscriber {
                 &mut self.liveness,
             ) {
                 if let Ok(Some(lost)) = self.sub.try_recv(&s, buf) {
-                    return Ok(Some(lost));
+                    return Ok(Some(carry(&mut self.carried, lost, buf)));
                 }
                 return Err(e);
             }
@@ -588,6 +592,60 @@ impl Subscriber {
         self.next(buf, Some(Instant::now()))
     }
 
+    /// Receives the next message into the start of `buf`, waiting as long as it takes:
+    /// its length, and how many messages this subscriber lost just before it. The copy of
+    /// [`recv`](Self::recv), into a buffer of your own.
+    ///
+    /// A message longer than `buf` is not received: it stays the next, and the error
+    /// states its length, so that a larger buffer can take it (unless the publisher writes
+    /// over it first: the next receive then counts it as lost).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the message does not fit `buf`; as for
+    /// [`Subscriber::recv`].
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<(usize, u64)> {
+        self.copy_by(buf, None)?
+            .ok_or_else(|| timed_out(&self.chan, "a message"))
+    }
+
+    /// As [`Subscriber::recv_into`], waiting up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`]; as for [`Subscriber::recv_into`].
+    pub fn recv_into_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<(usize, u64)> {
+        self.copy_by(buf, Instant::now().checked_add(timeout))?
+            .ok_or_else(|| timed_out(&self.chan, "a message"))
+    }
+
+    /// As [`Subscriber::recv_into`], without waiting: `None` if no message is there.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Subscriber::recv_into`].
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
+        self.copy_by(buf, Some(Instant::now()))
+    }
+
+    /// The next message into the start of `buf`, waiting until `deadline`: its length and
+    /// the messages lost before it, or `None` if the deadline passed first.
+    fn copy_by(
+        &mut self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> Result<Option<(usize, u64)>> {
+        let room = buf.len();
+        let mut sink = seqlock::Buf::up_to(buf);
+        let Some(lost) = self.next(&mut sink, deadline)? else {
+            return Ok(None);
+        };
+        match sink.got {
+            Ok(len) => Ok(Some((len, lost))),
+            Err(len) => Err(too_long(&self.chan, "the next message", len, room)),
+        }
+    }
+
     /// Receives a value of a typed channel, and how many were lost before it.
     ///
     /// # Errors
@@ -622,14 +680,38 @@ impl Subscriber {
     /// the value.
     fn value_by<T: Plain>(&mut self, deadline: Option<Instant>) -> Result<Option<(T, u64)>> {
         let mut value = T::zeroed();
-        let mut sink = seqlock::Exact::new(bytemuck::bytes_of_mut(&mut value));
+        let mut sink = seqlock::Buf::exact(bytemuck::bytes_of_mut(&mut value));
         let Some(lost) = self.next(&mut sink, deadline)? else {
             return Ok(None);
         };
-        match sink.other {
-            None => Ok(Some((value, lost))),
-            Some(len) => Err(not_a_value::<T>(&self.chan, "message", len)),
+        match sink.got {
+            Ok(_) => Ok(Some((value, lost))),
+            Err(len) => Err(not_a_value::<T>(&self.chan, "message", len)),
         }
+    }
+}
+
+/// What a subscriber tells of `lost`, the messages lost before the one that `sink` was
+/// just given: nothing if the sink refused it (they are told with it when it is
+/// received), otherwise them and any carried from such a refusal.
+fn carry(carried: &mut u64, lost: u64, sink: &impl seqlock::Sink) -> u64 {
+    if sink.refused() {
+        *carried = carried.saturating_add(lost);
+        return 0;
+    }
+    lost.saturating_add(std::mem::take(carried))
+}
+
+/// The error for `what` (the next message, the latest value) of `len` bytes, where a buffer
+/// has `room`.
+#[cold]
+#[inline(never)]
+fn too_long(chan: &sys::Channel, what: &str, len: usize, room: usize) -> Error {
+    Error::InvalidArgument {
+        what: format!(
+            "{what} in {} has {len} bytes, more than the buffer's {room}; it was not read",
+            chan.name()
+        ),
     }
 }
 
@@ -863,17 +945,37 @@ impl LatestReader {
     ///
     /// [`Error::Corrupt`].
     pub fn read(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
-        self.read_into(buf)
+        self.read_to(buf)
     }
 
     /// [`read`](Self::read) into any sink.
-    fn read_into(&mut self, sink: &mut impl seqlock::Sink) -> Result<Option<u64>> {
+    fn read_to(&mut self, sink: &mut impl seqlock::Sink) -> Result<Option<u64>> {
         let s = self.chan.slots();
         let v = seqlock::read_latest(&s, sink).map_err(|_| corrupt(&self.chan, "a value slot"))?;
-        if let Some(v) = v {
+        if let Some(v) = v.filter(|_| !sink.refused()) {
             self.last = v;
         }
         Ok(v)
+    }
+
+    /// Copies the latest value into the start of `buf`: `Some((length, version))`, or
+    /// `None` if no value was published yet. The copy of [`read`](Self::read), into a
+    /// buffer of your own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the value is longer than `buf` (the error states its
+    /// length; it stays the latest, and this reader has not read it); [`Error::Corrupt`].
+    pub fn read_into(&mut self, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
+        let room = buf.len();
+        let mut sink = seqlock::Buf::up_to(buf);
+        let Some(v) = self.read_to(&mut sink)? else {
+            return Ok(None);
+        };
+        match sink.got {
+            Ok(len) => Ok(Some((len, v))),
+            Err(len) => Err(too_long(&self.chan, "the latest value", len, room)),
+        }
     }
 
     /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when a value newer
@@ -901,13 +1003,13 @@ impl LatestReader {
     /// [`Error::Incompatible`] for a value of another size; [`Error::Corrupt`].
     pub fn read_value<T: Plain>(&mut self) -> Result<Option<(T, u64)>> {
         let mut value = T::zeroed();
-        let mut sink = seqlock::Exact::new(bytemuck::bytes_of_mut(&mut value));
-        let Some(v) = self.read_into(&mut sink)? else {
+        let mut sink = seqlock::Buf::exact(bytemuck::bytes_of_mut(&mut value));
+        let Some(v) = self.read_to(&mut sink)? else {
             return Ok(None);
         };
-        match sink.other {
-            None => Ok(Some((value, v))),
-            Some(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
+        match sink.got {
+            Ok(_) => Ok(Some((value, v))),
+            Err(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
         }
     }
 
@@ -924,11 +1026,11 @@ impl LatestReader {
         timeout: Option<Duration>,
     ) -> Result<(T, u64)> {
         let mut value = T::zeroed();
-        let mut sink = seqlock::Exact::new(bytemuck::bytes_of_mut(&mut value));
-        let v = self.wait_newer_into(version, &mut sink, timeout)?;
-        match sink.other {
-            None => Ok((value, v)),
-            Some(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
+        let mut sink = seqlock::Buf::exact(bytemuck::bytes_of_mut(&mut value));
+        let v = self.wait_newer_to(version, &mut sink, timeout)?;
+        match sink.got {
+            Ok(_) => Ok((value, v)),
+            Err(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
         }
     }
 
@@ -945,11 +1047,33 @@ impl LatestReader {
         buf: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<u64> {
-        self.wait_newer_into(version, buf, timeout)
+        self.wait_newer_to(version, buf, timeout)
+    }
+
+    /// As [`wait_newer`](Self::wait_newer), into the start of `buf`: the value's length
+    /// and its version.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the newer value is longer than `buf` (as for
+    /// [`read_into`](Self::read_into)); as for [`wait_newer`](Self::wait_newer).
+    pub fn wait_newer_into(
+        &mut self,
+        version: u64,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<(usize, u64)> {
+        let room = buf.len();
+        let mut sink = seqlock::Buf::up_to(buf);
+        let v = self.wait_newer_to(version, &mut sink, timeout)?;
+        match sink.got {
+            Ok(len) => Ok((len, v)),
+            Err(len) => Err(too_long(&self.chan, "the latest value", len, room)),
+        }
     }
 
     /// [`wait_newer`](Self::wait_newer) into any sink.
-    fn wait_newer_into(
+    fn wait_newer_to(
         &mut self,
         version: u64,
         sink: &mut impl seqlock::Sink,
@@ -963,7 +1087,9 @@ impl LatestReader {
             let latest =
                 seqlock::read_latest(&s, sink).map_err(|_| corrupt(chan, "a value slot"))?;
             if let Some(v) = latest {
-                self.last = v;
+                if !sink.refused() {
+                    self.last = v;
+                }
                 if v > version {
                     return Ok(v);
                 }

@@ -221,13 +221,13 @@ impl SlotBytes {
         unsafe { load_words(self.mem, self.off, self.len, buf) };
     }
 
-    /// Copies the bytes into `dst` if it is exactly as long; `false` (nothing copied)
-    /// if not.
+    /// Copies the bytes into the start of `dst` if they fit; `false` (nothing copied) if
+    /// not.
     #[inline]
     pub(crate) fn to_slice(&self, dst: &mut [u8]) -> bool {
-        if dst.len() != self.len {
+        let Some(dst) = dst.get_mut(..self.len) else {
             return false;
-        }
+        };
         // SAFETY: as in `to_vec`.
         unsafe { load_words_into(self.mem, self.off, dst) };
         true
@@ -239,6 +239,12 @@ pub(crate) trait Sink {
     /// Copies what it wants of `bytes` (a torn copy is thrown away by the caller, which
     /// reads again into the same sink).
     fn take(&mut self, bytes: &SlotBytes);
+
+    /// Whether it refused the last message it was given (too long for it): a subscriber
+    /// then keeps that message for its next receive.
+    fn refused(&self) -> bool {
+        false
+    }
 }
 
 /// A vector, made to hold the message.
@@ -249,28 +255,59 @@ impl Sink for Vec<u8> {
     }
 }
 
-/// The bytes of a value of one size (a typed read): a message of that length is copied
-/// into `dst`; another length is not, and is kept in `other` (`dst` then holds nothing of
-/// use: perhaps a torn copy of an earlier message, read before the slot was written over).
-pub(crate) struct Exact<'b> {
-    pub(crate) dst: &'b mut [u8],
-    pub(crate) other: Option<usize>,
+/// A buffer of fixed length.
+///
+/// - [`exact`](Self::exact), for a value of one size (a typed read): a message of that
+///   length is copied; another length is not, and counts as read.
+/// - [`up_to`](Self::up_to): a message of at most the buffer's length is copied into its
+///   start; a longer one is not, and is [refused](Sink::refused).
+///
+/// Where a message was not copied, `dst` holds nothing of use (perhaps a torn copy of an
+/// earlier message, read before the slot was written over).
+pub(crate) struct Buf<'b> {
+    dst: &'b mut [u8],
+    exact: bool,
+    /// The last message's length: `Ok` if it was copied, `Err` if not.
+    pub(crate) got: Result<usize, usize>,
 }
 
-impl<'b> Exact<'b> {
+impl<'b> Buf<'b> {
     #[inline]
-    pub(crate) fn new(dst: &'b mut [u8]) -> Exact<'b> {
-        Exact { dst, other: None }
+    pub(crate) fn exact(dst: &'b mut [u8]) -> Buf<'b> {
+        Buf {
+            dst,
+            exact: true,
+            got: Err(0),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn up_to(dst: &'b mut [u8]) -> Buf<'b> {
+        Buf {
+            dst,
+            exact: false,
+            got: Err(0),
+        }
     }
 }
 
-impl Sink for Exact<'_> {
+impl Sink for Buf<'_> {
     #[inline]
     fn take(&mut self, bytes: &SlotBytes) {
-        self.other = match bytes.to_slice(self.dst) {
-            true => None,
-            false => Some(bytes.len()),
+        let len = bytes.len();
+        let fits = match self.exact {
+            true => len == self.dst.len(),
+            false => len <= self.dst.len(),
         };
+        self.got = match fits && bytes.to_slice(self.dst) {
+            true => Ok(len),
+            false => Err(len),
+        };
+    }
+
+    #[inline]
+    fn refused(&self) -> bool {
+        !self.exact && self.got.is_err()
     }
 }
 
@@ -512,7 +549,8 @@ impl Subscriber {
 
     /// The next message into `sink`, without waiting: `Some(lost)` with the number of
     /// messages it lost (written over before it read them) since the last one, or `None`
-    /// if there is none yet.
+    /// if there is none yet. A message that `sink` refused is not read: the next call
+    /// gives it again (with a `lost` of 0 for what this call counted).
     pub(crate) fn try_recv(
         &mut self,
         s: &Slots<'_>,
@@ -534,7 +572,11 @@ impl Subscriber {
             }
             let n = self.next;
             if s.read(n & (s.count - 1), n, sink)? {
-                self.next = n + 1;
+                // A message that the sink refused stays the next (unless written over
+                // before the next receive, which then counts it as lost).
+                if !sink.refused() {
+                    self.next = n + 1;
+                }
                 return Ok(Some(lost));
             }
             // Written over while we read (or `published` ran ahead of the slot, which a
@@ -782,7 +824,7 @@ mod tests {
         }
     }
 
-    /// Typed reads ([`Exact`]) copy a slot's words straight into a value, a partial last
+    /// Typed reads ([`Buf::exact`]) copy a slot's words straight into a value, a partial last
     /// word too, and never keep a torn one; a message of another length is not copied but
     /// told with its length, and a subscriber passes over it.
     #[test]
@@ -802,10 +844,10 @@ mod tests {
                     let (mut newest, mut whole) = (0, 0u64);
                     while newest < n {
                         let mut dst = [0xaau8; 13];
-                        let mut sink = Exact::new(&mut dst);
+                        let mut sink = Buf::exact(&mut dst);
                         if let Some(v) = read_latest(&s, &mut sink).unwrap() {
                             newest = v;
-                            match sink.other {
+                            match sink.got.err() {
                                 None => {
                                     assert_eq!(dst, [v as u8; 13], "value {v} is torn");
                                     whole += 1;
@@ -840,10 +882,10 @@ mod tests {
             let bytes: &[u8] = bytemuck::cast_slice(&words);
             p.publish(&s, if i % 7 == 0 { &bytes[..16] } else { bytes }, &Yield);
             let mut dst = [u64::MAX; 5];
-            let mut sink = Exact::new(bytemuck::cast_slice_mut(&mut dst));
+            let mut sink = Buf::exact(bytemuck::cast_slice_mut(&mut dst));
             assert_eq!(sub.try_recv(&s, &mut sink), Ok(Some(0)), "message {i}");
             assert_eq!(sub.try_recv(&s, &mut Vec::new()), Ok(None), "passed over");
-            let other = sink.other;
+            let other = sink.got.err();
             match i % 7 {
                 0 => assert_eq!((other, dst), (Some(16), [u64::MAX; 5]), "message {i}"),
                 _ => assert_eq!((other, dst), (None, words), "message {i}"),
