@@ -1049,6 +1049,21 @@ fn typed_values_have_try_and_timeout_forms() {
         other => panic!("{other:?}"),
     }
     assert_eq!(sub.try_recv_value::<u64>().unwrap(), Some((6, 0)));
+    // Lost messages before one of another size are told with the next value: of 7, 8,
+    // "odd", 9 and 10 in 4 slots, 7 and 8 are written over.
+    for v in [7u64, 8] {
+        publisher.send_value(&v).unwrap();
+    }
+    publisher.send(b"odd").unwrap();
+    for v in [9u64, 10] {
+        publisher.send_value(&v).unwrap();
+    }
+    assert!(matches!(
+        sub.try_recv_value::<u64>(),
+        Err(Error::Incompatible { .. })
+    ));
+    assert_eq!(sub.try_recv_value::<u64>().unwrap(), Some((9, 2)));
+    assert_eq!(sub.try_recv_value::<u64>().unwrap(), Some((10, 0)));
     // A latest value: nothing newer, then the value and its version.
     let l = o
         .create_latest_of::<[u32; 2]>(&root.name("Local\\state"))

@@ -686,7 +686,11 @@ impl Subscriber {
         };
         match sink.got {
             Ok(_) => Ok(Some((value, lost))),
-            Err(len) => Err(not_a_value::<T>(&self.chan, "message", len)),
+            Err(len) => {
+                // Passed over; what was lost before it is told with the next message.
+                self.carried = self.carried.saturating_add(lost);
+                Err(not_a_value::<T>(&self.chan, "message", len))
+            }
         }
     }
 }
