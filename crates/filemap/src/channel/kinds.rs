@@ -733,11 +733,6 @@ fn not_a_value<T>(chan: &sys::Channel, what: &str, len: usize) -> Error {
     }
 }
 
-/// `buf` as a `T`, or the error for a message of another size.
-fn value_of<T: Plain>(chan: &sys::Channel, what: &str, buf: &[u8]) -> Result<T> {
-    bytemuck::try_pod_read_unaligned(buf).map_err(|_| not_a_value::<T>(chan, what, buf.len()))
-}
-
 // ------------------------------------------------------------------------------------
 // Latest value
 
@@ -1197,7 +1192,6 @@ impl RequestReply {
             spin: super::algo::Spin::new(),
             seen: Default::default(),
             repliers: Arc::new(AtomicU32::new(0)),
-            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -1222,7 +1216,6 @@ impl RequestReply {
             spin: super::algo::Spin::new(),
             liveness: Liveness::default(),
             seen: Default::default(),
-            scratch: Vec::new(),
             _claim: claim,
         })
     }
@@ -1243,8 +1236,6 @@ pub struct RpcServer {
     seen: crate::atomic::AtomicU32,
     /// Shared with its [`Replier`]s: their answers in flight, and [`SERVER_GONE`].
     repliers: Arc<AtomicU32>,
-    /// Where a typed receive puts the request before it becomes a value.
-    scratch: Vec<u8>,
     _claim: sys::Claim,
 }
 
@@ -1285,13 +1276,18 @@ impl RpcServer {
     /// forked after this end was made (the role is still the parent's; also for
     /// [`RpcServer::reply`]).
     pub fn recv(&mut self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> Result<Ticket> {
+        self.take_to(buf, timeout)
+    }
+
+    /// [`recv`](Self::recv) into any destination.
+    fn take_to(&mut self, dest: &mut impl rpc::Dest, timeout: Option<Duration>) -> Result<Ticket> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let chan = &*self.chan;
         super::usable(&self._claim, chan)?;
         let c = chan.clients();
         loop {
             let seen = self.server.doorbell(&c);
-            match self.server.try_take(&c, buf) {
+            match self.server.try_take(&c, dest) {
                 Ok(Some(t)) => return Ok(Ticket(t)),
                 Ok(None) => {}
                 Err(_) => return Err(corrupt(chan, "a request slot")),
@@ -1333,18 +1329,17 @@ impl RpcServer {
     /// with an empty reply, so that its client is not left waiting (its typed call then
     /// fails with `Incompatible` too); as for [`RpcServer::recv`].
     pub fn recv_value<Q: Plain>(&mut self, timeout: Option<Duration>) -> Result<(Ticket, Q)> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let got = self.recv(&mut buf, timeout);
-        let value = got.and_then(|t| match value_of::<Q>(&self.chan, "request", &buf) {
-            Ok(q) => Ok((t, q)),
-            Err(e) => {
+        let mut value = Q::zeroed();
+        let mut dest = rpc::Exact::new(bytemuck::bytes_of_mut(&mut value));
+        let t = self.take_to(&mut dest, timeout)?;
+        match dest.got {
+            Ok(()) => Ok((t, value)),
+            Err(len) => {
                 // The reply's outcome changes nothing: the request was of the wrong size.
                 let _ = answer(&self.chan, t, &[]);
-                Err(e)
+                Err(not_a_value::<Q>(&self.chan, "request", len))
             }
-        });
-        self.scratch = buf;
-        value
+        }
     }
 
     /// Answers the request `t` with a value, as [`RpcServer::reply`] does.
@@ -1463,8 +1458,6 @@ pub struct RpcClient {
     liveness: Liveness,
     /// The slot's state word as `wait_any` last read it, before it looked for the reply.
     seen: crate::atomic::AtomicU32,
-    /// Where a typed call puts the reply before it becomes a value.
-    scratch: Vec<u8>,
     _claim: sys::Claim,
 }
 
@@ -1535,11 +1528,13 @@ impl RpcClient {
     /// [`Error::Incompatible`] for a reply of another size; as for
     /// [`RpcClient::wait_reply`].
     pub fn wait_reply_value<R: Plain>(&mut self, timeout: Option<Duration>) -> Result<R> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        let got = self.wait_reply(&mut buf, timeout);
-        let value = got.and_then(|()| value_of::<R>(&self.chan, "reply", &buf));
-        self.scratch = buf;
-        value
+        let mut value = R::zeroed();
+        let mut dest = rpc::Exact::new(bytemuck::bytes_of_mut(&mut value));
+        self.wait_reply_to(&mut dest, timeout)?;
+        match dest.got {
+            Ok(()) => Ok(value),
+            Err(len) => Err(not_a_value::<R>(&self.chan, "reply", len)),
+        }
     }
 
     /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when the reply to
@@ -1592,6 +1587,15 @@ impl RpcClient {
     /// [`Error::Disconnected`] if the server closed or died without answering;
     /// [`Error::Corrupt`].
     pub fn wait_reply(&mut self, reply: &mut Vec<u8>, timeout: Option<Duration>) -> Result<()> {
+        self.wait_reply_to(reply, timeout)
+    }
+
+    /// [`wait_reply`](Self::wait_reply) into any destination.
+    fn wait_reply_to(
+        &mut self,
+        reply: &mut impl rpc::Dest,
+        timeout: Option<Duration>,
+    ) -> Result<()> {
         super::usable(&self._claim, &self.chan)?;
         if !self.pending {
             return Err(Error::InvalidArgument {
@@ -1606,7 +1610,7 @@ impl RpcClient {
         r
     }
 
-    fn wait(&mut self, reply: &mut Vec<u8>, deadline: Option<Instant>) -> Result<()> {
+    fn wait(&mut self, reply: &mut impl rpc::Dest, deadline: Option<Instant>) -> Result<()> {
         let chan = &*self.chan;
         let c = chan.clients();
         let state = c.state(self.client.slot);

@@ -159,13 +159,24 @@ impl<'a> Clients<'a> {
         unsafe { self.mem.copy_in(self.data(slot, reply), data) };
     }
 
-    fn get(&self, slot: u32, reply: bool, len: usize, buf: &mut Vec<u8>) {
-        let max = if reply {
+    /// The largest request, or reply.
+    fn max(&self, reply: bool) -> u32 {
+        if reply {
             self.max_reply
         } else {
             self.max_request
-        };
-        assert!(len <= max as usize);
+        }
+    }
+
+    /// Copies the request or reply of `slot` into `dst`, which is as long as it.
+    fn get_into(&self, slot: u32, reply: bool, dst: &mut [u8]) {
+        assert!(dst.len() <= self.max(reply) as usize);
+        // SAFETY: as in `put`.
+        unsafe { self.mem.copy_out(self.data(slot, reply), dst) };
+    }
+
+    fn get(&self, slot: u32, reply: bool, len: usize, buf: &mut Vec<u8>) {
+        assert!(len <= self.max(reply) as usize);
         // Into the vector's spare room, not zeroed first (a 64 KiB request paid a 64 KiB
         // `memset` before its copy).
         buf.clear();
@@ -177,6 +188,45 @@ impl<'a> Clients<'a> {
         };
         // SAFETY: the copy initialized the first `len` bytes of the spare room.
         unsafe { buf.set_len(len) };
+    }
+}
+
+/// Where a request or reply is copied out of its slot.
+pub(crate) trait Dest {
+    /// Copies the request or reply of `slot`, of `len` bytes (at most the largest, checked
+    /// by the caller), or of it what it wants.
+    fn fill(&mut self, c: &Clients<'_>, slot: u32, reply: bool, len: usize);
+}
+
+/// A vector, made to hold it.
+impl Dest for Vec<u8> {
+    fn fill(&mut self, c: &Clients<'_>, slot: u32, reply: bool, len: usize) {
+        c.get(slot, reply, len, self);
+    }
+}
+
+/// The bytes of a value of one size (a typed call or receive): a request or reply of that
+/// length is copied into `dst`; another length is not, and is kept in `got`.
+pub(crate) struct Exact<'b> {
+    dst: &'b mut [u8],
+    pub(crate) got: Result<(), usize>,
+}
+
+impl<'b> Exact<'b> {
+    pub(crate) fn new(dst: &'b mut [u8]) -> Exact<'b> {
+        Exact { dst, got: Err(0) }
+    }
+}
+
+impl Dest for Exact<'_> {
+    fn fill(&mut self, c: &Clients<'_>, slot: u32, reply: bool, len: usize) {
+        self.got = match len == self.dst.len() {
+            true => {
+                c.get_into(slot, reply, self.dst);
+                Ok(())
+            }
+            false => Err(len),
+        };
     }
 }
 
@@ -228,11 +278,11 @@ impl Client {
         }
     }
 
-    /// The reply into `buf`, if it has come (`Ok(true)`).
+    /// The reply into `dest`, if it has come (`Ok(true)`).
     pub(crate) fn try_reply(
         &mut self,
         c: &Clients<'_>,
-        buf: &mut Vec<u8>,
+        dest: &mut impl Dest,
     ) -> Result<bool, Corrupt> {
         let state = c.state(self.slot);
         let s = state.load(Acquire);
@@ -247,7 +297,7 @@ impl Client {
         if len > c.max_reply {
             return Err(Corrupt);
         }
-        c.get(self.slot, true, len as usize, buf);
+        dest.fill(c, self.slot, true, len as usize);
         state.store(word(self.generation, IDLE), Release);
         Ok(true)
     }
@@ -301,11 +351,11 @@ impl Server {
         c.ctl.doorbell.load(Acquire)
     }
 
-    /// Takes a pending request into `buf`, if there is one.
+    /// Takes a pending request into `dest`, if there is one.
     pub(crate) fn try_take(
         &mut self,
         c: &Clients<'_>,
-        buf: &mut Vec<u8>,
+        dest: &mut impl Dest,
     ) -> Result<Option<Taken>, Corrupt> {
         for k in 0..c.count {
             let slot = (self.next + k) % c.count;
@@ -325,7 +375,7 @@ impl Server {
             if len > c.max_request {
                 return Err(Corrupt);
             }
-            c.get(slot, false, len as usize, buf);
+            dest.fill(c, slot, false, len as usize);
             self.next = (slot + 1) % c.count;
             return Ok(Some(Taken {
                 slot,
