@@ -642,7 +642,13 @@ impl Subscriber {
         };
         match sink.got {
             Ok(len) => Ok(Some((len, lost))),
-            Err(len) => Err(too_long(&self.chan, "the next message", len, room)),
+            Err(len) => Err(super::does_not_fit(
+                &self.chan,
+                "the next message",
+                len,
+                room,
+                KEPT_NEXT,
+            )),
         }
     }
 
@@ -689,7 +695,12 @@ impl Subscriber {
             Err(len) => {
                 // Passed over; what was lost before it is told with the next message.
                 self.carried = self.carried.saturating_add(lost);
-                Err(not_a_value::<T>(&self.chan, "message", len))
+                Err(super::not_a_value::<T>(
+                    &self.chan,
+                    "message",
+                    len,
+                    super::PASSED_OVER,
+                ))
             }
         }
     }
@@ -706,32 +717,10 @@ fn carry(carried: &mut u64, lost: u64, sink: &impl seqlock::Sink) -> u64 {
     lost.saturating_add(std::mem::take(carried))
 }
 
-/// The error for `what` (the next message, the latest value) of `len` bytes, where a buffer
-/// has `room`.
-#[cold]
-#[inline(never)]
-fn too_long(chan: &sys::Channel, what: &str, len: usize, room: usize) -> Error {
-    Error::InvalidArgument {
-        what: format!(
-            "{what} in {} has {len} bytes, more than the buffer's {room}; it was not read",
-            chan.name()
-        ),
-    }
-}
-
-/// The error for a message (or value, request, reply) of `len` bytes where a `T` was
-/// expected.
-#[cold]
-#[inline(never)]
-fn not_a_value<T>(chan: &sys::Channel, what: &str, len: usize) -> Error {
-    Error::Incompatible {
-        name: chan.name().to_string(),
-        reason: format!(
-            "a {what} of {len} bytes came where a {} was expected",
-            std::any::type_name::<T>()
-        ),
-    }
-}
+/// What becomes of a message too long for the buffer of a subscriber's `recv_into`.
+const KEPT_NEXT: &str = "it stays the next, unless written over first";
+/// What becomes of a latest value too long for the buffer, or of another size.
+const NOT_READ: &str = "it stays the latest, unread";
 
 // ------------------------------------------------------------------------------------
 // Latest value
@@ -973,7 +962,13 @@ impl LatestReader {
         };
         match sink.got {
             Ok(len) => Ok(Some((len, v))),
-            Err(len) => Err(too_long(&self.chan, "the latest value", len, room)),
+            Err(len) => Err(super::does_not_fit(
+                &self.chan,
+                "the latest value",
+                len,
+                room,
+                NOT_READ,
+            )),
         }
     }
 
@@ -1008,7 +1003,7 @@ impl LatestReader {
         };
         match sink.got {
             Ok(_) => Ok(Some((value, v))),
-            Err(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
+            Err(len) => Err(super::not_a_value::<T>(&self.chan, "value", len, NOT_READ)),
         }
     }
 
@@ -1029,7 +1024,7 @@ impl LatestReader {
         let v = self.wait_newer_to(version, &mut sink, timeout)?;
         match sink.got {
             Ok(_) => Ok((value, v)),
-            Err(len) => Err(not_a_value::<T>(&self.chan, "value", len)),
+            Err(len) => Err(super::not_a_value::<T>(&self.chan, "value", len, NOT_READ)),
         }
     }
 
@@ -1067,7 +1062,13 @@ impl LatestReader {
         let v = self.wait_newer_to(version, &mut sink, timeout)?;
         match sink.got {
             Ok(len) => Ok((len, v)),
-            Err(len) => Err(too_long(&self.chan, "the latest value", len, room)),
+            Err(len) => Err(super::does_not_fit(
+                &self.chan,
+                "the latest value",
+                len,
+                room,
+                NOT_READ,
+            )),
         }
     }
 
@@ -1337,7 +1338,12 @@ impl RpcServer {
             Err(len) => {
                 // The reply's outcome changes nothing: the request was of the wrong size.
                 let _ = answer(&self.chan, t, &[]);
-                Err(not_a_value::<Q>(&self.chan, "request", len))
+                Err(super::not_a_value::<Q>(
+                    &self.chan,
+                    "request",
+                    len,
+                    "it was answered with an empty reply",
+                ))
             }
         }
     }
@@ -1533,7 +1539,12 @@ impl RpcClient {
         self.wait_reply_to(&mut dest, timeout)?;
         match dest.got {
             Ok(()) => Ok(value),
-            Err(len) => Err(not_a_value::<R>(&self.chan, "reply", len)),
+            Err(len) => Err(super::not_a_value::<R>(
+                &self.chan,
+                "reply",
+                len,
+                "it was thrown away",
+            )),
         }
     }
 

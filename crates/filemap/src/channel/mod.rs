@@ -1056,14 +1056,18 @@ fn no_room(chan: &sys::Channel) -> Error {
     timed_out(chan, "room")
 }
 
-/// A received message longer than the caller's buffer (it stays in the channel).
+/// What becomes of a message of another size for a typed receive of a stream or a
+/// subscriber.
+const PASSED_OVER: &str = "it was passed over";
+
+/// `what` (a message, value) of `len` bytes, longer than the caller's buffer of `room`, and
+/// `then`: what becomes of it.
 #[cold]
 #[inline(never)]
-fn does_not_fit(chan: &sys::Channel, len: usize, room: usize) -> Error {
+fn does_not_fit(chan: &sys::Channel, what: &str, len: usize, room: usize, then: &str) -> Error {
     Error::InvalidArgument {
         what: format!(
-            "the next message in {} has {len} bytes, more than the buffer's {room}; it stays \
-             in the channel",
+            "{what} in {} has {len} bytes, more than the buffer's {room}; {then}",
             chan.name()
         ),
     }
@@ -1433,7 +1437,14 @@ impl Receiver {
         };
         let len = frame.len as usize;
         let Some(dst) = buf.get_mut(..len) else {
-            return Err(does_not_fit(&self.chan, len, buf.len()));
+            let then = "it stays in the channel";
+            return Err(does_not_fit(
+                &self.chan,
+                "the next message",
+                len,
+                buf.len(),
+                then,
+            ));
         };
         // The frame is inside the ring (`try_peek` checked it), so this copies; an error,
         // not a panic, otherwise (see `Ring::read`).
@@ -1626,7 +1637,8 @@ impl Receiver {
             if self.consumer.consume(frame) {
                 release(&self.chan, &mut self.consumer, frame.len);
             }
-            return Err(not_a_value::<T>(&self.chan, frame.len));
+            let len = frame.len as usize;
+            return Err(not_a_value::<T>(&self.chan, "message", len, PASSED_OVER));
         }
         // Inside the ring, as in `recv_into`.
         let ring = self.chan.ring();
@@ -1647,15 +1659,16 @@ impl Receiver {
     pub fn close(self) {}
 }
 
-/// The error for a message of `len` bytes where a value of `T` was expected (out of line:
-/// the per-message path only branches to it).
+/// The error for `what` (a message, value, request or reply) of `len` bytes where a value
+/// of `T` was expected, and `then`: what became of it (out of line: the per-message paths
+/// only branch to it).
 #[cold]
 #[inline(never)]
-fn not_a_value<T: Plain>(chan: &sys::Channel, len: u32) -> Error {
+fn not_a_value<T>(chan: &sys::Channel, what: &str, len: usize, then: &str) -> Error {
     Error::Incompatible {
         name: chan.name().to_string(),
         reason: format!(
-            "a message of {len} bytes came where a {} of {} bytes was expected; it was passed over",
+            "a {what} of {len} bytes came where a {} of {} bytes was expected; {then}",
             std::any::type_name::<T>(),
             std::mem::size_of::<T>()
         ),
