@@ -640,16 +640,8 @@ impl Subscriber {
         let Some(lost) = self.next(&mut sink, deadline)? else {
             return Ok(None);
         };
-        match sink.got {
-            Ok(len) => Ok(Some((len, lost))),
-            Err(len) => Err(super::does_not_fit(
-                &self.chan,
-                "the next message",
-                len,
-                room,
-                KEPT_NEXT,
-            )),
-        }
+        let len = fitted(&self.chan, sink.got, room, "the next message", KEPT_NEXT)?;
+        Ok(Some((len, lost)))
     }
 
     /// Receives a value of a typed channel, and how many were lost before it.
@@ -715,6 +707,18 @@ fn carry(carried: &mut u64, lost: u64, sink: &impl seqlock::Sink) -> u64 {
         return 0;
     }
     lost.saturating_add(std::mem::take(carried))
+}
+
+/// The length of `what` that a [`seqlock::Buf::up_to`] of `room` bytes took (`got`), or
+/// the error for one too long for it, and `then`: what becomes of it.
+fn fitted(
+    chan: &sys::Channel,
+    got: Result<usize, usize>,
+    room: usize,
+    what: &str,
+    then: &str,
+) -> Result<usize> {
+    got.map_err(|len| super::does_not_fit(chan, what, len, room, then))
 }
 
 /// What becomes of a message too long for the buffer of a subscriber's `recv_into`.
@@ -960,16 +964,8 @@ impl LatestReader {
         let Some(v) = self.read_to(&mut sink)? else {
             return Ok(None);
         };
-        match sink.got {
-            Ok(len) => Ok(Some((len, v))),
-            Err(len) => Err(super::does_not_fit(
-                &self.chan,
-                "the latest value",
-                len,
-                room,
-                NOT_READ,
-            )),
-        }
+        let len = fitted(&self.chan, sink.got, room, "the latest value", NOT_READ)?;
+        Ok(Some((len, v)))
     }
 
     /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when a value newer
@@ -1060,16 +1056,8 @@ impl LatestReader {
         let room = buf.len();
         let mut sink = seqlock::Buf::up_to(buf);
         let v = self.wait_newer_to(version, &mut sink, timeout)?;
-        match sink.got {
-            Ok(len) => Ok((len, v)),
-            Err(len) => Err(super::does_not_fit(
-                &self.chan,
-                "the latest value",
-                len,
-                room,
-                NOT_READ,
-            )),
-        }
+        let len = fitted(&self.chan, sink.got, room, "the latest value", NOT_READ)?;
+        Ok((len, v))
     }
 
     /// [`wait_newer`](Self::wait_newer) into any sink.
