@@ -936,7 +936,7 @@ pub(crate) fn info(ns: &Namespace, a: InfoArgs) -> CmdResult {
         let created = i
             .created
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| format!("{} (seconds since 1970)", d.as_secs()));
+            .map(|d| format!("{} ({} seconds since 1970)", utc(d.as_secs()), d.as_secs()));
         let holders = i
             .holders
             .iter()
@@ -1078,4 +1078,27 @@ pub(crate) fn init(ns: &Namespace) -> CmdResult {
         shown(&report.global)
     );
     Ok(())
+}
+
+/// `secs` since 1970 as a UTC date and time, "2026-11-30 03:45:59 UTC" (the proleptic
+/// Gregorian calendar, as `date -u` prints it; no time zone database needed).
+pub(crate) fn utc(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date: count in 400-year eras of 146,097 days from
+    // 0000-03-01, with years that begin in March so that a leap day ends its year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097; // [0, 146096]
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1
+    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = era * 400 + yoe + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3_600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }

@@ -342,6 +342,44 @@ mod tests {
     }
 
     #[test]
+    fn creation_times_read_as_dates() {
+        assert_eq!(admin::utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(admin::utc(951_868_799), "2000-02-29 23:59:59 UTC");
+        assert_eq!(admin::utc(1_796_010_359), "2026-11-30 03:45:59 UTC");
+        assert_eq!(admin::utc(253_402_300_799), "9999-12-31 23:59:59 UTC");
+    }
+
+    /// Against date(1), across leap days, century years and year ends.
+    #[cfg(unix)]
+    #[test]
+    fn creation_times_read_as_date_1_prints_them() {
+        use std::io::Write;
+        let secs: Vec<u64> = (0..2_000u64)
+            .map(|i| i * 7_654_321 + i % 86_400)
+            .chain([4_107_542_399, 4_107_542_400, 13_574_563_200])
+            .collect();
+        let input: String = secs.iter().map(|s| format!("@{s}\n")).collect();
+        let mut date = std::process::Command::new("date")
+            .args(["-u", "-f", "-", "+%Y-%m-%d %H:%M:%S UTC"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("date(1)");
+        date.stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = date.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let want = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(want.lines().count(), secs.len());
+        for (s, w) in secs.iter().zip(want.lines()) {
+            assert_eq!(admin::utc(*s), w, "{s} seconds");
+        }
+    }
+
+    #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

@@ -755,6 +755,12 @@ fn ls_takes_a_name_prefix() {
 #[test]
 fn create_write_read_ls_info_rm() {
     let root = Root::new("admin");
+    // The UTC day, as date(1) tells it (`info` shows the creation time).
+    let today = || {
+        let out = Command::new("date").args(["-u", "+%F"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let created_on = today();
     let out = root.run(&[
         "create",
         "Local\\p",
@@ -857,6 +863,15 @@ fn create_write_read_ls_info_rm() {
         info.contains("kind:        mapping\nsize:        100\nstate:       persistent\n"),
         "{info}"
     );
+    // The creation time as a UTC date and time, then the seconds: the day it was made
+    // (or the next, past a midnight).
+    let created = info.lines().find(|l| l.starts_with("created:")).unwrap();
+    let day = created.split_whitespace().nth(1).unwrap();
+    assert!(
+        created.contains(" UTC (") && created.ends_with(" seconds since 1970)"),
+        "{created}"
+    );
+    assert!(day == created_on || day == today(), "{created}");
     assert!(stdout(&root.run(&["info", "p", "--json"]))
         .starts_with("{\"name\":\"Local\\\\p\",\"kind\":\"mapping\",\"size\":100,"));
     // A mapping made by `create` without --persistent lives while the command runs.
