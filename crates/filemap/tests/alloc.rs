@@ -229,6 +229,14 @@ fn broadcast_messages_allocate_nothing() {
         let t = Duration::from_secs(5);
         assert_eq!(rx.recv_into_timeout(&mut into, t).unwrap(), (256, 0));
     });
+    assert_no_allocation("recv_into_raw", |i| {
+        let len = (i % 256) as usize;
+        tx.send(&payload[..len]).unwrap();
+        // SAFETY: `into` is 256 bytes, and no reference covers them during the call.
+        #[allow(unsafe_code)]
+        let got = unsafe { rx.recv_into_raw(into.as_mut_ptr(), into.len(), None) };
+        assert_eq!(got.unwrap(), Some((len, 0)));
+    });
     let typed = root
         .opts()
         .create_broadcast_of::<u64>(&root.name("Local\\alloc-bc-typed"), 16)
@@ -286,6 +294,14 @@ fn latest_values_allocate_nothing() {
         let t = Some(Duration::from_secs(5));
         let newer = r.wait_newer_into(before + 2 * i + 1, &mut into, t).unwrap();
         assert_eq!(newer, (128, before + 2 * i + 2));
+    });
+    let before = r.read_into(&mut into).unwrap().unwrap().1;
+    assert_no_allocation("read_into_raw", |i| {
+        w.publish(&[i as u8; 100]).unwrap();
+        // SAFETY: `into` is 128 bytes, and no reference covers them during the call.
+        #[allow(unsafe_code)]
+        let got = unsafe { r.read_into_raw(into.as_mut_ptr(), into.len()) };
+        assert_eq!(got.unwrap(), Some((100, before + i + 1)));
     });
     let typed = root
         .opts()

@@ -1183,6 +1183,115 @@ fn subscribers_and_readers_read_into_buffers_of_their_own() {
     assert!(t.elapsed() >= short);
 }
 
+/// `Subscriber::recv_into_raw` and `LatestReader::read_into_raw`, for buffers that no
+/// `&mut [u8]` may stand for (Python's): what fits is written, at any alignment; what does
+/// not fit is not received, and stays the next or the latest; timeouts; and a value read
+/// under a writer that keeps publishing is never torn.
+#[test]
+#[allow(unsafe_code)]
+fn subscribers_and_readers_write_through_raw_pointers() {
+    let _w = watchdog(120);
+    let root = TestRoot::new("ch-into-raw");
+    let o = root.opts();
+    let short = Duration::from_millis(20);
+    // Destinations one byte past an 8-byte boundary, so that every word is written
+    // unaligned.
+    let mut mem = vec![0u8; 8192 + 1];
+    let dst = mem[1..].as_mut_ptr();
+    let b = o
+        .create_broadcast(&root.name("Local\\news"), 8, 100)
+        .unwrap();
+    let mut publisher = b.publisher().unwrap();
+    let mut sub = b.subscriber().unwrap();
+    let mut recv = |room: usize, timeout: Option<Duration>| {
+        // SAFETY: `dst` points at 8192 bytes of `mem`, which no reference covers while
+        // they are written (`mem` is used only between the calls); so below too.
+        unsafe { sub.recv_into_raw(dst, room, timeout) }
+    };
+    assert_eq!(recv(64, Some(Duration::ZERO)).unwrap(), None);
+    let t = Instant::now();
+    assert_eq!(recv(64, Some(short)).unwrap(), None);
+    assert!(t.elapsed() >= short);
+    publisher.send(b"hello, world!").unwrap();
+    assert_eq!(recv(64, None).unwrap(), Some((13, 0)));
+    assert_eq!(&mem[1..14], b"hello, world!");
+    // 20 messages into 8 slots: 13 lost. Too long for 10 bytes, number 13 stays the next,
+    // and nothing is written.
+    for i in 0..20u8 {
+        publisher.send(&[i; 30]).unwrap();
+    }
+    mem.fill(0xee);
+    let dst = mem[1..].as_mut_ptr();
+    let mut recv = |room: usize| {
+        // SAFETY: as above.
+        unsafe { sub.recv_into_raw(dst, room, Some(short)) }
+    };
+    match recv(10) {
+        Err(e @ Error::InvalidArgument { .. }) => {
+            assert!(
+                e.to_string()
+                    .contains("has 30 bytes, more than the buffer's 10"),
+                "{e}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(mem.iter().all(|&x| x == 0xee));
+    assert_eq!(recv(30).unwrap(), Some((30, 13)));
+    assert_eq!(mem[1..31], [13; 30]);
+    assert_eq!(mem[31], 0xee);
+
+    // A latest value.
+    let l = o.create_latest(&root.name("Local\\state"), 4096).unwrap();
+    let mut r = l.reader().unwrap();
+    let dst = mem[1..].as_mut_ptr();
+    let read = |r: &mut filemap::LatestReader, room: usize| {
+        // SAFETY: as above.
+        unsafe { r.read_into_raw(dst, room) }
+    };
+    assert_eq!(read(&mut r, 64).unwrap(), None);
+    let mut w = l.writer().unwrap();
+    w.publish(&[7; 40]).unwrap();
+    assert!(matches!(
+        read(&mut r, 39),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // Not read: the reader is still ready for it.
+    assert_eq!(
+        filemap::wait_any(&[&r], Some(short)).unwrap(),
+        filemap::WaitOutcome::Signalled(0)
+    );
+    assert_eq!(read(&mut r, 40).unwrap(), Some((40, 1)));
+    assert_eq!(mem[1..41], [7; 40]);
+    assert!(matches!(
+        filemap::wait_any(&[&r], Some(short)),
+        Err(Error::Timeout { .. })
+    ));
+    // Under a writer that keeps publishing values of 4093 equal bytes (a partial last
+    // word), every read is whole.
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut k = 0u8;
+            while !stop.load(SeqCst) {
+                k = k.wrapping_add(1);
+                w.publish(&[k; 4093]).unwrap();
+            }
+        });
+        let start = Instant::now();
+        let mut reads = 0;
+        while reads < 2000 || start.elapsed() < Duration::from_millis(200) {
+            let (len, _) = read(&mut r, 4096).unwrap().unwrap();
+            if len == 4093 {
+                let first = mem[1];
+                assert!(mem[1..4094].iter().all(|&x| x == first), "a torn value");
+                reads += 1;
+            }
+        }
+        stop.store(true, SeqCst);
+    });
+}
+
 /// Requests and replies as values: a call, a reply from a `Replier`, and a request of the
 /// wrong size, which the server reports and answers with an empty reply, so that the
 /// client is not left waiting.

@@ -628,6 +628,41 @@ impl Subscriber {
         self.copy_by(buf, Some(Instant::now()))
     }
 
+    /// As [`recv_into`](Self::recv_into), to memory that a `&mut [u8]` cannot stand for:
+    /// a buffer of another runtime (Python's, C's), which that runtime's threads may write
+    /// meanwhile. The message's words are written to `dst` with raw stores only, and no
+    /// reference to the memory is made. Waits up to `timeout` (`None`: as long as it
+    /// takes); `Ok(None)` if it passed first.
+    ///
+    /// On success the first `length` bytes hold the message; the rest of the `len`, and all
+    /// of it after an error, hold nothing of use (a torn copy is written over before a
+    /// receive returns).
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `len` bytes until this returns, and no reference
+    /// covers them meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv_into`](Self::recv_into): a message longer than `len` is not received.
+    #[allow(unsafe_code)]
+    pub unsafe fn recv_into_raw(
+        &mut self,
+        dst: *mut u8,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(usize, u64)>> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        // SAFETY: the caller's promise, for as long as the sink lives (this call).
+        let mut sink = unsafe { seqlock::Raw::up_to(dst, len) };
+        let Some(lost) = self.next(&mut sink, deadline)? else {
+            return Ok(None);
+        };
+        let got = fitted(&self.chan, sink.got, len, "the next message", KEPT_NEXT)?;
+        Ok(Some((got, lost)))
+    }
+
     /// The next message into the start of `buf`, waiting until `deadline`: its length and
     /// the messages lost before it, or `None` if the deadline passed first.
     fn copy_by(
@@ -966,6 +1001,38 @@ impl LatestReader {
         };
         let len = fitted(&self.chan, sink.got, room, "the latest value", NOT_READ)?;
         Ok(Some((len, v)))
+    }
+
+    /// As [`read_into`](Self::read_into), to memory that a `&mut [u8]` cannot stand for: a
+    /// buffer of another runtime (Python's, C's), which that runtime's threads may write
+    /// meanwhile. The value's words are written to `dst` with raw stores only, and no
+    /// reference to the memory is made.
+    ///
+    /// On success the first `length` bytes hold the value; the rest of the `len`, and all
+    /// of it after an error, hold nothing of use (a torn copy is written over before a read
+    /// returns).
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `len` bytes until this returns, and no reference
+    /// covers them meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As for [`read_into`](Self::read_into): a value longer than `len` is not read.
+    #[allow(unsafe_code)]
+    pub unsafe fn read_into_raw(
+        &mut self,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<Option<(usize, u64)>> {
+        // SAFETY: the caller's promise, for as long as the sink lives (this call).
+        let mut sink = unsafe { seqlock::Raw::up_to(dst, len) };
+        let Some(v) = self.read_to(&mut sink)? else {
+            return Ok(None);
+        };
+        let got = fitted(&self.chan, sink.got, len, "the latest value", NOT_READ)?;
+        Ok(Some((got, v)))
     }
 
     /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when a value newer

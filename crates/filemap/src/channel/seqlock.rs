@@ -153,11 +153,26 @@ pub(crate) unsafe fn store_bytes_at(mem: Shared, area: usize, at: usize, src: &[
 pub(crate) unsafe fn load_words(mem: Shared, off: usize, len: usize, buf: &mut Vec<u8>) {
     buf.clear();
     buf.reserve(len);
-    let dst = buf.as_mut_ptr();
+    // SAFETY: the caller's promise for the source; the vector's room is `len` bytes
+    // (reserved above), which nothing else refers to.
+    unsafe { load_words_raw(mem, off, len, buf.as_mut_ptr()) };
+    // SAFETY: the `len` bytes were written above.
+    unsafe { buf.set_len(len) };
+}
+
+/// Writes the `len` bytes of shared memory at offset `off` to `dst`, one `Relaxed` atomic
+/// 8-byte load per word (each written unaligned).
+///
+/// # Safety
+///
+/// As for [`store_words`], with `len` for `src.len()`; `dst` is valid for writes of `len`
+/// bytes, and no reference covers them.
+#[inline]
+unsafe fn load_words_raw(mem: Shared, off: usize, len: usize, dst: *mut u8) {
     for i in 0..len / 8 {
         // SAFETY: word `i` is inside the range the caller vouches for, 8-aligned.
         let v = unsafe { mem.u64_at(off + 8 * i) }.load(Relaxed);
-        // SAFETY: `8 * i + 8 <= len`, inside the room reserved above.
+        // SAFETY: `8 * i + 8 <= len`, inside the room the caller vouches for.
         unsafe { dst.add(8 * i).cast::<u64>().write_unaligned(v) };
     }
     let done = len / 8 * 8;
@@ -165,11 +180,9 @@ pub(crate) unsafe fn load_words(mem: Shared, off: usize, len: usize, buf: &mut V
         // SAFETY: the last, partial word is inside the rounded-up range.
         let v = unsafe { mem.u64_at(off + done) }.load(Relaxed);
         let bytes = v.to_ne_bytes();
-        // SAFETY: `len - done` (< 8) bytes from `done`, inside the reserved room.
+        // SAFETY: `len - done` (< 8) bytes from `done`, inside the room.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst.add(done), len - done) };
     }
-    // SAFETY: the `len` bytes were written above.
-    unsafe { buf.set_len(len) };
 }
 
 /// Copies the `dst.len()` bytes of shared memory at offset `off` into `dst`, one `Relaxed`
@@ -219,6 +232,23 @@ impl SlotBytes {
         // SAFETY: `off` is a slot's message area, which holds `max` bytes rounded up to
         // 8, 8-aligned, accessed only through atomics; `len` is at most `max`.
         unsafe { load_words(self.mem, self.off, self.len, buf) };
+    }
+
+    /// Writes the bytes to `dst` if they fit in its `room` bytes; `false` (nothing
+    /// written) if not.
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `room` bytes, and no reference covers them.
+    #[inline]
+    pub(crate) unsafe fn to_raw(&self, dst: *mut u8, room: usize) -> bool {
+        if self.len > room {
+            return false;
+        }
+        // SAFETY: as in `to_vec` for the source; the caller's promise for `dst`, of which
+        // `len` ≤ `room` bytes are written.
+        unsafe { load_words_raw(self.mem, self.off, self.len, dst) };
+        true
     }
 
     /// Copies the bytes into the start of `dst` if they fit; `false` (nothing copied) if
@@ -308,6 +338,49 @@ impl Sink for Buf<'_> {
     #[inline]
     fn refused(&self) -> bool {
         !self.exact && self.got.is_err()
+    }
+}
+
+/// Memory that a reference cannot stand for (a buffer of another runtime, which its own
+/// threads may write meanwhile): a message of at most `room` bytes is written to the start
+/// of `dst`; a longer one is not, and is [refused](Sink::refused), as with
+/// [`Buf::up_to`].
+pub(crate) struct Raw {
+    dst: *mut u8,
+    room: usize,
+    /// The last message's length: `Ok` if it was written, `Err` if not.
+    pub(crate) got: Result<usize, usize>,
+}
+
+impl Raw {
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `room` bytes while the `Raw` lives, and no reference
+    /// covers them.
+    #[inline]
+    pub(crate) unsafe fn up_to(dst: *mut u8, room: usize) -> Raw {
+        Raw {
+            dst,
+            room,
+            got: Err(0),
+        }
+    }
+}
+
+impl Sink for Raw {
+    #[inline]
+    fn take(&mut self, bytes: &SlotBytes) {
+        let len = bytes.len();
+        // SAFETY: `up_to`'s promise.
+        self.got = match unsafe { bytes.to_raw(self.dst, self.room) } {
+            true => Ok(len),
+            false => Err(len),
+        };
+    }
+
+    #[inline]
+    fn refused(&self) -> bool {
+        self.got.is_err()
     }
 }
 
@@ -822,6 +895,61 @@ mod tests {
         for r in readers {
             r.join().unwrap();
         }
+    }
+
+    /// Reads through a raw pointer ([`Raw`]) write a slot's words one byte past an 8-byte
+    /// boundary, a partial last word too, and never keep a torn value; a longer value is
+    /// refused, and nothing of it written.
+    #[test]
+    fn raw_reads_write_unaligned_never_torn_and_refuse_what_does_not_fit() {
+        let _w = crate::testing::watchdog(120);
+        // The last value 13 bytes long: a reader that starts after the writer ends reads it.
+        let n = if cfg!(miri) { 201 } else { 50_001 };
+        let value = |v: u64| vec![v as u8; 13 + (v % 3) as usize * 10];
+        // Room for 13 and 23 bytes, not for 33, one byte into `mem`.
+        let read = |s: &Slots<'_>, mem: &mut Vec<u8>| {
+            let dst = mem[1..].as_mut_ptr();
+            // SAFETY: `dst` is valid for 24 bytes of `mem`, which no reference covers
+            // while the sink lives.
+            let mut sink = unsafe { Raw::up_to(dst, 24) };
+            let v = read_latest(s, &mut sink).unwrap();
+            assert_eq!(sink.refused(), sink.got.is_err());
+            // Never past the room.
+            assert_eq!(mem[25..], [0xaa; 17]);
+            v.map(|v| (v, sink.got))
+        };
+        let heap = Heap::new(KIND_LATEST, 2, 40);
+        let h = heap.clone();
+        let reader = std::thread::spawn(move || {
+            let s = h.slots();
+            let (mut newest, mut whole) = (0, 0);
+            let mut mem = vec![0xaau8; 42];
+            while newest < n {
+                if let Some((v, got)) = read(&s, &mut mem) {
+                    newest = v;
+                    match got {
+                        Ok(len) => {
+                            assert_eq!(mem[1..1 + len], value(v)[..], "value {v} is torn");
+                            whole += 1;
+                        }
+                        Err(len) => assert_eq!(len, 33, "value {v}"),
+                    }
+                }
+                std::thread::yield_now();
+            }
+            whole
+        });
+        let s = heap.slots();
+        let mut w = Writer::attach(&s);
+        for v in 1..=n {
+            w.publish(&s, &value(v), &Yield);
+        }
+        assert!(reader.join().unwrap() > 0, "no whole value read");
+        // Too long: refused, and nothing of it written.
+        w.publish(&s, &[1; 33], &Yield);
+        let mut mem = vec![0xaau8; 42];
+        assert_eq!(read(&s, &mut mem), Some((n + 1, Err(33))));
+        assert_eq!(mem, [0xaa; 42]);
     }
 
     /// Typed reads ([`Buf::exact`]) copy a slot's words straight into a value, a partial last
