@@ -11,6 +11,10 @@
   ``send(a)`` + ``recv_into(out)``, against the ``bytes`` way (``send(a.tobytes())`` +
   ``recv()`` + a copy into ``out``), a Unix socket pair (``sendall`` + ``recv_into``) and a
   ``multiprocessing.Pipe`` (``send_bytes`` + ``recv_bytes_into``). Needs NumPy.
+- The same frame through a latest-value channel (``publish`` once, then ``read_into(out)``,
+  against ``read()`` + a copy, and against a copy out of ``SharedMemory``, which has no
+  seqlock and may tear) and a broadcast (``send`` + ``recv_into(out)``, against ``send`` +
+  ``recv()`` + a copy). Needs NumPy.
 - Frames of 64 KiB and 1 MiB written and read in place: computed (``a * 2``) straight
   into a ``Sender.loan``, against computed into an array and sent; and summed where they
   are (``Receiver.recv_in_place``), against received into an array and summed. Needs
@@ -228,6 +232,64 @@ def frames():
     return rows
 
 
+def slot_frames():
+    """Rows for a 64 KiB float32 NumPy frame through the slot channels, in one thread: a
+    latest value published and read into an array, and a broadcast message sent and
+    received into one, each against the ``bytes`` way; none without NumPy."""
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+
+    frame = np.arange(64 * 256, dtype=np.float32).reshape(64, 256)
+    out = np.empty_like(frame)
+    latest = filemap.Latest.create("Local\\bench-latest", frame.nbytes)
+    writer, reader = latest.writer(), latest.reader()
+    writer.publish(frame)
+    shm = shared_memory.SharedMemory(create=True, size=frame.nbytes)
+    shm.buf[:] = memoryview(frame).cast("B")
+    shm_frame = np.ndarray(frame.shape, dtype=frame.dtype, buffer=shm.buf)
+
+    def read_into():
+        reader.read_into(out)
+
+    def read_bytes():
+        out[:] = np.frombuffer(reader.read()[0], dtype=np.float32).reshape(out.shape)
+
+    def shm_copy():
+        out[:] = shm_frame
+
+    ri, rb, sc = interleaved(2000, read_into, read_bytes, shm_copy)
+    assert (out == frame).all()
+    what = "64 KiB NumPy frame: latest value read into an array, one thread"
+    rows = [
+        (what, "read_into(out)", ri, "read() + copy", rb),
+        (what, "read_into(out)", ri, "SharedMemory: out[:] = frame (no seqlock: may tear)", sc),
+    ]
+
+    bc = filemap.Broadcast.create("Local\\bench-broadcast", 4, frame.nbytes)
+    publisher, subscriber = bc.publisher(), bc.subscriber()
+
+    def recv_into():
+        publisher.send(frame)
+        subscriber.recv_into(out)
+
+    def recv_bytes():
+        publisher.send(frame)
+        out[:] = np.frombuffer(subscriber.recv()[0], dtype=np.float32).reshape(out.shape)
+
+    bi, bb = interleaved(2000, recv_into, recv_bytes)
+    assert (out == frame).all()
+    what = "64 KiB NumPy frame: broadcast send + receive into an array, one thread"
+    rows.append((what, "send(a) + recv_into(out)", bi, "send(a) + recv() + copy", bb))
+    del shm_frame
+    shm.close()
+    shm.unlink()
+    for end in (writer, reader, latest, publisher, subscriber, bc):
+        end.close()
+    return rows
+
+
 def in_place():
     """Rows for frames written and read in place (a loan, a message received in place)
     against the same work through an array, at 64 KiB and 1 MiB; none without NumPy."""
@@ -350,6 +412,7 @@ def main():
     s.unlink()
 
     rows += frames()
+    rows += slot_frames()
     rows += in_place()
 
     kinds = ("filemap", "mp", "pipe") + (("posix_ipc",) if posix_ipc is not None else ())

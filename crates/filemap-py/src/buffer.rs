@@ -649,6 +649,29 @@ unsafe impl Send for Dst<'_> {}
 unsafe impl Sync for Dst<'_> {}
 
 impl Dst<'_> {
+    /// Reads `reader`'s latest value straight into the buffer (no vector between), as
+    /// [`filemap::LatestReader::read_into_raw`] does.
+    pub(crate) fn read_latest(
+        self,
+        reader: &mut filemap::LatestReader,
+    ) -> filemap::Result<Option<(usize, u64)>> {
+        // SAFETY: the buffer is writable (asked for with `PYBUF_WRITABLE`) for `self.len`
+        // bytes and stays exported while this `Dst` is borrowed; the library writes it
+        // through the pointer only (no reference), as `copy_raw` does.
+        unsafe { reader.read_into_raw(self.ptr, self.len) }
+    }
+
+    /// Receives `sub`'s next message straight into the buffer, waiting up to `timeout`,
+    /// as [`filemap::Subscriber::recv_into_raw`] does.
+    pub(crate) fn recv_subscribed(
+        self,
+        sub: &mut filemap::Subscriber,
+        timeout: std::time::Duration,
+    ) -> filemap::Result<Option<(usize, u64)>> {
+        // SAFETY: as in `read_latest`.
+        unsafe { sub.recv_into_raw(self.ptr, self.len, Some(timeout)) }
+    }
+
     /// Copies `m` to the start of the buffer and returns its length, or gives `m` back if
     /// it is longer than the buffer.
     pub(crate) fn take<'m>(self, m: filemap::Message<'m>) -> Result<usize, filemap::Message<'m>> {

@@ -1460,6 +1460,27 @@ impl Subscriber {
         let out = Output::new(buffer)?;
         let deadline = deadline_of(timeout)?;
         let mut end = take_or!(self.end, py, deadline, None);
+        // Straight into the buffer where its bytes can be reached and no message is held
+        // back; otherwise through a vector.
+        if let (Some(dst), None) = (out.dst(), &end.held_back) {
+            let sub = &mut end.end;
+            // `Some(None)`: the message is too long for the buffer.
+            let got = blocking_until(py, deadline, |slice| {
+                match dst.recv_subscribed(sub, slice) {
+                    Ok(got) => Ok(got.map(Some)),
+                    Err(Error::InvalidArgument { .. }) => Ok(Some(None)),
+                    Err(e) => Err(e),
+                }
+            })?;
+            match got {
+                None => return Ok(None),
+                Some(Some(got)) => return Ok(Some(got)),
+                // Still the next message: take it (or what came in its place, if it was
+                // written over meanwhile) the other way, which holds a message too long
+                // for the buffer back, so that nothing is lost.
+                Some(None) => {}
+            }
+        }
         Ok(end
             .next_into(py, &out, deadline)?
             .map(|(lost, len)| (len, lost)))
@@ -1606,6 +1627,11 @@ impl LatestReader {
         let room = out.len()?;
         let mut r = take_or!(self.end, py, None, None);
         let ReaderEnd { reader, scratch } = &mut *r;
+        // Straight into the buffer where its bytes can be reached; otherwise through a
+        // vector and the buffer's `memoryview`.
+        if let Some(dst) = out.dst() {
+            return dst.read_latest(reader).map_err(err);
+        }
         let Some(version) = reader.read(scratch).map_err(err)? else {
             return Ok(None);
         };
