@@ -661,6 +661,18 @@ impl Dst<'_> {
         unsafe { reader.read_into_raw(self.ptr, self.len) }
     }
 
+    /// Waits up to `timeout` for a value of `reader` newer than `version`, and reads it
+    /// straight into the buffer, as [`filemap::LatestReader::wait_newer_into_raw`] does.
+    pub(crate) fn wait_newer(
+        self,
+        reader: &mut filemap::LatestReader,
+        version: u64,
+        timeout: std::time::Duration,
+    ) -> filemap::Result<(usize, u64)> {
+        // SAFETY: as in `read_latest`.
+        unsafe { reader.wait_newer_into_raw(version, self.ptr, self.len, Some(timeout)) }
+    }
+
     /// Receives `sub`'s next message straight into the buffer, waiting up to `timeout`,
     /// as [`filemap::Subscriber::recv_into_raw`] does.
     pub(crate) fn recv_subscribed(

@@ -1624,7 +1624,6 @@ impl LatestReader {
         buffer: &Bound<'_, PyAny>,
     ) -> PyResult<Option<(usize, u64)>> {
         let out = Output::new(buffer)?;
-        let room = out.len()?;
         let mut r = take_or!(self.end, py, None, None);
         let ReaderEnd { reader, scratch } = &mut *r;
         // Straight into the buffer where its bytes can be reached; otherwise through a
@@ -1635,11 +1634,8 @@ impl LatestReader {
         let Some(version) = reader.read(scratch).map_err(err)? else {
             return Ok(None);
         };
-        if scratch.len() > room {
-            let (len, then) = (scratch.len(), "it stays the latest");
-            return Err(too_long(reader.name(), "the latest value", len, room, then));
-        }
-        out.fill(scratch)?;
+        let then = "it stays the latest";
+        deliver(&out, scratch, reader.name(), "the latest value", then)?;
         Ok(Some((scratch.len(), version)))
     }
 
@@ -1661,6 +1657,39 @@ impl LatestReader {
                     .map(|v| (std::mem::take(&mut buf), v)),
             )
         })
+    }
+
+    /// Waits for a value newer than `version` and copies it into `buffer` (any writable
+    /// bytes-like object): `(length, version)`, or `None` on timeout. A value longer than
+    /// the buffer is a `ValueError` that states its length (it stays the latest).
+    #[pyo3(signature = (version, buffer, timeout=None))]
+    fn wait_newer_into(
+        &self,
+        py: Python<'_>,
+        version: u64,
+        buffer: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(usize, u64)>> {
+        let out = Output::new(buffer)?;
+        let deadline = deadline_of(timeout)?;
+        let mut r = take_or!(self.end, py, deadline, None);
+        let ReaderEnd { reader, scratch } = &mut *r;
+        // Straight into the buffer where its bytes can be reached; otherwise through a
+        // vector and the buffer's `memoryview`.
+        if let Some(dst) = out.dst() {
+            return blocking_until(py, deadline, |slice| {
+                timed(dst.wait_newer(reader, version, slice))
+            });
+        }
+        let got = blocking_until(py, deadline, |slice| {
+            timed(reader.wait_newer(version, scratch, Some(slice)))
+        })?;
+        let Some(version) = got else {
+            return Ok(None);
+        };
+        let then = "it stays the latest";
+        deliver(&out, scratch, reader.name(), "the latest value", then)?;
+        Ok(Some((scratch.len(), version)))
     }
 
     fn close(&self) -> PyResult<()> {

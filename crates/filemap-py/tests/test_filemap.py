@@ -1211,6 +1211,35 @@ def test_subscribers_and_readers_fill_bytes_like_objects():
         x.close()
 
 
+def test_wait_newer_into_fills_a_buffer_when_a_newer_value_comes():
+    np = pytest.importorskip("numpy")
+    lt = filemap.Latest.create("Local\\wnewer", 4096)
+    w, rd = lt.writer(), lt.reader()
+    frame = np.zeros(1024, dtype=np.float32)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        rd.wait_newer_into(0, frame, timeout=0.05)
+    assert time.monotonic() - start >= 0.05
+    w.publish(np.full(1024, 1.0, dtype=np.float32))
+    assert rd.wait_newer_into(0, frame, timeout=20) == (4096, 1) and (frame == 1).all()
+    # A value published by another thread while this one waits (without the GIL).
+    later = threading.Timer(0.1, lambda: w.publish(np.full(1024, 2.0, dtype=np.float32)))
+    start = time.monotonic()
+    later.start()
+    assert rd.wait_newer_into(1, memoryview(frame), timeout=20) == (4096, 2)
+    assert (frame == 2).all() and time.monotonic() - start >= 0.1
+    later.join()
+    with pytest.raises(ValueError, match="has 4096 bytes, more than the buffer's 8"):
+        rd.wait_newer_into(1, bytearray(8), timeout=20)
+    with pytest.raises(TypeError):
+        rd.wait_newer_into(1, b"read-only", timeout=0)
+    w.close()
+    with pytest.raises(BrokenPipeError):
+        rd.wait_newer_into(2, frame, timeout=20)
+    for x in (rd, lt):
+        x.close()
+
+
 SERVE_ARRAYS = """
     import numpy as np, filemap
     server = filemap.RequestReply.open("Local\\\\rpcarr").server()

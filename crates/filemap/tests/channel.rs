@@ -1267,6 +1267,23 @@ fn subscribers_and_readers_write_through_raw_pointers() {
         filemap::wait_any(&[&r], Some(short)),
         Err(Error::Timeout { .. })
     ));
+    // Waiting for a newer value: a timeout, one too long (not read), then read.
+    let t = Instant::now();
+    // SAFETY: as above.
+    let waited = unsafe { r.wait_newer_into_raw(1, dst, 64, Some(short)) };
+    assert!(matches!(waited, Err(Error::Timeout { .. })), "{waited:?}");
+    assert!(t.elapsed() >= short);
+    w.publish(&[9; 50]).unwrap();
+    // SAFETY: as above.
+    let waited = unsafe { r.wait_newer_into_raw(1, dst, 49, Some(short)) };
+    assert!(
+        matches!(waited, Err(Error::InvalidArgument { .. })),
+        "{waited:?}"
+    );
+    // SAFETY: as above.
+    let waited = unsafe { r.wait_newer_into_raw(1, dst, 50, Some(LINE)) };
+    assert_eq!(waited.unwrap(), (50, 2));
+    assert_eq!(mem[1..51], [9; 50]);
     // Under a writer that keeps publishing values of 4093 equal bytes (a partial last
     // word), every read is whole.
     let stop = AtomicBool::new(false);

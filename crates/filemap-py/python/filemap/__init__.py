@@ -713,6 +713,19 @@ class LatestReader(_End):
             raise TimeoutError("timed out waiting for a newer value")
         return bytes(r[0]), r[1]
 
+    def wait_newer_into(
+        self, version: int, buffer: "WriteableBuffer", timeout: Optional[float] = None
+    ) -> "tuple[int, int]":
+        """Waits for a value newer than ``version`` and copies it into ``buffer`` (any
+        writable bytes-like object): ``(length, version)``, as ``wait_newer`` but without a
+        ``bytes`` object; ``TimeoutError``; ``BrokenPipeError`` if the writer has gone. A
+        value longer than ``buffer`` raises ``ValueError``, which gives its length (it stays
+        the latest)."""
+        r = self._m.wait_newer_into(version, buffer, timeout)
+        if r is None:
+            raise TimeoutError("timed out waiting for a newer value")
+        return int(r[0]), int(r[1])
+
 
 class RequestReply(_Channel):
     """A named request/reply channel: up to ``clients`` ``client()``s send requests, one

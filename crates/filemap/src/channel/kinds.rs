@@ -1127,6 +1127,34 @@ impl LatestReader {
         Ok((len, v))
     }
 
+    /// As [`wait_newer_into`](Self::wait_newer_into), to memory that a `&mut [u8]` cannot
+    /// stand for, written through a raw pointer as [`read_into_raw`](Self::read_into_raw)
+    /// writes it.
+    ///
+    /// # Safety
+    ///
+    /// `dst` is valid for writes of `len` bytes until this returns, and no reference
+    /// covers them meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait_newer_into`](Self::wait_newer_into): a newer value longer than `len`
+    /// is not read.
+    #[allow(unsafe_code)]
+    pub unsafe fn wait_newer_into_raw(
+        &mut self,
+        version: u64,
+        dst: *mut u8,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(usize, u64)> {
+        // SAFETY: the caller's promise, for as long as the sink lives (this call).
+        let mut sink = unsafe { seqlock::Raw::up_to(dst, len) };
+        let v = self.wait_newer_to(version, &mut sink, timeout)?;
+        let got = fitted(&self.chan, sink.got, len, "the latest value", NOT_READ)?;
+        Ok((got, v))
+    }
+
     /// [`wait_newer`](Self::wait_newer) into any sink.
     fn wait_newer_to(
         &mut self,
