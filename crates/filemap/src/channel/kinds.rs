@@ -605,7 +605,7 @@ impl Subscriber {
     /// [`Error::InvalidArgument`] if the message does not fit `buf`; as for
     /// [`Subscriber::recv`].
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<(usize, u64)> {
-        self.copy_by(buf, None)?
+        self.copy_by(seqlock::Buf::up_to(buf), None)?
             .ok_or_else(|| timed_out(&self.chan, "a message"))
     }
 
@@ -615,8 +615,11 @@ impl Subscriber {
     ///
     /// [`Error::Timeout`]; as for [`Subscriber::recv_into`].
     pub fn recv_into_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<(usize, u64)> {
-        self.copy_by(buf, Instant::now().checked_add(timeout))?
-            .ok_or_else(|| timed_out(&self.chan, "a message"))
+        self.copy_by(
+            seqlock::Buf::up_to(buf),
+            Instant::now().checked_add(timeout),
+        )?
+        .ok_or_else(|| timed_out(&self.chan, "a message"))
     }
 
     /// As [`Subscriber::recv_into`], without waiting: `None` if no message is there.
@@ -625,7 +628,7 @@ impl Subscriber {
     ///
     /// As for [`Subscriber::recv_into`].
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
-        self.copy_by(buf, Some(Instant::now()))
+        self.copy_by(seqlock::Buf::up_to(buf), Some(Instant::now()))
     }
 
     /// As [`recv_into`](Self::recv_into), to memory that a `&mut [u8]` cannot stand for:
@@ -655,27 +658,20 @@ impl Subscriber {
     ) -> Result<Option<(usize, u64)>> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         // SAFETY: the caller's promise, for as long as the sink lives (this call).
-        let mut sink = unsafe { seqlock::Raw::up_to(dst, len) };
-        let Some(lost) = self.next(&mut sink, deadline)? else {
-            return Ok(None);
-        };
-        let got = fitted(&self.chan, sink.got, len, "the next message", KEPT_NEXT)?;
-        Ok(Some((got, lost)))
+        self.copy_by(unsafe { seqlock::Raw::up_to(dst, len) }, deadline)
     }
 
-    /// The next message into the start of `buf`, waiting until `deadline`: its length and
+    /// The next message into the start of `sink`, waiting until `deadline`: its length and
     /// the messages lost before it, or `None` if the deadline passed first.
     fn copy_by(
         &mut self,
-        buf: &mut [u8],
+        mut sink: impl seqlock::Fixed,
         deadline: Option<Instant>,
     ) -> Result<Option<(usize, u64)>> {
-        let room = buf.len();
-        let mut sink = seqlock::Buf::up_to(buf);
         let Some(lost) = self.next(&mut sink, deadline)? else {
             return Ok(None);
         };
-        let len = fitted(&self.chan, sink.got, room, "the next message", KEPT_NEXT)?;
+        let len = fitted(&self.chan, &sink, "the next message", KEPT_NEXT)?;
         Ok(Some((len, lost)))
     }
 
@@ -744,16 +740,17 @@ fn carry(carried: &mut u64, lost: u64, sink: &impl seqlock::Sink) -> u64 {
     lost.saturating_add(std::mem::take(carried))
 }
 
-/// The length of `what` that a [`seqlock::Buf::up_to`] of `room` bytes took (`got`), or
-/// the error for one too long for it, and `then`: what becomes of it.
+/// The length of `what` that `sink` took, or the error for one too long for it, and
+/// `then`: what becomes of it.
 fn fitted(
     chan: &sys::Channel,
-    got: Result<usize, usize>,
-    room: usize,
+    sink: &impl seqlock::Fixed,
     what: &str,
     then: &str,
 ) -> Result<usize> {
-    got.map_err(|len| super::does_not_fit(chan, what, len, room, then))
+    let room = sink.room();
+    sink.got()
+        .map_err(|len| super::does_not_fit(chan, what, len, room, then))
 }
 
 /// What becomes of a message too long for the buffer of a subscriber's `recv_into`.
@@ -994,12 +991,15 @@ impl LatestReader {
     /// [`Error::InvalidArgument`] if the value is longer than `buf` (the error states its
     /// length; it stays the latest, and this reader has not read it); [`Error::Corrupt`].
     pub fn read_into(&mut self, buf: &mut [u8]) -> Result<Option<(usize, u64)>> {
-        let room = buf.len();
-        let mut sink = seqlock::Buf::up_to(buf);
+        self.read_buf(seqlock::Buf::up_to(buf))
+    }
+
+    /// [`read_into`](Self::read_into) into `sink`.
+    fn read_buf(&mut self, mut sink: impl seqlock::Fixed) -> Result<Option<(usize, u64)>> {
         let Some(v) = self.read_to(&mut sink)? else {
             return Ok(None);
         };
-        let len = fitted(&self.chan, sink.got, room, "the latest value", NOT_READ)?;
+        let len = fitted(&self.chan, &sink, "the latest value", NOT_READ)?;
         Ok(Some((len, v)))
     }
 
@@ -1027,12 +1027,7 @@ impl LatestReader {
         len: usize,
     ) -> Result<Option<(usize, u64)>> {
         // SAFETY: the caller's promise, for as long as the sink lives (this call).
-        let mut sink = unsafe { seqlock::Raw::up_to(dst, len) };
-        let Some(v) = self.read_to(&mut sink)? else {
-            return Ok(None);
-        };
-        let got = fitted(&self.chan, sink.got, len, "the latest value", NOT_READ)?;
-        Ok(Some((got, v)))
+        self.read_buf(unsafe { seqlock::Raw::up_to(dst, len) })
     }
 
     /// What [`wait_any`](crate::wait_any) looks at and sleeps on: ready when a value newer
@@ -1120,10 +1115,18 @@ impl LatestReader {
         buf: &mut [u8],
         timeout: Option<Duration>,
     ) -> Result<(usize, u64)> {
-        let room = buf.len();
-        let mut sink = seqlock::Buf::up_to(buf);
+        self.wait_newer_buf(version, seqlock::Buf::up_to(buf), timeout)
+    }
+
+    /// [`wait_newer_into`](Self::wait_newer_into) into `sink`.
+    fn wait_newer_buf(
+        &mut self,
+        version: u64,
+        mut sink: impl seqlock::Fixed,
+        timeout: Option<Duration>,
+    ) -> Result<(usize, u64)> {
         let v = self.wait_newer_to(version, &mut sink, timeout)?;
-        let len = fitted(&self.chan, sink.got, room, "the latest value", NOT_READ)?;
+        let len = fitted(&self.chan, &sink, "the latest value", NOT_READ)?;
         Ok((len, v))
     }
 
@@ -1149,10 +1152,7 @@ impl LatestReader {
         timeout: Option<Duration>,
     ) -> Result<(usize, u64)> {
         // SAFETY: the caller's promise, for as long as the sink lives (this call).
-        let mut sink = unsafe { seqlock::Raw::up_to(dst, len) };
-        let v = self.wait_newer_to(version, &mut sink, timeout)?;
-        let got = fitted(&self.chan, sink.got, len, "the latest value", NOT_READ)?;
-        Ok((got, v))
+        self.wait_newer_buf(version, unsafe { seqlock::Raw::up_to(dst, len) }, timeout)
     }
 
     /// [`wait_newer`](Self::wait_newer) into any sink.

@@ -277,6 +277,16 @@ pub(crate) trait Sink {
     }
 }
 
+/// A sink of fixed length, which takes a message of at most its length or refuses it:
+/// what it took, or the length of what it refused.
+pub(crate) trait Fixed: Sink {
+    /// The buffer's length.
+    fn room(&self) -> usize;
+
+    /// The last message's length: `Ok` if it was copied, `Err` if not.
+    fn got(&self) -> Result<usize, usize>;
+}
+
 /// A vector, made to hold the message.
 impl Sink for Vec<u8> {
     #[inline]
@@ -381,6 +391,30 @@ impl Sink for Raw {
     #[inline]
     fn refused(&self) -> bool {
         self.got.is_err()
+    }
+}
+
+impl Fixed for Buf<'_> {
+    #[inline]
+    fn room(&self) -> usize {
+        self.dst.len()
+    }
+
+    #[inline]
+    fn got(&self) -> Result<usize, usize> {
+        self.got
+    }
+}
+
+impl Fixed for Raw {
+    #[inline]
+    fn room(&self) -> usize {
+        self.room
+    }
+
+    #[inline]
+    fn got(&self) -> Result<usize, usize> {
+        self.got
     }
 }
 
