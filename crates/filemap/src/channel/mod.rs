@@ -511,7 +511,11 @@ impl fmt::Debug for Sender {
 /// Room for one message in the ring, to be written in place and then sent with
 /// [`Loan::commit`]. Dropped without a commit, nothing is sent.
 pub struct Loan<'a> {
-    sender: &'a mut Sender,
+    chan: &'a Arc<sys::Channel>,
+    producer: &'a mut Producer,
+    // A copy, made with the loan, as a `Message` keeps one: each of `write_at` and
+    // `commit` made the ring anew from `chan`.
+    ring: Ring<'a>,
     reserved: Reserved,
 }
 
@@ -540,7 +544,7 @@ impl Loan<'_> {
     /// [`Error::OutOfRange`] if it does not fit in the loan.
     #[inline]
     pub fn write_at(&mut self, offset: usize, data: &[u8]) -> Result<()> {
-        write_within(&self.sender.chan.ring(), self.reserved, offset, data)
+        write_within(&self.ring, self.reserved, offset, data)
     }
 
     /// The message's first byte, for writing in place (for instance by a decoder or a
@@ -549,17 +553,14 @@ impl Loan<'_> {
     /// them that you rely on.
     #[inline]
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.sender.chan.ring().at(self.reserved.offset)
+        self.ring.at(self.reserved.offset)
     }
 
     /// Sends the message.
     #[inline(always)]
     pub fn commit(self) {
-        let ring = self.sender.chan.ring();
-        self.sender.producer.commit(&ring, self.reserved);
-        self.sender
-            .producer
-            .publish(&ring, self.sender.chan.parker());
+        self.producer.commit(&self.ring, self.reserved);
+        self.producer.publish(&self.ring, self.chan.parker());
     }
 
     /// Ends the borrow of the sender but keeps the room: for callers that cannot hold the
@@ -578,10 +579,10 @@ impl Loan<'_> {
     /// ```
     pub fn detach(self) -> DetachedLoan {
         DetachedLoan {
-            chan: Arc::clone(&self.sender.chan),
+            chan: Arc::clone(self.chan),
             reserved: self.reserved,
-            tail: self.sender.producer.position(),
-            sent: self.sender.producer.sent(),
+            tail: self.producer.position(),
+            sent: self.producer.sent(),
         }
     }
 }
@@ -875,7 +876,9 @@ impl Sender {
             return Err(no_room(&self.chan));
         };
         Ok(Loan {
-            sender: self,
+            chan: &self.chan,
+            producer: &mut self.producer,
+            ring: self.chan.ring(),
             reserved,
         })
     }
@@ -924,7 +927,9 @@ impl Sender {
         Ok(self
             .reserve_by(len, Some(Instant::now()))?
             .map(|reserved| Loan {
-                sender: self,
+                chan: &self.chan,
+                producer: &mut self.producer,
+                ring: self.chan.ring(),
                 reserved,
             }))
     }
