@@ -205,12 +205,18 @@ const LARGE_FROM: usize = LARGE + 1;
 /// Between processes, the 64 B rows move with this version by no more than code layout
 /// alone moves them (docs/BENCHMARKS.md, 2026-11-29, evening).
 ///
+/// `extern "C"`, so that it cannot unwind (a panic in it would abort; nothing in it
+/// panics): to the compiler, a call that may unwind needs a landing pad in every caller,
+/// and one that drops a received `Message` there kept the whole message in memory for it,
+/// ten stores per message. Without it a 64 B `recv` + `read_at` costs 5.0 ns in one
+/// thread instead of 6.6 (docs/BENCHMARKS.md, 2026-11-30, day).
+///
 /// # Safety
 ///
 /// As for [`copy`].
 #[cold]
 #[inline(never)]
-unsafe fn copy_large(src: *const u8, dst: *mut u8, len: usize) {
+unsafe extern "C" fn copy_large(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     if matches!((dst as usize).wrapping_sub(src as usize) % 4096, 1..=31) {
         // SAFETY: the caller's promise.
