@@ -208,7 +208,7 @@ const LARGE_FROM: usize = LARGE + 1;
 /// `extern "C"`, so that it cannot unwind (a panic in it would abort; nothing in it
 /// panics): to the compiler, a call that may unwind needs a landing pad in every caller,
 /// and one that drops a received `Message` there kept the whole message in memory for it,
-/// ten stores per message. Without it a 64 B `recv` + `read_at` costs 5.0 ns in one
+/// about ten stores per message. Without that pad a 64 B `recv` + `read_at` costs 5.0 ns in one
 /// thread instead of 6.6 (docs/BENCHMARKS.md, 2026-11-30, day).
 ///
 /// # Safety
