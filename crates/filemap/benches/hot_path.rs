@@ -17,6 +17,10 @@
 //!   of up to 256 with a `read_at` of each, as `filemap bench`'s batched row does;
 //! - **filemap, recv_into:** `Sender::send`, then `Receiver::recv_into` (the copy
 //!   without a message value);
+//! - **filemap, copied, `?` into the caller's error:** as copied, in a function whose
+//!   error type is the caller's own (here a `String` made from filemap's error, as an
+//!   application's error type may be): each `?` then calls a conversion, which may
+//!   unwind, while the message lives, so the compiler keeps the message in memory;
 //! - **raw ring, size known when compiling:** the raw ring, its copies of a constant size
 //!   (a few moves, not a call to `memcpy`), as a typed channel's are;
 //! - **filemap, typed:** `Sender::send_value` and `Receiver::recv_value` of `[u64; N]`
@@ -208,6 +212,24 @@ mod linux {
         Ok(())
     }
 
+    /// An application's own error type: `?` converts filemap's error into it.
+    #[derive(Debug)]
+    struct AppError(String);
+
+    impl From<filemap::Error> for AppError {
+        fn from(e: filemap::Error) -> AppError {
+            AppError(e.to_string())
+        }
+    }
+
+    #[inline(never)]
+    fn recv_app(rx: &mut Receiver, buf: &mut [u8], n: usize) -> std::result::Result<(), AppError> {
+        for _ in 0..n {
+            rx.recv()?.read_at(0, buf)?;
+        }
+        Ok(())
+    }
+
     #[inline(never)]
     fn recv_into(rx: &mut Receiver, buf: &mut [u8], n: usize) -> Result<()> {
         for _ in 0..n {
@@ -299,7 +321,7 @@ mod linux {
             let mut buf = vec![0u8; size];
             // Half the ring per batch; a frame is the message and an 8-byte header.
             let n = RING / 2 / (size + 8);
-            let mut rows = vec![(Vec::new(), Vec::new()); 7];
+            let mut rows = vec![(Vec::new(), Vec::new()); 8];
             for _ in 0..ROUNDS {
                 let mut b = vec![0u8; size];
                 // One (send, receive) pair per row, in the order of the labels below.
@@ -333,6 +355,14 @@ mod linux {
                         |n| send(&mut tx, black_box(&msg), n),
                         |n| recv_into(&mut rx, black_box(&mut b[..]), n),
                     ),
+                    best(
+                        n,
+                        |n| send(&mut tx, black_box(&msg), n),
+                        |n| {
+                            recv_app(&mut rx, black_box(&mut b[..]), n)
+                                .map_err(|e| filemap::Error::InvalidArgument { what: e.0 })
+                        },
+                    ),
                 ];
                 let fixed = match size {
                     8 => fixed_rows::<1>(&raw, &mut tx, &mut rx, n),
@@ -350,6 +380,7 @@ mod linux {
                 "filemap, zero-copy",
                 "filemap, batched",
                 "filemap, recv_into",
+                "filemap, copied, `?` into the caller's error",
                 "raw ring, size known when compiling",
                 "filemap, typed (`[u64; N]` values)",
             ]
