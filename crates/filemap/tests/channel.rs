@@ -847,6 +847,37 @@ fn detached_loans_are_sent_by_their_own_sender_unless_stale() {
     ));
 }
 
+/// A loan may be filled by another thread, and a received message read by one and
+/// consumed (dropped) by another, as the `&mut Sender` and `&mut Receiver` that they
+/// borrow may go to other threads.
+#[test]
+fn loans_and_messages_may_go_to_other_threads() {
+    let root = TestRoot::new("ch-threads");
+    let name = root.name("Local\\threads");
+    let s = root.opts().create_stream(&name, 256, 64).unwrap();
+    let mut tx = s.sender().unwrap();
+    let mut rx = s.receiver().unwrap();
+    let mut loan = tx.loan(5).unwrap();
+    std::thread::scope(|t| t.spawn(|| loan.write_at(0, b"hello")).join().unwrap()).unwrap();
+    loan.commit();
+    let msg = rx.try_recv().unwrap().unwrap();
+    let got = std::thread::scope(|t| {
+        t.spawn(|| {
+            let mut b = [0u8; 5];
+            msg.read_at(0, &mut b).map(|()| b)
+        })
+        .join()
+        .unwrap()
+    })
+    .unwrap();
+    assert_eq!(&got, b"hello");
+    assert_eq!(s.queued(), 1);
+    // Dropped in another thread, it is consumed there.
+    std::thread::scope(|t| t.spawn(move || drop(msg)).join().unwrap());
+    assert!(rx.try_recv().unwrap().is_none());
+    assert_eq!(s.queued(), 0);
+}
+
 #[test]
 fn detached_messages_are_consumed_by_their_own_receiver_unless_stale() {
     let root = TestRoot::new("ch-detach-rx");

@@ -17,6 +17,17 @@ pub(crate) struct Shared {
     base: *mut u8,
 }
 
+// SAFETY: a `Shared` is an address and nothing else: it owns nothing, and every access
+// through it is one of the `unsafe` methods below, whose callers keep to a channel's
+// protocol. That protocol already has the memory touched at once by other processes, and
+// by the two ends of a channel in two threads (`Sender` and `Receiver` are `Send`); a copy
+// of the address in another thread touches it no differently. Without these, a type that
+// keeps a copy of a ring (`Loan`, `Message`) could not go to another thread, where a
+// `Loan` that held the `&mut Sender` instead could.
+unsafe impl Send for Shared {}
+// SAFETY: as for `Send`; shared `&Shared`s only copy the address out.
+unsafe impl Sync for Shared {}
+
 impl Shared {
     /// # Safety
     ///
